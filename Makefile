@@ -1,0 +1,42 @@
+# cosmosage: every target creates .venv and installs what it needs on first use.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+NAME   ?= quickstart
+ARGS   ?=
+STAMP  := $(VENV)/.installed
+
+export HF_HUB_OFFLINE ?= 1
+export WANDB_MODE ?= disabled
+export DO_NOT_TRACK ?= 1
+export AXOLOTL_DO_NOT_TRACK ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: venv recipe test test-fast lint bench clean
+
+venv: $(STAMP)
+
+# torch first, pinned, so pip takes the CPU wheel instead of a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,serve]'
+	touch $(STAMP)
+
+recipe: $(STAMP)
+	$(BIN)/cosmosage recipe run $(NAME) $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not train" $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: $(STAMP)
+	$(BIN)/python bench/quickstart_wall.py
+
+clean:
+	rm -rf build runs
