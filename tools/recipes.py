@@ -10,7 +10,7 @@ A recipe is a YAML file of Axolotl keys plus a reserved `recipe:` block:
       builds: [{output: ..., command: [...]}]   # files this recipe needs and how to make them
 
 Rendering deep-merges the fragments (in order), then the recipe, then `--set`/`--unset`
-overrides. The `recipe:` block is merged the same way (with `builds` concatenated) and is
+overrides; a key set to null removes what an earlier layer gave it. The `recipe:` block is merged the same way (with `builds` concatenated) and is
 returned as metadata; it never reaches Axolotl. `render` is pure: it reads files only.
 """
 
@@ -223,9 +223,14 @@ def render(
         files.append(str(fpath.relative_to(recipes_dir(root).parent)))
     overrides = [s for s in sets or [] if not s.startswith("recipe.")]
     meta_sets = [s.removeprefix("recipe.") for s in sets or [] if s.startswith("recipe.")]
-    config = apply_overrides(config, overrides, unsets)
+    config = drop_nulls(apply_overrides(config, overrides, unsets))
     meta = apply_overrides(meta, meta_sets)
     return Rendered(name=name, config=config, meta=meta, files=files)
+
+
+def drop_nulls(cfg: dict) -> dict:
+    """A key set to null in a later layer removes what an earlier layer gave it."""
+    return {k: drop_nulls(v) if isinstance(v, dict) else v for k, v in cfg.items() if v is not None}
 
 
 def to_yaml(config: dict, header: str | None = None) -> str:
