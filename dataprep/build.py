@@ -33,6 +33,7 @@ def build_corpus(
 ) -> dict:
     """Documents -> cleaned, chunked completion JSONL (`{"text": ...}`), split by document."""
     tok = load_tokenizer(tokenizer)
+    tok.model_max_length = 1 << 30  # whole documents are tokenized before chunking
     # Room for the BOS and EOS tokens Axolotl adds around each completion record.
     budget = sequence_len - 2
     manifest = Manifest(str(out), extra={"sequence_len": sequence_len, "tokenizer": tokenizer})

@@ -42,6 +42,9 @@ def main(debug: bool) -> None:
       cosmosage recipe run quickstart
       cosmosage data corpus samples/papers --tokenizer build/models/tiny-llama --sequence-len 128 --out corpus.jsonl
     """
+    from tools.quiet import quiet_libraries
+
+    quiet_libraries()
 
 
 # --------------------------------------------------------------------------- recipe
@@ -276,3 +279,7 @@ def runs_tree() -> None:
 
     for line in registry.tree(ROOT / "runs"):
         click.echo(line)
+
+
+# Command modules by area add their commands to the groups above.
+# (one import per area; each module registers with @data.command / @model.command)

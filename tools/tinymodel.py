@@ -92,10 +92,14 @@ def corpus_texts(inputs: list[str]) -> list[str]:
 
 
 def fingerprint(inputs: list[str], params: dict) -> str:
+    """Hash of the settings and the input files (by path inside each input, so the
+    same folder named relatively or absolutely gives the same model)."""
     h = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
-    for path in iter_files(inputs, suffixes={".md", ".mmd", ".txt", ".jsonl"}):
-        h.update(str(path).encode())
-        h.update(Path(path).read_bytes())
+    for item in inputs:
+        base = Path(item)
+        for path in iter_files([item], suffixes={".md", ".mmd", ".txt", ".jsonl"}):
+            h.update(str(path.relative_to(base) if base.is_dir() else path.name).encode())
+            h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
