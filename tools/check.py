@@ -86,12 +86,18 @@ def dataset_keys() -> set[str]:
     return set(SFTDataset.model_fields)
 
 
+# Options Axolotl renamed; the old names are dropped without a word.
+RENAMED = {
+    "relora_steps": "jagged_restart_steps",
+    "relora_warmup_steps": "jagged_restart_warmup_steps",
+    "relora_anneal_steps": "jagged_restart_anneal_steps",
+}
+
+
 def suggest(key: str, candidates: set[str]) -> str:
+    if key in RENAMED:
+        return f"; it was renamed: use `{RENAMED[key]}`"
     close = difflib.get_close_matches(key, sorted(candidates), n=1, cutoff=0.6)
-    if not close and "_" in key:
-        # renamed keys keep a word: relora_steps -> jagged_restart_steps
-        tail = key.split("_", 1)[1]
-        close = sorted(c for c in candidates if c.endswith(tail))[:1]
     return f"; did you mean `{close[0]}`?" if close else ""
 
 

@@ -134,7 +134,8 @@ def recipe_check(names: tuple[str, ...], sets: tuple[str, ...], unsets: tuple[st
 @unset_option
 @click.option("--dry-run", is_flag=True, help="Render, plan and print the commands; build and train nothing.")
 @click.option("--resume", is_flag=True, help="Continue the newest unfinished run of NAME.")
-def recipe_run(name: str, sets: tuple[str, ...], unsets: tuple[str, ...], dry_run: bool, resume: bool) -> None:
+@click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Where run folders and the registry live [default: ./runs in the project].")
+def recipe_run(name: str, sets: tuple[str, ...], unsets: tuple[str, ...], dry_run: bool, resume: bool, runs_dir: Path | None) -> None:
     """Run recipe NAME end to end: data, train, select, merge, evaluate, card.
 
     \b
@@ -146,7 +147,7 @@ def recipe_run(name: str, sets: tuple[str, ...], unsets: tuple[str, ...], dry_ru
     from tools.launcher import run_recipe
     from tools.recipes import to_yaml
 
-    result = run_recipe(name, list(sets), list(unsets), dry_run=dry_run, resume=resume, echo=click.echo)
+    result = run_recipe(name, list(sets), list(unsets), dry_run=dry_run, resume=resume, echo=click.echo, runs_dir=runs_dir)
     if dry_run:
         click.echo(f"# run folder would be {result['run_dir']}")
         for st in result["stages"]:

@@ -21,6 +21,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import yaml
 ROOT = Path(os.environ.get("COSMOSAGE_ROOT") or Path(__file__).resolve().parents[1])
 RECIPES_DIR = ROOT / "recipes"
 BASE_DIR_NAME = "_base"
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 class RecipeError(Exception):
@@ -157,9 +159,16 @@ def _load_layers(path: Path, root: Path | None, seen: tuple[Path, ...]) -> list[
 def parse_value(text: str) -> Any:
     """`--set` values are YAML scalars: 2e-4 -> float, true -> bool, [a, b] -> list."""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str):
+        # YAML 1.1 reads 2e-4 (no dot) as a string; people mean the number.
+        try:
+            return float(value) if _FLOAT_RE.fullmatch(value.strip()) else value
+        except ValueError:
+            return value
+    return value
 
 
 def _walk(cfg: dict, dotted: str, create: bool):
