@@ -1,0 +1,235 @@
+"""Token-exact chunks for continued pretraining.
+
+Each chunk, tokenized on its own (as Axolotl's `type: completion` does), has exactly
+`max_tokens` tokens, except the last chunk of a document, which has fewer. With
+`max_tokens = sequence_len - 2` (room for BOS and EOS) and `sample_packing: true`,
+packed rows are full and nothing is truncated.
+
+How: a candidate piece of text a little longer than `max_tokens` tokens (estimated from
+the running characters-per-token) is encoded on its own, and cut at the start of token
+number `max_tokens`. For BPE the text before a token boundary encodes to exactly the
+tokens before it (a merge across the cut never happened, so the merges on its left
+side are the same), so the chunk needs no second encoding; the surplus is encoded again
+as the start of the next candidate, about 10% extra work. Candidates of many documents
+are encoded together with the fast tokenizer's batch encoder.
+
+`verify` re-encodes chunks: "all", "none", or "sample" (every 20th chunk, switching to
+"all" for the rest of the run if one sample disagrees).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+def backend_tokenizer(tokenizer):
+    """A private `tokenizers.Tokenizer` (no truncation or padding) from a HF fast
+    tokenizer, a `tokenizers.Tokenizer`, or a path to a model folder / tokenizer.json."""
+    from tokenizers import Tokenizer
+
+    if isinstance(tokenizer, Tokenizer):
+        tok = Tokenizer.from_str(tokenizer.to_str())
+    elif hasattr(tokenizer, "backend_tokenizer"):
+        tok = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    else:
+        from pathlib import Path
+
+        p = Path(str(tokenizer))
+        if p.is_dir() and (p / "tokenizer.json").exists():
+            tok = Tokenizer.from_file(str(p / "tokenizer.json"))
+        elif p.is_file():
+            tok = Tokenizer.from_file(str(p))
+        else:
+            from transformers import AutoTokenizer
+
+            hf = AutoTokenizer.from_pretrained(str(tokenizer))
+            if not hasattr(hf, "backend_tokenizer"):
+                raise ValueError(
+                    f"{tokenizer}: a fast (tokenizers) tokenizer is needed for chunking"
+                )
+            tok = Tokenizer.from_str(hf.backend_tokenizer.to_str())
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+@dataclass
+class Chunk:
+    doc_index: int
+    index: int
+    text: str
+    tokens: int
+
+
+class Chunker:
+    def __init__(
+        self,
+        tokenizer,
+        max_tokens: int,
+        overlap: int = 0,
+        paragraph: bool = False,
+        verify: str = "sample",
+        batch_docs: int = 64,
+    ):
+        if max_tokens < 8:
+            raise ValueError(
+                f"max_tokens {max_tokens} is too small (sequence_len must leave room for BOS/EOS)"
+            )
+        if not 0 <= overlap < max_tokens // 2:
+            raise ValueError(f"overlap {overlap} must be in [0, {max_tokens // 2})")
+        if verify not in ("all", "none", "sample"):
+            raise ValueError(f"verify must be all, none or sample, not {verify!r}")
+        self.tok = backend_tokenizer(tokenizer)
+        self.max_tokens = max_tokens
+        self.overlap = overlap
+        self.paragraph = paragraph
+        self.verify = verify
+        self.batch_docs = batch_docs
+        self.chars_per_token = 3.0
+        self.stats = {"encoded_chars": 0, "retries": 0, "verified": 0, "over_budget": 0}
+        self._emitted = 0
+
+    def encode_len(self, texts: list[str]) -> list[int]:
+        return [len(e) for e in self.tok.encode_batch_fast(texts, add_special_tokens=False)]
+
+    def chunk_texts(self, texts: list[str]) -> Iterator[Chunk]:
+        """Chunks of a batch of documents, in document order."""
+        pos = [0] * len(texts)
+        index = [0] * len(texts)
+        cpt = [self.chars_per_token] * len(texts)
+        done = [False] * len(texts)
+        out: list[list[Chunk]] = [[] for _ in texts]
+        active = list(range(len(texts)))
+        while active:
+            cands, ends = [], []
+            for d in active:
+                text, p = texts[d], pos[d]
+                while p < len(text) and text[p].isspace():
+                    p += 1
+                pos[d] = p
+                end = p + int(self.max_tokens * cpt[d] * 1.1) + 32
+                if end < len(text):
+                    sp = text.find(" ", end, end + 200)
+                    end = sp if sp >= 0 else end
+                cands.append(text[p:end])
+                ends.append(end >= len(text))
+            encs = self.tok.encode_batch(cands, add_special_tokens=False) if cands else []
+            still = []
+            for d, cand, at_end, enc in zip(active, cands, ends, encs, strict=True):
+                self.stats["encoded_chars"] += len(cand)
+                n = len(enc)
+                if not cand.strip():
+                    done[d] = True
+                    continue
+                if n <= self.max_tokens:
+                    if at_end:
+                        out[d].append(Chunk(d, index[d], cand, n))
+                        index[d] += 1
+                        done[d] = True
+                        continue
+                    # The estimate was short: widen the window and try again.
+                    self.stats["retries"] += 1
+                    cpt[d] *= 1.5 * self.max_tokens / max(n, 1)
+                    still.append(d)
+                    continue
+                k = self.max_tokens
+                cut = enc.token_to_chars(k)[0] if enc.token_to_chars(k) else len(cand)
+                if self.paragraph:
+                    para = cand.rfind("\n\n", 0, cut)
+                    if para > cut // 2:
+                        j = enc.char_to_token(para)
+                        if j is not None and (span := enc.token_to_chars(j)) and span[0] > 0:
+                            k, cut = j, span[0]
+                if cut <= 0:  # a single token wider than the window; cannot happen for sane input
+                    cut, k = len(cand), n
+                out[d].append(Chunk(d, index[d], cand[:cut], k))
+                index[d] += 1
+                cpt[d] = max(0.5, cut / max(k, 1))
+                nxt = cut
+                if self.overlap:
+                    span = enc.token_to_chars(k - self.overlap)
+                    if span and span[0] > 0:
+                        nxt = span[0]
+                pos[d] += nxt
+                still.append(d)
+            active = [d for d in still if not done[d]]
+        seen = [c for d in range(len(texts)) for c in out[d]]
+        if seen:
+            self.chars_per_token = sum(len(c.text) for c in seen) / max(
+                1, sum(c.tokens for c in seen)
+            )
+        self._check(seen)
+        yield from seen
+
+    def _check(self, chunks: list[Chunk]) -> None:
+        if self.verify == "none" or not chunks:
+            return
+        if self.verify == "sample":
+            picked = [c for i, c in enumerate(chunks, self._emitted) if i % 20 == 0]
+        else:
+            picked = chunks
+        self._emitted += len(chunks)
+        if not picked:
+            return
+        lengths = self.encode_len([c.text for c in picked])
+        self.stats["verified"] += len(picked)
+        for c, n in zip(picked, lengths, strict=True):
+            if n != c.tokens:
+                if self.verify == "sample":
+                    log.warning(
+                        "chunk re-encodes to %d tokens, not %d: verifying every chunk from now on",
+                        n,
+                        c.tokens,
+                    )
+                    self.verify = "all"
+                    self._check([x for x in chunks if x not in picked])
+                c.tokens = n
+        for c in chunks:
+            if c.tokens > self.max_tokens:
+                self.stats["over_budget"] += 1
+
+    def chunk(self, texts: Iterable[str]) -> Iterator[Chunk]:
+        """Chunks of a stream of documents; `doc_index` counts from 0 over the stream."""
+        batch: list[str] = []
+        base = 0
+        for t in texts:
+            batch.append(t)
+            if len(batch) >= self.batch_docs:
+                for c in self.chunk_texts(batch):
+                    c.doc_index += base
+                    yield c
+                base += len(batch)
+                batch = []
+        for c in self.chunk_texts(batch):
+            c.doc_index += base
+            yield c
+
+
+def packing_efficiency(lengths: Iterable[int], sequence_len: int, specials: int = 2) -> float:
+    """Share of packed-row positions holding tokens when records of `lengths` tokens
+    (plus BOS/EOS) are packed into rows of `sequence_len` by best-fit decreasing, as a
+    sample-packing trainer does. 1.0 for an empty corpus."""
+    import bisect
+
+    sizes = sorted((min(n + specials, sequence_len) for n in lengths), reverse=True)
+    if not sizes:
+        return 1.0
+    free: list[int] = []  # remaining room of open rows, sorted
+    rows = 0
+    for s in sizes:
+        if s == sequence_len:
+            rows += 1
+            continue
+        i = bisect.bisect_left(free, s)
+        if i < len(free):
+            room = free.pop(i) - s
+        else:
+            rows += 1
+            room = sequence_len - s
+        if room > 0:
+            bisect.insort(free, room)
+    return sum(sizes) / (rows * sequence_len)
