@@ -172,3 +172,70 @@ class Manifest:
 
 def write_rejects(output: str | Path, rejects: Iterable[Reject]) -> int:
     return write_jsonl(rejects_path(output), (r.to_json() for r in rejects))
+
+
+def read_csv(path: str | Path, delimiter: str | None = None) -> Iterator[tuple[int, dict | Reject]]:
+    """Yield (line number, row dict) per CSV/TSV row; rows with the wrong number of
+    fields yield a Reject. The delimiter is a tab for `.tsv` files unless given."""
+    import csv
+
+    path = Path(path)
+    if delimiter is None:
+        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        reader = csv.reader(fh, delimiter=delimiter)
+        header = next(reader, None)
+        if not header:
+            return
+        header = [h.strip() for h in header]
+        start = reader.line_num + 1
+        for row in reader:
+            lineno, start = start, reader.line_num + 1
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                yield lineno, Reject(str(path), lineno, f"CSV row has {len(row)} fields, header has {len(header)}", row)
+                continue
+            yield lineno, dict(zip(header, row, strict=True))
+
+
+def read_records(path: str | Path) -> Iterator[tuple[int, dict | Reject]]:
+    """JSONL or CSV/TSV rows by file extension, as (line number, record or Reject)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return read_csv(path)
+    return read_jsonl(path)
+
+
+def read_yaml(path: str | Path, lines: bool = False) -> Any:
+    """Parse a YAML (or JSON) file; syntax errors become a DataError naming file and line.
+
+    With `lines`, every mapping gets a `__line__` key: the line it starts on, so later
+    checks can point at it."""
+    import yaml
+
+    class LineLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            mapping = super().construct_mapping(node, deep=deep)
+            mapping["__line__"] = node.start_mark.line + 1
+            return mapping
+
+    path = Path(path)
+    try:
+        return yaml.load(read_text(path), Loader=LineLoader if lines else yaml.SafeLoader)  # noqa: S506
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark is not None else None
+        raise DataError(f"{where(path, line)}: invalid YAML: {exc.problem}") from exc
+
+
+def write_yaml(path: str | Path, obj: Any) -> None:
+    import yaml
+
+    with atomic_writer(path) as fh:
+        yaml.safe_dump(obj, fh, sort_keys=False, allow_unicode=True, width=100)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_writer(path) as fh:
+        fh.write(text)
