@@ -11,7 +11,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dataprep import chat as chatmod
 from dataprep import corpus as corpusmod
 from dataprep.io import Manifest, Reject, read_jsonl, write_jsonl, write_rejects
 
@@ -87,24 +86,21 @@ def build_chat(
     seed: int = 0,
     system_prompt: str | None = None,
 ) -> dict:
-    """Q&A / chat sources (ShareGPT, Alpaca, messages) -> shuffled chat JSONL."""
+    """Q&A / chat sources (ShareGPT, Alpaca, camel-ai, messages) -> shuffled chat JSONL."""
+    from dataprep.convert import ConvertOptions, convert, public, reason_kind
+
+    opts = ConvertOptions(system_prompt=system_prompt)
     manifest = Manifest(str(out))
     rejects: list[Reject] = []
     records = []
     for path in inputs:
         manifest.add_input(path)
-        for lineno, rec in read_jsonl(path):
+        for rec in convert(read_jsonl(path), str(path), opts):
             if isinstance(rec, Reject):
                 rejects.append(rec)
-                manifest.dropped[rec.reason.split(":")[0]] += 1
+                manifest.dropped[reason_kind(rec.reason)] += 1
                 continue
-            try:
-                msgs = chatmod.to_messages(rec, system_prompt)
-            except ValueError as exc:
-                rejects.append(Reject(str(path), lineno, str(exc), rec))
-                manifest.dropped[str(exc).split(":")[0]] += 1
-                continue
-            records.append({"messages": msgs, "source": f"{Path(path).name}:{lineno}"})
+            records.append(public(rec))
     rng = random.Random(seed)
     rng.shuffle(records)
     n_val = round(len(records) * val_fraction) if val_out else 0
