@@ -6,12 +6,8 @@ Each `build_*` function is what one `cosmosage data ...` command does.
 from __future__ import annotations
 
 import random
-from collections import Counter
 from pathlib import Path
 
-from tqdm import tqdm
-
-from dataprep import corpus as corpusmod
 from dataprep.io import Manifest, Reject, read_jsonl, write_jsonl, write_rejects
 
 
@@ -30,52 +26,12 @@ def build_corpus(
     val_fraction: float = 0.0,
     seed: int = 0,
 ) -> dict:
-    """Documents -> cleaned, chunked completion JSONL (`{"text": ...}`), split by document."""
-    tok = load_tokenizer(tokenizer)
-    tok.model_max_length = 1 << 30  # whole documents are tokenized before chunking
-    # Room for the BOS and EOS tokens Axolotl adds around each completion record.
-    budget = sequence_len - 2
-    manifest = Manifest(str(out), extra={"sequence_len": sequence_len, "tokenizer": tokenizer})
-    val_manifest = Manifest(str(val_out)) if val_out else None
-    rejects: list[Reject] = []
-    docs = []
-    for item in corpusmod.read_documents(inputs):
-        if isinstance(item, Reject):
-            rejects.append(item)
-            manifest.dropped[item.reason] += 1
-            continue
-        manifest.add_input(item.source, license=item.meta.get("license", "unknown"), doc_id=item.id)
-        docs.append(item)
-    val_ids = {d.id for d in docs if corpusmod.is_validation(d.id, val_fraction, seed)}
-    if val_out and val_fraction > 0 and not val_ids and len(docs) > 1:
-        # Tiny corpora: keep at least one whole document for validation.
-        val_ids = {docs[-1].id}
-    train, val = [], []
-    token_count = Counter()
-    for doc in tqdm(docs, desc="chunk", unit="doc", disable=None):
-        cleaned = corpusmod.clean(doc)
-        side = "val" if doc.id in val_ids and val_out else "train"
-        for rec in corpusmod.chunk(cleaned, tok, budget):
-            n_tok = len(tok(rec["text"], add_special_tokens=False)["input_ids"])
-            if n_tok > budget:
-                rejects.append(Reject(doc.source, None, f"chunk {rec['chunk']} has {n_tok} tokens > {budget}"))
-                manifest.dropped["chunk over budget"] += 1
-                continue
-            token_count[side] += n_tok
-            (val if side == "val" else train).append(rec)
-    manifest.kept = write_jsonl(out, train)
-    manifest.tokens = token_count["train"]
-    manifest.extra["documents"] = len(docs) - len(val_ids)
-    write_rejects(out, rejects)
-    manifest.write()
-    result = {"output": str(out), "records": manifest.kept, "tokens": manifest.tokens}
-    if val_manifest is not None:
-        val_manifest.inputs = [i for i in manifest.inputs if i["doc_id"] in val_ids]
-        val_manifest.kept = write_jsonl(val_out, val)
-        val_manifest.tokens = token_count["val"]
-        val_manifest.write()
-        result["val_records"] = val_manifest.kept
-    return result
+    """Documents -> cleaned, deduplicated, token-exact completion JSONL (`{"text": ...}`),
+    split by document. The full set of options is `dataprep.pipeline.build_files`."""
+    from dataprep.pipeline import CorpusConfig, build_files
+
+    cfg = CorpusConfig(sequence_len=sequence_len, val_fraction=val_fraction, seed=seed)
+    return build_files(list(inputs), out, tokenizer, cfg, val_out=val_out)
 
 
 def build_chat(
