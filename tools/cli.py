@@ -285,3 +285,4 @@ def runs_tree() -> None:
 # Command modules by area add their commands to the groups above.
 # (one import per area; each module registers with @data.command / @model.command)
 import tools.cli_chat  # noqa: E402,F401
+import tools.cli_synth  # noqa: E402,F401
