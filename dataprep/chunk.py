@@ -20,7 +20,7 @@ are encoded together with the fast tokenizer's batch encoder.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -209,27 +209,32 @@ class Chunker:
             yield c
 
 
-def packing_efficiency(lengths: Iterable[int], sequence_len: int, specials: int = 2) -> float:
-    """Share of packed-row positions holding tokens when records of `lengths` tokens
-    (plus BOS/EOS) are packed into rows of `sequence_len` by best-fit decreasing, as a
-    sample-packing trainer does. 1.0 for an empty corpus."""
+def packing_efficiency(
+    lengths: Iterable[int] | Mapping[int, int], sequence_len: int, specials: int = 2
+) -> float:
+    """Share of packed-row positions holding tokens when records of `lengths` tokens (a
+    list, or a histogram {length: count}) plus BOS/EOS are packed into rows of
+    `sequence_len` by best-fit decreasing, as a sample-packing trainer does."""
     import bisect
+    from collections import Counter
 
-    sizes = sorted((min(n + specials, sequence_len) for n in lengths), reverse=True)
-    if not sizes:
-        return 1.0
+    hist = lengths if isinstance(lengths, Mapping) else Counter(lengths)
+    used = rows = 0
     free: list[int] = []  # remaining room of open rows, sorted
-    rows = 0
-    for s in sizes:
+    for n in sorted(hist, reverse=True):
+        s = min(int(n) + specials, sequence_len)
+        count = int(hist[n])
+        used += s * count
         if s == sequence_len:
-            rows += 1
+            rows += count
             continue
-        i = bisect.bisect_left(free, s)
-        if i < len(free):
-            room = free.pop(i) - s
-        else:
-            rows += 1
-            room = sequence_len - s
-        if room > 0:
-            bisect.insort(free, room)
-    return sum(sizes) / (rows * sequence_len)
+        for _ in range(count):
+            i = bisect.bisect_left(free, s)
+            if i < len(free):
+                room = free.pop(i) - s
+            else:
+                rows += 1
+                room = sequence_len - s
+            if room > 0:
+                bisect.insort(free, room)
+    return used / (rows * sequence_len) if rows else 1.0

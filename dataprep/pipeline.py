@@ -51,6 +51,9 @@ class CorpusConfig:
     verify: str = "sample"
     workers: int = 1
     batch_docs: int = 64
+    # With a validation output and no document drawn for it, move the last one there
+    # (tiny corpora); off for shards, where each shard would do it.
+    val_fallback: bool = True
 
     def describe(self) -> dict:
         return asdict(self)
@@ -129,7 +132,7 @@ class Outputs:
         self.manifest = Manifest(str(self.out), extra=dict(meta))
         self.val_manifest = Manifest(str(self.val_out), extra=dict(meta)) if self.val_out else None
         self.tokens = Counter()
-        self.lengths: dict[str, list[int]] = {"train": [], "val": []}
+        self.lengths = {"train": Counter(), "val": Counter()}
         self.documents = Counter()
 
     def reject(self, rej: Reject) -> None:
@@ -144,7 +147,7 @@ class Outputs:
         for rec in chunks:
             writer.write(rec)
             self.tokens[side] += rec["tokens"]
-            self.lengths[side].append(rec["tokens"])
+            self.lengths[side][rec["tokens"]] += 1
         self.documents[side] += 1
         entry = {
             "path": doc.source,
@@ -241,7 +244,8 @@ def run_corpus(
         if held is not None:
             side = "train"
             if (
-                outs.val is not None
+                cfg.val_fallback
+                and outs.val is not None
                 and cfg.val_fraction > 0
                 and outs.val.count == 0
                 and outs.documents["train"] >= 1

@@ -286,3 +286,4 @@ def runs_tree() -> None:
 # (one import per area; each module registers with @data.command / @model.command)
 import tools.cli_chat  # noqa: E402,F401
 import tools.cli_synth  # noqa: E402,F401
+import tools.cli_corpus  # noqa: E402,F401
