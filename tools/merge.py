@@ -20,6 +20,10 @@ TRAINER_FILES = {
     "training_args.bin",
     "tokens_state.json",
     "README.md",
+    "debug.log",
+    # a ReLoRA output folder holds merged full weights beside its last adapter
+    "adapter_config.json",
+    "adapter_model.safetensors",
 }
 
 

@@ -37,10 +37,10 @@ CHAT_TEMPLATE = (
 DEFAULTS = {
     "vocab_size": 1024,
     "hidden_size": 64,
-    "intermediate_size": 176,
+    "intermediate_size": 256,
     "num_hidden_layers": 2,
     "num_attention_heads": 4,
-    "num_key_value_heads": 2,
+    "num_key_value_heads": 4,
     "max_position_embeddings": 512,
 }
 
