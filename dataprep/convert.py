@@ -32,6 +32,19 @@ class ConvertOptions:
             raise ValueError(
                 f"unknown format {self.fmt!r}; choose from {', '.join(chatmod.FORMATS)}"
             )
+        if self.mapping:
+            missing = [r for r in ("user", "assistant") if r not in self.mapping]
+            unknown = sorted(set(self.mapping) - chatmod.ROLES)
+            if missing or unknown:
+                raise ValueError(
+                    f"column mapping {dict(self.mapping)}: "
+                    + (
+                        f"needs {' and '.join(missing)}"
+                        if missing
+                        else f"unknown role(s) {unknown}"
+                    )
+                    + "; roles are system, user, assistant"
+                )
         if self.fmt == "columns" and not self.mapping:
             raise ValueError(
                 "format 'columns' needs a column mapping, e.g. --map user=question --map assistant=answer"

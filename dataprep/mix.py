@@ -340,9 +340,9 @@ def load_pools(spec: MixSpec, counter: TokenCounter) -> list[Pool]:
 
 
 def fill(records: list[dict], target: float, repeat: bool, rng: random.Random) -> list[dict]:
-    """Records whose tokens add up as close to `target` as the pool allows, without
-    going over: take each record that still fits, in the (shuffled) pool order; with
-    `repeat`, go round again in a new order while there is room."""
+    """Records whose tokens add up as close to `target` as the pool allows: take each
+    record that still fits, in the (shuffled) pool order (with `repeat`, go round again
+    in a new order while there is room), then close the gap by swaps."""
     chosen, total = [], 0
     order = list(records)
     while True:
@@ -363,7 +363,8 @@ def close_gap(
     chosen: list[dict], records: list[dict], target: float, rounds: int = 8
 ) -> list[dict]:
     """Swap a chosen record for a longer unchosen one while that brings the total
-    closer to `target` without passing it."""
+    closer to `target` without passing it; then pass it by one record if that lands
+    closer."""
     chosen = list(chosen)
     picked = {id(r) for r in chosen}
     spare = sorted((r for r in records if id(r) not in picked), key=lambda r: r["_tokens"])
@@ -390,6 +391,9 @@ def close_gap(
         order = sorted(range(len(spare)), key=lambda k: sizes[k])
         spare, sizes = [spare[k] for k in order], [sizes[k] for k in order]
         total += gain
+    # one more record when passing the target by it misses by less than stopping short
+    if spare and sizes[0] - (target - total) < target - total:
+        chosen.append(spare[0])
     return chosen
 
 
@@ -492,7 +496,8 @@ def build_mix(spec: MixSpec, stage_names: list[str] | None = None) -> dict:
                 "sources": report,
             },
         )
-        manifest.add_input(spec.path, role="spec")
+        if Path(spec.path).is_file():
+            manifest.add_input(spec.path, role="spec")
         for p in members:
             if p.source.path:
                 manifest.add_input(p.source.path, source=p.source.name)

@@ -7,6 +7,7 @@ file beside the output, with file, line and reason.
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -334,7 +335,7 @@ def data_inspect(
             click.style(piece, fg="green", bold=True) if trained else click.style(piece, dim=True)
         )
 
-    plain = color is False or (color is None and not click.get_text_stream("stdout").isatty())
+    plain = color is False or (color is None and not sys.stdout.isatty())
     for rec in summary.records[:show]:
         click.echo(
             f"--- {rec.source}:{rec.line}  ({len(rec.input_ids)} tokens, {rec.trained} trained)"

@@ -17,10 +17,18 @@ SLIMORCA = {
     "conversations": [
         {"from": "system", "value": "You are an AI assistant. Explain your reasoning."},
         {"from": "human", "value": "Is 91 a prime number?", "weight": None},
-        {"from": "gpt", "value": "No. 91 = 7 x 13, so it has divisors other than 1 and itself.", "weight": 1.0},
+        {
+            "from": "gpt",
+            "value": "No. 91 = 7 x 13, so it has divisors other than 1 and itself.",
+            "weight": 1.0,
+        },
     ]
 }
-ALPACA = {"instruction": "Define the Hubble constant.", "input": "Give units.", "output": "H0 is the present expansion rate, in km/s/Mpc."}
+ALPACA = {
+    "instruction": "Define the Hubble constant.",
+    "input": "Give units.",
+    "output": "H0 is the present expansion rate, in km/s/Mpc.",
+}
 CAMEL = {
     "role_1": "Physicist_RoleType.ASSISTANT",
     "topic;": "Cosmology",
@@ -32,7 +40,10 @@ CAMEL = {
 
 
 def write_lines(path, lines):
-    path.write_text("".join((ln if isinstance(ln, str) else json.dumps(ln)) + "\n" for ln in lines), encoding="utf-8")
+    path.write_text(
+        "".join((ln if isinstance(ln, str) else json.dumps(ln)) + "\n" for ln in lines),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -42,17 +53,27 @@ def run(path, opts=None):
 
 
 def test_sharegpt_alpaca_camel_and_messages_detected(tmp_path):
-    msgs = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}
+    msgs = {
+        "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
+    }
     path = write_lines(tmp_path / "mixed.jsonl", [SLIMORCA, ALPACA, CAMEL, msgs])
     kept, rejects = run(path)
     assert not rejects
     assert [m["role"] for m in kept[0]["messages"]] == ["system", "user", "assistant"]
     assert kept[0]["messages"][2]["content"].startswith("No. 91 = 7 x 13")
-    assert kept[1]["messages"][0] == {"role": "user", "content": "Define the Hubble constant.\n\nGive units."}
+    assert kept[1]["messages"][0] == {
+        "role": "user",
+        "content": "Define the Hubble constant.\n\nGive units.",
+    }
     assert kept[2]["messages"][0]["content"] == CAMEL["message_1"]
     assert kept[2]["topic"] == "Cosmology"
     assert kept[3]["messages"] == msgs["messages"]
-    assert [r["source"] for r in kept] == ["mixed.jsonl:1", "mixed.jsonl:2", "mixed.jsonl:3", "mixed.jsonl:4"]
+    assert [r["source"] for r in kept] == [
+        "mixed.jsonl:1",
+        "mixed.jsonl:2",
+        "mixed.jsonl:3",
+        "mixed.jsonl:4",
+    ]
 
 
 def test_csv_with_column_mapping_and_pattern(tmp_path):
@@ -61,7 +82,9 @@ def test_csv_with_column_mapping_and_pattern(tmp_path):
         'question,context,answer\n"What is z?","Cosmology, briefly",Redshift.\nWhat is H0?,,"The Hubble constant, today."\n',
         encoding="utf-8",
     )
-    opts = ConvertOptions(mapping=chatmod.parse_mapping(["user={question} ({context})", "assistant=answer"]))
+    opts = ConvertOptions(
+        mapping=chatmod.parse_mapping(["user={question} ({context})", "assistant=answer"])
+    )
     kept, rejects = run(path, opts)
     assert not rejects
     assert kept[0]["messages"] == [
@@ -80,9 +103,15 @@ def test_jsonl_column_mapping_missing_column_is_rejected(tmp_path):
 
 
 def test_system_prompt_chosen_by_answer_length():
-    rules = [chatmod.SystemRule.parse("answer_chars<40=Answer briefly."), chatmod.SystemRule.parse("default=Explain in detail.")]
+    rules = [
+        chatmod.SystemRule.parse("answer_chars<40=Answer briefly."),
+        chatmod.SystemRule.parse("default=Explain in detail."),
+    ]
     short = chatmod.to_messages({"instruction": "Q?", "output": "Short."}, system_rules=rules)
-    long = chatmod.to_messages({"instruction": "Q?", "output": "A much longer answer that runs past forty characters."}, system_rules=rules)
+    long = chatmod.to_messages(
+        {"instruction": "Q?", "output": "A much longer answer that runs past forty characters."},
+        system_rules=rules,
+    )
     assert short[0] == {"role": "system", "content": "Answer briefly."}
     assert long[0] == {"role": "system", "content": "Explain in detail."}
     # a record's own system turn stays unless asked to replace it
@@ -105,7 +134,13 @@ def test_bad_records_rejected_with_line_and_reason_rest_kept(tmp_path):
         good,
         {"conversations": [{"from": "narrator", "value": "x"}, {"from": "gpt", "value": "y"}]},
         {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "   "}]},
-        {"conversations": [{"from": "human", "value": "a"}, {"from": "human", "value": "b"}, {"from": "gpt", "value": "c"}]},
+        {
+            "conversations": [
+                {"from": "human", "value": "a"},
+                {"from": "human", "value": "b"},
+                {"from": "gpt", "value": "c"},
+            ]
+        },
         '{"conversations": [{"from": "human", "value": "unterminated"',
         {"instruction": "Q?", "output": "A."},
         {"conversations": [{"from": "human", "value": "only a question"}]},
@@ -131,19 +166,30 @@ def test_build_convert_writes_output_rejects_manifest_and_drops_long(tmp_path, t
         [ALPACA, {"instruction": "Tell me everything.", "output": long_answer}, "{broken"],
     )
     out = tmp_path / "out" / "chat.jsonl"
-    res = build_convert([str(path)], out, ConvertOptions(system_prompt="Be exact."), str(tiny_model), 128)
+    res = build_convert(
+        [str(path)], out, ConvertOptions(system_prompt="Be exact."), str(tiny_model), 128
+    )
     assert res["records"] == 1 and res["rejected"] == 2 and res["tokens"] > 0
     rec = json.loads(out.read_text().splitlines()[0])
     assert rec["messages"][0] == {"role": "system", "content": "Be exact."}
-    rejects = [json.loads(x) for x in (tmp_path / "out" / "chat.rejects.jsonl").read_text().splitlines()]
-    assert {(r["line"], r["reason"].split(":")[0]) for r in rejects} == {(2, "too long"), (3, "invalid JSON")}
+    rejects = [
+        json.loads(x) for x in (tmp_path / "out" / "chat.rejects.jsonl").read_text().splitlines()
+    ]
+    assert {(r["line"], r["reason"].split(":")[0]) for r in rejects} == {
+        (2, "too long"),
+        (3, "invalid JSON"),
+    }
     assert rejects[0]["source"] == str(path)
     manifest = json.loads((tmp_path / "out" / "chat.manifest.json").read_text())
-    assert manifest["kept"] == 1 and manifest["dropped_total"] == 2 and manifest["sequence_len"] == 128
+    assert (
+        manifest["kept"] == 1 and manifest["dropped_total"] == 2 and manifest["sequence_len"] == 128
+    )
 
 
 def test_cli_convert_camel_with_rules(tmp_path):
-    path = write_lines(tmp_path / "physics.jsonl", [CAMEL, {**CAMEL, "message_2": "Thermal equilibrium."}])
+    path = write_lines(
+        tmp_path / "physics.jsonl", [CAMEL, {**CAMEL, "message_2": "Thermal equilibrium."}]
+    )
     out = tmp_path / "physics.chat.jsonl"
     result = CliRunner().invoke(
         main,
@@ -152,13 +198,29 @@ def test_cli_convert_camel_with_rules(tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     records = [rec for _, rec in read_jsonl(out)]
-    assert [r["messages"][0]["content"] for r in records] == ["Explain step by step.", "Answer briefly."]
+    assert [r["messages"][0]["content"] for r in records] == [
+        "Explain step by step.",
+        "Answer briefly.",
+    ]
     assert json.loads(result.output.strip().splitlines()[-1])["records"] == 2
 
 
 def test_cli_convert_rejects_unknown_mapping_role(tmp_path):
     path = write_lines(tmp_path / "rows.jsonl", [{"q": "A?", "a": "B."}])
-    result = CliRunner().invoke(main, ["data", "convert", str(path), "--map", "bot=a", "--map", "user=q", "--out", str(tmp_path / "o.jsonl")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "data",
+            "convert",
+            str(path),
+            "--map",
+            "bot=a",
+            "--map",
+            "user=q",
+            "--out",
+            str(tmp_path / "o.jsonl"),
+        ],
+    )
     assert result.exit_code != 0
     assert "needs assistant" in result.output
     assert not (tmp_path / "o.jsonl").exists()

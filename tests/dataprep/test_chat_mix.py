@@ -17,11 +17,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def qa(i: int, words: int = 8) -> dict:
-    return {"instruction": f"Question number {i} about the sky?", "input": "", "output": " ".join([f"answer{i}"] * words)}
+    return {
+        "instruction": f"Question number {i} about the sky?",
+        "input": "",
+        "output": " ".join([f"answer{i}"] * words),
+    }
 
 
 def chat(i: int, words: int = 8) -> dict:
-    return {"conversations": [{"from": "human", "value": f"General question {i}?"}, {"from": "gpt", "value": " ".join([f"reply{i}"] * words)}]}
+    return {
+        "conversations": [
+            {"from": "human", "value": f"General question {i}?"},
+            {"from": "gpt", "value": " ".join([f"reply{i}"] * words)},
+        ]
+    }
 
 
 def write(path: Path, records) -> str:
@@ -34,7 +43,14 @@ def lines(path) -> list[dict]:
 
 
 def test_quickstart_spec_hits_token_shares_within_one_percent(tmp_path, tiny_model):
-    spec = load_spec(ROOT / "samples/mix/quickstart.yaml", {"out": str(tmp_path / "chat.jsonl"), "val_out": str(tmp_path / "chat.val.jsonl"), "tokenizer": str(tiny_model)})
+    spec = load_spec(
+        ROOT / "samples/mix/quickstart.yaml",
+        {
+            "out": str(tmp_path / "chat.jsonl"),
+            "val_out": str(tmp_path / "chat.val.jsonl"),
+            "tokenizer": str(tiny_model),
+        },
+    )
     res = build_mix(spec)["stages"][0]
     for name, share in res["shares"].items():
         assert abs(share["realized"] - share["requested"]) <= 0.01, (name, share)
@@ -53,14 +69,25 @@ def test_quickstart_spec_hits_token_shares_within_one_percent(tmp_path, tiny_mod
 def test_word_counted_shares_dedup_and_determinism(tmp_path):
     a = write(tmp_path / "a.jsonl", [qa(i, 5 + i % 7) for i in range(60)])
     # b repeats three of a's conversations (ShareGPT layout, other spacing): they go
-    dup = [{"conversations": [{"from": "human", "value": f"question number {i} about the  sky?"}, {"from": "gpt", "value": " ".join([f"answer{i}"] * (5 + i % 7))}]} for i in range(3)]
+    dup = [
+        {
+            "conversations": [
+                {"from": "human", "value": f"question number {i} about the  sky?"},
+                {"from": "gpt", "value": " ".join([f"answer{i}"] * (5 + i % 7))},
+            ]
+        }
+        for i in range(3)
+    ]
     b = write(tmp_path / "b.jsonl", dup + [chat(i, 4 + i % 5) for i in range(80)])
     data = {
         "seed": 3,
         "out": str(tmp_path / "mix.jsonl"),
         "val_out": str(tmp_path / "mix.val.jsonl"),
         "validation": 0.1,
-        "sources": [{"name": "a", "path": a, "weight": 0.2}, {"name": "b", "path": b, "weight": 0.8}],
+        "sources": [
+            {"name": "a", "path": a, "weight": 0.2},
+            {"name": "b", "path": b, "weight": 0.8},
+        ],
     }
     res = build_mix(parse_spec(data))["stages"][0]
     for share in res["shares"].values():
@@ -69,7 +96,9 @@ def test_word_counted_shares_dedup_and_determinism(tmp_path):
     assert manifest["sources"]["b"]["dropped"] == {"duplicate": 3}
     assert manifest["token_unit"].startswith("words")
     rejects = lines(tmp_path / "mix.rejects.jsonl")
-    assert {r["line"] for r in rejects} == {1, 2, 3} and all(r["reason"].startswith("duplicate of a/a.jsonl:") for r in rejects)
+    assert {r["line"] for r in rejects} == {1, 2, 3} and all(
+        r["reason"].startswith("duplicate of a/a.jsonl:") for r in rejects
+    )
     first = (tmp_path / "mix.jsonl").read_text()
     build_mix(parse_spec(data))
     assert (tmp_path / "mix.jsonl").read_text() == first
@@ -80,7 +109,10 @@ def test_word_counted_shares_dedup_and_determinism(tmp_path):
 def test_count_sources_and_weights_share_of_total(tmp_path):
     a = write(tmp_path / "a.jsonl", [qa(i, 10) for i in range(30)])
     b = write(tmp_path / "b.jsonl", [chat(i, 10) for i in range(200)])
-    data = {"out": str(tmp_path / "m.jsonl"), "sources": [{"name": "a", "path": a, "count": 12}, {"name": "b", "path": b, "weight": 0.5}]}
+    data = {
+        "out": str(tmp_path / "m.jsonl"),
+        "sources": [{"name": "a", "path": a, "count": 12}, {"name": "b", "path": b, "weight": 0.5}],
+    }
     res = build_mix(parse_spec(data))["stages"][0]
     manifest = json.loads((tmp_path / "m.manifest.json").read_text())
     assert manifest["sources"]["a"]["records"] == 12
@@ -91,9 +123,16 @@ def test_curriculum_stages_by_tier(tmp_path):
     hi = write(tmp_path / "hi.jsonl", [qa(i) for i in range(20)])
     lo = write(tmp_path / "lo.jsonl", [chat(i) for i in range(20)])
     data = {
-        "sources": [{"name": "hi", "path": hi, "weight": 0.5, "tier": "high"}, {"name": "lo", "path": lo, "weight": 0.5, "tier": "low"}],
+        "sources": [
+            {"name": "hi", "path": hi, "weight": 0.5, "tier": "high"},
+            {"name": "lo", "path": lo, "weight": 0.5, "tier": "low"},
+        ],
         "stages": [
-            {"name": "broad", "tiers": ["low", "medium", "high"], "out": str(tmp_path / "s1.jsonl")},
+            {
+                "name": "broad",
+                "tiers": ["low", "medium", "high"],
+                "out": str(tmp_path / "s1.jsonl"),
+            },
             {"name": "focus", "tiers": ["high"], "out": str(tmp_path / "s2.jsonl")},
         ],
     }
@@ -109,7 +148,16 @@ def test_datasets_source_loads_through_datasets(tmp_path):
     rows = write(tmp_path / "rows.jsonl", [chat(i) for i in range(10)])
     data = {
         "out": str(tmp_path / "m.jsonl"),
-        "sources": [{"name": "hub", "dataset": "json", "data_files": rows, "split": "train", "max_records": 6, "count": 100}],
+        "sources": [
+            {
+                "name": "hub",
+                "dataset": "json",
+                "data_files": rows,
+                "split": "train",
+                "max_records": 6,
+                "count": 100,
+            }
+        ],
     }
     build_mix(parse_spec(data))
     got = lines(tmp_path / "m.jsonl")
@@ -122,10 +170,22 @@ def test_datasets_source_loads_through_datasets(tmp_path):
     "change, message",
     [
         ({"sources": [{"path": "x.jsonl"}]}, "exactly one of `weight`"),
-        ({"sources": [{"path": "x.jsonl", "dataset": "a/b", "weight": 1}]}, "exactly one of `path`"),
+        (
+            {"sources": [{"path": "x.jsonl", "dataset": "a/b", "weight": 1}]},
+            "exactly one of `path`",
+        ),
         ({"sources": [{"path": "x.jsonl", "weight": 1, "tier": "urgent"}]}, "tier"),
         ({"sources": [{"path": "x.jsonl", "wieght": 1}]}, "unknown key"),
-        ({"sources": [{"path": "x.jsonl", "weight": 0.7}, {"path": "y.jsonl", "count": 3}, {"path": "z.jsonl", "weight": 0.5}]}, "must sum below 1"),
+        (
+            {
+                "sources": [
+                    {"path": "x.jsonl", "weight": 0.7},
+                    {"path": "y.jsonl", "count": 3},
+                    {"path": "z.jsonl", "weight": 0.5},
+                ]
+            },
+            "must sum below 1",
+        ),
     ],
 )
 def test_spec_mistakes_are_named(change, message):
@@ -137,8 +197,19 @@ def test_cli_mix_reports_shares(tmp_path):
     a = write(tmp_path / "a.jsonl", [qa(i, 6 + i % 4) for i in range(40)])
     b = write(tmp_path / "b.jsonl", [chat(i, 6 + i % 3) for i in range(40)])
     spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({"sources": [{"name": "a", "path": a, "weight": 0.6}, {"name": "b", "path": b, "weight": 0.4}]}))
-    result = CliRunner().invoke(main, ["data", "mix", str(spec), "--out", str(tmp_path / "o.jsonl")])
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "sources": [
+                    {"name": "a", "path": a, "weight": 0.6},
+                    {"name": "b", "path": b, "weight": 0.4},
+                ]
+            }
+        )
+    )
+    result = CliRunner().invoke(
+        main, ["data", "mix", str(spec), "--out", str(tmp_path / "o.jsonl")]
+    )
     assert result.exit_code == 0, result.output
     res = json.loads(result.output.strip().splitlines()[-1])
     assert abs(res["stages"][0]["shares"]["a"]["realized"] - 0.6) <= 0.01

@@ -44,10 +44,10 @@ def test_bad_rows_rejected_with_line(tmp_path):
     facts = [i for i in items if not isinstance(i, Reject)]
     rejects = {r.line: r.reason for r in items if isinstance(r, Reject)}
     assert [f.object for f in facts] == ["the Earth", "1737 km", "Mars"]
-    assert "'object'" in rejects[13]
-    assert "no sentence pattern" in rejects[14]
-    assert "does not mention {object}" in rejects[15]
-    assert rejects[16] == "duplicate fact"
+    assert "'object'" in rejects[12]
+    assert "no sentence pattern" in rejects[13]
+    assert "does not mention {object}" in rejects[14]
+    assert rejects[15] == "duplicate fact"
 
 
 def test_renderings_dialogue_and_recall_suite(tmp_path):
@@ -56,9 +56,16 @@ def test_renderings_dialogue_and_recall_suite(tmp_path):
     res = build_facts(table, tmp_path / "out", seed=1, speakers=("Ana", "Ben"))
     assert res["facts"] == 3 and res["rejected"] == 4
     statements = [r["text"] for r in lines(tmp_path / "out/statements.jsonl")]
-    assert statements == ["The Moon orbits the Earth.", "The Moon has a radius of about 1737 km.", "Phobos orbits Mars."]
+    assert statements == [
+        "The Moon orbits the Earth.",
+        "The Moon has a radius of about 1737 km.",
+        "Phobos orbits Mars.",
+    ]
     qa = lines(tmp_path / "out/qa.jsonl")
-    assert qa[1]["text"] == "Question: What is the radius of the Moon?\nAnswer: The Moon has a radius of about 1737 km."
+    assert (
+        qa[1]["text"]
+        == "Question: What is the radius of the Moon?\nAnswer: The Moon has a radius of about 1737 km."
+    )
     dialogues = lines(tmp_path / "out/dialogue.jsonl")
     assert [d["subject"] for d in dialogues] == ["the Moon", "Phobos"]
     text = "\n".join(d["text"] for d in dialogues)
@@ -97,7 +104,10 @@ def test_csv_table(tmp_path):
 
 def test_cli_facts_on_bundled_sample(tmp_path):
     out = tmp_path / "facts"
-    result = CliRunner().invoke(main, ["data", "facts", str(ROOT / "samples/facts/cosmology_facts.yaml"), "--out-dir", str(out)])
+    result = CliRunner().invoke(
+        main,
+        ["data", "facts", str(ROOT / "samples/facts/cosmology_facts.yaml"), "--out-dir", str(out)],
+    )
     assert result.exit_code == 0, result.output
     res = json.loads(result.output.strip().splitlines()[-1])
     assert res["facts"] == 10 and res["rejected"] == 0

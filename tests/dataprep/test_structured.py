@@ -25,10 +25,27 @@ def test_pairs_become_json_conversations_and_bad_targets_are_rejected(tmp_path):
     src.write_text(
         "\n".join(
             [
-                json.dumps({"text": "In the fourth line of the first Canto", "target": {"references": [{"canto": 1, "lines": [4]}]}}),
-                json.dumps({"text": "Canto 2, lines 3 and 4", "target": '{"references": [{"canto": 2, "lines": [3, 4]}]}'}),
-                json.dumps({"text": "broken target string", "target": '{"references": [{"canto": 2,'}),
-                json.dumps({"text": "canto as a word", "target": {"references": [{"canto": "two", "lines": [1]}]}}),
+                json.dumps(
+                    {
+                        "text": "In the fourth line of the first Canto",
+                        "target": {"references": [{"canto": 1, "lines": [4]}]},
+                    }
+                ),
+                json.dumps(
+                    {
+                        "text": "Canto 2, lines 3 and 4",
+                        "target": '{"references": [{"canto": 2, "lines": [3, 4]}]}',
+                    }
+                ),
+                json.dumps(
+                    {"text": "broken target string", "target": '{"references": [{"canto": 2,'}
+                ),
+                json.dumps(
+                    {
+                        "text": "canto as a word",
+                        "target": {"references": [{"canto": "two", "lines": [1]}]},
+                    }
+                ),
                 json.dumps({"text": "extra key", "target": {"references": [], "note": "x"}}),
                 '{"text": "broken line", "target": ',
                 json.dumps({"text": "", "target": {"references": []}}),
@@ -46,7 +63,9 @@ def test_pairs_become_json_conversations_and_bad_targets_are_rejected(tmp_path):
         {"role": "user", "content": "In the fourth line of the first Canto"},
         {"role": "assistant", "content": '{"references": [{"canto": 1, "lines": [4]}]}'},
     ]
-    assert json.loads(recs[1]["messages"][-1]["content"]) == {"references": [{"canto": 2, "lines": [3, 4]}]}
+    assert json.loads(recs[1]["messages"][-1]["content"]) == {
+        "references": [{"canto": 2, "lines": [3, 4]}]
+    }
     rejects = {r["line"]: r["reason"] for r in lines(tmp_path / "refs.rejects.jsonl")}
     assert rejects[3].startswith("target: invalid JSON")
     assert "at /references/0/canto" in rejects[4] and "'two' is not of type 'integer'" in rejects[4]
