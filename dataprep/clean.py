@@ -47,7 +47,7 @@ def fix_unicode(text: str) -> str:
     if _MOJIBAKE_RE.search(text):
         import ftfy
 
-        text = ftfy.fix_text(text, normalization="NFC")
+        text = ftfy.fix_text(text, normalization="NFC", uncurl_quotes=False)
     if not text.isascii():
         text = unicodedata.normalize("NFC", text)
     return text
@@ -87,11 +87,12 @@ def remove_running_headers(text: str, edge_lines: int = 2, min_share: float = 0.
         if len(pages) < 3:
             return text
         counts: Counter = Counter()
-        for page in pages:
+        distinct = {" ".join(_line_key(p).split()): p for p in pages}  # repeated pages count once
+        for page in distinct.values():
             lines = [ln for ln in page.split("\n") if ln.strip()]
             edges = set(lines[:edge_lines] + lines[-edge_lines:])
             counts.update({_line_key(ln) for ln in edges})
-        need = max(3, int(min_share * len(pages)))
+        need = max(3, int(min_share * len(distinct)))
         drop = {k for k, c in counts.items() if c >= need}
         if not drop:
             return text
@@ -132,7 +133,7 @@ def remove_boilerplate_pages(text: str) -> str:
     seen = set()
     out = []
     for page in text.split("\f"):
-        key = " ".join(_line_key(page).split())
+        key = " ".join(page.lower().split())
         if not key:
             continue
         if key in seen or _BLANK_PAGE_RE.match(key):
@@ -234,9 +235,9 @@ def clean_text(text: str, kind: str = "markdown") -> str:
     """Run every rule. `kind` is "markdown" (md, mmd, LaTeX-derived), "pdf" or "text";
     PDF text also has its hard-wrapped lines joined."""
     text = fix_unicode(text)
-    text = remove_boilerplate_pages(text)
     text = remove_running_headers(text)
     text = remove_page_numbers(text)
+    text = remove_boilerplate_pages(text)
     text = dehyphenate(text)
     text = remove_figure_residue(text)
     text = remove_references(text)

@@ -20,10 +20,12 @@ PROSE = (
 
 
 def prose(seed: int, words: int = 120) -> str:
-    """Distinct English-looking text: PROSE words rotated by `seed`."""
+    """Distinct English-looking text: PROSE words drawn at random with `seed`."""
+    import random
+
+    rng = random.Random(seed)
     base = PROSE.split()
-    out = [base[(i * 7 + seed * 13) % len(base)] for i in range(words)]
-    return f"Document {seed} says that " + " ".join(out) + "."
+    return f"Document {seed} says that " + " ".join(rng.choice(base) for _ in range(words)) + "."
 
 
 def make_pdf(pages: list[list[str]]) -> bytes:
@@ -35,9 +37,14 @@ def make_pdf(pages: list[list[str]]) -> bytes:
     objs.append(b"<< /Type /Catalog /Pages 2 0 R >>")
     objs.append(f"<< /Type /Pages /Kids [{kids}] /Count {n_pages} >>".encode())
     for i, lines in enumerate(pages):
-        content = "BT /F1 11 Tf 14 TL 50 780 Td " + " ".join(
-            "(" + ln.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") + ") Tj T*" for ln in lines
-        ) + " ET"
+        content = (
+            "BT /F1 11 Tf 14 TL 50 780 Td "
+            + " ".join(
+                "(" + ln.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") + ") Tj T*"
+                for ln in lines
+            )
+            + " ET"
+        )
         objs.append(
             f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {4 + 2 * i} 0 R "
             f"/Resources << /Font << /F1 {font_id} 0 R >> >> >>".encode()
@@ -55,7 +62,9 @@ def make_pdf(pages: list[list[str]]) -> bytes:
     out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1))
     for off in offsets:
         out.write(b"%010d 00000 n \n" % off)
-    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref))
+    out.write(
+        b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    )
     return out.getvalue()
 
 
@@ -109,7 +118,10 @@ def atom_page(entries: list[dict], total: int, start: int) -> bytes:
     """An arXiv API response page, as export.arxiv.org writes it."""
     items = []
     for e in entries:
-        cats = "".join(f'<category term="{c}" scheme="http://arxiv.org/schemas/atom"/>' for c in e["categories"])
+        cats = "".join(
+            f'<category term="{c}" scheme="http://arxiv.org/schemas/atom"/>'
+            for c in e["categories"]
+        )
         items.append(
             f"""  <entry>
     <id>http://arxiv.org/abs/{e["id"]}v{e.get("version", 1)}</id>
@@ -152,7 +164,9 @@ ATOM_ERROR = b"""<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
-def snapshot_line(arxiv_id: str, cats: str, created: str, license: str | None, abstract: str) -> str:
+def snapshot_line(
+    arxiv_id: str, cats: str, created: str, license: str | None, abstract: str
+) -> str:
     return json.dumps(
         {
             "id": arxiv_id,

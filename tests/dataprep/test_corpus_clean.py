@@ -36,7 +36,9 @@ def test_page_numbers_inside_sentences_are_kept():
 def test_running_headers_and_footers_on_pages():
     pages = [
         f"JOURNAL OF COSMOLOGY {100 + i}\nBody text of page {i} about {topic}.\nMore words on {topic}.\nSmith et al. page {i}"
-        for i, topic in enumerate(["dark energy", "inflation", "lensing", "neutrinos", "reionization"])
+        for i, topic in enumerate(
+            ["dark energy", "inflation", "lensing", "neutrinos", "reionization"]
+        )
     ]
     out = clean.remove_running_headers("\f".join(pages))
     assert "JOURNAL OF COSMOLOGY" not in out
@@ -46,7 +48,8 @@ def test_running_headers_and_footers_on_pages():
 
 def test_running_headers_without_page_breaks():
     text = "\n".join(
-        f"{12 + 2 * i} THE EXPANDING UNIVERSE\nParagraph {i} explains the scale factor and Hubble law.\n" for i in range(4)
+        f"{12 + 2 * i} THE EXPANDING UNIVERSE\nParagraph {i} explains the scale factor and Hubble law.\n"
+        for i in range(4)
     )
     out = clean.remove_running_headers(text)
     assert "THE EXPANDING UNIVERSE" not in out
@@ -60,7 +63,13 @@ def test_a_line_with_a_number_that_occurs_once_is_kept():
 
 def test_boilerplate_pages_are_dropped():
     notice = "Copyright 2020 Open Press. All rights reserved."
-    pages = [notice, "Chapter one text about inflation.", "This page intentionally left blank", notice, "Chapter two text."]
+    pages = [
+        notice,
+        "Chapter one text about inflation.",
+        "This page intentionally left blank",
+        notice,
+        "Chapter two text.",
+    ]
     out = clean.remove_boilerplate_pages("\f".join(pages))
     assert out.split("\f") == [notice, "Chapter one text about inflation.", "Chapter two text."]
 
@@ -110,7 +119,10 @@ def test_clean_text_keeps_display_math_and_structure():
 
 def test_clean_text_on_pdf_pages():
     topics = ["redshift", "distance", "luminosity", "parallax"]
-    pages = [f"Running Head {i}\nOn {t}: the lumin-\nosity of a source and\nits {t}.\n{i + 1}" for i, t in enumerate(topics)]
+    pages = [
+        f"Running Head {i}\nOn {t}: the lumin-\nosity of a source and\nits {t}.\n{i + 1}"
+        for i, t in enumerate(topics)
+    ]
     pages.insert(2, "Printed on recycled paper.")
     pages.append("Printed on recycled paper.")
     out = clean.clean_text("\f".join(pages), kind="pdf")
@@ -129,7 +141,13 @@ def test_samples_survive_cleaning_and_filters():
 
 # ------------------------------------------------------------------ filters
 
-GOOD = " ".join(["The expansion of the universe is described by the scale factor, which grows with time."] * 1) * 1
+GOOD = (
+    " ".join(
+        ["The expansion of the universe is described by the scale factor, which grows with time."]
+        * 1
+    )
+    * 1
+)
 
 
 def english(n: int = 80) -> str:
@@ -158,8 +176,14 @@ def test_character_runs():
 
 def test_not_english():
     german = " ".join(
-        ["Die Expansion des Universums wird durch den Skalenfaktor beschrieben, der mit der Zeit wächst und"] * 3
-        + ["Galaxien entfernen sich von uns mit Geschwindigkeiten, die mit ihrer Entfernung zunehmen."] * 3
+        [
+            "Die Expansion des Universums wird durch den Skalenfaktor beschrieben, der mit der Zeit wächst und"
+        ]
+        * 3
+        + [
+            "Galaxien entfernen sich von uns mit Geschwindigkeiten, die mit ihrer Entfernung zunehmen."
+        ]
+        * 3
     )
     cfg = QualityConfig(max_dup_ngram_ratio=1.0)
     assert reason_key(quality_reason(german, cfg)) == "not English"
