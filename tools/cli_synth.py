@@ -325,3 +325,35 @@ def data_grade(
     )
     res = run_async_command(run_grade, cfg, echo=lambda m: click.echo(m, err=True))
     click.echo(json.dumps(res))
+
+
+@data.command("metaqa")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Chat JSONL of metadata question/answer records.",
+)
+@click.option(
+    "--templates",
+    default="metaqa",
+    show_default=True,
+    help="Templates YAML file, or the name of a bundled one.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Picks the phrasing per paper."
+)
+def data_metaqa(inputs, out, templates, seed) -> None:
+    """Question/answer pairs about arXiv ids, titles and authors, with no model involved.
+
+    INPUTS are metadata JSONL files (arXiv bulk snapshot or API entries) and markdown
+    papers or folders of them (with `# Title`, `arXiv:` and `Authors:` lines).
+
+    \b
+    Example:
+      cosmosage data metaqa samples/papers arxiv-metadata.jsonl --out metaqa.jsonl
+    """
+    from dataprep.metaqa import build_metaqa
+
+    click.echo(json.dumps(build_metaqa(list(inputs), out, templates, seed)))

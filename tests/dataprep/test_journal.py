@@ -60,13 +60,17 @@ def entries(*specs):
 
 
 def test_plan_skips_done_and_ignores_unwanted():
-    plan = plan_resume(entries(("a", "1", {}), ("b", "1", {}), ("z", "1", {})), {"a", "b", "c"}, "1")
+    plan = plan_resume(
+        entries(("a", "1", {}), ("b", "1", {}), ("z", "1", {})), {"a", "b", "c"}, "1"
+    )
     assert plan.done == {"a", "b"} and not plan.previous_versions
 
 
 def test_prompt_change_is_reported_and_handled_by_flag():
     old = entries(("a", "1", {}), ("b", "1", {}))
-    with pytest.raises(DataError, match="2 item.s. with version 1; the prompt is now version 2.*--prompt-change"):
+    with pytest.raises(
+        DataError, match="2 item.s. with version 1; the prompt is now version 2.*--prompt-change"
+    ):
         plan_resume(old, {"a", "b", "c"}, "2")
     cont = plan_resume(old, {"a", "b", "c"}, "2", "continue")
     assert cont.done == {"a", "b"}
@@ -78,7 +82,12 @@ def test_prompt_change_is_reported_and_handled_by_flag():
 
 
 def test_newer_version_wins_within_a_key():
-    plan = plan_resume(entries(("a", "1", {"n": 1}), ("a", "2", {"n": 2}), ("a", "1", {"n": 3})), {"a"}, "2", "regenerate")
+    plan = plan_resume(
+        entries(("a", "1", {"n": 1}), ("a", "2", {"n": 2}), ("a", "1", {"n": 3})),
+        {"a"},
+        "2",
+        "regenerate",
+    )
     assert plan.latest["a"]["n"] == 2
 
 
@@ -98,7 +107,15 @@ def test_run_journaled_exactly_once(tmp_path):
         return {"records": [payload]}
 
     items = [(f"k{i}", i) for i in range(20)]
-    kw = dict(prompt_version="1", policy="stop", retry_failed=False, concurrency=4, desc="t", usage=Usage(), echo=lambda m: None)
+    kw = dict(
+        prompt_version="1",
+        policy="stop",
+        retry_failed=False,
+        concurrency=4,
+        desc="t",
+        usage=Usage(),
+        echo=lambda m: None,
+    )
     first = run_journaled(out, {"kind": "t"}, items[:12], work, **kw)
     assert first.new == 12 and sorted(calls) == sorted(k for k, _ in items[:12])
     calls.clear()
@@ -134,5 +151,12 @@ def test_backoff_grows_with_jitter_and_respects_retry_after():
 
 
 def test_urls_lose_credentials():
-    assert redact_url("https://user:pw@api.example.com:8443/v1?key=abc") == "https://api.example.com:8443/v1"
-    assert redact_argv(["x", "--base-url=https://u:p@h/v1", "https://h/v1?api_key=s"]) == ["x", "--base-url=https://h/v1", "https://h/v1"]
+    assert (
+        redact_url("https://user:pw@api.example.com:8443/v1?key=abc")
+        == "https://api.example.com:8443/v1"
+    )
+    assert redact_argv(["x", "--base-url=https://u:p@h/v1", "https://h/v1?api_key=s"]) == [
+        "x",
+        "--base-url=https://h/v1",
+        "https://h/v1",
+    ]

@@ -67,23 +67,50 @@ def test_pairs_shapes():
 
 
 def test_bad_and_extra_pairs_are_reported_not_dropped_silently():
-    obj = {"pairs": [{"question": "Q1?", "answer": "A1."}, {"question": "Q2?"}, "junk", {"question": "Q3?", "answer": "A3."}, {"question": "Q4?", "answer": "A4."}]}
+    obj = {
+        "pairs": [
+            {"question": "Q1?", "answer": "A1."},
+            {"question": "Q2?"},
+            "junk",
+            {"question": "Q3?", "answer": "A3."},
+            {"question": "Q4?", "answer": "A4."},
+        ]
+    }
     pairs, problems = parse_pairs(obj, 2)
     assert [p["question"] for p in pairs] == ["Q1?", "Q3?"]
-    assert problems == ["bad pair: item 2 has no answer", "bad pair: item 3 is not an object", "extra pair: item 5 beyond the 2 asked for"]
+    assert problems == [
+        "bad pair: item 2 has no answer",
+        "bad pair: item 3 is not an object",
+        "extra pair: item 5 beyond the 2 asked for",
+    ]
 
 
-@pytest.mark.parametrize("obj", [{"answer": "x"}, [], [{"question": "", "answer": "a"}], 5, {"pairs": "none"}])
+@pytest.mark.parametrize(
+    "obj", [{"answer": "x"}, [], [{"question": "", "answer": "a"}], 5, {"pairs": "none"}]
+)
 def test_no_usable_pairs(obj):
     with pytest.raises(ParseError):
         parse_pairs(obj, 3)
 
 
 def test_parse_grade():
-    g = parse_grade({"correctness": "95", "clarity": 90, "pertinence": "88/100", "Overall": 92, "critique": "Precise."})
+    g = parse_grade(
+        {
+            "correctness": "95",
+            "clarity": 90,
+            "pertinence": "88/100",
+            "Overall": 92,
+            "critique": "Precise.",
+        }
+    )
     assert g["overall"] == 92 and g["scores"]["pertinence"] == 88 and g["critique"] == "Precise."
     assert as_number("93%") == 93 and as_number(True) is None and as_number("high") is None
-    for bad, reason in [({"correctness": 90}, "no overall score"), ({"overall": 140}, "bad score"), ({"overall": "great"}, "bad score"), ("x", "wrong shape")]:
+    for bad, reason in [
+        ({"correctness": 90}, "no overall score"),
+        ({"overall": 140}, "bad score"),
+        ({"overall": "great"}, "bad score"),
+        ("x", "wrong shape"),
+    ]:
         with pytest.raises(ParseError) as err:
             parse_grade(bad)
         assert err.value.reason.startswith(reason)
