@@ -91,6 +91,7 @@ def data_convert(
 
 @data.command("mix")
 @click.argument("spec", type=click.Path(exists=True, dir_okay=False))
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
@@ -106,8 +107,11 @@ def data_convert(
 @click.option(
     "--stage", "stages", multiple=True, help="Only write these stages of a curriculum spec."
 )
-def data_mix(spec, out, val_out, tokenizer, seed, stages) -> None:
+def data_mix(spec, files, out, val_out, tokenizer, seed, stages) -> None:
     """Mix chat sources by token share or count, per curriculum stage, as SPEC.yaml says.
+
+    FILES, if given, must be local sources named in the spec: listing them lets a
+    recipe's build see when an input changed.
 
     Sources are local JSONL/CSV files or Hub datasets (loaded with `datasets`, streamed);
     conversations are deduplicated across sources and each source keeps a held-out
@@ -116,11 +120,17 @@ def data_mix(spec, out, val_out, tokenizer, seed, stages) -> None:
 
     \b
     Example:
-      cosmosage data mix samples/mix/quickstart.yaml
+      cosmosage data mix samples/mix/quickstart.yaml samples/qa/cosmology_qa.jsonl samples/general/chat.jsonl
     """
+    from pathlib import Path
+
     from dataprep.mix import build_mix, load_spec
 
     parsed = load_spec(spec, {"out": out, "val_out": val_out, "tokenizer": tokenizer, "seed": seed})
+    local = {Path(s.path).resolve() for s in parsed.sources if s.path}
+    strays = [f for f in files if Path(f).resolve() not in local]
+    if strays:
+        raise click.UsageError(f"{', '.join(strays)}: not a source of {spec}")
     res = build_mix(parsed, list(stages) or None)
     for st in res["stages"]:
         shares = ", ".join(
