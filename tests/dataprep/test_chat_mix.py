@@ -10,7 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from dataprep.io import DataError
-from dataprep.mix import build_mix, load_spec, parse_spec
+from dataprep.mix import build_mix, parse_spec
 from tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,21 +43,37 @@ def lines(path) -> list[dict]:
 
 
 def test_quickstart_spec_hits_token_shares_within_one_percent(tmp_path, tiny_model):
-    spec = load_spec(
-        ROOT / "samples/mix/quickstart.yaml",
-        {
-            "out": str(tmp_path / "chat.jsonl"),
-            "val_out": str(tmp_path / "chat.val.jsonl"),
-            "tokenizer": str(tiny_model),
-        },
+    from dataprep.facts import build_facts
+    from dataprep.structured import build_structured
+
+    # the spec's fact and structured sets are build outputs: make them here
+    build_facts(ROOT / "samples/facts/cosmology_facts.yaml", tmp_path / "facts")
+    build_structured(
+        [str(ROOT / "samples/structured/canto_refs.jsonl")],
+        tmp_path / "refs.jsonl",
+        ROOT / "samples/structured/canto_refs.schema.yaml",
+        "List every reference as JSON.",
     )
+    data = yaml.safe_load((ROOT / "samples/mix/quickstart.yaml").read_text())
+    moved = {
+        "build/data/quickstart/facts/chat.jsonl": tmp_path / "facts/chat.jsonl",
+        "build/data/quickstart/refs.jsonl": tmp_path / "refs.jsonl",
+    }
+    for src in data["sources"]:
+        src["path"] = str(moved.get(src["path"], ROOT / src["path"]))
+    data.update(
+        out=str(tmp_path / "chat.jsonl"),
+        val_out=str(tmp_path / "chat.val.jsonl"),
+        tokenizer=str(tiny_model),
+    )
+    spec = parse_spec(data, "quickstart.yaml")
     res = build_mix(spec)["stages"][0]
     for name, share in res["shares"].items():
         assert abs(share["realized"] - share["requested"]) <= 0.01, (name, share)
     manifest = json.loads((tmp_path / "chat.manifest.json").read_text())
     assert manifest["token_unit"] == "tokens (chat template)"
     sources = manifest["sources"]
-    assert set(sources) == {"cosmology-qa", "general-chat"}
+    assert set(sources) == {"cosmology-qa", "facts", "references", "general-chat"}
     # every source keeps a validation slice, and no conversation is in both files
     assert all(s["val_records"] >= 1 for s in sources.values())
     train = {json.dumps(r["messages"]) for r in lines(tmp_path / "chat.jsonl")}
