@@ -1,4 +1,5 @@
 # cosmosage: every target creates .venv and installs what it needs on first use.
+# Runs whose model and data are local go offline by themselves (see tools/launcher.py).
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -6,7 +7,6 @@ NAME   ?= quickstart
 ARGS   ?=
 STAMP  := $(VENV)/.installed
 
-export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= disabled
 export DO_NOT_TRACK ?= 1
 export AXOLOTL_DO_NOT_TRACK ?= 1

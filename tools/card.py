@@ -20,6 +20,10 @@ def _fmt(x) -> str:
     return f"{x:.4f}" if isinstance(x, float) else ("-" if x is None else str(x))
 
 
+def is_hub_id(name: str) -> bool:
+    return name.count("/") == 1 and not name.startswith((".", "/", "build/", "runs/")) and not Path(name).exists()
+
+
 def licenses(record: dict) -> list[str]:
     """Licenses of the inputs, from the manifests beside each data file."""
     found = set()
@@ -36,9 +40,11 @@ def licenses(record: dict) -> list[str]:
 def card_markdown(record: dict, top: Rendered) -> str:
     meta = top.meta.get("card") or {}
     stages = list(record["stages"].values())
+    base = stages[0]["parent_model"] if stages else ""
     front = {
         "license": meta.get("license", "apache-2.0"),
-        "base_model": stages[0]["parent_model"] if stages else None,
+        # only a Hub id means something to readers of the card; local paths do not
+        **({"base_model": base} if is_hub_id(base) else {}),
         "tags": ["cosmosage", "axolotl", *meta.get("tags", [])],
         "language": meta.get("language", ["en"]),
         "pipeline_tag": "text-generation",
