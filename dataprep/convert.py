@@ -85,6 +85,23 @@ def convert(
         yield out
 
 
+def take_shard(items: Iterable, index: int, count: int) -> Iterator:
+    """Every `count`-th item starting at `index`: shard i of n of a stream."""
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: need 0 <= i < n")
+    for k, item in enumerate(items):
+        if k % count == index:
+            yield item
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`"2/8"` -> (2, 8)."""
+    i, sep, n = text.partition("/")
+    if not sep or not i.strip().isdigit() or not n.strip().isdigit() or not 0 <= int(i) < int(n):
+        raise ValueError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/4")
+    return int(i), int(n)
+
+
 class TokenCounter:
     """Tokens in a conversation as training sees it: rendered through the tokenizer's
     chat template when there is one. Without a tokenizer, words and punctuation marks
@@ -147,8 +164,12 @@ def build_convert(
     opts: ConvertOptions,
     tokenizer: str | None = None,
     sequence_len: int | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> dict:
-    """Q&A files (JSONL or CSV) -> chat JSONL + rejects + manifest, in input order."""
+    """Q&A files (JSONL or CSV) -> chat JSONL + rejects + manifest, in input order.
+
+    With `shard=(i, n)`, only every n-th row from the i-th on is converted, so n jobs
+    (a Slurm array, say) split the work."""
     from dataprep.build import load_tokenizer
 
     if sequence_len and not tokenizer:
@@ -160,6 +181,8 @@ def build_convert(
     )
     if sequence_len:
         manifest.extra["sequence_len"] = sequence_len
+    if shard:
+        manifest.extra["shard"] = f"{shard[0]}/{shard[1]}"
     rejects: list[Reject] = []
     per_input: Counter = Counter()
     tokens = 0
@@ -168,7 +191,8 @@ def build_convert(
         nonlocal tokens
         for path in inputs:
             manifest.add_input(path)
-            items = convert(read_records(path), str(path), opts)
+            rows = read_records(path)
+            items = convert(take_shard(rows, *shard) if shard else rows, str(path), opts)
             for rec in measure(items, counter, sequence_len):
                 if isinstance(rec, Reject):
                     rejects.append(rec)

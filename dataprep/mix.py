@@ -38,6 +38,7 @@ from dataprep.io import (
     Reject,
     read_records,
     read_yaml,
+    rejects_path,
     write_jsonl,
     write_rejects,
 )
@@ -415,6 +416,7 @@ def plan_stage(stage: Stage, pools: list[Pool], seed: int) -> tuple[list[dict], 
     fixed = sum(r["_tokens"] for p in counted for r in picks[p.source.name])
     wsum = sum(p.source.weight for p in weighted)
     shares: dict[str, float] = {}
+    targets: dict[str, float] = {}
     if weighted:
         if counted:
             shares = {p.source.name: p.source.weight for p in weighted}
@@ -438,9 +440,8 @@ def plan_stage(stage: Stage, pools: list[Pool], seed: int) -> tuple[list[dict], 
                 else float(sum(sum(r["_tokens"] for r in p.train) for p in weighted))
             )
         for p in weighted:
-            picks[p.source.name] = fill(
-                p.train, shares[p.source.name] * total, p.source.repeat, rng
-            )
+            targets[p.source.name] = shares[p.source.name] * total
+            picks[p.source.name] = fill(p.train, targets[p.source.name], p.source.repeat, rng)
     train = [r for p in members for r in picks[p.source.name]]
     rng.shuffle(train)
     grand = sum(r["_tokens"] for r in train) or 1
@@ -453,6 +454,7 @@ def plan_stage(stage: Stage, pools: list[Pool], seed: int) -> tuple[list[dict], 
             "tier": p.source.tier,
             "requested_share": round(shares[p.source.name], 4) if p.source.name in shares else None,
             "requested_count": p.source.count,
+            "target_tokens": round(targets[p.source.name]) if p.source.name in targets else None,
             "realized_share": round(tokens / grand, 4),
             "records": len(got),
             "tokens": tokens,
@@ -473,10 +475,22 @@ def build_mix(spec: MixSpec, stage_names: list[str] | None = None) -> dict:
     """Write every stage's train (and validation) JSONL with manifest and rejects."""
     from dataprep.build import load_tokenizer
 
-    counter = TokenCounter(load_tokenizer(spec.tokenizer) if spec.tokenizer else None)
     if spec.sequence_len and not spec.tokenizer:
         raise DataError(f"{spec.path}: sequence_len needs a tokenizer to measure conversations")
+    counter = TokenCounter(load_tokenizer(spec.tokenizer) if spec.tokenizer else None)
     pools = load_pools(spec, counter)
+    empty = [p for p in pools if not p.train and (p.source.weight is not None or p.source.count)]
+    if empty:
+        # keep the reasons where the user will look for them, then stop
+        write_rejects(spec.stages[0].out, [r for p in pools for r in p.rejects])
+        why = "; ".join(
+            f"{p.source.name}: {', '.join(f'{k} x{n}' for k, n in p.dropped.most_common(3)) or 'no records'}"
+            for p in empty
+        )
+        raise DataError(
+            f"{spec.path}: no usable conversations in source(s) {why} "
+            f"(rejects in {rejects_path(spec.stages[0].out)})"
+        )
     results = []
     for stage in spec.stages:
         if stage_names and stage.name not in stage_names:

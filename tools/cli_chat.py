@@ -65,8 +65,14 @@ def _echo_json(obj: dict) -> None:
     default=None,
     help="Reject conversations longer than this many tokens (needs --tokenizer).",
 )
+@click.option(
+    "--shard",
+    default=None,
+    metavar="I/N",
+    help="Convert only shard I of N (every N-th row of each file, from row I).",
+)
 def data_convert(
-    inputs, out, fmt, mapping, system_prompt, rules, replace_system, tokenizer, sequence_len
+    inputs, out, fmt, mapping, system_prompt, rules, replace_system, tokenizer, sequence_len, shard
 ) -> None:
     """Q&A files (ShareGPT, Alpaca, camel-ai, messages, or any CSV/JSONL with --map) -> chat JSONL.
 
@@ -77,7 +83,7 @@ def data_convert(
       cosmosage data convert qa.csv --map user=question --map assistant=answer --out qa.chat.jsonl
     """
     from dataprep.chat import SystemRule, parse_mapping
-    from dataprep.convert import ConvertOptions, build_convert
+    from dataprep.convert import ConvertOptions, build_convert, parse_shard
 
     opts = ConvertOptions(
         fmt=fmt,
@@ -86,7 +92,8 @@ def data_convert(
         system_rules=[SystemRule.parse(r) for r in rules],
         replace_system=replace_system,
     )
-    _echo_json(build_convert(list(inputs), out, opts, tokenizer, sequence_len))
+    shard_spec = parse_shard(shard) if shard else None
+    _echo_json(build_convert(list(inputs), out, opts, tokenizer, sequence_len, shard_spec))
 
 
 @data.command("mix")

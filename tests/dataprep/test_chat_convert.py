@@ -224,3 +224,31 @@ def test_cli_convert_rejects_unknown_mapping_role(tmp_path):
     assert result.exit_code != 0
     assert "needs assistant" in result.output
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_shards_split_rows_without_overlap(tmp_path):
+    path = write_lines(
+        tmp_path / "qa.jsonl", [{"instruction": f"Q{i}?", "output": f"A{i}."} for i in range(7)]
+    )
+    outs = []
+    for i in range(3):
+        result = CliRunner().invoke(
+            main,
+            [
+                "data",
+                "convert",
+                str(path),
+                "--shard",
+                f"{i}/3",
+                "--out",
+                str(tmp_path / f"s{i}.jsonl"),
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        outs.append([rec["source"] for _, rec in read_jsonl(tmp_path / f"s{i}.jsonl")])
+    assert outs[0] == ["qa.jsonl:1", "qa.jsonl:4", "qa.jsonl:7"]
+    assert sorted(sum(outs, [])) == sorted(f"qa.jsonl:{n}" for n in range(1, 8))
+    bad = CliRunner().invoke(
+        main, ["data", "convert", str(path), "--shard", "3/3", "--out", str(tmp_path / "x.jsonl")]
+    )
+    assert bad.exit_code != 0 and "0 <= I < N" in bad.output

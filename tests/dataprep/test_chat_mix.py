@@ -230,3 +230,23 @@ def test_cli_mix_reports_shares(tmp_path):
     res = json.loads(result.output.strip().splitlines()[-1])
     assert abs(res["stages"][0]["shares"]["a"]["realized"] - 0.6) <= 0.01
     assert (tmp_path / "o.manifest.json").exists()
+
+
+def test_source_with_nothing_usable_stops_with_reasons(tmp_path):
+    good = write(tmp_path / "good.jsonl", [qa(i) for i in range(5)])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"conversations": [{"from": "robot", "value": "x"}]}\n{broken\n')
+    data = {
+        "out": str(tmp_path / "m.jsonl"),
+        "sources": [
+            {"name": "good", "path": good, "weight": 0.5},
+            {"name": "bad", "path": str(bad), "weight": 0.5},
+        ],
+    }
+    with pytest.raises(
+        DataError,
+        match=r"no usable conversations in source\(s\) bad: conversations\[\]\.from x1, invalid JSON x1",
+    ):
+        build_mix(parse_spec(data))
+    assert len(lines(tmp_path / "m.rejects.jsonl")) == 2
+    assert not (tmp_path / "m.jsonl").exists()
