@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import json
 import random
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ from dataprep.io import (
     DataError,
     Manifest,
     Reject,
+    read_jsonl,
     read_records,
     read_yaml,
     rejects_path,
@@ -44,10 +47,11 @@ from dataprep.io import (
 )
 
 TIERS = ("high", "medium", "low")
+DEFAULT_CACHE = "build/cache/hub"
 SOURCE_KEYS = {
     "name", "path", "dataset", "config", "split", "data_files", "revision", "streaming",
     "max_records", "format", "map", "system_prompt", "system_rules", "replace_system",
-    "weight", "count", "tier", "validation", "repeat",
+    "weight", "count", "tier", "validation", "repeat", "cache",
 }  # fmt: skip
 SPEC_KEYS = {
     "seed",
@@ -59,6 +63,7 @@ SPEC_KEYS = {
     "total_tokens",
     "sources",
     "stages",
+    "cache_dir",
 }
 STAGE_KEYS = {"name", "tiers", "out", "val_out", "total_tokens"}
 
@@ -80,6 +85,7 @@ class Source:
     tier: str = "medium"
     validation: float = 0.0
     repeat: bool = False
+    cache: bool = True
 
     @property
     def label(self) -> str:
@@ -103,6 +109,7 @@ class MixSpec:
     tokenizer: str | None = None
     sequence_len: int | None = None
     path: str = "<spec>"
+    cache_dir: str | None = DEFAULT_CACHE
 
 
 # --------------------------------------------------------------------------- spec
@@ -192,6 +199,7 @@ def parse_spec(data: Any, path: str = "<spec>", overrides: dict | None = None) -
                 tier=tier,
                 validation=val,
                 repeat=bool(raw.get("repeat", False)),
+                cache=bool(raw.get("cache", True)),
             )
         )
     stages = []
@@ -242,6 +250,7 @@ def parse_spec(data: Any, path: str = "<spec>", overrides: dict | None = None) -
         data.get("tokenizer"),
         int(seq) if seq else None,
         path,
+        data.get("cache_dir", DEFAULT_CACHE),
     )
 
 
@@ -252,8 +261,35 @@ def load_spec(path: str | Path, overrides: dict | None = None) -> MixSpec:
 # --------------------------------------------------------------------------- reading
 
 
-def read_hub(src: Source) -> Iterator[tuple[int, dict]]:
-    """Rows of a Hub (or `datasets` builder) dataset as (row number, record), streamed when asked."""
+def hub_cache_path(src: Source, cache_dir: str | Path) -> Path:
+    """Where the rows read from a Hub source are kept, named by what was read."""
+    files = json.dumps(src.data_files, sort_keys=True) if src.data_files else ""
+    key = f"{src.dataset}|{src.config}|{src.split}|{src.revision}|{src.max_records}|{files}"
+    digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:12]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{src.dataset}-{src.split}")[:80]
+    return Path(cache_dir) / f"{slug}-{digest}.jsonl"
+
+
+def read_hub(src: Source, cache_dir: str | Path | None = None) -> Iterator[tuple[int, dict]]:
+    """Rows of a Hub (or `datasets` builder) dataset as (row number, record), streamed
+    when asked. With a cache folder, the rows read (up to `max_records`) are saved as
+    JSONL on the first run and read back from there on later ones, offline."""
+    cached = hub_cache_path(src, cache_dir) if cache_dir and src.cache else None
+    if cached is not None and cached.is_file():
+        yield from read_jsonl(cached)
+        return
+    rows = _stream_hub(src)
+    if cached is None:
+        yield from rows
+        return
+    kept: list[dict] = []
+    for i, row in rows:
+        kept.append(row)
+        yield i, row
+    write_jsonl(cached, kept)
+
+
+def _stream_hub(src: Source) -> Iterator[tuple[int, dict]]:
     from datasets import load_dataset
 
     kwargs = {"split": src.split, "streaming": src.streaming}
@@ -270,14 +306,16 @@ def read_hub(src: Source) -> Iterator[tuple[int, dict]]:
         yield i, dict(row)
 
 
-def read_source(src: Source) -> Iterator[tuple[int, dict | Reject]]:
+def read_source(
+    src: Source, cache_dir: str | Path | None = None
+) -> Iterator[tuple[int, dict | Reject]]:
     if src.path:
         for n, item in enumerate(read_records(src.path), start=1):
             if src.max_records and n > src.max_records:
                 break
             yield item
     else:
-        yield from read_hub(src)
+        yield from read_hub(src, cache_dir)
 
 
 def dedup_key(messages: list[dict]) -> str:
@@ -306,7 +344,7 @@ def load_pools(spec: MixSpec, counter: TokenCounter) -> list[Pool]:
         rejects: list[Reject] = []
         dropped: Counter = Counter()
         records = []
-        items = convert(read_source(src), src.label, src.opts)
+        items = convert(read_source(src, spec.cache_dir), src.label, src.opts)
         for rec in measure(items, counter, spec.sequence_len):
             if isinstance(rec, Reject):
                 rejects.append(rec)
@@ -516,14 +554,16 @@ def build_mix(spec: MixSpec, stage_names: list[str] | None = None) -> dict:
             if p.source.path:
                 manifest.add_input(p.source.path, source=p.source.name)
             else:
-                manifest.inputs.append(
-                    {
-                        "dataset": p.source.dataset,
-                        "split": p.source.split,
-                        "config": p.source.config,
-                        "source": p.source.name,
-                    }
-                )
+                entry = {
+                    "dataset": p.source.dataset,
+                    "split": p.source.split,
+                    "config": p.source.config,
+                    "revision": p.source.revision,
+                    "source": p.source.name,
+                }
+                if spec.cache_dir and p.source.cache:
+                    entry["cache"] = str(hub_cache_path(p.source, spec.cache_dir))
+                manifest.inputs.append(entry)
             manifest.dropped.update(p.dropped)
         manifest.kept = write_jsonl(stage.out, (_strip(r) for r in train))
         manifest.tokens = sum(r["_tokens"] for r in train)

@@ -159,11 +159,12 @@ def test_curriculum_stages_by_tier(tmp_path):
     assert res[1]["shares"]["hi"]["realized"] == 1.0
 
 
-def test_datasets_source_loads_through_datasets(tmp_path):
+def test_datasets_source_loads_through_datasets_and_is_cached(tmp_path):
     # the Hub path, offline: the `json` builder reads a local file through `datasets`
     rows = write(tmp_path / "rows.jsonl", [chat(i) for i in range(10)])
     data = {
         "out": str(tmp_path / "m.jsonl"),
+        "cache_dir": str(tmp_path / "cache"),
         "sources": [
             {
                 "name": "hub",
@@ -180,6 +181,12 @@ def test_datasets_source_loads_through_datasets(tmp_path):
     assert len(got) == 6 and got[0]["messages"][0]["role"] == "user"
     manifest = json.loads((tmp_path / "m.manifest.json").read_text())
     assert manifest["sources"]["hub"]["source"] == "hub:json[train]"
+    cache = Path(manifest["inputs"][0]["cache"])
+    assert cache.is_file() and len(cache.read_text().splitlines()) == 6
+    # the second run reads the cached rows: the original is no longer needed
+    Path(rows).unlink()
+    build_mix(parse_spec(data))
+    assert lines(tmp_path / "m.jsonl") == got
 
 
 @pytest.mark.parametrize(
