@@ -252,3 +252,37 @@ def test_shards_split_rows_without_overlap(tmp_path):
         main, ["data", "convert", str(path), "--shard", "3/3", "--out", str(tmp_path / "x.jsonl")]
     )
     assert bad.exit_code != 0 and "0 <= I < N" in bad.output
+
+
+def test_data_chat_still_splits_and_rejects(tmp_path):
+    path = write_lines(
+        tmp_path / "qa.jsonl",
+        [{"instruction": f"Q{i}?", "output": f"A{i}."} for i in range(10)] + ["{bad"],
+    )
+    out, val = tmp_path / "chat.jsonl", tmp_path / "chat.val.jsonl"
+    result = CliRunner().invoke(
+        main,
+        [
+            "data",
+            "chat",
+            str(path),
+            "--out",
+            str(out),
+            "--val-out",
+            str(val),
+            "--val-fraction",
+            "0.2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {
+        "output": str(out),
+        "records": 8,
+        "rejected": 1,
+        "val_records": 2,
+    }
+    train = {rec["source"] for _, rec in read_jsonl(out)}
+    held = {rec["source"] for _, rec in read_jsonl(val)}
+    assert len(train | held) == 10 and not train & held
+    manifest = json.loads((tmp_path / "chat.manifest.json").read_text())
+    assert manifest["dropped"] == {"invalid JSON": 1}
