@@ -13,7 +13,7 @@ side are the same), so the chunk needs no second encoding; the surplus is encode
 as the start of the next candidate, about 10% extra work. Candidates of many documents
 are encoded together with the fast tokenizer's batch encoder.
 
-`verify` re-encodes chunks: "all", "none", or "sample" (every 20th chunk, switching to
+`verify` re-encodes chunks: "all", "none", or "sample" (every 50th chunk, switching to
 "all" for the rest of the run if one sample disagrees).
 """
 
@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,16 @@ def backend_tokenizer(tokenizer):
 
 
 @dataclass
+class _Doc:
+    key: Any
+    text: str
+    index: int
+    cpt: float
+    pos: int = 0
+    chunks: list = field(default_factory=list)
+
+
+@dataclass
 class Chunk:
     doc_index: int
     index: int
@@ -73,7 +84,7 @@ class Chunker:
         overlap: int = 0,
         paragraph: bool = False,
         verify: str = "sample",
-        batch_docs: int = 64,
+        batch_docs: int = 256,
     ):
         if max_tokens < 8:
             raise ValueError(
@@ -90,86 +101,115 @@ class Chunker:
         self.verify = verify
         self.batch_docs = batch_docs
         self.chars_per_token = 3.0
+        # Candidate length over the estimate: larger wastes encoding on the surplus,
+        # smaller means more candidates that fall short and are encoded again.
+        self.margin = 1.05
+        # A candidate that falls short by at most this share is kept as an (almost full)
+        # chunk instead of being encoded again; packing absorbs the few missing tokens.
+        self.tolerance = 0.02
+        self.smoothing = 0.7  # weight of the previous characters-per-token estimate
         self.stats = {"encoded_chars": 0, "retries": 0, "verified": 0, "over_budget": 0}
         self._emitted = 0
 
     def encode_len(self, texts: list[str]) -> list[int]:
         return [len(e) for e in self.tok.encode_batch_fast(texts, add_special_tokens=False)]
 
-    def chunk_texts(self, texts: list[str]) -> Iterator[Chunk]:
-        """Chunks of a batch of documents, in document order."""
-        pos = [0] * len(texts)
-        index = [0] * len(texts)
-        cpt = [self.chars_per_token] * len(texts)
-        done = [False] * len(texts)
-        out: list[list[Chunk]] = [[] for _ in texts]
-        active = list(range(len(texts)))
-        while active:
-            cands, ends = [], []
-            for d in active:
-                text, p = texts[d], pos[d]
-                while p < len(text) and text[p].isspace():
-                    p += 1
-                pos[d] = p
-                end = p + int(self.max_tokens * cpt[d] * 1.1) + 32
-                if end < len(text):
-                    sp = text.find(" ", end, end + 200)
-                    end = sp if sp >= 0 else end
-                cands.append(text[p:end])
-                ends.append(end >= len(text))
-            encs = self.tok.encode_batch(cands, add_special_tokens=False) if cands else []
+    def stream(self, docs: Iterable[tuple[Any, str]]) -> Iterator[tuple[Any, list[Chunk]]]:
+        """(key, text) pairs in, (key, chunks of that text) out as each document finishes.
+
+        Up to `batch_docs` documents are in flight; every round encodes one candidate from
+        each, so rounds stay large (and the tokenizer's threads busy) however long some
+        documents are. Documents finish in a deterministic order that is not the input
+        order; `doc_index` of a chunk is its document's position in the input.
+        """
+        it = iter(docs)
+        active: list[_Doc] = []
+        n_in = 0
+        exhausted = False
+        while True:
+            while not exhausted and len(active) < self.batch_docs:
+                try:
+                    key, text = next(it)
+                except StopIteration:
+                    exhausted = True
+                    break
+                active.append(_Doc(key, text, n_in, self.chars_per_token))
+                n_in += 1
+            if not active:
+                return
+            cands = [self._candidate(d) for d in active]
+            encs = self.tok.encode_batch([c[0] for c in cands], add_special_tokens=False)
             still = []
-            for d, cand, at_end, enc in zip(active, cands, ends, encs, strict=True):
+            for d, (cand, at_end), enc in zip(active, cands, encs, strict=True):
                 self.stats["encoded_chars"] += len(cand)
-                n = len(enc)
-                if not cand.strip():
-                    done[d] = True
-                    continue
-                if n <= self.max_tokens:
-                    if at_end:
-                        out[d].append(Chunk(d, index[d], cand, n))
-                        index[d] += 1
-                        done[d] = True
-                        continue
-                    # The estimate was short: widen the window and try again.
-                    self.stats["retries"] += 1
-                    cpt[d] *= 1.5 * self.max_tokens / max(n, 1)
+                if self._advance(d, cand, at_end, enc):
+                    self._check(d.chunks)
+                    if d.chunks:
+                        total = sum(c.tokens for c in d.chunks)
+                        self.chars_per_token = sum(len(c.text) for c in d.chunks) / max(1, total)
+                    yield d.key, d.chunks
+                else:
                     still.append(d)
-                    continue
-                k = self.max_tokens
-                cut = enc.token_to_chars(k)[0] if enc.token_to_chars(k) else len(cand)
-                if self.paragraph:
-                    para = cand.rfind("\n\n", 0, cut)
-                    if para > cut // 2:
-                        j = enc.char_to_token(para)
-                        if j is not None and (span := enc.token_to_chars(j)) and span[0] > 0:
-                            k, cut = j, span[0]
-                if cut <= 0:  # a single token wider than the window; cannot happen for sane input
-                    cut, k = len(cand), n
-                out[d].append(Chunk(d, index[d], cand[:cut], k))
-                index[d] += 1
-                cpt[d] = max(0.5, cut / max(k, 1))
-                nxt = cut
-                if self.overlap:
-                    span = enc.token_to_chars(k - self.overlap)
-                    if span and span[0] > 0:
-                        nxt = span[0]
-                pos[d] += nxt
-                still.append(d)
-            active = [d for d in still if not done[d]]
-        seen = [c for d in range(len(texts)) for c in out[d]]
-        if seen:
-            self.chars_per_token = sum(len(c.text) for c in seen) / max(
-                1, sum(c.tokens for c in seen)
-            )
-        self._check(seen)
-        yield from seen
+            active = still
+
+    def _candidate(self, d: _Doc) -> tuple[str, bool]:
+        text, p = d.text, d.pos
+        while p < len(text) and text[p].isspace():
+            p += 1
+        d.pos = p
+        end = p + int(self.max_tokens * d.cpt * self.margin) + 2
+        if end < len(text):
+            sp = text.find(" ", end, end + 200)
+            end = sp if sp >= 0 else end
+        return text[p:end], end >= len(text)
+
+    def _advance(self, d: _Doc, cand: str, at_end: bool, enc) -> bool:
+        """Take a chunk from the encoded candidate; True when the document is finished."""
+        n = len(enc)
+        if not cand.strip():
+            return True
+        if n <= self.max_tokens:
+            if at_end or n >= self.max_tokens * (1 - self.tolerance):
+                # The rest of the document, or a candidate within `tolerance` of full.
+                d.chunks.append(Chunk(d.index, len(d.chunks), cand, n))
+                d.pos += len(cand)
+                return at_end
+            # The estimate was short: widen the window and try again.
+            self.stats["retries"] += 1
+            d.cpt *= 1.1 * self.max_tokens / max(n, 1)
+            return False
+        k = self.max_tokens
+        span = enc.token_to_chars(k)
+        cut = span[0] if span else len(cand)
+        if self.paragraph:
+            para = cand.rfind("\n\n", 0, cut)
+            if para > cut // 2:
+                j = enc.char_to_token(para)
+                if j is not None and (span := enc.token_to_chars(j)) and span[0] > 0:
+                    k, cut = j, span[0]
+        if cut <= 0:  # a single token wider than the window; cannot happen for sane input
+            cut, k = len(cand), n
+        d.chunks.append(Chunk(d.index, len(d.chunks), cand[:cut], k))
+        d.cpt = max(0.5, self.smoothing * d.cpt + (1 - self.smoothing) * cut / max(k, 1))
+        nxt = cut
+        if self.overlap:
+            span = enc.token_to_chars(k - self.overlap)
+            if span and span[0] > 0:
+                nxt = span[0]
+        d.pos += nxt
+        return False
+
+    def chunk_texts(self, texts: list[str]) -> Iterator[Chunk]:
+        """Chunks of a list of documents, in document order."""
+        done = dict(self.stream(enumerate(texts)))
+        for i in range(len(texts)):
+            yield from done.get(i, [])
 
     def _check(self, chunks: list[Chunk]) -> None:
         if self.verify == "none" or not chunks:
             return
         if self.verify == "sample":
-            picked = [c for i, c in enumerate(chunks, self._emitted) if i % 20 == 0]
+            picked = [c for i, c in enumerate(chunks, self._emitted) if i % 50 == 0]
         else:
             picked = chunks
         self._emitted += len(chunks)
@@ -193,20 +233,9 @@ class Chunker:
                 self.stats["over_budget"] += 1
 
     def chunk(self, texts: Iterable[str]) -> Iterator[Chunk]:
-        """Chunks of a stream of documents; `doc_index` counts from 0 over the stream."""
-        batch: list[str] = []
-        base = 0
-        for t in texts:
-            batch.append(t)
-            if len(batch) >= self.batch_docs:
-                for c in self.chunk_texts(batch):
-                    c.doc_index += base
-                    yield c
-                base += len(batch)
-                batch = []
-        for c in self.chunk_texts(batch):
-            c.doc_index += base
-            yield c
+        """Chunks of a stream of documents, each document's together, in finishing order."""
+        for _, chunks in self.stream(enumerate(texts)):
+            yield from chunks
 
 
 def packing_efficiency(

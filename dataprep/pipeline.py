@@ -222,11 +222,9 @@ def run_corpus(
     decon = Decontaminator(prompts, cfg.decontam_n)
     info = {"sequence_len": cfg.sequence_len, "config": cfg.describe(), **(meta or {})}
     outs = Outputs(out, val_out, info)
-    try:
-        batch: list[Prepared] = []
-        held: tuple | None = (
-            None  # last train document, kept back for a tiny-corpus validation fallback
-        )
+
+    def kept() -> Iterator[tuple[Prepared, str]]:
+        """Documents that pass filters and dedup; the rest go to the rejects file."""
         for item in prepared(items, cfg):
             if isinstance(item, Reject):
                 outs.reject(item)
@@ -236,11 +234,12 @@ def run_corpus(
             if item.reason is not None:
                 outs.reject(Reject(item.doc.source, None, item.reason, {"doc_id": item.doc.id}))
                 continue
-            batch.append(item)
-            if len(batch) >= cfg.batch_docs:
-                held = _flush(batch, chunker, decon, outs, cfg, held)
-                batch = []
-        held = _flush(batch, chunker, decon, outs, cfg, held)
+            yield item, item.doc.text
+
+    try:
+        held = None  # the last train document, kept back for the tiny-corpus val fallback
+        for p, chunks in chunker.stream(kept()):
+            held = _write(p, chunks, chunker, decon, outs, cfg, held)
         if held is not None:
             side = "train"
             if (
@@ -261,50 +260,38 @@ def run_corpus(
         raise
 
 
-def _flush(
-    batch: list[Prepared],
+def _write(
+    p: Prepared,
+    chunks: list,
     chunker: Chunker,
     decon: Decontaminator,
     outs: Outputs,
     cfg: CorpusConfig,
     held,
 ):
-    if not batch:
-        return held
-    per_doc: list[list[dict]] = [[] for _ in batch]
-    for c in chunker.chunk_texts([p.doc.text for p in batch]):
-        p = batch[c.doc_index]
+    """Decontaminate one document's chunks and write them to its side of the split."""
+    doc = p.doc
+    records = []
+    for c in chunks:
         if c.tokens > chunker.max_tokens:
-            outs.reject(
-                Reject(
-                    p.doc.source,
-                    None,
-                    f"chunk over budget: chunk {c.index} has {c.tokens} tokens > {chunker.max_tokens}",
-                    {"doc_id": p.doc.id},
-                )
-            )
+            why = f"chunk over budget: chunk {c.index} has {c.tokens} tokens > {chunker.max_tokens}"
+            outs.reject(Reject(doc.source, None, why, {"doc_id": doc.id}))
             continue
         if decon and (why := decon.reason(c.text)):
             outs.reject(
-                Reject(
-                    p.doc.source, None, why, {"doc_id": p.doc.id, "chunk": c.index, "text": c.text}
-                )
+                Reject(doc.source, None, why, {"doc_id": doc.id, "chunk": c.index, "text": c.text})
             )
             continue
-        per_doc[c.doc_index].append(
-            {"text": c.text, "doc_id": p.doc.id, "chunk": c.index, "tokens": c.tokens}
-        )
-    for p, chunks in zip(batch, per_doc, strict=True):
-        if not chunks:
-            outs.reject(Reject(p.doc.source, None, "no chunks left", {"doc_id": p.doc.id}))
-            continue
-        if outs.val is not None and is_validation(p.doc.id, cfg.val_fraction, cfg.seed):
-            outs.write_doc("val", p.doc, chunks, p.exact, p.sig)
-            continue
-        if held is not None:
-            outs.write_doc("train", *held)
-        held = (p.doc, chunks, p.exact, p.sig)
-    return held
+        records.append({"text": c.text, "doc_id": doc.id, "chunk": c.index, "tokens": c.tokens})
+    if not records:
+        outs.reject(Reject(doc.source, None, "no chunks left", {"doc_id": doc.id}))
+        return held
+    if outs.val is not None and is_validation(doc.id, cfg.val_fraction, cfg.seed):
+        outs.write_doc("val", doc, records, p.exact, p.sig)
+        return held
+    if held is not None:
+        outs.write_doc("train", *held)
+    return (doc, records, p.exact, p.sig)
 
 
 def build_files(

@@ -100,8 +100,9 @@ def test_chunks_are_token_exact(tiny_tokenizer, sample_texts, max_tokens, overla
         assert n == c.tokens <= max_tokens
     last = {c.doc_index: c.index for c in chunks}
     inner = [c for c in chunks if c.index != last[c.doc_index]]
-    if not paragraph:  # every chunk but a document's last is full
-        assert all(c.tokens == max_tokens for c in inner)
+    if not paragraph:  # every chunk but a document's last is full, or within the tolerance
+        assert all(c.tokens >= max_tokens * (1 - ch.tolerance) for c in inner)
+        assert sum(c.tokens == max_tokens for c in inner) >= 0.8 * len(inner)
     else:
         assert any(c.text.endswith("\n\n") or c.tokens < max_tokens for c in inner)
 

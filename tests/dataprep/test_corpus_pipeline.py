@@ -261,22 +261,22 @@ def test_a_crash_leaves_no_partial_output_and_a_rerun_completes(
 
     out = tmp_path / "c.jsonl"
     calls = {"n": 0}
-    real = chunk.Chunker.chunk_texts
+    real = chunk.Chunker._advance
 
-    def flaky(self, texts):
+    def flaky(self, *args):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == 30:
             raise RuntimeError("killed")
-        yield from real(self, texts)
+        return real(self, *args)
 
-    monkeypatch.setattr(chunk.Chunker, "chunk_texts", flaky)
+    monkeypatch.setattr(chunk.Chunker, "_advance", flaky)
     cfg = CorpusConfig(sequence_len=64, batch_docs=2, quality=QualityConfig())
     with pytest.raises(RuntimeError, match="killed"):
         build_files([str(corpus_dir)], out, tiny_tokenizer, cfg)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "docs"
     ]  # nothing half-written, no temp files
-    monkeypatch.setattr(chunk.Chunker, "chunk_texts", real)
+    monkeypatch.setattr(chunk.Chunker, "_advance", real)
     res = build_files([str(corpus_dir)], out, tiny_tokenizer, cfg)
     recs = lines(out)
     assert res["records"] == len(recs) and len({(r["doc_id"], r["chunk"]) for r in recs}) == len(
