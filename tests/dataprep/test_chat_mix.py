@@ -257,3 +257,13 @@ def test_source_with_nothing_usable_stops_with_reasons(tmp_path):
         build_mix(parse_spec(data))
     assert len(lines(tmp_path / "m.rejects.jsonl")) == 2
     assert not (tmp_path / "m.jsonl").exists()
+
+
+def test_cli_mix_broken_spec_names_file_and_line(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("seed: 0\nsources:\n  - {name: a, path: a.jsonl, weight: [0.5\n")
+    result = CliRunner().invoke(
+        main, ["data", "mix", str(spec), "--out", str(tmp_path / "o.jsonl")]
+    )
+    assert result.exit_code == 1
+    assert f"{spec}:4: invalid YAML" in result.output
