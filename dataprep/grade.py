@@ -44,6 +44,7 @@ from dataprep.llm import (
     complete,
     make_client,
     safe_command,
+    scrub,
 )
 from dataprep.parse import ParseError, as_number, extract_json
 from dataprep.prompts import load_prompt
@@ -307,19 +308,20 @@ def run_grade(cfg: GradeConfig, echo=print) -> dict:
             )
         except RequestFailed as exc:
             return {"failed": "request", "reason": f"request failed: {exc.reason}"}
+        text = scrub(c.text, cfg.judges[j])
         used = {
             "prompt_tokens": c.prompt_tokens,
             "completion_tokens": c.completion_tokens,
             "attempts": c.attempts,
         }
         try:
-            obj, _ = extract_json(c.text, c.finish_reason)
+            obj, _ = extract_json(text, c.finish_reason)
             grade = parse_grade(obj)
         except ParseError as exc:
             return {
                 "failed": "parse",
                 "reason": f"judge output unusable: {exc.reason}",
-                "raw": c.text[:RAW_LIMIT],
+                "raw": text[:RAW_LIMIT],
                 "usage": used,
             }
         return {"grade": grade, "usage": used}

@@ -126,6 +126,14 @@ def safe_command() -> list[str]:
     return redact_argv(list(sys.argv))
 
 
+def scrub(text: str, endpoint: Endpoint) -> str:
+    """`text` with the API key (should a server echo it) replaced by ***."""
+    key = os.environ.get(endpoint.api_key_env)
+    if key and len(key) >= 6 and key in text:
+        text = text.replace(key, "***")
+    return text
+
+
 def make_client(endpoint: Endpoint):
     from openai import AsyncOpenAI
 
@@ -217,6 +225,7 @@ async def complete(
             raise
         except Exception as exc:  # noqa: BLE001 - every failure is classified below
             reason, retryable = classify(exc)
+            reason = scrub(reason, endpoint)
             usage.errors[reason.split(":")[0]] = usage.errors.get(reason.split(":")[0], 0) + 1
             if not retryable or attempt >= policy.retries:
                 usage.failed += 1

@@ -29,6 +29,7 @@ from dataprep.llm import (
     complete,
     make_client,
     safe_command,
+    scrub,
 )
 from dataprep.parse import ParseError, extract_json
 from dataprep.prompts import load_prompt
@@ -229,13 +230,14 @@ def run_synth(cfg: SynthConfig, echo=print) -> dict:
                     _reject(cfg.input, lineno, f"request failed: {exc.reason}", chunk, gen)
                 ],
             }
+        text = scrub(c.text, cfg.endpoint)
         used = {
             "prompt_tokens": c.prompt_tokens,
             "completion_tokens": c.completion_tokens,
             "attempts": c.attempts,
         }
         try:
-            obj, notes = extract_json(c.text, c.finish_reason)
+            obj, notes = extract_json(text, c.finish_reason)
             pairs, problems = parse_pairs(obj, cfg.pairs)
         except ParseError as exc:
             return {
@@ -249,7 +251,7 @@ def run_synth(cfg: SynthConfig, echo=print) -> dict:
                         exc.reason,
                         chunk,
                         gen,
-                        c.text,
+                        text,
                         {"finish_reason": c.finish_reason},
                     )
                 ],
@@ -271,7 +273,7 @@ def run_synth(cfg: SynthConfig, echo=print) -> dict:
             }
             for k, p in enumerate(pairs)
         ]
-        rejects = [_reject(cfg.input, lineno, reason, chunk, gen, c.text) for reason in problems]
+        rejects = [_reject(cfg.input, lineno, reason, chunk, gen, text) for reason in problems]
         return {"records": records, "rejects": rejects, "usage": used, "notes": notes}
 
     header = {

@@ -81,7 +81,7 @@ def test_cli_is_reproducible(tmp_path):
     args = ["data", "metaqa", str(ROOT / "samples" / "papers"), "--out"]
     r1 = CliRunner().invoke(main, [*args, str(tmp_path / "a.jsonl")])
     r2 = CliRunner().invoke(main, [*args, str(tmp_path / "b.jsonl")])
-    assert r1.exit_code == 0, r1.output
+    assert r1.exit_code == 0 and r2.exit_code == 0, r1.output
     assert json.loads(r1.output)["papers"] == 4
     assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
     r3 = CliRunner().invoke(main, [*args, str(tmp_path / "c.jsonl"), "--seed", "7"])
