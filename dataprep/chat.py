@@ -145,9 +145,21 @@ def parse_mapping(items: list[str] | tuple[str, ...]) -> dict[str, str]:
 
 
 def validate_messages(messages: list[dict]) -> list[dict]:
-    """Check roles, non-empty contents and user/assistant alternation."""
+    """Check roles, non-empty contents and user/assistant alternation.
+
+    An empty system turn at the start means "no system prompt" (OpenOrca and
+    SlimOrca use one as one of their system messages) and is dropped, not rejected."""
     if not isinstance(messages, list) or not messages:
         raise ValueError("messages: empty or not a list")
+    first = messages[0]
+    if (
+        isinstance(first, dict)
+        and first.get("role") == "system"
+        and isinstance(first.get("content"), str | None)
+        and not (first.get("content") or "").strip()
+        and len(messages) > 1
+    ):
+        messages = messages[1:]
     expected = "user"
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict):

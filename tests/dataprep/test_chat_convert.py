@@ -286,3 +286,22 @@ def test_data_chat_still_splits_and_rejects(tmp_path):
     assert len(train | held) == 10 and not train & held
     manifest = json.loads((tmp_path / "chat.manifest.json").read_text())
     assert manifest["dropped"] == {"invalid JSON": 1}
+
+
+def test_empty_system_turn_means_no_system_prompt():
+    record = {"conversations": [{"from": "system", "value": ""}, *SLIMORCA["conversations"][1:]]}
+    assert [m["role"] for m in chatmod.to_messages(record)] == ["user", "assistant"]
+    assert chatmod.to_messages(record, system_prompt="Be exact.")[0] == {
+        "role": "system",
+        "content": "Be exact.",
+    }
+    # an empty system turn anywhere else is still an error
+    late = {
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "system", "content": ""},
+            {"role": "assistant", "content": "Hello."},
+        ]
+    }
+    with pytest.raises(ValueError, match="messages\\[1\\]"):
+        chatmod.to_messages(late)
