@@ -75,7 +75,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48]
 
 
-def make_fact(row: dict, relations: dict, source: str, line: int | None, index: int) -> Fact:
+def make_fact(row: dict, relations: dict, line: int | None, index: int) -> Fact:
     """One table row -> Fact; ValueError names what is missing or wrong."""
     for key in ("subject", "relation", "object"):
         if not str(row.get(key) or "").strip():
@@ -155,7 +155,7 @@ def read_facts(path: str | Path) -> Iterator[Fact | Reject]:
             continue
         row.pop("__line__", None)
         try:
-            fact = make_fact(row, relations, str(path), line, i)
+            fact = make_fact(row, relations, line, i)
         except (ValueError, KeyError, IndexError) as exc:
             yield Reject(str(path), line, str(exc), row)
             continue
