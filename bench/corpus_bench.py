@@ -1,6 +1,6 @@
 """Corpus dataprep throughput and quality, each beside its baseline, measured in one run.
 
-    .venv/bin/python bench/corpus_bench.py            # ~16 MB generated corpus, ~1-2 minutes on 2 cores
+    .venv/bin/python bench/corpus_bench.py            # 48 MB generated corpus, ~1.5 minutes on 2 cores
     .venv/bin/python bench/corpus_bench.py --mb 300   # the full-size run
 
 Generated corpus: paper-like markdown (headings, prose, inline and display math) with the
@@ -94,10 +94,14 @@ def mbytes(texts: list[str]) -> float:
     return sum(len(t.encode()) for t in texts) / 1e6
 
 
-def bench_clean(docs: list[str]) -> tuple[float, list[str]]:
-    t0 = time.perf_counter()
-    cleaned = [clean_text(d) for d in docs]
-    return mbytes(docs) / (time.perf_counter() - t0), cleaned
+def bench_clean(docs: list[str]) -> tuple[float, float]:
+    """MB/s of cleaning on one core: by CPU time (what the core spent) and by wall time
+    (lower when other processes share the core)."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    for d in docs:
+        clean_text(d)
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    return mbytes(docs) / cpu, mbytes(docs) / wall
 
 
 def bench_tokenize(docs: list[str], tokenizer: str, sequence_len: int, batch: int = 64) -> dict:
@@ -202,7 +206,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument(
-        "--mb", type=float, default=16, help="Generated corpus size in MB (default 16)."
+        "--mb", type=float, default=48, help="Generated corpus size in MB (default 48, ~1.5 min)."
     )
     ap.add_argument("--tokenizer", default=str(ROOT / "build/models/tiny-llama"))
     ap.add_argument(
@@ -225,7 +229,7 @@ def main() -> None:
         f"generated {mbytes(docs):.1f} MB in {len(docs)} documents ({time.perf_counter() - t0:.1f} s); {os.cpu_count()} cores"
     )
 
-    clean_mb_s, _ = bench_clean(docs)
+    clean_mb_s, clean_wall = bench_clean(docs)
     tk = bench_tokenize(docs, args.tokenizer, args.sequence_len)
     docs_nd, truth = planted(args.dup_docs, args.dup_docs // 4)
     nd = bench_near_dup(docs_nd, truth, args.threshold, args.num_perm)
@@ -234,7 +238,12 @@ def main() -> None:
     nd_mb = mbytes(docs_nd)
 
     rows = [
-        ("cleaning alone (1 core)", f"{clean_mb_s:.1f} MB/s", "target 20 MB/s", clean_mb_s >= 20),
+        (
+            "cleaning alone (1 core, CPU time)",
+            f"{clean_mb_s:.1f} MB/s ({clean_wall:.1f} wall)",
+            "target 20 MB/s per core",
+            clean_mb_s >= 20,
+        ),
         (
             "clean+tokenize+chunk",
             f"{tk['ours_mb_s']:.2f} MB/s",
@@ -260,9 +269,9 @@ def main() -> None:
             t_o <= t_b,
         ),
     ]
-    print(f"\n{'figure':32} {'ours':34} {'baseline / target':60} ok")
+    print(f"\n{'figure':34} {'ours':34} {'baseline / target':60} ok")
     for name, ours, base, ok in rows:
-        print(f"{name:32} {ours:34} {base:60} {'yes' if ok else 'NO'}")
+        print(f"{name:34} {ours:34} {base:60} {'yes' if ok else 'NO'}")
     print(
         f"\nchunks: {tk['chunks']}, {tk['full']} of exactly {args.sequence_len - 2} tokens; chunker {tk['chunker']}"
     )

@@ -65,6 +65,7 @@ class _Doc:
     index: int
     cpt: float
     pos: int = 0
+    boost: float = 1.0  # widening after a candidate fell short
     chunks: list = field(default_factory=list)
 
 
@@ -107,7 +108,7 @@ class Chunker:
         # A candidate that falls short by at most this share is kept as an (almost full)
         # chunk instead of being encoded again; packing absorbs the few missing tokens.
         self.tolerance = 0.02
-        self.smoothing = 0.7  # weight of the previous characters-per-token estimate
+        self.smoothing = 0.95  # weight of the previous characters-per-token estimate
         self.stats = {"encoded_chars": 0, "retries": 0, "verified": 0, "over_budget": 0}
         self._emitted = 0
 
@@ -144,9 +145,6 @@ class Chunker:
                 self.stats["encoded_chars"] += len(cand)
                 if self._advance(d, cand, at_end, enc):
                     self._check(d.chunks)
-                    if d.chunks:
-                        total = sum(c.tokens for c in d.chunks)
-                        self.chars_per_token = sum(len(c.text) for c in d.chunks) / max(1, total)
                     yield d.key, d.chunks
                 else:
                     still.append(d)
@@ -157,7 +155,7 @@ class Chunker:
         while p < len(text) and text[p].isspace():
             p += 1
         d.pos = p
-        end = p + int(self.max_tokens * d.cpt * self.margin) + 2
+        end = p + int(self.max_tokens * d.cpt * self.margin * d.boost) + 2
         if end < len(text):
             sp = text.find(" ", end, end + 200)
             end = sp if sp >= 0 else end
@@ -176,7 +174,7 @@ class Chunker:
                 return at_end
             # The estimate was short: widen the window and try again.
             self.stats["retries"] += 1
-            d.cpt *= 1.1 * self.max_tokens / max(n, 1)
+            d.boost *= 1.1 * self.max_tokens / max(n, 1)
             return False
         k = self.max_tokens
         span = enc.token_to_chars(k)
@@ -190,7 +188,10 @@ class Chunker:
         if cut <= 0:  # a single token wider than the window; cannot happen for sane input
             cut, k = len(cand), n
         d.chunks.append(Chunk(d.index, len(d.chunks), cand[:cut], k))
-        d.cpt = max(0.5, self.smoothing * d.cpt + (1 - self.smoothing) * cut / max(k, 1))
+        seen = cut / max(k, 1)
+        d.cpt = max(0.5, self.smoothing * d.cpt + (1 - self.smoothing) * seen)
+        self.chars_per_token = 0.99 * self.chars_per_token + 0.01 * seen
+        d.boost = 1.0
         nxt = cut
         if self.overlap:
             span = enc.token_to_chars(k - self.overlap)
