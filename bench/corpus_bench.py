@@ -104,33 +104,39 @@ def bench_clean(docs: list[str]) -> tuple[float, float]:
     return mbytes(docs) / cpu, mbytes(docs) / wall
 
 
-def bench_tokenize(docs: list[str], tokenizer: str, sequence_len: int, batch: int = 64) -> dict:
+def bench_tokenize(
+    docs: list[str], tokenizer: str, sequence_len: int, batch: int = 64, slice_docs: int = 400
+) -> dict:
+    """Raw batch encoding and our clean + tokenize + chunk, alternating over slices of the
+    corpus so both see the same load on a shared machine; wall and CPU time (all threads)."""
     from dataprep.chunk import backend_tokenizer
 
     tok = backend_tokenizer(tokenizer)
-    size = mbytes(docs)
-    t0 = time.perf_counter()
-    raw_tokens = 0
-    for i in range(0, len(docs), batch):
-        raw_tokens += sum(
-            len(e) for e in tok.encode_batch(docs[i : i + batch], add_special_tokens=False)
-        )
-    raw = size / (time.perf_counter() - t0)
     chunker = Chunker(tokenizer, sequence_len - 2, verify="sample")
-    t0 = time.perf_counter()
+    raw_wall = raw_cpu = our_wall = our_cpu = 0.0
     lengths: dict[int, int] = {}
-    for _, chunks in chunker.stream((i, clean_text(d)) for i, d in enumerate(docs)):
-        for c in chunks:
-            lengths[c.tokens] = lengths.get(c.tokens, 0) + 1
-    ours = size / (time.perf_counter() - t0)
+    for s in range(0, len(docs), slice_docs):
+        part = docs[s : s + slice_docs]
+        w0, c0 = time.perf_counter(), time.process_time()
+        for i in range(0, len(part), batch):
+            tok.encode_batch(part[i : i + batch], add_special_tokens=False)
+        raw_wall += time.perf_counter() - w0
+        raw_cpu += time.process_time() - c0
+        w0, c0 = time.perf_counter(), time.process_time()
+        for _, chunks in chunker.stream((i, clean_text(d)) for i, d in enumerate(part)):
+            for c in chunks:
+                lengths[c.tokens] = lengths.get(c.tokens, 0) + 1
+        our_wall += time.perf_counter() - w0
+        our_cpu += time.process_time() - c0
+    size = mbytes(docs)
     return {
-        "raw_mb_s": raw,
-        "ours_mb_s": ours,
-        "ratio": ours / raw,
+        "raw_mb_s": size / raw_wall,
+        "ours_mb_s": size / our_wall,
+        "ratio": raw_wall / our_wall,
+        "cpu_ratio": raw_cpu / our_cpu,
         "packing": packing_efficiency(lengths, sequence_len),
         "chunks": sum(lengths.values()),
         "full": lengths.get(sequence_len - 2, 0),
-        "raw_tokens": raw_tokens,
         "chunker": chunker.stats,
     }
 
@@ -247,7 +253,8 @@ def main() -> None:
         (
             "clean+tokenize+chunk",
             f"{tk['ours_mb_s']:.2f} MB/s",
-            f"raw encode_batch {tk['raw_mb_s']:.2f} MB/s = {tk['ratio']:.2f}x (target 0.8x)",
+            f"raw encode_batch {tk['raw_mb_s']:.2f} MB/s = {tk['ratio']:.2f}x wall, "
+            f"{tk['cpu_ratio']:.2f}x CPU (target 0.8x)",
             tk["ratio"] >= 0.8,
         ),
         (

@@ -118,37 +118,66 @@ class Chunker:
     def stream(self, docs: Iterable[tuple[Any, str]]) -> Iterator[tuple[Any, list[Chunk]]]:
         """(key, text) pairs in, (key, chunks of that text) out as each document finishes.
 
-        Up to `batch_docs` documents are in flight; every round encodes one candidate from
-        each, so rounds stay large (and the tokenizer's threads busy) however long some
-        documents are. Documents finish in a deterministic order that is not the input
-        order; `doc_index` of a chunk is its document's position in the input.
+        Up to `batch_docs` documents are in flight in two groups; every round encodes one
+        candidate from each document of a group, so rounds stay large however long some
+        documents are. While one group is being encoded (the tokenizer releases the GIL
+        and uses its own threads), this thread cuts the other group's chunks and reads
+        (and cleans) the next documents. Documents finish in a deterministic order that
+        is not the input order; `doc_index` of a chunk is its document's input position.
         """
+        from concurrent.futures import ThreadPoolExecutor
+
         it = iter(docs)
-        active: list[_Doc] = []
         n_in = 0
-        exhausted = False
-        while True:
-            while not exhausted and len(active) < self.batch_docs:
+        groups: list[list[_Doc]] = [[], []]
+        pending: list = [None, None]
+        half = max(1, self.batch_docs // 2)
+
+        def refill(g: int) -> None:
+            nonlocal n_in, it
+            while it is not None and len(groups[g]) < half:
                 try:
                     key, text = next(it)
                 except StopIteration:
-                    exhausted = True
+                    it = None
                     break
-                active.append(_Doc(key, text, n_in, self.chars_per_token))
+                groups[g].append(_Doc(key, text, n_in, self.chars_per_token))
                 n_in += 1
-            if not active:
-                return
-            cands = [self._candidate(d) for d in active]
-            encs = self.tok.encode_batch([c[0] for c in cands], add_special_tokens=False)
-            still = []
-            for d, (cand, at_end), enc in zip(active, cands, encs, strict=True):
-                self.stats["encoded_chars"] += len(cand)
-                if self._advance(d, cand, at_end, enc):
-                    self._check(d.chunks)
-                    yield d.key, d.chunks
-                else:
-                    still.append(d)
-            active = still
+
+        def submit(g: int) -> None:
+            cands = [self._candidate(d) for d in groups[g]]
+            texts = [c[0] for c in cands]
+            pending[g] = (
+                cands,
+                pool.submit(self.tok.encode_batch, texts, add_special_tokens=False),
+            )
+
+        with ThreadPoolExecutor(1) as pool:
+            for g in (0, 1):
+                refill(g)
+                if groups[g]:
+                    submit(g)
+            g = 0
+            while pending[0] or pending[1]:
+                if pending[g] is None:
+                    g ^= 1
+                    continue
+                cands, fut = pending[g]
+                encs = fut.result()
+                pending[g] = None
+                still = []
+                for d, (cand, at_end), enc in zip(groups[g], cands, encs, strict=True):
+                    self.stats["encoded_chars"] += len(cand)
+                    if self._advance(d, cand, at_end, enc):
+                        self._check(d.chunks)
+                        yield d.key, d.chunks
+                    else:
+                        still.append(d)
+                groups[g] = still
+                refill(g)
+                if groups[g]:
+                    submit(g)
+                g ^= 1
 
     def _candidate(self, d: _Doc) -> tuple[str, bool]:
         text, p = d.text, d.pos

@@ -250,8 +250,20 @@ def arxiv() -> None:
 )
 @click.option("--page-size", type=int, default=100, show_default=True)
 @click.option("--api-url", default=None, help="API endpoint (defaults to export.arxiv.org).")
+@click.option("--eprint-url", default=None, help="Source URL template with {id} (a mirror).")
+@click.option("--pdf-url", default=None, help="PDF URL template with {id} (a mirror).")
 def arxiv_fetch(
-    cache, categories, since, until, max_results, fmt, delay, page_size, api_url
+    cache,
+    categories,
+    since,
+    until,
+    max_results,
+    fmt,
+    delay,
+    page_size,
+    api_url,
+    eprint_url,
+    pdf_url,
 ) -> None:
     """Fetch metadata (and sources or PDFs) by category and date range into CACHE.
 
@@ -261,10 +273,17 @@ def arxiv_fetch(
     Example:
       cosmosage data arxiv fetch --cache arxiv-cache --category astro-ph.CO --since 2020-01-01
     """
-    from dataprep.arxiv import API_URL, Fetcher, build_query
+    from dataprep import arxiv as ax
 
-    fetcher = Fetcher(cache, delay=delay, page_size=page_size, api_url=api_url or API_URL)
-    entries = fetcher.fetch_metadata(build_query(categories, since, until), max_results)
+    fetcher = ax.Fetcher(
+        cache,
+        delay=delay,
+        page_size=page_size,
+        api_url=api_url or ax.API_URL,
+        eprint_url=eprint_url or ax.EPRINT_URL,
+        pdf_url=pdf_url or ax.PDF_URL,
+    )
+    entries = fetcher.fetch_metadata(ax.build_query(categories, since, until), max_results)
     if fmt != "none":
         fetcher.fetch_sources((e["id"] for e in entries), fmt)
     _echo_json({"cache": str(cache), "entries": len(entries), **fetcher.stats})

@@ -318,3 +318,94 @@ def test_process_cache_prefers_latex_then_markdown_then_pdf(tmp_path, snapshot, 
     assert any(r["reason"].startswith("too short") or "truncated" in r["reason"] for r in rejects)
     text = "\n".join(json.loads(x)["text"] for x in out.read_text().splitlines())
     assert "FIGURE CAPTION" not in text and "\\begin{equation}" in text
+
+
+def test_fetch_then_process_commands_against_a_local_server(tmp_path, tiny_model):
+    """The two commands end to end: recorded API pages and source tarballs served on
+    127.0.0.1, a rerun that downloads nothing, then offline processing of the cache."""
+    from tools.cli import main
+
+    body = "\n\n".join(prose(50 + i, 70) for i in range(3))
+    tar = make_tarball(
+        tmp_path / "t.tar.gz",
+        {
+            "ms.tex": LATEX_MAIN.replace(
+                "\\section{Introduction}", body + "\n\\section{Introduction}"
+            ),
+            "sections/method.tex": LATEX_METHOD,
+        },
+    ).read_bytes()
+    rec = Recorded(page_size=2, sources={e["id"]: tar for e in ENTRIES})
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            data = rec("http://arxiv.test" + self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    cache = tmp_path / "cache"
+    fetch = [
+        "data",
+        "arxiv",
+        "fetch",
+        "--cache",
+        str(cache),
+        "--category",
+        "astro-ph.CO",
+        "--since",
+        "2020-01-01",
+        "--delay",
+        "0",
+        "--page-size",
+        "2",
+        "--api-url",
+        f"{base}/api/query",
+        "--eprint-url",
+        base + "/e-print/{id}",
+    ]
+    try:
+        first = CliRunner().invoke(main, fetch)
+        assert first.exit_code == 0, first.output
+        assert json.loads(first.output)["downloaded"] == 5
+        n_hits = len(hits)
+        again = CliRunner().invoke(main, fetch)
+        assert (
+            json.loads(again.output)["downloaded"] == 0 and json.loads(again.output)["cached"] == 5
+        )
+        assert not any("/e-print/" in h for h in hits[n_hits:])
+        assert "submittedDate%3A%5B202001010000" in hits[0]
+    finally:
+        server.shutdown()
+    out = tmp_path / "arxiv.jsonl"
+    res = CliRunner().invoke(
+        main,
+        [
+            "data",
+            "arxiv",
+            "process",
+            "--cache",
+            str(cache),
+            "--tokenizer",
+            str(tiny_model),
+            "--sequence-len",
+            "64",
+            "--out",
+            str(out),
+            "--no-dedup",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "arxiv.manifest.json").read_text())
+    assert sorted(i["doc_id"] for i in m["inputs"]) == [e["id"] for e in ENTRIES]
+    assert all(
+        i["license"] == "unknown" for i in m["inputs"]
+    )  # the API gives none; --metadata adds them
