@@ -104,7 +104,9 @@ class Chunker:
         self.chars_per_token = 3.0
         # Candidate length over the estimate: larger wastes encoding on the surplus,
         # smaller means more candidates that fall short and are encoded again.
-        self.margin = 1.05
+        # The spread of characters per token shrinks with chunk length (about 7% at 126
+        # tokens of the tiny tokenizer), so long chunks need less room.
+        self.margin = max(1.03, 1 + 1.1 / max_tokens**0.5)
         # A candidate that falls short by at most this share is kept as an (almost full)
         # chunk instead of being encoded again; packing absorbs the few missing tokens.
         self.tolerance = 0.02
@@ -200,6 +202,7 @@ class Chunker:
                 # The rest of the document, or a candidate within `tolerance` of full.
                 d.chunks.append(Chunk(d.index, len(d.chunks), cand, n))
                 d.pos += len(cand)
+                d.boost = 1.0
                 return at_end
             # The estimate was short: widen the window and try again.
             self.stats["retries"] += 1
