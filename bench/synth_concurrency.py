@@ -1,0 +1,260 @@
+"""Requests per second of the synthetic-Q&A client at concurrency 1, 4 and 16.
+
+It starts local OpenAI-compatible servers one after the other (by default serve and
+stub; add serve-cb with --modes serve,serve-cb,stub) and
+sends the same number of identical chat requests at each concurrency level, through
+the same code path `cosmosage data synth` uses (`dataprep.llm.complete` + `run_pool`):
+
+  serve      `transformers serve` on the tiny model, CPU, default settings
+  serve-cb   the same with --continuous-batching (requests batched together)
+  stub       tools/openai_stub.py answering after a fixed delay: a server that always
+             keeps up, so what is measured is the client's own concurrency
+
+Throughput is printed as a ratio to concurrency 1. When throughput stays flat while
+latency grows with concurrency, the server is the limit, and the table says so.
+
+    .venv/bin/python bench/synth_concurrency.py                 # about 1-1.5 minutes
+    .venv/bin/python bench/synth_concurrency.py --modes serve-cb --levels 1,2,4,8,16
+    .venv/bin/python bench/synth_concurrency.py --base-url http://127.0.0.1:8000/v1 --model NAME
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dataprep.llm import Endpoint, RetryPolicy, Usage, complete, make_client, run_pool  # noqa: E402
+
+BIN = Path(sys.executable).parent
+PROMPT = [
+    {
+        "role": "user",
+        "content": "Explain in two sentences why the sound horizon is a standard ruler.",
+    }
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"no answer from {url} in {timeout:.0f} s")
+
+
+def start_server(
+    mode: str, model_dir: Path, cache: Path, stub_latency: float
+) -> tuple[subprocess.Popen, str, str]:
+    port = free_port()
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    if mode == "stub":
+        cmd = [
+            sys.executable,
+            "-m",
+            "tools.openai_stub",
+            "--port",
+            str(port),
+            "--latency",
+            str(stub_latency),
+        ]
+        health, model = f"http://127.0.0.1:{port}/v1/models", "stub"
+    else:
+        cmd = [
+            str(BIN / "transformers"),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+        ]
+        cmd += ["--continuous-batching"] if mode == "serve-cb" else []
+        cmd.append(str(model_dir))
+        health, model = f"http://127.0.0.1:{port}/health", str(model_dir)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_healthy(health, proc)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, f"http://127.0.0.1:{port}/v1", model
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def measure(endpoint: Endpoint, n: int, concurrency: int, max_tokens: int) -> dict:
+    client = make_client(endpoint)
+    usage = Usage()
+    latencies: list[float] = []
+    sampling = {"max_tokens": max_tokens, "temperature": 0.0}
+
+    async def one(_):
+        t = time.perf_counter()
+        await complete(client, endpoint, PROMPT, sampling, RetryPolicy(retries=2, base=0.2), usage)
+        return time.perf_counter() - t
+
+    try:
+        t0 = time.perf_counter()
+        await run_pool(range(n), one, lambda _, dt: latencies.append(dt), concurrency)
+        wall = time.perf_counter() - t0
+    finally:
+        await client.close()
+    return {
+        "concurrency": concurrency,
+        "rps": n / wall,
+        "latency": sum(latencies) / len(latencies),
+        "tok_s": usage.completion_tokens / wall,
+        "failed": usage.failed,
+    }
+
+
+def run_levels(endpoint: Endpoint, levels: list[int], n: int, max_tokens: int) -> list[dict]:
+    asyncio.run(
+        measure(endpoint, max(levels), max(levels), max_tokens)
+    )  # warm up (and fill batches once)
+    return [asyncio.run(measure(endpoint, n, c, max_tokens)) for c in levels]
+
+
+def client_ceiling(model_dir: Path, cache: Path, args) -> float:
+    """Requests per second when the server costs nothing: the client's own limit here."""
+    proc, url, model = start_server("stub", model_dir, cache, 0.0)
+    try:
+        top = max(int(x) for x in args.levels.split(","))
+        asyncio.run(measure(Endpoint(url, model), top, top, args.max_tokens))
+        return asyncio.run(measure(Endpoint(url, model), args.requests * 2, top, args.max_tokens))[
+            "rps"
+        ]
+    finally:
+        stop(proc)
+
+
+def verdict(rows: list[dict]) -> str:
+    base, top = rows[0], rows[-1]
+    ratio = top["rps"] / base["rps"]
+    growth = top["latency"] / base["latency"]
+    if ratio >= 0.5 * top["concurrency"]:
+        return f"scales: {ratio:.1f}x at concurrency {top['concurrency']} (latency x{growth:.1f})"
+    if ratio < 1.5:
+        return f"server-limited: throughput x{ratio:.1f} while each request waits x{growth:.1f} longer; the server answers one request at a time"
+    return f"partly server-limited: {ratio:.1f}x at concurrency {top['concurrency']} while each request waits x{growth:.1f} longer"
+
+
+def table(name: str, rows: list[dict]) -> list[str]:
+    base = rows[0]["rps"]
+    out = [
+        f"{name}",
+        f"  {'conc':>4}  {'req/s':>7}  {'x c=1':>6}  {'latency':>8}  {'tok/s':>7}  failed",
+    ]
+    for r in rows:
+        out.append(
+            f"  {r['concurrency']:>4}  {r['rps']:>7.2f}  {r['rps'] / base:>6.2f}  {r['latency']:>7.2f}s  {r['tok_s']:>7.1f}  {r['failed']}"
+        )
+    out.append(f"  -> {verdict(rows)}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base-url", help="Measure this server only (no local servers are started).")
+    ap.add_argument("--model", help="Model name for --base-url.")
+    ap.add_argument("--api-key-env", default="OPENAI_API_KEY")
+    ap.add_argument(
+        "--modes",
+        default="serve,stub",
+        help="Local servers to measure, from serve, serve-cb, stub.",
+    )
+    ap.add_argument("--model-dir", default=str(ROOT / "build" / "models" / "tiny-llama"))
+    ap.add_argument(
+        "--requests",
+        type=int,
+        default=32,
+        help="Requests per concurrency level (the same at each level).",
+    )
+    ap.add_argument("--levels", default="1,4,16")
+    ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument(
+        "--stub-latency",
+        type=float,
+        default=1.0,
+        help="Seconds the stand-in server takes per answer (like a large model's generation time).",
+    )
+    args = ap.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    lines = [
+        f"# {args.requests} requests per level, max_tokens {args.max_tokens}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start"
+    ]
+    t0 = time.monotonic()
+    if args.base_url:
+        if not args.model:
+            ap.error("--model is needed with --base-url")
+        rows = run_levels(
+            Endpoint(args.base_url, args.model, args.api_key_env, 300),
+            levels,
+            args.requests,
+            args.max_tokens,
+        )
+        lines += table(args.base_url, rows)
+    else:
+        model_dir = Path(args.model_dir)
+        if not (model_dir / "config.json").is_file():
+            from tools.tinymodel import build_tiny_model
+
+            build_tiny_model([str(ROOT / "samples")], model_dir)
+        names = {
+            "serve": "transformers serve, tiny model, CPU",
+            "serve-cb": "transformers serve --continuous-batching, tiny model, CPU",
+            "stub": f"stand-in server answering in {args.stub_latency:g} s (tools/openai_stub.py)",
+        }
+        with tempfile.TemporaryDirectory() as cache:
+            for mode in args.modes.split(","):
+                proc, url, model = start_server(mode, model_dir, Path(cache), args.stub_latency)
+                try:
+                    rows = run_levels(
+                        Endpoint(url, model, timeout=300), levels, args.requests, args.max_tokens
+                    )
+                finally:
+                    stop(proc)
+                lines += table(names[mode], rows)
+                if mode == "stub":
+                    lines.append(
+                        f"  client ceiling on this machine: {client_ceiling(model_dir, Path(cache), args):.1f} req/s (stand-in answering at once, concurrency {max(levels)})"
+                    )
+                print("\n".join(lines[-len(rows) - 4 :]), flush=True)
+    lines.append(f"# {time.monotonic() - t0:.0f} s in all")
+    print("\n" + "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
