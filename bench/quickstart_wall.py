@@ -26,20 +26,39 @@ TARGET_S = 180.0
 
 def timed(argv: list[str], env: dict) -> float:
     t0 = time.perf_counter()
-    subprocess.run(argv, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        argv, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     return time.perf_counter() - t0
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary runs folder")
     args = ap.parse_args()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "DO_NOT_TRACK": "1", "AXOLOTL_DO_NOT_TRACK": "1"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "disabled",
+        "DO_NOT_TRACK": "1",
+        "AXOLOTL_DO_NOT_TRACK": "1",
+    }
     tmp = Path(tempfile.mkdtemp(prefix="cosmosage-bench-"))
     # Warm the shared builds (tiny model, data) so both sides measure training work only
     # the first time is not counted against either.
-    subprocess.run([str(BIN / "cosmosage"), "recipe", "run", "quickstart", "--dry-run"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
-    quick = timed([str(BIN / "cosmosage"), "recipe", "run", "quickstart", "--runs-dir", str(tmp / "runs")], env)
+    subprocess.run(
+        [str(BIN / "cosmosage"), "recipe", "run", "quickstart", "--dry-run"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    quick = timed(
+        [str(BIN / "cosmosage"), "recipe", "run", "quickstart", "--runs-dir", str(tmp / "runs")],
+        env,
+    )
     run_dir = next((tmp / "runs" / "quickstart").iterdir())
     raw = 0.0
     for stage in ("pretrain", "instruct"):
@@ -53,7 +72,9 @@ def main() -> None:
     print(f"{'cosmosage recipe run quickstart (all steps)':42} {quick:8.1f}")
     print(f"{'axolotl train x2, same configs (baseline)':42} {raw:8.1f}")
     print(f"{'ratio quickstart / raw training':42} {quick / raw:8.2f}")
-    print(f"{'target (quickstart wall)':42} {TARGET_S:8.1f}  -> {'met' if quick <= TARGET_S else 'NOT met'}")
+    print(
+        f"{'target (quickstart wall)':42} {TARGET_S:8.1f}  -> {'met' if quick <= TARGET_S else 'NOT met'}"
+    )
     print(f"cores: {os.cpu_count()}  runs folder: {tmp if args.keep else '(removed)'}")
     if not args.keep:
         import shutil

@@ -55,7 +55,10 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict | Reject]]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                yield lineno, Reject(str(path), lineno, f"not UTF-8: {exc.reason} at byte {exc.start}")
+                yield (
+                    lineno,
+                    Reject(str(path), lineno, f"not UTF-8: {exc.reason} at byte {exc.start}"),
+                )
                 continue
             if "\x00" in text:
                 yield lineno, Reject(str(path), lineno, "NUL byte in line")
@@ -63,10 +66,23 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict | Reject]]:
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
-                yield lineno, Reject(str(path), lineno, f"invalid JSON: {exc.msg} (column {exc.colno})", text[:500])
+                yield (
+                    lineno,
+                    Reject(
+                        str(path),
+                        lineno,
+                        f"invalid JSON: {exc.msg} (column {exc.colno})",
+                        text[:500],
+                    ),
+                )
                 continue
             if not isinstance(obj, dict):
-                yield lineno, Reject(str(path), lineno, f"expected a JSON object, got {type(obj).__name__}", obj)
+                yield (
+                    lineno,
+                    Reject(
+                        str(path), lineno, f"expected a JSON object, got {type(obj).__name__}", obj
+                    ),
+                )
                 continue
             yield lineno, obj
 
@@ -194,7 +210,15 @@ def read_csv(path: str | Path, delimiter: str | None = None) -> Iterator[tuple[i
             if not any(cell.strip() for cell in row):
                 continue
             if len(row) != len(header):
-                yield lineno, Reject(str(path), lineno, f"CSV row has {len(row)} fields, header has {len(header)}", row)
+                yield (
+                    lineno,
+                    Reject(
+                        str(path),
+                        lineno,
+                        f"CSV row has {len(row)} fields, header has {len(header)}",
+                        row,
+                    ),
+                )
                 continue
             yield lineno, dict(zip(header, row, strict=True))
 

@@ -21,7 +21,11 @@ def _fmt(x) -> str:
 
 
 def is_hub_id(name: str) -> bool:
-    return name.count("/") == 1 and not name.startswith((".", "/", "build/", "runs/")) and not Path(name).exists()
+    return (
+        name.count("/") == 1
+        and not name.startswith((".", "/", "build/", "runs/"))
+        and not Path(name).exists()
+    )
 
 
 def licenses(record: dict) -> list[str]:
@@ -58,7 +62,9 @@ def card_markdown(record: dict, top: Rendered) -> str:
         lines += [f"> {meta['warning']}", ""]
     lines += ["## Lineage", ""]
     for s in stages:
-        lines.append(f"- `{s['recipe']}`: from `{s['parent_model']}`, best checkpoint at step {(s.get('best_checkpoint') or {}).get('step', '-')}")
+        lines.append(
+            f"- `{s['recipe']}`: from `{s['parent_model']}`, best checkpoint at step {(s.get('best_checkpoint') or {}).get('step', '-')}"
+        )
     lines += ["", "## Training data", ""]
     for s in stages:
         for path, digest in s.get("data", {}).items():
@@ -69,12 +75,26 @@ def card_markdown(record: dict, top: Rendered) -> str:
     lines += ["", "## Held-out loss", "", "| stage | before | best | steps |", "|---|---|---|---|"]
     for s in stages:
         m = s["metrics"]
-        lines.append(f"| {s['recipe']} | {_fmt(m['eval_loss_before'])} | {_fmt(m['eval_loss_best'])} | {m['steps']} |")
+        lines.append(
+            f"| {s['recipe']} | {_fmt(m['eval_loss_before'])} | {_fmt(m['eval_loss_best'])} | {m['steps']} |"
+        )
     if record.get("eval"):
-        lines += ["", "## Prompt suite", "", "Share of prompts whose answer contains every expected substring:", ""]
+        lines += [
+            "",
+            "## Prompt suite",
+            "",
+            "Share of prompts whose answer contains every expected substring:",
+            "",
+        ]
         lines += ["| model | all | domain | general |", "|---|---|---|---|"]
         for label, sc in record["eval"].items():
-            lines.append(f"| {label} | " + " | ".join(f"{sc[k]:.0%}" if k in sc else "-" for k in ("all", "domain", "general")) + " |")
+            lines.append(
+                f"| {label} | "
+                + " | ".join(
+                    f"{sc[k]:.0%}" if k in sc else "-" for k in ("all", "domain", "general")
+                )
+                + " |"
+            )
     lines += [
         "",
         "## Limitations",
@@ -101,7 +121,10 @@ def write_publish_folder(run_dir: Path, record: dict, top: Rendered, model_dir: 
 
 def summary_markdown(run_dir: Path, record: dict) -> str:
     lines = [f"# Run {record['recipe']} / {record['run_id']}", "", f"Folder: `{run_dir}`", ""]
-    lines += ["| stage | eval loss before | best | best step | steps | wall s | model |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "| stage | eval loss before | best | best step | steps | wall s | model |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for key, s in record["stages"].items():
         m = s["metrics"]
         best = (s.get("best_checkpoint") or {}).get("step", "-")
@@ -109,7 +132,11 @@ def summary_markdown(run_dir: Path, record: dict) -> str:
             f"| {key} | {_fmt(m['eval_loss_before'])} | {_fmt(m['eval_loss_best'])} | {best} | {m['steps']} | {m['wall_s']} | `{s['model']}` |"
         )
     if record.get("eval"):
-        lines += ["", "Prompt suite (pass rate): " + ", ".join(f"{k} {v['all']:.0%}" for k, v in record["eval"].items())]
+        lines += [
+            "",
+            "Prompt suite (pass rate): "
+            + ", ".join(f"{k} {v['all']:.0%}" for k, v in record["eval"].items()),
+        ]
         lines.append(f"Answers: `{run_dir / 'eval' / 'report.md'}`")
     lines += ["", f"Publishable folder (model + card): `{record.get('publish')}`", ""]
     return "\n".join(lines)

@@ -118,7 +118,10 @@ def check_axolotl_schema(cfg: dict) -> list[Problem]:
     for key in cfg:
         if key not in kept and key not in known:
             problems.append(
-                Problem("unknown-key", f"`{key}` is not an Axolotl option and would be silently dropped{suggest(key, known)}")
+                Problem(
+                    "unknown-key",
+                    f"`{key}` is not an Axolotl option and would be silently dropped{suggest(key, known)}",
+                )
             )
     ds_known = dataset_keys()
     for group in ("datasets", "test_datasets"):
@@ -128,7 +131,10 @@ def check_axolotl_schema(cfg: dict) -> list[Problem]:
             for key in ds:
                 if key not in ds_known:
                     problems.append(
-                        Problem("unknown-key", f"`{group}[{i}].{key}` is not a dataset option{suggest(key, ds_known)}")
+                        Problem(
+                            "unknown-key",
+                            f"`{group}[{i}].{key}` is not a dataset option{suggest(key, ds_known)}",
+                        )
                     )
     return problems
 
@@ -170,7 +176,9 @@ def tokenizer_specials(cfg: dict, meta: dict, root: Path) -> dict | None:
         for k in ("bos_token", "eos_token", "pad_token", "unk_token"):
             v = tc.get(k)
             info[k] = v.get("content") if isinstance(v, dict) else v
-        info["chat_template"] = bool(tc.get("chat_template")) or (local / "chat_template.jinja").is_file()
+        info["chat_template"] = (
+            bool(tc.get("chat_template")) or (local / "chat_template.jinja").is_file()
+        )
     elif meta.get("tokenizer"):
         info.update(meta["tokenizer"])
     else:
@@ -212,7 +220,11 @@ def check_tokens(cfg: dict, meta: dict, root: Path) -> list[Problem]:
 
 
 def check_chat_template(cfg: dict, meta: dict, root: Path) -> list[Problem]:
-    chat = [ds for ds in (cfg.get("datasets") or []) if isinstance(ds, dict) and ds.get("type") == "chat_template"]
+    chat = [
+        ds
+        for ds in (cfg.get("datasets") or [])
+        if isinstance(ds, dict) and ds.get("type") == "chat_template"
+    ]
     if not chat:
         return []
     template = cfg.get("chat_template")
@@ -228,7 +240,12 @@ def check_chat_template(cfg: dict, meta: dict, root: Path) -> list[Problem]:
         if template
         else "chat data (`type: chat_template`) but no `chat_template` is set"
     )
-    return [Problem("chat-template", f"{why}; set `chat_template:` to a named template (e.g. chatml, mistral_v1) or `jinja` with `chat_template_jinja`")]
+    return [
+        Problem(
+            "chat-template",
+            f"{why}; set `chat_template:` to a named template (e.g. chatml, mistral_v1) or `jinja` with `chat_template_jinja`",
+        )
+    ]
 
 
 def check_files(cfg: dict, meta: dict, root: Path) -> list[Problem]:
@@ -262,13 +279,25 @@ def check_hardware(cfg: dict, meta: dict) -> list[Problem]:
         for key, why in CUDA_ONLY.items():
             value = cfg.get(key)
             if value not in (None, False, "false", 0):
-                problems.append(Problem("cpu-profile", f"`{key}: {value}` on the cpu profile: {why}; set it false or remove it"))
+                problems.append(
+                    Problem(
+                        "cpu-profile",
+                        f"`{key}: {value}` on the cpu profile: {why}; set it false or remove it",
+                    )
+                )
     params = meta.get("params")
-    method = meta.get("method") or ("qlora" if cfg.get("load_in_4bit") else "lora" if cfg.get("adapter") else "full")
+    method = meta.get("method") or (
+        "qlora" if cfg.get("load_in_4bit") else "lora" if cfg.get("adapter") else "full"
+    )
     if params:
         need = float(params) * BYTES_PER_PARAM.get(method, 16.0) * OVERHEAD / 2**30
         shards = 1
-        if cfg.get("deepspeed") and "zero3" in str(cfg.get("deepspeed")) or cfg.get("fsdp") or cfg.get("fsdp_config"):
+        if (
+            cfg.get("deepspeed")
+            and "zero3" in str(cfg.get("deepspeed"))
+            or cfg.get("fsdp")
+            or cfg.get("fsdp_config")
+        ):
             shards = max(int(hw.get("gpus", 1)), 1)
         per_device = hw.get("gpu_memory_gb") if hw.get("gpus") else hw.get("memory_gb")
         if per_device and need / shards > float(per_device):
@@ -288,7 +317,9 @@ def check_rendered(r: Rendered, root: Path = ROOT, schema: bool = True) -> list[
     cfg, meta = r.config, r.meta
     problems: list[Problem] = []
     if not cfg.get("base_model"):
-        problems.append(Problem("model", "no `base_model` (add a models/ fragment to recipe.extends)"))
+        problems.append(
+            Problem("model", "no `base_model` (add a models/ fragment to recipe.extends)")
+        )
     if not cfg.get("datasets"):
         problems.append(Problem("data", "no `datasets`"))
     if schema:

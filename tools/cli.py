@@ -68,7 +68,13 @@ def recipe_list() -> None:
         click.echo("  ".join(r[c].ljust(widths.get(c, 0)) for c in cols))
 
 
-set_option = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a key (dotted paths for nested keys; recipe.* for the recipe block).")
+set_option = click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a key (dotted paths for nested keys; recipe.* for the recipe block).",
+)
 unset_option = click.option("--unset", "unsets", multiple=True, metavar="KEY", help="Remove a key.")
 
 
@@ -132,10 +138,24 @@ def recipe_check(names: tuple[str, ...], sets: tuple[str, ...], unsets: tuple[st
 @click.argument("name")
 @set_option
 @unset_option
-@click.option("--dry-run", is_flag=True, help="Render, plan and print the commands; build and train nothing.")
+@click.option(
+    "--dry-run", is_flag=True, help="Render, plan and print the commands; build and train nothing."
+)
 @click.option("--resume", is_flag=True, help="Continue the newest unfinished run of NAME.")
-@click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Where run folders and the registry live [default: ./runs in the project].")
-def recipe_run(name: str, sets: tuple[str, ...], unsets: tuple[str, ...], dry_run: bool, resume: bool, runs_dir: Path | None) -> None:
+@click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where run folders and the registry live [default: ./runs in the project].",
+)
+def recipe_run(
+    name: str,
+    sets: tuple[str, ...],
+    unsets: tuple[str, ...],
+    dry_run: bool,
+    resume: bool,
+    runs_dir: Path | None,
+) -> None:
     """Run recipe NAME end to end: data, train, select, merge, evaluate, card.
 
     \b
@@ -147,7 +167,15 @@ def recipe_run(name: str, sets: tuple[str, ...], unsets: tuple[str, ...], dry_ru
     from tools.launcher import run_recipe
     from tools.recipes import to_yaml
 
-    result = run_recipe(name, list(sets), list(unsets), dry_run=dry_run, resume=resume, echo=click.echo, runs_dir=runs_dir)
+    result = run_recipe(
+        name,
+        list(sets),
+        list(unsets),
+        dry_run=dry_run,
+        resume=resume,
+        echo=click.echo,
+        runs_dir=runs_dir,
+    )
     if dry_run:
         click.echo(f"# run folder would be {result['run_dir']}")
         for st in result["stages"]:
@@ -171,10 +199,26 @@ def data() -> None:
 
 @data.command("corpus")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output JSONL ({'text': ...} per line).")
-@click.option("--tokenizer", required=True, help="Tokenizer (model folder or Hub id) the chunks are measured with.")
-@click.option("--sequence-len", type=int, required=True, help="Training sequence length; chunks fit in it with BOS/EOS.")
-@click.option("--val-out", type=click.Path(dir_okay=False), help="Validation JSONL (whole documents).")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Output JSONL ({'text': ...} per line).",
+)
+@click.option(
+    "--tokenizer",
+    required=True,
+    help="Tokenizer (model folder or Hub id) the chunks are measured with.",
+)
+@click.option(
+    "--sequence-len",
+    type=int,
+    required=True,
+    help="Training sequence length; chunks fit in it with BOS/EOS.",
+)
+@click.option(
+    "--val-out", type=click.Path(dir_okay=False), help="Validation JSONL (whole documents)."
+)
 @click.option("--val-fraction", type=float, default=0.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def data_corpus(inputs, out, tokenizer, sequence_len, val_out, val_fraction, seed) -> None:
@@ -187,7 +231,12 @@ def data_corpus(inputs, out, tokenizer, sequence_len, val_out, val_fraction, see
 
 @data.command("chat")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output JSONL ({'messages': [...]} per line).")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Output JSONL ({'messages': [...]} per line).",
+)
 @click.option("--val-out", type=click.Path(dir_okay=False))
 @click.option("--val-fraction", type=float, default=0.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -219,12 +268,20 @@ def model_tiny(inputs, out, vocab_size, seed, force) -> None:
     from tools.tinymodel import build_tiny_model
 
     info = build_tiny_model(list(inputs), out, seed=seed, force=force, vocab_size=vocab_size)
-    click.echo(f"{'reused' if info['reused'] else 'built'} {out}: {info['params']:,} parameters, vocab {info['vocab_size']}")
+    click.echo(
+        f"{'reused' if info['reused'] else 'built'} {out}: {info['params']:,} parameters, vocab {info['vocab_size']}"
+    )
 
 
 @model.command("eval")
 @click.argument("models", nargs=-1, required=True)
-@click.option("--prompts", "suite", required=True, type=click.Path(exists=True, dir_okay=False), help="Prompt suite YAML.")
+@click.option(
+    "--prompts",
+    "suite",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Prompt suite YAML.",
+)
 @click.option("--max-new-tokens", type=int, default=48, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the Markdown report here.")
 def model_eval(models, suite, max_new_tokens, out) -> None:
@@ -243,7 +300,9 @@ def model_eval(models, suite, max_new_tokens, out) -> None:
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option("--repo-id", required=True, help="Hub repository, e.g. you/cosmosage-tiny.")
 @click.option("--private", is_flag=True)
-@click.option("--endpoint", default=None, help="Hub endpoint (defaults to HF_ENDPOINT or the public Hub).")
+@click.option(
+    "--endpoint", default=None, help="Hub endpoint (defaults to HF_ENDPOINT or the public Hub)."
+)
 def model_publish(folder, repo_id, private, endpoint) -> None:
     """Upload a publish folder (model + README.md card) with huggingface_hub.
 
@@ -285,5 +344,5 @@ def runs_tree() -> None:
 # Command modules by area add their commands to the groups above.
 # (one import per area; each module registers with @data.command / @model.command)
 import tools.cli_chat  # noqa: E402,F401
-import tools.cli_synth  # noqa: E402,F401
 import tools.cli_corpus  # noqa: E402,F401
+import tools.cli_synth  # noqa: E402,F401

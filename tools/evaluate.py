@@ -51,7 +51,10 @@ def generate(model_path: str | Path, prompts: list[dict], max_new_tokens: int = 
     for p in tqdm(prompts, desc=f"ask {Path(model_path).name}", unit="prompt", disable=None):
         if tok.chat_template:
             ids = tok.apply_chat_template(
-                [{"role": "user", "content": p["prompt"]}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+                [{"role": "user", "content": p["prompt"]}],
+                add_generation_prompt=True,
+                return_tensors="pt",
+                return_dict=True,
             )["input_ids"]
         else:
             ids = tok(p["prompt"], return_tensors="pt")["input_ids"]
@@ -67,10 +70,15 @@ def generate(model_path: str | Path, prompts: list[dict], max_new_tokens: int = 
     return answers
 
 
-def evaluate(models: dict[str, str | Path], suite_path: str | Path, max_new_tokens: int = 48) -> dict:
+def evaluate(
+    models: dict[str, str | Path], suite_path: str | Path, max_new_tokens: int = 48
+) -> dict:
     """{label: model path} -> per-prompt answers and per-model pass rates by kind."""
     prompts = load_suite(suite_path)
-    rows = [{"id": p["id"], "kind": p["kind"], "prompt": p["prompt"], "expect": p["expect"]} for p in prompts]
+    rows = [
+        {"id": p["id"], "kind": p["kind"], "prompt": p["prompt"], "expect": p["expect"]}
+        for p in prompts
+    ]
     scores = {}
     for label, path in models.items():
         answers = generate(path, prompts, max_new_tokens)
@@ -82,16 +90,29 @@ def evaluate(models: dict[str, str | Path], suite_path: str | Path, max_new_toke
             by_kind.setdefault(row["kind"], []).append(row[f"{label}_pass"])
         scores[label] = {k: sum(v) / len(v) for k, v in by_kind.items()}
         scores[label]["all"] = sum(r[f"{label}_pass"] for r in rows) / len(rows)
-    return {"suite": str(suite_path), "models": {k: str(v) for k, v in models.items()}, "scores": scores, "answers": rows}
+    return {
+        "suite": str(suite_path),
+        "models": {k: str(v) for k, v in models.items()},
+        "scores": scores,
+        "answers": rows,
+    }
 
 
 def report_markdown(result: dict) -> str:
     labels = list(result["models"])
-    lines = ["# Prompt suite", "", f"Suite: `{result['suite']}`", "", "| model | " + " | ".join(["all", "domain", "general"]) + " |"]
+    lines = [
+        "# Prompt suite",
+        "",
+        f"Suite: `{result['suite']}`",
+        "",
+        "| model | " + " | ".join(["all", "domain", "general"]) + " |",
+    ]
     lines.append("|---|---|---|---|")
     for label in labels:
         s = result["scores"][label]
-        cells = [f"{s.get(k, float('nan')):.0%}" if k in s else "-" for k in ("all", "domain", "general")]
+        cells = [
+            f"{s.get(k, float('nan')):.0%}" if k in s else "-" for k in ("all", "domain", "general")
+        ]
         lines.append(f"| {label} ({result['models'][label]}) | " + " | ".join(cells) + " |")
     lines += ["", "Pass = the answer contains every expected substring.", ""]
     for row in result["answers"]:

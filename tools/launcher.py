@@ -26,14 +26,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tqdm import tqdm
 
 from dataprep.io import sha256_file, write_json
 from tools import card, check, merge, metrics, registry
-from tools.recipes import ROOT, Rendered, RecipeError, render, to_yaml
+from tools.recipes import ROOT, RecipeError, Rendered, render, to_yaml
 
 Echo = Callable[[str], None]
 
@@ -52,7 +52,9 @@ class Stage:
 # --------------------------------------------------------------------------- planning
 
 
-def plan(name: str, sets: list[str] | None = None, unsets: list[str] | None = None, root: Path = ROOT) -> tuple[Rendered, list[Stage]]:
+def plan(
+    name: str, sets: list[str] | None = None, unsets: list[str] | None = None, root: Path = ROOT
+) -> tuple[Rendered, list[Stage]]:
     """The top recipe and its stages (itself, for a single-stage recipe)."""
     top = render(name, sets, unsets, root)
     names = top.stages or [name]
@@ -60,7 +62,9 @@ def plan(name: str, sets: list[str] | None = None, unsets: list[str] | None = No
     for stage_name in names:
         r = top if stage_name == name else render(stage_name, sets, unsets, root)
         if r.is_pipeline:
-            raise RecipeError(f"{name}: stage {stage_name!r} is itself a pipeline; list its stages instead")
+            raise RecipeError(
+                f"{name}: stage {stage_name!r} is itself a pipeline; list its stages instead"
+            )
         key = stage_name.rsplit("/", 1)[-1]
         stages.append(Stage(stage_name, key, r))
     keys = [s.key for s in stages]
@@ -87,8 +91,13 @@ def resolve_parent(stage: Stage, previous: dict[str, str], runs_dir: Path) -> st
 def is_offline(cfg: dict, root: Path) -> bool:
     """True when the model and every dataset are local, so nothing needs the Hub."""
     paths = [cfg.get("base_model", "")]
-    paths += [ds.get("path", "") for ds in (cfg.get("datasets") or []) + (cfg.get("test_datasets") or [])]
-    return all(p and (Path(p).is_absolute() or (root / p).exists() or p.startswith(("build/", "runs/"))) for p in paths)
+    paths += [
+        ds.get("path", "") for ds in (cfg.get("datasets") or []) + (cfg.get("test_datasets") or [])
+    ]
+    return all(
+        p and (Path(p).is_absolute() or (root / p).exists() or p.startswith(("build/", "runs/")))
+        for p in paths
+    )
 
 
 def build_env(cfg: dict, root: Path) -> dict[str, str]:
@@ -135,11 +144,15 @@ def run_command(
 ) -> int:
     """Run a process, send all its output to `log_path`, and show a step progress bar."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=total_steps, desc=desc, unit="step", disable=None, leave=True, dynamic_ncols=True)
+    bar = tqdm(
+        total=total_steps, desc=desc, unit="step", disable=None, leave=True, dynamic_ncols=True
+    )
     with open(log_path, "ab") as log:
         log.write(f"$ {' '.join(argv)}\n".encode())
         log.flush()
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd
+        )
         assert proc.stdout is not None
         buf = b""
         try:
@@ -190,7 +203,9 @@ def build_stamp(output: str, root: Path) -> Path:
 def build_state(build: dict, root: Path) -> dict:
     args = [str(a) for a in build.get("command", [])]
     outputs = {str(build["output"]), *map(str, build.get("extra_outputs") or [])}
-    inputs = [root / a for a in args if a not in outputs and not a.startswith("-") and (root / a).exists()]
+    inputs = [
+        root / a for a in args if a not in outputs and not a.startswith("-") and (root / a).exists()
+    ]
     return {"command": args, "inputs": _fingerprint(inputs)}
 
 
@@ -199,7 +214,11 @@ def stale_builds(meta: dict, root: Path) -> list[dict]:
     for b in meta.get("builds") or []:
         stamp = build_stamp(str(b["output"]), root)
         outputs = [b["output"], *(b.get("extra_outputs") or [])]
-        if not all((root / o).exists() for o in outputs) or not stamp.is_file() or json.loads(stamp.read_text()) != build_state(b, root):
+        if (
+            not all((root / o).exists() for o in outputs)
+            or not stamp.is_file()
+            or json.loads(stamp.read_text()) != build_state(b, root)
+        ):
             out.append(b)
     return out
 
@@ -232,7 +251,7 @@ def ensure_builds(meta: dict, root: Path, echo: Echo) -> list[str]:
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
 
 
 def find_resumable(runs_dir: Path, name: str) -> Path | None:
@@ -282,14 +301,28 @@ def finalize_model(cfg: dict, meta: dict, stage_dir: Path, best: dict | None) ->
 def run_stage(stage: Stage, cfg: dict, stage_dir: Path, root: Path, echo: Echo) -> dict:
     cfg_path = stage_dir / "axolotl.yaml"
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
-    cfg_path.write_text(to_yaml(cfg, header=f"rendered from recipe {stage.name}; files: {', '.join(stage.rendered.files)}"))
+    cfg_path.write_text(
+        to_yaml(
+            cfg,
+            header=f"rendered from recipe {stage.name}; files: {', '.join(stage.rendered.files)}",
+        )
+    )
     argv = build_argv(cfg_path, stage.rendered.meta)
     log = stage_dir / "train.log"
     echo(f"train  {stage.name}: {' '.join(argv[1:])}  (log: {log})")
     t0 = time.time()
-    rc = run_command(argv, log, env=build_env(cfg, root), cwd=root, total_steps=cfg.get("max_steps"), desc=stage.key)
+    rc = run_command(
+        argv,
+        log,
+        env=build_env(cfg, root),
+        cwd=root,
+        total_steps=cfg.get("max_steps"),
+        desc=stage.key,
+    )
     if rc != 0:
-        raise LaunchError(f"axolotl train failed for {stage.name} (exit {rc}); last lines of {log}:\n{tail(log)}")
+        raise LaunchError(
+            f"axolotl train failed for {stage.name} (exit {rc}); last lines of {log}:\n{tail(log)}"
+        )
     m = metrics.collect(stage_dir / "output")
     m["wall_s"] = round(time.time() - t0, 1)
     best = m["best_checkpoint"]
@@ -327,9 +360,15 @@ def run_recipe(
         echo(f"resume {run_dir}")
     record.setdefault("recipe", name)
     record.setdefault("run_id", run_dir.name)
-    record.setdefault("started", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    record.setdefault("started", datetime.now(UTC).isoformat(timespec="seconds"))
     record.setdefault("stages", {})
-    record.update({"status": "running", "recipe_hash": top.digest(), "overrides": {"set": sets or [], "unset": unsets or []}})
+    record.update(
+        {
+            "status": "running",
+            "recipe_hash": top.digest(),
+            "overrides": {"set": sets or [], "unset": unsets or []},
+        }
+    )
 
     if dry_run:
         plans = []
@@ -368,9 +407,15 @@ def run_recipe(
             ensure_builds(stage.rendered.meta, root, echo)
             base = resolve_parent(stage, previous, runs_dir)
             cfg = stage_config(stage, base, stage_dir, resume)
-            problems = [p for p in check.check_rendered(Rendered(stage.name, cfg, stage.rendered.meta), root) if p.severity == "error"]
+            problems = [
+                p
+                for p in check.check_rendered(Rendered(stage.name, cfg, stage.rendered.meta), root)
+                if p.severity == "error"
+            ]
             if problems:
-                raise LaunchError(f"{stage.name} failed its checks:\n" + "\n".join(f"  {p}" for p in problems))
+                raise LaunchError(
+                    f"{stage.name} failed its checks:\n" + "\n".join(f"  {p}" for p in problems)
+                )
             first_base = first_base or cfg["base_model"]
             m = run_stage(stage, cfg, stage_dir, root, echo)
             entry = {
@@ -379,12 +424,28 @@ def run_recipe(
                 "parent_model": cfg["base_model"],
                 "model": m["model"],
                 "data": data_hashes(cfg, root),
-                "metrics": {k: m[k] for k in ("eval_loss_before", "eval_loss_best", "final_train_loss", "steps", "wall_s")},
+                "metrics": {
+                    k: m[k]
+                    for k in (
+                        "eval_loss_before",
+                        "eval_loss_best",
+                        "final_train_loss",
+                        "steps",
+                        "wall_s",
+                    )
+                },
                 "best_checkpoint": m["best_checkpoint"],
             }
             record["stages"][stage.key] = entry
             write_json(run_dir / "run.json", record)
-            registry.append(runs_dir, {"run_id": f"{name}/{run_dir.name}", "recipe_hash": stage.rendered.digest(), **entry})
+            registry.append(
+                runs_dir,
+                {
+                    "run_id": f"{name}/{run_dir.name}",
+                    "recipe_hash": stage.rendered.digest(),
+                    **entry,
+                },
+            )
             previous[stage.name] = m["model"]
 
         final = record["stages"][stages[-1].key]["model"]
@@ -393,14 +454,18 @@ def run_recipe(
             from tools import evaluate
 
             echo(f"eval   prompt suite {suite}: base vs final")
-            result = evaluate.evaluate({"base": first_base, "final": final}, root / suite, int((top.meta.get("eval") or {}).get("max_new_tokens", 48)))
+            result = evaluate.evaluate(
+                {"base": first_base, "final": final},
+                root / suite,
+                int((top.meta.get("eval") or {}).get("max_new_tokens", 48)),
+            )
             write_json(run_dir / "eval" / "scores.json", result)
             (run_dir / "eval" / "report.md").write_text(evaluate.report_markdown(result))
             record["eval"] = result["scores"]
         publish_dir = card.write_publish_folder(run_dir, record, top, final)
         record["publish"] = str(publish_dir)
         record["status"] = "complete"
-        record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        record["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     except BaseException as exc:
         record["status"] = "failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted"
         record["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

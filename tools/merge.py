@@ -45,7 +45,10 @@ def copy_model(src: str | Path, dst: str | Path, tokenizer_from: str | Path | No
             link_or_copy(f, tmp / f.name)
     if tokenizer_from:
         for f in Path(tokenizer_from).iterdir():
-            if f.is_file() and (f.name.startswith("tokenizer") or f.name in {"chat_template.jinja", "special_tokens_map.json"}):
+            if f.is_file() and (
+                f.name.startswith("tokenizer")
+                or f.name in {"chat_template.jinja", "special_tokens_map.json"}
+            ):
                 if not (tmp / f.name).exists():
                     link_or_copy(f, tmp / f.name)
     shutil.rmtree(dst, ignore_errors=True)
@@ -57,7 +60,9 @@ def is_adapter(path: str | Path) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
 
 
-def merge_adapter(base_model: str, adapter_dir: str | Path, dst: str | Path, tokenizer_from: str | Path) -> Path:
+def merge_adapter(
+    base_model: str, adapter_dir: str | Path, dst: str | Path, tokenizer_from: str | Path
+) -> Path:
     """Merge a LoRA adapter into its base model and save the result with the tokenizer."""
     import torch
     from peft import PeftModel
@@ -65,7 +70,9 @@ def merge_adapter(base_model: str, adapter_dir: str | Path, dst: str | Path, tok
 
     dst = Path(dst)
     tok = AutoTokenizer.from_pretrained(tokenizer_from)
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype="auto" if torch.cuda.is_available() else torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        base_model, dtype="auto" if torch.cuda.is_available() else torch.float32
+    )
     if model.get_input_embeddings().weight.shape[0] < len(tok):
         model.resize_token_embeddings(len(tok))
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()

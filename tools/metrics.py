@@ -35,9 +35,15 @@ def collect(output_dir: str | Path) -> dict:
     train = [{"step": h["step"], "loss": h["loss"]} for h in history if "loss" in h and "step" in h]
     evals = [{"step": h["step"], "eval_loss": h["eval_loss"]} for h in history if "eval_loss" in h]
     eval_at = {e["step"]: e["eval_loss"] for e in evals}
-    ckpts = [{"step": s, "path": str(p), "eval_loss": eval_at.get(s)} for s, p in checkpoints(output_dir)]
+    ckpts = [
+        {"step": s, "path": str(p), "eval_loss": eval_at.get(s)} for s, p in checkpoints(output_dir)
+    ]
     scored = [c for c in ckpts if c["eval_loss"] is not None]
-    best = min(scored, key=lambda c: (c["eval_loss"], -c["step"])) if scored else (ckpts[-1] if ckpts else None)
+    best = (
+        min(scored, key=lambda c: (c["eval_loss"], -c["step"]))
+        if scored
+        else (ckpts[-1] if ckpts else None)
+    )
     summary = next((h for h in reversed(history) if "train_runtime" in h), {})
     return {
         "train_loss": train,

@@ -7,7 +7,15 @@ import logging
 import os
 import warnings
 
-NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "bitsandbytes", "transformers", "peft", "datasets", "axolotl")
+NOISY_LOGGERS = (
+    "torchao",
+    "torch.utils._pytree",
+    "bitsandbytes",
+    "transformers",
+    "peft",
+    "datasets",
+    "axolotl",
+)
 
 
 def quiet_libraries() -> None:
@@ -16,5 +24,7 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|transformers|bitsandbytes|peft)\b.*")
+    warnings.filterwarnings(
+        "ignore", category=UserWarning, module=r"(torch|transformers|bitsandbytes|peft)\b.*"
+    )
     warnings.filterwarnings("ignore", category=FutureWarning)

@@ -128,7 +128,10 @@ def merge_meta(base: dict, over: dict) -> dict:
     builds = list(base.get("builds") or [])
     for b in over.get("builds") or []:
         builds = [x for x in builds if x.get("output") != b.get("output")] + [b]
-    out = deep_merge({k: v for k, v in base.items() if k != "builds"}, {k: v for k, v in over.items() if k != "builds"})
+    out = deep_merge(
+        {k: v for k, v in base.items() if k != "builds"},
+        {k: v for k, v in over.items() if k != "builds"},
+    )
     if builds:
         out["builds"] = builds
     return out
@@ -187,7 +190,9 @@ def _walk(cfg: dict, dotted: str, create: bool):
     return node, parts[-1]
 
 
-def apply_overrides(cfg: dict, sets: list[str] | None = None, unsets: list[str] | None = None) -> dict:
+def apply_overrides(
+    cfg: dict, sets: list[str] | None = None, unsets: list[str] | None = None
+) -> dict:
     out = copy.deepcopy(cfg)
     for item in sets or []:
         if "=" not in item:

@@ -34,7 +34,11 @@ def append(runs_dir: Path, record: dict) -> None:
 
 def latest_model(runs_dir: Path, recipe: str) -> str | None:
     """The model folder of the newest completed stage made by `recipe`."""
-    found = [r for r in records(runs_dir) if r.get("recipe") == recipe and Path(r.get("model", "")).exists()]
+    found = [
+        r
+        for r in records(runs_dir)
+        if r.get("recipe") == recipe and Path(r.get("model", "")).exists()
+    ]
     return found[-1]["model"] if found else None
 
 
@@ -45,7 +49,9 @@ def tree(runs_dir: Path) -> list[str]:
     children: dict[str, list[dict]] = {}
     for r in recs:
         children.setdefault(r.get("parent_model", ""), []).append(r)
-    roots = sorted({r.get("parent_model", "") for r in recs if r.get("parent_model", "") not in by_model})
+    roots = sorted(
+        {r.get("parent_model", "") for r in recs if r.get("parent_model", "") not in by_model}
+    )
     lines: list[str] = []
 
     def walk(model: str, depth: int) -> None:

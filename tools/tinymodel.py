@@ -73,10 +73,17 @@ def train_tokenizer(texts: list[str], vocab_size: int):
             vocab[tok] = len(vocab)
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in learned["merges"]]
 
-    tok = Tokenizer(BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok = Tokenizer(
+        BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True)
+    )
     tok.normalizer = normalizer()
     tok.decoder = decoders.Sequence(
-        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+        [
+            decoders.Replace("▁", " "),
+            decoders.ByteFallback(),
+            decoders.Fuse(),
+            decoders.Strip(" ", 1, 0),
+        ]
     )
     tok.add_special_tokens(SPECIAL)
     return tok
@@ -103,7 +110,9 @@ def fingerprint(inputs: list[str], params: dict) -> str:
     return h.hexdigest()[:16]
 
 
-def build_tiny_model(inputs: list[str], out: str | Path, seed: int = 0, force: bool = False, **overrides) -> dict:
+def build_tiny_model(
+    inputs: list[str], out: str | Path, seed: int = 0, force: bool = False, **overrides
+) -> dict:
     """Write a tiny model folder at `out`; reuse it when inputs and settings are unchanged."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.train
 def test_method_trains_and_yields_a_model(name, tmp_path, tiny_model):
     from transformers import AutoModelForCausalLM
 
-    res = CliRunner().invoke(main, ["recipe", "run", name, "--runs-dir", str(tmp_path)], catch_exceptions=False)
+    res = CliRunner().invoke(
+        main, ["recipe", "run", name, "--runs-dir", str(tmp_path)], catch_exceptions=False
+    )
     assert res.exit_code == 0, res.output
     run_dir = next(tmp_path.glob(f"{name}/*/run.json")).parent
     stage = json.loads((run_dir / "run.json").read_text())["stages"][name.split("/")[1]]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -17,13 +16,26 @@ from tools.cli import main
 
 pytestmark = pytest.mark.train
 
-FEWER_STEPS = ["--set", "max_steps=30", "--set", "eval_steps=15", "--set", "save_steps=15", "--set", "recipe.eval.max_new_tokens=8"]
+FEWER_STEPS = [
+    "--set",
+    "max_steps=30",
+    "--set",
+    "eval_steps=15",
+    "--set",
+    "save_steps=15",
+    "--set",
+    "recipe.eval.max_new_tokens=8",
+]
 
 
 @pytest.fixture(scope="module")
 def quickstart_run(tmp_path_factory, tiny_model):
     runs = tmp_path_factory.mktemp("runs")
-    res = CliRunner().invoke(main, ["recipe", "run", "quickstart", "--runs-dir", str(runs), *FEWER_STEPS], catch_exceptions=False)
+    res = CliRunner().invoke(
+        main,
+        ["recipe", "run", "quickstart", "--runs-dir", str(runs), *FEWER_STEPS],
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0, res.output
     run_dir = next(runs.glob("quickstart/*/run.json")).parent
     return runs, run_dir, res.output
@@ -38,9 +50,15 @@ def test_quickstart_trains_both_stages_and_loss_falls(quickstart_run):
         m = stage["metrics"]
         assert m["steps"] == 30, key
         assert m["eval_loss_best"] < m["eval_loss_before"], (key, m)
-        assert (run_dir / key / "axolotl.yaml").is_file() and (run_dir / key / "train.log").is_file()
+        assert (run_dir / key / "axolotl.yaml").is_file() and (
+            run_dir / key / "train.log"
+        ).is_file()
         metrics = json.loads((run_dir / key / "metrics.json").read_text())
-        assert len(metrics["train_loss"]) > 0 and [e["step"] for e in metrics["eval_loss"]] == [0, 15, 30]
+        assert len(metrics["train_loss"]) > 0 and [e["step"] for e in metrics["eval_loss"]] == [
+            0,
+            15,
+            30,
+        ]
     # the instruct stage started from the pretrain stage's selected model
     assert record["stages"]["instruct"]["parent_model"] == record["stages"]["pretrain"]["model"]
     assert "Publishable folder" in output and str(run_dir) in output
@@ -52,15 +70,26 @@ def test_merged_model_loads_and_generates(quickstart_run):
 
     _, run_dir, _ = quickstart_run
     model_dir = run_dir / "instruct" / "model"
-    assert not (model_dir / "adapter_config.json").exists(), "the adapter is merged into full weights"
+    assert not (model_dir / "adapter_config.json").exists(), (
+        "the adapter is merged into full weights"
+    )
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    ids = tok.apply_chat_template([{"role": "user", "content": "What is the CMB?"}], add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
-    out = model.generate(ids, max_new_tokens=5, min_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the CMB?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )["input_ids"]
+    out = model.generate(
+        ids, max_new_tokens=5, min_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id
+    )
     assert out.shape[1] == ids.shape[1] + 5
     assert tok.pad_token != tok.eos_token
     base = AutoModelForCausalLM.from_pretrained(run_dir / "pretrain" / "model")
-    assert not torch.equal(base.model.layers[0].self_attn.q_proj.weight, model.model.layers[0].self_attn.q_proj.weight)
+    assert not torch.equal(
+        base.model.layers[0].self_attn.q_proj.weight, model.model.layers[0].self_attn.q_proj.weight
+    )
 
 
 def test_eval_card_and_registry(quickstart_run):
@@ -69,7 +98,11 @@ def test_eval_card_and_registry(quickstart_run):
     assert set(scores["scores"]) == {"base", "final"} and len(scores["answers"]) >= 10
     assert all(isinstance(a["final"], str) for a in scores["answers"])
     card = (run_dir / "publish" / "README.md").read_text()
-    assert card.startswith("---\nlicense: apache-2.0") and "## Held-out loss" in card and "quickstart/pretrain" in card
+    assert (
+        card.startswith("---\nlicense: apache-2.0")
+        and "## Held-out loss" in card
+        and "quickstart/pretrain" in card
+    )
     assert (run_dir / "publish" / "model.safetensors").is_file()
     reg = [json.loads(x) for x in (runs / "registry.jsonl").read_text().splitlines()]
     assert [r["recipe"] for r in reg] == ["quickstart/pretrain", "quickstart/instruct"]
@@ -89,9 +122,15 @@ def test_resume_skips_finished_stages(quickstart_run, tmp_path):
     del record["stages"]["instruct"]
     (run2 / "run.json").write_text(json.dumps(record))
     shutil.rmtree(run2 / "instruct")
-    res = CliRunner().invoke(main, ["recipe", "run", "quickstart", "--resume", "--runs-dir", str(runs2), *FEWER_STEPS], catch_exceptions=False)
+    res = CliRunner().invoke(
+        main,
+        ["recipe", "run", "quickstart", "--resume", "--runs-dir", str(runs2), *FEWER_STEPS],
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0, res.output
     assert "skip   quickstart/pretrain" in res.output and f"resume {run2}" in res.output
     after = json.loads((run2 / "run.json").read_text())
-    assert after["status"] == "complete" and after["stages"]["instruct"]["parent_model"] == str(run2 / "pretrain" / "model")
+    assert after["status"] == "complete" and after["stages"]["instruct"]["parent_model"] == str(
+        run2 / "pretrain" / "model"
+    )
     assert (run2 / "instruct" / "model" / "model.safetensors").is_file()

@@ -21,11 +21,20 @@ def record(parent: str, data: dict) -> dict:
                 "parent_model": parent,
                 "model": "runs/x/instruct/model",
                 "data": data,
-                "metrics": {"eval_loss_before": 2.5, "eval_loss_best": 1.25, "final_train_loss": 1.1, "steps": 10, "wall_s": 3.0},
+                "metrics": {
+                    "eval_loss_before": 2.5,
+                    "eval_loss_best": 1.25,
+                    "final_train_loss": 1.1,
+                    "steps": 10,
+                    "wall_s": 3.0,
+                },
                 "best_checkpoint": {"step": 8},
             }
         },
-        "eval": {"base": {"all": 0.25, "domain": 0.0, "general": 1.0}, "final": {"all": 0.5, "domain": 0.5, "general": 0.5}},
+        "eval": {
+            "base": {"all": 0.25, "domain": 0.0, "general": 1.0},
+            "final": {"all": 0.5, "domain": 0.5, "general": 0.5},
+        },
     }
 
 
@@ -36,11 +45,24 @@ def front_matter(text: str) -> dict:
 def test_card_states_lineage_losses_scores_and_licenses(tmp_path):
     data = tmp_path / "qa.jsonl"
     data.write_text("{}\n")
-    (tmp_path / "qa.manifest.json").write_text(json.dumps({"inputs": [{"path": "a", "license": "CC-BY-4.0"}]}))
-    top = Rendered("fam/pipe", {}, {"description": "A test model", "card": {"title": "T", "tags": ["cosmology"], "warning": "toy"}})
+    (tmp_path / "qa.manifest.json").write_text(
+        json.dumps({"inputs": [{"path": "a", "license": "CC-BY-4.0"}]})
+    )
+    top = Rendered(
+        "fam/pipe",
+        {},
+        {
+            "description": "A test model",
+            "card": {"title": "T", "tags": ["cosmology"], "warning": "toy"},
+        },
+    )
     text = card_markdown(record("mistralai/Mistral-7B-v0.1", {str(data): "f" * 64}), top)
     fm = front_matter(text)
-    assert fm["base_model"] == "mistralai/Mistral-7B-v0.1" and "cosmology" in fm["tags"] and fm["license"] == "apache-2.0"
+    assert (
+        fm["base_model"] == "mistralai/Mistral-7B-v0.1"
+        and "cosmology" in fm["tags"]
+        and fm["license"] == "apache-2.0"
+    )
     assert "# T" in text and "> toy" in text
     assert "| fam/instruct | 2.5000 | 1.2500 | 10 |" in text
     assert "| final | 50% | 50% | 50% |" in text

@@ -37,7 +37,9 @@ def test_renamed_relora_key_is_caught_with_the_new_name(built):
     r = stage("tiny/relora")
     r.config["relora_steps"] = 4
     errs = errors(r)
-    assert any("`relora_steps` is not an Axolotl option" in e and "jagged_restart_steps" in e for e in errs), errs
+    assert any(
+        "`relora_steps` is not an Axolotl option" in e and "jagged_restart_steps" in e for e in errs
+    ), errs
 
 
 def test_typo_key_suggests_the_known_key(built):
@@ -63,7 +65,10 @@ def test_pad_equal_to_eos_fails_with_the_fix(built):
     r = stage("quickstart/pretrain")
     r.config["special_tokens"] = {"pad_token": "</s>"}
     errs = errors(r)
-    assert any("pad token equals eos" in e and "never learns to stop" in e and "pad_token" in e for e in errs), errs
+    assert any(
+        "pad token equals eos" in e and "never learns to stop" in e and "pad_token" in e
+        for e in errs
+    ), errs
 
 
 def test_missing_pad_on_a_hub_model_fails():
@@ -85,10 +90,15 @@ def test_missing_data_file_is_reported_unless_a_build_makes_it(built):
     r = stage("quickstart/pretrain")
     r.config["datasets"][0]["path"] = "build/data/nowhere.jsonl"
     errs = errors(r)
-    assert any("datasets[0].path: build/data/nowhere.jsonl does not exist" in e and "cosmosage data" in e for e in errs)
+    assert any(
+        "datasets[0].path: build/data/nowhere.jsonl does not exist" in e and "cosmosage data" in e
+        for e in errs
+    )
     ok = stage("quickstart/pretrain")
     ok.config["datasets"][0]["path"] = "build/data/quickstart/never-built.jsonl"
-    ok.meta["builds"].append({"output": "build/data/quickstart/never-built.jsonl", "command": ["data"]})
+    ok.meta["builds"].append(
+        {"output": "build/data/quickstart/never-built.jsonl", "command": ["data"]}
+    )
     assert not any("never-built" in e for e in errors(ok))
 
 

@@ -24,7 +24,17 @@ def test_recipe_list_is_a_table_of_every_recipe():
 
 
 def test_recipe_render_prints_axolotl_yaml_with_overrides():
-    res = invoke("recipe", "render", "tiny/qlora", "--set", "lora_r=4", "--set", "learning_rate=2e-4", "--unset", "eval_steps")
+    res = invoke(
+        "recipe",
+        "render",
+        "tiny/qlora",
+        "--set",
+        "lora_r=4",
+        "--set",
+        "learning_rate=2e-4",
+        "--unset",
+        "eval_steps",
+    )
     assert res.exit_code == 0
     cfg = yaml.safe_load(res.output)
     assert cfg["lora_r"] == 4 and cfg["learning_rate"] == 2e-4 and "eval_steps" not in cfg
@@ -35,13 +45,25 @@ def test_recipe_render_prints_axolotl_yaml_with_overrides():
 def test_recipe_render_of_a_pipeline_prints_each_stage():
     res = invoke("recipe", "render", "quickstart")
     docs = [d for d in yaml.safe_load_all(res.output) if d]
-    assert len(docs) == 2 and docs[0]["datasets"][0]["type"] == "completion" and docs[1]["adapter"] == "lora"
+    assert (
+        len(docs) == 2
+        and docs[0]["datasets"][0]["type"] == "completion"
+        and docs[1]["adapter"] == "lora"
+    )
 
 
 def test_recipe_check_ok_and_failure_exit_codes(tiny_model):
     ok = invoke("recipe", "check", "quickstart")
     assert ok.exit_code == 0 and "ok    quickstart/pretrain" in ok.output
-    bad = invoke("recipe", "check", "quickstart/pretrain", "--set", "relora_steps=4", "--set", "special_tokens.pad_token=</s>")
+    bad = invoke(
+        "recipe",
+        "check",
+        "quickstart/pretrain",
+        "--set",
+        "relora_steps=4",
+        "--set",
+        "special_tokens.pad_token=</s>",
+    )
     assert bad.exit_code == 1
     assert "relora_steps" in bad.output and "jagged_restart_steps" in bad.output
     assert "pad token equals eos" in bad.output
@@ -62,8 +84,14 @@ def test_debug_flag_shows_the_exception():
 
 
 def test_recipe_run_dry_run_prints_commands(monkeypatch):
-    monkeypatch.setattr(launcher, "run_command", lambda *a, **k: (_ for _ in ()).throw(AssertionError("no training")))
+    monkeypatch.setattr(
+        launcher,
+        "run_command",
+        lambda *a, **k: (_ for _ in ()).throw(AssertionError("no training")),
+    )
     res = invoke("recipe", "run", "quickstart", "--dry-run", "--set", "max_steps=2")
     assert res.exit_code == 0
-    assert "# stage quickstart/pretrain" in res.output and "# stage quickstart/instruct" in res.output
+    assert (
+        "# stage quickstart/pretrain" in res.output and "# stage quickstart/instruct" in res.output
+    )
     assert res.output.count("--launcher python") == 2 and "max_steps: 2" in res.output

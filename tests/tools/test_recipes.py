@@ -36,7 +36,11 @@ def test_deep_merge_merges_mappings_and_replaces_lists():
 
 
 def test_overrides_parse_yaml_scalars_and_dotted_paths():
-    cfg = {"learning_rate": 1e-4, "datasets": [{"path": "a"}], "special_tokens": {"pad_token": "<pad>"}}
+    cfg = {
+        "learning_rate": 1e-4,
+        "datasets": [{"path": "a"}],
+        "special_tokens": {"pad_token": "<pad>"},
+    }
     out = apply_overrides(
         cfg,
         ["learning_rate=2e-4", "datasets.0.path=b", "lora_r=8", "bf16=false", "new.nested=x"],
@@ -52,8 +56,16 @@ def test_overrides_parse_yaml_scalars_and_dotted_paths():
 
 
 def test_fragments_then_recipe_then_overrides(tmp_path):
-    write(tmp_path, "_base/models/m.yaml", "base_model: m\nlearning_rate: 1.0\nrecipe: {model: m, params: 10}\n")
-    write(tmp_path, "_base/methods/lora.yaml", "adapter: lora\nlearning_rate: 2.0\nwarmup_ratio: 0.1\nrecipe: {method: lora}\n")
+    write(
+        tmp_path,
+        "_base/models/m.yaml",
+        "base_model: m\nlearning_rate: 1.0\nrecipe: {model: m, params: 10}\n",
+    )
+    write(
+        tmp_path,
+        "_base/methods/lora.yaml",
+        "adapter: lora\nlearning_rate: 2.0\nwarmup_ratio: 0.1\nrecipe: {method: lora}\n",
+    )
     write(
         tmp_path,
         "fam/r.yaml",
@@ -63,18 +75,33 @@ def test_fragments_then_recipe_then_overrides(tmp_path):
     assert r.config == {"base_model": "m", "learning_rate": 3.0, "adapter": "lora"}
     assert r.meta == {"model": "m", "params": 10, "method": "lora", "description": "d"}
     assert "recipe" not in r.config
-    assert r.files == ["recipes/_base/models/m.yaml", "recipes/_base/methods/lora.yaml", "recipes/fam/r.yaml"]
-    r2 = render("fam/r", sets=["learning_rate=4", "recipe.params=20"], unsets=["adapter"], root=tmp_path)
+    assert r.files == [
+        "recipes/_base/models/m.yaml",
+        "recipes/_base/methods/lora.yaml",
+        "recipes/fam/r.yaml",
+    ]
+    r2 = render(
+        "fam/r", sets=["learning_rate=4", "recipe.params=20"], unsets=["adapter"], root=tmp_path
+    )
     assert r2.config == {"base_model": "m", "learning_rate": 4}
     assert r2.meta["params"] == 20
     assert r.digest() != r2.digest()
 
 
 def test_builds_from_fragments_are_concatenated(tmp_path):
-    write(tmp_path, "_base/models/m.yaml", "recipe:\n  builds: [{output: build/m, command: [model]}]\n")
-    write(tmp_path, "_base/data/d.yaml", "recipe:\n  builds: [{output: build/d, command: [data]}]\n")
+    write(
+        tmp_path,
+        "_base/models/m.yaml",
+        "recipe:\n  builds: [{output: build/m, command: [model]}]\n",
+    )
+    write(
+        tmp_path, "_base/data/d.yaml", "recipe:\n  builds: [{output: build/d, command: [data]}]\n"
+    )
     write(tmp_path, "r.yaml", "recipe: {extends: [models/m, data/d]}\nbase_model: x\n")
-    assert [b["output"] for b in render("r", root=tmp_path).meta["builds"]] == ["build/m", "build/d"]
+    assert [b["output"] for b in render("r", root=tmp_path).meta["builds"]] == [
+        "build/m",
+        "build/d",
+    ]
 
 
 def test_malformed_yaml_names_file_and_line(tmp_path):
