@@ -256,6 +256,8 @@ def run_journaled(
             echo(f"{plan.report(prompt_version)}: {plan.policy}")
         if decision := plan.decision(prompt_version):
             j.append(decision)
+        if note := unversioned_edit(j.header.get("prompt"), header.get("prompt")):
+            echo(note)
         if j.repaired:
             echo(f"{j.path}: cut {j.repaired} bytes of a write torn by an earlier stop")
         todo = [(k, x) for k, x in keyed_items if k not in plan.done]
@@ -297,6 +299,19 @@ def run_journaled(
             journal=str(j.path),
             seconds=time.monotonic() - t0,
         )
+
+
+def unversioned_edit(first: dict | None, now: dict | None) -> str | None:
+    """A warning when the prompt text changed but its version did not."""
+    if not first or not now or str(first.get("version")) != str(now.get("version")):
+        return None
+    if first.get("sha") and now.get("sha") and first["sha"] != now["sha"]:
+        return (
+            f"the prompt text changed since this journal began but its version is still "
+            f"{now['version']}: items made before and after the edit cannot be told apart; "
+            "bump `version` in the prompt file"
+        )
+    return None
 
 
 def category(reason: str) -> str:

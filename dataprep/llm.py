@@ -276,18 +276,46 @@ async def run_pool(
 
 
 class Progress:
-    """A tqdm bar (rate and ETA built in) that also shows requests, retries and tokens."""
+    """A tqdm bar (rate and ETA built in) that also shows requests, retries and tokens.
 
-    def __init__(self, total: int, desc: str, usage: Usage, initial: int = 0):
+    Where stderr is not a terminal (a batch job's log), the bar is off and a status
+    line with the same figures is written every `every` seconds instead.
+    """
+
+    def __init__(self, total: int, desc: str, usage: Usage, initial: int = 0, every: float = 60.0):
         self.usage = usage
+        self.total, self.done, self.initial = total, initial, initial
+        self.desc, self.every = desc, every
         self.bar = tqdm(
             total=total, initial=initial, desc=desc, unit="item", disable=None, dynamic_ncols=True
         )
-        self._last = 0.0
+        self._t0 = self._last = self._last_line = time.monotonic()
+
+    def status(self) -> str:
+        u = self.usage
+        elapsed = max(time.monotonic() - self._t0, 1e-9)
+        rate = (self.done - self.initial) / elapsed
+        left = (self.total - self.done) / rate if rate > 0 else float("inf")
+        eta = (
+            "?"
+            if left == float("inf")
+            else f"{int(left // 3600)}h{int(left % 3600 // 60):02d}m{int(left % 60):02d}s"
+        )
+        return (
+            f"{self.desc}: {self.done}/{self.total} items, {rate:.2f} item/s, ETA {eta}, "
+            f"{u.requests} requests ({u.retries} retries, {u.failed} failed), "
+            f"tokens {u.prompt_tokens} in / {u.completion_tokens} out"
+        )
 
     def update(self, n: int = 1) -> None:
+        self.done += n
         self.bar.update(n)
         now = time.monotonic()
+        if self.bar.disable:
+            if now - self._last_line >= self.every:
+                self._last_line = now
+                print(self.status(), file=sys.stderr, flush=True)
+            return
         if now - self._last > 0.5:
             self._last = now
             u = self.usage

@@ -160,3 +160,15 @@ def test_urls_lose_credentials():
         "--base-url=https://h/v1",
         "https://h/v1",
     ]
+
+
+def test_progress_writes_status_lines_when_not_on_a_terminal(capsys):
+    from dataprep.llm import Progress
+
+    usage = Usage(requests=7, retries=2, failed=1, prompt_tokens=700, completion_tokens=90)
+    p = Progress(10, "synth", usage, initial=3, every=0.0)
+    p.update()
+    p.close()
+    err = capsys.readouterr().err
+    assert "synth: 4/10 items" in err and "item/s, ETA" in err
+    assert "7 requests (2 retries, 1 failed), tokens 700 in / 90 out" in err

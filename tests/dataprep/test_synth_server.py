@@ -490,6 +490,12 @@ def test_prompt_version_change_is_detected_and_handled_by_flag(tmp_path):
             input=str(chunks), out=str(out), endpoint=Endpoint(s.base_url, "w"), prompt=str(v1)
         )
         run_synth(base, **QUIET)
+        v1.write_text(
+            v1.read_text().replace("exam-quality", "exam quality")
+        )  # edited, version kept
+        messages = []
+        run_synth(base, echo=messages.append)
+        assert any("prompt text changed" in m and "bump `version`" in m for m in messages)
         write_chunks(chunks, 6)  # two more chunks arrive
         v1.write_text(v1.read_text().replace("version: 1", "version: 2"))
         with pytest.raises(
