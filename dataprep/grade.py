@@ -182,6 +182,29 @@ def agreement(a: list[float], b: list[float], threshold: float) -> dict:
     }
 
 
+def calibration_lines(cal: dict) -> list[str]:
+    """A few lines a person reads after a grading run."""
+    out = []
+    for name, d in [("combined", cal["combined"])] + [(j["model"], j) for j in cal["judges"]]:
+        if not d.get("n"):
+            out.append(f"{name}: no usable grades")
+            continue
+        out.append(
+            f"{name}: n={d['n']} mean {d['mean']:g} median {d['median']:g} p10 {d['p10']:g} "
+            f"p90 {d['p90']:g}; {d['at_or_above_threshold']} at or above {cal['threshold']:g}"
+        )
+        if len(cal["judges"]) == 1:
+            break
+    if ag := cal.get("agreement"):
+        if ag.get("n"):
+            out.append(
+                f"agreement on {ag['n']} records: pearson {ag['pearson']}, mean |diff| "
+                f"{ag['mean_abs_diff']}, keep/drop agree {ag['keep_decision_agreement']:.0%}, "
+                f"kappa {ag['cohen_kappa_keep']}"
+            )
+    return out
+
+
 def spotcheck_markdown(sample: list[dict], threshold: float) -> str:
     lines = [
         "# Spot check of judge grades",
@@ -431,6 +454,8 @@ def run_grade(cfg: GradeConfig, echo=print) -> dict:
             [per_judge[0][r] for r in both], [per_judge[1][r] for r in both], cfg.threshold
         )
 
+    for line in calibration_lines(calibration):
+        echo(line)
     sample = random.Random(cfg.seed).sample(
         graded_for_sample, min(cfg.spot_check, len(graded_for_sample))
     )

@@ -114,6 +114,7 @@ def test_two_judges_agreement_and_min(qa_file, tmp_path):
         return Reply(body=completion(json.dumps({"overall": score, "critique": "harsh"})))
 
     out = tmp_path / "g2.jsonl"
+    said = []
     with StubServer(grade_reply) as a, StubServer(harsh) as b:
         res = run_grade(
             GradeConfig(
@@ -122,8 +123,12 @@ def test_two_judges_agreement_and_min(qa_file, tmp_path):
                 judges=[Endpoint(a.base_url, "kind"), Endpoint(b.base_url, "harsh")],
                 threshold=70,
             ),
-            **QUIET,
+            echo=said.append,
         )
+    assert said[0].startswith("combined: n=20 mean") and said[1].startswith("kind: n=20")
+    assert said[2].startswith("harsh: n=20") and said[3].startswith(
+        "agreement on 20 records: pearson 1.0, mean |diff| 15"
+    )
     assert len(a.requests) == len(b.requests) == 20
     ag = res["agreement"]
     assert ag["n"] == 20 and ag["mean_abs_diff"] == 15 and ag["pearson"] == 1.0
