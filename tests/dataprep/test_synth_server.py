@@ -265,6 +265,46 @@ def test_real_server_synth_kill_resume_then_grade(real_server, tiny_model, tmp_p
     assert json.loads((tmp_path / "graded.calibration.json").read_text())["records"] == 6
 
 
+@pytest.mark.server
+def test_real_server_behind_a_faulty_proxy(real_server, tmp_path):
+    """Every third request fails on its way to the real server: retried, then answered."""
+    chunks = write_chunks(tmp_path / "chunks.jsonl", 6)
+
+    def proxy(request, n):
+        if n % 3 == 0:
+            return Reply(503, {"error": {"message": "injected outage"}})
+        req = urllib.request.Request(
+            real_server["base_url"] + "/chat/completions",
+            data=json.dumps(request).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return Reply(r.status, r.read().decode())
+
+    real_server["ready"]()
+    with StubServer(proxy) as s:
+        cfg = SynthConfig(
+            input=str(chunks),
+            out=str(tmp_path / "qa.jsonl"),
+            endpoint=Endpoint(s.base_url, real_server["model"]),
+            sampling={"max_tokens": 8},
+            retry=RetryPolicy(retries=3, base=0.01, cap=0.05),
+            concurrency=3,
+        )
+        res = run_synth(cfg, **QUIET)
+    manifest = json.loads((tmp_path / "qa.manifest.json").read_text())
+    assert manifest["usage_this_run"]["retries"] >= 2 and manifest["usage_this_run"]["failed"] == 0
+    assert manifest["usage_this_run"]["errors"] == {
+        "HTTP 503": manifest["usage_this_run"]["retries"]
+    }
+    assert res["requests"] == len(s.requests) and res["tokens"]["completion_tokens"] > 0
+    rejects = lines(tmp_path / "qa.rejects.jsonl")
+    assert not any(r["reason"].startswith("request failed") for r in rejects)
+    assert {r["record"]["chunk_sha"] for r in rejects} | {
+        r["source"]["chunk_sha"] for r in lines(tmp_path / "qa.jsonl")
+    } == {f"pas{i:05d}" for i in range(6)}
+
+
 # --------------------------------------------------------------------------- canned server
 
 
