@@ -21,12 +21,11 @@ import numpy as np
 import xxhash
 
 _NORM_RE = re.compile(r"[\W_]+")
-_MERSENNE = np.uint64((1 << 61) - 1)
+# Words as UTF-8 bytes: runs of ASCII letters and digits and any non-ASCII bytes (so
+# accented letters and symbols stay inside their word); same words as `normalize` gives
+# for ASCII text.
+_WORD_BYTES_RE = re.compile(rb"[0-9A-Za-z\x80-\xff]+")
 _MAX32 = np.uint64((1 << 32) - 1)
-
-
-def _word_hash(word: str) -> int:
-    return xxhash.xxh32_intdigest(word.encode())
 
 
 def normalize(text: str) -> str:
@@ -40,39 +39,51 @@ def exact_key(text: str) -> str:
 
 @dataclass
 class MinHasher:
-    """MinHash over word `shingle`-grams with `num_perm` universal hash permutations."""
+    """MinHash over word `shingle`-grams with `num_perm` hash functions.
+
+    Words are hashed with xxh32, shingles combined from word hashes with numpy, and each
+    of the `num_perm` functions is a multiply-shift hash of the shingle hash (odd 64-bit
+    multiplier, 64-bit offset, top 32 bits), which needs no modulo.
+    """
 
     num_perm: int = 128
     shingle: int = 5
     seed: int = 1
 
     def __post_init__(self) -> None:
-        rng = np.random.RandomState(self.seed)
-        self._a = rng.randint(1, 1 << 32, size=self.num_perm, dtype=np.uint64)
-        self._b = rng.randint(0, 1 << 32, size=self.num_perm, dtype=np.uint64)
+        rng = np.random.default_rng(self.seed)
+        self._a = rng.integers(0, 1 << 63, size=self.num_perm, dtype=np.uint64) * np.uint64(
+            2
+        ) + np.uint64(1)
+        self._b = rng.integers(0, 1 << 63, size=self.num_perm, dtype=np.uint64)
         # Per-position multipliers that combine word hashes into a shingle hash.
-        self._mult = rng.randint(1, 1 << 32, size=self.shingle, dtype=np.uint64) | np.uint64(1)
+        self._mult = rng.integers(1, 1 << 32, size=self.shingle, dtype=np.uint64) | np.uint64(1)
 
     def shingle_hashes(self, text: str) -> np.ndarray:
-        words = normalize(text).split()
+        words = _WORD_BYTES_RE.findall(text.lower().encode("utf-8"))
         if not words:
             return np.zeros(1, dtype=np.uint64)
-        h = np.fromiter(map(_word_hash, words), dtype=np.uint64, count=len(words))
+        h = np.fromiter(map(xxhash.xxh32_intdigest, words), dtype=np.uint64, count=len(words))
         k = min(self.shingle, len(h))
         n = len(h) - k + 1
         acc = np.zeros(n, dtype=np.uint64)
         for i in range(k):
-            acc = acc * np.uint64(0x9E3779B1) + h[i : i + n] * self._mult[i]
-        return np.unique(acc & _MAX32)
+            acc = acc * np.uint64(0x9E3779B97F4A7C15) + h[i : i + n] * self._mult[i]
+        return np.unique(acc)
 
     def signature(self, text: str) -> np.ndarray:
-        """uint32 signature of length num_perm (a, b, h < 2^32: no overflow before mod)."""
+        """uint32 signature of length num_perm."""
         h = self.shingle_hashes(text)
         sig = np.full(self.num_perm, _MAX32, dtype=np.uint64)
+        shift = np.uint64(32)
+        buf = np.empty((min(len(h), 4096), self.num_perm), dtype=np.uint64)
         for start in range(0, len(h), 4096):  # bounded memory for very long documents
             block = h[start : start + 4096, None]
-            phv = ((block * self._a + self._b) % _MERSENNE) & _MAX32
-            np.minimum(sig, phv.min(axis=0), out=sig)
+            out = buf[: len(block)]
+            np.multiply(block, self._a, out=out)  # wraps modulo 2^64, as intended
+            out += self._b
+            out >>= shift
+            np.minimum(sig, out.min(axis=0), out=sig)
         return sig.astype(np.uint32)
 
 

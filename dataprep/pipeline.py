@@ -50,7 +50,7 @@ class CorpusConfig:
     decontam_n: int = 8
     verify: str = "sample"
     workers: int = 1
-    batch_docs: int = 64
+    batch_docs: int = 256  # documents in flight in the chunker
     # With a validation output and no document drawn for it, move the last one there
     # (tiny corpora); off for shards, where each shard would do it.
     val_fallback: bool = True
