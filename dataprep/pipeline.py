@@ -31,6 +31,10 @@ from dataprep.filters import QualityConfig, quality_reason, reason_key
 from dataprep.io import Manifest, Reject, manifest_path, rejects_path
 from dataprep.io_stream import JsonlWriter
 
+# Manifests list at most this many inputs (memory stays flat); the `.docs.jsonl`
+# sidecar lists every kept document with path, hash and license.
+MAX_LISTED_INPUTS = 10_000
+
 
 @dataclass
 class CorpusConfig:
@@ -134,6 +138,7 @@ class Outputs:
         self.tokens = Counter()
         self.lengths = {"train": Counter(), "val": Counter()}
         self.documents = Counter()
+        self.licenses = {"train": Counter(), "val": Counter()}
 
     def reject(self, rej: Reject) -> None:
         self.rejects.write(rej.to_json())
@@ -156,7 +161,9 @@ class Outputs:
         }
         if "sha256" in doc.meta:
             entry["sha256"] = doc.meta["sha256"]
-        manifest.inputs.append(entry)
+        if len(manifest.inputs) < MAX_LISTED_INPUTS:
+            manifest.inputs.append(entry)
+        self.licenses[side][entry["license"]] += 1
         side_rec = {"doc_id": doc.id, "split": side, "exact": exact, "chunks": len(chunks), **entry}
         if sig is not None:
             side_rec["minhash"] = encode_signature(sig)
@@ -172,8 +179,10 @@ class Outputs:
         m.extra.update(
             documents=self.documents["train"],
             packing_efficiency=packing_efficiency(self.lengths["train"], sequence_len),
+            licenses=dict(self.licenses["train"]),
             rejects=str(rejects_path(self.out)),
             docs=str(docs_path(self.out)),
+            inputs_listed=f"{len(m.inputs)} of {self.documents['train']} (all in docs)",
         )
         m.write()
         result = {
@@ -188,7 +197,10 @@ class Outputs:
             vm.kept = self.val.count
             vm.tokens = self.tokens["val"]
             vm.extra.update(
-                documents=self.documents["val"], dropped_see=str(manifest_path(self.out))
+                documents=self.documents["val"],
+                licenses=dict(self.licenses["val"]),
+                dropped_see=str(manifest_path(self.out)),
+                docs=str(docs_path(self.out)),
             )
             vm.write()
             result.update(val_output=str(self.val_out), val_records=vm.kept, val_tokens=vm.tokens)

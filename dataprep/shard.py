@@ -27,7 +27,7 @@ from dataprep.io import (
     rejects_path,
 )
 from dataprep.io_stream import JsonlWriter
-from dataprep.pipeline import decode_signature, docs_path
+from dataprep.pipeline import MAX_LISTED_INPUTS, decode_signature, docs_path
 
 
 def shard_output(path: str | Path | None, shard: tuple[int, int] | None) -> Path | None:
@@ -90,6 +90,8 @@ def merge_shards(
     dropped_docs: set[str] = set()
     dropped = Counter()
     kept_inputs = {"train": [], "val": []}
+    licenses = {"train": Counter(), "val": Counter()}
+    docs_out = JsonlWriter(docs_path(out))
     doc_count = Counter()
     try:
         for part, man in zip(parts, manifests, strict=True):
@@ -120,9 +122,12 @@ def merge_shards(
                     continue
                 side = rec.get("split", "train")
                 doc_count[side] += 1
-                kept_inputs[side].append(
-                    {k: rec[k] for k in ("path", "doc_id", "license", "sha256") if k in rec}
-                )
+                docs_out.write(rec)
+                licenses[side][rec.get("license", "unknown")] += 1
+                if len(kept_inputs[side]) < MAX_LISTED_INPUTS:
+                    kept_inputs[side].append(
+                        {k: rec[k] for k in ("path", "doc_id", "license", "sha256") if k in rec}
+                    )
         result = {"shards": len(parts), "dropped_across_shards": len(dropped_docs)}
         for side, target, sources in (("train", out, parts), ("val", val_out, val_parts)):
             if target is None:
@@ -147,6 +152,8 @@ def merge_shards(
                 config=cfg,
                 tokenizer=manifests[0].get("tokenizer"),
                 documents=doc_count[side],
+                licenses=dict(licenses[side]),
+                docs=str(docs_path(out)),
                 shards=[str(p) for p in sources],
                 packing_efficiency=packing_efficiency(hist, sequence_len) if sequence_len else None,
             )
@@ -154,8 +161,10 @@ def merge_shards(
             result[f"{side}_records"] = w.count
             result[f"{side}_tokens"] = tokens
         rejects.commit()
+        docs_out.commit()
     except BaseException:
         rejects.abort()
+        docs_out.abort()
         raise
     result["output"] = str(out)
     return result

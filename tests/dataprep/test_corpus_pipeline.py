@@ -299,3 +299,18 @@ def test_quickstart_build_command_runs(tmp_path, tiny_model, tiny_tokenizer):
         max(len(tiny_tokenizer(r["text"], add_special_tokens=False)["input_ids"]) for r in recs)
         == 126
     )
+
+
+def test_manifest_lists_a_bounded_number_of_inputs(
+    tmp_path, tiny_tokenizer, corpus_dir, monkeypatch
+):
+    from dataprep import pipeline
+
+    monkeypatch.setattr(pipeline, "MAX_LISTED_INPUTS", 3)
+    out = tmp_path / "c.jsonl"
+    res = build_files([str(corpus_dir)], out, tiny_tokenizer, CorpusConfig(sequence_len=64))
+    m = json.loads((tmp_path / "c.manifest.json").read_text())
+    assert len(m["inputs"]) == 3 and m["documents"] == res["documents"] == 10
+    assert sum(m["licenses"].values()) == 10
+    docs = lines(tmp_path / "c.docs.jsonl")
+    assert len(docs) == 10 and all(d["sha256"] and d["license"] and d["minhash"] for d in docs)
