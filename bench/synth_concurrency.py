@@ -1,13 +1,13 @@
 """Requests per second of the synthetic-Q&A client at concurrency 1, 4 and 16.
 
 It starts local OpenAI-compatible servers one after the other (by default serve and
-stub; add serve-cb with --modes serve,serve-cb,stub) and
+scripted; add serve-cb with --modes serve,serve-cb,scripted) and
 sends the same number of identical chat requests at each concurrency level, through
 the same code path `cosmosage data synth` uses (`dataprep.llm.complete` + `run_pool`):
 
   serve      `transformers serve` on the tiny model, CPU, default settings
   serve-cb   the same with --continuous-batching (requests batched together)
-  stub       tools/openai_stub.py answering after a fixed delay: a server that always
+  scripted   tools/scripted_server.py answering after a fixed delay: a server that always
              keeps up, so what is measured is the client's own concurrency
 
 Throughput is printed as a ratio to concurrency 1. When throughput stays flat while
@@ -65,21 +65,21 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180) -> None
 
 
 def start_server(
-    mode: str, model_dir: Path, cache: Path, stub_latency: float
+    mode: str, model_dir: Path, cache: Path, scripted_latency: float
 ) -> tuple[subprocess.Popen, str, str]:
     port = free_port()
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
-    if mode == "stub":
+    if mode == "scripted":
         cmd = [
             sys.executable,
             "-m",
-            "tools.openai_stub",
+            "tools.scripted_server",
             "--port",
             str(port),
             "--latency",
-            str(stub_latency),
+            str(scripted_latency),
         ]
-        health, model = f"http://127.0.0.1:{port}/v1/models", "stub"
+        health, model = f"http://127.0.0.1:{port}/v1/models", "scripted"
     else:
         cmd = [
             str(BIN / "transformers"),
@@ -149,7 +149,7 @@ def run_levels(endpoint: Endpoint, levels: list[int], n: int, max_tokens: int) -
 
 def client_ceiling(model_dir: Path, cache: Path, args) -> float:
     """Requests per second when the server costs nothing: the client's own limit here."""
-    proc, url, model = start_server("stub", model_dir, cache, 0.0)
+    proc, url, model = start_server("scripted", model_dir, cache, 0.0)
     try:
         top = max(int(x) for x in args.levels.split(","))
         asyncio.run(measure(Endpoint(url, model), top, top, args.max_tokens))
@@ -192,8 +192,8 @@ def main() -> None:
     ap.add_argument("--api-key-env", default="OPENAI_API_KEY")
     ap.add_argument(
         "--modes",
-        default="serve,stub",
-        help="Local servers to measure, from serve, serve-cb, stub.",
+        default="serve,scripted",
+        help="Local servers to measure, from serve, serve-cb, scripted.",
     )
     ap.add_argument("--model-dir", default=str(ROOT / "build" / "models" / "tiny-llama"))
     ap.add_argument(
@@ -205,7 +205,7 @@ def main() -> None:
     ap.add_argument("--levels", default="1,4,16")
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument(
-        "--stub-latency",
+        "--scripted-latency",
         type=float,
         default=1.0,
         help="Seconds the stand-in server takes per answer (like a large model's generation time).",
@@ -235,11 +235,11 @@ def main() -> None:
         names = {
             "serve": "transformers serve, tiny model, CPU",
             "serve-cb": "transformers serve --continuous-batching, tiny model, CPU",
-            "stub": f"stand-in server answering in {args.stub_latency:g} s (tools/openai_stub.py)",
+            "scripted": f"stand-in server answering in {args.scripted_latency:g} s (tools/scripted_server.py)",
         }
         with tempfile.TemporaryDirectory() as cache:
             for mode in args.modes.split(","):
-                proc, url, model = start_server(mode, model_dir, Path(cache), args.stub_latency)
+                proc, url, model = start_server(mode, model_dir, Path(cache), args.scripted_latency)
                 try:
                     rows = run_levels(
                         Endpoint(url, model, timeout=300), levels, args.requests, args.max_tokens
@@ -247,7 +247,7 @@ def main() -> None:
                 finally:
                     stop(proc)
                 lines += table(names[mode], rows)
-                if mode == "stub":
+                if mode == "scripted":
                     lines.append(
                         f"  client ceiling on this machine: {client_ceiling(model_dir, Path(cache), args):.1f} req/s (stand-in answering at once, concurrency {max(levels)})"
                     )

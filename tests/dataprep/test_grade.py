@@ -13,7 +13,14 @@ from dataprep.grade import GradeConfig, agreement, distribution, run_grade
 from dataprep.llm import Endpoint, RetryPolicy
 from dataprep.synth import SynthConfig, run_synth
 from tools.cli import main
-from tools.openai_stub import Reply, StubServer, completion, grade_reply, last_user, qa_reply
+from tools.scripted_server import (
+    Reply,
+    ScriptedServer,
+    completion,
+    grade_reply,
+    last_user,
+    qa_reply,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 QUIET = {"echo": lambda m: None}
@@ -42,7 +49,7 @@ def qa_file(tmp_path_factory) -> Path:
             for i in range(10)
         )
     )
-    with StubServer(qa_reply) as s:
+    with ScriptedServer(qa_reply) as s:
         run_synth(
             SynthConfig(
                 input=str(chunks),
@@ -61,7 +68,7 @@ def score_of(request: dict) -> int:
 
 def test_one_judge_keeps_at_threshold_and_loses_nothing(qa_file, tmp_path):
     out = tmp_path / "graded.jsonl"
-    with StubServer(grade_reply) as s:
+    with ScriptedServer(grade_reply) as s:
         res = run_grade(
             GradeConfig(
                 input=str(qa_file),
@@ -84,7 +91,7 @@ def test_one_judge_keeps_at_threshold_and_loses_nothing(qa_file, tmp_path):
     judge = kept[0]["grade"]["judges"][0] if kept else rejects[0]["record"]["grade"]["judges"][0]
     assert set(judge["scores"]) == {"correctness", "clarity", "pertinence", "overall"} and judge[
         "critique"
-    ].startswith("stub critique")
+    ].startswith("scripted critique")
     assert judge["model"] == "judge" and judge["prompt_version"] == "1"
     grades = lines(tmp_path / "graded.grades.jsonl")
     assert len(grades) == 20 and sum(g["kept"] for g in grades) == len(kept)
@@ -115,7 +122,7 @@ def test_two_judges_agreement_and_min(qa_file, tmp_path):
 
     out = tmp_path / "g2.jsonl"
     said = []
-    with StubServer(grade_reply) as a, StubServer(harsh) as b:
+    with ScriptedServer(grade_reply) as a, ScriptedServer(harsh) as b:
         res = run_grade(
             GradeConfig(
                 input=str(qa_file),
@@ -176,7 +183,7 @@ def test_unusable_judges_and_missing_chunks_are_rejected_with_reasons(qa_file, t
             return Reply(body=completion('{"overall": 250}'))
         return grade_reply(request, n)
 
-    with StubServer(flaky) as s:
+    with ScriptedServer(flaky) as s:
         res = run_grade(
             GradeConfig(
                 input=str(bad_in),
@@ -200,7 +207,7 @@ def test_unusable_judges_and_missing_chunks_are_rejected_with_reasons(qa_file, t
 
 def test_grade_resumes_without_regrading(qa_file, tmp_path):
     out = tmp_path / "g.jsonl"
-    with StubServer(grade_reply) as s:
+    with ScriptedServer(grade_reply) as s:
         cfg = GradeConfig(
             input=str(qa_file),
             out=str(out),
@@ -224,7 +231,7 @@ def test_graded_records_feed_a_mix_and_a_recipe(qa_file, tmp_path, tiny_tokenize
     from tools.recipes import render
 
     graded = tmp_path / "graded.jsonl"
-    with StubServer(grade_reply) as s:
+    with ScriptedServer(grade_reply) as s:
         r = CliRunner().invoke(
             main,
             [

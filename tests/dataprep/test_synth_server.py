@@ -26,7 +26,7 @@ from dataprep.io import DataError
 from dataprep.llm import Endpoint, RetryPolicy
 from dataprep.synth import SynthConfig, read_chunks, run_synth
 from tools.cli import main
-from tools.openai_stub import Reply, StubServer, completion, digest, last_user, qa_reply
+from tools.scripted_server import Reply, ScriptedServer, completion, digest, last_user, qa_reply
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -282,7 +282,7 @@ def test_real_server_behind_a_faulty_proxy(real_server, tmp_path):
             return Reply(r.status, r.read().decode())
 
     real_server["ready"]()
-    with StubServer(proxy) as s:
+    with ScriptedServer(proxy) as s:
         cfg = SynthConfig(
             input=str(chunks),
             out=str(tmp_path / "qa.jsonl"),
@@ -311,7 +311,7 @@ def test_real_server_behind_a_faulty_proxy(real_server, tmp_path):
 def test_kill_at_random_moments_then_resume_gives_exactly_once(tmp_path):
     chunks = write_chunks(tmp_path / "chunks.jsonl", 80)
     ref_out, out = tmp_path / "ref.jsonl", tmp_path / "qa.jsonl"
-    with StubServer(qa_reply, latency=0.05) as s:
+    with ScriptedServer(qa_reply, latency=0.05) as s:
         run_synth(
             SynthConfig(
                 input=str(chunks),
@@ -405,7 +405,7 @@ def test_faults_are_retried_then_rejected_with_reasons(tmp_path):
         return qa_reply(request, n)
 
     out = tmp_path / "qa.jsonl"
-    with StubServer(respond) as s:
+    with ScriptedServer(respond) as s:
         cfg = SynthConfig(
             input=str(chunks),
             out=str(out),
@@ -448,7 +448,7 @@ def test_faults_are_retried_then_rejected_with_reasons(tmp_path):
     )
 
     # After the server recovers, --retry-failed redoes the failed requests only.
-    with StubServer(qa_reply) as s:
+    with ScriptedServer(qa_reply) as s:
         res = run_synth(
             SynthConfig(
                 **{**cfg.__dict__, "endpoint": Endpoint(s.base_url, "w"), "retry_failed": True}
@@ -471,7 +471,7 @@ def test_api_key_is_sent_but_never_written_or_printed(tmp_path):
         return qa_reply(request, n)
 
     env = {**os.environ, "COSMO_TEST_KEY": key}
-    with StubServer(respond) as s:
+    with ScriptedServer(respond) as s:
         args = [
             "--base-url",
             s.base_url,
@@ -525,7 +525,7 @@ def test_prompt_version_change_is_detected_and_handled_by_flag(tmp_path):
     v1.write_text((PROMPTS_DIR / "synth_qa.yaml").read_text())
     chunks = write_chunks(tmp_path / "chunks.jsonl", 4)
     out = tmp_path / "qa.jsonl"
-    with StubServer(qa_reply) as s:
+    with ScriptedServer(qa_reply) as s:
         base = SynthConfig(
             input=str(chunks), out=str(out), endpoint=Endpoint(s.base_url, "w"), prompt=str(v1)
         )
@@ -562,7 +562,7 @@ def test_prompt_version_change_is_detected_and_handled_by_flag(tmp_path):
 def test_records_trace_back_to_their_chunks(tmp_path):
     chunks = write_chunks(tmp_path / "chunks.jsonl", 5)
     out = tmp_path / "qa.jsonl"
-    with StubServer(qa_reply) as s:
+    with ScriptedServer(qa_reply) as s:
         r = CliRunner().invoke(
             main,
             [

@@ -5,7 +5,7 @@ returns: a normal completion, an HTTP error, a body that is not JSON, or a delay
 tests can inject faults (429s, 500s, garbage, slow answers) into a real HTTP exchange
 with the real client.
 
-    python -m tools.openai_stub --port 8123 --mode qa --latency 0.05
+    python -m tools.scripted_server --port 8123 --mode qa --latency 0.05
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class Reply:
 
 def completion(
     content: str,
-    model: str = "stub",
+    model: str = "scripted",
     finish_reason: str = "stop",
     prompt_tokens: int = 10,
     completion_tokens: int | None = None,
@@ -78,7 +78,7 @@ def qa_reply(request: dict, n: int) -> Reply:
         }
         for k in range(2)
     ]
-    return Reply(body=completion(json.dumps({"pairs": pairs}), request.get("model", "stub")))
+    return Reply(body=completion(json.dumps({"pairs": pairs}), request.get("model", "scripted")))
 
 
 def grade_reply(request: dict, n: int) -> Reply:
@@ -89,13 +89,13 @@ def grade_reply(request: dict, n: int) -> Reply:
         "clarity": score,
         "pertinence": score,
         "overall": score,
-        "critique": f"stub critique {score}",
+        "critique": f"scripted critique {score}",
     }
-    return Reply(body=completion(json.dumps(body), request.get("model", "stub")))
+    return Reply(body=completion(json.dumps(body), request.get("model", "scripted")))
 
 
 def echo_reply(request: dict, n: int) -> Reply:
-    return Reply(body=completion(last_user(request)[:200], request.get("model", "stub")))
+    return Reply(body=completion(last_user(request)[:200], request.get("model", "scripted")))
 
 
 MODES: dict[str, Callable[[dict, int], Reply]] = {
@@ -105,7 +105,7 @@ MODES: dict[str, Callable[[dict, int], Reply]] = {
 }
 
 
-class StubServer:
+class ScriptedServer:
     """Serve on 127.0.0.1 (a free port unless given) in a background thread."""
 
     def __init__(
@@ -118,7 +118,7 @@ class StubServer:
         self.latency = latency
         self.requests: list[dict] = []  # {"path", "body", "authorization"} per request
         self._lock = threading.Lock()
-        stub = self
+        server = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -142,7 +142,7 @@ class StubServer:
 
             def do_GET(self) -> None:
                 self._send(
-                    Reply(body={"object": "list", "data": [{"id": "stub", "object": "model"}]})
+                    Reply(body={"object": "list", "data": [{"id": "scripted", "object": "model"}]})
                 )
 
             def do_POST(self) -> None:
@@ -152,17 +152,17 @@ class StubServer:
                     request = json.loads(raw or b"{}")
                 except ValueError:
                     request = {}
-                with stub._lock:
-                    n = len(stub.requests)
-                    stub.requests.append(
+                with server._lock:
+                    n = len(server.requests)
+                    server.requests.append(
                         {
                             "path": self.path,
                             "body": request,
                             "authorization": self.headers.get("Authorization"),
                         }
                     )
-                reply = stub.respond(request, n)
-                delay = stub.latency + reply.delay
+                reply = server.respond(request, n)
+                delay = server.latency + reply.delay
                 if delay:
                     time.sleep(delay)
                 self._send(reply)
@@ -179,7 +179,7 @@ class StubServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> StubServer:
+    def start(self) -> ScriptedServer:
         self.thread.start()
         return self
 
@@ -187,7 +187,7 @@ class StubServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def __enter__(self) -> StubServer:
+    def __enter__(self) -> ScriptedServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -205,7 +205,7 @@ def main() -> None:
         help="Seconds each answer waits (a stand-in for generation time).",
     )
     args = ap.parse_args()
-    server = StubServer(MODES[args.mode], args.latency, args.port)
+    server = ScriptedServer(MODES[args.mode], args.latency, args.port)
     print(f"listening on {server.base_url}", flush=True)
     try:
         server.httpd.serve_forever()
