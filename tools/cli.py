@@ -322,22 +322,32 @@ def runs() -> None:
     """Look at finished runs and the model family tree."""
 
 
+runs_dir_option = click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where run folders and the registry live [default: ./runs in the project].",
+)
+
+
 @runs.command("list")
-def runs_list() -> None:
+@runs_dir_option
+def runs_list(runs_dir: Path | None) -> None:
     """Every finished stage in the registry."""
     from tools import registry
 
-    for r in registry.records(ROOT / "runs"):
+    for r in registry.records(runs_dir or ROOT / "runs"):
         loss = r.get("metrics", {}).get("eval_loss_best")
         click.echo(f"{r['run_id']:40}  {r['recipe']:28}  eval_loss={loss}  {r['model']}")
 
 
 @runs.command("tree")
-def runs_tree() -> None:
+@runs_dir_option
+def runs_tree(runs_dir: Path | None) -> None:
     """The lineage of every model: each under the model it started from."""
     from tools import registry
 
-    for line in registry.tree(ROOT / "runs"):
+    for line in registry.tree(runs_dir or ROOT / "runs"):
         click.echo(line)
 
 

@@ -106,8 +106,13 @@ def test_eval_card_and_registry(quickstart_run):
     assert (run_dir / "publish" / "model.safetensors").is_file()
     reg = [json.loads(x) for x in (runs / "registry.jsonl").read_text().splitlines()]
     assert [r["recipe"] for r in reg] == ["quickstart/pretrain", "quickstart/instruct"]
-    tree = CliRunner().invoke(main, ["runs", "tree"], catch_exceptions=False)
-    assert tree.exit_code == 0
+    tree = CliRunner().invoke(
+        main, ["runs", "tree", "--runs-dir", str(runs)], catch_exceptions=False
+    )
+    lines = tree.output.splitlines()
+    assert lines[0] == "build/models/tiny-llama"
+    assert "quickstart/pretrain" in lines[1] and "quickstart/instruct" in lines[2]
+    assert lines[2].index("└─") > lines[1].index("└─"), "instruct hangs under pretrain"
 
 
 def test_resume_skips_finished_stages(quickstart_run, tmp_path):
