@@ -195,7 +195,7 @@ class Chunker:
     def _advance(self, d: _Doc, cand: str, at_end: bool, enc) -> bool:
         """Take a chunk from the encoded candidate; True when the document is finished."""
         n = len(enc)
-        if not cand.strip():
+        if not cand:  # candidates start at a non-space character, so only the end is empty
             return True
         if n <= self.max_tokens:
             if at_end or n >= self.max_tokens * (1 - self.tolerance):
