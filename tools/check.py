@@ -272,7 +272,41 @@ def check_files(cfg: dict, meta: dict, root: Path) -> list[Problem]:
     return problems
 
 
-def check_hardware(cfg: dict, meta: dict) -> list[Problem]:
+def params_from_config(c: dict) -> int | None:
+    """Parameter count of a decoder-only transformer from its config.json (dense models)."""
+    try:
+        h, layers, vocab = int(c["hidden_size"]), int(c["num_hidden_layers"]), int(c["vocab_size"])
+        inter = int(c.get("intermediate_size") or 4 * h)
+        heads = int(c.get("num_attention_heads") or 1)
+        kv = int(c.get("num_key_value_heads") or heads)
+    except (KeyError, TypeError, ValueError):
+        return None
+    head_dim = int(c.get("head_dim") or h // heads)
+    attn = h * heads * head_dim * 2 + h * kv * head_dim * 2  # q, o + k, v
+    mlp = 3 * h * inter  # gate, up, down
+    embed = vocab * h * (1 if c.get("tie_word_embeddings") else 2)
+    return embed + layers * (attn + mlp + 2 * h) + h
+
+
+def model_params(cfg: dict, meta: dict, root: Path) -> float | None:
+    """From the model's config.json when it is on disk (a folder or the Hub cache),
+    else from the model fragment's `recipe.params`."""
+    base = str(cfg.get("base_model") or "")
+    local = _local(base, root)
+    path = local / "config.json" if local and (local / "config.json").is_file() else None
+    if path is None and base.count("/") == 1:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(base, "config.json")
+        path = Path(found) if isinstance(found, str) else None
+    if path is not None:
+        n = params_from_config(json.loads(path.read_text()))
+        if n:
+            return float(n)
+    return float(meta["params"]) if meta.get("params") else None
+
+
+def check_hardware(cfg: dict, meta: dict, root: Path = ROOT) -> list[Problem]:
     hw = meta.get("hardware") or {}
     problems = []
     if hw.get("name") == "cpu":
@@ -285,7 +319,7 @@ def check_hardware(cfg: dict, meta: dict) -> list[Problem]:
                         f"`{key}: {value}` on the cpu profile: {why}; set it false or remove it",
                     )
                 )
-    params = meta.get("params")
+    params = model_params(cfg, meta, root)
     method = meta.get("method") or (
         "qlora" if cfg.get("load_in_4bit") else "lora" if cfg.get("adapter") else "full"
     )
@@ -327,5 +361,5 @@ def check_rendered(r: Rendered, root: Path = ROOT, schema: bool = True) -> list[
     problems += check_tokens(cfg, meta, root)
     problems += check_chat_template(cfg, meta, root)
     problems += check_files(cfg, meta, root)
-    problems += check_hardware(cfg, meta)
+    problems += check_hardware(cfg, meta, root)
     return problems

@@ -119,3 +119,28 @@ def test_model_too_large_for_the_hardware_fails():
     # the same model under QLoRA fits
     q = stage("mistral-7b/instruct-qlora")
     assert not any("hardware" in e for e in errors(q))
+
+
+def test_parameter_count_comes_from_the_model_config(built):
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    from tools.check import model_params, params_from_config
+
+    cfg = json.loads((built / "config.json").read_text())
+    actual = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(built).parameters())
+    assert params_from_config(cfg) == actual
+    r = stage("quickstart/pretrain")
+    assert model_params(r.config, {"params": 1}, ROOT) == actual  # config wins over the hint
+    # Mistral-7B's published config gives its published size
+    mistral = {
+        "hidden_size": 4096,
+        "num_hidden_layers": 32,
+        "vocab_size": 32000,
+        "intermediate_size": 14336,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "tie_word_embeddings": False,
+    }
+    assert abs(params_from_config(mistral) - 7.24e9) / 7.24e9 < 0.01
