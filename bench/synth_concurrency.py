@@ -23,18 +23,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dataprep.llm import Endpoint, RetryPolicy, Usage, complete, make_client, run_pool  # noqa: E402
+from tools.serve import LocalServer, free_port, transformers_serve  # noqa: E402
 
 BIN = Path(sys.executable).parent
 PROMPT = [
@@ -45,73 +43,21 @@ PROMPT = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"no answer from {url} in {timeout:.0f} s")
-
-
-def start_server(
-    mode: str, model_dir: Path, cache: Path, scripted_latency: float
-) -> tuple[subprocess.Popen, str, str]:
-    port = free_port()
-    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+def start_server(mode: str, model_dir: Path, cache: Path, scripted_latency: float) -> LocalServer:
+    """A started, healthy server for `mode`; the caller stops it."""
     if mode == "scripted":
-        cmd = [
-            sys.executable,
-            "-m",
-            "tools.scripted_server",
-            "--port",
-            str(port),
-            "--latency",
-            str(scripted_latency),
-        ]
-        health, model = f"http://127.0.0.1:{port}/v1/models", "scripted"
+        port = free_port()
+        argv = [sys.executable, "-m", "tools.scripted_server", "--port", str(port)]
+        argv += ["--latency", str(scripted_latency)]
+        server = LocalServer(argv, port, "/v1/models", "scripted", cache / "scripted.log")
     else:
-        cmd = [
-            str(BIN / "transformers"),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--device",
-            "cpu",
-        ]
-        cmd += ["--continuous-batching"] if mode == "serve-cb" else []
-        cmd.append(str(model_dir))
-        health, model = f"http://127.0.0.1:{port}/health", str(model_dir)
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+        server = transformers_serve(model_dir, cache, continuous_batching=mode == "serve-cb")
+    server.start()
     try:
-        wait_healthy(health, proc)
+        return server.wait()
     except BaseException:
-        stop(proc)
+        server.stop()
         raise
-    return proc, f"http://127.0.0.1:{port}/v1", model
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 async def measure(endpoint: Endpoint, n: int, concurrency: int, max_tokens: int) -> dict:
@@ -149,7 +95,8 @@ def run_levels(endpoint: Endpoint, levels: list[int], n: int, max_tokens: int) -
 
 def client_ceiling(model_dir: Path, cache: Path, args) -> float:
     """Requests per second when the server costs nothing: the client's own limit here."""
-    proc, url, model = start_server("scripted", model_dir, cache, 0.0)
+    server = start_server("scripted", model_dir, cache, 0.0)
+    url, model = server.base_url, server.model
     try:
         top = max(int(x) for x in args.levels.split(","))
         asyncio.run(measure(Endpoint(url, model), top, top, args.max_tokens))
@@ -157,7 +104,7 @@ def client_ceiling(model_dir: Path, cache: Path, args) -> float:
             "rps"
         ]
     finally:
-        stop(proc)
+        server.stop()
 
 
 def verdict(rows: list[dict]) -> str:
@@ -239,13 +186,16 @@ def main() -> None:
         }
         with tempfile.TemporaryDirectory() as cache:
             for mode in args.modes.split(","):
-                proc, url, model = start_server(mode, model_dir, Path(cache), args.scripted_latency)
+                server = start_server(mode, model_dir, Path(cache), args.scripted_latency)
                 try:
                     rows = run_levels(
-                        Endpoint(url, model, timeout=300), levels, args.requests, args.max_tokens
+                        Endpoint(server.base_url, server.model, timeout=300),
+                        levels,
+                        args.requests,
+                        args.max_tokens,
                     )
                 finally:
-                    stop(proc)
+                    server.stop()
                 lines += table(names[mode], rows)
                 if mode == "scripted":
                     lines.append(

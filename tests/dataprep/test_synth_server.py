@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from dataprep.llm import Endpoint, RetryPolicy
 from dataprep.synth import SynthConfig, read_chunks, run_synth
 from tools.cli import main
 from tools.scripted_server import Reply, ScriptedServer, completion, digest, last_user, qa_reply
+from tools.serve import transformers_serve
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -59,12 +59,6 @@ def journal_items(path: Path) -> list[dict]:
     return [e for e in lines(path)[1:] if e.get("key")]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # --------------------------------------------------------------------------- real server
 
 
@@ -75,55 +69,23 @@ def real_server(tiny_model, tmp_path_factory):
     The process starts here; `ready()` waits for it, so a test can prepare its data
     while the model loads.
     """
-    cache = tmp_path_factory.mktemp("hf-cache")
-    port = free_port()
-    log = open(cache / "serve.log", "wb")  # noqa: SIM115 - closed below
-    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
-    cmd = [
-        str(BIN / "transformers"),
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--device",
-        "cpu",
-        str(tiny_model),
-    ]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    server = transformers_serve(tiny_model, tmp_path_factory.mktemp("hf-cache")).start()
 
     def ready() -> None:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"transformers serve exited: {(cache / 'serve.log').read_text()[-2000:]}"
-                )
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("transformers serve did not come up in 120 s")
-            time.sleep(0.2)
+        try:
+            server.wait(timeout=120)
+        except RuntimeError as exc:
+            pytest.fail(f"transformers serve did not come up: {exc}")
 
     try:
         yield {
-            "base_url": f"http://127.0.0.1:{port}/v1",
-            "model": str(tiny_model),
-            "proc": proc,
+            "base_url": server.base_url,
+            "model": server.model,
+            "proc": server.proc,
             "ready": ready,
         }
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        server.stop()
 
 
 def bundled_chunks(tiny_model, folder: Path, every: int = 3) -> Path:
