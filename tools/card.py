@@ -83,7 +83,7 @@ def card_markdown(record: dict, top: Rendered) -> str:
             "",
             "## Prompt suite",
             "",
-            "Share of prompts whose answer contains every expected substring:",
+            "Share of prompts whose answer contains one of the expected substrings:",
             "",
         ]
         lines += ["| model | all | domain | general |", "|---|---|---|---|"]

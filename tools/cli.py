@@ -277,19 +277,26 @@ def model_tiny(inputs, out, vocab_size, seed, force) -> None:
 @click.argument("models", nargs=-1, required=True)
 @click.option(
     "--prompts",
-    "suite",
+    "suites",
     required=True,
+    multiple=True,
     type=click.Path(exists=True, dir_okay=False),
-    help="Prompt suite YAML.",
+    help="Prompt suite YAML (repeat for several).",
 )
 @click.option("--max-new-tokens", type=int, default=48, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the Markdown report here.")
-def model_eval(models, suite, max_new_tokens, out) -> None:
-    """Ask a prompt suite of one or more local models (LABEL=PATH or PATH)."""
+def model_eval(models, suites, max_new_tokens, out) -> None:
+    """Ask prompt suites of one or more local models (LABEL=PATH or PATH).
+
+    \b
+    Example:
+      cosmosage model eval base=build/models/tiny-llama final=runs/quickstart/<id>/instruct/model \\
+          --prompts samples/eval/prompts.yaml --prompts build/data/quickstart/facts/recall.yaml
+    """
     from tools.evaluate import evaluate, report_markdown
 
     named = dict(m.split("=", 1) if "=" in m else (Path(m).name, m) for m in models)
-    res = evaluate(named, suite, max_new_tokens)
+    res = evaluate(named, list(suites), max_new_tokens)
     report = report_markdown(res)
     if out:
         Path(out).write_text(report)

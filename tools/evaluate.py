@@ -1,8 +1,9 @@
 """Ask a prompt suite of several models and score the answers against expected substrings.
 
 A suite is YAML: `prompts: [{id, prompt, expect: [substrings], kind: domain|general}]`.
-Scoring is deliberately simple and visible: an answer passes when it contains every
-expected substring (case-insensitive). The answers themselves are kept for reading.
+Scoring is deliberately simple and visible: an answer passes when it contains one of
+the expected substrings (they are alternatives, e.g. "1100" or "1090"; case-insensitive).
+Several suites can be asked together. The answers themselves are kept for reading.
 """
 
 from __future__ import annotations
@@ -34,9 +35,22 @@ def load_suite(path: str | Path) -> list[dict]:
     return prompts
 
 
+def load_suites(paths: list[str | Path]) -> list[dict]:
+    """Prompts of several suites; ids are prefixed with the suite's name where they clash."""
+    prompts: list[dict] = []
+    seen: set[str] = set()
+    for path in paths:
+        for p in load_suite(path):
+            if p["id"] in seen:
+                p["id"] = f"{Path(path).stem}/{p['id']}"
+            seen.add(p["id"])
+            prompts.append(p)
+    return prompts
+
+
 def passes(answer: str, expect: list[str]) -> bool:
     low = answer.lower()
-    return bool(expect) and all(str(e).lower() in low for e in expect)
+    return any(str(e).lower() in low for e in expect)
 
 
 def generate(model_path: str | Path, prompts: list[dict], max_new_tokens: int = 48) -> list[str]:
@@ -71,10 +85,11 @@ def generate(model_path: str | Path, prompts: list[dict], max_new_tokens: int = 
 
 
 def evaluate(
-    models: dict[str, str | Path], suite_path: str | Path, max_new_tokens: int = 48
+    models: dict[str, str | Path], suites: str | Path | list[str | Path], max_new_tokens: int = 48
 ) -> dict:
     """{label: model path} -> per-prompt answers and per-model pass rates by kind."""
-    prompts = load_suite(suite_path)
+    suites = [suites] if isinstance(suites, (str, Path)) else list(suites)
+    prompts = load_suites(suites)
     rows = [
         {"id": p["id"], "kind": p["kind"], "prompt": p["prompt"], "expect": p["expect"]}
         for p in prompts
@@ -91,7 +106,7 @@ def evaluate(
         scores[label] = {k: sum(v) / len(v) for k, v in by_kind.items()}
         scores[label]["all"] = sum(r[f"{label}_pass"] for r in rows) / len(rows)
     return {
-        "suite": str(suite_path),
+        "suite": ", ".join(map(str, suites)),
         "models": {k: str(v) for k, v in models.items()},
         "scores": scores,
         "answers": rows,
@@ -114,7 +129,7 @@ def report_markdown(result: dict) -> str:
             f"{s.get(k, float('nan')):.0%}" if k in s else "-" for k in ("all", "domain", "general")
         ]
         lines.append(f"| {label} ({result['models'][label]}) | " + " | ".join(cells) + " |")
-    lines += ["", "Pass = the answer contains every expected substring.", ""]
+    lines += ["", "Pass = the answer contains one of the expected substrings.", ""]
     for row in result["answers"]:
         lines.append(f"## {row['id']} ({row['kind']})")
         lines.append(f"**Prompt:** {row['prompt']}  ")

@@ -450,13 +450,14 @@ def run_recipe(
 
         final = record["stages"][stages[-1].key]["model"]
         suite = (top.meta.get("eval") or {}).get("prompts")
-        if suite:
+        suites = [suite] if isinstance(suite, str) else list(suite or [])
+        if suites:
             from tools import evaluate
 
-            echo(f"eval   prompt suite {suite}: base vs final")
+            echo(f"eval   prompt suites {', '.join(suites)}: base vs final")
             result = evaluate.evaluate(
                 {"base": first_base, "final": final},
-                root / suite,
+                [root / s for s in suites],
                 int((top.meta.get("eval") or {}).get("max_new_tokens", 48)),
             )
             write_json(run_dir / "eval" / "scores.json", result)
