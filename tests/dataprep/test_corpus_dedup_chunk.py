@@ -129,6 +129,49 @@ def test_very_long_line_and_odd_characters(tiny_tokenizer):
     ).replace("\n", "")
 
 
+def test_token_lengths_table_matches_offsets(tiny_tokenizer, sample_texts):
+    # Candidates are encoded without offsets; cut points come from per-token lengths.
+    ch = Chunker(tiny_tokenizer, 126)
+    assert ch._lens is not None
+    text = sample_texts[0][:3000] + " é∫≈ 宇宙 \n\n x"
+    enc = ch.tok.encode(text, add_special_tokens=False)
+    pos = -ch._prefix
+    for i, (start, _) in enumerate(enc.offsets):
+        if ch._lens[enc.ids[i]]:  # continuation bytes share their character's offsets
+            assert max(pos, 0) == start
+        pos += ch._lens[enc.ids[i]]
+    assert pos == len(text)
+
+
+@pytest.mark.parametrize("lengths_table", [True, False])
+def test_chunks_exact_with_multibyte_characters(tiny_tokenizer, sample_texts, lengths_table):
+    text = " ".join(
+        w + (" 宇∫é" if i % 15 == 0 else "") for i, w in enumerate(sample_texts[0].split())
+    )
+    ch = Chunker(tiny_tokenizer, 30, verify="none")
+    if not lengths_table:
+        ch._lens = None  # offsets from the tokenizer instead
+    chunks = list(ch.chunk([text, "宇宙" * 400]))
+    for c in chunks:
+        assert _retokenized(tiny_tokenizer, c.text) == c.tokens <= 30
+    # a document of multibyte characters only is cut between characters, not bytes
+    inner = [c for c in chunks if c.doc_index == 0][:-1]
+    assert sum(c.tokens == 30 for c in inner) >= 0.8 * len(inner)
+    assert re.sub(r"\s+", "", "".join(c.text for c in chunks if c.doc_index == 0)) == re.sub(
+        r"\s+", "", text
+    )
+
+
+def test_sampled_verification_corrects_counts_and_switches_to_all(tiny_tokenizer, sample_texts):
+    ch = Chunker(tiny_tokenizer, 62, verify="sample")
+    take = ch._take
+    ch._take = lambda d, cand, cut, k, nxt: take(d, cand, cut, k - 1, nxt)  # miscounted chunks
+    chunks = list(ch.chunk(sample_texts))
+    assert ch.verify == "all"
+    late = chunks[len(chunks) // 2 :]
+    assert all(_retokenized(tiny_tokenizer, c.text) == c.tokens for c in late)
+
+
 def test_packing_efficiency():
     assert packing_efficiency([126] * 10, 128) == 1.0
     assert packing_efficiency([62, 62], 128) == 1.0  # two halves share one row
