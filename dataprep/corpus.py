@@ -1,8 +1,10 @@
-"""Documents -> cleaned text -> token chunks for continued pretraining.
+"""Documents: the record the corpus steps pass along, the plain-text reader, and the
+document-level train/validation split.
 
-Steps are generators: `read_documents` yields `Document`s, `clean` and `chunk` transform
-them, `split_by_document` assigns whole documents to train or validation so that no
-document has chunks on both sides.
+The cleaning, filtering, dedup and chunking steps live in dataprep.clean,
+dataprep.filters, dataprep.dedup and dataprep.chunk; dataprep.pipeline runs them.
+`is_validation` assigns whole documents to one side so that no document has chunks on
+both.
 """
 
 from __future__ import annotations
@@ -54,53 +56,6 @@ def read_documents(inputs: Iterable[str | Path]) -> Iterator[Document | Reject]:
         if m := _ARXIV_RE.search(text[:2000]):
             meta["arxiv_id"] = m.group(1)
         yield Document(id=meta.get("arxiv_id", path.stem), text=text, source=str(path), meta=meta)
-
-
-_REFS_RE = re.compile(r"^#+\s*(references|bibliography)\s*$", re.IGNORECASE | re.MULTILINE)
-_HEADER_META_RE = re.compile(r"^(arXiv|Authors|License):.*$\n?", re.MULTILINE)
-
-
-def clean(doc: Document) -> Document:
-    """Drop the reference list and header metadata lines; normalise blank lines."""
-    text = doc.text
-    if m := _REFS_RE.search(text):
-        text = text[: m.start()]
-    text = _HEADER_META_RE.sub("", text)
-    text = re.sub(r"[ \t]+\n", "\n", text)
-    text = re.sub(r"\n{3,}", "\n\n", text).strip()
-    return Document(doc.id, text, doc.source, doc.meta)
-
-
-def chunk(doc: Document, tokenizer, max_tokens: int) -> Iterator[dict]:
-    """Cut a document into pieces of at most `max_tokens` tokens at token boundaries.
-
-    Cuts prefer the last paragraph break inside the window so chunks read naturally.
-    """
-    enc = tokenizer(doc.text, add_special_tokens=False, return_offsets_mapping=True)
-    offsets = enc["offset_mapping"]
-    n = len(offsets)
-    start_tok = 0
-    index = 0
-    while start_tok < n:
-        end_tok = min(start_tok + max_tokens, n)
-        start_char = offsets[start_tok][0]
-        end_char = offsets[end_tok - 1][1] if end_tok == n else offsets[end_tok][0]
-        if end_tok < n:
-            para = doc.text.rfind("\n\n", start_char, end_char)
-            if para > start_char + (end_char - start_char) // 2:
-                end_char = para
-                while end_tok > start_tok + 1 and offsets[end_tok - 1][0] >= end_char:
-                    end_tok -= 1
-        text = doc.text[start_char:end_char].strip()
-        if text:
-            yield {
-                "text": text,
-                "doc_id": doc.id,
-                "chunk": index,
-                "chunk_sha": hashlib.sha256(text.encode()).hexdigest()[:16],
-            }
-            index += 1
-        start_tok = end_tok
 
 
 def is_validation(doc_id: str, fraction: float, seed: int = 0) -> bool:
