@@ -93,15 +93,21 @@ def read_text(path: str | Path) -> str:
     return data.decode("utf-8", errors="replace").replace("\x00", "")
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path):
-    """Yield a temporary path beside `path`; rename it over `path` only on success."""
+def temp_beside(path: str | Path) -> Path:
+    """A new empty temporary file in `path`'s folder (same filesystem, so a rename is atomic)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    return Path(tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside `path`; rename it over `path` only on success."""
+    tmp = temp_beside(path)
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

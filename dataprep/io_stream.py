@@ -6,10 +6,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
-from dataprep.io import DataError, atomic_writer
+from dataprep.io import DataError, atomic_writer, temp_beside
 
 
 def read_bytes(path: str | Path) -> bytes:
@@ -88,12 +87,8 @@ class JsonlWriter:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
-        )
-        self._tmp = Path(tmp)
-        self._fh = os.fdopen(fd, "w", encoding="utf-8")
+        self._tmp = temp_beside(self.path)
+        self._fh = open(self._tmp, "w", encoding="utf-8")
         self.count = 0
 
     def write(self, record: dict) -> None:
