@@ -1,36 +1,43 @@
 """Token-exact chunks for continued pretraining.
 
 Each chunk, tokenized on its own (as Axolotl's `type: completion` does), has at most
-`max_tokens` tokens: exactly that many for nearly all chunks, up to 2% fewer for a few
-(see `tolerance`), and fewer for the last chunk of a document. With
-`max_tokens = sequence_len - 2` (room for BOS and EOS) and `sample_packing: true`,
-packed rows are full and nothing is truncated.
+`max_tokens` tokens: exactly that many for nearly all chunks, a few fewer for some (a
+cut never splits the bytes of one character; see also `tolerance`), and fewer for the
+last chunk of a document. With `max_tokens = sequence_len - 2` (room for BOS and EOS)
+and `sample_packing: true`, packed rows are full and nothing is truncated.
 
-How: a candidate piece of text a little longer than `max_tokens` tokens (estimated from
-the running characters-per-token) is encoded on its own, and cut at the start of token
-number `max_tokens`. For BPE the text before a token boundary encodes to exactly the
-tokens before it (a merge across the cut never happened, so the merges on its left
-side are the same), so the chunk needs no second encoding; the surplus is encoded again
-as the start of the next candidate, about 13% extra work at 126 tokens and less for
-longer chunks. Candidates of many documents are encoded together with the fast
-tokenizer's batch encoder. For tokenizers that are not BPE, use `verify="all"`.
+Two methods, chosen from the tokenizer:
 
-Offsets cost more than the BPE itself on short texts, so candidates are encoded without
-them (`encode_batch_fast`) when the tokenizer allows: the cut is placed from a table of
-how many characters each token id covers (a byte-fallback token covers its character when
-it is the first byte), checked per candidate by the lengths adding up to the candidate's
-length, and the candidate is encoded again with offsets when they do not. A cut never
-falls between the bytes of one character. With `paragraph=True` offsets are always used.
+**Word-local** (Llama-2 and Mistral style: BPE with byte fallback, a normalizer that
+prepends `▁` and turns spaces into `▁`, no pre-tokenizer, and no vocabulary piece with a
+`▁` after another character, which `_word_local` checks). Each document is encoded once,
+in segments split at spaces, without offsets. In such a tokenizer every word start
+(a `▁` after another character) is a token boundary in any encoding, and BPE merges on
+either side of a boundary never depend on the other side; so a chunk that starts at a
+word start encodes, on its own, to exactly the document's tokens from there, and a chunk
+that starts inside a word differs only in its first partial word (encoded on its own
+then, and cached). Cuts are placed from a table of how many characters each token id
+covers. About 1.0x the text is encoded.
+
+**Candidates** (any other fast tokenizer, `paragraph=True`, or a document the first
+method does not fit, such as one holding special-token text): a candidate piece of text
+a little longer than `max_tokens` tokens (estimated from the running
+characters-per-token) is encoded on its own and cut at the start of token number
+`max_tokens`; the text before a BPE token boundary encodes to exactly the tokens before
+it, and the surplus is encoded again as the start of the next candidate (about 13% extra
+work at 126 tokens). Candidates are encoded without offsets where the per-token length
+table fits (checked per candidate), else with them. For tokenizers that are not BPE,
+use `verify="all"`.
 
 `verify` re-encodes chunks: "all", "none", or "sample" (every 50th chunk, switching to
 "all" for the rest of the run if one sample disagrees). The re-encoding is queued behind
-the candidate batches, and documents are handed out, in the order they finished, once
-their chunks are verified.
+the encoding batches, and documents are handed out once their chunks are verified.
 """
 
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -103,6 +110,76 @@ def _char_lengths(tok):
     return lens.tolist(), prefix
 
 
+_METASPACE = {
+    "type": "Sequence",
+    "normalizers": [
+        {"type": "Prepend", "prepend": "\u2581"},
+        {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"},
+    ],
+}
+
+
+def _word_local(tok, lens, prefix):
+    """(length table, word-start flags, special-token flags) per token id when the
+    word-local method is exact for this tokenizer, else None: BPE without dropout or
+    ignore_merges, the Llama/Mistral normalizer, no pre-tokenizer, and no piece with a
+    `▁` after another character (so each word start is a boundary in every encoding)."""
+    import json
+
+    if lens is None or prefix != 1:
+        return None
+    spec = json.loads(tok.to_str())
+    model = spec.get("model", {})
+    if (
+        model.get("type") != "BPE"
+        or model.get("dropout")
+        or model.get("ignore_merges")
+        or model.get("continuing_subword_prefix")
+        or model.get("end_of_word_suffix")
+        or spec.get("pre_tokenizer") is not None
+        or spec.get("normalizer") != _METASPACE
+    ):
+        return None
+    vocab = tok.get_vocab(with_added_tokens=True)
+    if "\u2581" not in vocab:
+        return None
+    size = len(lens)
+    starts = [False] * size
+    special = [False] * size
+    for piece, i in vocab.items():
+        if "\u2581" in piece[1:] and any(
+            c == "\u2581" and piece[j] != "\u2581" for j, c in enumerate(piece[1:])
+        ):
+            return None
+        starts[i] = piece.startswith("\u2581")
+    for added in spec.get("added_tokens", []):
+        special[added["id"]] = True
+    return lens, starts, special
+
+
+def _segments(text: str, size: int) -> list[tuple[int, str]]:
+    """`text` as (start, piece) pieces of about `size` characters, each cut at a space that
+    follows another character; the space itself is dropped. With a word-local tokenizer
+    the pieces' encodings, joined, are the encoding of the whole text (the piece after a
+    cut starts with `▁`, as that space normalizes to)."""
+    out: list[tuple[int, str]] = []
+    start, n = 0, len(text)
+    while n - start > size:
+        q = text.rfind(" ", start + 1, start + size)
+        while q > start and text[q - 1] == " ":
+            q -= 1
+        if q <= start:
+            q = text.find(" ", start + size)
+            while q > start and text[q - 1] == " ":
+                q -= 1
+            if q <= start:
+                break
+        out.append((start, text[start:q]))
+        start = q + 1
+    out.append((start, text[start:]))
+    return out
+
+
 @dataclass
 class _Doc:
     key: Any
@@ -133,6 +210,7 @@ class Chunker:
         paragraph: bool = False,
         verify: str = "sample",
         batch_docs: int = 256,
+        method: str = "auto",
     ):
         if max_tokens < 8:
             raise ValueError(
@@ -159,9 +237,35 @@ class Chunker:
         # chunk instead of being encoded again; packing absorbs the few missing tokens.
         self.tolerance = 0.02
         self.smoothing = 0.95  # weight of the previous characters-per-token estimate
-        self.stats = {"encoded_chars": 0, "retries": 0, "verified": 0, "over_budget": 0}
         self._emitted = 0
         self._lens, self._prefix = (None, 0) if paragraph else _char_lengths(self.tok)
+        if method not in ("auto", "word-local", "candidates"):
+            raise ValueError(f"method must be auto, word-local or candidates, not {method!r}")
+        self._local = (
+            None if method == "candidates" else _word_local(self.tok, self._lens, self._prefix)
+        )
+        if method == "word-local" and self._local is None:
+            raise ValueError(
+                "the word-local method needs a Llama/Mistral-style BPE tokenizer "
+                "(and no paragraph alignment); use method auto or candidates"
+            )
+        self.method = "word-local" if self._local else "candidates"
+        if self._local:
+            import numpy as np
+
+            self._local_np = (np.array(self._local[0], dtype=np.int64), np.array(self._local[2]))
+        self.segment_chars = 16384  # word-local: documents are encoded in pieces of about this
+        self.batch_chars = 4_000_000  # word-local: characters per encoding batch (memory)
+        self._heads: dict[str, int] = {}  # word-local: tokens of partial words, encoded alone
+        self.stats = {
+            "method": self.method,
+            "encoded_chars": 0,
+            "retries": 0,
+            "verified": 0,
+            "over_budget": 0,
+            "heads_encoded": 0,
+            "fallback_docs": 0,
+        }
 
     def encode_len(self, texts: list[str]) -> list[int]:
         return [len(e) for e in self.tok.encode_batch_fast(texts, add_special_tokens=False)]
@@ -169,32 +273,39 @@ class Chunker:
     def stream(self, docs: Iterable[tuple[Any, str]]) -> Iterator[tuple[Any, list[Chunk]]]:
         """(key, text) pairs in, (key, chunks of that text) out as each document finishes.
 
-        Up to `batch_docs` documents are in flight in two groups; every round encodes one
-        candidate from each document of a group, so rounds stay large however long some
-        documents are. While one group is being encoded (the tokenizer releases the GIL
-        and uses its own threads), this thread cuts the other group's chunks and reads
-        (and cleans) the next documents. Documents finish in a deterministic order that
-        is not the input order; `doc_index` of a chunk is its document's input position.
+        Documents are read in batches; while one batch is being encoded (the tokenizer
+        releases the GIL and uses its own threads), this thread cuts the previous batch's
+        chunks and reads (and cleans) the next documents. Documents come out in a
+        deterministic order that need not be the input order; `doc_index` of a chunk is
+        its document's input position.
         """
+        items = ((i, key, text) for i, (key, text) in enumerate(docs))
+        if self._local is not None:
+            yield from self._stream_local(items)
+        else:
+            yield from self._stream_candidates(items)
+
+    def _stream_candidates(self, items) -> Iterator[tuple[Any, list[Chunk]]]:
+        """The candidate method. Up to `batch_docs` documents are in flight in two
+        groups; every round encodes one candidate from each document of a group, so
+        rounds stay large however long some documents are."""
         from concurrent.futures import ThreadPoolExecutor
 
-        it = iter(docs)
-        n_in = 0
+        it = iter(items)
         ng = self.groups
         groups: list[list[_Doc]] = [[] for _ in range(ng)]
         pending: list = [None] * ng
         half = max(1, self.batch_docs // ng)
 
         def refill(g: int) -> None:
-            nonlocal n_in, it
+            nonlocal it
             while it is not None and len(groups[g]) < half:
                 try:
-                    key, text = next(it)
+                    index, key, text = next(it)
                 except StopIteration:
                     it = None
                     break
-                groups[g].append(_Doc(key, text, n_in, self.chars_per_token))
-                n_in += 1
+                groups[g].append(_Doc(key, text, index, self.chars_per_token))
 
         encode = self.tok.encode_batch if self._lens is None else self.tok.encode_batch_fast
 
@@ -229,9 +340,7 @@ class Chunker:
                 del encs
                 self.stats["encoded_chars"] += encoded
                 if done:
-                    texts = [c.text for p in picked for c in p]
-                    check = pool.submit(self.encode_len, texts) if texts else None
-                    waiting.append((done, picked, check))
+                    waiting.append(self._verify(pool, [(d.key, d.chunks) for d in done], picked))
                 groups[g] = still
                 refill(g)
                 if groups[g]:
@@ -244,12 +353,145 @@ class Chunker:
             while waiting:
                 yield from self._release(waiting.popleft())
 
+    def _stream_local(self, items) -> Iterator[tuple[Any, list[Chunk]]]:
+        """The word-local method: each batch of documents is encoded in one call, in
+        segments; documents it does not fit go through the candidate method."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        it = iter(items)
+
+        def read() -> list:
+            batch, size = [], 0
+            for item in it:
+                batch.append(item)
+                size += len(item[2])
+                if len(batch) >= self.batch_docs or size >= self.batch_chars:
+                    break
+            return batch
+
+        def submit(batch: list):
+            segs, spans = [], []
+            for _, _, text in batch:
+                parts = _segments(text, self.segment_chars)
+                spans.append((len(segs), [start for start, _ in parts]))
+                segs.extend(seg for _, seg in parts)
+            self.stats["encoded_chars"] += sum(map(len, segs))
+            return (
+                batch,
+                spans,
+                pool.submit(self.tok.encode_batch_fast, segs, add_special_tokens=False),
+            )
+
+        waiting: deque = deque()
+        with ThreadPoolExecutor(1) as pool:
+            inflight = deque()
+            for _ in range(2):  # one batch encoding while the previous one is cut
+                if batch := read():
+                    inflight.append(submit(batch))
+            while inflight:
+                batch, spans, fut = inflight.popleft()
+                encs = fut.result()
+                if nxt := read():
+                    inflight.append(submit(nxt))
+                done, picked, fallback = [], [], []
+                for (index, key, text), (first, starts) in zip(batch, spans, strict=True):
+                    chunks = self._cut_local(index, text, encs[first : first + len(starts)], starts)
+                    if chunks is None:
+                        fallback.append((index, key, text))
+                    else:
+                        done.append((key, chunks))
+                        picked.append(self._pick(chunks))
+                del encs
+                if done:
+                    waiting.append(self._verify(pool, done, picked))
+                if fallback:
+                    self.stats["fallback_docs"] += len(fallback)
+                    yield from self._stream_candidates(iter(fallback))
+                while waiting and (waiting[0][2] is None or waiting[0][2].done()):
+                    yield from self._release(waiting.popleft())
+            while waiting:
+                yield from self._release(waiting.popleft())
+
+    def _cut_local(self, index: int, text: str, encs, seg_starts: list[int]) -> list[Chunk] | None:
+        """Chunks of one document from its segments' encodings; None when the encoding
+        does not fit the method (special-token text, lengths that do not add up, a word
+        longer than a chunk)."""
+        import numpy as np
+
+        table, word_start, special = self._local
+        table_np, special_np = self._local_np
+        ids: list[int] = []
+        starts: list[int] = []  # per token: its start in the normalized text ("▁" + text)
+        # A segment starting at text index t0 (after a dropped space) maps its normalized
+        # position j to the document's normalized position t0 + j; it holds end - t0 - 1
+        # characters of text, `end` being the next segment's start (or len + 1).
+        for enc, t0, end in zip(encs, seg_starts, [*seg_starts[1:], len(text) + 1], strict=True):
+            seg_ids = enc.ids
+            if not seg_ids:
+                continue
+            arr = np.array(seg_ids, dtype=np.intp)
+            lens = table_np[arr]
+            ends = np.cumsum(lens)
+            if int(ends[-1]) != end - t0 or special_np[arr].any():
+                return None
+            ends -= np.maximum(lens, 1)  # a continuation byte starts where its character does
+            ends += t0
+            starts.extend(ends.tolist())
+            ids.extend(seg_ids)
+        n = len(ids)
+        chunks: list[Chunk] = []
+        m = self.max_tokens
+        s = 0
+        while s < n:
+            a = starts[s]
+            if a == 0 or word_start[ids[s]]:
+                # A word start: the chunk (after the space) encodes to the document's tokens.
+                cstart, head, t_q = a, 0, s
+            else:
+                # Inside a word: the rest of the word is encoded on its own; from the next
+                # word start on, the tokens are the document's.
+                cstart = a - 1
+                q = text.find(" ", cstart + 1)
+                if q < 0:
+                    word, t_q = text[cstart:], n
+                else:
+                    word = text[cstart:q]
+                    t_q = bisect_left(starts, q + 1, s)
+                    if t_q >= n or starts[t_q] != q + 1:
+                        return None
+                head = self._heads.get(word)
+                if head is None:
+                    head = len(self.tok.encode(word, add_special_tokens=False))
+                    self.stats["heads_encoded"] += 1
+                    if len(self._heads) > 200_000:
+                        self._heads.clear()
+                    self._heads[word] = head
+                if head >= m:
+                    return None
+            e = t_q + m - head
+            if e >= n:
+                chunks.append(Chunk(index, len(chunks), text[cstart:], head + n - t_q))
+                break
+            while e > t_q and not table[ids[e]]:  # a continuation byte: cut before its character
+                e -= 1
+            chunks.append(Chunk(index, len(chunks), text[cstart : starts[e] - 1], head + e - t_q))
+            nxt = e - self.overlap if self.overlap else e
+            while nxt < e and not table[ids[nxt]]:
+                nxt += 1
+            s = max(nxt, s + 1)
+        return chunks
+
+    def _verify(self, pool, done: list[tuple[Any, list[Chunk]]], picked: list[list[Chunk]]):
+        """Queue the re-encoding of the picked chunks of finished documents."""
+        texts = [c.text for p in picked for c in p]
+        return done, picked, (pool.submit(self.encode_len, texts) if texts else None)
+
     def _release(self, entry) -> Iterator[tuple[Any, list[Chunk]]]:
         done, picked, check = entry
         lengths = iter(check.result() if check is not None else ())
-        for d, p in zip(done, picked, strict=True):
-            self._finish(d.chunks, p, [next(lengths) for _ in p])
-            yield d.key, d.chunks
+        for (key, chunks), p in zip(done, picked, strict=True):
+            self._finish(chunks, p, [next(lengths) for _ in p])
+            yield key, chunks
 
     def _candidate(self, d: _Doc) -> tuple[str, bool]:
         text, p = d.text, d.pos

@@ -34,6 +34,8 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{% endif %}"
 )
 
+FORMAT = 2  # bump when the build changes, so cached tiny models are rebuilt
+
 DEFAULTS = {
     "vocab_size": 1024,
     "hidden_size": 64,
@@ -47,16 +49,19 @@ DEFAULTS = {
 
 def train_tokenizer(texts: list[str], vocab_size: int):
     """Llama-style BPE: `▁` for spaces, byte fallback with the 256 <0xNN> tokens."""
-    from tokenizers import Tokenizer, decoders, normalizers, trainers
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, trainers
     from tokenizers.models import BPE
 
     def normalizer():
         return normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
 
-    # Train merges on the normalised text, then rebuild the model with Llama's id layout:
-    # specials 0-3, bytes 4-259, learned pieces after.
+    # Train merges on the normalised text split before each `▁` (as SentencePiece's
+    # split_by_whitespace does for Llama and Mistral, so no piece holds a `▁` after another
+    # character), then rebuild the model with Llama's id layout: specials 0-3, bytes 4-259,
+    # learned pieces after. The final tokenizer has no pre-tokenizer, like Llama's.
     draft = Tokenizer(BPE(unk_token="<unk>"))
     draft.normalizer = normalizer()
+    draft.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size - len(BYTE_TOKENS),
         special_tokens=SPECIAL,
@@ -118,7 +123,7 @@ def build_tiny_model(
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     out = Path(out)
-    params = {**DEFAULTS, **overrides, "seed": seed}
+    params = {**DEFAULTS, **overrides, "seed": seed, "format": FORMAT}
     fp = fingerprint(inputs, params)
     stamp = out / "cosmosage-tiny.json"
     if not force and stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fp:

@@ -87,12 +87,30 @@ def _retokenized(tok, text: str) -> int:
     return len(tok(text, add_special_tokens=False)["input_ids"])
 
 
+def _chunker(tok, max_tokens: int, method: str = "word-local", **kw) -> Chunker:
+    ch = Chunker(tok, max_tokens, method=method, **kw)
+    assert ch.method == ch.stats["method"] == method
+    return ch
+
+
 @pytest.mark.parametrize(
-    "max_tokens,overlap,paragraph",
-    [(126, 0, False), (30, 6, False), (126, 0, True), (510, 0, False)],
+    "max_tokens,overlap,paragraph,method",
+    [
+        (126, 0, False, "word-local"),
+        (30, 6, False, "word-local"),
+        (510, 0, False, "word-local"),
+        (126, 0, False, "candidates"),
+        (30, 6, False, "candidates"),
+        (126, 0, True, "candidates"),  # paragraph alignment needs offsets: candidates only
+        (510, 0, False, "candidates"),
+    ],
 )
-def test_chunks_are_token_exact(tiny_tokenizer, sample_texts, max_tokens, overlap, paragraph):
-    ch = Chunker(tiny_tokenizer, max_tokens, overlap=overlap, paragraph=paragraph, verify="none")
+def test_chunks_are_token_exact(
+    tiny_tokenizer, sample_texts, max_tokens, overlap, paragraph, method
+):
+    ch = _chunker(
+        tiny_tokenizer, max_tokens, method, overlap=overlap, paragraph=paragraph, verify="none"
+    )
     chunks = list(ch.chunk(sample_texts))
     assert chunks
     for c in chunks:
@@ -107,17 +125,108 @@ def test_chunks_are_token_exact(tiny_tokenizer, sample_texts, max_tokens, overla
         assert any(c.text.endswith("\n\n") or c.tokens < max_tokens for c in inner)
 
 
-def test_chunks_without_overlap_lose_no_text(tiny_tokenizer, sample_texts):
-    chunks = list(Chunker(tiny_tokenizer, 126).chunk(sample_texts))
+def test_method_auto_picks_word_local_and_refuses_it_where_it_does_not_fit(tiny_tokenizer):
+    assert Chunker(tiny_tokenizer, 62).method == "word-local"
+    assert Chunker(tiny_tokenizer, 62, paragraph=True).method == "candidates"
+    with pytest.raises(ValueError, match="word-local method needs"):
+        Chunker(tiny_tokenizer, 62, paragraph=True, method="word-local")
+    with pytest.raises(ValueError, match="method must be"):
+        Chunker(tiny_tokenizer, 62, method="fast")
+
+
+def test_word_local_encodes_the_text_once(tiny_tokenizer, sample_texts):
+    ch = _chunker(tiny_tokenizer, 126)
+    chunks = list(ch.chunk(sample_texts))
+    total = sum(map(len, sample_texts))
+    assert ch.stats["encoded_chars"] <= total  # candidates encode ~13% more
+    assert ch.stats["fallback_docs"] == 0 and ch.stats["retries"] == 0
+    full = [c for c in chunks if c.tokens == 126]
+    assert len(full) >= 0.9 * len(chunks)
+
+
+@pytest.mark.parametrize("segment_chars", [40, 997, 16384])
+def test_word_local_segments_do_not_change_the_chunks(tiny_tokenizer, sample_texts, segment_chars):
+    text = "\n\n".join(sample_texts) + "  double  spaces   and a trailing space "
+    ref = _chunker(tiny_tokenizer, 62, verify="none")
+    ch = _chunker(tiny_tokenizer, 62, verify="none")
+    ch.segment_chars = segment_chars
+    got = [(c.text, c.tokens) for c in ch.chunk([text])]
+    assert got == [(c.text, c.tokens) for c in ref.chunk([text])]
+    assert all(_retokenized(tiny_tokenizer, t) == n for t, n in got)
+
+
+def test_segments_join_to_the_text():
+    from dataprep.chunk import _segments
+
+    text = "alpha beta  gamma" * 50 + "x" * 300 + " tail"
+    parts = _segments(text, 64)
+    assert len(parts) > 5
+    rebuilt = " ".join(p for _, p in parts)
+    assert rebuilt == text
+    for start, piece in parts:
+        assert text[start : start + len(piece)] == piece
+        assert start == 0 or (text[start - 1] == " " and text[start - 2] != " ")
+
+
+def test_word_local_falls_back_for_special_token_text_and_huge_words(tiny_tokenizer, sample_texts):
+    docs = [
+        "Before <s> and </s> inside the text. " + sample_texts[0][:2000],
+        "<s>starts with a special token " + sample_texts[1][:1000],
+        "x" * 3000 + " then words " * 40,
+        sample_texts[2][:3000],
+    ]
+    ch = _chunker(tiny_tokenizer, 62, verify="none")
+    chunks = list(ch.chunk(docs))
+    assert ch.stats["fallback_docs"] == 3
+    for c in chunks:
+        assert _retokenized(tiny_tokenizer, c.text) == c.tokens <= 62
+    assert {c.doc_index for c in chunks} == {0, 1, 2, 3}
+
+
+def test_word_local_needs_word_start_boundaries(tiny_tokenizer, sample_texts):
+    """A vocabulary with a piece that runs across a word start (`s▁t`), or a byte-level
+    tokenizer, gets the candidate method, and its chunks are still exact."""
+    import json
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    spec = json.loads(tiny_tokenizer.backend_tokenizer.to_str())
+    vocab = spec["model"]["vocab"]
+    vocab["s▁t"] = len(vocab)
+    spec["model"]["merges"].append(["s", "▁t"])
+    crossing = Tokenizer.from_str(json.dumps(spec))
+    ch = Chunker(crossing, 62, verify="none")
+    assert ch.method == "candidates"
+    hf = PreTrainedTokenizerFast(tokenizer_object=crossing)
+    for c in ch.chunk(sample_texts[:2]):
+        assert len(hf(c.text, add_special_tokens=False)["input_ids"]) == c.tokens <= 62
+
+    from tokenizers import models, pre_tokenizers, trainers
+
+    byte_level = Tokenizer(models.BPE())
+    byte_level.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level.train_from_iterator(
+        sample_texts, trainers.BpeTrainer(vocab_size=400, show_progress=False)
+    )
+    assert Chunker(byte_level, 62).method == "candidates"
+
+
+@pytest.mark.parametrize("method", ["word-local", "candidates"])
+def test_chunks_without_overlap_lose_no_text(tiny_tokenizer, sample_texts, method):
+    chunks = list(Chunker(tiny_tokenizer, 126, method=method).chunk(sample_texts))
     for d, text in enumerate(sample_texts):
         joined = "".join(c.text for c in chunks if c.doc_index == d)
         assert re.sub(r"\s+", "", joined) == re.sub(r"\s+", "", text)
 
 
-def test_overlap_repeats_tokens_between_chunks(tiny_tokenizer, sample_texts):
-    chunks = [c for c in Chunker(tiny_tokenizer, 40, overlap=10).chunk(sample_texts[:1])]
-    a, b = chunks[0].text, chunks[1].text
-    assert b.lstrip()[:10] in a
+@pytest.mark.parametrize("method", ["word-local", "candidates"])
+def test_overlap_repeats_tokens_between_chunks(tiny_tokenizer, sample_texts, method):
+    ch = Chunker(tiny_tokenizer, 40, overlap=10, method=method)
+    chunks = list(ch.chunk(sample_texts[:1]))
+    for a, b in zip(chunks[:5], chunks[1:6], strict=True):
+        assert b.text.lstrip()[:10] in a.text
+        assert a.text.rstrip()[-8:] in b.text
 
 
 def test_very_long_line_and_odd_characters(tiny_tokenizer):
@@ -143,14 +252,16 @@ def test_token_lengths_table_matches_offsets(tiny_tokenizer, sample_texts):
     assert pos == len(text)
 
 
-@pytest.mark.parametrize("lengths_table", [True, False])
-def test_chunks_exact_with_multibyte_characters(tiny_tokenizer, sample_texts, lengths_table):
+@pytest.mark.parametrize("mode", ["word-local", "candidates", "offsets"])
+def test_chunks_exact_with_multibyte_characters(tiny_tokenizer, sample_texts, mode):
     text = " ".join(
         w + (" 宇∫é" if i % 15 == 0 else "") for i, w in enumerate(sample_texts[0].split())
     )
-    ch = Chunker(tiny_tokenizer, 30, verify="none")
-    if not lengths_table:
-        ch._lens = None  # offsets from the tokenizer instead
+    ch = Chunker(
+        tiny_tokenizer, 30, verify="none", method="candidates" if mode == "offsets" else mode
+    )
+    if mode == "offsets":
+        ch._lens = None  # candidates cut at offsets from the tokenizer, not the length table
     chunks = list(ch.chunk([text, "宇宙" * 400]))
     for c in chunks:
         assert _retokenized(tiny_tokenizer, c.text) == c.tokens <= 30
@@ -162,10 +273,24 @@ def test_chunks_exact_with_multibyte_characters(tiny_tokenizer, sample_texts, le
     )
 
 
-def test_sampled_verification_corrects_counts_and_switches_to_all(tiny_tokenizer, sample_texts):
-    ch = Chunker(tiny_tokenizer, 62, verify="sample")
-    take = ch._take
-    ch._take = lambda d, cand, cut, k, nxt: take(d, cand, cut, k - 1, nxt)  # miscounted chunks
+@pytest.mark.parametrize("method", ["word-local", "candidates"])
+def test_sampled_verification_corrects_counts_and_switches_to_all(
+    tiny_tokenizer, sample_texts, method
+):
+    ch = _chunker(tiny_tokenizer, 62, method, verify="sample")
+    if method == "candidates":
+        take = ch._take
+        ch._take = lambda d, cand, cut, k, nxt: take(d, cand, cut, k - 1, nxt)  # miscounted
+    else:
+        cut = ch._cut_local
+
+        def miscounted(*args):
+            chunks = cut(*args)
+            for c in chunks or ():
+                c.tokens -= 1
+            return chunks
+
+        ch._cut_local = miscounted
     chunks = list(ch.chunk(sample_texts))
     assert ch.verify == "all"
     late = chunks[len(chunks) // 2 :]

@@ -261,22 +261,22 @@ def test_a_crash_leaves_no_partial_output_and_a_rerun_completes(
 
     out = tmp_path / "c.jsonl"
     calls = {"n": 0}
-    real = chunk.Chunker._advance
+    real = chunk.Chunker._pick  # called once per finished document, by either method
 
     def flaky(self, *args):
         calls["n"] += 1
-        if calls["n"] == 30:
+        if calls["n"] == 4:
             raise RuntimeError("killed")
         return real(self, *args)
 
-    monkeypatch.setattr(chunk.Chunker, "_advance", flaky)
+    monkeypatch.setattr(chunk.Chunker, "_pick", flaky)
     cfg = CorpusConfig(sequence_len=64, batch_docs=2, quality=QualityConfig())
     with pytest.raises(RuntimeError, match="killed"):
         build_files([str(corpus_dir)], out, tiny_tokenizer, cfg)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "docs"
     ]  # nothing half-written, no temp files
-    monkeypatch.setattr(chunk.Chunker, "_advance", real)
+    monkeypatch.setattr(chunk.Chunker, "_pick", real)
     res = build_files([str(corpus_dir)], out, tiny_tokenizer, cfg)
     recs = lines(out)
     assert res["records"] == len(recs) and len({(r["doc_id"], r["chunk"]) for r in recs}) == len(

@@ -52,7 +52,8 @@ def test_default_settings_train_assistant_and_eos_only(loaded):
         == 2
     )
     shown = it.render_tokens(rec)
-    assert "«Relic light from recombination.</s>»" in shown and "«About 2.7 K.</s>»" in shown
+    # the answer's first token carries the space before it ("▁Rel"), as in Llama's tokenizer
+    assert "« Relic light from recombination.</s>»" in shown and "« About 2.7 K.</s>»" in shown
 
 
 def test_masked_end_of_turn_fails(tiny_model):
@@ -113,7 +114,7 @@ def test_cli_inspect_passes_and_fails(tmp_path, tiny_model):
         main, ["data", "inspect", str(data), "--model", str(tiny_model), "--no-color"]
     )
     assert good.exit_code == 0, good.output
-    assert "«About 2.7 K.</s>»" in good.output
+    assert "« About 2.7 K.</s>»" in good.output
     assert f"skip  {data}:3: messages: empty" in good.output
     assert "trained after 3 of 3 assistant turns" in good.output
     bad = runner.invoke(
