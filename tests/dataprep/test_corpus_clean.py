@@ -17,6 +17,18 @@ def test_fix_unicode_repairs_mojibake_ligatures_and_controls():
     assert clean.fix_unicode(text) == "The café field trick \u201cquoted\u201d here"
 
 
+def test_fix_unicode_drops_controls_from_ascii_text_and_keeps_layout():
+    text = "line one\r\nline\x00 two\x7f\tand\x1b tab\fnext page\n"
+    assert clean.fix_unicode(text) == "line one\nline two\tand tab\fnext page\n"
+    plain = "nothing to drop\n\tat all"
+    assert clean.fix_unicode(plain) is plain
+
+
+def test_clean_text_keeps_one_blank_line_between_paragraphs():
+    text = "First paragraph.\n\n\n\n   \n\t\nSecond.\n12\n\n\nThird.\n\n"
+    assert clean.clean_text(text) == "First paragraph.\n\nSecond.\n\nThird."
+
+
 def test_fix_unicode_keeps_math_symbols():
     text = "We find \u03a9_m = 0.31 \u00b1 0.01 and \u222b f(x) dx \u2248 1."
     assert clean.fix_unicode(text) == text
