@@ -37,7 +37,7 @@ the encoding batches, and documents are handed out once their chunks are verifie
 from __future__ import annotations
 
 import logging
-from bisect import bisect_left
+from array import array
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -421,7 +421,7 @@ class Chunker:
         table, word_start, special = self._local
         table_np, special_np = self._local_np
         ids: list[int] = []
-        starts: list[int] = []  # per token: its start in the normalized text ("▁" + text)
+        parts = []  # per token: its start in the normalized text ("▁" + text)
         # A segment starting at text index t0 (after a dropped space) maps its normalized
         # position j to the document's normalized position t0 + j; it holds end - t0 - 1
         # characters of text, `end` being the next segment's start (or len + 1).
@@ -429,21 +429,27 @@ class Chunker:
             seg_ids = enc.ids
             if not seg_ids:
                 continue
-            arr = np.array(seg_ids, dtype=np.intp)
+            arr = np.frombuffer(array("q", seg_ids), dtype=np.int64)
             lens = table_np[arr]
             ends = np.cumsum(lens)
             if int(ends[-1]) != end - t0 or special_np[arr].any():
                 return None
             ends -= np.maximum(lens, 1)  # a continuation byte starts where its character does
             ends += t0
-            starts.extend(ends.tolist())
-            ids.extend(seg_ids)
+            parts.append(ends)
+            if ids:
+                ids.extend(seg_ids)
+            else:
+                ids = seg_ids
+        if not parts:
+            return []
+        starts = parts[0] if len(parts) == 1 else np.concatenate(parts)
         n = len(ids)
         chunks: list[Chunk] = []
         m = self.max_tokens
         s = 0
         while s < n:
-            a = starts[s]
+            a = int(starts[s])
             if a == 0 or word_start[ids[s]]:
                 # A word start: the chunk (after the space) encodes to the document's tokens.
                 cstart, head, t_q = a, 0, s
@@ -456,7 +462,7 @@ class Chunker:
                     word, t_q = text[cstart:], n
                 else:
                     word = text[cstart:q]
-                    t_q = bisect_left(starts, q + 1, s)
+                    t_q = int(starts.searchsorted(q + 1))
                     if t_q >= n or starts[t_q] != q + 1:
                         return None
                 head = self._heads.get(word)
@@ -474,7 +480,9 @@ class Chunker:
                 break
             while e > t_q and not table[ids[e]]:  # a continuation byte: cut before its character
                 e -= 1
-            chunks.append(Chunk(index, len(chunks), text[cstart : starts[e] - 1], head + e - t_q))
+            chunks.append(
+                Chunk(index, len(chunks), text[cstart : int(starts[e]) - 1], head + e - t_q)
+            )
             nxt = e - self.overlap if self.overlap else e
             while nxt < e and not table[ids[nxt]]:
                 nxt += 1
