@@ -120,10 +120,12 @@ _METASPACE = {
 
 
 def _word_local(tok, lens, prefix):
-    """(length table, word-start flags, special-token flags) per token id when the
-    word-local method is exact for this tokenizer, else None: BPE without dropout or
-    ignore_merges, the Llama/Mistral normalizer, no pre-tokenizer, and no piece with a
-    `▁` after another character (so each word start is a boundary in every encoding)."""
+    """(length table, word-start flags, special-token flags) per token id, and whether a
+    text starting with a space still gets a `▁` prepended, when the word-local method is
+    exact for this tokenizer, else None: BPE without dropout or ignore_merges, spaces made
+    `▁` and one prepended by the Llama/Mistral normalizer (or a non-splitting Metaspace
+    pre-tokenizer), and no piece with a `▁` after another character (so each word start
+    is a boundary in every encoding)."""
     import json
 
     if lens is None or prefix != 1:
@@ -136,9 +138,21 @@ def _word_local(tok, lens, prefix):
         or model.get("ignore_merges")
         or model.get("continuing_subword_prefix")
         or model.get("end_of_word_suffix")
-        or spec.get("pre_tokenizer") is not None
-        or spec.get("normalizer") != _METASPACE
     ):
+        return None
+    pre = spec.get("pre_tokenizer")
+    if pre is None and spec.get("normalizer") == _METASPACE:
+        lead_space = True  # the Llama-2 / Mistral-7B-v0.1 form: "▁" is always prepended
+    elif (
+        spec.get("normalizer") is None
+        and isinstance(pre, dict)
+        and pre.get("type") == "Metaspace"
+        and pre.get("replacement") == "\u2581"
+        and pre.get("split") is False
+        and pre.get("prepend_scheme") in ("first", "always")
+    ):
+        lead_space = False  # the newer form: no "▁" prepended to a text starting with a space
+    else:
         return None
     vocab = tok.get_vocab(with_added_tokens=True)
     if "\u2581" not in vocab:
@@ -154,24 +168,28 @@ def _word_local(tok, lens, prefix):
         starts[i] = piece.startswith("\u2581")
     for added in spec.get("added_tokens", []):
         special[added["id"]] = True
-    return lens, starts, special
+    return lens, starts, special, lead_space
+
+
+def _single_space(text: str, lo: int, hi: int, forward: bool = False) -> int:
+    """The last (or first) space in text[lo + 1 : hi] with a non-space on both sides, or -1."""
+    q = text.find(" ", lo + 1, hi) if forward else text.rfind(" ", lo + 1, hi)
+    while q > lo and (text[q - 1] == " " or text[q + 1 : q + 2] == " "):
+        q = text.find(" ", q + 1, hi) if forward else text.rfind(" ", lo + 1, q)
+    return q
 
 
 def _segments(text: str, size: int) -> list[tuple[int, str]]:
-    """`text` as (start, piece) pieces of about `size` characters, each cut at a space that
-    follows another character; the space itself is dropped. With a word-local tokenizer
-    the pieces' encodings, joined, are the encoding of the whole text (the piece after a
-    cut starts with `▁`, as that space normalizes to)."""
+    """`text` as (start, piece) pieces of about `size` characters, each cut at a single
+    space between two other characters; the space itself is dropped. With a word-local
+    tokenizer the pieces' encodings, joined, are the encoding of the whole text (the
+    piece after a cut starts with the `▁` that space normalizes to)."""
     out: list[tuple[int, str]] = []
     start, n = 0, len(text)
     while n - start > size:
-        q = text.rfind(" ", start + 1, start + size)
-        while q > start and text[q - 1] == " ":
-            q -= 1
+        q = _single_space(text, start, start + size)
         if q <= start:
-            q = text.find(" ", start + size)
-            while q > start and text[q - 1] == " ":
-                q -= 1
+            q = _single_space(text, start + size - 1, n, forward=True)
             if q <= start:
                 break
         out.append((start, text[start:q]))
@@ -255,7 +273,7 @@ class Chunker:
 
             self._local_np = (np.array(self._local[0], dtype=np.int64), np.array(self._local[2]))
         self.segment_chars = 16384  # word-local: documents are encoded in pieces of about this
-        self.batch_chars = 4_000_000  # word-local: characters per encoding batch (memory)
+        self.batch_chars = 1_000_000  # word-local: characters per encoding batch (memory)
         self._heads: dict[str, int] = {}  # word-local: tokens of partial words, encoded alone
         self.stats = {
             "method": self.method,
@@ -414,11 +432,13 @@ class Chunker:
 
     def _cut_local(self, index: int, text: str, encs, seg_starts: list[int]) -> list[Chunk] | None:
         """Chunks of one document from its segments' encodings; None when the encoding
-        does not fit the method (special-token text, lengths that do not add up, a word
-        longer than a chunk)."""
+        does not fit the method (special-token text, a literal `▁`, lengths that do not
+        add up, a word longer than a chunk)."""
         import numpy as np
 
-        table, word_start, special = self._local
+        if "\u2581" in text:  # a literal `▁` would pass for a space at a cut
+            return None
+        table, word_start, special, lead_space = self._local
         table_np, special_np = self._local_np
         ids: list[int] = []
         parts = []  # per token: its start in the normalized text ("▁" + text)
@@ -453,6 +473,10 @@ class Chunker:
             if a == 0 or word_start[ids[s]]:
                 # A word start: the chunk (after the space) encodes to the document's tokens.
                 cstart, head, t_q = a, 0, s
+                if cstart >= len(text):  # only the text's trailing space is left
+                    break
+                if not lead_space and text[a : a + 1] == " ":
+                    return None  # this tokenizer prepends no `▁` to a chunk opening with a space
             else:
                 # Inside a word: the rest of the word is encoded on its own; from the next
                 # word start on, the tokens are the document's.

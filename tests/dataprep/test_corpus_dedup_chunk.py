@@ -155,17 +155,75 @@ def test_word_local_segments_do_not_change_the_chunks(tiny_tokenizer, sample_tex
     assert all(_retokenized(tiny_tokenizer, t) == n for t, n in got)
 
 
+def test_word_local_with_the_metaspace_pre_tokenizer_form(tiny_tokenizer, sample_texts):
+    """Newer Llama/Mistral tokenizer files put the `▁` handling in a Metaspace
+    pre-tokenizer, which prepends no `▁` to a text starting with a space."""
+    import json
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    spec = json.loads(tiny_tokenizer.backend_tokenizer.to_str())
+    spec["normalizer"] = None
+    spec["pre_tokenizer"] = {
+        "type": "Metaspace",
+        "replacement": "▁",
+        "prepend_scheme": "first",
+        "split": False,
+    }
+    tok = Tokenizer.from_str(json.dumps(spec))
+    assert len(tok.encode(" x").ids) != len(tiny_tokenizer.backend_tokenizer.encode(" x").ids)
+    ch = Chunker(tok, 30, verify="none")
+    assert ch.method == "word-local"
+    docs = [*sample_texts[:3], "double  spaces  between  words " * 40]
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok)
+    chunks = list(ch.chunk(docs))
+    for c in chunks:
+        assert len(hf(c.text, add_special_tokens=False)["input_ids"]) == c.tokens <= 30
+    assert {c.doc_index for c in chunks} == {0, 1, 2, 3}
+
+
+def test_word_local_on_random_text(tiny_tokenizer, sample_texts):
+    """Random mixes of words, runs of spaces, newlines, tabs, punctuation, digits and
+    multibyte characters: every chunk re-encodes to its count, and no text is lost."""
+    rng = random.Random(7)
+    words = " ".join(sample_texts).split()[:3000]
+    pieces = [" ", "  ", "   ", "\n", "\n\n", "\t", "-", ".", "12345", "é", "宇宙", "∫", "$x^2$"]
+    docs = []
+    for _ in range(40):
+        parts = []
+        for _ in range(rng.randint(1, 400)):
+            parts.append(rng.choice(words) if rng.random() < 0.7 else rng.choice(pieces))
+            if rng.random() < 0.8:
+                parts.append(" ")
+        docs.append("".join(parts))
+    for m in (12, 62):
+        ch = _chunker(tiny_tokenizer, m, verify="none")
+        ch.segment_chars = 200
+        chunks = list(ch.chunk(docs))
+        counts = [_retokenized(tiny_tokenizer, c.text) for c in chunks]
+        assert counts == [c.tokens for c in chunks]
+        assert max(counts) <= m
+        for d, text in enumerate(docs):
+            joined = "".join(c.text for c in chunks if c.doc_index == d)
+            assert re.sub(r"\s+", "", joined) == re.sub(r"\s+", "", text)
+        if m == 62:  # at 12 tokens, words glued from multibyte pieces outgrow a chunk
+            assert ch.stats["fallback_docs"] <= 2
+
+
 def test_segments_join_to_the_text():
     from dataprep.chunk import _segments
 
-    text = "alpha beta  gamma" * 50 + "x" * 300 + " tail"
+    text = "alpha beta  gamma" * 50 + "x" * 300 + " tail   end"
     parts = _segments(text, 64)
     assert len(parts) > 5
     rebuilt = " ".join(p for _, p in parts)
     assert rebuilt == text
     for start, piece in parts:
         assert text[start : start + len(piece)] == piece
-        assert start == 0 or (text[start - 1] == " " and text[start - 2] != " ")
+        # cut at a single space: a non-space on both sides
+        assert start == 0 or (text[start - 1] == " " and " " not in (text[start - 2], text[start]))
+    assert _segments("no-space-at-all" * 20, 16) == [(0, "no-space-at-all" * 20)]
 
 
 def test_word_local_falls_back_for_special_token_text_and_huge_words(tiny_tokenizer, sample_texts):
@@ -173,14 +231,16 @@ def test_word_local_falls_back_for_special_token_text_and_huge_words(tiny_tokeni
         "Before <s> and </s> inside the text. " + sample_texts[0][:2000],
         "<s>starts with a special token " + sample_texts[1][:1000],
         "x" * 3000 + " then words " * 40,
+        "A literal \u2581 marker \u2581\u2581 in the text " * 30,
         sample_texts[2][:3000],
     ]
     ch = _chunker(tiny_tokenizer, 62, verify="none")
     chunks = list(ch.chunk(docs))
-    assert ch.stats["fallback_docs"] == 3
+    assert ch.stats["fallback_docs"] == 4
     for c in chunks:
         assert _retokenized(tiny_tokenizer, c.text) == c.tokens <= 62
-    assert {c.doc_index for c in chunks} == {0, 1, 2, 3}
+    assert {c.doc_index for c in chunks} == {0, 1, 2, 3, 4}
+    assert "".join(c.text for c in chunks if c.doc_index == 3).count("\u2581") == 90
 
 
 def test_word_local_needs_word_start_boundaries(tiny_tokenizer, sample_texts):
