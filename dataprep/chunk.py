@@ -6,7 +6,7 @@ cut never splits the bytes of one character; see also `tolerance`), and fewer fo
 last chunk of a document. With `max_tokens = sequence_len - 2` (room for BOS and EOS)
 and `sample_packing: true`, packed rows are full and nothing is truncated.
 
-Two methods, chosen from the tokenizer:
+Three methods, chosen from the tokenizer (`method="auto"`):
 
 **Word-local** (Llama-2 and Mistral style: BPE with byte fallback, a normalizer that
 prepends `▁` and turns spaces into `▁`, no pre-tokenizer, and no vocabulary piece with a
@@ -19,8 +19,15 @@ that starts inside a word differs only in its first partial word (encoded on its
 then, and cached). Cuts are placed from a table of how many characters each token id
 covers. About 1.0x the text is encoded.
 
-**Candidates** (any other fast tokenizer, `paragraph=True`, or a document the first
-method does not fit, such as one holding special-token text): a candidate piece of text
+**Word-start** (byte-level BPE with a regex pre-tokenizer without look-behind: Llama-3,
+GPT-2). A space followed by a non-space character always begins a pre-token there, a
+regex scan started at a pre-token start splits the rest as the whole scan did, and BPE
+never merges across pre-tokens; so a chunk has the document's tokens between the first
+and last word start it holds, and a partial word at either end is encoded on its own
+(cached). Each document is encoded once, as above.
+
+**Candidates** (any other fast tokenizer, `paragraph=True`, or a document the methods
+above do not fit, such as one holding special-token text): a candidate piece of text
 a little longer than `max_tokens` tokens (estimated from the running
 characters-per-token) is encoded on its own and cut at the start of token number
 `max_tokens`; the text before a BPE token boundary encodes to exactly the tokens before
@@ -110,6 +117,8 @@ def _char_lengths(tok):
     return lens.tolist(), prefix
 
 
+METHODS = ("auto", "word-local", "word-start", "candidates")
+
 _METASPACE = {
     "type": "Sequence",
     "normalizers": [
@@ -171,29 +180,120 @@ def _word_local(tok, lens, prefix):
     return lens, starts, special, lead_space
 
 
-def _single_space(text: str, lo: int, hi: int, forward: bool = False) -> int:
-    """The last (or first) space in text[lo + 1 : hi] with a non-space on both sides, or -1."""
+def _byte_chars() -> dict[str, int]:
+    """The byte-level alphabet: the printable character that stands for each byte value
+    (printable Latin-1 bytes stand for themselves, the other 68 take code points from 256
+    on, in byte order)."""
+    keep = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    extra = iter(range(256, 512))
+    return {chr(b if b in keep else next(extra)): b for b in range(256)}
+
+
+def _regex_pre_tokenizer(pre) -> bool:
+    """A byte-level pre-tokenizer whose regex has no look-behind (GPT-2's, or a Split with
+    its own regex such as Llama-3's), adding no prefix space."""
+    if not isinstance(pre, dict):
+        return False
+    if pre.get("type") == "ByteLevel":
+        return pre.get("use_regex", True) and not pre.get("add_prefix_space")
+    if pre.get("type") != "Sequence" or len(pre.get("pretokenizers", [])) != 2:
+        return False
+    split, byte_level = pre["pretokenizers"]
+    regex = (split.get("pattern") or {}).get("Regex")
+    return (
+        split.get("type") == "Split"
+        and isinstance(regex, str)
+        and "(?<" not in regex
+        and split.get("behavior") == "Isolated"
+        and not split.get("invert")
+        and byte_level.get("type") == "ByteLevel"
+        and not byte_level.get("use_regex", True)
+        and not byte_level.get("add_prefix_space")
+    )
+
+
+def _word_start_table(tok):
+    """For byte-level BPE with a regex pre-tokenizer (GPT-2, Llama-3 style): per token
+    id, how many characters it covers (its bytes that start a character), whether it
+    opens with a space and then a non-space character (with these regexes that space
+    always begins a pre-token, and a regex without look-behind, started there, splits the
+    rest as the whole text's scan did; so a chunk cut before such a token encodes on its
+    own to exactly the tokens it had in the document), and whether it is an added token;
+    None when the tokenizer is not of that kind or a probe disagrees with its offsets."""
+    import json
+
+    spec = json.loads(tok.to_str())
+    model = spec.get("model", {})
+    if (
+        model.get("type") != "BPE"
+        or model.get("dropout")
+        or model.get("continuing_subword_prefix")
+        or model.get("end_of_word_suffix")
+        or spec.get("normalizer") is not None
+        or not _regex_pre_tokenizer(spec.get("pre_tokenizer"))
+    ):
+        return None
+    byte_of = _byte_chars()
+    size = tok.get_vocab_size(with_added_tokens=True)
+    lens, starts, special = [1] * size, [False] * size, [False] * size
+    boundary = [True] * size  # the token's first byte starts a character
+    added = {a["id"]: a["content"] for a in spec.get("added_tokens", [])}
+    for piece, i in tok.get_vocab(with_added_tokens=True).items():
+        if i in added:
+            lens[i], special[i] = len(added[i]), True
+            continue
+        try:
+            raw = bytes(byte_of[c] for c in piece)
+        except KeyError:
+            return None
+        lens[i] = sum(1 for b in raw if b & 0xC0 != 0x80)
+        boundary[i] = not raw or raw[0] & 0xC0 != 0x80
+        starts[i] = raw[:1] == b" " and len(raw) > 1 and not raw[1:2].isspace()
+    probe = "Hubble's H_0 = 67.4 km/s/Mpc; Ω_m ≈ 0.315 (Planck 2018)\n\n  $x^2$ and so on. 宇宙 é"
+    enc = tok.encode(probe, add_special_tokens=False)
+    end = 0
+    for i, (a, _) in zip(enc.ids, enc.offsets, strict=True):
+        if starts[i] and a != end:
+            return None
+        end += lens[i]
+    if end != len(probe):
+        return None
+    return lens, starts, special, boundary
+
+
+def _single_space(
+    text: str, lo: int, hi: int, forward: bool = False, letter_after: bool = False
+) -> int:
+    """The last (or first) space in text[lo + 1 : hi] with a non-space on both sides (a
+    letter after it, with `letter_after`), or -1."""
+
+    def bad(q: int) -> bool:
+        after = text[q + 1 : q + 2]
+        return text[q - 1] == " " or after == " " or (letter_after and not after.isalpha())
+
     q = text.find(" ", lo + 1, hi) if forward else text.rfind(" ", lo + 1, hi)
-    while q > lo and (text[q - 1] == " " or text[q + 1 : q + 2] == " "):
+    while q > lo and bad(q):
         q = text.find(" ", q + 1, hi) if forward else text.rfind(" ", lo + 1, q)
     return q
 
 
-def _segments(text: str, size: int) -> list[tuple[int, str]]:
+def _segments(text: str, size: int, keep_space: bool = False) -> list[tuple[int, str]]:
     """`text` as (start, piece) pieces of about `size` characters, each cut at a single
-    space between two other characters; the space itself is dropped. With a word-local
-    tokenizer the pieces' encodings, joined, are the encoding of the whole text (the
-    piece after a cut starts with the `▁` that space normalizes to)."""
+    space between two other characters. For a word-local tokenizer the space is dropped:
+    the pieces' encodings, joined, are the encoding of the whole text (the piece after a
+    cut starts with the `▁` that space normalizes to). With `keep_space` (byte-level
+    tokenizers) the cut is before a space and a letter, which begin a pre-token, and the
+    space opens the next piece."""
     out: list[tuple[int, str]] = []
     start, n = 0, len(text)
     while n - start > size:
-        q = _single_space(text, start, start + size)
+        q = _single_space(text, start, start + size, letter_after=keep_space)
         if q <= start:
-            q = _single_space(text, start + size - 1, n, forward=True)
+            q = _single_space(text, start + size - 1, n, forward=True, letter_after=keep_space)
             if q <= start:
                 break
         out.append((start, text[start:q]))
-        start = q + 1
+        start = q if keep_space else q + 1
     out.append((start, text[start:]))
     return out
 
@@ -257,21 +357,34 @@ class Chunker:
         self.smoothing = 0.95  # weight of the previous characters-per-token estimate
         self._emitted = 0
         self._lens, self._prefix = (None, 0) if paragraph else _char_lengths(self.tok)
-        if method not in ("auto", "word-local", "candidates"):
-            raise ValueError(f"method must be auto, word-local or candidates, not {method!r}")
-        self._local = (
-            None if method == "candidates" else _word_local(self.tok, self._lens, self._prefix)
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+        self._local = self._word_starts = None
+        if method in ("auto", "word-local"):
+            self._local = _word_local(self.tok, self._lens, self._prefix)
+        if method in ("auto", "word-start") and not paragraph and self._local is None:
+            self._word_starts = _word_start_table(self.tok)
+        self.method = (
+            "word-local" if self._local else "word-start" if self._word_starts else "candidates"
         )
-        if method == "word-local" and self._local is None:
+        if method != "auto" and method != self.method:
             raise ValueError(
-                "the word-local method needs a Llama/Mistral-style BPE tokenizer "
-                "(and no paragraph alignment); use method auto or candidates"
+                f"the {method} method does not fit this tokenizer"
+                + (" with paragraph alignment" if paragraph else "")
+                + " (word-local: Llama-2/Mistral-style BPE; word-start: byte-level BPE with"
+                " a regex pre-tokenizer); use method auto or candidates"
             )
-        self.method = "word-local" if self._local else "candidates"
-        if self._local:
+        if self._local or self._word_starts:
             import numpy as np
 
-            self._local_np = (np.array(self._local[0], dtype=np.int64), np.array(self._local[2]))
+            table, flags, special = (self._local or self._word_starts)[:3]
+            self._tables_np = (
+                np.array(table, dtype=np.int64),
+                np.array(flags, dtype=bool),
+                np.array(special, dtype=bool),
+            )
+            if self._word_starts:
+                self._boundary_np = np.array(self._word_starts[3], dtype=bool)
         self.segment_chars = 16384  # word-local: documents are encoded in pieces of about this
         self.batch_chars = 1_000_000  # word-local: characters per encoding batch (memory)
         self._heads: dict[str, int] = {}  # word-local: tokens of partial words, encoded alone
@@ -298,10 +411,10 @@ class Chunker:
         its document's input position.
         """
         items = ((i, key, text) for i, (key, text) in enumerate(docs))
-        if self._local is not None:
-            yield from self._stream_local(items)
-        else:
+        if self.method == "candidates":
             yield from self._stream_candidates(items)
+        else:
+            yield from self._stream_local(items)
 
     def _stream_candidates(self, items) -> Iterator[tuple[Any, list[Chunk]]]:
         """The candidate method. Up to `batch_docs` documents are in flight in two
@@ -372,8 +485,9 @@ class Chunker:
                 yield from self._release(waiting.popleft())
 
     def _stream_local(self, items) -> Iterator[tuple[Any, list[Chunk]]]:
-        """The word-local method: each batch of documents is encoded in one call, in
-        segments; documents it does not fit go through the candidate method."""
+        """The word-local and word-start methods: each batch of documents is encoded in
+        one call, in segments; documents they do not fit go through the candidate method."""
+        cut = self._cut_local if self._local else self._cut_word_start
         from concurrent.futures import ThreadPoolExecutor
 
         it = iter(items)
@@ -390,7 +504,7 @@ class Chunker:
         def submit(batch: list):
             segs, spans = [], []
             for _, _, text in batch:
-                parts = _segments(text, self.segment_chars)
+                parts = _segments(text, self.segment_chars, keep_space=bool(self._word_starts))
                 spans.append((len(segs), [start for start, _ in parts]))
                 segs.extend(seg for _, seg in parts)
             self.stats["encoded_chars"] += sum(map(len, segs))
@@ -413,7 +527,7 @@ class Chunker:
                     inflight.append(submit(nxt))
                 done, picked, fallback = [], [], []
                 for (index, key, text), (first, starts) in zip(batch, spans, strict=True):
-                    chunks = self._cut_local(index, text, encs[first : first + len(starts)], starts)
+                    chunks = cut(index, text, encs[first : first + len(starts)], starts)
                     if chunks is None:
                         fallback.append((index, key, text))
                     else:
@@ -439,7 +553,7 @@ class Chunker:
         if "\u2581" in text:  # a literal `▁` would pass for a space at a cut
             return None
         table, word_start, special, lead_space = self._local
-        table_np, special_np = self._local_np
+        table_np, _, special_np = self._tables_np
         ids: list[int] = []
         parts = []  # per token: its start in the normalized text ("▁" + text)
         # A segment starting at text index t0 (after a dropped space) maps its normalized
@@ -489,13 +603,7 @@ class Chunker:
                     t_q = int(starts.searchsorted(q + 1))
                     if t_q >= n or starts[t_q] != q + 1:
                         return None
-                head = self._heads.get(word)
-                if head is None:
-                    head = len(self.tok.encode(word, add_special_tokens=False))
-                    self.stats["heads_encoded"] += 1
-                    if len(self._heads) > 200_000:
-                        self._heads.clear()
-                    self._heads[word] = head
+                head = self._fresh(word)
                 if head >= m:
                     return None
             e = t_q + m - head
@@ -511,6 +619,94 @@ class Chunker:
             while nxt < e and not table[ids[nxt]]:
                 nxt += 1
             s = max(nxt, s + 1)
+        return chunks
+
+    def _fresh(self, text: str) -> int:
+        """Tokens of `text` encoded on its own (cached: partial words repeat)."""
+        n = self._heads.get(text)
+        if n is None:
+            n = len(self.tok.encode(text, add_special_tokens=False))
+            self.stats["heads_encoded"] += 1
+            if len(self._heads) > 200_000:
+                self._heads.clear()
+            self._heads[text] = n
+        return n
+
+    def _cut_word_start(
+        self, index: int, text: str, encs, seg_starts: list[int]
+    ) -> list[Chunk] | None:
+        """Chunks of one document from a byte-level encoding. Word starts (a space and a
+        non-space) begin pre-tokens, so between two of them a chunk has the document's
+        tokens; a partial word at either end of a chunk is encoded on its own. None when
+        the encoding does not fit (special-token text, lengths that do not add up)."""
+        import numpy as np
+
+        table_np, flags_np, special_np = self._tables_np
+        starts_parts, word_parts, boundary_parts = [], [], []
+        n = 0
+        for enc, t0, end in zip(encs, seg_starts, [*seg_starts[1:], len(text)], strict=True):
+            seg_ids = enc.ids
+            if not seg_ids:
+                continue
+            arr = np.frombuffer(array("q", seg_ids), dtype=np.int64)
+            lens = table_np[arr]
+            ends = np.cumsum(lens)
+            if int(ends[-1]) != end - t0 or special_np[arr].any():
+                return None
+            starts_parts.append(ends - lens + t0)  # exact where a token starts a character
+            word_parts.append(np.flatnonzero(flags_np[arr]) + n)
+            boundary_parts.append(self._boundary_np[arr])
+            n += len(seg_ids)
+        if not n:
+            return []
+        starts = np.concatenate(starts_parts)
+        words = np.concatenate(word_parts)
+        boundary = np.concatenate(boundary_parts)
+        n_words = len(words)
+
+        def start(i: int) -> int:
+            return int(starts[i]) if i < n else len(text)
+
+        def next_word(i: int) -> int:  # the first word start at or after token i
+            j = int(words.searchsorted(i))
+            return int(words[j]) if j < n_words else n
+
+        chunks: list[Chunk] = []
+        m = self.max_tokens
+        s = 0
+        while s < n:
+            begin = start(s) if s else 0
+            w1 = s if s == 0 else next_word(s)
+            head = self._fresh(text[begin : start(w1)]) if w1 > s else 0
+            if head >= m:
+                return None  # one word longer than a chunk
+            if head + n - w1 <= m:
+                chunks.append(Chunk(index, len(chunks), text[begin:], head + n - w1))
+                break
+            e = w1 + m - head  # where the budget ends, in the document's tokens
+            j = int(words.searchsorted(e, side="right")) - 1
+            w = max(int(words[j]) if j >= 0 else 0, w1)  # the word that holds token e
+            cut, total = w, head + w - w1
+            if w < e:  # end inside that word: its first part encoded on its own
+                k = e
+                while k > w:
+                    if boundary[k]:
+                        tail = self._fresh(text[start(w) : start(k)])
+                        if head + w - w1 + tail <= m:
+                            cut, total = k, head + w - w1 + tail
+                            break
+                    k -= 1
+            if cut <= s:
+                return None
+            chunks.append(Chunk(index, len(chunks), text[begin : start(cut)], total))
+            nxt = cut
+            if self.overlap:
+                nxt = cut - self.overlap
+                while nxt < cut and not boundary[nxt]:
+                    nxt += 1
+            s = max(nxt, s + 1)
+            while s < cut and not boundary[s]:
+                s += 1
         return chunks
 
     def _verify(self, pool, done: list[tuple[Any, list[Chunk]]], picked: list[list[Chunk]]):

@@ -128,8 +128,10 @@ def test_chunks_are_token_exact(
 def test_method_auto_picks_word_local_and_refuses_it_where_it_does_not_fit(tiny_tokenizer):
     assert Chunker(tiny_tokenizer, 62).method == "word-local"
     assert Chunker(tiny_tokenizer, 62, paragraph=True).method == "candidates"
-    with pytest.raises(ValueError, match="word-local method needs"):
+    with pytest.raises(ValueError, match="word-local method does not fit"):
         Chunker(tiny_tokenizer, 62, paragraph=True, method="word-local")
+    with pytest.raises(ValueError, match="word-start method does not fit"):
+        Chunker(tiny_tokenizer, 62, method="word-start")
     with pytest.raises(ValueError, match="method must be"):
         Chunker(tiny_tokenizer, 62, method="fast")
 
@@ -244,8 +246,8 @@ def test_word_local_falls_back_for_special_token_text_and_huge_words(tiny_tokeni
 
 
 def test_word_local_needs_word_start_boundaries(tiny_tokenizer, sample_texts):
-    """A vocabulary with a piece that runs across a word start (`s▁t`), or a byte-level
-    tokenizer, gets the candidate method, and its chunks are still exact."""
+    """A vocabulary with a piece that runs across a word start (`s▁t`) gets the candidate
+    method, and its chunks are still exact."""
     import json
 
     from tokenizers import Tokenizer
@@ -261,15 +263,6 @@ def test_word_local_needs_word_start_boundaries(tiny_tokenizer, sample_texts):
     hf = PreTrainedTokenizerFast(tokenizer_object=crossing)
     for c in ch.chunk(sample_texts[:2]):
         assert len(hf(c.text, add_special_tokens=False)["input_ids"]) == c.tokens <= 62
-
-    from tokenizers import models, pre_tokenizers, trainers
-
-    byte_level = Tokenizer(models.BPE())
-    byte_level.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    byte_level.train_from_iterator(
-        sample_texts, trainers.BpeTrainer(vocab_size=400, show_progress=False)
-    )
-    assert Chunker(byte_level, 62).method == "candidates"
 
 
 @pytest.mark.parametrize("method", ["word-local", "candidates"])
@@ -364,3 +357,74 @@ def test_packing_efficiency():
         (98 * 128 + 2 * 22) / (99 * 128)
     )
     assert packing_efficiency([], 128) == 1.0
+
+
+# ------------------------------------------------------------------ byte-level tokenizers
+
+
+@pytest.fixture(scope="module", params=["llama3", "gpt2"])
+def byte_level(request, sample_texts):
+    from tools.tinymodel import train_byte_level_tokenizer
+
+    return train_byte_level_tokenizer(sample_texts, 800, request.param)
+
+
+def _count(tok, text: str) -> int:
+    return len(tok.encode(text, add_special_tokens=False).ids)
+
+
+@pytest.mark.parametrize("max_tokens,overlap", [(126, 0), (30, 6), (510, 0)])
+def test_word_start_chunks_are_token_exact(byte_level, sample_texts, max_tokens, overlap):
+    ch = Chunker(byte_level, max_tokens, overlap=overlap, verify="none")
+    assert ch.method == "word-start"
+    chunks = list(ch.chunk(sample_texts))
+    assert ch.stats["fallback_docs"] == 0
+    assert [_count(byte_level, c.text) for c in chunks] == [c.tokens for c in chunks]
+    assert max(c.tokens for c in chunks) <= max_tokens
+    last = {c.doc_index: c.index for c in chunks}
+    inner = [c.tokens for c in chunks if c.index != last[c.doc_index]]
+    assert sum(n == max_tokens for n in inner) >= 0.95 * len(inner)
+    if not overlap:
+        for d, text in enumerate(sample_texts):
+            assert "".join(c.text for c in chunks if c.doc_index == d) == text
+
+
+def test_word_start_on_random_text_and_segments(byte_level, sample_texts):
+    rng = random.Random(11)
+    words = " ".join(sample_texts).split()[:3000]
+    pieces = [" ", "  ", "\n", "\n\n", "\t", "-", "'s", "12345", "é", "宇宙", "∫", "$x^2$"]
+    docs = []
+    for _ in range(30):
+        parts = []
+        for _ in range(rng.randint(1, 400)):
+            parts.append(rng.choice(words) if rng.random() < 0.7 else rng.choice(pieces))
+            if rng.random() < 0.8:
+                parts.append(" ")
+        docs.append("".join(parts))
+    docs.append("Special <|end_of_text|> text goes to the candidate method. " * 10)
+    for segment_chars in (100, 16384):
+        ch = Chunker(byte_level, 40, verify="none")
+        ch.segment_chars = segment_chars
+        chunks = list(ch.chunk(docs))
+        assert [_count(byte_level, c.text) for c in chunks] == [c.tokens for c in chunks]
+        assert max(c.tokens for c in chunks) <= 40
+        for d, text in enumerate(docs[:-1]):
+            assert "".join(c.text for c in chunks if c.doc_index == d) == text
+        assert ch.stats["fallback_docs"] >= 1  # the special-token document
+
+
+def test_word_start_table_matches_the_tokenizer(byte_level):
+    from dataprep.chunk import _word_start_table
+
+    lens, starts, special, boundary = _word_start_table(byte_level)
+    text = "The café's Ω_m ≈ 0.31 and 宇宙 here\n\n  spaced  out words"
+    enc = byte_level.encode(text, add_special_tokens=False)
+    assert sum(lens[i] for i in enc.ids) == len(text)
+    pos = 0
+    for i, (a, _) in zip(enc.ids, enc.offsets, strict=True):
+        if starts[i]:
+            assert pos == a and text[a] == " " and not text[a + 1].isspace()
+        if boundary[i] and lens[i]:
+            assert pos == a
+        pos += lens[i]
+    assert special[byte_level.token_to_id("<|end_of_text|>")]

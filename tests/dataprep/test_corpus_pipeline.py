@@ -96,6 +96,39 @@ def test_corpus_command_on_the_samples(tmp_path, tiny_model, tiny_tokenizer):
     assert m["packing_efficiency"] >= 0.95
 
 
+def test_corpus_command_with_a_byte_level_tokenizer(tmp_path, tiny_model):
+    """A Llama-3-style tokenizer folder: chunks cut by the word-start method, exact."""
+    from tokenizers import Tokenizer
+
+    from tools.tinymodel import corpus_texts, train_byte_level_tokenizer
+
+    folder = tmp_path / "llama3-style"
+    folder.mkdir()
+    train_byte_level_tokenizer(corpus_texts([str(ROOT / "samples")])).save(
+        str(folder / "tokenizer.json")
+    )
+    out = tmp_path / "corpus.jsonl"
+    cli(
+        "corpus",
+        str(ROOT / "samples/papers"),
+        "--tokenizer",
+        str(folder),
+        "--sequence-len",
+        "64",
+        "--out",
+        str(out),
+    )
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    recs = lines(out)
+    assert recs
+    assert [len(tok.encode(r["text"], add_special_tokens=False).ids) for r in recs] == [
+        r["tokens"] for r in recs
+    ]
+    assert sum(r["tokens"] == 62 for r in recs) >= 0.8 * len(recs)
+    m = json.loads((tmp_path / "corpus.manifest.json").read_text())
+    assert m["chunker"]["method"] == "word-start"
+
+
 def test_filters_dedup_and_rejects_with_reasons(tmp_path, tiny_model, corpus_dir):
     out = tmp_path / "c.jsonl"
     res = cli(
