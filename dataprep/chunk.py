@@ -553,21 +553,15 @@ class Chunker:
         if "\u2581" in text:  # a literal `▁` would pass for a space at a cut
             return None
         table, word_start, special, lead_space = self._local
-        table_np, _, special_np = self._tables_np
         ids: list[int] = []
         parts = []  # per token: its start in the normalized text ("▁" + text)
         # A segment starting at text index t0 (after a dropped space) maps its normalized
         # position j to the document's normalized position t0 + j; it holds end - t0 - 1
         # characters of text, `end` being the next segment's start (or len + 1).
-        for enc, t0, end in zip(encs, seg_starts, [*seg_starts[1:], len(text) + 1], strict=True):
-            seg_ids = enc.ids
-            if not seg_ids:
-                continue
-            arr = np.frombuffer(array("q", seg_ids), dtype=np.int64)
-            lens = table_np[arr]
-            ends = np.cumsum(lens)
-            if int(ends[-1]) != end - t0 or special_np[arr].any():
-                return None
+        segments = self._segment_arrays(encs, seg_starts, len(text) + 1)
+        if segments is None:
+            return None
+        for seg_ids, _, lens, ends, t0 in segments:
             ends -= np.maximum(lens, 1)  # a continuation byte starts where its character does
             ends += t0
             parts.append(ends)
@@ -621,6 +615,26 @@ class Chunker:
             s = max(nxt, s + 1)
         return chunks
 
+    def _segment_arrays(self, encs, seg_starts: list[int], total: int):
+        """Per non-empty segment: its ids, their array, per-token character counts, their
+        running sums, and its start; None when a segment's counts do not add up to its
+        characters (up to the next segment's start, or `total`) or it holds an added token."""
+        import numpy as np
+
+        table_np, _, special_np = self._tables_np
+        out = []
+        for enc, t0, end in zip(encs, seg_starts, [*seg_starts[1:], total], strict=True):
+            seg_ids = enc.ids
+            if not seg_ids:
+                continue
+            arr = np.frombuffer(array("q", seg_ids), dtype=np.int64)
+            lens = table_np[arr]
+            ends = np.cumsum(lens)
+            if int(ends[-1]) != end - t0 or special_np[arr].any():
+                return None
+            out.append((seg_ids, arr, lens, ends, t0))
+        return out
+
     def _fresh(self, text: str) -> int:
         """Tokens of `text` encoded on its own (cached: partial words repeat)."""
         n = self._heads.get(text)
@@ -641,18 +655,13 @@ class Chunker:
         the encoding does not fit (special-token text, lengths that do not add up)."""
         import numpy as np
 
-        table_np, flags_np, special_np = self._tables_np
+        flags_np = self._tables_np[1]
         starts_parts, word_parts, boundary_parts = [], [], []
         n = 0
-        for enc, t0, end in zip(encs, seg_starts, [*seg_starts[1:], len(text)], strict=True):
-            seg_ids = enc.ids
-            if not seg_ids:
-                continue
-            arr = np.frombuffer(array("q", seg_ids), dtype=np.int64)
-            lens = table_np[arr]
-            ends = np.cumsum(lens)
-            if int(ends[-1]) != end - t0 or special_np[arr].any():
-                return None
+        segments = self._segment_arrays(encs, seg_starts, len(text))
+        if segments is None:
+            return None
+        for seg_ids, arr, lens, ends, t0 in segments:
             starts_parts.append(ends - lens + t0)  # exact where a token starts a character
             word_parts.append(np.flatnonzero(flags_np[arr]) + n)
             boundary_parts.append(self._boundary_np[arr])

@@ -185,20 +185,27 @@ def test_word_local_with_the_metaspace_pre_tokenizer_form(tiny_tokenizer, sample
     assert {c.doc_index for c in chunks} == {0, 1, 2, 3}
 
 
-def test_word_local_on_random_text(tiny_tokenizer, sample_texts):
-    """Random mixes of words, runs of spaces, newlines, tabs, punctuation, digits and
-    multibyte characters: every chunk re-encodes to its count, and no text is lost."""
-    rng = random.Random(7)
+def _random_docs(sample_texts: list[str], n: int, seed: int) -> list[str]:
+    """Words of the samples mixed with runs of spaces, newlines, tabs, punctuation, a
+    contraction, digits and multibyte characters, mostly space-separated."""
+    rng = random.Random(seed)
     words = " ".join(sample_texts).split()[:3000]
-    pieces = [" ", "  ", "   ", "\n", "\n\n", "\t", "-", ".", "12345", "é", "宇宙", "∫", "$x^2$"]
+    pieces = [" ", "  ", "   ", "\n", "\n\n", "\t", "-", ".", "'s", "12345", "é", "宇宙", "∫"]
     docs = []
-    for _ in range(40):
+    for _ in range(n):
         parts = []
         for _ in range(rng.randint(1, 400)):
             parts.append(rng.choice(words) if rng.random() < 0.7 else rng.choice(pieces))
             if rng.random() < 0.8:
                 parts.append(" ")
         docs.append("".join(parts))
+    return docs
+
+
+def test_word_local_on_random_text(tiny_tokenizer, sample_texts):
+    """Random mixes of words, runs of spaces, newlines, tabs, punctuation, digits and
+    multibyte characters: every chunk re-encodes to its count, and no text is lost."""
+    docs = _random_docs(sample_texts, 40, seed=7)
     for m in (12, 62):
         ch = _chunker(tiny_tokenizer, m, verify="none")
         ch.segment_chars = 200
@@ -390,17 +397,7 @@ def test_word_start_chunks_are_token_exact(byte_level, sample_texts, max_tokens,
 
 
 def test_word_start_on_random_text_and_segments(byte_level, sample_texts):
-    rng = random.Random(11)
-    words = " ".join(sample_texts).split()[:3000]
-    pieces = [" ", "  ", "\n", "\n\n", "\t", "-", "'s", "12345", "é", "宇宙", "∫", "$x^2$"]
-    docs = []
-    for _ in range(30):
-        parts = []
-        for _ in range(rng.randint(1, 400)):
-            parts.append(rng.choice(words) if rng.random() < 0.7 else rng.choice(pieces))
-            if rng.random() < 0.8:
-                parts.append(" ")
-        docs.append("".join(parts))
+    docs = _random_docs(sample_texts, 30, seed=11)
     docs.append("Special <|end_of_text|> text goes to the candidate method. " * 10)
     for segment_chars in (100, 16384):
         ch = Chunker(byte_level, 40, verify="none")
