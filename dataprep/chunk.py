@@ -84,20 +84,37 @@ def backend_tokenizer(tokenizer):
     return tok
 
 
+def _plain_bpe(tok) -> dict | None:
+    """The tokenizer's JSON description when its model is BPE without dropout, subword
+    prefix or word suffix (so a piece's characters are the text's), else None."""
+    import json
+
+    spec = json.loads(tok.to_str())
+    model = spec.get("model", {})
+    if (
+        model.get("type") != "BPE"
+        or model.get("dropout")
+        or model.get("continuing_subword_prefix")
+        or model.get("end_of_word_suffix")
+    ):
+        return None
+    return spec
+
+
 def _char_lengths(tok):
     """Per token id, how many characters of the text it covers, and how many characters
     the normalizer adds in front of a text; (None, 0) when the tokenizer does not fit this
     (not BPE, or a probe disagrees with the offsets the tokenizer reports). Lets candidates
     be encoded without offsets, which is the costlier part of encoding for short texts.
     A byte-fallback token covers its character when it is the character's first byte."""
-    import json
     import re
 
     import numpy as np
 
-    model = json.loads(tok.to_str()).get("model", {})
-    if model.get("type") != "BPE" or model.get("dropout"):
+    spec = _plain_bpe(tok)
+    if spec is None:
         return None, 0
+    model = spec["model"]
     lens = np.ones(tok.get_vocab_size(with_added_tokens=True), dtype=np.int64)
     byte = re.compile(r"<0x([0-9A-Fa-f]{2})>")
     for piece, i in tok.get_vocab(with_added_tokens=True).items():
@@ -135,19 +152,10 @@ def _word_local(tok, lens, prefix):
     `▁` and one prepended by the Llama/Mistral normalizer (or a non-splitting Metaspace
     pre-tokenizer), and no piece with a `▁` after another character (so each word start
     is a boundary in every encoding)."""
-    import json
-
     if lens is None or prefix != 1:
         return None
-    spec = json.loads(tok.to_str())
-    model = spec.get("model", {})
-    if (
-        model.get("type") != "BPE"
-        or model.get("dropout")
-        or model.get("ignore_merges")
-        or model.get("continuing_subword_prefix")
-        or model.get("end_of_word_suffix")
-    ):
+    spec = _plain_bpe(tok)
+    if spec is None or spec["model"].get("ignore_merges"):
         return None
     pre = spec.get("pre_tokenizer")
     if pre is None and spec.get("normalizer") == _METASPACE:
@@ -220,15 +228,9 @@ def _word_start_table(tok):
     rest as the whole text's scan did; so a chunk cut before such a token encodes on its
     own to exactly the tokens it had in the document), and whether it is an added token;
     None when the tokenizer is not of that kind or a probe disagrees with its offsets."""
-    import json
-
-    spec = json.loads(tok.to_str())
-    model = spec.get("model", {})
+    spec = _plain_bpe(tok)
     if (
-        model.get("type") != "BPE"
-        or model.get("dropout")
-        or model.get("continuing_subword_prefix")
-        or model.get("end_of_word_suffix")
+        spec is None
         or spec.get("normalizer") is not None
         or not _regex_pre_tokenizer(spec.get("pre_tokenizer"))
     ):
@@ -385,16 +387,19 @@ class Chunker:
             )
             if self._word_starts:
                 self._boundary_np = np.array(self._word_starts[3], dtype=bool)
-        self.segment_chars = 16384  # word-local: documents are encoded in pieces of about this
-        self.batch_chars = 1_000_000  # word-local: characters per encoding batch (memory)
-        self._heads: dict[str, int] = {}  # word-local: tokens of partial words, encoded alone
+        # word-local and word-start: documents are encoded in pieces of about this many
+        # characters, batches hold about this many (memory), and partial words at chunk
+        # ends are encoded alone, their token counts cached
+        self.segment_chars = 16384
+        self.batch_chars = 1_000_000
+        self._partials: dict[str, int] = {}
         self.stats = {
             "method": self.method,
             "encoded_chars": 0,
             "retries": 0,
             "verified": 0,
             "over_budget": 0,
-            "heads_encoded": 0,
+            "partials_encoded": 0,
             "fallback_docs": 0,
         }
 
@@ -487,9 +492,9 @@ class Chunker:
     def _stream_local(self, items) -> Iterator[tuple[Any, list[Chunk]]]:
         """The word-local and word-start methods: each batch of documents is encoded in
         one call, in segments; documents they do not fit go through the candidate method."""
-        cut = self._cut_local if self._local else self._cut_word_start
         from concurrent.futures import ThreadPoolExecutor
 
+        cut = self._cut_local if self._local else self._cut_word_start
         it = iter(items)
 
         def read() -> list:
@@ -637,13 +642,13 @@ class Chunker:
 
     def _fresh(self, text: str) -> int:
         """Tokens of `text` encoded on its own (cached: partial words repeat)."""
-        n = self._heads.get(text)
+        n = self._partials.get(text)
         if n is None:
             n = len(self.tok.encode(text, add_special_tokens=False))
-            self.stats["heads_encoded"] += 1
-            if len(self._heads) > 200_000:
-                self._heads.clear()
-            self._heads[text] = n
+            self.stats["partials_encoded"] += 1
+            if len(self._partials) > 200_000:
+                self._partials.clear()
+            self._partials[text] = n
         return n
 
     def _cut_word_start(

@@ -1,0 +1,45 @@
+"""The corpus benchmarks run end to end at toy size (their figures are not checked here:
+at this size they measure start-up, not throughput)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(script: str, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_corpus_bench_prints_every_figure_with_its_baseline(tiny_model):
+    out = run("corpus_bench.py", "--mb", "0.3", "--long-sequence-len", "0", "--dup-docs", "40")
+    for row in (
+        "cleaning alone",
+        "clean+tokenize+chunk @ 128 (word-local)",
+        "candidate method @ 128",
+        "clean+tokenize+chunk @ 128 (word-start, Llama-3-style byte-level)",
+        "packing efficiency @ 128 (word-local)",
+        "packing efficiency @ 128 (byte-level)",
+        "near-dup F1",
+    ):
+        assert row in out, out
+    assert "raw encode_batch" in out and "datasketch" in out
+    assert "'over_budget': 0" in out
+
+
+def test_corpus_memory_bench_runs_both_sizes(tiny_model):
+    out = run("corpus_memory.py", "--mb", "0.2", "--factor", "2", "--workers", "1")
+    lines = [x for x in out.splitlines() if "documents: peak" in x]
+    assert len(lines) == 2, out
+    assert "-> peak memory" in out
