@@ -557,7 +557,7 @@ class Chunker:
 
         if "\u2581" in text:  # a literal `▁` would pass for a space at a cut
             return None
-        table, word_start, special, lead_space = self._local
+        table, word_start, _, lead_space = self._local
         ids: list[int] = []
         parts = []  # per token: its start in the normalized text ("▁" + text)
         # A segment starting at text index t0 (after a dropped space) maps its normalized

@@ -354,7 +354,6 @@ def remove_references(text: str) -> str:
 # ------------------------------------------------------------------ PDF lines, whitespace
 
 _WRAP_RE = re.compile(r"(?<=[^\n])\n(?=[^\n\s#\-*|$\\>])")
-_MANY_BLANKS_RE = re.compile(r"\n{3,}")
 
 
 def unwrap_lines(text: str) -> str:
@@ -363,10 +362,8 @@ def unwrap_lines(text: str) -> str:
 
 
 def normalize_whitespace(text: str) -> str:
-    text = _apply(text.replace("\f", "\n\n"), **{**_OFF, "whitespace": True})
-    if "\n\n\n" in text:
-        text = _MANY_BLANKS_RE.sub("\n\n", text)
-    return text.strip()
+    lines = _line_pass(text.replace("\f", "\n\n").split("\n"), **{**_OFF, "whitespace": True})
+    return "\n".join(_one_blank(lines)).strip()
 
 
 # ------------------------------------------------------------------ all together
@@ -385,7 +382,5 @@ def clean_text(text: str, kind: str = "markdown") -> str:
     text = dehyphenate(text)
     text = "\n".join(_one_blank(_line_pass(text.split("\n"))))
     if kind == "pdf":
-        text = unwrap_lines(text)
-    if "\n\n\n" in text:
-        text = _MANY_BLANKS_RE.sub("\n\n", text)
+        text = unwrap_lines(text)  # joins lines, never adds blank ones
     return text.strip()
