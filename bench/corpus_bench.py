@@ -36,9 +36,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from dataprep.chunk import Chunker, packing_efficiency  # noqa: E402
-from dataprep.clean import clean_text  # noqa: E402
-from dataprep.dedup import MinHasher, NearDuplicateIndex, normalize  # noqa: E402
+from cosmosage.dataprep.corpus.chunk import Chunker, packing_efficiency  # noqa: E402
+from cosmosage.dataprep.corpus.clean import clean_text  # noqa: E402
+from cosmosage.dataprep.corpus.dedup import MinHasher, NearDuplicateIndex, normalize  # noqa: E402
 
 
 def vocabulary() -> list[str]:
@@ -123,7 +123,7 @@ def bench_tokenize(
     corpus so both see the same load on a shared machine; wall and CPU time (all threads)."""
     import multiprocessing as mp
 
-    from dataprep.chunk import backend_tokenizer
+    from cosmosage.dataprep.corpus.chunk import backend_tokenizer
 
     pool = mp.get_context("fork").Pool(workers) if workers > 1 else None  # before any encoding
     tok = backend_tokenizer(tokenizer)
@@ -321,7 +321,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     if not Path(args.tokenizer).exists():
-        from tools.tinymodel import build_tiny_model
+        from cosmosage.tools.models.tiny import build_tiny_model
 
         build_tiny_model([str(ROOT / "samples")], args.tokenizer)
 
@@ -338,7 +338,7 @@ def main() -> None:
         docs, args.tokenizer, args.sequence_len, workers=1, method="candidates"
     )
     # A byte-level BPE with Llama-3's split regex, trained on the bundled samples.
-    from tools.tinymodel import corpus_texts, train_byte_level_tokenizer
+    from cosmosage.tools.models.tiny import corpus_texts, train_byte_level_tokenizer
 
     byte_level = train_byte_level_tokenizer(corpus_texts([str(ROOT / "samples")]), 1024)
     tk_bl = bench_tokenize(docs, byte_level, args.sequence_len, workers=1)

@@ -4,7 +4,7 @@
     .venv/bin/python bench/corpus_memory.py --mb 50 --factor 6
 
 Writes a generated paper-like corpus (one markdown file per document, the same generator
-as corpus_bench.py) at two sizes, runs `cosmosage data textbooks` on each in its own
+as corpus_bench.py) at two sizes, runs `cosmosage data corpus` on each in its own
 process (clean, filter, dedup, chunk, decontaminate, write), and prints each run's peak
 resident memory (the process and, with --workers, its largest worker) beside the smaller
 run's: the baseline. Target: flat in corpus size, i.e. the larger corpus needs at most
@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 def child(argv: list[str]) -> None:
     """Run the CLI in this process, then report peak memory on the last line."""
-    from tools.cli import main
+    from cosmosage.tools.cli.main import main
 
     code = 0
     try:
@@ -55,7 +55,7 @@ def write_corpus(folder: Path, mb: float, seed: int) -> tuple[int, float]:
 def measure(folder: Path, out: Path, tokenizer: str, seq: int, workers: int) -> dict:
     argv = [
         "data",
-        "textbooks",
+        "corpus",
         str(folder),
         "--tokenizer",
         tokenizer,
@@ -81,7 +81,7 @@ def measure(folder: Path, out: Path, tokenizer: str, seq: int, workers: int) -> 
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     if report["code"]:
         sys.exit(f"pipeline run failed (exit {report['code']}):\n{proc.stderr[-3000:]}")
-    from dataprep.io import manifest_path
+    from cosmosage.dataprep.io import manifest_path
 
     manifest = json.loads(manifest_path(out).read_text())
     return {**report, "wall": wall, "records": manifest["kept"], "manifest": manifest}
@@ -101,7 +101,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     if not Path(args.tokenizer).exists():
-        from tools.tinymodel import build_tiny_model
+        from cosmosage.tools.models.tiny import build_tiny_model
 
         build_tiny_model([str(ROOT / "samples")], args.tokenizer)
 

@@ -3,7 +3,7 @@
 It starts local OpenAI-compatible servers one after the other (by default serve and
 scripted; add serve-cb with --modes serve,serve-cb,scripted) and
 sends the same number of identical chat requests at each concurrency level, through
-the same code path `cosmosage data synth` uses (`dataprep.llm.complete` + `run_pool`):
+the same code path `cosmosage data synth` uses (`cosmosage.dataprep.synth.llm.complete` + `run_pool`):
 
   serve      `transformers serve` on the tiny model, CPU, default settings
   serve-cb   the same with --continuous-batching (requests batched together)
@@ -31,8 +31,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dataprep.llm import Endpoint, RetryPolicy, Usage, complete, make_client, run_pool  # noqa: E402
-from tools.serve import LocalServer, free_port, transformers_serve  # noqa: E402
+from cosmosage.dataprep.synth.llm import (  # noqa: E402
+    Endpoint,
+    RetryPolicy,
+    Usage,
+    complete,
+    make_client,
+    run_pool,
+)
+from tests.helpers.serve import LocalServer, free_port, transformers_serve  # noqa: E402
 
 BIN = Path(sys.executable).parent
 PROMPT = [
@@ -47,7 +54,7 @@ def start_server(mode: str, model_dir: Path, cache: Path, scripted_latency: floa
     """A started, healthy server for `mode`; the caller stops it."""
     if mode == "scripted":
         port = free_port()
-        argv = [sys.executable, "-m", "tools.scripted_server", "--port", str(port)]
+        argv = [sys.executable, "-m", "tests.helpers.scripted_server", "--port", str(port)]
         argv += ["--latency", str(scripted_latency)]
         server = LocalServer(argv, port, "/v1/models", "scripted", cache / "scripted.log")
     else:
@@ -176,7 +183,7 @@ def main() -> None:
     else:
         model_dir = Path(args.model_dir)
         if not (model_dir / "config.json").is_file():
-            from tools.tinymodel import build_tiny_model
+            from cosmosage.tools.models.tiny import build_tiny_model
 
             build_tiny_model([str(ROOT / "samples")], model_dir)
         names = {

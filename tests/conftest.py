@@ -23,7 +23,7 @@ for key, value in {
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
     """The tiny Llama built from samples/ (the same one the quickstart uses; cached)."""
-    from tools.tinymodel import build_tiny_model
+    from cosmosage.tools.models.tiny import build_tiny_model
 
     out = ROOT / "build" / "models" / "tiny-llama"
     build_tiny_model([str(ROOT / "samples")], out)

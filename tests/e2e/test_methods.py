@@ -8,7 +8,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from tools.cli import main
+from cosmosage.tools.cli.main import main
 
 pytestmark = pytest.mark.train
 

@@ -12,7 +12,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from tools.cli import main
+from cosmosage.tools.cli.main import main
 
 pytestmark = pytest.mark.train
 

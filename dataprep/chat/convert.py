@@ -1,0 +1,222 @@
+"""Readers and steps that turn Q&A sources into chat records, and the `data convert` job.
+
+Steps are generators over `(line, record)` pairs or records; anything dropped comes out
+as a `Reject` naming the file, the line and the reason, so a caller writes it to the
+rejects file and nothing else is lost.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cosmosage.dataprep.chat import messages as chatmod
+from cosmosage.dataprep.io import (
+    DataError,
+    Manifest,
+    Reject,
+    read_records,
+    write_jsonl,
+    write_rejects,
+)
+
+
+@dataclass
+class ConvertOptions:
+    """How source records become messages: format, column mapping, system prompts."""
+
+    fmt: str = "auto"
+    mapping: Mapping[str, str] | None = None
+    system_prompt: str | None = None
+    system_rules: list[chatmod.SystemRule] = field(default_factory=list)
+    replace_system: bool = False
+
+    def __post_init__(self) -> None:
+        if self.fmt not in chatmod.FORMATS:
+            raise DataError(
+                f"unknown format {self.fmt!r}; choose from {', '.join(chatmod.FORMATS)}"
+            )
+        if self.mapping:
+            missing = [r for r in ("user", "assistant") if r not in self.mapping]
+            unknown = sorted(set(self.mapping) - chatmod.ROLES)
+            if missing or unknown:
+                raise DataError(
+                    f"column mapping {dict(self.mapping)}: "
+                    + (
+                        f"needs {' and '.join(missing)}"
+                        if missing
+                        else f"unknown role(s) {unknown}"
+                    )
+                    + "; roles are system, user, assistant"
+                )
+        if self.fmt == "columns" and not self.mapping:
+            raise DataError(
+                "format 'columns' needs a column mapping, e.g. --map user=question --map assistant=answer"
+            )
+
+
+def reason_kind(reason: str) -> str:
+    """A reject reason without its specifics, for the manifest's dropped counts."""
+    head = reason.split(":")[0]
+    return re.sub(r"\[\d+\]", "[]", head)
+
+
+def convert(
+    items: Iterable[tuple[int, dict | Reject]], source: str, opts: ConvertOptions
+) -> Iterator[dict | Reject]:
+    """(line, source record) -> chat record `{"messages", "source"}` or a Reject."""
+    name = Path(source).name
+    for lineno, rec in items:
+        if isinstance(rec, Reject):
+            yield rec
+            continue
+        try:
+            msgs = chatmod.to_messages(
+                rec,
+                system_prompt=opts.system_prompt,
+                fmt=opts.fmt,
+                mapping=opts.mapping,
+                system_rules=opts.system_rules,
+                replace_system=opts.replace_system,
+            )
+        except (ValueError, TypeError, AttributeError) as exc:
+            yield Reject(source, lineno, str(exc), rec)
+            continue
+        out = {"messages": msgs, "source": f"{name}:{lineno}", "_path": source}
+        topic = chatmod.camel_topic(rec) if "message_1" in rec else None
+        if topic:
+            out["topic"] = topic
+        yield out
+
+
+def take_shard(items: Iterable, index: int, count: int) -> Iterator:
+    """Every `count`-th item starting at `index`: shard i of n of a stream."""
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: need 0 <= i < n")
+    for k, item in enumerate(items):
+        if k % count == index:
+            yield item
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`"2/8"` -> (2, 8)."""
+    i, sep, n = text.partition("/")
+    if not sep or not i.strip().isdigit() or not n.strip().isdigit() or not 0 <= int(i) < int(n):
+        raise ValueError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/4")
+    return int(i), int(n)
+
+
+class TokenCounter:
+    """Tokens in a conversation as training sees it: rendered through the tokenizer's
+    chat template when there is one. Without a tokenizer, words and punctuation marks
+    are counted instead (an approximation, said so in manifests)."""
+
+    _WORDS = re.compile(r"\w+|[^\w\s]")
+
+    def __init__(self, tokenizer=None):
+        self.tokenizer = tokenizer
+        self.templated = bool(tokenizer is not None and getattr(tokenizer, "chat_template", None))
+
+    @property
+    def unit(self) -> str:
+        if self.tokenizer is None:
+            return "words (no tokenizer given)"
+        return "tokens (chat template)" if self.templated else "tokens (contents only)"
+
+    def count(self, messages: list[dict]) -> int:
+        if self.tokenizer is None:
+            return sum(len(self._WORDS.findall(m["content"])) for m in messages)
+        if self.templated:
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False)
+            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return sum(
+            len(self.tokenizer(m["content"], add_special_tokens=False)["input_ids"])
+            for m in messages
+        )
+
+
+def measure(
+    records: Iterable[dict | Reject], counter: TokenCounter, sequence_len: int | None = None
+) -> Iterator[dict | Reject]:
+    """Attach `_tokens` to each record; reject conversations longer than sequence_len."""
+    for rec in records:
+        if isinstance(rec, Reject):
+            yield rec
+            continue
+        n = counter.count(rec["messages"])
+        if sequence_len and n > sequence_len:
+            src, _, line = rec.get("source", "?:").rpartition(":")
+            yield Reject(
+                rec.get("_path", src),
+                int(line) if line.isdigit() else None,
+                f"too long: {n} tokens > sequence_len {sequence_len}",
+                {k: v for k, v in rec.items() if not k.startswith("_")},
+            )
+            continue
+        rec["_tokens"] = n
+        yield rec
+
+
+def public(rec: dict) -> dict:
+    """A record without the bookkeeping fields (those starting with `_`)."""
+    return {k: v for k, v in rec.items() if not k.startswith("_")}
+
+
+def build_convert(
+    inputs: list[str],
+    out: str | Path,
+    opts: ConvertOptions,
+    tokenizer: str | None = None,
+    sequence_len: int | None = None,
+    shard: tuple[int, int] | None = None,
+) -> dict:
+    """Q&A files (JSONL or CSV) -> chat JSONL + rejects + manifest, in input order.
+
+    With `shard=(i, n)`, only every n-th row from the i-th on is converted, so n jobs
+    (a Slurm array, say) split the work."""
+    from cosmosage.dataprep.io import load_tokenizer
+
+    if sequence_len and not tokenizer:
+        raise DataError("--sequence-len needs --tokenizer to measure conversations")
+    counter = TokenCounter(load_tokenizer(tokenizer) if tokenizer else None)
+    manifest = Manifest(
+        str(out),
+        extra={"format": opts.fmt, "mapping": dict(opts.mapping or {}), "token_unit": counter.unit},
+    )
+    if sequence_len:
+        manifest.extra["sequence_len"] = sequence_len
+    if shard:
+        manifest.extra["shard"] = f"{shard[0]}/{shard[1]}"
+    rejects: list[Reject] = []
+    per_input: Counter = Counter()
+    tokens = 0
+
+    def records() -> Iterator[dict]:
+        nonlocal tokens
+        for path in inputs:
+            manifest.add_input(path)
+            rows = read_records(path)
+            items = convert(take_shard(rows, *shard) if shard else rows, str(path), opts)
+            for rec in measure(items, counter, sequence_len):
+                if isinstance(rec, Reject):
+                    rejects.append(rec)
+                    manifest.dropped[reason_kind(rec.reason)] += 1
+                    continue
+                per_input[str(path)] += 1
+                tokens += rec["_tokens"]
+                yield public(rec)
+
+    manifest.kept = write_jsonl(out, records())
+    manifest.tokens = tokens
+    manifest.extra["kept_per_input"] = dict(per_input)
+    write_rejects(out, rejects)
+    manifest.write()
+    return {
+        "output": str(out),
+        "records": manifest.kept,
+        "rejected": len(rejects),
+        "tokens": tokens,
+    }

@@ -1,0 +1,608 @@
+"""Token-weighted chat mixes and staged curricula: the `data mix SPEC.yaml` job.
+
+A spec names sources (local JSONL/CSV files or Hub datasets), each with a share of the
+output's tokens (`weight`) or a number of conversations (`count`), a priority tier and
+an optional held-out validation fraction. Every source is converted to chat records,
+measured with the tokenizer's chat template, deduplicated against the sources listed
+before it, split into train and validation slices, then drawn from until its token
+target is met. With `stages`, one output is written per stage, each stage taking the
+sources of its tiers. See docs/chat-data.md for the format.
+
+    seed: 0
+    tokenizer: build/models/tiny-llama
+    sequence_len: 256
+    validation: 0.1
+    out: build/data/quickstart/chat.jsonl
+    val_out: build/data/quickstart/chat.val.jsonl
+    sources:
+      - {name: domain, path: samples/qa/cosmology_qa.jsonl, weight: 0.7}
+      - {name: general, path: samples/general/chat.jsonl, weight: 0.3}
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import random
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cosmosage.dataprep.chat import messages as chatmod
+from cosmosage.dataprep.chat.convert import (
+    ConvertOptions,
+    TokenCounter,
+    convert,
+    measure,
+    public,
+    reason_kind,
+)
+from cosmosage.dataprep.io import (
+    DataError,
+    Manifest,
+    Reject,
+    read_jsonl,
+    read_records,
+    read_yaml,
+    rejects_path,
+    write_jsonl,
+    write_rejects,
+)
+
+TIERS = ("high", "medium", "low")
+DEFAULT_CACHE = "build/cache/hub"
+SOURCE_KEYS = {
+    "name", "path", "dataset", "config", "split", "data_files", "revision", "streaming",
+    "max_records", "format", "map", "system_prompt", "system_rules", "replace_system",
+    "weight", "count", "tier", "validation", "repeat", "cache",
+}  # fmt: skip
+SPEC_KEYS = {
+    "seed",
+    "tokenizer",
+    "sequence_len",
+    "validation",
+    "out",
+    "val_out",
+    "total_tokens",
+    "sources",
+    "stages",
+    "cache_dir",
+}
+STAGE_KEYS = {"name", "tiers", "out", "val_out", "total_tokens"}
+
+
+@dataclass
+class Source:
+    name: str
+    path: str | None = None
+    dataset: str | None = None
+    config: str | None = None
+    split: str = "train"
+    data_files: Any = None
+    revision: str | None = None
+    streaming: bool = True
+    max_records: int | None = None
+    opts: ConvertOptions = field(default_factory=ConvertOptions)
+    weight: float | None = None
+    count: int | None = None
+    tier: str = "medium"
+    validation: float = 0.0
+    repeat: bool = False
+    cache: bool = True
+
+    @property
+    def label(self) -> str:
+        return self.path if self.path else f"hub:{self.dataset}[{self.split}]"
+
+
+@dataclass
+class Stage:
+    name: str
+    tiers: list[str]
+    out: str
+    val_out: str | None
+    total_tokens: int | None = None
+
+
+@dataclass
+class MixSpec:
+    sources: list[Source]
+    stages: list[Stage]
+    seed: int = 0
+    tokenizer: str | None = None
+    sequence_len: int | None = None
+    path: str = "<spec>"
+    cache_dir: str | None = DEFAULT_CACHE
+
+
+# --------------------------------------------------------------------------- spec
+
+
+def _check_keys(obj: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise DataError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def parse_spec(data: Any, path: str = "<spec>", overrides: dict | None = None) -> MixSpec:
+    """A mix spec (already parsed YAML) -> MixSpec, with every mistake named."""
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a mapping with a `sources:` list")
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if data.get("stages") and ({"out", "val_out"} & set(overrides)):
+        raise DataError(
+            f"{path}: the spec has stages, each with its own `out:`; --out/--val-out apply to single-output specs"
+        )
+    data = {**data, **overrides}
+    _check_keys(data, SPEC_KEYS, path)
+    raw_sources = data.get("sources")
+    if not isinstance(raw_sources, list) or not raw_sources:
+        raise DataError(f"{path}: `sources:` must be a non-empty list")
+    default_val = float(data.get("validation") or 0.0)
+    sources, names = [], set()
+    for i, raw in enumerate(raw_sources):
+        at = f"{path}: sources[{i}]"
+        if not isinstance(raw, dict):
+            raise DataError(f"{at}: expected a mapping")
+        _check_keys(raw, SOURCE_KEYS, at)
+        if bool(raw.get("path")) == bool(raw.get("dataset")):
+            raise DataError(f"{at}: give exactly one of `path` (local file) or `dataset` (Hub id)")
+        if (raw.get("weight") is None) == (raw.get("count") is None):
+            raise DataError(
+                f"{at}: give exactly one of `weight` (share of tokens) or `count` (conversations)"
+            )
+        name = str(raw.get("name") or raw.get("path") or raw.get("dataset"))
+        if name in names:
+            raise DataError(f"{at}: duplicate source name {name!r}")
+        names.add(name)
+        tier = raw.get("tier", "medium")
+        if tier not in TIERS:
+            raise DataError(f"{at}.tier: {tier!r} is not one of {', '.join(TIERS)}")
+        weight = raw.get("weight")
+        if weight is not None and (not isinstance(weight, int | float) or weight <= 0):
+            raise DataError(
+                f"{at}.weight: must be a positive number (a share of tokens), got {weight!r}"
+            )
+        count = raw.get("count")
+        if count is not None and (not isinstance(count, int) or count < 0):
+            raise DataError(f"{at}.count: must be a whole number of conversations, got {count!r}")
+        val = float(raw.get("validation", default_val) or 0.0)
+        if not 0.0 <= val < 1.0:
+            raise DataError(f"{at}.validation: a fraction in [0, 1), got {val}")
+        mapping = raw.get("map")
+        if mapping is not None and not isinstance(mapping, dict):
+            raise DataError(
+                f"{at}.map: expected a mapping role -> column, e.g. {{user: question, assistant: answer}}"
+            )
+        try:
+            rules = [chatmod.SystemRule.parse(r) for r in raw.get("system_rules") or []]
+            opts = ConvertOptions(
+                fmt=raw.get("format", "auto"),
+                mapping=mapping,
+                system_prompt=raw.get("system_prompt"),
+                system_rules=rules,
+                replace_system=bool(raw.get("replace_system", False)),
+            )
+        except ValueError as exc:
+            raise DataError(f"{at}: {exc}") from exc
+        sources.append(
+            Source(
+                name=name,
+                path=raw.get("path"),
+                dataset=raw.get("dataset"),
+                config=raw.get("config"),
+                split=raw.get("split", "train"),
+                data_files=raw.get("data_files"),
+                revision=raw.get("revision"),
+                streaming=bool(raw.get("streaming", True)),
+                max_records=raw.get("max_records"),
+                opts=opts,
+                weight=float(weight) if weight is not None else None,
+                count=count,
+                tier=tier,
+                validation=val,
+                repeat=bool(raw.get("repeat", False)),
+                cache=bool(raw.get("cache", True)),
+            )
+        )
+    stages = []
+    raw_stages = data.get("stages")
+    if raw_stages:
+        if not isinstance(raw_stages, list):
+            raise DataError(f"{path}: `stages:` must be a list")
+        for i, raw in enumerate(raw_stages):
+            at = f"{path}: stages[{i}]"
+            if not isinstance(raw, dict) or not raw.get("out"):
+                raise DataError(f"{at}: expected a mapping with at least `out:`")
+            _check_keys(raw, STAGE_KEYS, at)
+            tiers = raw.get("tiers") or list(TIERS)
+            bad = [t for t in tiers if t not in TIERS]
+            if bad:
+                raise DataError(f"{at}.tiers: {bad} not among {', '.join(TIERS)}")
+            stages.append(
+                Stage(
+                    str(raw.get("name", f"stage{i + 1}")),
+                    list(tiers),
+                    raw["out"],
+                    raw.get("val_out"),
+                    raw.get("total_tokens"),
+                )
+            )
+    else:
+        if not data.get("out"):
+            raise DataError(f"{path}: give `out:` (or `stages:` with one `out:` each, or --out)")
+        stages.append(
+            Stage("all", list(TIERS), data["out"], data.get("val_out"), data.get("total_tokens"))
+        )
+    for st in stages:
+        members = [s for s in sources if s.tier in st.tiers]
+        if not members:
+            raise DataError(f"{path}: stage {st.name!r} (tiers {st.tiers}) has no sources")
+        weighted = [s for s in members if s.weight is not None]
+        counted = [s for s in members if s.count is not None]
+        if counted and weighted and sum(s.weight for s in weighted) >= 1.0 and not st.total_tokens:
+            raise DataError(
+                f"{path}: stage {st.name!r} mixes `count` and `weight` sources, so weights are shares of "
+                f"all tokens and must sum below 1 (they sum to {sum(s.weight for s in weighted):g})"
+            )
+    seq = data.get("sequence_len")
+    return MixSpec(
+        sources,
+        stages,
+        int(data.get("seed") or 0),
+        data.get("tokenizer"),
+        int(seq) if seq else None,
+        path,
+        data.get("cache_dir", DEFAULT_CACHE),
+    )
+
+
+def load_spec(path: str | Path, overrides: dict | None = None) -> MixSpec:
+    return parse_spec(read_yaml(path), str(path), overrides)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def hub_cache_path(src: Source, cache_dir: str | Path) -> Path:
+    """Where the rows read from a Hub source are kept, named by what was read."""
+    files = json.dumps(src.data_files, sort_keys=True) if src.data_files else ""
+    key = f"{src.dataset}|{src.config}|{src.split}|{src.revision}|{src.max_records}|{files}"
+    digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:12]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{src.dataset}-{src.split}")[:80]
+    return Path(cache_dir) / f"{slug}-{digest}.jsonl"
+
+
+def read_hub(src: Source, cache_dir: str | Path | None = None) -> Iterator[tuple[int, dict]]:
+    """Rows of a Hub (or `datasets` builder) dataset as (row number, record), streamed
+    when asked. With a cache folder, the rows read (up to `max_records`) are saved as
+    JSONL on the first run and read back from there on later ones, offline."""
+    cached = hub_cache_path(src, cache_dir) if cache_dir and src.cache else None
+    if cached is not None and cached.is_file():
+        yield from read_jsonl(cached)
+        return
+    rows = _stream_hub(src)
+    if cached is None:
+        yield from rows
+        return
+    kept: list[dict] = []
+    for i, row in rows:
+        kept.append(row)
+        yield i, row
+    write_jsonl(cached, kept)
+
+
+def _stream_hub(src: Source) -> Iterator[tuple[int, dict]]:
+    from datasets import load_dataset
+
+    kwargs = {"split": src.split, "streaming": src.streaming}
+    if src.config:
+        kwargs["name"] = src.config
+    if src.data_files:
+        kwargs["data_files"] = src.data_files
+    if src.revision:
+        kwargs["revision"] = src.revision
+    ds = load_dataset(src.dataset, **kwargs)
+    for i, row in enumerate(ds, start=1):
+        if src.max_records and i > src.max_records:
+            break
+        yield i, dict(row)
+
+
+def read_source(
+    src: Source, cache_dir: str | Path | None = None
+) -> Iterator[tuple[int, dict | Reject]]:
+    if src.path:
+        for n, item in enumerate(read_records(src.path), start=1):
+            if src.max_records and n > src.max_records:
+                break
+            yield item
+    else:
+        yield from read_hub(src, cache_dir)
+
+
+def dedup_key(messages: list[dict]) -> str:
+    """Same user and assistant turns (case and spacing aside) = same conversation;
+    system prompts do not count."""
+    text = "\x1e".join(
+        " ".join(m["content"].lower().split()) for m in messages if m["role"] != "system"
+    )
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class Pool:
+    source: Source
+    train: list[dict]
+    val: list[dict]
+    rejects: list[Reject]
+    dropped: Counter
+
+
+def load_pools(spec: MixSpec, counter: TokenCounter) -> list[Pool]:
+    """Each source converted, measured, deduplicated against earlier ones, split train/val."""
+    seen: dict[str, str] = {}
+    pools = []
+    for src in spec.sources:
+        rejects: list[Reject] = []
+        dropped: Counter = Counter()
+        records = []
+        items = convert(read_source(src, spec.cache_dir), src.label, src.opts)
+        for rec in measure(items, counter, spec.sequence_len):
+            if isinstance(rec, Reject):
+                rejects.append(rec)
+                dropped[reason_kind(rec.reason)] += 1
+                continue
+            key = dedup_key(rec["messages"])
+            if key in seen:
+                line = rec["source"].rpartition(":")[2]
+                rejects.append(
+                    Reject(
+                        src.label,
+                        int(line) if line.isdigit() else None,
+                        f"duplicate of {seen[key]}",
+                        public(rec),
+                    )
+                )
+                dropped["duplicate"] += 1
+                continue
+            seen[key] = f"{src.name}/{rec['source']}"
+            rec["mix_source"] = src.name
+            records.append(rec)
+        rng = random.Random(f"{spec.seed}:{src.name}")
+        rng.shuffle(records)
+        n_val = round(len(records) * src.validation)
+        if src.validation > 0 and n_val == 0 and len(records) > 1:
+            n_val = 1
+        pools.append(Pool(src, records[n_val:], records[:n_val], rejects, dropped))
+    return pools
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def fill(records: list[dict], target: float, repeat: bool, rng: random.Random) -> list[dict]:
+    """Records whose tokens add up as close to `target` as the pool allows: take each
+    record that still fits, in the (shuffled) pool order (with `repeat`, go round again
+    in a new order while there is room), then close the gap by swaps."""
+    chosen, total = [], 0
+    order = list(records)
+    while True:
+        added = False
+        for rec in order:
+            if total + rec["_tokens"] <= target:
+                chosen.append(rec)
+                total += rec["_tokens"]
+                added = True
+        smallest = min((r["_tokens"] for r in records), default=0)
+        if not repeat or not added or target - total < smallest:
+            return close_gap(chosen, records, target)
+        order = list(records)
+        rng.shuffle(order)
+
+
+def close_gap(
+    chosen: list[dict], records: list[dict], target: float, rounds: int = 8
+) -> list[dict]:
+    """Swap a chosen record for a longer unchosen one while that brings the total
+    closer to `target` without passing it; then pass it by one record if that lands
+    closer."""
+    chosen = list(chosen)
+    picked = {id(r) for r in chosen}
+    spare = sorted((r for r in records if id(r) not in picked), key=lambda r: r["_tokens"])
+    sizes = [r["_tokens"] for r in spare]
+    total = sum(r["_tokens"] for r in chosen)
+    for _ in range(rounds):
+        gap = target - total
+        best = None  # (gain, index in chosen, index in spare)
+        for i, rec in enumerate(chosen):
+            j = bisect.bisect_right(sizes, rec["_tokens"] + gap) - 1
+            if j >= 0 and id(spare[j]) not in picked:
+                gain = sizes[j] - rec["_tokens"]
+                if gain > 0 and (best is None or gain > best[0]):
+                    best = (gain, i, j)
+        if best is None:
+            break
+        gain, i, j = best
+        out, new = chosen[i], spare[j]
+        chosen[i] = new
+        picked.discard(id(out))
+        picked.add(id(new))
+        spare[j] = out
+        sizes[j] = out["_tokens"]
+        order = sorted(range(len(spare)), key=lambda k: sizes[k])
+        spare, sizes = [spare[k] for k in order], [sizes[k] for k in order]
+        total += gain
+    # one more record when passing the target by it misses by less than stopping short
+    if spare and sizes[0] - (target - total) < target - total:
+        chosen.append(spare[0])
+    return chosen
+
+
+def plan_stage(stage: Stage, pools: list[Pool], seed: int) -> tuple[list[dict], dict]:
+    """Draw one stage's training records; return them and the per-source report."""
+    members = [p for p in pools if p.source.tier in stage.tiers]
+    weighted = [p for p in members if p.source.weight is not None]
+    counted = [p for p in members if p.source.count is not None]
+    rng = random.Random(f"{seed}:stage:{stage.name}")
+    picks: dict[str, list[dict]] = {}
+    for p in counted:
+        n = p.source.count
+        take = list(p.train[:n])
+        while p.source.repeat and p.train and len(take) < n:
+            more = list(p.train)
+            rng.shuffle(more)
+            take.extend(more[: n - len(take)])
+        picks[p.source.name] = take
+    fixed = sum(r["_tokens"] for p in counted for r in picks[p.source.name])
+    wsum = sum(p.source.weight for p in weighted)
+    shares: dict[str, float] = {}
+    targets: dict[str, float] = {}
+    if weighted:
+        if counted:
+            shares = {p.source.name: p.source.weight for p in weighted}
+        else:
+            shares = {p.source.name: p.source.weight / wsum for p in weighted}
+        if stage.total_tokens:
+            total = float(stage.total_tokens)
+        elif counted:
+            total = fixed / (1.0 - wsum)
+        else:
+            # the largest mix in which no source repeats (a source with repeat: true
+            # never limits it)
+            limits = [
+                sum(r["_tokens"] for r in p.train) / shares[p.source.name]
+                for p in weighted
+                if not p.source.repeat
+            ]
+            total = (
+                min(limits)
+                if limits
+                else float(sum(sum(r["_tokens"] for r in p.train) for p in weighted))
+            )
+        for p in weighted:
+            targets[p.source.name] = shares[p.source.name] * total
+            picks[p.source.name] = fill(p.train, targets[p.source.name], p.source.repeat, rng)
+    train = [r for p in members for r in picks[p.source.name]]
+    rng.shuffle(train)
+    grand = sum(r["_tokens"] for r in train) or 1
+    report = {}
+    for p in members:
+        got = picks[p.source.name]
+        tokens = sum(r["_tokens"] for r in got)
+        report[p.source.name] = {
+            "source": p.source.label,
+            "tier": p.source.tier,
+            "requested_share": round(shares[p.source.name], 4) if p.source.name in shares else None,
+            "requested_count": p.source.count,
+            "target_tokens": round(targets[p.source.name]) if p.source.name in targets else None,
+            "realized_share": round(tokens / grand, 4),
+            "records": len(got),
+            "tokens": tokens,
+            "available_records": len(p.train),
+            "available_tokens": sum(r["_tokens"] for r in p.train),
+            "val_records": len(p.val),
+            "val_tokens": sum(r["_tokens"] for r in p.val),
+            "dropped": dict(p.dropped),
+        }
+    return train, report
+
+
+def _strip(rec: dict) -> dict:
+    return public(rec)
+
+
+def build_mix(spec: MixSpec, stage_names: list[str] | None = None) -> dict:
+    """Write every stage's train (and validation) JSONL with manifest and rejects."""
+    from cosmosage.dataprep.io import load_tokenizer
+
+    if spec.sequence_len and not spec.tokenizer:
+        raise DataError(f"{spec.path}: sequence_len needs a tokenizer to measure conversations")
+    counter = TokenCounter(load_tokenizer(spec.tokenizer) if spec.tokenizer else None)
+    pools = load_pools(spec, counter)
+    empty = [p for p in pools if not p.train and (p.source.weight is not None or p.source.count)]
+    if empty:
+        # keep the reasons where the user will look for them, then stop
+        write_rejects(spec.stages[0].out, [r for p in pools for r in p.rejects])
+        why = "; ".join(
+            f"{p.source.name}: {', '.join(f'{k} x{n}' for k, n in p.dropped.most_common(3)) or 'no records'}"
+            for p in empty
+        )
+        raise DataError(
+            f"{spec.path}: no usable conversations in source(s) {why} "
+            f"(rejects in {rejects_path(spec.stages[0].out)})"
+        )
+    results = []
+    for stage in spec.stages:
+        if stage_names and stage.name not in stage_names:
+            continue
+        train, report = plan_stage(stage, pools, spec.seed)
+        members = [p for p in pools if p.source.tier in stage.tiers]
+        manifest = Manifest(
+            stage.out,
+            extra={
+                "spec": spec.path,
+                "stage": stage.name,
+                "tiers": stage.tiers,
+                "seed": spec.seed,
+                "tokenizer": spec.tokenizer,
+                "token_unit": counter.unit,
+                "sequence_len": spec.sequence_len,
+                "sources": report,
+            },
+        )
+        if Path(spec.path).is_file():
+            manifest.add_input(spec.path, role="spec")
+        for p in members:
+            if p.source.path:
+                manifest.add_input(p.source.path, source=p.source.name)
+            else:
+                entry = {
+                    "dataset": p.source.dataset,
+                    "split": p.source.split,
+                    "config": p.source.config,
+                    "revision": p.source.revision,
+                    "source": p.source.name,
+                }
+                if spec.cache_dir and p.source.cache:
+                    entry["cache"] = str(hub_cache_path(p.source, spec.cache_dir))
+                manifest.inputs.append(entry)
+            manifest.dropped.update(p.dropped)
+        manifest.kept = write_jsonl(stage.out, (_strip(r) for r in train))
+        manifest.tokens = sum(r["_tokens"] for r in train)
+        write_rejects(stage.out, [r for p in members for r in p.rejects])
+        manifest.write()
+        result = {
+            "stage": stage.name,
+            "output": stage.out,
+            "records": manifest.kept,
+            "tokens": manifest.tokens,
+            "shares": {
+                k: {"requested": v["requested_share"], "realized": v["realized_share"]}
+                for k, v in report.items()
+            },
+        }
+        if stage.val_out:
+            val = [r for p in members for r in p.val]
+            random.Random(f"{spec.seed}:val:{stage.name}").shuffle(val)
+            vm = Manifest(
+                stage.val_out,
+                inputs=manifest.inputs,
+                extra={"stage": stage.name, "validation_of": stage.out},
+            )
+            vm.kept = write_jsonl(stage.val_out, (_strip(r) for r in val))
+            vm.tokens = sum(r["_tokens"] for r in val)
+            vm.extra["sources"] = {p.source.name: len(p.val) for p in members}
+            vm.write()
+            result["val_output"] = stage.val_out
+            result["val_records"] = vm.kept
+        results.append(result)
+    if stage_names and not results:
+        raise DataError(
+            f"{spec.path}: no stage named {', '.join(stage_names)}; stages are {[s.name for s in spec.stages]}"
+        )
+    return {"stages": results}

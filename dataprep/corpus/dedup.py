@@ -1,0 +1,228 @@
+"""Deduplication and decontamination.
+
+- exact: a hash of the normalised text (case, punctuation and whitespace ignored);
+- near: MinHash signatures over word shingles, indexed by datasketch's `MinHashLSH`
+  and confirmed by the estimated Jaccard similarity. Signatures are computed here with
+  numpy over xxhash word hashes (one vectorised pass per document), which is several
+  times faster than hashing each shingle with SHA-1; the LSH index is datasketch's.
+- decontamination: word n-grams of evaluation prompts; a chunk sharing one is dropped.
+
+The index holds one signature per kept document (num_perm x 4 bytes), not its text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xxhash
+
+_NORM_RE = re.compile(r"[\W_]+")
+# Words as UTF-8 bytes: runs of ASCII letters and digits and any non-ASCII bytes (so
+# accented letters and symbols stay inside their word); same words as `normalize` gives
+# for ASCII text.
+_WORD_BYTES_RE = re.compile(rb"[0-9A-Za-z\x80-\xff]+")
+_MAX32 = np.uint64((1 << 32) - 1)
+
+
+def normalize(text: str) -> str:
+    """Lowercase, punctuation to spaces, whitespace collapsed."""
+    return " ".join(_NORM_RE.sub(" ", text.lower()).split())
+
+
+def exact_key(text: str) -> str:
+    return xxhash.xxh3_128_hexdigest(normalize(text).encode())
+
+
+@dataclass
+class MinHasher:
+    """MinHash over word `shingle`-grams with `num_perm` hash functions.
+
+    Words are hashed with xxh32, shingles combined from word hashes with numpy, and each
+    of the `num_perm` functions is a multiply-shift hash of the shingle hash (odd 64-bit
+    multiplier, 64-bit offset, top 32 bits), which needs no modulo.
+    """
+
+    num_perm: int = 128
+    shingle: int = 5
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        rng = np.random.default_rng(self.seed)
+        self._a = rng.integers(0, 1 << 63, size=self.num_perm, dtype=np.uint64) * np.uint64(
+            2
+        ) + np.uint64(1)
+        self._b = rng.integers(0, 1 << 63, size=self.num_perm, dtype=np.uint64)
+        # Per-position multipliers that combine word hashes into a shingle hash.
+        self._mult = rng.integers(1, 1 << 32, size=self.shingle, dtype=np.uint64) | np.uint64(1)
+
+    def shingle_hashes(self, text: str) -> np.ndarray:
+        words = _WORD_BYTES_RE.findall(text.lower().encode("utf-8"))
+        if not words:
+            return np.zeros(1, dtype=np.uint64)
+        h = np.fromiter(map(xxhash.xxh32_intdigest, words), dtype=np.uint64, count=len(words))
+        k = min(self.shingle, len(h))
+        n = len(h) - k + 1
+        acc = np.zeros(n, dtype=np.uint64)
+        for i in range(k):
+            acc = acc * np.uint64(0x9E3779B97F4A7C15) + h[i : i + n] * self._mult[i]
+        return np.unique(acc)
+
+    def signature(self, text: str) -> np.ndarray:
+        """uint32 signature of length num_perm."""
+        h = self.shingle_hashes(text)
+        sig = np.full(self.num_perm, _MAX32, dtype=np.uint64)
+        shift = np.uint64(32)
+        buf = np.empty((min(len(h), 4096), self.num_perm), dtype=np.uint64)
+        for start in range(0, len(h), 4096):  # bounded memory for very long documents
+            block = h[start : start + 4096, None]
+            out = buf[: len(block)]
+            np.multiply(block, self._a, out=out)  # wraps modulo 2^64, as intended
+            out += self._b
+            out >>= shift
+            np.minimum(sig, out.min(axis=0), out=sig)
+        return sig.astype(np.uint32)
+
+
+class NearDuplicateIndex:
+    """datasketch MinHashLSH over our signatures; `add` answers the earlier duplicate or None."""
+
+    def __init__(self, threshold: float = 0.8, num_perm: int = 128):
+        from datasketch import MinHashLSH
+
+        self.threshold = threshold
+        self.num_perm = num_perm
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        self._sigs: dict[str, np.ndarray] = {}
+
+    def _lean(self, sig: np.ndarray):
+        from datasketch import LeanMinHash
+
+        return LeanMinHash(seed=1, hashvalues=sig.astype(np.uint64), scheme="legacy")
+
+    def add(self, key: str, sig: np.ndarray) -> tuple[str, float] | None:
+        """Insert `key` unless it is a near duplicate of an indexed key; then return that
+        key and the estimated Jaccard similarity."""
+        m = self._lean(sig)
+        best = None
+        for other in self.lsh.query(m):
+            sim = float(np.mean(self._sigs[other] == sig))
+            if sim >= self.threshold and (best is None or sim > best[1]):
+                best = (other, sim)
+        if best is not None:
+            return best
+        self.lsh.insert(key, m, check_duplication=False)
+        self._sigs[key] = sig
+        return None
+
+    def __len__(self) -> int:
+        return len(self._sigs)
+
+
+class Deduplicator:
+    """Exact then near-duplicate check across every document it sees, in order."""
+
+    def __init__(
+        self, near: bool = True, threshold: float = 0.8, num_perm: int = 128, shingle: int = 5
+    ):
+        self.exact: dict[str, str] = {}
+        self.hasher = MinHasher(num_perm=num_perm, shingle=shingle)
+        self.index = NearDuplicateIndex(threshold, num_perm) if near else None
+
+    def check(self, key: str, exact: str, sig: np.ndarray | None) -> str | None:
+        """A reason when document `key` duplicates an earlier one, else None (and remember it)."""
+        if (first := self.exact.get(exact)) is not None:
+            return f"exact duplicate: of {first}"
+        self.exact[exact] = key
+        if self.index is not None and sig is not None:
+            if hit := self.index.add(key, sig):
+                return f"near duplicate: of {hit[0]} (Jaccard ~{hit[1]:.2f})"
+        return None
+
+
+# ------------------------------------------------------------------ decontamination
+
+
+def ngrams(words: list[str], n: int) -> Iterable[tuple[str, ...]]:
+    return zip(*(words[i:] for i in range(n)), strict=False)
+
+
+class Decontaminator:
+    """Drops texts that share a word n-gram with any evaluation prompt (or the whole
+    prompt, when a prompt is shorter than n words)."""
+
+    def __init__(self, prompts: Iterable[str], n: int = 8):
+        self.n = n
+        self.grams: set[tuple[str, ...]] = set()
+        self.short: set[str] = set()
+        for p in prompts:
+            words = normalize(p).split()
+            if len(words) >= n:
+                self.grams.update(ngrams(words, n))
+            elif len(words) >= 3:
+                self.short.add(" ".join(words))
+
+    def __bool__(self) -> bool:
+        return bool(self.grams or self.short)
+
+    def reason(self, text: str) -> str | None:
+        norm = normalize(text)
+        words = norm.split()
+        if self.grams and not self.grams.isdisjoint(ngrams(words, self.n)):
+            hit = next(g for g in ngrams(words, self.n) if g in self.grams)
+            return f"eval overlap: shares '{' '.join(hit)}'"
+        padded = f" {norm} "
+        for s in self.short:
+            if f" {s} " in padded:
+                return f"eval overlap: contains '{s}'"
+        return None
+
+
+_PROMPT_KEYS = ("prompt", "question", "instruction", "input", "text", "query")
+
+
+def _prompt_texts(obj) -> Iterable[str]:
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, list):
+        for x in obj:
+            yield from _prompt_texts(x)
+    elif isinstance(obj, dict):
+        for k in _PROMPT_KEYS:
+            if isinstance(obj.get(k), str):
+                yield obj[k]
+        for k in ("prompts", "messages", "conversations"):
+            if k in obj:
+                yield from _prompt_texts(obj[k])
+        if isinstance(obj.get("content"), str):
+            yield obj["content"]
+        if isinstance(obj.get("value"), str):
+            yield obj["value"]
+
+
+def read_eval_prompts(path: str | Path) -> list[str]:
+    """Evaluation prompts from a prompt suite (.yaml: `prompts: [{prompt: ...}]`), a
+    JSONL file (prompt / question / instruction / messages fields) or plain text (one
+    prompt per line)."""
+    from cosmosage.dataprep.io import DataError, Reject, read_jsonl, read_text
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml", ".json"):
+        import yaml
+
+        try:
+            return list(_prompt_texts(yaml.safe_load(read_text(path))))
+        except yaml.YAMLError as exc:
+            raise DataError(f"{path}: invalid YAML/JSON prompt file: {exc}") from exc
+    if suffix == ".jsonl":
+        out = []
+        for lineno, rec in read_jsonl(path):
+            if isinstance(rec, Reject):
+                raise DataError(f"{path}:{lineno}: {rec.reason}")
+            out.extend(_prompt_texts(rec))
+        return out
+    return [ln.strip() for ln in read_text(path).splitlines() if ln.strip()]

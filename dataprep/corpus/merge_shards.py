@@ -1,0 +1,170 @@
+"""Shards: output names for shard i of n, and the merge that combines them.
+
+Shard i of n writes `<stem>.shard-0000i-of-0000n.jsonl` (and its val, rejects, docs and
+manifest files) beside `<stem>.jsonl`. `merge_shards` checks that all n parts are
+there, deduplicates documents across shards (exact hash and MinHash signatures from
+the `.docs.jsonl` sidecars, in shard order: the first copy wins), and streams the kept
+chunks into one train (and validation) file with one manifest and one rejects file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+from cosmosage.dataprep.corpus.chunk import packing_efficiency
+from cosmosage.dataprep.corpus.dedup import Deduplicator
+from cosmosage.dataprep.corpus.filters import reason_key
+from cosmosage.dataprep.corpus.pipeline import MAX_LISTED_INPUTS, decode_signature, docs_path
+from cosmosage.dataprep.io import (
+    DataError,
+    JsonlWriter,
+    Manifest,
+    Reject,
+    manifest_path,
+    read_jsonl,
+    read_text,
+    rejects_path,
+)
+
+
+def shard_output(path: str | Path | None, shard: tuple[int, int] | None) -> Path | None:
+    """corpus.jsonl + (3, 8) -> corpus.shard-00003-of-00008.jsonl"""
+    if path is None or shard is None:
+        return Path(path) if path else None
+    path = Path(path)
+    stem = path.name.removesuffix(".jsonl")
+    return path.with_name(f"{stem}.shard-{shard[0]:05d}-of-{shard[1]:05d}.jsonl")
+
+
+def find_shards(path: str | Path) -> list[Path]:
+    """All shard parts of output `path`, in order; DataError when some are missing."""
+    path = Path(path)
+    stem = re.escape(path.name.removesuffix(".jsonl"))
+    pat = re.compile(rf"{stem}\.shard-(\d{{5}})-of-(\d{{5}})\.jsonl")
+    found: dict[int, Path] = {}
+    totals = set()
+    for f in path.parent.glob(f"{path.name.removesuffix('.jsonl')}.shard-*-of-*.jsonl"):
+        if m := pat.fullmatch(f.name):
+            found[int(m.group(1))] = f
+            totals.add(int(m.group(2)))
+    if not found:
+        raise DataError(
+            f"{path}: no shard outputs like {path.name.removesuffix('.jsonl')}.shard-00000-of-0000N.jsonl"
+        )
+    if len(totals) != 1:
+        raise DataError(f"{path}: shard parts from different shard counts {sorted(totals)}")
+    n = totals.pop()
+    if missing := [i for i in range(n) if i not in found]:
+        raise DataError(f"{path}: shards {missing} of {n} are missing (did their jobs finish?)")
+    return [found[i] for i in range(n)]
+
+
+def _read_manifest(output: Path) -> dict:
+    mp = manifest_path(output)
+    if not mp.exists():
+        raise DataError(f"{mp}: missing manifest (the shard job did not finish)")
+    return json.loads(read_text(mp))
+
+
+def merge_shards(
+    out: str | Path,
+    val_out: str | Path | None = None,
+    dedup: bool = True,
+    near_threshold: float = 0.8,
+) -> dict:
+    parts = find_shards(out)
+    val_parts = find_shards(val_out) if val_out else []
+    manifests = [_read_manifest(p) for p in parts]
+    cfg = manifests[0].get("config", {})
+    num_perm = int(cfg.get("num_perm", 128))
+    sequence_len = int(manifests[0].get("sequence_len") or cfg.get("sequence_len") or 0)
+    deduper = (
+        Deduplicator(near=True, threshold=near_threshold, num_perm=num_perm) if dedup else None
+    )
+
+    out, val_out = Path(out), Path(val_out) if val_out else None
+    rejects = JsonlWriter(rejects_path(out))
+    dropped_docs: set[str] = set()
+    dropped = Counter()
+    kept_inputs = {"train": [], "val": []}
+    licenses = {"train": Counter(), "val": Counter()}
+    docs_out = JsonlWriter(docs_path(out))
+    doc_count = Counter()
+    try:
+        for part, man in zip(parts, manifests, strict=True):
+            dropped.update(man.get("dropped", {}))
+            rp = rejects_path(part)
+            if rp.exists():
+                for _, rec in read_jsonl(rp):
+                    if isinstance(rec, dict):
+                        rejects.write(rec)
+            for lineno, rec in read_jsonl(docs_path(part)):
+                if isinstance(rec, Reject):
+                    raise DataError(f"{rec.source}:{lineno}: {rec.reason}")
+                reason = None
+                if deduper is not None:
+                    sig = decode_signature(rec["minhash"]) if rec.get("minhash") else None
+                    reason = deduper.check(rec["doc_id"], rec.get("exact") or rec["doc_id"], sig)
+                if reason:
+                    dropped_docs.add(rec["doc_id"])
+                    dropped[reason_key(reason)] += 1
+                    rejects.write(
+                        Reject(
+                            rec.get("path", str(part)),
+                            None,
+                            f"{reason} (across shards)",
+                            {"doc_id": rec["doc_id"]},
+                        ).to_json()
+                    )
+                    continue
+                side = rec.get("split", "train")
+                doc_count[side] += 1
+                docs_out.write(rec)
+                licenses[side][rec.get("license", "unknown")] += 1
+                if len(kept_inputs[side]) < MAX_LISTED_INPUTS:
+                    kept_inputs[side].append(
+                        {k: rec[k] for k in ("path", "doc_id", "license", "sha256") if k in rec}
+                    )
+        result = {"shards": len(parts), "dropped_across_shards": len(dropped_docs)}
+        for side, target, sources in (("train", out, parts), ("val", val_out, val_parts)):
+            if target is None:
+                continue
+            hist: Counter = Counter()
+            tokens = 0
+            with JsonlWriter(target) as w:
+                for part in sources:
+                    for lineno, rec in read_jsonl(part):
+                        if isinstance(rec, Reject):
+                            raise DataError(f"{rec.source}:{lineno}: {rec.reason}")
+                        if rec.get("doc_id") in dropped_docs:
+                            continue
+                        w.write(rec)
+                        n = int(rec.get("tokens", 0))
+                        tokens += n
+                        hist[n] += 1
+            m = Manifest(str(target), inputs=kept_inputs[side], kept=w.count, tokens=tokens)
+            m.dropped = dropped if side == "train" else Counter()
+            m.extra.update(
+                sequence_len=sequence_len,
+                config=cfg,
+                tokenizer=manifests[0].get("tokenizer"),
+                documents=doc_count[side],
+                licenses=dict(licenses[side]),
+                docs=str(docs_path(out)),
+                shards=[str(p) for p in sources],
+                packing_efficiency=packing_efficiency(hist, sequence_len) if sequence_len else None,
+            )
+            m.write()
+            result[f"{side}_records"] = w.count
+            result[f"{side}_tokens"] = tokens
+        rejects.commit()
+        docs_out.commit()
+    except BaseException:
+        rejects.abort()
+        docs_out.abort()
+        raise
+    result["output"] = str(out)
+    return result

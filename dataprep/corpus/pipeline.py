@@ -1,0 +1,334 @@
+"""The corpus pipeline: documents -> clean -> quality filters -> dedup -> token-exact
+chunks -> decontamination -> train/validation JSONL, streaming.
+
+Memory stays flat in corpus size: documents flow through in batches, outputs are written
+line by line to temp files renamed at the end. What grows is the dedup index: one hash
+and one MinHash signature (num_perm x 4 bytes) per kept document.
+
+Beside each output: `<name>.manifest.json`, and beside the train output
+`<name>.rejects.jsonl` (every dropped document or chunk with its reason) and
+`<name>.docs.jsonl` (kept documents with hash, signature and license, which the shard
+merge uses to deduplicate across shards).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cosmosage.dataprep.corpus.chunk import Chunker, packing_efficiency
+from cosmosage.dataprep.corpus.clean import clean_text
+from cosmosage.dataprep.corpus.dedup import (
+    Decontaminator,
+    Deduplicator,
+    MinHasher,
+    exact_key,
+    read_eval_prompts,
+)
+from cosmosage.dataprep.corpus.filters import QualityConfig, quality_reason, reason_key
+from cosmosage.dataprep.corpus.sources import Document, is_validation
+from cosmosage.dataprep.io import JsonlWriter, Manifest, Reject, manifest_path, rejects_path
+
+# Manifests list at most this many inputs (memory stays flat); the `.docs.jsonl`
+# sidecar lists every kept document with path, hash and license.
+MAX_LISTED_INPUTS = 10_000
+
+
+@dataclass
+class CorpusConfig:
+    sequence_len: int
+    overlap: int = 0
+    paragraph: bool = False
+    val_fraction: float = 0.0
+    seed: int = 0
+    clean: bool = True
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    filter: bool = True
+    dedup: bool = True
+    near_dedup: bool = True
+    near_threshold: float = 0.8
+    num_perm: int = 128
+    shingle: int = 5
+    decontam_n: int = 8
+    verify: str = "sample"
+    workers: int = 1
+    batch_docs: int = 256  # documents in flight in the chunker
+    # With a validation output and no document drawn for it, move the last one there
+    # (tiny corpora); off for shards, where each shard would do it.
+    val_fallback: bool = True
+
+    def describe(self) -> dict:
+        return asdict(self)
+
+
+def docs_path(output: str | Path) -> Path:
+    output = Path(output)
+    return output.with_name(output.name.removesuffix(".jsonl") + ".docs.jsonl")
+
+
+def encode_signature(sig: np.ndarray) -> str:
+    return base64.b64encode(sig.astype("<u4").tobytes()).decode("ascii")
+
+
+def decode_signature(s: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(s), dtype="<u4").astype(np.uint32)
+
+
+@dataclass
+class Prepared:
+    doc: Document
+    reason: str | None = None
+    exact: str | None = None
+    sig: np.ndarray | None = None
+
+
+# Set per worker process by _init_worker (and in the main process for workers=1).
+_CFG: CorpusConfig | None = None
+_HASHER: MinHasher | None = None
+
+
+def _init_worker(cfg: CorpusConfig) -> None:
+    global _CFG, _HASHER
+    _CFG = cfg
+    _HASHER = MinHasher(num_perm=cfg.num_perm, shingle=cfg.shingle)
+
+
+def prepare(item: Document | Reject) -> Prepared | Reject:
+    """Clean, filter and fingerprint one document (runs in worker processes)."""
+    if isinstance(item, Reject):
+        return item
+    cfg, doc = _CFG, item
+    text = clean_text(doc.text, doc.meta.get("kind", "markdown")) if cfg.clean else doc.text
+    doc = Document(doc.id, text, doc.source, doc.meta)
+    if not text.strip():
+        return Prepared(doc, "empty after cleaning")
+    if cfg.filter and (reason := quality_reason(text, cfg.quality)):
+        return Prepared(doc, reason)
+    exact = exact_key(text) if cfg.dedup else None
+    sig = _HASHER.signature(text) if cfg.dedup and cfg.near_dedup else None
+    return Prepared(doc, None, exact, sig)
+
+
+def prepared(items: Iterable[Document | Reject], cfg: CorpusConfig) -> Iterator[Prepared | Reject]:
+    """`prepare` over a stream, in order, on `cfg.workers` processes."""
+    if cfg.workers <= 1:
+        _init_worker(cfg)
+        yield from map(prepare, items)
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork" if sys.platform != "win32" else "spawn")
+    with ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg,)) as pool:
+        yield from pool.imap(prepare, items, chunksize=4)
+
+
+class Outputs:
+    """Train/val writers, rejects, document sidecar and manifests, all atomic."""
+
+    def __init__(self, out: str | Path, val_out: str | Path | None, meta: dict):
+        self.out, self.val_out = Path(out), Path(val_out) if val_out else None
+        self.train = JsonlWriter(self.out)
+        self.val = JsonlWriter(self.val_out) if self.val_out else None
+        self.rejects = JsonlWriter(rejects_path(self.out))
+        self.docs = JsonlWriter(docs_path(self.out))
+        self.manifest = Manifest(str(self.out), extra=dict(meta))
+        self.val_manifest = Manifest(str(self.val_out), extra=dict(meta)) if self.val_out else None
+        self.tokens = Counter()
+        self.lengths = {"train": Counter(), "val": Counter()}
+        self.documents = Counter()
+        self.licenses = {"train": Counter(), "val": Counter()}
+
+    def reject(self, rej: Reject) -> None:
+        self.rejects.write(rej.to_json())
+        self.manifest.dropped[reason_key(rej.reason)] += 1
+
+    def write_doc(
+        self, side: str, doc: Document, chunks: list[dict], exact: str | None, sig
+    ) -> None:
+        writer = self.val if side == "val" else self.train
+        manifest = self.val_manifest if side == "val" else self.manifest
+        for rec in chunks:
+            writer.write(rec)
+            self.tokens[side] += rec["tokens"]
+            self.lengths[side][rec["tokens"]] += 1
+        self.documents[side] += 1
+        entry = {
+            "path": doc.source,
+            "doc_id": doc.id,
+            "license": doc.meta.get("license", "unknown"),
+        }
+        if "sha256" in doc.meta:
+            entry["sha256"] = doc.meta["sha256"]
+        if len(manifest.inputs) < MAX_LISTED_INPUTS:
+            manifest.inputs.append(entry)
+        self.licenses[side][entry["license"]] += 1
+        side_rec = {"doc_id": doc.id, "split": side, "exact": exact, "chunks": len(chunks), **entry}
+        if sig is not None:
+            side_rec["minhash"] = encode_signature(sig)
+        self.docs.write(side_rec)
+
+    def commit(self, sequence_len: int) -> dict:
+        for w in (self.train, self.val, self.rejects, self.docs):
+            if w is not None:
+                w.commit()
+        m = self.manifest
+        m.kept = self.train.count
+        m.tokens = self.tokens["train"]
+        m.extra.update(
+            documents=self.documents["train"],
+            packing_efficiency=packing_efficiency(self.lengths["train"], sequence_len),
+            licenses=dict(self.licenses["train"]),
+            rejects=str(rejects_path(self.out)),
+            docs=str(docs_path(self.out)),
+            inputs_listed=f"{len(m.inputs)} of {self.documents['train']} (all in docs)",
+        )
+        m.write()
+        result = {
+            "output": str(self.out),
+            "records": m.kept,
+            "tokens": m.tokens,
+            "documents": self.documents["train"],
+            "dropped": dict(m.dropped),
+        }
+        if self.val is not None:
+            vm = self.val_manifest
+            vm.kept = self.val.count
+            vm.tokens = self.tokens["val"]
+            vm.extra.update(
+                documents=self.documents["val"],
+                licenses=dict(self.licenses["val"]),
+                dropped_see=str(manifest_path(self.out)),
+                docs=str(docs_path(self.out)),
+            )
+            vm.write()
+            result.update(val_output=str(self.val_out), val_records=vm.kept, val_tokens=vm.tokens)
+        return result
+
+    def abort(self) -> None:
+        for w in (self.train, self.val, self.rejects, self.docs):
+            if w is not None:
+                w.abort()
+
+
+def run_corpus(
+    items: Iterable[Document | Reject],
+    out: str | Path,
+    tokenizer,
+    cfg: CorpusConfig,
+    val_out: str | Path | None = None,
+    prompts: Iterable[str] = (),
+    meta: dict | None = None,
+) -> dict:
+    """Run the whole pipeline over `items` and write outputs, rejects and manifests."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    chunker = Chunker(
+        tokenizer, cfg.sequence_len - 2, cfg.overlap, cfg.paragraph, cfg.verify, cfg.batch_docs
+    )
+    dedup = (
+        Deduplicator(cfg.near_dedup, cfg.near_threshold, cfg.num_perm, cfg.shingle)
+        if cfg.dedup
+        else None
+    )
+    decon = Decontaminator(prompts, cfg.decontam_n)
+    info = {"sequence_len": cfg.sequence_len, "config": cfg.describe(), **(meta or {})}
+    outs = Outputs(out, val_out, info)
+
+    def kept() -> Iterator[tuple[Prepared, str]]:
+        """Documents that pass filters and dedup; the rest go to the rejects file."""
+        for item in prepared(items, cfg):
+            if isinstance(item, Reject):
+                outs.reject(item)
+                continue
+            if item.reason is None and dedup is not None:
+                item.reason = dedup.check(item.doc.id, item.exact, item.sig)
+            if item.reason is not None:
+                outs.reject(Reject(item.doc.source, None, item.reason, {"doc_id": item.doc.id}))
+                continue
+            yield item, item.doc.text
+
+    try:
+        held = None  # the last train document, kept back for the tiny-corpus val fallback
+        for p, chunks in chunker.stream(kept()):
+            held = _write(p, chunks, chunker, decon, outs, cfg, held)
+        if held is not None:
+            side = "train"
+            if (
+                cfg.val_fallback
+                and outs.val is not None
+                and cfg.val_fraction > 0
+                and outs.val.count == 0
+                and outs.documents["train"] >= 1
+            ):
+                side = "val"
+            outs.write_doc(side, *held)
+        if chunker.stats["over_budget"]:
+            outs.manifest.dropped["chunk over budget"] += chunker.stats["over_budget"]
+        outs.manifest.extra["chunker"] = dict(chunker.stats)
+        return outs.commit(cfg.sequence_len)
+    except BaseException:
+        outs.abort()
+        raise
+
+
+def _write(
+    p: Prepared,
+    chunks: list,
+    chunker: Chunker,
+    decon: Decontaminator,
+    outs: Outputs,
+    cfg: CorpusConfig,
+    held,
+):
+    """Decontaminate one document's chunks and write them to its side of the split."""
+    doc = p.doc
+    records = []
+    for c in chunks:
+        if c.tokens > chunker.max_tokens:
+            why = f"chunk over budget: chunk {c.index} has {c.tokens} tokens > {chunker.max_tokens}"
+            outs.reject(Reject(doc.source, None, why, {"doc_id": doc.id}))
+            continue
+        if decon and (why := decon.reason(c.text)):
+            outs.reject(
+                Reject(doc.source, None, why, {"doc_id": doc.id, "chunk": c.index, "text": c.text})
+            )
+            continue
+        records.append({"text": c.text, "doc_id": doc.id, "chunk": c.index, "tokens": c.tokens})
+    if not records:
+        outs.reject(Reject(doc.source, None, "no chunks left", {"doc_id": doc.id}))
+        return held
+    if outs.val is not None and is_validation(doc.id, cfg.val_fraction, cfg.seed):
+        outs.write_doc("val", doc, records, p.exact, p.sig)
+        return held
+    if held is not None:
+        outs.write_doc("train", *held)
+    return (doc, records, p.exact, p.sig)
+
+
+def build_files(
+    inputs: list[str],
+    out: str | Path,
+    tokenizer: str,
+    cfg: CorpusConfig,
+    val_out: str | Path | None = None,
+    shard: tuple[int, int] | None = None,
+    prompts_files: Iterable[str | Path] = (),
+) -> dict:
+    """Files and folders (md, mmd, txt, tex, pdf, source archives) -> corpus outputs."""
+    from cosmosage.dataprep.corpus.sources import read_file_documents
+
+    prompts = [p for f in prompts_files for p in read_eval_prompts(f)]
+    meta = {
+        "tokenizer": str(tokenizer),
+        "shard": f"{shard[0]}/{shard[1]}" if shard else None,
+        "prompt_files": [str(f) for f in prompts_files],
+    }
+    return run_corpus(
+        read_file_documents(inputs, shard), out, tokenizer, cfg, val_out, prompts, meta
+    )

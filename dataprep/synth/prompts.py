@@ -1,0 +1,116 @@
+"""Prompt templates as YAML files: name, version, system and user text with `{{placeholders}}`.
+
+A template's `version` is recorded with everything made from it, so a resumed run can
+tell when the wording changed. The bundled templates live in `prompts/` at the root of
+the repository; `load_prompt("synth_qa")` finds them by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from cosmosage.dataprep.io import DataError, read_text
+
+PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
+
+_PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+
+
+def placeholders(template: str) -> set[str]:
+    return set(_PLACEHOLDER.findall(template))
+
+
+def fill(template: str, values: dict) -> str:
+    """Replace `{{name}}` with `values[name]`; braces anywhere else are left alone."""
+    missing = placeholders(template) - set(values)
+    if missing:
+        raise ValueError(f"template needs {', '.join(sorted(missing))}")
+    return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), template)
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    name: str
+    version: str
+    user: str
+    system: str = ""
+    output: str = "json"
+    path: str = ""
+    sha: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def messages(self, **values) -> list[dict]:
+        """The chat messages for one request."""
+        msgs = []
+        if self.system.strip():
+            msgs.append({"role": "system", "content": fill(self.system, values).strip()})
+        msgs.append({"role": "user", "content": fill(self.user, values).strip()})
+        return msgs
+
+    def check(self, allowed: set[str]) -> None:
+        """Fail before any request if the template uses a placeholder the step cannot fill."""
+        unknown = (placeholders(self.system) | placeholders(self.user)) - allowed
+        if unknown:
+            raise DataError(
+                f"{self.path}: unknown placeholder(s) {', '.join('{{' + u + '}}' for u in sorted(unknown))}; "
+                f"this step fills {', '.join(sorted(allowed))}"
+            )
+
+    def provenance(self) -> dict:
+        return {"name": self.name, "version": self.version, "sha": self.sha}
+
+
+def resolve_prompt_path(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    bundled = PROMPTS_DIR / f"{name_or_path}.yaml"
+    if bundled.is_file():
+        return bundled
+    raise DataError(
+        f"{name_or_path}: no such prompt file (bundled ones: {', '.join(sorted(x.stem for x in PROMPTS_DIR.glob('*.yaml')))})"
+    )
+
+
+def load_yaml(name_or_path: str | Path) -> tuple[Path, dict]:
+    path = resolve_prompt_path(name_or_path)
+    try:
+        data = yaml.safe_load(read_text(path))
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a mapping with name, version, user")
+    for key in ("name", "version"):
+        if data.get(key) in (None, ""):
+            raise DataError(f"{path}: missing '{key}'")
+    return path, data
+
+
+def load_prompt(name_or_path: str | Path) -> PromptTemplate:
+    """Read a chat prompt template (keys: name, version, system, user, output)."""
+    path, data = load_yaml(name_or_path)
+    if not isinstance(data.get("user"), str) or not data["user"].strip():
+        raise DataError(f"{path}: missing 'user' template text")
+    core = {k: data.get(k) for k in ("name", "version", "system", "user", "output")}
+    sha = hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    known = {"name", "version", "system", "user", "output", "description"}
+    return PromptTemplate(
+        name=str(data["name"]),
+        version=str(data["version"]),
+        user=data["user"],
+        system=data.get("system") or "",
+        output=str(data.get("output", "json")),
+        path=str(path),
+        sha=sha,
+        extra={k: v for k, v in data.items() if k not in known},
+    )

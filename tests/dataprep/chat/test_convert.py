@@ -1,0 +1,307 @@
+"""Converters: real source layouts in, chat records out; bad records rejected with file:line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from cosmosage.dataprep.chat import messages as chatmod
+from cosmosage.dataprep.chat.convert import ConvertOptions, build_convert, convert
+from cosmosage.dataprep.io import Reject, read_jsonl, read_records
+from cosmosage.tools.cli.main import main
+
+# One record of each layout, as the public sets ship them.
+SLIMORCA = {
+    "conversations": [
+        {"from": "system", "value": "You are an AI assistant. Explain your reasoning."},
+        {"from": "human", "value": "Is 91 a prime number?", "weight": None},
+        {
+            "from": "gpt",
+            "value": "No. 91 = 7 x 13, so it has divisors other than 1 and itself.",
+            "weight": 1.0,
+        },
+    ]
+}
+ALPACA = {
+    "instruction": "Define the Hubble constant.",
+    "input": "Give units.",
+    "output": "H0 is the present expansion rate, in km/s/Mpc.",
+}
+CAMEL = {
+    "role_1": "Physicist_RoleType.ASSISTANT",
+    "topic;": "Cosmology",
+    "sub_topic": "The cosmic microwave background radiation",
+    "message_1": "Why is the CMB so close to a blackbody?",
+    "message_2": "Because before recombination photons and matter were in tight thermal equilibrium, "
+    "and the expansion since then preserves the blackbody shape while lowering its temperature.",
+}
+
+
+def write_lines(path, lines):
+    path.write_text(
+        "".join((ln if isinstance(ln, str) else json.dumps(ln)) + "\n" for ln in lines),
+        encoding="utf-8",
+    )
+    return path
+
+
+def run(path, opts=None):
+    out = list(convert(read_records(path), str(path), opts or ConvertOptions()))
+    return [r for r in out if not isinstance(r, Reject)], [r for r in out if isinstance(r, Reject)]
+
+
+def test_sharegpt_alpaca_camel_and_messages_detected(tmp_path):
+    msgs = {
+        "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
+    }
+    path = write_lines(tmp_path / "mixed.jsonl", [SLIMORCA, ALPACA, CAMEL, msgs])
+    kept, rejects = run(path)
+    assert not rejects
+    assert [m["role"] for m in kept[0]["messages"]] == ["system", "user", "assistant"]
+    assert kept[0]["messages"][2]["content"].startswith("No. 91 = 7 x 13")
+    assert kept[1]["messages"][0] == {
+        "role": "user",
+        "content": "Define the Hubble constant.\n\nGive units.",
+    }
+    assert kept[2]["messages"][0]["content"] == CAMEL["message_1"]
+    assert kept[2]["topic"] == "Cosmology"
+    assert kept[3]["messages"] == msgs["messages"]
+    assert [r["source"] for r in kept] == [
+        "mixed.jsonl:1",
+        "mixed.jsonl:2",
+        "mixed.jsonl:3",
+        "mixed.jsonl:4",
+    ]
+
+
+def test_csv_with_column_mapping_and_pattern(tmp_path):
+    path = tmp_path / "qa.csv"
+    path.write_text(
+        'question,context,answer\n"What is z?","Cosmology, briefly",Redshift.\nWhat is H0?,,"The Hubble constant, today."\n',
+        encoding="utf-8",
+    )
+    opts = ConvertOptions(
+        mapping=chatmod.parse_mapping(["user={question} ({context})", "assistant=answer"])
+    )
+    kept, rejects = run(path, opts)
+    assert not rejects
+    assert kept[0]["messages"] == [
+        {"role": "user", "content": "What is z? (Cosmology, briefly)"},
+        {"role": "assistant", "content": "Redshift."},
+    ]
+    assert kept[1]["messages"][1]["content"] == "The Hubble constant, today."
+    assert kept[1]["source"] == "qa.csv:3"
+
+
+def test_jsonl_column_mapping_missing_column_is_rejected(tmp_path):
+    path = write_lines(tmp_path / "rows.jsonl", [{"q": "A?", "a": "B."}, {"q": "C?"}])
+    kept, rejects = run(path, ConvertOptions(mapping={"user": "q", "assistant": "a"}))
+    assert len(kept) == 1
+    assert rejects[0].line == 2 and "column 'a'" in rejects[0].reason
+
+
+def test_system_prompt_chosen_by_answer_length():
+    rules = [
+        chatmod.SystemRule.parse("answer_chars<40=Answer briefly."),
+        chatmod.SystemRule.parse("default=Explain in detail."),
+    ]
+    short = chatmod.to_messages({"instruction": "Q?", "output": "Short."}, system_rules=rules)
+    long = chatmod.to_messages(
+        {"instruction": "Q?", "output": "A much longer answer that runs past forty characters."},
+        system_rules=rules,
+    )
+    assert short[0] == {"role": "system", "content": "Answer briefly."}
+    assert long[0] == {"role": "system", "content": "Explain in detail."}
+    # a record's own system turn stays unless asked to replace it
+    kept = chatmod.to_messages(SLIMORCA, system_rules=rules)
+    assert kept[0]["content"].startswith("You are an AI assistant")
+    replaced = chatmod.to_messages(SLIMORCA, system_rules=rules, replace_system=True)
+    assert replaced[0]["content"] == "Explain in detail." and len(replaced) == 3
+
+
+def test_system_rule_on_a_record_field():
+    rule = chatmod.SystemRule.parse("field:topic;=Cosmology=You are a cosmologist.")
+    assert chatmod.to_messages(CAMEL, system_rules=[rule])[0]["content"] == "You are a cosmologist."
+    with pytest.raises(ValueError, match="unknown condition"):
+        chatmod.SystemRule.parse("answer_length<5=x")
+
+
+def test_bad_records_rejected_with_line_and_reason_rest_kept(tmp_path):
+    good = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello."}]}
+    lines = [
+        good,
+        {"conversations": [{"from": "narrator", "value": "x"}, {"from": "gpt", "value": "y"}]},
+        {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "   "}]},
+        {
+            "conversations": [
+                {"from": "human", "value": "a"},
+                {"from": "human", "value": "b"},
+                {"from": "gpt", "value": "c"},
+            ]
+        },
+        '{"conversations": [{"from": "human", "value": "unterminated"',
+        {"instruction": "Q?", "output": "A."},
+        {"conversations": [{"from": "human", "value": "only a question"}]},
+        {"title": "neither format"},
+    ]
+    path = write_lines(tmp_path / "bad.jsonl", lines)
+    kept, rejects = run(path)
+    assert [r["source"] for r in kept] == ["bad.jsonl:1", "bad.jsonl:6"]
+    by_line = {r.line: r.reason for r in rejects}
+    assert "unknown role 'narrator'" in by_line[2]
+    assert "empty assistant turn" in by_line[3]
+    assert "turns must alternate" in by_line[4]
+    assert "invalid JSON" in by_line[5]
+    assert "last turn is not from the assistant" in by_line[7]
+    assert "unrecognised record" in by_line[8]
+    assert all(r.source == str(path) for r in rejects)
+
+
+def test_build_convert_writes_output_rejects_manifest_and_drops_long(tmp_path, tiny_model):
+    long_answer = " ".join(["The expansion history constrains dark energy."] * 40)
+    path = write_lines(
+        tmp_path / "qa.jsonl",
+        [ALPACA, {"instruction": "Tell me everything.", "output": long_answer}, "{broken"],
+    )
+    out = tmp_path / "out" / "chat.jsonl"
+    res = build_convert(
+        [str(path)], out, ConvertOptions(system_prompt="Be exact."), str(tiny_model), 128
+    )
+    assert res["records"] == 1 and res["rejected"] == 2 and res["tokens"] > 0
+    rec = json.loads(out.read_text().splitlines()[0])
+    assert rec["messages"][0] == {"role": "system", "content": "Be exact."}
+    rejects = [
+        json.loads(x) for x in (tmp_path / "out" / "chat.rejects.jsonl").read_text().splitlines()
+    ]
+    assert {(r["line"], r["reason"].split(":")[0]) for r in rejects} == {
+        (2, "too long"),
+        (3, "invalid JSON"),
+    }
+    assert rejects[0]["source"] == str(path)
+    manifest = json.loads((tmp_path / "out" / "chat.manifest.json").read_text())
+    assert (
+        manifest["kept"] == 1 and manifest["dropped_total"] == 2 and manifest["sequence_len"] == 128
+    )
+
+
+def test_cli_convert_camel_with_rules(tmp_path):
+    path = write_lines(
+        tmp_path / "physics.jsonl", [CAMEL, {**CAMEL, "message_2": "Thermal equilibrium."}]
+    )
+    out = tmp_path / "physics.chat.jsonl"
+    result = CliRunner().invoke(
+        main,
+        ["data", "convert", str(path), "--format", "camel", "--out", str(out),
+         "--system-rule", "answer_chars<60=Answer briefly.", "--system-rule", "default=Explain step by step."],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    records = [rec for _, rec in read_jsonl(out)]
+    assert [r["messages"][0]["content"] for r in records] == [
+        "Explain step by step.",
+        "Answer briefly.",
+    ]
+    assert json.loads(result.output.strip().splitlines()[-1])["records"] == 2
+
+
+def test_cli_convert_rejects_unknown_mapping_role(tmp_path):
+    path = write_lines(tmp_path / "rows.jsonl", [{"q": "A?", "a": "B."}])
+    result = CliRunner().invoke(
+        main,
+        [
+            "data",
+            "convert",
+            str(path),
+            "--map",
+            "bot=a",
+            "--map",
+            "user=q",
+            "--out",
+            str(tmp_path / "o.jsonl"),
+        ],
+    )
+    assert result.exit_code != 0
+    assert "needs assistant" in result.output
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_shards_split_rows_without_overlap(tmp_path):
+    path = write_lines(
+        tmp_path / "qa.jsonl", [{"instruction": f"Q{i}?", "output": f"A{i}."} for i in range(7)]
+    )
+    outs = []
+    for i in range(3):
+        result = CliRunner().invoke(
+            main,
+            [
+                "data",
+                "convert",
+                str(path),
+                "--shard",
+                f"{i}/3",
+                "--out",
+                str(tmp_path / f"s{i}.jsonl"),
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        outs.append([rec["source"] for _, rec in read_jsonl(tmp_path / f"s{i}.jsonl")])
+    assert outs[0] == ["qa.jsonl:1", "qa.jsonl:4", "qa.jsonl:7"]
+    assert sorted(sum(outs, [])) == sorted(f"qa.jsonl:{n}" for n in range(1, 8))
+    bad = CliRunner().invoke(
+        main, ["data", "convert", str(path), "--shard", "3/3", "--out", str(tmp_path / "x.jsonl")]
+    )
+    assert bad.exit_code != 0 and "0 <= I < N" in bad.output
+
+
+def test_data_chat_still_splits_and_rejects(tmp_path):
+    path = write_lines(
+        tmp_path / "qa.jsonl",
+        [{"instruction": f"Q{i}?", "output": f"A{i}."} for i in range(10)] + ["{bad"],
+    )
+    out, val = tmp_path / "chat.jsonl", tmp_path / "chat.val.jsonl"
+    result = CliRunner().invoke(
+        main,
+        [
+            "data",
+            "chat",
+            str(path),
+            "--out",
+            str(out),
+            "--val-out",
+            str(val),
+            "--val-fraction",
+            "0.2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {
+        "output": str(out),
+        "records": 8,
+        "rejected": 1,
+        "val_records": 2,
+    }
+    train = {rec["source"] for _, rec in read_jsonl(out)}
+    held = {rec["source"] for _, rec in read_jsonl(val)}
+    assert len(train | held) == 10 and not train & held
+    manifest = json.loads((tmp_path / "chat.manifest.json").read_text())
+    assert manifest["dropped"] == {"invalid JSON": 1}
+
+
+def test_empty_system_turn_means_no_system_prompt():
+    record = {"conversations": [{"from": "system", "value": ""}, *SLIMORCA["conversations"][1:]]}
+    assert [m["role"] for m in chatmod.to_messages(record)] == ["user", "assistant"]
+    assert chatmod.to_messages(record, system_prompt="Be exact.")[0] == {
+        "role": "system",
+        "content": "Be exact.",
+    }
+    # an empty system turn anywhere else is still an error
+    late = {
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "system", "content": ""},
+            {"role": "assistant", "content": "Hello."},
+        ]
+    }
+    with pytest.raises(ValueError, match="messages\\[1\\]"):
+        chatmod.to_messages(late)

@@ -1,0 +1,124 @@
+"""Readers: LaTeX, source tarballs, PDF, and every kind of bad input file."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+from cosmosage.dataprep.corpus.latex import latex_to_text, strip_comments
+from cosmosage.dataprep.corpus.pdf import pdf_to_text
+from cosmosage.dataprep.corpus.sources import (
+    archive_text,
+    parse_shard,
+    read_file_documents,
+    shard_of,
+)
+from cosmosage.dataprep.io import DataError, Reject
+from tests.dataprep.corpus.fixtures import LATEX_MAIN, LATEX_METHOD, make_pdf, make_tarball, prose
+
+
+def test_latex_to_text_keeps_math_and_sections_drops_the_rest():
+    text = latex_to_text(LATEX_MAIN, {"sections/method.tex": LATEX_METHOD})
+    assert text.startswith("# Sound Waves in the Early Universe")
+    assert "## Abstract" in text and "## Introduction" in text and "### Method" in text
+    assert "\\begin{equation}\nr_d = \\int_{z_d}^{\\infty} \\frac{c_s(z)}{H(z)} dz" in text
+    assert "$\\alpha = D_V / r_d$ and 20\\% precision." in text
+    for gone in (
+        "documentclass",
+        "newcommand",
+        "private note",
+        "hidden comment",
+        "FIGURE CAPTION",
+        "TABLE CELL",
+        "BIBLIOGRAPHY ENTRY",
+        "\\citep",
+        "\\label",
+        "A. Writer",
+    ):
+        assert gone not in text, gone
+
+
+def test_strip_comments_keeps_escaped_percent():
+    assert strip_comments("50\\% of it % comment\nnext") == "50\\% of it \nnext"
+
+
+def test_source_tarball_with_input_files(tmp_path):
+    tar = make_tarball(
+        tmp_path / "2101.00001.tar.gz",
+        {"ms.tex": LATEX_MAIN, "sections/method.tex": LATEX_METHOD, "peak.pdf": "x"},
+    )
+    text, kind = archive_text(tar)
+    assert kind == "markdown" and "### Method" in text and "Sound Waves" in text
+
+
+def test_gzipped_single_tex_file(tmp_path):
+    path = tmp_path / "2101.00002.tar.gz"
+    path.write_bytes(gzip.compress(LATEX_MAIN.encode()))
+    text, _ = archive_text(path)
+    assert "## Introduction" in text
+
+
+def test_pdf_text_by_page():
+    data = make_pdf([["Header", "First page text."], ["Header", "Second (page) text."]])
+    assert pdf_to_text(data) == "Header\nFirst page text.\n\fHeader\nSecond (page) text.\n"
+
+
+@pytest.mark.parametrize(
+    "data,message",
+    [
+        (b"%PDF-1.4\n1 0 obj\n<< /Type /Cat", "unreadable PDF"),
+        (b"<html>not a pdf</html>", "not a PDF"),
+    ],
+)
+def test_bad_pdf_raises_a_clear_error(data, message):
+    with pytest.raises(DataError, match=message):
+        pdf_to_text(data, "paper.pdf")
+
+
+def test_pdf_without_text_is_an_error():
+    with pytest.raises(DataError, match="no extractable text"):
+        pdf_to_text(make_pdf([[]]), "scan.pdf")
+
+
+def test_bad_inputs_become_rejects_with_reasons(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "good.md").write_text("# Good\n\n" + prose(1, 200))
+    (d / "empty.md").write_bytes(b"  \n")
+    (d / "latin1.txt").write_bytes(("caf\xe9 " * 200).encode("latin-1"))
+    (d / "utf16.txt").write_bytes(prose(2).encode("utf-16"))
+    (d / "some_nul.md").write_bytes(prose(3).encode() + b"\x00\x00 tail")
+    (d / "truncated.pdf").write_bytes(make_pdf([["Page text here."]])[:120])
+    tar = make_tarball(tmp_path / "full.tar.gz", {"ms.tex": LATEX_MAIN * 50})
+    (d / "truncated.tar.gz").write_bytes(tar.read_bytes()[: len(tar.read_bytes()) // 2])
+    (d / "long_line.txt").write_text("word " * 200_000)
+    items = {
+        (x.source if isinstance(x, Reject) else x.source).rsplit("/", 1)[-1]: x
+        for x in read_file_documents([d])
+    }
+    reasons = {k: v.reason for k, v in items.items() if isinstance(v, Reject)}
+    assert reasons["empty.md"] == "empty file"
+    assert "latin1.txt:1: not UTF-8" in reasons["latin1.txt"]
+    assert "utf16.txt:1: binary or UTF-16 file" in reasons["utf16.txt"]
+    assert "unreadable PDF" in reasons["truncated.pdf"]
+    assert "truncated or corrupt archive" in reasons["truncated.tar.gz"]
+    assert all(r.startswith(("empty file", "unreadable input")) for r in reasons.values())
+    kept = {k for k, v in items.items() if not isinstance(v, Reject)}
+    assert kept == {"good.md", "some_nul.md", "long_line.txt"}
+    assert "\x00" not in items["some_nul.md"].text
+    assert items["good.md"].meta["sha256"] and items["good.md"].meta["kind"] == "markdown"
+
+
+def test_sharding_is_stable_and_complete(tmp_path):
+    for i in range(12):
+        (tmp_path / f"doc{i}.md").write_text(prose(i))
+    seen = []
+    for s in range(3):
+        seen += [x.id for x in read_file_documents([tmp_path], (s, 3))]
+    assert sorted(seen) == sorted(f"{tmp_path.name}/doc{i}.md" for i in range(12))
+    assert shard_of("2101.00001", 8) == shard_of("2101.00001", 8)
+    assert parse_shard("3/8") == (3, 8) and parse_shard(None) is None
+    for bad in ("8/8", "x/2", "1-2"):
+        with pytest.raises(ValueError, match="--shard"):
+            parse_shard(bad)

@@ -1,0 +1,97 @@
+"""The CLI through click's runner: tables, YAML, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import yaml
+from click.testing import CliRunner
+
+from cosmosage.tools.cli.main import main
+from cosmosage.tools.run import launcher
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_recipe_list_is_a_table_of_every_recipe():
+    res = invoke("recipe", "list")
+    assert res.exit_code == 0
+    header, *rows = res.output.strip().splitlines()
+    assert header.split()[:4] == ["NAME", "METHOD", "MODEL", "HARDWARE"]
+    quick = next(r for r in rows if r.startswith("quickstart "))
+    assert "pipeline" in quick and "quickstart/pretrain -> quickstart/instruct" in quick
+    assert any(r.startswith("tiny/relora") and "relora" in r and "cpu" in r for r in rows)
+
+
+def test_recipe_render_prints_axolotl_yaml_with_overrides():
+    res = invoke(
+        "recipe",
+        "render",
+        "tiny/qlora",
+        "--set",
+        "lora_r=4",
+        "--set",
+        "learning_rate=2e-4",
+        "--unset",
+        "eval_steps",
+    )
+    assert res.exit_code == 0
+    cfg = yaml.safe_load(res.output)
+    assert cfg["lora_r"] == 4 and cfg["learning_rate"] == 2e-4 and "eval_steps" not in cfg
+    assert cfg["load_in_4bit"] is True and "recipe" not in cfg
+    assert res.output.startswith("# recipe tiny/qlora = recipes/_base/models/tiny-llama.yaml")
+
+
+def test_recipe_render_of_a_pipeline_prints_each_stage():
+    res = invoke("recipe", "render", "quickstart")
+    docs = [d for d in yaml.safe_load_all(res.output) if d]
+    assert (
+        len(docs) == 2
+        and docs[0]["datasets"][0]["type"] == "completion"
+        and docs[1]["adapter"] == "lora"
+    )
+
+
+def test_recipe_check_ok_and_failure_exit_codes(tiny_model):
+    ok = invoke("recipe", "check", "quickstart")
+    assert ok.exit_code == 0 and "ok    quickstart/pretrain" in ok.output
+    bad = invoke(
+        "recipe",
+        "check",
+        "quickstart/pretrain",
+        "--set",
+        "relora_steps=4",
+        "--set",
+        "special_tokens.pad_token=</s>",
+    )
+    assert bad.exit_code == 1
+    assert "relora_steps" in bad.output and "jagged_restart_steps" in bad.output
+    assert "pad token equals eos" in bad.output
+    assert "Error: 1 recipe(s) failed their checks" in bad.output
+
+
+def test_unknown_recipe_is_one_line_not_a_traceback():
+    res = CliRunner().invoke(main, ["recipe", "render", "quikstart"])
+    assert res.exit_code == 1
+    out = res.output.strip()
+    assert len(out.splitlines()) == 1 and "Traceback" not in out
+    assert out.startswith("Error: unknown recipe 'quikstart'. Did you mean: quickstart,")
+
+
+def test_debug_flag_shows_the_exception():
+    res = CliRunner().invoke(main, ["--debug", "recipe", "render", "quikstart"])
+    assert res.exit_code == 1 and type(res.exception).__name__ == "RecipeError"
+
+
+def test_recipe_run_dry_run_prints_commands(monkeypatch):
+    monkeypatch.setattr(
+        launcher,
+        "run_command",
+        lambda *a, **k: (_ for _ in ()).throw(AssertionError("no training")),
+    )
+    res = invoke("recipe", "run", "quickstart", "--dry-run", "--set", "max_steps=2")
+    assert res.exit_code == 0
+    assert (
+        "# stage quickstart/pretrain" in res.output and "# stage quickstart/instruct" in res.output
+    )
+    assert res.output.count("--launcher python") == 2 and "max_steps: 2" in res.output

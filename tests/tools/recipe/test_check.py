@@ -1,0 +1,146 @@
+"""`recipe check`: Axolotl's schema plus the mistakes Axolotl lets through."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from cosmosage.tools.recipe.check import check_rendered
+from cosmosage.tools.recipe.render import ROOT, Rendered, list_recipes, render
+
+
+def stage(name: str) -> Rendered:
+    r = render(name)
+    return Rendered(name, copy.deepcopy(r.config), copy.deepcopy(r.meta))
+
+
+def errors(r: Rendered, root: Path = ROOT) -> list[str]:
+    return [str(p) for p in check_rendered(r, root) if p.severity == "error"]
+
+
+@pytest.fixture(scope="module")
+def built(tiny_model):
+    """The tiny model folder exists, so tokenizer checks read the real files."""
+    return tiny_model
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_every_bundled_recipe_passes_its_checks(name, built):
+    top = render(name)
+    for stage_name in top.stages or [name]:
+        assert errors(stage(stage_name)) == [], stage_name
+
+
+def test_renamed_relora_key_is_caught_with_the_new_name(built):
+    r = stage("tiny/relora")
+    r.config["relora_steps"] = 4
+    errs = errors(r)
+    assert any(
+        "`relora_steps` is not an Axolotl option" in e and "jagged_restart_steps" in e for e in errs
+    ), errs
+
+
+def test_typo_key_suggests_the_known_key(built):
+    r = stage("quickstart/pretrain")
+    r.config["learning_rat"] = 0.1
+    errs = errors(r)
+    assert any("`learning_rat`" in e and "did you mean `learning_rate`" in e for e in errs), errs
+
+
+def test_unknown_dataset_key_is_caught(built):
+    r = stage("quickstart/instruct")
+    r.config["datasets"][0]["feild_messages"] = "messages"
+    assert any("datasets[0].feild_messages" in e and "field_messages" in e for e in errors(r))
+
+
+def test_axolotl_schema_errors_are_reported(built):
+    r = stage("quickstart/pretrain")
+    r.config["warmup_ratio"] = 0.1  # beside warmup_steps: Axolotl refuses both
+    assert any("axolotl:" in e and "warmup_steps and warmup_ratio" in e for e in errors(r))
+
+
+def test_pad_equal_to_eos_fails_with_the_fix(built):
+    r = stage("quickstart/pretrain")
+    r.config["special_tokens"] = {"pad_token": "</s>"}
+    errs = errors(r)
+    assert any(
+        "pad token equals eos" in e and "never learns to stop" in e and "pad_token" in e
+        for e in errs
+    ), errs
+
+
+def test_missing_pad_on_a_hub_model_fails():
+    r = stage("mistral-7b/pretrain-full")
+    r.config.pop("special_tokens")
+    assert any("no pad token" in e and "falls back to eos" in e for e in errors(r))
+
+
+def test_chat_data_without_template_fails(built):
+    r = stage("mistral-7b/instruct-qlora")
+    r.config.pop("chat_template")
+    assert any("no `chat_template` is set" in e for e in errors(r))
+    r = stage("mistral-7b/instruct-qlora")
+    r.config["chat_template"] = "tokenizer_default"  # Mistral base ships no template
+    assert any("tokenizer has no chat template" in e for e in errors(r))
+
+
+def test_missing_data_file_is_reported_unless_a_build_makes_it(built):
+    r = stage("quickstart/pretrain")
+    r.config["datasets"][0]["path"] = "build/data/nowhere.jsonl"
+    errs = errors(r)
+    assert any(
+        "datasets[0].path: build/data/nowhere.jsonl does not exist" in e and "cosmosage data" in e
+        for e in errs
+    )
+    ok = stage("quickstart/pretrain")
+    ok.config["datasets"][0]["path"] = "build/data/quickstart/never-built.jsonl"
+    ok.meta["builds"].append(
+        {"output": "build/data/quickstart/never-built.jsonl", "command": ["data"]}
+    )
+    assert not any("never-built" in e for e in errors(ok))
+
+
+def test_cuda_only_options_on_the_cpu_profile_fail(built):
+    r = stage("quickstart/pretrain")
+    r.config.update({"flash_attention": True, "bf16": "auto", "lora_mlp_kernel": True})
+    errs = " ".join(errors(r))
+    for key in ("flash_attention", "bf16", "lora_mlp_kernel"):
+        assert f"`{key}:" in errs and "cpu profile" in errs
+
+
+def test_model_too_large_for_the_hardware_fails():
+    r = stage("mistral-7b/pretrain-full")
+    r.meta["hardware"] = {"name": "1x24gb", "gpu_memory_gb": 24, "gpus": 1}
+    r.config.pop("deepspeed")
+    errs = errors(r)
+    assert any("7.24B-parameter" in e and "1x24gb profile has 24 GiB" in e for e in errs), errs
+    # the same model under QLoRA fits
+    q = stage("mistral-7b/instruct-qlora")
+    assert not any("hardware" in e for e in errors(q))
+
+
+def test_parameter_count_comes_from_the_model_config(built):
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    from cosmosage.tools.recipe.check import model_params, params_from_config
+
+    cfg = json.loads((built / "config.json").read_text())
+    actual = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(built).parameters())
+    assert params_from_config(cfg) == actual
+    r = stage("quickstart/pretrain")
+    assert model_params(r.config, {"params": 1}, ROOT) == actual  # config wins over the hint
+    # Mistral-7B's published config gives its published size
+    mistral = {
+        "hidden_size": 4096,
+        "num_hidden_layers": 32,
+        "vocab_size": 32000,
+        "intermediate_size": 14336,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "tie_word_embeddings": False,
+    }
+    assert abs(params_from_config(mistral) - 7.24e9) / 7.24e9 < 0.01

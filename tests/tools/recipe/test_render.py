@@ -1,0 +1,156 @@
+"""Rendering: fragments merge in order, overrides apply, errors name file and line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cosmosage.tools.recipe.render import (
+    RecipeError,
+    apply_overrides,
+    deep_merge,
+    list_recipes,
+    render,
+    to_yaml,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+GOLDEN = ROOT / "tests" / "golden"
+
+
+def write(root: Path, rel: str, text: str) -> Path:
+    p = root / "recipes" / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+    return p
+
+
+def test_deep_merge_merges_mappings_and_replaces_lists():
+    base = {"a": {"x": 1, "y": 2}, "l": [1, 2], "k": 1}
+    over = {"a": {"y": 3, "z": 4}, "l": [9]}
+    assert deep_merge(base, over) == {"a": {"x": 1, "y": 3, "z": 4}, "l": [9], "k": 1}
+    assert base["a"] == {"x": 1, "y": 2}, "inputs are not mutated"
+
+
+def test_overrides_parse_yaml_scalars_and_dotted_paths():
+    cfg = {
+        "learning_rate": 1e-4,
+        "datasets": [{"path": "a"}],
+        "special_tokens": {"pad_token": "<pad>"},
+    }
+    out = apply_overrides(
+        cfg,
+        ["learning_rate=2e-4", "datasets.0.path=b", "lora_r=8", "bf16=false", "new.nested=x"],
+        ["special_tokens.pad_token"],
+    )
+    assert out["learning_rate"] == 2e-4 and isinstance(out["learning_rate"], float)
+    assert out["datasets"][0]["path"] == "b"
+    assert out["lora_r"] == 8 and out["bf16"] is False
+    assert out["new"] == {"nested": "x"}
+    assert out["special_tokens"] == {}
+    with pytest.raises(RecipeError, match="key=value"):
+        apply_overrides(cfg, ["learning_rate"])
+
+
+def test_fragments_then_recipe_then_overrides(tmp_path):
+    write(
+        tmp_path,
+        "_base/models/m.yaml",
+        "base_model: m\nlearning_rate: 1.0\nrecipe: {model: m, params: 10}\n",
+    )
+    write(
+        tmp_path,
+        "_base/methods/lora.yaml",
+        "adapter: lora\nlearning_rate: 2.0\nwarmup_ratio: 0.1\nrecipe: {method: lora}\n",
+    )
+    write(
+        tmp_path,
+        "fam/r.yaml",
+        "recipe:\n  description: d\n  extends: [models/m, methods/lora]\nlearning_rate: 3.0\nwarmup_ratio: null\n",
+    )
+    r = render("fam/r", root=tmp_path)
+    assert r.config == {"base_model": "m", "learning_rate": 3.0, "adapter": "lora"}
+    assert r.meta == {"model": "m", "params": 10, "method": "lora", "description": "d"}
+    assert "recipe" not in r.config
+    assert r.files == [
+        "recipes/_base/models/m.yaml",
+        "recipes/_base/methods/lora.yaml",
+        "recipes/fam/r.yaml",
+    ]
+    r2 = render(
+        "fam/r", sets=["learning_rate=4", "recipe.params=20"], unsets=["adapter"], root=tmp_path
+    )
+    assert r2.config == {"base_model": "m", "learning_rate": 4}
+    assert r2.meta["params"] == 20
+    assert r.digest() != r2.digest()
+
+
+def test_builds_from_fragments_are_concatenated(tmp_path):
+    write(
+        tmp_path,
+        "_base/models/m.yaml",
+        "recipe:\n  builds: [{output: build/m, command: [model]}]\n",
+    )
+    write(
+        tmp_path, "_base/data/d.yaml", "recipe:\n  builds: [{output: build/d, command: [data]}]\n"
+    )
+    write(tmp_path, "r.yaml", "recipe: {extends: [models/m, data/d]}\nbase_model: x\n")
+    assert [b["output"] for b in render("r", root=tmp_path).meta["builds"]] == [
+        "build/m",
+        "build/d",
+    ]
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    p = write(tmp_path, "bad.yaml", "base_model: x\ndatasets:\n  - path: a\n   type: completion\n")
+    with pytest.raises(RecipeError) as err:
+        render("bad", root=tmp_path)
+    assert f"{p}:4:" in str(err.value)
+
+
+def test_unknown_recipe_suggests_close_names(tmp_path):
+    write(tmp_path, "quickstart.yaml", "recipe: {stages: []}\n")
+    with pytest.raises(RecipeError, match="Did you mean: quickstart"):
+        render("quikstart", root=tmp_path)
+
+
+def test_unknown_fragment_and_cycles_are_reported(tmp_path):
+    write(tmp_path, "_base/methods/lora.yaml", "adapter: lora\n")
+    write(tmp_path, "r.yaml", "recipe: {extends: [methods/lorra]}\n")
+    with pytest.raises(RecipeError, match="unknown fragment 'methods/lorra'.*methods/lora"):
+        render("r", root=tmp_path)
+    write(tmp_path, "_base/a.yaml", "recipe: {extends: [b]}\n")
+    write(tmp_path, "_base/b.yaml", "recipe: {extends: [a]}\n")
+    write(tmp_path, "c.yaml", "recipe: {extends: [a]}\n")
+    with pytest.raises(RecipeError, match="fragment cycle"):
+        render("c", root=tmp_path)
+
+
+def test_a_fragment_description_never_describes_the_recipe(tmp_path):
+    write(tmp_path, "_base/m.yaml", "recipe: {description: fragment text}\nbase_model: m\n")
+    write(tmp_path, "r.yaml", "recipe: {extends: [m]}\n")
+    assert "description" not in render("r", root=tmp_path).meta
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_every_recipe_matches_its_golden_file(name):
+    """Rendering is pure: the output of each bundled recipe is pinned.
+
+    After an intended change, regenerate with UPDATE_GOLDEN=1 and review the diff.
+    """
+    r = render(name)
+    text = to_yaml({"config": r.config, "meta": r.meta})
+    golden = GOLDEN / f"{name.replace('/', '__')}.yaml"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert golden.is_file(), f"no golden file for {name}: run with UPDATE_GOLDEN=1"
+    assert yaml.safe_load(text) == yaml.safe_load(golden.read_text())
+
+
+def test_every_golden_file_has_a_recipe():
+    names = {n.replace("/", "__") for n in list_recipes()}
+    stale = [p.name for p in GOLDEN.glob("*.yaml") if p.stem not in names]
+    assert not stale, f"golden files without a recipe: {stale}"

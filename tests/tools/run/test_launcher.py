@@ -1,0 +1,158 @@
+"""`recipe run` planning and orchestration with the training process patched out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cosmosage.tools.recipe.render import ROOT
+from cosmosage.tools.run import launcher
+from cosmosage.tools.run.launcher import LaunchError, build_argv, plan, run_recipe, stale_builds
+
+
+def test_build_argv_single_process_and_multi_gpu():
+    argv = build_argv("runs/x/axolotl.yaml", {"hardware": {"name": "cpu", "gpus": 0}})
+    assert argv[1:] == ["train", "runs/x/axolotl.yaml", "--launcher", "python"]
+    assert argv[0].endswith("axolotl")
+    multi = build_argv(
+        "c.yaml", {"hardware": {"name": "8gpu", "gpus": 8, "launcher_args": ["--num_processes", 8]}}
+    )
+    assert multi[1:] == [
+        "train",
+        "c.yaml",
+        "--launcher",
+        "accelerate",
+        "--",
+        "--num_processes",
+        "8",
+    ]
+
+
+def test_plan_expands_a_pipeline_into_its_stages():
+    top, stages = plan("quickstart")
+    assert top.is_pipeline
+    assert [(s.name, s.key) for s in stages] == [
+        ("quickstart/pretrain", "pretrain"),
+        ("quickstart/instruct", "instruct"),
+    ]
+    _, single = plan("tiny/qlora")
+    assert [s.key for s in single] == ["qlora"]
+
+
+def test_dry_run_plans_without_building_or_training(tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("dry run must not start processes")
+
+    monkeypatch.setattr(launcher, "run_command", boom)
+    res = run_recipe(
+        "quickstart", sets=["max_steps=3"], dry_run=True, runs_dir=tmp_path, echo=lambda s: None
+    )
+    assert res["dry_run"] and len(res["stages"]) == 2
+    pre, inst = res["stages"]
+    assert pre["config"]["max_steps"] == 3 and inst["config"]["max_steps"] == 3
+    run_dir = Path(res["run_dir"])
+    # the instruct stage starts from the pretrain stage's selected model in the same run
+    assert inst["config"]["base_model"] == str(run_dir / "pretrain" / "model")
+    assert pre["config"]["output_dir"] == str(run_dir / "pretrain" / "output")
+    assert pre["argv"][1:3] == ["train", str(run_dir / "pretrain" / "axolotl.yaml")]
+    assert not run_dir.exists()
+
+
+def test_parent_outside_the_pipeline_needs_a_finished_run(tmp_path):
+    with pytest.raises(
+        LaunchError, match="has no finished run yet: run `make recipe NAME=quickstart/pretrain`"
+    ):
+        run_recipe("quickstart/instruct", runs_dir=tmp_path, echo=lambda s: None)
+
+
+def test_run_records_each_stage_with_the_argv_it_built(tmp_path, monkeypatch, tiny_model):
+    """The trainer is replaced by a fake that writes what Axolotl would; all else is real."""
+    calls = []
+
+    def fake_train(argv, log_path, env=None, cwd=None, total_steps=None, desc="train"):
+        calls.append(argv)
+        cfg = yaml.safe_load(Path(argv[2]).read_text())
+        out = Path(cfg["output_dir"])
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        for step in (1, 2):
+            ck = out / f"checkpoint-{step}"
+            AutoModelForCausalLM.from_pretrained(cfg["base_model"]).save_pretrained(ck)
+            history = [
+                {"step": 0, "eval_loss": 7.0},
+                {"step": 1, "loss": 6.9},
+                {"step": 1, "eval_loss": 6.5},
+            ]
+            if step == 2:
+                history += [{"step": 2, "loss": 6.8}, {"step": 2, "eval_loss": 6.6}]
+            (ck / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+        AutoTokenizer.from_pretrained(cfg["base_model"]).save_pretrained(out)
+        log_path.write_text("fake\n")
+        assert env["HF_HUB_OFFLINE"] == "1" and env["WANDB_MODE"] == "disabled"
+        return 0
+
+    monkeypatch.setattr(launcher, "run_command", fake_train)
+    rec = run_recipe(
+        "quickstart/pretrain", sets=["max_steps=2"], runs_dir=tmp_path, echo=lambda s: None
+    )
+    run_dir = Path(rec["run_dir"])
+    assert len(calls) == 1 and calls[0][1:] == [
+        "train",
+        str(run_dir / "pretrain" / "axolotl.yaml"),
+        "--launcher",
+        "python",
+    ]
+    written = yaml.safe_load((run_dir / "pretrain" / "axolotl.yaml").read_text())
+    assert "recipe" not in written and written["max_steps"] == 2
+    m = json.loads((run_dir / "pretrain" / "metrics.json").read_text())
+    # the checkpoint with the lowest eval loss wins, not the last one
+    assert (
+        m["best_checkpoint"]["step"] == 1
+        and m["eval_loss_before"] == 7.0
+        and m["eval_loss_best"] == 6.5
+    )
+    model = run_dir / "pretrain" / "model"
+    assert (model / "model.safetensors").is_file() and (model / "tokenizer.json").is_file()
+    assert not (model / "optimizer.pt").exists()
+    assert rec["status"] == "complete"
+    reg = [json.loads(x) for x in (tmp_path / "registry.jsonl").read_text().splitlines()]
+    assert reg[-1]["recipe"] == "quickstart/pretrain" and reg[-1]["model"] == str(model)
+    assert reg[-1]["parent_model"] == "build/models/tiny-llama"
+    assert set(reg[-1]["data"]) == {
+        "build/data/quickstart/corpus.jsonl",
+        "build/data/quickstart/corpus.val.jsonl",
+    }
+    assert (run_dir / "publish" / "README.md").is_file() and (run_dir / "summary.md").is_file()
+
+
+def test_failed_training_reports_the_log_tail_and_marks_the_run(tmp_path, monkeypatch, tiny_model):
+    def failing(argv, log_path, **kw):
+        log_path.write_text("line 1\nValueError: something Axolotl disliked\n")
+        return 1
+
+    monkeypatch.setattr(launcher, "run_command", failing)
+    with pytest.raises(LaunchError, match="(?s)exit 1.*something Axolotl disliked"):
+        run_recipe("tiny/qlora", runs_dir=tmp_path, echo=lambda s: None)
+    run_json = next(tmp_path.glob("tiny/qlora/*/run.json"))
+    assert json.loads(run_json.read_text())["status"] == "failed"
+
+
+def test_builds_are_stale_when_their_inputs_change(tmp_path):
+    (tmp_path / "in.txt").write_text("a")
+    build = {"output": "out.jsonl", "command": ["data", "x", "in.txt", "--out", "out.jsonl"]}
+    meta = {"builds": [build]}
+    assert stale_builds(meta, tmp_path) == [build]  # output missing
+    (tmp_path / "out.jsonl").write_text("{}")
+    stamp = launcher.build_stamp("out.jsonl", tmp_path)
+    stamp.parent.mkdir(parents=True)
+    stamp.write_text(json.dumps(launcher.build_state(build, tmp_path)))
+    assert stale_builds(meta, tmp_path) == []
+    (tmp_path / "in.txt").write_text("changed")
+    assert stale_builds(meta, tmp_path) == [build]
+
+
+def test_repo_root_is_where_the_recipes_are():
+    assert (ROOT / "recipes" / "quickstart.yaml").is_file()

@@ -1,0 +1,49 @@
+"""What every command module shares: the error handling of the root group, common
+options and JSON output. Command modules import this, never the group module."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from cosmosage.dataprep.io import DataError
+from cosmosage.tools.recipe.render import RecipeError
+from cosmosage.tools.run.launcher import LaunchError
+
+# The project's own error types: a user can act on their message. Anything else is a
+# bug and keeps its traceback.
+EXPECTED_ERRORS = (RecipeError, DataError, LaunchError)
+
+
+class Group(click.Group):
+    """Turns our expected errors into one clear message unless --debug is on."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EXPECTED_ERRORS as exc:
+            if ctx.find_root().params.get("debug"):
+                raise
+            raise click.ClickException(str(exc)) from exc
+
+
+def echo_json(obj: dict) -> None:
+    click.echo(json.dumps(obj))
+
+
+set_option = click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a key (dotted paths for nested keys; recipe.* for the recipe block).",
+)
+unset_option = click.option("--unset", "unsets", multiple=True, metavar="KEY", help="Remove a key.")
+runs_dir_option = click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where run folders and the registry live [default: ./runs in the project].",
+)

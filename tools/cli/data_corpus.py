@@ -1,0 +1,356 @@
+"""`cosmosage data` commands for completion corpora: corpus, textbooks, arxiv
+(fetch / process / abstracts), merge-shards.
+
+Every corpus command streams, runs as shard i of n (`--shard i/n`, e.g. one Slurm array
+task each) with `--workers N` processes, and writes beside its output a manifest, a
+rejects file with the reason for every drop, and a document sidecar for the merge.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import date
+
+import click
+
+from cosmosage.tools.cli.common import echo_json
+
+
+def _date(ctx, param, value: str | None) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: expected YYYY-MM-DD") from exc
+
+
+def corpus_options(f):
+    """Options shared by every command that writes a chunked completion corpus."""
+    opts = [
+        click.option(
+            "--out",
+            required=True,
+            type=click.Path(dir_okay=False),
+            help="Output JSONL ({'text': ...} per line).",
+        ),
+        click.option(
+            "--tokenizer",
+            required=True,
+            help="Tokenizer (model folder or Hub id) the chunks are measured with.",
+        ),
+        click.option(
+            "--sequence-len",
+            type=int,
+            required=True,
+            help="Training sequence length; chunks have sequence_len - 2 tokens (BOS/EOS).",
+        ),
+        click.option(
+            "--val-out", type=click.Path(dir_okay=False), help="Validation JSONL (whole documents)."
+        ),
+        click.option("--val-fraction", type=float, default=0.0, show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option(
+            "--shard",
+            default=None,
+            metavar="I/N",
+            help="Process only shard I of N (0-based); outputs get a .shard-I-of-N suffix.",
+        ),
+        click.option(
+            "--workers",
+            type=int,
+            default=1,
+            show_default=True,
+            help="Processes for cleaning, filtering and hashing.",
+        ),
+        click.option(
+            "--overlap",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Tokens repeated between consecutive chunks.",
+        ),
+        click.option(
+            "--paragraph-align",
+            is_flag=True,
+            help="End chunks at paragraph breaks when one lies in the second half.",
+        ),
+        click.option(
+            "--min-words",
+            type=int,
+            default=50,
+            show_default=True,
+            help="Drop documents with fewer words.",
+        ),
+        click.option("--no-filter", is_flag=True, help="Skip the quality filters."),
+        click.option(
+            "--no-english-filter", is_flag=True, help="Keep documents that do not look English."
+        ),
+        click.option("--no-dedup", is_flag=True, help="Skip exact and near-duplicate removal."),
+        click.option(
+            "--near-threshold",
+            type=float,
+            default=0.8,
+            show_default=True,
+            help="MinHash Jaccard threshold for near duplicates.",
+        ),
+        click.option(
+            "--decontaminate",
+            "prompt_files",
+            multiple=True,
+            type=click.Path(exists=True, dir_okay=False),
+            help="Eval prompt file (.yaml/.jsonl/.txt); chunks sharing an n-gram are dropped.",
+        ),
+        click.option(
+            "--decontam-n",
+            type=int,
+            default=8,
+            show_default=True,
+            help="n-gram length for decontamination.",
+        ),
+        click.option(
+            "--verify",
+            type=click.Choice(["sample", "all", "none"]),
+            default="sample",
+            show_default=True,
+            help="Re-encode chunks to confirm their token counts.",
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _config(kw: dict):
+    from cosmosage.dataprep.corpus.filters import QualityConfig
+    from cosmosage.dataprep.corpus.pipeline import CorpusConfig
+
+    quality = QualityConfig(min_words=kw["min_words"], english=not kw["no_english_filter"])
+    return CorpusConfig(
+        sequence_len=kw["sequence_len"],
+        overlap=kw["overlap"],
+        paragraph=kw["paragraph_align"],
+        val_fraction=kw["val_fraction"],
+        seed=kw["seed"],
+        quality=quality,
+        filter=not kw["no_filter"],
+        dedup=not kw["no_dedup"],
+        near_threshold=kw["near_threshold"],
+        decontam_n=kw["decontam_n"],
+        verify=kw["verify"],
+        workers=kw["workers"],
+    )
+
+
+def _run(kw: dict, items_for_shard, extra_meta: dict | None = None) -> dict:
+    """Resolve shard and output names, then run the pipeline over `items_for_shard(shard)`."""
+    from cosmosage.dataprep.corpus.dedup import read_eval_prompts
+    from cosmosage.dataprep.corpus.merge_shards import shard_output
+    from cosmosage.dataprep.corpus.pipeline import run_corpus
+    from cosmosage.dataprep.corpus.sources import parse_shard
+
+    shard = parse_shard(kw["shard"])
+    cfg = _config(kw)
+    cfg.val_fallback = shard is None
+    out = shard_output(kw["out"], shard)
+    val_out = shard_output(kw["val_out"], shard)
+    prompts = [p for f in kw["prompt_files"] for p in read_eval_prompts(f)]
+    meta = {
+        "tokenizer": kw["tokenizer"],
+        "shard": kw["shard"],
+        "prompt_files": list(kw["prompt_files"]),
+        **(extra_meta or {}),
+    }
+    return run_corpus(items_for_shard(shard), out, kw["tokenizer"], cfg, val_out, prompts, meta)
+
+
+@click.command("corpus")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+@corpus_options
+def data_corpus(inputs, **kw) -> None:
+    """Documents (md, mmd, txt, tex, pdf, source .tar.gz; files or folders) -> cleaned,
+    deduplicated, token-exact completion JSONL, split by document.
+
+    Papers, textbooks and any long documents: cleaning removes running headers and
+    footers, page numbers, line-break hyphenation, reference lists, figure residue and
+    repeated boilerplate pages, repairs Unicode and keeps math. Files of other kinds in
+    a folder are listed in the manifest as skipped.
+
+    \b
+    Example:
+      cosmosage data corpus samples/papers samples/textbook --tokenizer build/models/tiny-llama \\
+          --sequence-len 128 --out build/data/corpus.jsonl --val-out build/data/corpus.val.jsonl --val-fraction 0.2
+    """
+    from cosmosage.dataprep.corpus.sources import read_file_documents
+
+    echo_json(_run(kw, functools.partial(read_file_documents, list(inputs))))
+
+
+# --------------------------------------------------------------------------- arxiv
+
+
+@click.group("arxiv")
+def arxiv() -> None:
+    """arXiv papers: fetch into a resumable cache, then process it offline."""
+
+
+@arxiv.command("fetch")
+@click.option(
+    "--cache",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Cache folder (metadata.jsonl, src/, pdf/).",
+)
+@click.option(
+    "--category",
+    "categories",
+    multiple=True,
+    required=True,
+    help="arXiv category, e.g. astro-ph.CO (repeatable).",
+)
+@click.option("--since", callback=_date, help="First submission date, YYYY-MM-DD.")
+@click.option("--until", callback=_date, help="Last submission date, YYYY-MM-DD.")
+@click.option("--max-results", type=int, default=None, help="Stop after this many entries.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["source", "pdf", "none"]),
+    default="source",
+    show_default=True,
+    help="What to download per paper.",
+)
+@click.option(
+    "--delay",
+    type=float,
+    default=3.0,
+    show_default=True,
+    help="Seconds between requests (arXiv asks for 3).",
+)
+@click.option("--page-size", type=int, default=100, show_default=True)
+@click.option("--api-url", default=None, help="API endpoint (defaults to export.arxiv.org).")
+@click.option("--eprint-url", default=None, help="Source URL template with {id} (a mirror).")
+@click.option("--pdf-url", default=None, help="PDF URL template with {id} (a mirror).")
+def arxiv_fetch(
+    cache,
+    categories,
+    since,
+    until,
+    max_results,
+    fmt,
+    delay,
+    page_size,
+    api_url,
+    eprint_url,
+    pdf_url,
+) -> None:
+    """Fetch metadata (and sources or PDFs) by category and date range into CACHE.
+
+    A rerun only downloads what the cache lacks.
+
+    \b
+    Example:
+      cosmosage data arxiv fetch --cache arxiv-cache --category astro-ph.CO --since 2020-01-01
+    """
+    from cosmosage.dataprep.corpus import arxiv as ax
+
+    fetcher = ax.Fetcher(
+        cache,
+        delay=delay,
+        page_size=page_size,
+        api_url=api_url or ax.API_URL,
+        eprint_url=eprint_url or ax.EPRINT_URL,
+        pdf_url=pdf_url or ax.PDF_URL,
+    )
+    entries = fetcher.fetch_metadata(ax.build_query(categories, since, until), max_results)
+    if fmt != "none":
+        fetcher.fetch_sources((e["id"] for e in entries), fmt)
+    echo_json({"cache": str(cache), "entries": len(entries), **fetcher.stats})
+
+
+@arxiv.command("process")
+@click.option("--cache", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--metadata",
+    "snapshot",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Bulk metadata snapshot, for licenses the API does not give.",
+)
+@click.option(
+    "--abstract-fallback",
+    is_flag=True,
+    help="Use title + abstract for papers with no readable source.",
+)
+@corpus_options
+def arxiv_process(cache, snapshot, abstract_fallback, **kw) -> None:
+    """Cached papers (LaTeX source preferred, then .mmd/.md, then PDF) -> corpus, offline.
+
+    \b
+    Example:
+      cosmosage data arxiv process --cache arxiv-cache --metadata arxiv-metadata-oai-snapshot.json \\
+          --tokenizer mistralai/Mistral-7B-v0.1 --sequence-len 4096 --out arxiv.jsonl --shard 0/64
+    """
+    from cosmosage.dataprep.corpus.arxiv import cache_documents, cache_entries, license_index
+
+    licenses = license_index(snapshot, {e["id"] for e in cache_entries(cache)}) if snapshot else {}
+    items = functools.partial(
+        cache_documents, cache, licenses=licenses, abstract_fallback=abstract_fallback
+    )
+    echo_json(
+        _run(kw, lambda shard: items(shard=shard), {"cache": str(cache), "metadata": snapshot})
+    )
+
+
+@arxiv.command("abstracts")
+@click.argument("snapshot", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--category", "categories", multiple=True, help="Keep records in any of these categories."
+)
+@click.option("--since", callback=_date, help="First-version date from, YYYY-MM-DD.")
+@click.option("--until", callback=_date, help="First-version date to, YYYY-MM-DD.")
+@corpus_options
+def arxiv_abstracts(snapshot, categories, since, until, **kw) -> None:
+    """Bulk metadata snapshot (one JSON object per line) -> title + abstract corpus.
+
+    \b
+    Example:
+      cosmosage data arxiv abstracts arxiv-metadata-oai-snapshot.json --category astro-ph.CO \\
+          --since 2020-01-01 --min-words 30 --tokenizer build/models/tiny-llama --sequence-len 128 --out abstracts.jsonl
+    """
+    from cosmosage.dataprep.corpus.arxiv import abstract_documents, read_snapshot
+
+    def items(shard):
+        return abstract_documents(
+            read_snapshot(snapshot, categories, since, until, shard), snapshot
+        )
+
+    echo_json(_run(kw, items, {"snapshot": snapshot, "categories": list(categories)}))
+
+
+# --------------------------------------------------------------------------- shards
+
+
+@click.command("merge-shards")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The --out the shard jobs were given.",
+)
+@click.option(
+    "--val-out", type=click.Path(dir_okay=False), help="The --val-out the shard jobs were given."
+)
+@click.option("--no-dedup", is_flag=True, help="Do not deduplicate documents across shards.")
+@click.option("--near-threshold", type=float, default=0.8, show_default=True)
+def merge_shards_cmd(out, val_out, no_dedup, near_threshold) -> None:
+    """Combine shard outputs (OUT.shard-I-of-N.jsonl) into OUT, deduplicating across shards.
+
+    \b
+    Example:
+      cosmosage data merge-shards --out arxiv.jsonl --val-out arxiv.val.jsonl
+    """
+    from cosmosage.dataprep.corpus.merge_shards import merge_shards
+
+    echo_json(merge_shards(out, val_out, dedup=not no_dedup, near_threshold=near_threshold))
+
+
+COMMANDS = [data_corpus, arxiv, merge_shards_cmd]

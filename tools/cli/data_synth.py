@@ -1,0 +1,360 @@
+"""`cosmosage data synth | grade | metaqa`: synthetic and metadata Q&A for instruction tuning."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+def endpoint_options(f):
+    for opt in reversed(
+        [
+            click.option(
+                "--base-url",
+                required=True,
+                help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.",
+            ),
+            click.option("--model", required=True, help="Model name the server knows."),
+            click.option(
+                "--api-key-env",
+                default="OPENAI_API_KEY",
+                show_default=True,
+                help="Environment variable holding the API key (local servers need none).",
+            ),
+            click.option(
+                "--concurrency",
+                type=int,
+                default=8,
+                show_default=True,
+                help="Requests in flight at once.",
+            ),
+            click.option(
+                "--timeout",
+                type=float,
+                default=120.0,
+                show_default=True,
+                help="Seconds per request.",
+            ),
+            click.option(
+                "--retries",
+                type=int,
+                default=5,
+                show_default=True,
+                help="Retries on 429/5xx/timeouts/malformed answers before rejecting.",
+            ),
+            click.option(
+                "--backoff",
+                type=float,
+                default=1.0,
+                show_default=True,
+                help="Base of the exponential backoff, seconds (full jitter, capped at 60).",
+            ),
+            click.option(
+                "--prompt-change",
+                type=click.Choice(["stop", "continue", "regenerate"]),
+                default="stop",
+                show_default=True,
+                help="When the journal holds items from an older prompt version: stop and report, keep them and use the new version for the rest, or make them again.",
+            ),
+            click.option(
+                "--retry-failed",
+                is_flag=True,
+                help="On resume, try again the items whose requests failed.",
+            ),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def sampling_options(f):
+    for opt in reversed(
+        [
+            click.option("--temperature", type=float, default=None, help="Sampling temperature."),
+            click.option("--top-p", type=float, default=None),
+            click.option("--max-tokens", type=int, default=None, help="Most tokens per answer."),
+            click.option(
+                "--seed",
+                "sample_seed",
+                type=int,
+                default=None,
+                help="Sampling seed, for servers that take one.",
+            ),
+            click.option(
+                "--json-mode",
+                is_flag=True,
+                help="Ask for response_format json_object (servers that support it).",
+            ),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def build_sampling(
+    temperature, top_p, max_tokens, sample_seed, json_mode, default_temperature, default_max_tokens
+) -> dict:
+    s = {
+        "temperature": default_temperature if temperature is None else temperature,
+        "max_tokens": max_tokens or default_max_tokens,
+    }
+    if top_p is not None:
+        s["top_p"] = top_p
+    if sample_seed is not None:
+        s["seed"] = sample_seed
+    if json_mode:
+        s["response_format"] = {"type": "json_object"}
+    return s
+
+
+def run_async_command(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except KeyboardInterrupt:
+        raise click.ClickException(
+            "stopped; every finished item is in the journal: run the same command again to continue"
+        ) from None
+
+
+@click.command("synth")
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Chunk JSONL from `data corpus`.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Chat JSONL of question/answer records.",
+)
+@click.option(
+    "--prompt",
+    default="synth_qa",
+    show_default=True,
+    help="Prompt YAML file, or the name of a bundled one.",
+)
+@click.option(
+    "--pairs", type=int, default=3, show_default=True, help="Question/answer pairs asked per chunk."
+)
+@click.option(
+    "--shard", default=None, metavar="I/N", help="Only chunks of shard I of N (by chunk hash)."
+)
+@endpoint_options
+@sampling_options
+def data_synth(
+    input_path,
+    out,
+    prompt,
+    pairs,
+    shard,
+    base_url,
+    model,
+    api_key_env,
+    concurrency,
+    timeout,
+    retries,
+    backoff,
+    prompt_change,
+    retry_failed,
+    temperature,
+    top_p,
+    max_tokens,
+    sample_seed,
+    json_mode,
+) -> None:
+    """Ask a model for question/answer pairs grounded in each chunk; write chat records.
+
+    Malformed answers go to OUT.rejects.jsonl with the raw text and the reason. The run
+    is journaled in OUT.journal.jsonl: stop it at any time and run the same command
+    again to continue.
+
+    \b
+    Example:
+      cosmosage data synth --input chunks.jsonl --out qa.jsonl \\
+        --base-url http://127.0.0.1:8000/v1 --model mistralai/Mistral-7B-Instruct-v0.3 --pairs 3
+    """
+    from cosmosage.dataprep.synth.generate import SynthConfig, run_synth
+    from cosmosage.dataprep.synth.llm import Endpoint, RetryPolicy
+
+    cfg = SynthConfig(
+        input=input_path,
+        out=out,
+        endpoint=Endpoint(base_url, model, api_key_env, timeout),
+        prompt=prompt,
+        pairs=pairs,
+        sampling=build_sampling(temperature, top_p, max_tokens, sample_seed, json_mode, 0.7, 1024),
+        concurrency=concurrency,
+        retry=RetryPolicy(retries=retries, base=backoff),
+        prompt_change=prompt_change,
+        retry_failed=retry_failed,
+        shard=shard,
+    )
+    res = run_async_command(run_synth, cfg, echo=lambda m: click.echo(m, err=True))
+    click.echo(json.dumps(res))
+
+
+@click.command("grade")
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Chat records from `data synth` (or any with source.chunk_sha).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Kept records, each with its grade.",
+)
+@click.option(
+    "--chunks",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Chunk file the records came from (default: the one named in the input's manifest).",
+)
+@click.option(
+    "--prompt",
+    default="grade_answer",
+    show_default=True,
+    help="Judge prompt YAML file, or the name of a bundled one.",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=90.0,
+    show_default=True,
+    help="Keep records scored at least this (0-100).",
+)
+@click.option(
+    "--second-model",
+    default=None,
+    help="A second judge: every record is scored by both and their agreement reported.",
+)
+@click.option(
+    "--second-base-url", default=None, help="Server of the second judge (default: --base-url)."
+)
+@click.option(
+    "--combine",
+    type=click.Choice(["min", "mean"]),
+    default="min",
+    show_default=True,
+    help="How two judges' scores make one.",
+)
+@click.option(
+    "--spot-check",
+    type=int,
+    default=20,
+    show_default=True,
+    help="Records written to OUT.spotcheck.md for a person to read.",
+)
+@click.option(
+    "--sample-seed",
+    "spot_seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the spot-check sample.",
+)
+@endpoint_options
+@sampling_options
+def data_grade(
+    input_path,
+    out,
+    chunks,
+    prompt,
+    threshold,
+    second_model,
+    second_base_url,
+    combine,
+    spot_check,
+    spot_seed,
+    base_url,
+    model,
+    api_key_env,
+    concurrency,
+    timeout,
+    retries,
+    backoff,
+    prompt_change,
+    retry_failed,
+    temperature,
+    top_p,
+    max_tokens,
+    sample_seed,
+    json_mode,
+) -> None:
+    """Score each answer against its source chunk with a judge model; keep the good ones.
+
+    Writes OUT (kept records with their grade), OUT.rejects.jsonl (the rest, with
+    grade and reason), OUT.grades.jsonl, OUT.calibration.json and OUT.spotcheck.md.
+    Journaled like `data synth`: rerun the same command to continue.
+
+    \b
+    Example:
+      cosmosage data grade --input qa.jsonl --out qa.graded.jsonl \\
+        --base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-72B-Instruct --threshold 90
+    """
+    from cosmosage.dataprep.synth.grade import GradeConfig, run_grade
+    from cosmosage.dataprep.synth.llm import Endpoint, RetryPolicy
+
+    judges = [Endpoint(base_url, model, api_key_env, timeout)]
+    if second_model:
+        judges.append(Endpoint(second_base_url or base_url, second_model, api_key_env, timeout))
+    cfg = GradeConfig(
+        input=input_path,
+        out=out,
+        judges=judges,
+        chunks=chunks,
+        prompt=prompt,
+        threshold=threshold,
+        combine=combine,
+        sampling=build_sampling(temperature, top_p, max_tokens, sample_seed, json_mode, 0.0, 512),
+        concurrency=concurrency,
+        retry=RetryPolicy(retries=retries, base=backoff),
+        prompt_change=prompt_change,
+        retry_failed=retry_failed,
+        spot_check=spot_check,
+        seed=spot_seed,
+    )
+    res = run_async_command(run_grade, cfg, echo=lambda m: click.echo(m, err=True))
+    click.echo(json.dumps(res))
+
+
+@click.command("metaqa")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Chat JSONL of metadata question/answer records.",
+)
+@click.option(
+    "--templates",
+    default="metaqa",
+    show_default=True,
+    help="Templates YAML file, or the name of a bundled one.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Picks the phrasing per paper."
+)
+def data_metaqa(inputs, out, templates, seed) -> None:
+    """Question/answer pairs about arXiv ids, titles and authors, with no model involved.
+
+    INPUTS are metadata JSONL files (arXiv bulk snapshot or API entries) and markdown
+    papers or folders of them (with `# Title`, `arXiv:` and `Authors:` lines).
+
+    \b
+    Example:
+      cosmosage data metaqa samples/papers arxiv-metadata.jsonl --out metaqa.jsonl
+    """
+    from cosmosage.dataprep.synth.metaqa import build_metaqa
+
+    click.echo(json.dumps(build_metaqa(list(inputs), out, templates, seed)))
+
+
+COMMANDS = [data_synth, data_grade, data_metaqa]

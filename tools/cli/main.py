@@ -1,0 +1,64 @@
+"""The `cosmosage` command line: the groups, and the commands each module adds to them.
+
+Noun then verb: `cosmosage recipe run quickstart` is `recipe_run` in tools/cli/recipe.py,
+`cosmosage data convert` is `data_convert` in tools/cli/data_chat.py. Command modules
+never import this module. Errors print one line (`--debug` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import click
+
+from cosmosage.tools.cli import data_chat, data_corpus, data_synth, model, recipe, runs
+from cosmosage.tools.cli.common import Group
+
+
+@click.group(cls=Group)
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+def main(debug: bool) -> None:
+    """cosmosage: domain text in, small expert model out (Axolotl recipes, dataprep, runs).
+
+    \b
+    Examples:
+      cosmosage recipe list
+      cosmosage recipe run quickstart
+      cosmosage data corpus samples/papers --tokenizer build/models/tiny-llama --sequence-len 128 --out corpus.jsonl
+    """
+    from cosmosage.tools.cli.quiet import quiet_libraries
+
+    quiet_libraries()
+
+
+@main.group("recipe")
+def recipe_group() -> None:
+    """List, render, check and run Axolotl recipes."""
+
+
+@main.group("data")
+def data_group() -> None:
+    """Prepare training data: completion corpora, chat records, synthetic Q&A; with manifests."""
+
+
+@main.group("model")
+def model_group() -> None:
+    """Build, evaluate and publish models."""
+
+
+@main.group("runs")
+def runs_group() -> None:
+    """Look at finished runs and the model family tree."""
+
+
+for _group, _modules in [
+    (recipe_group, [recipe]),
+    (data_group, [data_corpus, data_chat, data_synth]),
+    (model_group, [model]),
+    (runs_group, [runs]),
+]:
+    for _module in _modules:
+        for _command in _module.COMMANDS:
+            _group.add_command(_command)
+
+
+if __name__ == "__main__":
+    main()

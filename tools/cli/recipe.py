@@ -1,0 +1,136 @@
+"""`cosmosage recipe list | render | check | run`: Axolotl recipes composed from fragments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cosmosage.tools.cli.common import set_option, unset_option
+
+
+@click.command("list")
+def recipe_list() -> None:
+    """A table of every recipe: name, method, model, hardware, description."""
+    from cosmosage.tools.recipe.render import describe, list_recipes
+
+    rows = [describe(n) for n in list_recipes()]
+    cols = ["name", "method", "model", "hardware", "description"]
+    widths = {c: max([len(c)] + [len(r[c]) for r in rows]) for c in cols[:-1]}
+    click.echo("  ".join(c.upper().ljust(widths.get(c, 0)) for c in cols))
+    for r in rows:
+        click.echo("  ".join(r[c].ljust(widths.get(c, 0)) for c in cols))
+
+
+@click.command("render")
+@click.argument("name")
+@set_option
+@unset_option
+@click.option("--meta", is_flag=True, help="Print the merged recipe: block too.")
+def recipe_render(name: str, sets: tuple[str, ...], unsets: tuple[str, ...], meta: bool) -> None:
+    """Print the final Axolotl YAML of recipe NAME.
+
+    \b
+    Example:
+      cosmosage recipe render quickstart/instruct --set learning_rate=1e-4
+    """
+    from cosmosage.tools.recipe.render import render, to_yaml
+
+    r = render(name, list(sets), list(unsets))
+    if r.is_pipeline:
+        click.echo(f"# {name} is a pipeline of stages: {', '.join(r.stages)}")
+        for stage in r.stages:
+            s = render(stage, list(sets), list(unsets))
+            click.echo(f"---\n{to_yaml(s.config, header=f'stage {stage}')}", nl=False)
+        return
+    click.echo(to_yaml(r.config, header=f"recipe {name} = {' + '.join(r.files)}"), nl=False)
+    if meta:
+        click.echo(to_yaml({"recipe": r.meta}), nl=False)
+
+
+@click.command("check")
+@click.argument("names", nargs=-1, required=True)
+@set_option
+@unset_option
+def recipe_check(names: tuple[str, ...], sets: tuple[str, ...], unsets: tuple[str, ...]) -> None:
+    """Validate recipes without training or downloading; list every problem.
+
+    Runs Axolotl's own schema validation and adds what Axolotl cannot know: keys it
+    would silently drop, pad token equal to eos, chat data without a template, missing
+    data files, CUDA-only options on the cpu profile, models too large for the hardware.
+    """
+    from cosmosage.tools.recipe.check import check_rendered
+    from cosmosage.tools.recipe.render import render
+
+    failed = 0
+    for name in names:
+        top = render(name, list(sets), list(unsets))
+        stages = [(s, render(s, list(sets), list(unsets))) for s in top.stages] or [(name, top)]
+        for stage_name, r in stages:
+            problems = check_rendered(r)
+            errors = [p for p in problems if p.severity == "error"]
+            status = "FAIL" if errors else "ok"
+            click.echo(f"{status:4}  {stage_name}")
+            for p in problems:
+                click.echo(f"      {p}")
+            failed += bool(errors)
+    if failed:
+        raise click.ClickException(f"{failed} recipe(s) failed their checks")
+
+
+@click.command("run")
+@click.argument("name")
+@set_option
+@unset_option
+@click.option(
+    "--dry-run", is_flag=True, help="Render, plan and print the commands; build and train nothing."
+)
+@click.option("--resume", is_flag=True, help="Continue the newest unfinished run of NAME.")
+@click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where run folders and the registry live [default: ./runs in the project].",
+)
+def recipe_run(
+    name: str,
+    sets: tuple[str, ...],
+    unsets: tuple[str, ...],
+    dry_run: bool,
+    resume: bool,
+    runs_dir: Path | None,
+) -> None:
+    """Run recipe NAME end to end: data, train, select, merge, evaluate, card.
+
+    \b
+    Examples:
+      cosmosage recipe run quickstart
+      cosmosage recipe run quickstart --set max_steps=5 --dry-run
+      cosmosage recipe run quickstart --resume
+    """
+    from cosmosage.tools.recipe.render import to_yaml
+    from cosmosage.tools.run.launcher import run_recipe
+
+    result = run_recipe(
+        name,
+        list(sets),
+        list(unsets),
+        dry_run=dry_run,
+        resume=resume,
+        echo=click.echo,
+        runs_dir=runs_dir,
+    )
+    if dry_run:
+        click.echo(f"# run folder would be {result['run_dir']}")
+        for st in result["stages"]:
+            click.echo(f"# stage {st['stage']}")
+            if st["builds"]:
+                click.echo(f"#   builds first: {', '.join(st['builds'])}")
+            click.echo(f"#   $ {' '.join(st['argv'])}")
+            click.echo(to_yaml(st["config"]), nl=False)
+        return
+    click.echo("")
+    click.echo((Path(result["run_dir"]) / "summary.md").read_text())
+
+
+COMMANDS = [recipe_list, recipe_render, recipe_check, recipe_run]

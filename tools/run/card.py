@@ -1,0 +1,142 @@
+"""Model cards and run summaries, written from the run record (never from memory).
+
+The card states what the model was trained on, from what, for how long, what the
+held-out loss did and what the prompt suite showed, and what it was not tested for.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+
+from cosmosage.tools.models.merge import link_or_copy
+from cosmosage.tools.recipe.render import Rendered
+
+
+def _fmt(x) -> str:
+    return f"{x:.4f}" if isinstance(x, float) else ("-" if x is None else str(x))
+
+
+def is_hub_id(name: str) -> bool:
+    return (
+        name.count("/") == 1
+        and not name.startswith((".", "/", "build/", "runs/"))
+        and not Path(name).exists()
+    )
+
+
+def licenses(record: dict) -> list[str]:
+    """Licenses of the inputs, from the manifests beside each data file."""
+    found = set()
+    for stage in record["stages"].values():
+        for data in stage.get("data", {}):
+            man = Path(data).with_name(Path(data).name.removesuffix(".jsonl") + ".manifest.json")
+            if man.is_file():
+                for inp in json.loads(man.read_text()).get("inputs", []):
+                    if inp.get("license"):
+                        found.add(inp["license"])
+    return sorted(found)
+
+
+def card_markdown(record: dict, top: Rendered) -> str:
+    meta = top.meta.get("card") or {}
+    stages = list(record["stages"].values())
+    base = stages[0]["parent_model"] if stages else ""
+    front = {
+        "license": meta.get("license", "apache-2.0"),
+        # only a Hub id means something to readers of the card; local paths do not
+        **({"base_model": base} if is_hub_id(base) else {}),
+        "tags": ["cosmosage", "axolotl", *meta.get("tags", [])],
+        "language": meta.get("language", ["en"]),
+        "pipeline_tag": "text-generation",
+    }
+    lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", ""]
+    lines.append(f"# {meta.get('title', record['recipe'])}")
+    lines.append("")
+    lines.append(top.meta.get("description", ""))
+    lines.append("")
+    if meta.get("warning"):
+        lines += [f"> {meta['warning']}", ""]
+    lines += ["## Lineage", ""]
+    for s in stages:
+        lines.append(
+            f"- `{s['recipe']}`: from `{s['parent_model']}`, best checkpoint at step {(s.get('best_checkpoint') or {}).get('step', '-')}"
+        )
+    lines += ["", "## Training data", ""]
+    for s in stages:
+        for path, digest in s.get("data", {}).items():
+            lines.append(f"- `{path}` (sha256 {digest[:12]}...), stage `{s['recipe']}`")
+    lic = licenses(record)
+    if lic:
+        lines += ["", f"Source licenses recorded in the data manifests: {', '.join(lic)}."]
+    lines += ["", "## Held-out loss", "", "| stage | before | best | steps |", "|---|---|---|---|"]
+    for s in stages:
+        m = s["metrics"]
+        lines.append(
+            f"| {s['recipe']} | {_fmt(m['eval_loss_before'])} | {_fmt(m['eval_loss_best'])} | {m['steps']} |"
+        )
+    if record.get("eval"):
+        lines += [
+            "",
+            "## Prompt suite",
+            "",
+            "Share of prompts whose answer contains one of the expected substrings:",
+            "",
+        ]
+        lines += ["| model | all | domain | general |", "|---|---|---|---|"]
+        for label, sc in record["eval"].items():
+            lines.append(
+                f"| {label} | "
+                + " | ".join(
+                    f"{sc[k]:.0%}" if k in sc else "-" for k in ("all", "domain", "general")
+                )
+                + " |"
+            )
+    lines += [
+        "",
+        "## Limitations",
+        "",
+        "- Answers can be wrong or invented; check them against the literature.",
+        "- Not evaluated for safety, bias or long-form generation.",
+        f"- Produced by `cosmosage recipe run {record['recipe']}` (run `{record['run_id']}`, recipe hash `{record['recipe_hash']}`).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_publish_folder(run_dir: Path, record: dict, top: Rendered, model_dir: str) -> Path:
+    """<run>/publish: the final model's files plus README.md (the card)."""
+    dst = run_dir / "publish"
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.mkdir(parents=True)
+    for f in Path(model_dir).iterdir():
+        if f.is_file() and f.name != "README.md":
+            link_or_copy(f, dst / f.name)
+    (dst / "README.md").write_text(card_markdown(record, top))
+    return dst
+
+
+def summary_markdown(run_dir: Path, record: dict) -> str:
+    lines = [f"# Run {record['recipe']} / {record['run_id']}", "", f"Folder: `{run_dir}`", ""]
+    lines += [
+        "| stage | eval loss before | best | best step | steps | wall s | model |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, s in record["stages"].items():
+        m = s["metrics"]
+        best = (s.get("best_checkpoint") or {}).get("step", "-")
+        lines.append(
+            f"| {key} | {_fmt(m['eval_loss_before'])} | {_fmt(m['eval_loss_best'])} | {best} | {m['steps']} | {m['wall_s']} | `{s['model']}` |"
+        )
+    if record.get("eval"):
+        lines += [
+            "",
+            "Prompt suite (pass rate): "
+            + ", ".join(f"{k} {v['all']:.0%}" for k, v in record["eval"].items()),
+        ]
+        lines.append(f"Answers: `{run_dir / 'eval' / 'report.md'}`")
+    lines += ["", f"Publishable folder (model + card): `{record.get('publish')}`", ""]
+    return "\n".join(lines)

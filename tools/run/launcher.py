@@ -1,0 +1,482 @@
+"""`recipe run`: render -> check -> build data -> train with Axolotl -> select -> merge ->
+evaluate -> card -> record. Every step writes into the run folder
+
+    runs/<recipe>/<run-id>/
+      run.json                 status, timings, lineage of every stage
+      <stage>/axolotl.yaml     exactly what Axolotl was given
+      <stage>/train.log        Axolotl's output
+      <stage>/metrics.json     loss per step, eval loss per step, best checkpoint
+      <stage>/output/          Axolotl's output_dir (checkpoints)
+      <stage>/model/           the selected checkpoint, merged into full weights
+      eval/                    prompt-suite answers of the base and final model
+      publish/                 final model + model card, ready for `cosmosage model publish`
+      summary.md
+
+`run_command` is the only function here that starts a process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tqdm import tqdm
+
+from cosmosage.dataprep.io import sha256_file, write_json
+from cosmosage.tools.models import merge
+from cosmosage.tools.recipe import check
+from cosmosage.tools.recipe.render import ROOT, RecipeError, Rendered, render, to_yaml
+from cosmosage.tools.run import card, metrics, registry
+
+Echo = Callable[[str], None]
+
+
+class LaunchError(Exception):
+    """A step of a run failed; the message says which and where its log is."""
+
+
+@dataclass
+class Stage:
+    name: str  # recipe name, e.g. quickstart/pretrain
+    key: str  # folder in the run, e.g. pretrain
+    rendered: Rendered
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def plan(
+    name: str, sets: list[str] | None = None, unsets: list[str] | None = None, root: Path = ROOT
+) -> tuple[Rendered, list[Stage]]:
+    """The top recipe and its stages (itself, for a single-stage recipe)."""
+    top = render(name, sets, unsets, root)
+    names = top.stages or [name]
+    stages = []
+    for stage_name in names:
+        r = top if stage_name == name else render(stage_name, sets, unsets, root)
+        if r.is_pipeline:
+            raise RecipeError(
+                f"{name}: stage {stage_name!r} is itself a pipeline; list its stages instead"
+            )
+        key = stage_name.rsplit("/", 1)[-1]
+        stages.append(Stage(stage_name, key, r))
+    keys = [s.key for s in stages]
+    if len(set(keys)) != len(keys):
+        raise RecipeError(f"{name}: two stages would share a folder name: {keys}")
+    return top, stages
+
+
+def resolve_parent(stage: Stage, previous: dict[str, str], runs_dir: Path) -> str | None:
+    """base_model for a stage whose `recipe.parent` is another recipe."""
+    parent = stage.rendered.meta.get("parent")
+    if not parent:
+        return None
+    if parent in previous:
+        return previous[parent]
+    found = registry.latest_model(runs_dir, parent)
+    if found:
+        return found
+    raise LaunchError(
+        f"{stage.name} starts from {parent}, which has no finished run yet: run `make recipe NAME={parent}` first"
+    )
+
+
+def is_offline(cfg: dict, root: Path) -> bool:
+    """True when the model and every dataset are local, so nothing needs the Hub."""
+    paths = [cfg.get("base_model", "")]
+    paths += [
+        ds.get("path", "") for ds in (cfg.get("datasets") or []) + (cfg.get("test_datasets") or [])
+    ]
+    return all(
+        p and (Path(p).is_absolute() or (root / p).exists() or p.startswith(("build/", "runs/")))
+        for p in paths
+    )
+
+
+def build_env(cfg: dict, root: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("DO_NOT_TRACK", "1")
+    env.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not cfg.get("wandb_project"):
+        env.setdefault("WANDB_MODE", "disabled")
+    if is_offline(cfg, root):
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("HF_DATASETS_OFFLINE", "1")
+    return env
+
+
+def axolotl_bin() -> str:
+    exe = Path(sys.executable).parent / "axolotl"
+    return str(exe) if exe.exists() else "axolotl"
+
+
+def build_argv(config_path: str | Path, meta: dict) -> list[str]:
+    """The training command for a rendered stage; pure."""
+    hw = meta.get("hardware") or {}
+    launcher = hw.get("launcher") or ("accelerate" if int(hw.get("gpus") or 0) > 1 else "python")
+    argv = [axolotl_bin(), "train", str(config_path), "--launcher", launcher]
+    extra = hw.get("launcher_args") or []
+    if extra:
+        argv += ["--", *map(str, extra)]
+    return argv
+
+
+# --------------------------------------------------------------------------- processes
+
+_STEP_RE = re.compile(r"(\d+)/(\d+) \[")
+
+
+def run_command(
+    argv: list[str],
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    total_steps: int | None = None,
+    desc: str = "train",
+) -> int:
+    """Run a process, send all its output to `log_path`, and show a step progress bar."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(
+        total=total_steps, desc=desc, unit="step", disable=None, leave=True, dynamic_ncols=True
+    )
+    with open(log_path, "ab") as log:
+        log.write(f"$ {' '.join(argv)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd
+        )
+        assert proc.stdout is not None
+        buf = b""
+        try:
+            while chunk := proc.stdout.read1(4096):
+                log.write(chunk)
+                buf = (buf + chunk)[-4096:]
+                for m in _STEP_RE.finditer(buf.decode("utf-8", "replace")):
+                    done, total = int(m.group(1)), int(m.group(2))
+                    if total_steps and total == total_steps and done > bar.n:
+                        bar.update(done - bar.n)
+                buf = buf[-64:]
+            return proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            bar.close()
+
+
+def tail(path: Path, n: int = 25) -> str:
+    if not path.is_file():
+        return ""
+    lines: deque[str] = deque(maxlen=n)
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            lines.append(line.rstrip("\n").split("\r")[-1])
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- builds
+
+
+def _fingerprint(paths: list[Path]) -> list[list]:
+    out = []
+    for p in paths:
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            st = f.stat()
+            out.append([str(f), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def build_stamp(output: str, root: Path) -> Path:
+    return root / "build" / ".stamps" / (re.sub(r"[^A-Za-z0-9._-]+", "_", output) + ".json")
+
+
+def build_state(build: dict, root: Path) -> dict:
+    args = [str(a) for a in build.get("command", [])]
+    outputs = {str(build["output"]), *map(str, build.get("extra_outputs") or [])}
+    inputs = [
+        root / a for a in args if a not in outputs and not a.startswith("-") and (root / a).exists()
+    ]
+    return {"command": args, "inputs": _fingerprint(inputs)}
+
+
+def stale_builds(meta: dict, root: Path) -> list[dict]:
+    out = []
+    for b in meta.get("builds") or []:
+        stamp = build_stamp(str(b["output"]), root)
+        outputs = [b["output"], *(b.get("extra_outputs") or [])]
+        if (
+            not all((root / o).exists() for o in outputs)
+            or not stamp.is_file()
+            or json.loads(stamp.read_text()) != build_state(b, root)
+        ):
+            out.append(b)
+    return out
+
+
+def cosmosage_argv(args: list[str]) -> list[str]:
+    """The `cosmosage ...` command line of a build, run with this environment's Python."""
+    return [sys.executable, "-m", "cosmosage.tools.cli.main", *map(str, args)]
+
+
+def ensure_builds(meta: dict, root: Path, echo: Echo) -> list[str]:
+    """Run the `cosmosage ...` command of every missing or stale build, in order, each as
+    a subprocess from the project root with its output in build/logs/."""
+    done = []
+    for b in meta.get("builds") or []:
+        if b not in stale_builds({"builds": [b]}, root):
+            continue
+        args = [str(a) for a in b.get("command", [])]
+        log = root / "build" / "logs" / (build_stamp(str(b["output"]), root).stem + ".log")
+        echo(f"build  {b['output']}  <- cosmosage {' '.join(args)}  (log: {log})")
+        rc = run_command(cosmosage_argv(args), log, cwd=root, desc="build")
+        if rc != 0:
+            raise LaunchError(
+                f"build of {b['output']} failed (exit {rc}); last lines of {log}:\n{tail(log)}"
+            )
+        write_json(build_stamp(str(b["output"]), root), build_state(b, root))
+        done.append(str(b["output"]))
+    return done
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+
+
+def find_resumable(runs_dir: Path, name: str) -> Path | None:
+    base = runs_dir / name
+    if not base.is_dir():
+        return None
+    for d in sorted(base.iterdir(), reverse=True):
+        run_json = d / "run.json"
+        if run_json.is_file() and json.loads(run_json.read_text()).get("status") != "complete":
+            return d
+    return None
+
+
+def stage_config(stage: Stage, base_model: str | None, stage_dir: Path, resume: bool) -> dict:
+    cfg = dict(stage.rendered.config)
+    if base_model:
+        cfg["base_model"] = base_model
+    cfg["output_dir"] = str(stage_dir / "output")
+    cfg.setdefault("dataset_prepared_path", str(stage_dir / "prepared"))
+    if resume and metrics.checkpoints(stage_dir / "output"):
+        cfg["auto_resume_from_checkpoints"] = True
+    return cfg
+
+
+def data_hashes(cfg: dict, root: Path) -> dict[str, str]:
+    out = {}
+    for ds in (cfg.get("datasets") or []) + (cfg.get("test_datasets") or []):
+        p = root / str(ds.get("path", ""))
+        if p.is_file():
+            out[str(ds["path"])] = sha256_file(p)
+    return out
+
+
+def finalize_model(cfg: dict, meta: dict, stage_dir: Path, best: dict | None) -> Path:
+    """The stage's selected checkpoint as a plain model folder at <stage>/model."""
+    output = stage_dir / "output"
+    dst = stage_dir / "model"
+    if cfg.get("relora"):
+        # ReLoRA merges into the full weights at every restart; its output holds full weights.
+        return merge.copy_model(output, dst)
+    src = Path(best["path"]) if best else output
+    if merge.is_adapter(src):
+        return merge.merge_adapter(cfg["base_model"], src, dst, tokenizer_from=output)
+    return merge.copy_model(src, dst, tokenizer_from=output)
+
+
+def run_stage(stage: Stage, cfg: dict, stage_dir: Path, root: Path, echo: Echo) -> dict:
+    cfg_path = stage_dir / "axolotl.yaml"
+    cfg_path.parent.mkdir(parents=True, exist_ok=True)
+    cfg_path.write_text(
+        to_yaml(
+            cfg,
+            header=f"rendered from recipe {stage.name}; files: {', '.join(stage.rendered.files)}",
+        )
+    )
+    argv = build_argv(cfg_path, stage.rendered.meta)
+    log = stage_dir / "train.log"
+    echo(f"train  {stage.name}: {' '.join(argv[1:])}  (log: {log})")
+    t0 = time.time()
+    rc = run_command(
+        argv,
+        log,
+        env=build_env(cfg, root),
+        cwd=root,
+        total_steps=cfg.get("max_steps"),
+        desc=stage.key,
+    )
+    if rc != 0:
+        raise LaunchError(
+            f"axolotl train failed for {stage.name} (exit {rc}); last lines of {log}:\n{tail(log)}"
+        )
+    m = metrics.collect(stage_dir / "output")
+    m["wall_s"] = round(time.time() - t0, 1)
+    best = m["best_checkpoint"]
+    echo(
+        f"select {stage.key}: checkpoint step {best['step'] if best else '-'} "
+        f"(eval loss {m['eval_loss_before']} -> {m['eval_loss_best']})"
+    )
+    model = finalize_model(cfg, stage.rendered.meta, stage_dir, best)
+    m["model"] = str(model)
+    write_json(stage_dir / "metrics.json", m)
+    return m
+
+
+def run_recipe(
+    name: str,
+    sets: list[str] | None = None,
+    unsets: list[str] | None = None,
+    dry_run: bool = False,
+    resume: bool = False,
+    echo: Echo = print,
+    root: Path = ROOT,
+    runs_dir: Path | None = None,
+) -> dict:
+    """Run a recipe (or pipeline) end to end; returns the run record."""
+    runs_dir = runs_dir or root / "runs"
+    top, stages = plan(name, sets, unsets, root)
+
+    run_dir = find_resumable(runs_dir, name) if resume else None
+    if resume and run_dir is None:
+        echo(f"nothing to resume for {name}: starting a new run")
+    run_dir = run_dir or runs_dir / name / new_run_id()
+    record: dict = {}
+    if (run_dir / "run.json").is_file():
+        record = json.loads((run_dir / "run.json").read_text())
+        echo(f"resume {run_dir}")
+    record.setdefault("recipe", name)
+    record.setdefault("run_id", run_dir.name)
+    record.setdefault("started", datetime.now(UTC).isoformat(timespec="seconds"))
+    record.setdefault("stages", {})
+    record.update(
+        {
+            "status": "running",
+            "recipe_hash": top.digest(),
+            "overrides": {"set": sets or [], "unset": unsets or []},
+        }
+    )
+
+    if dry_run:
+        plans = []
+        previous: dict[str, str] = {}
+        for stage in stages:
+            try:
+                base = resolve_parent(stage, previous, runs_dir)
+            except LaunchError:
+                base = f"<output of {stage.rendered.meta['parent']}>"
+            stage_dir = run_dir / stage.key
+            cfg = stage_config(stage, base, stage_dir, resume)
+            previous[stage.name] = str(stage_dir / "model")
+            plans.append(
+                {
+                    "stage": stage.name,
+                    "builds": [b["output"] for b in stale_builds(stage.rendered.meta, root)],
+                    "argv": build_argv(stage_dir / "axolotl.yaml", stage.rendered.meta),
+                    "config": cfg,
+                }
+            )
+        return {"dry_run": True, "run_dir": str(run_dir), "stages": plans}
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "run.json", record)
+    previous = {}
+    first_base: str | None = None
+    try:
+        for stage in stages:
+            stage_dir = run_dir / stage.key
+            done = record["stages"].get(stage.key, {})
+            if done.get("status") == "complete" and Path(done.get("model", "")).exists():
+                echo(f"skip   {stage.name}: already complete in this run")
+                previous[stage.name] = done["model"]
+                first_base = first_base or done.get("parent_model")
+                continue
+            ensure_builds(stage.rendered.meta, root, echo)
+            base = resolve_parent(stage, previous, runs_dir)
+            cfg = stage_config(stage, base, stage_dir, resume)
+            problems = [
+                p
+                for p in check.check_rendered(Rendered(stage.name, cfg, stage.rendered.meta), root)
+                if p.severity == "error"
+            ]
+            if problems:
+                raise LaunchError(
+                    f"{stage.name} failed its checks:\n" + "\n".join(f"  {p}" for p in problems)
+                )
+            first_base = first_base or cfg["base_model"]
+            m = run_stage(stage, cfg, stage_dir, root, echo)
+            entry = {
+                "status": "complete",
+                "recipe": stage.name,
+                "parent_model": cfg["base_model"],
+                "model": m["model"],
+                "data": data_hashes(cfg, root),
+                "metrics": {
+                    k: m[k]
+                    for k in (
+                        "eval_loss_before",
+                        "eval_loss_best",
+                        "final_train_loss",
+                        "steps",
+                        "wall_s",
+                    )
+                },
+                "best_checkpoint": m["best_checkpoint"],
+            }
+            record["stages"][stage.key] = entry
+            write_json(run_dir / "run.json", record)
+            registry.append(
+                runs_dir,
+                {
+                    "run_id": f"{name}/{run_dir.name}",
+                    "recipe_hash": stage.rendered.digest(),
+                    **entry,
+                },
+            )
+            previous[stage.name] = m["model"]
+
+        final = record["stages"][stages[-1].key]["model"]
+        suite = (top.meta.get("eval") or {}).get("prompts")
+        suites = [suite] if isinstance(suite, str) else list(suite or [])
+        if suites:
+            from cosmosage.tools.models import evaluate
+
+            echo(f"eval   prompt suites {', '.join(suites)}: base vs final")
+            result = evaluate.evaluate(
+                {"base": first_base, "final": final},
+                [root / s for s in suites],
+                int((top.meta.get("eval") or {}).get("max_new_tokens", 48)),
+            )
+            write_json(run_dir / "eval" / "scores.json", result)
+            (run_dir / "eval" / "report.md").write_text(evaluate.report_markdown(result))
+            record["eval"] = result["scores"]
+        publish_dir = card.write_publish_folder(run_dir, record, top, final)
+        record["publish"] = str(publish_dir)
+        record["status"] = "complete"
+        record["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    except BaseException as exc:
+        record["status"] = "failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted"
+        record["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        write_json(run_dir / "run.json", record)
+        raise
+    write_json(run_dir / "run.json", record)
+    summary = card.summary_markdown(run_dir, record)
+    (run_dir / "summary.md").write_text(summary)
+    record["run_dir"] = str(run_dir)
+    return record

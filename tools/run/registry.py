@@ -1,0 +1,67 @@
+"""The run registry: one JSON line per finished stage, so lineages can be rebuilt.
+
+A record holds the run id, recipe and its hash, the parent model (a Hub id, a path, or
+another record's model), data files with their hashes, the selected checkpoint and the
+metrics. `tree` turns the records into the model family tree.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cosmosage.dataprep.io import atomic_writer
+
+
+def registry_path(runs_dir: Path) -> Path:
+    return runs_dir / "registry.jsonl"
+
+
+def records(runs_dir: Path) -> list[dict]:
+    path = registry_path(runs_dir)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append(runs_dir: Path, record: dict) -> None:
+    """Rewrite atomically with the new record added (registries are small)."""
+    existing = [r for r in records(runs_dir) if r.get("model") != record.get("model")]
+    with atomic_writer(registry_path(runs_dir)) as fh:
+        for r in [*existing, record]:
+            fh.write(json.dumps(r, default=str) + "\n")
+
+
+def latest_model(runs_dir: Path, recipe: str) -> str | None:
+    """The model folder of the newest completed stage made by `recipe`."""
+    found = [
+        r
+        for r in records(runs_dir)
+        if r.get("recipe") == recipe and Path(r.get("model", "")).exists()
+    ]
+    return found[-1]["model"] if found else None
+
+
+def tree(runs_dir: Path) -> list[str]:
+    """Lines of an indented family tree: each model under the model it started from."""
+    recs = records(runs_dir)
+    by_model = {r["model"]: r for r in recs}
+    children: dict[str, list[dict]] = {}
+    for r in recs:
+        children.setdefault(r.get("parent_model", ""), []).append(r)
+    roots = sorted(
+        {r.get("parent_model", "") for r in recs if r.get("parent_model", "") not in by_model}
+    )
+    lines: list[str] = []
+
+    def walk(model: str, depth: int) -> None:
+        for r in children.get(model, []):
+            loss = r.get("metrics", {}).get("eval_loss_best")
+            loss_s = f" eval_loss={loss:.4f}" if isinstance(loss, float) else ""
+            lines.append(f"{'  ' * depth}└─ {r['recipe']} [{r['run_id']}]{loss_s}  {r['model']}")
+            walk(r["model"], depth + 1)
+
+    for root in roots:
+        lines.append(root or "(unknown base)")
+        walk(root, 1)
+    return lines
