@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 from collections import Counter
@@ -145,14 +146,25 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def rejects_path(output: str | Path) -> Path:
+def sibling(output: str | Path, suffix: str) -> Path:
+    """A file beside a JSONL output: sibling("a/x.jsonl", ".rejects.jsonl") -> a/x.rejects.jsonl."""
     output = Path(output)
-    return output.with_name(output.name.removesuffix(".jsonl") + ".rejects.jsonl")
+    return output.with_name(output.name.removesuffix(".jsonl") + suffix)
+
+
+def rejects_path(output: str | Path) -> Path:
+    return sibling(output, ".rejects.jsonl")
 
 
 def manifest_path(output: str | Path) -> Path:
-    output = Path(output)
-    return output.with_name(output.name.removesuffix(".jsonl") + ".manifest.json")
+    return sibling(output, ".manifest.json")
+
+
+def reason_group(reason: str) -> str:
+    """What a manifest counts a reject under: the reason before its first colon, list
+    indexes generalised ("messages[3].content: empty" -> "messages[].content"), so the
+    dropped counts of any two commands can be compared and summed."""
+    return re.sub(r"\[\d+\]", "[]", reason.split(":", 1)[0].strip())
 
 
 @dataclass
@@ -166,6 +178,10 @@ class Manifest:
     dropped: Counter = field(default_factory=Counter)
     tokens: int | None = None
     extra: dict = field(default_factory=dict)
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        """Count `n` records dropped for `reason` (grouped by `reason_group`)."""
+        self.dropped[reason_group(reason)] += n
 
     def add_input(self, path: str | Path, **info: Any) -> None:
         entry = {"path": str(path), "sha256": sha256_file(path)}

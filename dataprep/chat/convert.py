@@ -22,6 +22,7 @@ from cosmosage.dataprep.io import (
     write_jsonl,
     write_rejects,
 )
+from cosmosage.dataprep.shard import Shard, in_shard, record_key
 
 
 @dataclass
@@ -58,12 +59,6 @@ class ConvertOptions:
             )
 
 
-def reason_kind(reason: str) -> str:
-    """A reject reason without its specifics, for the manifest's dropped counts."""
-    head = reason.split(":")[0]
-    return re.sub(r"\[\d+\]", "[]", head)
-
-
 def convert(
     items: Iterable[tuple[int, dict | Reject]], source: str, opts: ConvertOptions
 ) -> Iterator[dict | Reject]:
@@ -90,23 +85,6 @@ def convert(
         if topic:
             out["topic"] = topic
         yield out
-
-
-def take_shard(items: Iterable, index: int, count: int) -> Iterator:
-    """Every `count`-th item starting at `index`: shard i of n of a stream."""
-    if not 0 <= index < count:
-        raise ValueError(f"shard {index}/{count}: need 0 <= i < n")
-    for k, item in enumerate(items):
-        if k % count == index:
-            yield item
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """`"2/8"` -> (2, 8)."""
-    i, sep, n = text.partition("/")
-    if not sep or not i.strip().isdigit() or not n.strip().isdigit() or not 0 <= int(i) < int(n):
-        raise ValueError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/4")
-    return int(i), int(n)
 
 
 class TokenCounter:
@@ -171,12 +149,12 @@ def build_convert(
     opts: ConvertOptions,
     tokenizer: str | None = None,
     sequence_len: int | None = None,
-    shard: tuple[int, int] | None = None,
+    shard: Shard | None = None,
 ) -> dict:
     """Q&A files (JSONL or CSV) -> chat JSONL + rejects + manifest, in input order.
 
-    With `shard=(i, n)`, only every n-th row from the i-th on is converted, so n jobs
-    (a Slurm array, say) split the work."""
+    With a `shard`, only the rows of that shard (by content, see dataprep/shard.py) are
+    converted, so n jobs (a Slurm array, say) split the work."""
     from cosmosage.dataprep.io import load_tokenizer
 
     if sequence_len and not tokenizer:
@@ -189,7 +167,7 @@ def build_convert(
     if sequence_len:
         manifest.extra["sequence_len"] = sequence_len
     if shard:
-        manifest.extra["shard"] = f"{shard[0]}/{shard[1]}"
+        manifest.extra["shard"] = str(shard)
     rejects: list[Reject] = []
     per_input: Counter = Counter()
     tokens = 0
@@ -199,11 +177,15 @@ def build_convert(
         for path in inputs:
             manifest.add_input(path)
             rows = read_records(path)
-            items = convert(take_shard(rows, *shard) if shard else rows, str(path), opts)
+            if shard:
+                rows = (
+                    r for r in rows if isinstance(r[1], Reject) or in_shard(record_key(r[1]), shard)
+                )
+            items = convert(rows, str(path), opts)
             for rec in measure(items, counter, sequence_len):
                 if isinstance(rec, Reject):
                     rejects.append(rec)
-                    manifest.dropped[reason_kind(rec.reason)] += 1
+                    manifest.drop(rec.reason)
                     continue
                 per_input[str(path)] += 1
                 tokens += rec["_tokens"]

@@ -39,6 +39,7 @@ from cosmosage.dataprep.io import (
     Reject,
     read_csv,
     read_yaml,
+    reason_group,
     write_jsonl,
     write_rejects,
     write_yaml,
@@ -254,7 +255,7 @@ def build_facts(
     }
     dropped = {}
     for r in rejects:
-        dropped[r.reason.split(":")[0]] = dropped.get(r.reason.split(":")[0], 0) + 1
+        dropped[reason_group(r.reason)] = dropped.get(reason_group(r.reason), 0) + 1
     result = {"facts": len(facts), "rejected": len(rejects), "outputs": {}}
     for name, records in outputs.items():
         path = out_dir / f"{name}.jsonl"

@@ -39,7 +39,6 @@ from cosmosage.dataprep.chat.convert import (
     convert,
     measure,
     public,
-    reason_kind,
 )
 from cosmosage.dataprep.io import (
     DataError,
@@ -48,6 +47,7 @@ from cosmosage.dataprep.io import (
     read_jsonl,
     read_records,
     read_yaml,
+    reason_group,
     rejects_path,
     write_jsonl,
     write_rejects,
@@ -355,7 +355,7 @@ def load_pools(spec: MixSpec, counter: TokenCounter) -> list[Pool]:
         for rec in measure(items, counter, spec.sequence_len):
             if isinstance(rec, Reject):
                 rejects.append(rec)
-                dropped[reason_kind(rec.reason)] += 1
+                dropped[reason_group(rec.reason)] += 1
                 continue
             key = dedup_key(rec["messages"])
             if key in seen:

@@ -28,6 +28,7 @@ from cosmosage.dataprep.io import (
     Reject,
     read_records,
     read_yaml,
+    reason_group,
     write_jsonl,
     write_rejects,
 )
@@ -155,7 +156,7 @@ def build_structured(
             ):
                 if isinstance(rec, Reject):
                     rejects.append(rec)
-                    kinds[rec.reason.split(":")[0]] += 1
+                    kinds[reason_group(rec.reason)] += 1
                     continue
                 yield rec
 

@@ -28,7 +28,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 from cosmosage.dataprep.corpus.pdf import pdf_to_text
-from cosmosage.dataprep.corpus.sources import Document, archive_text, decode_text, in_shard
+from cosmosage.dataprep.corpus.sources import Document, archive_text, decode_text
 from cosmosage.dataprep.io import (
     DataError,
     JsonlAppender,
@@ -37,6 +37,7 @@ from cosmosage.dataprep.io import (
     read_jsonl,
     write_bytes,
 )
+from cosmosage.dataprep.shard import in_shard
 
 log = logging.getLogger(__name__)
 

@@ -104,8 +104,3 @@ def quality_reason(text: str, cfg: QualityConfig | None = None) -> str | None:
         if reason := f(text, words, cfg):
             return reason
     return None
-
-
-def reason_key(reason: str) -> str:
-    """The counted part of a reason: "too short: 3 words < 50" -> "too short"."""
-    return reason.split(":", 1)[0]

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from cosmosage.dataprep.corpus.chunk import packing_efficiency
 from cosmosage.dataprep.corpus.dedup import Deduplicator
-from cosmosage.dataprep.corpus.filters import reason_key
 from cosmosage.dataprep.corpus.pipeline import MAX_LISTED_INPUTS, decode_signature, docs_path
 from cosmosage.dataprep.io import (
     DataError,
@@ -26,17 +25,9 @@ from cosmosage.dataprep.io import (
     manifest_path,
     read_jsonl,
     read_text,
+    reason_group,
     rejects_path,
 )
-
-
-def shard_output(path: str | Path | None, shard: tuple[int, int] | None) -> Path | None:
-    """corpus.jsonl + (3, 8) -> corpus.shard-00003-of-00008.jsonl"""
-    if path is None or shard is None:
-        return Path(path) if path else None
-    path = Path(path)
-    stem = path.name.removesuffix(".jsonl")
-    return path.with_name(f"{stem}.shard-{shard[0]:05d}-of-{shard[1]:05d}.jsonl")
 
 
 def find_shards(path: str | Path) -> list[Path]:
@@ -110,7 +101,7 @@ def merge_shards(
                     reason = deduper.check(rec["doc_id"], rec.get("exact") or rec["doc_id"], sig)
                 if reason:
                     dropped_docs.add(rec["doc_id"])
-                    dropped[reason_key(reason)] += 1
+                    dropped[reason_group(reason)] += 1
                     rejects.write(
                         Reject(
                             rec.get("path", str(part)),

@@ -32,7 +32,7 @@ from cosmosage.dataprep.corpus.dedup import (
     exact_key,
     read_eval_prompts,
 )
-from cosmosage.dataprep.corpus.filters import QualityConfig, quality_reason, reason_key
+from cosmosage.dataprep.corpus.filters import QualityConfig, quality_reason
 from cosmosage.dataprep.corpus.sources import Document, is_validation
 from cosmosage.dataprep.io import JsonlWriter, Manifest, Reject, manifest_path, rejects_path
 
@@ -147,7 +147,7 @@ class Outputs:
 
     def reject(self, rej: Reject) -> None:
         self.rejects.write(rej.to_json())
-        self.manifest.dropped[reason_key(rej.reason)] += 1
+        self.manifest.drop(rej.reason)
 
     def write_doc(
         self, side: str, doc: Document, chunks: list[dict], exact: str | None, sig

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 from cosmosage.dataprep.corpus.latex import latex_to_text, main_file
 from cosmosage.dataprep.corpus.pdf import pdf_to_text
 from cosmosage.dataprep.io import DataError, Reject, read_archive, read_bytes
+from cosmosage.dataprep.shard import Shard, in_shard
 
 TEXT_KINDS = {".md": "markdown", ".mmd": "markdown", ".markdown": "markdown", ".txt": "text"}
 ALL_SUFFIXES = {*TEXT_KINDS, ".tex", ".pdf", ".gz", ".tgz", ".tar"}
@@ -45,25 +45,6 @@ def is_validation(doc_id: str, fraction: float, seed: int = 0) -> bool:
         return False
     h = int(hashlib.sha256(f"{seed}:{doc_id}".encode()).hexdigest()[:8], 16)
     return h / 0xFFFFFFFF < fraction
-
-
-def shard_of(key: str, n: int) -> int:
-    """Stable shard number of a document key (the same on every machine and run)."""
-    return zlib.crc32(key.encode("utf-8")) % n
-
-
-def parse_shard(spec: str | None) -> tuple[int, int] | None:
-    """ "i/n" -> (i, n) with 0 <= i < n; None or "" -> None."""
-    if not spec:
-        return None
-    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", spec)
-    if not m or not 0 <= int(m.group(1)) < int(m.group(2)):
-        raise ValueError(f"--shard {spec!r}: expected i/n with 0 <= i < n, e.g. 0/8")
-    return int(m.group(1)), int(m.group(2))
-
-
-def in_shard(key: str, shard: tuple[int, int] | None) -> bool:
-    return shard is None or shard_of(key, shard[1]) == shard[0]
 
 
 def iter_input_files(
@@ -146,7 +127,7 @@ def file_text(path: Path, data: bytes) -> tuple[str, str]:
 
 
 def read_file_documents(
-    inputs: Iterable[str | Path], shard: tuple[int, int] | None = None
+    inputs: Iterable[str | Path], shard: Shard | None = None
 ) -> Iterator[Document | Reject]:
     """One Document per file in this shard (or a Reject saying why it could not be read)."""
     for path, key in iter_input_files(inputs):

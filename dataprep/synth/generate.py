@@ -24,10 +24,12 @@ from cosmosage.dataprep.io import (
     Manifest,
     Reject,
     read_jsonl,
+    reason_group,
     write_jsonl,
     write_rejects,
 )
-from cosmosage.dataprep.synth.journal import category, run_journaled
+from cosmosage.dataprep.shard import Shard, in_shard
+from cosmosage.dataprep.synth.journal import run_journaled
 from cosmosage.dataprep.synth.llm import (
     Endpoint,
     RequestFailed,
@@ -46,26 +48,7 @@ RAW_LIMIT = 20_000  # characters of raw model output kept with a reject
 _PAIR_LISTS = ("pairs", "qa", "qa_pairs", "questions", "items", "data")
 
 
-def parse_shard(spec: str | None) -> tuple[int, int] | None:
-    """'i/n' -> (i, n) with 0 <= i < n."""
-    if not spec:
-        return None
-    try:
-        i, n = (int(x) for x in spec.split("/"))
-    except ValueError:
-        raise ValueError(f"--shard wants i/n, e.g. 0/4, not {spec!r}") from None
-    if not 0 <= i < n:
-        raise ValueError(f"--shard {spec}: need 0 <= i < n")
-    return i, n
-
-
-def in_shard(key: str, shard: tuple[int, int] | None) -> bool:
-    if shard is None:
-        return True
-    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % shard[1] == shard[0]
-
-
-def read_chunks(path: str | Path, shard: tuple[int, int] | None = None):
+def read_chunks(path: str | Path, shard: Shard | None = None):
     """Yield (line, chunk) or Reject for each line of a chunk file, skipping other shards."""
     for lineno, rec in read_jsonl(path):
         if isinstance(rec, Reject):
@@ -187,7 +170,7 @@ def run_synth(cfg: SynthConfig, echo=print) -> dict:
         raise DataError("--pairs must be at least 1")
     prompt = load_prompt(cfg.prompt)
     prompt.check(SYNTH_FIELDS)
-    shard = parse_shard(cfg.shard)
+    shard = Shard.parse(cfg.shard)
     generator = {
         "model": cfg.endpoint.model,
         "prompt": prompt.name,
@@ -335,7 +318,7 @@ def run_synth(cfg: SynthConfig, echo=print) -> dict:
     )
     manifest.add_input(cfg.input)
     manifest.kept = write_jsonl(cfg.out, records)
-    manifest.dropped.update(category(r["reason"]) for r in rejects)
+    manifest.dropped.update(reason_group(r["reason"]) for r in rejects)
     write_rejects(
         cfg.out, (Reject(r["source"], r["line"], r["reason"], r.get("record")) for r in rejects)
     )

@@ -31,12 +31,13 @@ from cosmosage.dataprep.io import (
     manifest_path,
     read_jsonl,
     read_text,
+    reason_group,
     write_json,
     write_jsonl,
     write_rejects,
 )
 from cosmosage.dataprep.synth.generate import RAW_LIMIT
-from cosmosage.dataprep.synth.journal import category, run_journaled
+from cosmosage.dataprep.synth.journal import run_journaled
 from cosmosage.dataprep.synth.llm import (
     Endpoint,
     RequestFailed,
@@ -482,7 +483,7 @@ def run_grade(cfg: GradeConfig, echo=print) -> dict:
     manifest.add_input(cfg.input)
     manifest.add_input(chunks_path, role="source chunks")
     manifest.kept = write_jsonl(cfg.out, kept)
-    manifest.dropped.update(category(r["reason"]) for r in rejects)
+    manifest.dropped.update(reason_group(r["reason"]) for r in rejects)
     write_rejects(
         cfg.out, (Reject(r["source"], r["line"], r["reason"], r.get("record")) for r in rejects)
     )

@@ -312,8 +312,3 @@ def unversioned_edit(first: dict | None, now: dict | None) -> str | None:
             "bump `version` in the prompt file"
         )
     return None
-
-
-def category(reason: str) -> str:
-    """The part of a reject reason before the first colon, for counting."""
-    return reason.split(":", 1)[0].strip()

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tqdm import tqdm
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.io import DataError, reason_group
 
 DUMMY_KEY = "not-needed"  # local servers ignore the key, but the client insists on one
 RETRY_STATUS = {408, 409, 429}
@@ -228,7 +228,7 @@ async def complete(
         except Exception as exc:  # noqa: BLE001 - every failure is classified below
             reason, retryable = classify(exc)
             reason = scrub(reason, endpoint)
-            usage.errors[reason.split(":")[0]] = usage.errors.get(reason.split(":")[0], 0) + 1
+            usage.errors[reason_group(reason)] = usage.errors.get(reason_group(reason), 0) + 1
             if not retryable or attempt >= policy.retries:
                 usage.failed += 1
                 tries = attempt + 1

@@ -9,12 +9,13 @@ from pathlib import Path
 import click
 
 from cosmosage.dataprep.io import DataError
+from cosmosage.tools.models.publish import PublishError
 from cosmosage.tools.recipe.render import RecipeError
 from cosmosage.tools.run.launcher import LaunchError
 
 # The project's own error types: a user can act on their message. Anything else is a
 # bug and keeps its traceback.
-EXPECTED_ERRORS = (RecipeError, DataError, LaunchError)
+EXPECTED_ERRORS = (RecipeError, DataError, LaunchError, PublishError)
 
 
 class Group(click.Group):
@@ -47,3 +48,13 @@ runs_dir_option = click.option(
     default=None,
     help="Where run folders and the registry live [default: ./runs in the project].",
 )
+
+
+def shard_option(key: str):
+    """The one --shard option; `key` says what decides an item's shard for this command."""
+    return click.option(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help=f"Process only shard I of N (0-based); an item's shard is crc32 of {key} mod N.",
+    )

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from cosmosage.tools.cli.common import echo_json
+from cosmosage.tools.cli.common import echo_json, shard_option
 
 
 @click.command("convert")
@@ -60,12 +60,7 @@ from cosmosage.tools.cli.common import echo_json
     default=None,
     help="Reject conversations longer than this many tokens (needs --tokenizer).",
 )
-@click.option(
-    "--shard",
-    default=None,
-    metavar="I/N",
-    help="Convert only shard I of N (every N-th row of each file, from row I).",
-)
+@shard_option("each row's content hash")
 def data_convert(
     inputs, out, fmt, mapping, system_prompt, rules, replace_system, tokenizer, sequence_len, shard
 ) -> None:
@@ -77,8 +72,9 @@ def data_convert(
       cosmosage data convert physics.jsonl --format camel --system-rule 'answer_chars<400=Answer briefly.' --system-rule 'default=Explain step by step.' --out physics.chat.jsonl
       cosmosage data convert qa.csv --map user=question --map assistant=answer --out qa.chat.jsonl
     """
-    from cosmosage.dataprep.chat.convert import ConvertOptions, build_convert, parse_shard
+    from cosmosage.dataprep.chat.convert import ConvertOptions, build_convert
     from cosmosage.dataprep.chat.messages import SystemRule, parse_mapping
+    from cosmosage.dataprep.shard import Shard
 
     opts = ConvertOptions(
         fmt=fmt,
@@ -87,7 +83,7 @@ def data_convert(
         system_rules=[SystemRule.parse(r) for r in rules],
         replace_system=replace_system,
     )
-    shard_spec = parse_shard(shard) if shard else None
+    shard_spec = Shard.parse(shard)
     echo_json(build_convert(list(inputs), out, opts, tokenizer, sequence_len, shard_spec))
 
 

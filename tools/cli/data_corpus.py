@@ -13,7 +13,7 @@ from datetime import date
 
 import click
 
-from cosmosage.tools.cli.common import echo_json
+from cosmosage.tools.cli.common import echo_json, shard_option
 
 
 def _date(ctx, param, value: str | None) -> date | None:
@@ -50,11 +50,8 @@ def corpus_options(f):
         ),
         click.option("--val-fraction", type=float, default=0.0, show_default=True),
         click.option("--seed", type=int, default=0, show_default=True),
-        click.option(
-            "--shard",
-            default=None,
-            metavar="I/N",
-            help="Process only shard I of N (0-based); outputs get a .shard-I-of-N suffix.",
+        shard_option(
+            "each file's path inside the folder given (arXiv: the id); outputs get a .shard-I-of-N suffix"
         ),
         click.option(
             "--workers",
@@ -145,11 +142,10 @@ def _config(kw: dict):
 def _run(kw: dict, items_for_shard, extra_meta: dict | None = None) -> dict:
     """Resolve shard and output names, then run the pipeline over `items_for_shard(shard)`."""
     from cosmosage.dataprep.corpus.dedup import read_eval_prompts
-    from cosmosage.dataprep.corpus.merge_shards import shard_output
     from cosmosage.dataprep.corpus.pipeline import run_corpus
-    from cosmosage.dataprep.corpus.sources import parse_shard
+    from cosmosage.dataprep.shard import Shard, shard_output
 
-    shard = parse_shard(kw["shard"])
+    shard = Shard.parse(kw["shard"])
     cfg = _config(kw)
     cfg.val_fallback = shard is None
     out = shard_output(kw["out"], shard)

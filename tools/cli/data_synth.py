@@ -6,6 +6,8 @@ import json
 
 import click
 
+from cosmosage.tools.cli.common import shard_option
+
 
 def endpoint_options(f):
     for opt in reversed(
@@ -140,9 +142,7 @@ def run_async_command(fn, *args, **kwargs):
 @click.option(
     "--pairs", type=int, default=3, show_default=True, help="Question/answer pairs asked per chunk."
 )
-@click.option(
-    "--shard", default=None, metavar="I/N", help="Only chunks of shard I of N (by chunk hash)."
-)
+@shard_option("each chunk's content hash")
 @endpoint_options
 @sampling_options
 def data_synth(

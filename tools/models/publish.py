@@ -8,7 +8,7 @@ from pathlib import Path
 from cosmosage.dataprep.io import DataError
 
 
-class PublishError(ValueError):
+class PublishError(Exception):
     """The Hub could not be used or refused a step; the message says which (never with the token)."""
 
 
@@ -37,6 +37,8 @@ def publish(
             repo_type="model",
             commit_message="Upload from cosmosage",
         )
+    except ValueError as exc:  # huggingface_hub's check of the card's metadata
+        raise PublishError(f"{folder}/README.md: {exc}") from exc
     except HfHubHTTPError as exc:
         answer = exc.server_message or str(exc).splitlines()[0]
         raise PublishError(

@@ -228,7 +228,7 @@ def test_cli_convert_rejects_unknown_mapping_role(tmp_path):
 
 def test_shards_split_rows_without_overlap(tmp_path):
     path = write_lines(
-        tmp_path / "qa.jsonl", [{"instruction": f"Q{i}?", "output": f"A{i}."} for i in range(7)]
+        tmp_path / "qa.jsonl", [{"instruction": f"Q{i}?", "output": f"A{i}."} for i in range(12)]
     )
     outs = []
     for i in range(3):
@@ -246,46 +246,24 @@ def test_shards_split_rows_without_overlap(tmp_path):
         )
         assert result.exit_code == 0, result.output
         outs.append([rec["source"] for _, rec in read_jsonl(tmp_path / f"s{i}.jsonl")])
-    assert outs[0] == ["qa.jsonl:1", "qa.jsonl:4", "qa.jsonl:7"]
-    assert sorted(sum(outs, [])) == sorted(f"qa.jsonl:{n}" for n in range(1, 8))
+    # rows go by their content hash (dataprep/shard.py); these are the pinned shards
+    assert outs == [
+        ["qa.jsonl:10"],
+        [
+            "qa.jsonl:1",
+            "qa.jsonl:2",
+            "qa.jsonl:3",
+            "qa.jsonl:5",
+            "qa.jsonl:6",
+            "qa.jsonl:8",
+            "qa.jsonl:11",
+        ],
+        ["qa.jsonl:4", "qa.jsonl:7", "qa.jsonl:9", "qa.jsonl:12"],
+    ]
     bad = CliRunner().invoke(
         main, ["data", "convert", str(path), "--shard", "3/3", "--out", str(tmp_path / "x.jsonl")]
     )
     assert bad.exit_code != 0 and "0 <= I < N" in bad.output
-
-
-def test_data_chat_still_splits_and_rejects(tmp_path):
-    path = write_lines(
-        tmp_path / "qa.jsonl",
-        [{"instruction": f"Q{i}?", "output": f"A{i}."} for i in range(10)] + ["{bad"],
-    )
-    out, val = tmp_path / "chat.jsonl", tmp_path / "chat.val.jsonl"
-    result = CliRunner().invoke(
-        main,
-        [
-            "data",
-            "chat",
-            str(path),
-            "--out",
-            str(out),
-            "--val-out",
-            str(val),
-            "--val-fraction",
-            "0.2",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {
-        "output": str(out),
-        "records": 8,
-        "rejected": 1,
-        "val_records": 2,
-    }
-    train = {rec["source"] for _, rec in read_jsonl(out)}
-    held = {rec["source"] for _, rec in read_jsonl(val)}
-    assert len(train | held) == 10 and not train & held
-    manifest = json.loads((tmp_path / "chat.manifest.json").read_text())
-    assert manifest["dropped"] == {"invalid JSON": 1}
 
 
 def test_empty_system_turn_means_no_system_prompt():

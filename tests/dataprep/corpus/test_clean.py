@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from cosmosage.dataprep.corpus import clean
-from cosmosage.dataprep.corpus.filters import QualityConfig, quality_reason, reason_key
+from cosmosage.dataprep.corpus.filters import QualityConfig, quality_reason
+from cosmosage.dataprep.io import reason_group
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -168,22 +169,22 @@ def english(n: int = 80) -> str:
 
 
 def test_too_short():
-    assert reason_key(quality_reason("A few words only.")) == "too short"
+    assert reason_group(quality_reason("A few words only.")) == "too short"
 
 
 def test_symbol_ratio():
     junk = " ".join(["#@!% ^&*() {}[] <>|~ =+-_ ;:'\" ,./? word"] * 20)
-    assert reason_key(quality_reason(junk)) == "symbol ratio"
+    assert reason_group(quality_reason(junk)) == "symbol ratio"
 
 
 def test_repeated_ngrams():
     text = " ".join(["the same sentence repeats over and over again"] * 30)
-    assert reason_key(quality_reason(text)) == "repeated n-grams"
+    assert reason_group(quality_reason(text)) == "repeated n-grams"
 
 
 def test_character_runs():
     text = english() + " " + "=" * 200 + " " + "x" * 100
-    assert reason_key(quality_reason(text)) == "character runs"
+    assert reason_group(quality_reason(text)) == "character runs"
 
 
 def test_not_english():
@@ -198,7 +199,7 @@ def test_not_english():
         * 3
     )
     cfg = QualityConfig(max_dup_ngram_ratio=1.0)
-    assert reason_key(quality_reason(german, cfg)) == "not English"
+    assert reason_group(quality_reason(german, cfg)) == "not English"
     assert quality_reason(german, QualityConfig(max_dup_ngram_ratio=1.0, english=False)) is None
 
 

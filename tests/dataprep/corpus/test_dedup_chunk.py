@@ -17,6 +17,7 @@ from cosmosage.dataprep.corpus.dedup import (
     exact_key,
     read_eval_prompts,
 )
+from cosmosage.dataprep.io import DataError
 from tests.dataprep.corpus.fixtures import prose
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -134,11 +135,11 @@ def test_chunks_are_token_exact(
 def test_method_auto_picks_word_local_and_refuses_it_where_it_does_not_fit(tiny_tokenizer):
     assert Chunker(tiny_tokenizer, 62).method == "word-local"
     assert Chunker(tiny_tokenizer, 62, paragraph=True).method == "candidates"
-    with pytest.raises(ValueError, match="word-local method does not fit"):
+    with pytest.raises(DataError, match="word-local method does not fit"):
         Chunker(tiny_tokenizer, 62, paragraph=True, method="word-local")
-    with pytest.raises(ValueError, match="word-start method does not fit"):
+    with pytest.raises(DataError, match="word-start method does not fit"):
         Chunker(tiny_tokenizer, 62, method="word-start")
-    with pytest.raises(ValueError, match="method must be"):
+    with pytest.raises(DataError, match="method must be"):
         Chunker(tiny_tokenizer, 62, method="fast")
 
 

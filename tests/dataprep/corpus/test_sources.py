@@ -10,9 +10,7 @@ from cosmosage.dataprep.corpus.latex import latex_to_text, strip_comments
 from cosmosage.dataprep.corpus.pdf import pdf_to_text
 from cosmosage.dataprep.corpus.sources import (
     archive_text,
-    parse_shard,
     read_file_documents,
-    shard_of,
 )
 from cosmosage.dataprep.io import DataError, Reject
 from tests.dataprep.corpus.fixtures import LATEX_MAIN, LATEX_METHOD, make_pdf, make_tarball, prose
@@ -117,8 +115,3 @@ def test_sharding_is_stable_and_complete(tmp_path):
     for s in range(3):
         seen += [x.id for x in read_file_documents([tmp_path], (s, 3))]
     assert sorted(seen) == sorted(f"{tmp_path.name}/doc{i}.md" for i in range(12))
-    assert shard_of("2101.00001", 8) == shard_of("2101.00001", 8)
-    assert parse_shard("3/8") == (3, 8) and parse_shard(None) is None
-    for bad in ("8/8", "x/2", "1-2"):
-        with pytest.raises(ValueError, match="--shard"):
-            parse_shard(bad)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cosmosage.dataprep.io import DataError
-from cosmosage.dataprep.synth.generate import parse_pairs, parse_shard
+from cosmosage.dataprep.synth.generate import parse_pairs
 from cosmosage.dataprep.synth.grade import parse_grade
 from cosmosage.dataprep.synth.parse import ParseError, as_number, extract_json
 from cosmosage.dataprep.synth.prompts import fill, load_prompt
@@ -133,14 +133,7 @@ def test_prompt_file_errors(tmp_path):
     bad.write_text("name: x\nuser: hi\n")
     with pytest.raises(DataError, match="missing 'version'"):
         load_prompt(bad)
-    with pytest.raises(FileNotFoundError, match="bundled ones"):
+    with pytest.raises(DataError, match="bundled ones"):
         load_prompt(tmp_path / "absent.yaml")
     with pytest.raises(ValueError, match="needs b"):
         fill("{{a}} {{b}}", {"a": 1})
-
-
-def test_shard_spec():
-    assert parse_shard("1/4") == (1, 4) and parse_shard(None) is None
-    for bad in ("4/4", "x", "1-4"):
-        with pytest.raises(ValueError):
-            parse_shard(bad)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from cosmosage.dataprep.io import DataError
 from cosmosage.tools.cli.main import main
 from cosmosage.tools.models.publish import PublishError, publish
 from tests.helpers.fake_hub import FakeHub
@@ -169,7 +170,7 @@ def test_cli_publishes_privately_and_never_prints_the_token(hub, folder, caplog)
 def test_folder_without_card_is_refused_before_any_request(hub, folder):
     (folder / "README.md").unlink()
 
-    with pytest.raises(FileNotFoundError, match="README.md: a publish folder needs its model card"):
+    with pytest.raises(DataError, match="README.md: a publish folder needs its model card"):
         publish(folder, REPO, endpoint=hub.url)
     res = CliRunner().invoke(
         main, ["model", "publish", str(folder), "--repo-id", REPO, "--endpoint", hub.url]
@@ -199,7 +200,7 @@ def test_rejected_token_is_one_clear_line_without_the_token(online, folder):
 def test_card_with_broken_yaml_is_refused_and_nothing_is_committed(hub, folder):
     (folder / "README.md").write_text("---\nlicense: [apache-2.0\n---\n# card\n")
 
-    with pytest.raises(ValueError, match="Invalid metadata in README.md"):
+    with pytest.raises(PublishError, match="Invalid metadata in README.md"):
         publish(folder, REPO, endpoint=hub.url)
 
     assert hub.repos[REPO].commits == [] and hub.repos[REPO].files == {}

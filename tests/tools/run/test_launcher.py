@@ -71,8 +71,11 @@ def test_parent_outside_the_pipeline_needs_a_finished_run(tmp_path):
 def test_run_records_each_stage_with_the_argv_it_built(tmp_path, monkeypatch, tiny_model):
     """The trainer is replaced by a fake that writes what Axolotl would; all else is real."""
     calls = []
+    real_run_command = launcher.run_command
 
     def fake_train(argv, log_path, env=None, cwd=None, total_steps=None, desc="train"):
+        if argv[1:3] == ["-m", "cosmosage.tools.cli.main"]:  # a data build: run it for real
+            return real_run_command(argv, log_path, env=env, cwd=cwd, desc=desc)
         calls.append(argv)
         cfg = yaml.safe_load(Path(argv[2]).read_text())
         out = Path(cfg["output_dir"])
@@ -156,3 +159,41 @@ def test_builds_are_stale_when_their_inputs_change(tmp_path):
 
 def test_repo_root_is_where_the_recipes_are():
     assert (ROOT / "recipes" / "quickstart.yaml").is_file()
+
+
+def test_builds_run_as_logged_subprocesses_from_the_project_root(tmp_path, monkeypatch):
+    seen = []
+    real_run_command = launcher.run_command
+
+    def spy(argv, log_path, env=None, cwd=None, total_steps=None, desc="train"):
+        seen.append((argv, cwd, log_path))
+        return real_run_command(argv, log_path, env=env, cwd=cwd, desc=desc)
+
+    monkeypatch.setattr(launcher, "run_command", spy)
+    (tmp_path / "in").mkdir()
+    meta = {
+        "builds": [
+            {
+                "output": "build/x.jsonl",
+                "command": [
+                    "data",
+                    "corpus",
+                    "in/nowhere.md",
+                    "--tokenizer",
+                    "t",
+                    "--sequence-len",
+                    "64",
+                    "--out",
+                    "build/x.jsonl",
+                ],
+            }
+        ]
+    }
+    with pytest.raises(
+        LaunchError,
+        match=r"build of build/x.jsonl failed \(exit 2\); last lines of .*x.jsonl.log:\n.*in/nowhere.md",
+    ):
+        launcher.ensure_builds(meta, tmp_path, echo=lambda s: None)
+    argv, cwd, log = seen[0]
+    assert argv[1:5] == ["-m", "cosmosage.tools.cli.main", "data", "corpus"] and cwd == tmp_path
+    assert log.parent == tmp_path / "build" / "logs" and "in/nowhere.md" in log.read_text()
