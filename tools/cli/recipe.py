@@ -58,16 +58,23 @@ def recipe_check(names: tuple[str, ...], sets: tuple[str, ...], unsets: tuple[st
     Runs Axolotl's own schema validation and adds what Axolotl cannot know: keys it
     would silently drop, pad token equal to eos, chat data without a template, missing
     data files, CUDA-only options on the cpu profile, models too large for the hardware.
+    A NAME ending in .yaml that is a file is a plain Axolotl config (a recipe with no
+    fragments); its relative paths are taken from the current folder, as Axolotl does.
+
+    \b
+    Examples:
+      cosmosage recipe check quickstart mistral-7b
+      cosmosage recipe check my_axolotl_config.yaml
     """
     from cosmosage.tools.recipe.check import check_rendered
-    from cosmosage.tools.recipe.render import render
+    from cosmosage.tools.recipe.render import ROOT, is_config_path, render
 
     failed = 0
     for name in names:
         top = render(name, list(sets), list(unsets))
         stages = [(s, render(s, list(sets), list(unsets))) for s in top.stages] or [(name, top)]
         for stage_name, r in stages:
-            problems = check_rendered(r)
+            problems = check_rendered(r, root=Path.cwd() if is_config_path(name) else ROOT)
             errors = [p for p in problems if p.severity == "error"]
             status = "FAIL" if errors else "ok"
             click.echo(f"{status:4}  {stage_name}")

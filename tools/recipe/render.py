@@ -78,12 +78,23 @@ def list_fragments(root: Path | None = None) -> list[str]:
     return [str(p.relative_to(base).with_suffix("")) for p in sorted(base.rglob("*.yaml"))]
 
 
+def is_config_path(name: str) -> bool:
+    """A plain Axolotl config given by its path (`cfg.yaml`), not a recipe name."""
+    return name.endswith((".yaml", ".yml")) and Path(name).is_file()
+
+
 def recipe_path(name: str, root: Path | None = None) -> Path:
+    """The file of recipe `name`; a path to a YAML file is taken as it is (a plain Axolotl
+    config is a recipe with no fragments)."""
+    if is_config_path(name):
+        return Path(name).resolve()
     path = recipes_dir(root) / f"{name}.yaml"
     if name.endswith((".yaml", ".yml")) or not path.is_file():
         known = list_recipes(root)
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        if name.endswith((".yaml", ".yml")):
+            raise RecipeError(f"{name}: no such file")
         raise RecipeError(f"unknown recipe {name!r}.{hint} (`cosmosage recipe list` shows all)")
     return path
 
@@ -234,7 +245,7 @@ def render(
                 layer_meta.pop(own, None)
         config = deep_merge(config, data)
         meta = merge_meta(meta, layer_meta)
-        files.append(str(fpath.relative_to(recipes_dir(root).parent)))
+        files.append(os.path.relpath(fpath, recipes_dir(root).parent))
     overrides = [s for s in sets or [] if not s.startswith("recipe.")]
     meta_sets = [s.removeprefix("recipe.") for s in sets or [] if s.startswith("recipe.")]
     config = drop_nulls(apply_overrides(config, overrides, unsets))

@@ -144,3 +144,39 @@ def test_parameter_count_comes_from_the_model_config(built):
         "tie_word_embeddings": False,
     }
     assert abs(params_from_config(mistral) - 7.24e9) / 7.24e9 < 0.01
+
+
+def test_a_plain_axolotl_config_is_checked_by_its_path(tmp_path, monkeypatch, tiny_model):
+    from click.testing import CliRunner
+
+    from cosmosage.tools.cli.main import main
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.jsonl").write_text('{"text": "hello"}\n')
+    cfg = {
+        "base_model": str(tiny_model),
+        "datasets": [{"path": "data/a.jsonl", "ds_type": "json", "type": "completion"}],
+        "sequence_len": 128,
+        "micro_batch_size": 1,
+        "gradient_accumulation_steps": 1,
+        "num_epochs": 1,
+        "learning_rate": 1e-3,
+        "optimizer": "adamw_torch",
+        "output_dir": "out",
+    }
+    import yaml
+
+    (tmp_path / "plain.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump({**cfg, "learnin_rate": 1e-3}))
+    (tmp_path / "nodata.yaml").write_text(
+        yaml.safe_dump({**cfg, "datasets": [{"path": "data/b.jsonl", "type": "completion"}]})
+    )
+    monkeypatch.chdir(tmp_path)  # relative paths are Axolotl's: from the current folder
+    ok = CliRunner().invoke(main, ["recipe", "check", "plain.yaml"])
+    assert ok.exit_code == 0 and ok.output.strip() == "ok    plain.yaml", ok.output
+    typo = CliRunner().invoke(main, ["recipe", "check", "typo.yaml"])
+    assert typo.exit_code == 1 and "did you mean `learning_rate`?" in typo.output
+    nodata = CliRunner().invoke(main, ["recipe", "check", "nodata.yaml"])
+    assert nodata.exit_code == 1 and "data/b.jsonl does not exist" in nodata.output
+    missing = CliRunner().invoke(main, ["recipe", "check", "absent.yaml"])
+    assert missing.exit_code == 1 and missing.output.strip() == "Error: absent.yaml: no such file"
