@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from cosmosage.tools.models.merge import link_or_copy
-from cosmosage.tools.recipe.render import Rendered
+from cosmosage.tools.recipe.render import ROOT, Rendered
 
 
 def _fmt(x) -> str:
@@ -26,6 +26,19 @@ def is_hub_id(name: str) -> bool:
         and not name.startswith((".", "/", "build/", "runs/"))
         and not Path(name).exists()
     )
+
+
+def public_path(name: str, run_dir: Path | None = None) -> str:
+    """How a card names a model or data file: a Hub id as it is; a path inside the run
+    folder relative to it (`pretrain/model`), one inside the project relative to the
+    project (`build/models/tiny-llama`); any other machine path by its last part only."""
+    if is_hub_id(name) or not Path(name).is_absolute():
+        return name
+    path = Path(name).resolve()
+    for base in (run_dir, ROOT):
+        if base is not None and path.is_relative_to(Path(base).resolve()):
+            return path.relative_to(Path(base).resolve()).as_posix()
+    return f".../{path.name}"
 
 
 def licenses(record: dict) -> list[str]:
@@ -41,7 +54,7 @@ def licenses(record: dict) -> list[str]:
     return sorted(found)
 
 
-def card_markdown(record: dict, top: Rendered) -> str:
+def card_markdown(record: dict, top: Rendered, run_dir: Path | None = None) -> str:
     meta = top.meta.get("card") or {}
     stages = list(record["stages"].values())
     base = stages[0]["parent_model"] if stages else ""
@@ -63,12 +76,14 @@ def card_markdown(record: dict, top: Rendered) -> str:
     lines += ["## Lineage", ""]
     for s in stages:
         lines.append(
-            f"- `{s['recipe']}`: from `{s['parent_model']}`, best checkpoint at step {(s.get('best_checkpoint') or {}).get('step', '-')}"
+            f"- `{s['recipe']}`: from `{public_path(s['parent_model'], run_dir)}`, best checkpoint at step {(s.get('best_checkpoint') or {}).get('step', '-')}"
         )
     lines += ["", "## Training data", ""]
     for s in stages:
         for path, digest in s.get("data", {}).items():
-            lines.append(f"- `{path}` (sha256 {digest[:12]}...), stage `{s['recipe']}`")
+            lines.append(
+                f"- `{public_path(path, run_dir)}` (sha256 {digest[:12]}...), stage `{s['recipe']}`"
+            )
     lic = licenses(record)
     if lic:
         lines += ["", f"Source licenses recorded in the data manifests: {', '.join(lic)}."]
@@ -115,7 +130,7 @@ def write_publish_folder(run_dir: Path, record: dict, top: Rendered, model_dir: 
     for f in Path(model_dir).iterdir():
         if f.is_file() and f.name != "README.md":
             link_or_copy(f, dst / f.name)
-    (dst / "README.md").write_text(card_markdown(record, top))
+    (dst / "README.md").write_text(card_markdown(record, top, run_dir))
     return dst
 
 

@@ -75,6 +75,21 @@ def test_local_parent_is_not_claimed_as_a_hub_base_model(tmp_path):
     assert "base_model" not in front_matter(text)
 
 
+def test_card_names_no_machine_paths(tmp_path):
+    from cosmosage.tools.recipe.render import ROOT
+
+    run_dir = tmp_path / "runs" / "fam" / "20260101-000000"
+    parent = run_dir / "pretrain" / "model"
+    data = {
+        str(ROOT / "build" / "data" / "qa.jsonl"): "f" * 64,
+        "/elsewhere/x/chat.jsonl": "e" * 64,
+    }
+    text = card_markdown(record(str(parent), data), Rendered("x", {}, {}), run_dir)
+    assert "from `pretrain/model`" in text
+    assert "`build/data/qa.jsonl`" in text and "`.../chat.jsonl`" in text
+    assert str(tmp_path) not in text and str(ROOT) not in text and "/elsewhere" not in text
+
+
 def test_publish_folder_holds_model_files_and_the_card(tmp_path):
     model = tmp_path / "model"
     model.mkdir()
