@@ -148,6 +148,10 @@ class Outputs:
     def reject(self, rej: Reject) -> None:
         self.rejects.write(rej.to_json())
         self.manifest.drop(rej.reason)
+        if rej.reason.startswith("skipped file"):
+            self.manifest.extra.setdefault("skipped_files", []).append(
+                {"path": rej.source, "reason": rej.reason.split(": ", 1)[1]}
+            )
 
     def write_doc(
         self, side: str, doc: Document, chunks: list[dict], exact: str | None, sig
@@ -197,6 +201,8 @@ class Outputs:
             "documents": self.documents["train"],
             "dropped": dict(m.dropped),
         }
+        if m.extra.get("skipped_files"):
+            result["skipped_files"] = [s["path"] for s in m.extra["skipped_files"]]
         if self.val is not None:
             vm = self.val_manifest
             vm.kept = self.val.count

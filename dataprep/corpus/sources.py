@@ -48,16 +48,25 @@ def is_validation(doc_id: str, fraction: float, seed: int = 0) -> bool:
 
 
 def iter_input_files(
-    inputs: Iterable[str | Path], suffixes: set[str] = ALL_SUFFIXES
+    inputs: Iterable[str | Path],
+    suffixes: set[str] = ALL_SUFFIXES,
+    skipped: list[tuple[Path, str]] | None = None,
 ) -> Iterator[tuple[Path, str]]:
     """(file, key) for files and folders (recursively, sorted); the key is the path
-    relative to the folder given, so it is the same wherever the corpus is mounted."""
+    relative to the folder given, so it is the same wherever the corpus is mounted.
+    Files in a folder whose kind is not in `suffixes` are appended to `skipped` as
+    (file, key); hidden files are ignored."""
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in suffixes and not f.name.startswith("."):
-                    yield f, f"{p.name}/{f.relative_to(p)}"
+                if not f.is_file() or f.name.startswith("."):
+                    continue
+                key = f"{p.name}/{f.relative_to(p)}"
+                if f.suffix.lower() in suffixes:
+                    yield f, key
+                elif skipped is not None:
+                    skipped.append((f, key))
         elif p.is_file():
             yield p, p.name
         else:
@@ -129,8 +138,11 @@ def file_text(path: Path, data: bytes) -> tuple[str, str]:
 def read_file_documents(
     inputs: Iterable[str | Path], shard: Shard | None = None
 ) -> Iterator[Document | Reject]:
-    """One Document per file in this shard (or a Reject saying why it could not be read)."""
-    for path, key in iter_input_files(inputs):
+    """One Document per file in this shard (or a Reject saying why it could not be read).
+    Files of kinds it does not read, found in a folder, come last as Rejects whose reason
+    starts with "skipped file" (so they are listed in the manifest and said on the terminal)."""
+    skipped: list[tuple[Path, str]] = []
+    for path, key in iter_input_files(inputs, skipped=skipped):
         if not in_shard(key, shard):
             continue
         try:
@@ -152,3 +164,8 @@ def read_file_documents(
         meta.update(kind=kind, sha256=hashlib.sha256(data).hexdigest())
         doc_id = meta.get("arxiv_id") or key
         yield Document(id=doc_id, text=text, source=str(path), meta=meta)
+    kinds = ", ".join(sorted(ALL_SUFFIXES))
+    for path, key in skipped:
+        if in_shard(key, shard):
+            kind = path.suffix.lower() or "no suffix"
+            yield Reject(str(path), None, f"skipped file: {kind} is not a kind it reads ({kinds})")

@@ -143,6 +143,7 @@ def _run(kw: dict, items_for_shard, extra_meta: dict | None = None) -> dict:
     """Resolve shard and output names, then run the pipeline over `items_for_shard(shard)`."""
     from cosmosage.dataprep.corpus.dedup import read_eval_prompts
     from cosmosage.dataprep.corpus.pipeline import run_corpus
+    from cosmosage.dataprep.io import manifest_path
     from cosmosage.dataprep.shard import Shard, shard_output
 
     shard = Shard.parse(kw["shard"])
@@ -157,7 +158,17 @@ def _run(kw: dict, items_for_shard, extra_meta: dict | None = None) -> dict:
         "prompt_files": list(kw["prompt_files"]),
         **(extra_meta or {}),
     }
-    return run_corpus(items_for_shard(shard), out, kw["tokenizer"], cfg, val_out, prompts, meta)
+    result = run_corpus(items_for_shard(shard), out, kw["tokenizer"], cfg, val_out, prompts, meta)
+    if skipped := result.get("skipped_files"):
+        shown = ", ".join(skipped[:3]) + (
+            f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        )
+        click.echo(
+            f"warning: skipped {len(skipped)} file(s) of kinds it does not read: {shown} "
+            f"(listed under skipped_files in {manifest_path(out)})",
+            err=True,
+        )
+    return result
 
 
 @click.command("corpus")

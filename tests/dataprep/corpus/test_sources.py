@@ -115,3 +115,48 @@ def test_sharding_is_stable_and_complete(tmp_path):
     for s in range(3):
         seen += [x.id for x in read_file_documents([tmp_path], (s, 3))]
     assert sorted(seen) == sorted(f"{tmp_path.name}/doc{i}.md" for i in range(12))
+
+
+def test_files_of_other_kinds_in_a_folder_are_listed_and_said(tmp_path, tiny_model):
+    import json
+
+    from click.testing import CliRunner
+
+    from cosmosage.tools.cli.main import main
+
+    folder = tmp_path / "papers"
+    folder.mkdir()
+    (folder / "a.md").write_text(prose(1, 200))
+    (folder / "notes.jsonl").write_text('{"text": "x"}\n')
+    (folder / "sub").mkdir()
+    (folder / "sub" / "table.csv").write_text("a,b\n1,2\n")
+    (folder / ".hidden").write_text("ignored")
+    out = tmp_path / "c.jsonl"
+    res = CliRunner().invoke(
+        main,
+        [
+            "data",
+            "corpus",
+            str(folder),
+            "--tokenizer",
+            str(tiny_model),
+            "--sequence-len",
+            "64",
+            "--out",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "warning: skipped 2 file(s) of kinds it does not read" in res.output
+    manifest = json.loads((tmp_path / "c.manifest.json").read_text())
+    assert [s["path"] for s in manifest["skipped_files"]] == [
+        str(folder / "notes.jsonl"),
+        str(folder / "sub" / "table.csv"),
+    ]
+    assert manifest["skipped_files"][0]["reason"].startswith(".jsonl is not a kind it reads")
+    assert manifest["dropped"]["skipped file"] == 2
+    rejects = [json.loads(x) for x in (tmp_path / "c.rejects.jsonl").read_text().splitlines()]
+    assert {r["source"] for r in rejects if r["reason"].startswith("skipped file")} == {
+        str(folder / "notes.jsonl"),
+        str(folder / "sub" / "table.csv"),
+    }
