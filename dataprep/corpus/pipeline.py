@@ -34,7 +34,14 @@ from cosmosage.dataprep.corpus.dedup import (
 )
 from cosmosage.dataprep.corpus.filters import QualityConfig, quality_reason
 from cosmosage.dataprep.corpus.sources import Document, is_validation
-from cosmosage.dataprep.io import JsonlWriter, Manifest, Reject, manifest_path, rejects_path
+from cosmosage.dataprep.io import (
+    JsonlWriter,
+    Manifest,
+    Reject,
+    manifest_path,
+    rejects_path,
+    sibling,
+)
 
 # Manifests list at most this many inputs (memory stays flat); the `.docs.jsonl`
 # sidecar lists every kept document with path, hash and license.
@@ -69,8 +76,7 @@ class CorpusConfig:
 
 
 def docs_path(output: str | Path) -> Path:
-    output = Path(output)
-    return output.with_name(output.name.removesuffix(".jsonl") + ".docs.jsonl")
+    return sibling(output, ".docs.jsonl")
 
 
 def encode_signature(sig: np.ndarray) -> str:

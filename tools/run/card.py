@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from cosmosage.dataprep.io import manifest_path
 from cosmosage.tools.models.merge import link_or_copy
 from cosmosage.tools.recipe.render import ROOT, Rendered
 
@@ -46,7 +47,7 @@ def licenses(record: dict) -> list[str]:
     found = set()
     for stage in record["stages"].values():
         for data in stage.get("data", {}):
-            man = Path(data).with_name(Path(data).name.removesuffix(".jsonl") + ".manifest.json")
+            man = manifest_path(data)
             if man.is_file():
                 for inp in json.loads(man.read_text()).get("inputs", []):
                     if inp.get("license"):
