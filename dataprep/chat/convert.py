@@ -20,9 +20,9 @@ from cosmosage.dataprep.io import (
     Reject,
     read_records,
     write_jsonl,
-    write_rejects,
 )
 from cosmosage.dataprep.shard import Shard, in_shard, record_key
+from cosmosage.dataprep.steps import Drops, numbered, step
 
 
 @dataclass
@@ -62,29 +62,29 @@ class ConvertOptions:
 def convert(
     items: Iterable[tuple[int, dict | Reject]], source: str, opts: ConvertOptions
 ) -> Iterator[dict | Reject]:
-    """(line, source record) -> chat record `{"messages", "source"}` or a Reject."""
-    name = Path(source).name
-    for lineno, rec in items:
-        if isinstance(rec, Reject):
-            yield rec
-            continue
-        try:
-            msgs = chatmod.to_messages(
-                rec,
-                system_prompt=opts.system_prompt,
-                fmt=opts.fmt,
-                mapping=opts.mapping,
-                system_rules=opts.system_rules,
-                replace_system=opts.replace_system,
-            )
-        except (ValueError, TypeError, AttributeError) as exc:
-            yield Reject(source, lineno, str(exc), rec)
-            continue
-        out = {"messages": msgs, "source": f"{name}:{lineno}", "_path": source}
-        topic = chatmod.camel_topic(rec) if "message_1" in rec else None
-        if topic:
-            out["topic"] = topic
-        yield out
+    """(line, source record) pairs -> chat records `{"messages", "source"}` or Rejects."""
+    return _to_chat(numbered(items), source, opts)
+
+
+@step
+def _to_chat(item: tuple[int, dict], source: str, opts: ConvertOptions) -> dict | Reject:
+    lineno, rec = item
+    try:
+        msgs = chatmod.to_messages(
+            rec,
+            system_prompt=opts.system_prompt,
+            fmt=opts.fmt,
+            mapping=opts.mapping,
+            system_rules=opts.system_rules,
+            replace_system=opts.replace_system,
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        return Reject(source, lineno, str(exc), rec)
+    out = {"messages": msgs, "source": f"{Path(source).name}:{lineno}", "_path": source}
+    topic = chatmod.camel_topic(rec) if "message_1" in rec else None
+    if topic:
+        out["topic"] = topic
+    return out
 
 
 class TokenCounter:
@@ -116,26 +116,20 @@ class TokenCounter:
         )
 
 
-def measure(
-    records: Iterable[dict | Reject], counter: TokenCounter, sequence_len: int | None = None
-) -> Iterator[dict | Reject]:
+@step
+def measure(rec: dict, counter: TokenCounter, sequence_len: int | None = None) -> dict | Reject:
     """Attach `_tokens` to each record; reject conversations longer than sequence_len."""
-    for rec in records:
-        if isinstance(rec, Reject):
-            yield rec
-            continue
-        n = counter.count(rec["messages"])
-        if sequence_len and n > sequence_len:
-            src, _, line = rec.get("source", "?:").rpartition(":")
-            yield Reject(
-                rec.get("_path", src),
-                int(line) if line.isdigit() else None,
-                f"too long: {n} tokens > sequence_len {sequence_len}",
-                {k: v for k, v in rec.items() if not k.startswith("_")},
-            )
-            continue
-        rec["_tokens"] = n
-        yield rec
+    n = counter.count(rec["messages"])
+    if sequence_len and n > sequence_len:
+        src, _, line = rec.get("source", "?:").rpartition(":")
+        return Reject(
+            rec.get("_path", src),
+            int(line) if line.isdigit() else None,
+            f"too long: {n} tokens > sequence_len {sequence_len}",
+            {k: v for k, v in rec.items() if not k.startswith("_")},
+        )
+    rec["_tokens"] = n
+    return rec
 
 
 def public(rec: dict) -> dict:
@@ -168,7 +162,7 @@ def build_convert(
         manifest.extra["sequence_len"] = sequence_len
     if shard:
         manifest.extra["shard"] = str(shard)
-    rejects: list[Reject] = []
+    drops = Drops()
     per_input: Counter = Counter()
     tokens = 0
 
@@ -181,24 +175,20 @@ def build_convert(
                 rows = (
                     r for r in rows if isinstance(r[1], Reject) or in_shard(record_key(r[1]), shard)
                 )
-            items = convert(rows, str(path), opts)
-            for rec in measure(items, counter, sequence_len):
-                if isinstance(rec, Reject):
-                    rejects.append(rec)
-                    manifest.drop(rec.reason)
-                    continue
+            for rec in drops.keep(measure(convert(rows, str(path), opts), counter, sequence_len)):
                 per_input[str(path)] += 1
                 tokens += rec["_tokens"]
                 yield public(rec)
 
     manifest.kept = write_jsonl(out, records())
     manifest.tokens = tokens
+    manifest.dropped.update(drops.counts)
     manifest.extra["kept_per_input"] = dict(per_input)
-    write_rejects(out, rejects)
+    drops.write(out)
     manifest.write()
     return {
         "output": str(out),
         "records": manifest.kept,
-        "rejected": len(rejects),
+        "rejected": len(drops),
         "tokens": tokens,
     }

@@ -47,11 +47,11 @@ from cosmosage.dataprep.io import (
     read_jsonl,
     read_records,
     read_yaml,
-    reason_group,
     rejects_path,
     write_jsonl,
     write_rejects,
 )
+from cosmosage.dataprep.steps import Drops
 
 TIERS = ("high", "medium", "low")
 DEFAULT_CACHE = "build/cache/hub"
@@ -348,27 +348,21 @@ def load_pools(spec: MixSpec, counter: TokenCounter) -> list[Pool]:
     seen: dict[str, str] = {}
     pools = []
     for src in spec.sources:
-        rejects: list[Reject] = []
-        dropped: Counter = Counter()
+        drops = Drops()
         records = []
         items = convert(read_source(src, spec.cache_dir), src.label, src.opts)
-        for rec in measure(items, counter, spec.sequence_len):
-            if isinstance(rec, Reject):
-                rejects.append(rec)
-                dropped[reason_group(rec.reason)] += 1
-                continue
+        for rec in drops.keep(measure(items, counter, spec.sequence_len)):
             key = dedup_key(rec["messages"])
             if key in seen:
                 line = rec["source"].rpartition(":")[2]
-                rejects.append(
+                drops.add(
                     Reject(
                         src.label,
                         int(line) if line.isdigit() else None,
-                        f"duplicate of {seen[key]}",
+                        f"duplicate: same conversation as {seen[key]}",
                         public(rec),
                     )
                 )
-                dropped["duplicate"] += 1
                 continue
             seen[key] = f"{src.name}/{rec['source']}"
             rec["mix_source"] = src.name
@@ -378,7 +372,7 @@ def load_pools(spec: MixSpec, counter: TokenCounter) -> list[Pool]:
         n_val = round(len(records) * src.validation)
         if src.validation > 0 and n_val == 0 and len(records) > 1:
             n_val = 1
-        pools.append(Pool(src, records[n_val:], records[:n_val], rejects, dropped))
+        pools.append(Pool(src, records[n_val:], records[:n_val], drops.rejects, drops.counts))
     return pools
 
 

@@ -1,0 +1,67 @@
+"""The shape every data step shares: a generator over records that passes rejects along,
+and the sink at the end of a chain that keeps them.
+
+A step maps `Iterator[Record | Reject] -> Iterator[Record | Reject]`. Most steps are a
+plain function of one record (returning the new record, or a `Reject` saying why it was
+dropped); `@step` turns such a function into the generator, so a reject made by an
+earlier step passes through untouched and no step tests for rejects itself. At the end of
+a chain, `Drops.keep(items)` yields only the records and keeps every reject, in order,
+counted by `reason_group`: nothing is lost, and any two commands' dropped counts compare.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cosmosage.dataprep.io import Reject, reason_group, write_rejects
+
+T = TypeVar("T")
+
+
+def step(fn: Callable[..., Any]) -> Callable[..., Iterator[Any]]:
+    """`fn(record, *args, **kw) -> record | Reject` as a step over a stream of records and
+    rejects: `fn` only ever sees records."""
+
+    @functools.wraps(fn)
+    def run(items: Iterable[Any], *args: Any, **kwargs: Any) -> Iterator[Any]:
+        for item in items:
+            yield item if isinstance(item, Reject) else fn(item, *args, **kwargs)
+
+    return run
+
+
+def numbered(rows: Iterable[tuple[int, T | Reject]]) -> Iterator[tuple[int, T] | Reject]:
+    """A reader's (line, record) pairs, with an unreadable line as its bare Reject."""
+    for line, rec in rows:
+        yield rec if isinstance(rec, Reject) else (line, rec)
+
+
+class Drops:
+    """The rejects of one job: kept in order for the rejects file, counted by reason."""
+
+    def __init__(self) -> None:
+        self.rejects: list[Reject] = []
+        self.counts: Counter = Counter()
+
+    def add(self, rej: Reject) -> None:
+        self.rejects.append(rej)
+        self.counts[reason_group(rej.reason)] += 1
+
+    def keep(self, items: Iterable[T | Reject]) -> Iterator[T]:
+        """The records of `items`; their rejects are added here."""
+        for item in items:
+            if isinstance(item, Reject):
+                self.add(item)
+            else:
+                yield item
+
+    def __len__(self) -> int:
+        return len(self.rejects)
+
+    def write(self, output: str | Path) -> int:
+        """Write the rejects file beside `output` (always, empty when nothing was dropped)."""
+        return write_rejects(output, self.rejects)
