@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,37 @@ def lines(path) -> list[dict]:
     return [json.loads(x) for x in Path(path).read_text().splitlines()]
 
 
-def test_quickstart_spec_hits_token_shares_within_one_percent(tmp_path, tiny_model):
+def recounted(path, count) -> dict[str, int]:
+    """Each source's tokens in a written mix, counted here from the file alone: `count`
+    measures one record's messages; records name their source in `mix_source`."""
+    per_source: dict[str, int] = {}
+    for rec in lines(path):
+        name = rec["mix_source"]
+        per_source[name] = per_source.get(name, 0) + count(rec["messages"])
+    return per_source
+
+
+def shares_of(tokens: dict[str, int]) -> dict[str, float]:
+    total = sum(tokens.values())
+    return {name: n / total for name, n in tokens.items()}
+
+
+def template_tokens(tokenizer):
+    """Tokens of a conversation as training sees it: the chat template, tokenized."""
+
+    def count(messages: list[dict]) -> int:
+        ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)
+        return len(ids["input_ids"])
+
+    return count
+
+
+def words(messages: list[dict]) -> int:
+    """Words and punctuation marks of the contents (the unit without a tokenizer)."""
+    return sum(len(re.findall(r"\w+|[^\w\s]", m["content"])) for m in messages)
+
+
+def test_quickstart_spec_hits_token_shares_within_one_percent(tmp_path, tiny_model, tiny_tokenizer):
     from cosmosage.dataprep.chat.facts import build_facts
     from cosmosage.dataprep.chat.structured import build_structured
 
@@ -66,13 +97,23 @@ def test_quickstart_spec_hits_token_shares_within_one_percent(tmp_path, tiny_mod
         val_out=str(tmp_path / "chat.val.jsonl"),
         tokenizer=str(tiny_model),
     )
+    requested = {src["name"]: src["weight"] for src in data["sources"]}
     spec = parse_spec(data, "quickstart.yaml")
     res = build_mix(spec)["stages"][0]
     for name, share in res["shares"].items():
         assert abs(share["realized"] - share["requested"]) <= 0.01, (name, share)
+    # the written file, recounted through the tokenizer's chat template, has the shares
+    # the spec asks for (the weights sum to 1), each within one percentage point
+    tokens = recounted(tmp_path / "chat.jsonl", template_tokens(tiny_tokenizer))
+    realized = shares_of(tokens)
+    assert realized.keys() == requested.keys()
+    for name, share in requested.items():
+        assert abs(realized[name] - share) <= 0.01, (name, realized[name], share)
     manifest = json.loads((tmp_path / "chat.manifest.json").read_text())
     assert manifest["token_unit"] == "tokens (chat template)"
     sources = manifest["sources"]
+    # and the manifest's per-source counts are those chat-template tokens, exactly
+    assert {name: s["tokens"] for name, s in sources.items()} == tokens
     assert set(sources) == {"cosmology-qa", "facts", "references", "general-chat"}
     # every source keeps a validation slice, and no conversation is in both files
     assert all(s["val_records"] >= 1 for s in sources.values())
@@ -108,12 +149,14 @@ def test_word_counted_shares_dedup_and_determinism(tmp_path):
     res = build_mix(parse_spec(data))["stages"][0]
     for share in res["shares"].values():
         assert abs(share["realized"] - share["requested"]) <= 0.01
+    realized = shares_of(recounted(tmp_path / "mix.jsonl", words))
+    assert abs(realized["a"] - 0.2) <= 0.01 and abs(realized["b"] - 0.8) <= 0.01, realized
     manifest = json.loads((tmp_path / "mix.manifest.json").read_text())
     assert manifest["sources"]["b"]["dropped"] == {"duplicate": 3}
     assert manifest["token_unit"].startswith("words")
     rejects = lines(tmp_path / "mix.rejects.jsonl")
     assert {r["line"] for r in rejects} == {1, 2, 3} and all(
-        r["reason"].startswith("duplicate of a/a.jsonl:") for r in rejects
+        r["reason"].startswith("duplicate: same conversation as a/a.jsonl:") for r in rejects
     )
     first = (tmp_path / "mix.jsonl").read_text()
     build_mix(parse_spec(data))
@@ -133,6 +176,7 @@ def test_count_sources_and_weights_share_of_total(tmp_path):
     manifest = json.loads((tmp_path / "m.manifest.json").read_text())
     assert manifest["sources"]["a"]["records"] == 12
     assert abs(res["shares"]["b"]["realized"] - 0.5) <= 0.01
+    assert abs(shares_of(recounted(tmp_path / "m.jsonl", words))["b"] - 0.5) <= 0.01
 
 
 def test_curriculum_stages_by_tier(tmp_path):
