@@ -23,6 +23,7 @@ from typing import Any
 
 from cosmosage.dataprep.chat import messages as chatmod
 from cosmosage.dataprep.io import DataError, Reject, read_records
+from cosmosage.dataprep.steps import Drops
 
 IGNORE = -100
 # dataset-entry keys that change how Axolotl's chat_template strategy labels tokens
@@ -349,14 +350,12 @@ class Summary:
 
 
 def inspect_files(loaded: Loaded, paths: Iterable[str | Path], limit: int | None = None) -> Summary:
-    records, rejects = [], []
-    for item in read_conversations(paths, limit):
-        if isinstance(item, Reject):
-            rejects.append(item)
-            continue
-        source, line, msgs = item
-        records.append(inspect_record(loaded, msgs, source, line))
-    return Summary(records, rejects, loaded.eot_names)
+    drops = Drops()
+    records = [
+        inspect_record(loaded, msgs, source, line)
+        for source, line, msgs in drops.keep(read_conversations(paths, limit))
+    ]
+    return Summary(records, drops.rejects, loaded.eot_names)
 
 
 def render_tokens(rec: Inspected, style=None) -> str:

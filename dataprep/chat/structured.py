@@ -16,7 +16,6 @@ does not match the schema is rejected with file, line and the failing field.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,9 @@ from cosmosage.dataprep.io import (
     Reject,
     read_records,
     read_yaml,
-    reason_group,
     write_jsonl,
-    write_rejects,
 )
+from cosmosage.dataprep.steps import Drops, numbered, step
 
 
 def load_schema(path: str | Path) -> Any:
@@ -90,31 +88,39 @@ def to_structured(
     target_field: str = "target",
     indent: int | None = None,
 ) -> Iterator[dict | Reject]:
-    """(line, {text, target}) -> chat record with a JSON assistant turn, or a Reject."""
-    name = Path(source).name
-    for lineno, rec in items:
-        if isinstance(rec, Reject):
-            yield rec
-            continue
-        try:
-            if text_field not in rec:
-                raise ValueError(f"field {text_field!r}: missing (fields are {sorted(rec)[:8]})")
-            if target_field not in rec:
-                raise ValueError(f"field {target_field!r}: missing (fields are {sorted(rec)[:8]})")
-            target = parse_target(rec[target_field])
-            check_target(target, validator)
-            answer = json.dumps(target, ensure_ascii=False, indent=indent)
-            msgs = [
-                {"role": "user", "content": str(rec[text_field] or "")},
-                {"role": "assistant", "content": answer},
-            ]
-            if instruction:
-                msgs.insert(0, {"role": "system", "content": instruction})
-            msgs = validate_messages(msgs)
-        except ValueError as exc:
-            yield Reject(source, lineno, str(exc), rec)
-            continue
-        yield {"messages": msgs, "source": f"{name}:{lineno}"}
+    """(line, {text, target}) pairs -> chat records with a JSON assistant turn, or Rejects."""
+    fields = (text_field, target_field)
+    return _to_chat(numbered(items), source, validator, instruction, fields, indent)
+
+
+@step
+def _to_chat(
+    item: tuple[int, dict],
+    source: str,
+    validator,
+    instruction: str | None,
+    fields: tuple[str, str],
+    indent: int | None,
+) -> dict | Reject:
+    lineno, rec = item
+    text_field, target_field = fields
+    try:
+        for field_name in fields:
+            if field_name not in rec:
+                raise ValueError(f"field {field_name!r}: missing (fields are {sorted(rec)[:8]})")
+        target = parse_target(rec[target_field])
+        check_target(target, validator)
+        answer = json.dumps(target, ensure_ascii=False, indent=indent)
+        msgs = [
+            {"role": "user", "content": str(rec[text_field] or "")},
+            {"role": "assistant", "content": answer},
+        ]
+        if instruction:
+            msgs.insert(0, {"role": "system", "content": instruction})
+        msgs = validate_messages(msgs)
+    except ValueError as exc:
+        return Reject(source, lineno, str(exc), rec)
+    return {"messages": msgs, "source": f"{Path(source).name}:{lineno}"}
 
 
 def build_structured(
@@ -139,29 +145,19 @@ def build_structured(
         )
     manifest = Manifest(str(out), extra={"schema": str(schema_path), "instruction": instruction})
     manifest.add_input(schema_path, role="schema")
-    rejects: list[Reject] = []
-    kinds: Counter = Counter()
+    drops = Drops()
 
     def records() -> Iterator[dict]:
         for path in inputs:
             manifest.add_input(path)
-            for rec in to_structured(
-                read_records(path),
-                str(path),
-                validator,
-                instruction,
-                text_field,
-                target_field,
-                indent,
-            ):
-                if isinstance(rec, Reject):
-                    rejects.append(rec)
-                    kinds[reason_group(rec.reason)] += 1
-                    continue
-                yield rec
+            rows = read_records(path)
+            fields = (text_field, target_field)
+            yield from drops.keep(
+                to_structured(rows, str(path), validator, instruction, *fields, indent)
+            )
 
     manifest.kept = write_jsonl(out, records())
-    manifest.dropped.update(kinds)
-    write_rejects(out, rejects)
+    manifest.dropped.update(drops.counts)
+    drops.write(out)
     manifest.write()
-    return {"output": str(out), "records": manifest.kept, "rejected": len(rejects)}
+    return {"output": str(out), "records": manifest.kept, "rejected": len(drops)}
