@@ -7,7 +7,7 @@ the same code path `cosmosage data synth` uses (`cosmosage.dataprep.synth.llm.co
 
   serve      `transformers serve` on the tiny model, CPU, default settings
   serve-cb   the same with --continuous-batching (requests batched together)
-  scripted   tools/scripted_server.py answering after a fixed delay: a server that always
+  scripted   tests/helpers/scripted_server.py answering after a fixed delay: a server that always
              keeps up, so what is measured is the client's own concurrency
 
 Throughput is printed as a ratio to concurrency 1. When throughput stays flat while
@@ -189,7 +189,7 @@ def main() -> None:
         names = {
             "serve": "transformers serve, tiny model, CPU",
             "serve-cb": "transformers serve --continuous-batching, tiny model, CPU",
-            "scripted": f"stand-in server answering in {args.scripted_latency:g} s (tools/scripted_server.py)",
+            "scripted": f"stand-in server answering in {args.scripted_latency:g} s (tests/helpers/scripted_server.py)",
         }
         with tempfile.TemporaryDirectory() as cache:
             for mode in args.modes.split(","):
