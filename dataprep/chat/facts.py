@@ -1,27 +1,37 @@
 """Fact sets: one table of facts, several renderings of the same facts, and a recall suite.
 
-A table lists (subject, relation, object) triples. Each relation has a sentence
-pattern (`statement`) and a question pattern; a fact may carry its own. From the table:
+A table lists (subject, relation, object) triples. Each fact has one sentence and
+several question wordings. Some wordings are held out of training (chosen with the
+seed) and asked only by the recall suite, so recall can be measured on wordings the
+model never saw as well as on the ones it was trained on. From the table:
 
 - `statements.jsonl`  `{"text"}`: each fact as a plain sentence;
-- `qa.jsonl`          `{"text"}`: "Question: ...\\nAnswer: ..." pairs;
+- `qa.jsonl`          `{"text"}`: "Question: ...\\nAnswer: ..." pairs, one per trained wording;
 - `dialogue.jsonl`    `{"text"}`: conversations between two people, one per subject, in
                       which every fact is mentioned exactly once;
-- `chat.jsonl`        `{"messages"}`: question -> statement, for an instruct mix;
-- `recall.yaml`       a prompt suite (`prompts: [{id, prompt, expect, kind}]`) for
-                      `cosmosage model eval`.
+- `chat.jsonl`        `{"messages"}`: question -> sentence, one per trained wording;
+- `recall.yaml`       a prompt suite for `cosmosage model eval`:
+                      `prompts: [{id, prompt, expect, kind, fact, wording}]`, `wording`
+                      being `trained` or `held_out`.
 
 YAML table:
 
     relations:
       temperature:
         statement: "The {subject} has a present-day temperature of {object}."
-        question: "What is the present-day temperature of the {subject}?"
+        questions:
+          - "What is the present-day temperature of the {subject}?"
+          - "How warm is the {subject} today?"
+          - "To what temperature has the {subject} cooled by now?"
     facts:
       - {subject: cosmic microwave background, relation: temperature, object: 2.725 K}
 
-CSV table: columns subject, relation, object, pattern (statement), and optionally
-question and expect (substrings separated by `|`).
+CSV table: columns subject, relation, object, and optionally pattern (the sentence),
+question (wordings separated by `|`), expect (substrings separated by `|`) and id.
+
+Without a sentence pattern the relation is read as it stands (see `relation_patterns`):
+a name such as `temperature` gives "The temperature of SUBJECT is OBJECT.", a verb
+phrase such as `was awarded to` gives "SUBJECT was awarded to OBJECT.".
 """
 
 from __future__ import annotations
@@ -40,10 +50,14 @@ from cosmosage.dataprep.io import (
     read_csv,
     read_yaml,
     reason_group,
+    rejects_path,
     write_jsonl,
     write_rejects,
     write_yaml,
 )
+
+TRAINED = "trained"
+HELD_OUT = "held_out"
 
 
 @dataclass
@@ -53,22 +67,142 @@ class Fact:
     relation: str
     object: str
     statement: str
-    question: str
+    questions: list[str]
+    """Wordings used in the training renderings (at least one)."""
+    held_out: list[str]
+    """Wordings kept out of training, asked only by the recall suite."""
     expect: list[str]
     line: int | None = None
 
+    @property
+    def question(self) -> str:
+        return self.questions[0]
 
-_FIELDS = {"subject", "relation", "object"}
+
+_REQUIRED = ("subject", "relation", "object")
+_STATEMENT_FIELDS = {"subject", "relation", "object"}
+_QUESTION_FIELDS = {"subject", "relation", "blank"}
+_RELATION_KEYS = {"statement", "question", "questions", "expect"}
+_FACT_KEYS = {*_REQUIRED, "pattern", "statement", "question", "questions", "expect", "id"}
+BLANK = "___"
+
+# ------------------------------------------------------------------ relations without patterns
+
+_BE = {"is", "was", "are", "were"}
+_HAVE = {"has": "is", "have": "is", "had": "was"}
+_AUX = _BE | set(_HAVE) | {"do", "does", "did", "can", "could", "will", "would", "may", "must"}
+_PREPOSITIONS = {"of", "in", "to", "by", "at", "on", "from", "with", "for", "after", "into", "as"}
+_ARTICLES = {"a", "an", "the"}
 
 
-def _fill(pattern: str, row: dict, what: str) -> str:
-    names = {name for _, name, _, _ in string.Formatter().parse(pattern) if name}
-    unknown = names - _FIELDS
-    if unknown:
+def _verb_shaped(word: str) -> bool:
+    """An auxiliary, a past form (-ed) or a third-person form (-s, not -ss/-us/-is/-ics)."""
+    w = word.lower()
+    if w in _AUX:
+        return True
+    if w.endswith("ed") and not w.endswith("eed"):
+        return True
+    return w.endswith("s") and not w.endswith(("ss", "us", "is", "ics"))
+
+
+def _base_form(verb: str) -> str:
+    """orbits -> orbit, carries -> carry, reaches -> reach, goes -> go."""
+    if verb.endswith("ies") and len(verb) > 4:
+        return verb[:-3] + "y"
+    if verb.endswith(("sses", "ches", "shes", "xes", "zzes", "oes")):
+        return verb[:-2]
+    return verb[:-1]
+
+
+def _literal(text: str) -> str:
+    """Text to put into a pattern as it stands (braces doubled)."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def relation_is_name(relation: str) -> bool:
+    """True for a relation written as a name: one word, or words joined by `_`, that does
+    not start like a verb (is/has/..., -s, -ed) and does not end with a preposition."""
+    if " " in relation.strip():
+        return False
+    words = [w for w in relation.split("_") if w]
+    return bool(words) and not _verb_shaped(words[0]) and words[-1].lower() not in _PREPOSITIONS
+
+
+def relation_patterns(relation: str) -> tuple[str, list[str]]:
+    """The sentence pattern and the direct question patterns of a relation without a
+    sentence pattern of its own.
+
+    - a name (`temperature`, `comoving_size`): "The {relation} of {subject} is {object}.";
+      "What is the {relation} of {subject}?", "What is {subject}'s {relation}?";
+    - otherwise a verb phrase: "{subject} {relation} {object}."; a direct question when
+      the phrase has a known shape:
+      `is|was|are|were REST`          -> "What was {subject} REST?" ("Who" when REST ends in "by"),
+      `has|have|had [a|an|the] X of`  -> "What is the X of {subject}?" ("was" for "had"),
+      `VERBs REST` (orbits, belongs to) -> "What does {subject} VERB REST?";
+      none for other shapes (past forms such as "discovered", irregular verbs).
+    """
+    phrase = relation.replace("_", " ").strip()
+    words = phrase.split()
+    if not words:
+        return "{subject} {relation} {object}.", []
+    if relation_is_name(relation):
+        return "The {relation} of {subject} is {object}.", [
+            "What is the {relation} of {subject}?",
+            "What is {subject}'s {relation}?",
+        ]
+    first, rest = words[0].lower(), words[1:]
+    direct: list[str] = []
+    if first in _BE:
+        wh = "Who" if rest and rest[-1].lower() == "by" else "What"
+        tail = _literal(" ".join(rest))
+        direct.append(f"{wh} {first} {{subject}}{' ' + tail if tail else ''}?")
+    elif first in _HAVE and len(rest) >= 2 and rest[-1].lower() == "of":
+        middle = rest[1:-1] if rest[0].lower() in _ARTICLES else rest[:-1]
+        if middle:
+            direct.append(f"What {_HAVE[first]} the {_literal(' '.join(middle))} of {{subject}}?")
+    elif _verb_shaped(first) and first.endswith("s") and first not in _AUX:
+        tail = _literal(" ".join([_base_form(words[0]), *rest]))
+        direct.append(f"What does {{subject}} {tail}?")
+    return "{subject} {relation} {object}.", direct
+
+
+def derived_questions(statement_pat: str, direct: list[str], given: int) -> list[str]:
+    """Wordings added when fewer than two are given: the direct questions (only when none
+    is given), "SENTENCE-UP-TO-THE-OBJECT what?" when the object ends the sentence, and
+    "Fill in the blank: {blank}"; "What goes in the blank? {blank}" when still short."""
+    out = list(direct) if given == 0 else []
+    head = statement_pat.rstrip(" .!?")
+    if head.endswith("{object}"):
+        prefix = head[: -len("{object}")].rstrip()
+        if prefix and "{object}" not in prefix:
+            out.append(prefix + " what?")
+    out.append("Fill in the blank: {blank}")
+    if given + len(out) < 2:
+        out.append("What goes in the blank? {blank}")
+    return out
+
+
+# ----------------------------------------------------------------------------- one fact
+
+
+def _placeholders(pattern: str) -> set[str]:
+    try:
+        return {name for _, name, _, _ in string.Formatter().parse(pattern) if name is not None}
+    except ValueError as exc:
         raise ValueError(
-            f"{what} pattern {pattern!r}: unknown placeholder(s) {sorted(unknown)}; use {{subject}}, {{relation}}, {{object}}"
+            f"pattern {pattern!r}: {exc} (write a literal brace as {{{{ or }}}})"
+        ) from exc
+
+
+def _fill(pattern: str, values: dict, allowed: set[str], what: str) -> str:
+    unknown = _placeholders(pattern) - allowed
+    if unknown:
+        shown = ", ".join("{" + n + "}" for n in sorted(unknown))
+        raise ValueError(
+            f"{what} pattern {pattern!r}: unknown placeholder(s) {shown}; use "
+            + ", ".join("{" + n + "}" for n in sorted(allowed))
         )
-    text = pattern.format(**{k: row[k] for k in _FIELDS})
+    text = pattern.format(**{k: values[k] for k in allowed})
     return text[:1].upper() + text[1:]
 
 
@@ -76,58 +210,169 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48]
 
 
-def make_fact(row: dict, relations: dict, line: int | None, index: int) -> Fact:
-    """One table row -> Fact; ValueError names what is missing or wrong."""
-    for key in ("subject", "relation", "object"):
-        if not str(row.get(key) or "").strip():
+def _text_list(value, what: str) -> list[str]:
+    """A string (`|`-separated alternatives), or a list of strings -> list of strings."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split("|") if v.strip()]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [str(value)]
+    if isinstance(value, list) and all(
+        isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value
+    ):
+        return [str(v).strip() for v in value if str(v).strip()]
+    raise ValueError(f"{what}: expected text or a list of texts")
+
+
+def _pattern(value, what: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{what}: expected text")
+    return value
+
+
+def choose_held_out(patterns: list[str], n: int, key: str, seed: int) -> set[int]:
+    """Indexes of the `n` wordings to hold out (always leaving one to train on), chosen by
+    a generator seeded with the seed, the relation and the wordings: the same table and
+    seed give the same choice, and all facts sharing a relation's wordings share it."""
+    n = max(0, min(n, len(patterns) - 1))
+    rng = random.Random("\x00".join([str(seed), key, *patterns]))
+    return set(rng.sample(range(len(patterns)), n))
+
+
+def make_fact(
+    row: dict,
+    relations: dict,
+    line: int | None,
+    index: int,
+    seed: int = 0,
+    held_out: int = 1,
+    declared: bool = False,
+) -> Fact:
+    """One table row -> Fact; ValueError names what is missing or wrong.
+
+    `declared`: the table lists its relations, so a relation missing from `relations`
+    (without a pattern on the fact) is an error rather than a verb phrase."""
+    for key in _REQUIRED:
+        value = row.get(key)
+        if isinstance(value, (dict, list, bool)):
+            raise ValueError(f"field {key!r}: expected text")
+        if value is None or not str(value).strip():
             raise ValueError(f"field {key!r}: missing or empty")
-    row = {k: str(row[k]).strip() for k in _FIELDS} | {
-        k: v for k, v in row.items() if k not in _FIELDS
-    }
-    rel = relations.get(row["relation"], {})
-    statement_pat = row.get("pattern") or row.get("statement") or rel.get("statement")
-    if not statement_pat:
-        raise ValueError(
-            f"relation {row['relation']!r}: no sentence pattern (give `statement` under relations, or `pattern` on the fact)"
-        )
+    values = {k: str(row[k]).strip() for k in _REQUIRED}
+    name = values["relation"]
+    values["relation"] = name.replace("_", " ")
+    rel = relations.get(name)
+    if rel is None:
+        rel = {}
+        if declared and not (row.get("pattern") or row.get("statement")):
+            raise ValueError(
+                f"relation {name!r}: not under `relations:` and the fact has no `pattern`, "
+                "so there is no sentence pattern"
+            )
+    default_statement, direct = relation_patterns(name)
+    statement_pat = (
+        _pattern(row.get("pattern"), "field 'pattern'")
+        or _pattern(row.get("statement"), "field 'statement'")
+        or _pattern(rel.get("statement"), f"relation {name!r}: statement")
+        or default_statement
+    )
     if "{object}" not in statement_pat:
         raise ValueError(
             f"sentence pattern {statement_pat!r} does not mention {{object}}, so the fact would not be stated"
         )
-    question_pat = (
-        row.get("question") or rel.get("question") or "What is the {relation} of {subject}?"
+    given = _text_list(row.get("questions"), "field 'questions'") + _text_list(
+        row.get("question"), "field 'question'"
     )
-    if "{object}" in question_pat:
-        raise ValueError(f"question pattern {question_pat!r} gives the answer away ({{object}})")
-    statement = _fill(
-        statement_pat, {**row, "relation": row["relation"].replace("_", " ")}, "sentence"
+    key = f"fact {index}"
+    if not given:
+        given = _text_list(rel.get("questions"), f"relation {name!r}: questions") + _text_list(
+            rel.get("question"), f"relation {name!r}: question"
+        )
+        key = f"relation {name}"
+    for q in given:
+        if "object" in _placeholders(q):
+            raise ValueError(f"question pattern {q!r} gives the answer away ({{object}})")
+    patterns: list[str] = []
+    for p in given + (
+        derived_questions(statement_pat, direct, len(given)) if len(given) < 2 else []
+    ):
+        if p not in patterns:
+            patterns.append(p)
+    statement = _fill(statement_pat, values, _STATEMENT_FIELDS, "sentence")
+    blank = _fill(statement_pat, {**values, "object": BLANK}, _STATEMENT_FIELDS, "sentence")
+    hold = choose_held_out(patterns, held_out, key, seed)
+    trained_q: list[str] = []
+    held_q: list[str] = []
+    seen: set[str] = set()
+    for i, p in enumerate(patterns):
+        text = _fill(p, {**values, "blank": blank}, _QUESTION_FIELDS, "question")
+        if text.lower() in seen:
+            continue
+        seen.add(text.lower())
+        (held_q if i in hold else trained_q).append(text)
+    if not trained_q:  # two wordings read the same once filled in: train on one
+        trained_q.append(held_q.pop(0))
+    expect = _text_list(row.get("expect"), "field 'expect'") or _text_list(
+        rel.get("expect"), f"relation {name!r}: expect"
     )
-    question = _fill(
-        question_pat, {**row, "relation": row["relation"].replace("_", " ")}, "question"
-    )
-    expect = row.get("expect") or rel.get("expect") or [row["object"]]
-    if isinstance(expect, str):
-        expect = [e.strip() for e in expect.split("|") if e.strip()]
-    fid = str(
-        row.get("id") or f"fact-{index + 1:03d}-{_slug(row['subject'])}-{_slug(row['relation'])}"
-    )
+    fid = str(row.get("id") or f"fact-{index + 1:03d}-{_slug(values['subject'])}-{_slug(name)}")
     return Fact(
         fid,
-        row["subject"],
-        row["relation"],
-        row["object"],
+        values["subject"],
+        name,
+        values["object"],
         statement,
-        question,
-        [str(e) for e in expect],
+        trained_q,
+        held_q,
+        expect or [values["object"]],
         line,
     )
 
 
-def read_facts(path: str | Path) -> Iterator[Fact | Reject]:
-    """Facts from a YAML or CSV table; bad rows become Rejects naming file and line."""
+# ----------------------------------------------------------------------------- tables
+
+
+def _read_relations(path: Path, data: dict) -> tuple[dict, bool]:
+    relations = data.get("relations")
+    if relations is None:
+        return {}, False
+    if not isinstance(relations, dict):
+        raise DataError(f"{path}: `relations:` must map a relation name to its patterns")
+    relations = dict(relations)
+    relations.pop("__line__", None)
+    out = {}
+    for name, entry in relations.items():
+        if entry is None:
+            entry = {}
+        if not isinstance(entry, dict):
+            raise DataError(
+                f"{path}: relations.{name}: expected a mapping (statement, questions, expect)"
+            )
+        entry = dict(entry)
+        line = entry.pop("__line__", None)
+        unknown = set(entry) - _RELATION_KEYS
+        if unknown:
+            at = f"{path}:{line}" if line else str(path)
+            raise DataError(
+                f"{at}: relations.{name}: unknown key(s) {sorted(unknown)}; "
+                f"allowed: {sorted(_RELATION_KEYS)}"
+            )
+        out[str(name)] = entry
+    return out, True
+
+
+def read_facts(path: str | Path, seed: int = 0, held_out: int = 1) -> Iterator[Fact | Reject]:
+    """Facts from a YAML or CSV table; bad rows become Rejects naming file and line.
+
+    `held_out` wordings per fact (chosen with `seed`) are kept out of training."""
     path = Path(path)
-    if path.suffix.lower() in (".csv", ".tsv"):
+    csv_table = path.suffix.lower() in (".csv", ".tsv")
+    if csv_table:
         relations: dict = {}
+        declared = False
         rows = read_csv(path)
     else:
         data = read_yaml(path, lines=True)
@@ -135,13 +380,11 @@ def read_facts(path: str | Path) -> Iterator[Fact | Reject]:
             raise DataError(
                 f"{path}: expected a mapping with a `facts:` list (and optional `relations:`)"
             )
-        relations = data.get("relations") or {}
-        if not isinstance(relations, dict):
-            raise DataError(f"{path}: `relations:` must map a relation name to its patterns")
-        rows = (
-            (r.pop("__line__", None) if isinstance(r, dict) else None, r) for r in data["facts"]
-        )
-    seen = set()
+        relations, declared = _read_relations(path, data)
+        rows = ((r.get("__line__") if isinstance(r, dict) else None, r) for r in data["facts"])
+    seen: set[tuple[str, str, str]] = set()
+    ids: set[str] = set()
+    header_checked = False
     for i, (line, row) in enumerate(rows):
         if isinstance(row, Reject):
             yield row
@@ -154,9 +397,24 @@ def read_facts(path: str | Path) -> Iterator[Fact | Reject]:
                 row,
             )
             continue
-        row.pop("__line__", None)
+        row = {k: v for k, v in row.items() if k != "__line__"}
+        if csv_table and not header_checked:
+            header_checked = True
+            missing = [c for c in _REQUIRED if c not in row]
+            if missing:
+                raise DataError(
+                    f"{path}: the header has no column(s) {', '.join(missing)} "
+                    f"(it has: {', '.join(row) or 'nothing'})"
+                )
+        if not csv_table:
+            unknown = sorted(str(k) for k in set(row) - _FACT_KEYS)
+            if unknown:
+                yield Reject(
+                    str(path), line, f"unknown key(s) {unknown}; allowed: {sorted(_FACT_KEYS)}", row
+                )
+                continue
         try:
-            fact = make_fact(row, relations, line, i)
+            fact = make_fact(row, relations, line, i, seed, held_out, declared)
         except (ValueError, KeyError, IndexError) as exc:
             yield Reject(str(path), line, str(exc), row)
             continue
@@ -164,7 +422,11 @@ def read_facts(path: str | Path) -> Iterator[Fact | Reject]:
         if key in seen:
             yield Reject(str(path), line, "duplicate fact", row)
             continue
+        if fact.id in ids:
+            yield Reject(str(path), line, f"duplicate id: {fact.id}", row)
+            continue
         seen.add(key)
+        ids.add(fact.id)
         yield fact
 
 
@@ -175,18 +437,26 @@ def render_statement(fact: Fact) -> dict:
     return {"text": fact.statement, "fact": fact.id}
 
 
-def render_qa(fact: Fact) -> dict:
-    return {"text": f"Question: {fact.question}\nAnswer: {fact.statement}", "fact": fact.id}
+def render_qa(fact: Fact) -> list[dict]:
+    """One Question/Answer record per trained wording."""
+    return [
+        {"text": f"Question: {q}\nAnswer: {fact.statement}", "fact": fact.id}
+        for q in fact.questions
+    ]
 
 
-def render_chat(fact: Fact) -> dict:
-    return {
-        "messages": [
-            {"role": "user", "content": fact.question},
-            {"role": "assistant", "content": fact.statement},
-        ],
-        "fact": fact.id,
-    }
+def render_chat(fact: Fact) -> list[dict]:
+    """One conversation per trained wording."""
+    return [
+        {
+            "messages": [
+                {"role": "user", "content": q},
+                {"role": "assistant", "content": fact.statement},
+            ],
+            "fact": fact.id,
+        }
+        for q in fact.questions
+    ]
 
 
 OPENERS = [
@@ -204,26 +474,60 @@ def render_dialogue(
 ) -> dict:
     """A conversation about one subject in which each of its facts is stated once.
 
-    The first speaker asks, the second answers with the fact's sentence.
+    The first speaker asks (one of the fact's trained wordings), the second answers with
+    the fact's sentence.
     """
     a, b = speakers
     lines = [f"{a}: {rng.choice(OPENERS).format(subject=subject)}", f"{b}: {rng.choice(REPLIES)}"]
     for i, fact in enumerate(facts):
-        asker, answerer = a, b
-        q = fact.question
+        q = rng.choice(fact.questions)
         ask = ASKS[0] if i == 0 else rng.choice(ASKS)
-        lines.append(f"{asker}: {ask.format(question=q, question_lc=q[:1].lower() + q[1:])}")
-        lines.append(f"{answerer}: {fact.statement}")
+        lines.append(f"{a}: {ask.format(question=q, question_lc=q[:1].lower() + q[1:])}")
+        lines.append(f"{b}: {fact.statement}")
     lines.append(f"{a}: {rng.choice(CLOSERS)}")
     return {"text": "\n".join(lines), "facts": [f.id for f in facts], "subject": subject}
 
 
 def recall_suite(facts: list[Fact], kind: str = "domain") -> dict:
-    return {
-        "prompts": [
-            {"id": f.id, "prompt": f.question, "expect": f.expect, "kind": kind} for f in facts
-        ],
-    }
+    """Per fact, one prompt per trained wording then one per held-out wording."""
+    prompts = []
+    for f in facts:
+        for wording, questions in ((TRAINED, f.questions), (HELD_OUT, f.held_out)):
+            for i, q in enumerate(questions, start=1):
+                prompts.append(
+                    {
+                        "id": f"{f.id}/{wording}-{i}",
+                        "prompt": q,
+                        "expect": list(f.expect),
+                        "kind": kind,
+                        "fact": f.id,
+                        "wording": wording,
+                    }
+                )
+    return {"prompts": prompts}
+
+
+def _strings(obj) -> Iterator[str]:
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
+
+
+def _make_out_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        existing = out_dir
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        raise DataError(
+            f"--out-dir: cannot create the output folder inside {existing} ({exc.strerror or exc})"
+        ) from exc
 
 
 def build_facts(
@@ -232,41 +536,68 @@ def build_facts(
     seed: int = 0,
     speakers: tuple[str, str] = ("Alex", "Sam"),
     kind: str = "domain",
+    held_out: int = 1,
 ) -> dict:
-    """Write the renderings, a chat set and a recall suite of a fact table into out_dir."""
+    """Write the renderings, a chat set and a recall suite of a fact table into out_dir.
+
+    The rejects file is written first, so an error about rejected rows can point at it.
+    A held-out wording that occurs in any training rendering (case aside) is left out of
+    the recall suite and counted under `held_out_overlap`."""
     out_dir = Path(out_dir)
-    facts, rejects = [], []
-    for item in read_facts(table):
+    facts: list[Fact] = []
+    rejects: list[Reject] = []
+    for item in read_facts(table, seed, held_out):
         (rejects if isinstance(item, Reject) else facts).append(item)
+    _make_out_dir(out_dir)
+    write_rejects(out_dir / "facts.jsonl", rejects)
     if not facts:
-        raise DataError(
-            f"{table}: no usable facts ({len(rejects)} rejected; see {out_dir / 'facts.rejects.jsonl'})"
-        )
+        if rejects:
+            raise DataError(
+                f"{table}: no usable facts: all {len(rejects)} rejected; the reasons are in "
+                f"{rejects_path(out_dir / 'facts.jsonl')}"
+            )
+        raise DataError(f"{table}: the table lists no facts")
     rng = random.Random(seed)
     by_subject: dict[str, list[Fact]] = {}
     for f in facts:
         by_subject.setdefault(f.subject, []).append(f)
-    dialogues = [render_dialogue(s, fs, speakers, rng) for s, fs in by_subject.items()]
     outputs = {
         "statements": [render_statement(f) for f in facts],
-        "qa": [render_qa(f) for f in facts],
-        "dialogue": dialogues,
-        "chat": [render_chat(f) for f in facts],
+        "qa": [r for f in facts for r in render_qa(f)],
+        "dialogue": [render_dialogue(s, fs, speakers, rng) for s, fs in by_subject.items()],
+        "chat": [r for f in facts for r in render_chat(f)],
     }
-    dropped = {}
+    trained_text = "\n".join(s.lower() for recs in outputs.values() for s in _strings(recs))
+    overlap = 0
+    for f in facts:
+        kept = [q for q in f.held_out if q.lower() not in trained_text]
+        overlap += len(f.held_out) - len(kept)
+        f.held_out = kept
+    dropped: dict[str, int] = {}
     for r in rejects:
         dropped[reason_group(r.reason)] = dropped.get(reason_group(r.reason), 0) + 1
-    result = {"facts": len(facts), "rejected": len(rejects), "outputs": {}}
+    n_trained = sum(len(f.questions) for f in facts)
+    n_held = sum(len(f.held_out) for f in facts)
+    result = {
+        "facts": len(facts),
+        "rejected": len(rejects),
+        "wordings": {TRAINED: n_trained, HELD_OUT: n_held},
+        "held_out_overlap": overlap,
+        "outputs": {},
+    }
     for name, records in outputs.items():
         path = out_dir / f"{name}.jsonl"
-        m = Manifest(str(path), extra={"rendering": name, "facts": len(facts)})
+        m = Manifest(
+            str(path),
+            extra={"rendering": name, "facts": len(facts), "seed": seed, "held_out": held_out},
+        )
         m.add_input(table)
         m.dropped.update(dropped)
         m.kept = write_jsonl(path, records)
         m.write()
         result["outputs"][name] = str(path)
-    write_rejects(out_dir / "facts.jsonl", rejects)
     suite = out_dir / "recall.yaml"
     write_yaml(suite, recall_suite(facts, kind))
     result["outputs"]["recall"] = str(suite)
+    result["outputs"]["rejects"] = str(rejects_path(out_dir / "facts.jsonl"))
     return result

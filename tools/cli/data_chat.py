@@ -149,9 +149,23 @@ def data_mix(spec, files, out, val_out, tokenizer, seed, stages) -> None:
     "--out-dir",
     required=True,
     type=click.Path(file_okay=False),
-    help="Folder for the renderings and recall.yaml.",
+    help="Folder for the renderings, recall.yaml and facts.rejects.jsonl.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Chooses the held-out wordings and the dialogue lines.",
+)
+@click.option(
+    "--held-out",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Question wordings per fact kept out of training and asked only by recall.yaml "
+    "(at least one wording always trains).",
+)
 @click.option(
     "--speakers",
     default="Alex,Sam",
@@ -165,13 +179,18 @@ def data_mix(spec, files, out, val_out, tokenizer, seed, stages) -> None:
     show_default=True,
     help="Kind of the recall prompts.",
 )
-def data_facts(table, out_dir, seed, speakers, kind) -> None:
-    """A fact table (YAML or CSV: subject, relation, object + sentence pattern) -> statements,
-    Question/Answer pairs, two-person dialogues, chat records and a recall prompt suite.
+def data_facts(table, out_dir, seed, held_out, speakers, kind) -> None:
+    """A fact table (YAML or CSV: subject, relation, object; optional sentence pattern and
+    question wordings) -> statements, Question/Answer pairs, two-person dialogues, chat
+    records and a recall prompt suite with trained and held-out wordings.
+
+    Without a sentence pattern the relation is read as it stands: a name (temperature)
+    gives "The temperature of S is O.", a verb phrase (was awarded to) "S was awarded to O.".
 
     \b
-    Example:
+    Examples:
       cosmosage data facts samples/facts/cosmology_facts.yaml --out-dir build/data/facts
+      cosmosage data facts prizes.csv --held-out 1 --seed 3 --out-dir build/data/prizes
       cosmosage model eval build/models/x --prompts build/data/facts/recall.yaml
     """
     from cosmosage.dataprep.chat.facts import build_facts
@@ -179,7 +198,7 @@ def data_facts(table, out_dir, seed, speakers, kind) -> None:
     names = [s.strip() for s in speakers.split(",")]
     if len(names) != 2 or not all(names):
         raise click.BadParameter("give two names separated by a comma", param_hint="--speakers")
-    echo_json(build_facts(table, out_dir, seed, (names[0], names[1]), kind))
+    echo_json(build_facts(table, out_dir, seed, (names[0], names[1]), kind, held_out))
 
 
 @click.command("structured")
