@@ -134,12 +134,32 @@ def test_rerun_after_a_crash_mid_write(tmp_path):
 def test_failed_download_is_retried_later(tmp_path):
     import urllib.error
 
-    def down(url):
-        raise urllib.error.URLError("connection refused")
+    tar = make_tarball(tmp_path / "src.tar.gz", {"ms.tex": LATEX_MAIN}).read_bytes()
+    ids = ["2101.00001", "2101.00002"]
+    attempts = {i: 0 for i in ids}
+    down = {"2101.00001": 2}  # the first paper's first two requests fail
 
-    f, sleeps = fetcher(tmp_path, down, retries=1)
-    f.fetch_sources(["2101.00001"])
-    assert f.stats["failed"] == 1 and not (tmp_path / "cache" / "src").exists()
+    def flaky(url):
+        ident = urllib.parse.urlparse(url).path.rsplit("/", 1)[-1]
+        attempts[ident] += 1
+        if attempts[ident] <= down.get(ident, 0):
+            raise urllib.error.URLError("connection refused")
+        return tar
+
+    # first run: one try and one retry for the first paper, both refused; it is skipped,
+    # the second paper is fetched
+    f, sleeps = fetcher(tmp_path, flaky, retries=1)
+    f.fetch_sources(ids)
+    assert attempts == {"2101.00001": 2, "2101.00002": 1}
+    assert f.stats["failed"] == 1 and f.stats["downloaded"] == 1 and f.stats["requests"] == 3
+    assert not (tmp_path / "cache" / "src" / "2101.00001.tar.gz").exists()
+    # the next run asks again for the missing paper only, and this time gets it
+    f2, _ = fetcher(tmp_path, flaky, retries=1)
+    f2.fetch_sources(ids)
+    assert attempts == {"2101.00001": 3, "2101.00002": 1}
+    assert f2.stats["downloaded"] == 1 and f2.stats["cached"] == 1 and f2.stats["failed"] == 0
+    assert f2.stats["requests"] == 1
+    assert (tmp_path / "cache" / "src" / "2101.00001.tar.gz").read_bytes() == tar
 
 
 def test_default_opener_against_a_local_server(tmp_path):
@@ -318,6 +338,80 @@ def test_process_cache_prefers_latex_then_markdown_then_pdf(tmp_path, snapshot, 
     assert any(r["reason"].startswith("too short") or "truncated" in r["reason"] for r in rejects)
     text = "\n".join(json.loads(x)["text"] for x in out.read_text().splitlines())
     assert "FIGURE CAPTION" not in text and "\\begin{equation}" in text
+
+
+# Each form of a paper says which form it is, so the text tells which one was read.
+FORM_TEXT = {
+    "src": "Quasars from the LaTeX source.",
+    "mmd": "Pulsars from the Nougat markdown.",
+    "md": "Magnetars from the Marker markdown.",
+    "pdf": "Blazars from the PDF.",
+}
+
+
+def cache_forms(cache, arxiv_id: str, forms: str, broken_src: bool = False) -> None:
+    """Cache `arxiv_id` in the given forms ("src mmd md pdf"), each with its own text."""
+    body = "\n\n".join(prose(70 + i, 40) for i in range(2))
+    sid = arxiv.safe_id(arxiv_id)
+    for form in forms.split():
+        folder = cache / ("src" if form == "src" else "pdf" if form == "pdf" else "mmd")
+        folder.mkdir(parents=True, exist_ok=True)
+        text = FORM_TEXT[form]
+        if form == "src":
+            path = folder / f"{sid}.tar.gz"
+            if broken_src:
+                path.write_bytes(b"\x1f\x8b\x08\x00truncated")
+                continue
+            main = LATEX_MAIN.replace(
+                "\\section{Introduction}", f"{text}\n\n{body}\n\\section{{Intro}}"
+            )
+            make_tarball(path, {"ms.tex": main, "sections/method.tex": LATEX_METHOD})
+        elif form == "pdf":
+            (folder / f"{sid}.pdf").write_bytes(make_pdf([[text, body[:70]]]))
+        else:
+            (folder / f"{sid}.{form}").write_text(f"# A paper\n\n{text}\n\n{body}\n")
+
+
+# (forms cached, the form whose text is read); a broken tarball counts as not there
+PREFERENCE = [
+    ("src mmd pdf", "src"),
+    ("src mmd md pdf", "src"),
+    ("src pdf", "src"),
+    ("src mmd", "src"),
+    ("mmd pdf", "mmd"),
+    ("md pdf", "md"),
+    ("mmd md", "mmd"),
+    ("pdf", "pdf"),
+    ("broken-src mmd pdf", "mmd"),
+    ("broken-src pdf", "pdf"),
+]
+
+
+def test_each_paper_is_read_from_its_best_cached_form(tmp_path):
+    cache = tmp_path / "cache"
+    entries = []
+    for i, (forms, _) in enumerate(PREFERENCE):
+        arxiv_id = f"2102.{i:05d}"
+        broken = forms.startswith("broken-")
+        cache_forms(cache, arxiv_id, forms.removeprefix("broken-"), broken_src=broken)
+        entries.append({"id": arxiv_id, "title": f"Paper {i}", "abstract": "a"})
+    (cache / "metadata.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+    suffix = {"src": "src/{}.tar.gz", "mmd": "mmd/{}.mmd", "md": "mmd/{}.md", "pdf": "pdf/{}.pdf"}
+    items = list(arxiv.cache_documents(cache))
+    assert not [x for x in items if isinstance(x, Reject)]
+    docs = {d.id: d for d in items}
+    assert sorted(docs) == [e["id"] for e in entries]
+    for entry, (forms, winner) in zip(entries, PREFERENCE, strict=True):
+        arxiv_id = entry["id"]
+        text, kind, path = arxiv.paper_text(cache, arxiv_id)
+        case = (forms, winner, text[:200])
+        assert path == cache / suffix[winner].format(arxiv_id), case
+        assert FORM_TEXT[winner] in " ".join(text.split()), case
+        assert not [f for f in FORM_TEXT if f != winner and FORM_TEXT[f] in text], case
+        assert kind == ("pdf" if winner == "pdf" else "markdown"), case
+        doc = docs[arxiv_id]
+        assert doc.source == str(path) and FORM_TEXT[winner] in " ".join(doc.text.split()), case
+        assert doc.meta["kind"] == kind
 
 
 def test_fetch_then_process_commands_against_a_local_server(tmp_path, tiny_model):
