@@ -6,45 +6,26 @@ can use and rejects the rest with the raw text and the reason. Each kept pair be
 chat record (`{"messages": [user, assistant], ...}`) with its provenance: source
 document and chunk hash, prompt name, version and hash, generator model and sampling.
 
-The run is journaled (see `cosmosage.dataprep.synth.journal`): stop it at any point and run the same
+The run is journaled (see `cosmosage.dataprep.synth.jobs`): stop it at any point and run the same
 command again to continue.
 """
 
 from __future__ import annotations
 
 import hashlib
-import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cosmosage.dataprep.io import (
-    DataError,
-    Manifest,
-    Reject,
-    read_jsonl,
-    reason_group,
-    write_jsonl,
-    write_rejects,
-)
+from cosmosage.dataprep.io import DataError, Reject, read_jsonl
 from cosmosage.dataprep.shard import Shard, in_shard
-from cosmosage.dataprep.synth.journal import run_journaled
-from cosmosage.dataprep.synth.llm import (
-    Endpoint,
-    RequestFailed,
-    RetryPolicy,
-    Usage,
-    complete,
-    make_client,
-    safe_command,
-    scrub,
-)
-from cosmosage.dataprep.synth.parse import ParseError, extract_json
-from cosmosage.dataprep.synth.prompts import load_prompt
+from cosmosage.dataprep.synth.jobs import Answer, JournaledJob, Outcome
+from cosmosage.dataprep.synth.llm import Endpoint, RetryPolicy
+from cosmosage.dataprep.synth.parse import ParseError
 
 SYNTH_FIELDS = {"chunk", "pairs", "doc_id"}
-RAW_LIMIT = 20_000  # characters of raw model output kept with a reject
 _PAIR_LISTS = ("pairs", "qa", "qa_pairs", "questions", "items", "data")
 
 
@@ -95,9 +76,8 @@ def parse_pairs(obj: Any, k: int) -> tuple[list[dict], list[str]]:
         if items is None:
             items = [obj] if _field(obj, "question", "q") is not None else None
         if items is None:
-            raise ParseError(
-                f"wrong shape: JSON object without a list of pairs (keys: {', '.join(map(str, list(obj)[:8]))})"
-            )
+            keys = ", ".join(map(str, list(obj)[:8]))
+            raise ParseError(f"wrong shape: JSON object without a list of pairs (keys: {keys})")
     elif isinstance(obj, list):
         items = obj
     else:
@@ -143,192 +123,118 @@ class SynthConfig:
     shard: str | None = None
 
 
-def _reject(
-    source: str,
-    line: int,
-    reason: str,
-    chunk: dict,
-    generator: dict,
-    raw: str | None = None,
-    extra: dict | None = None,
-) -> dict:
-    record = {
-        "doc_id": chunk["doc_id"],
-        "chunk": chunk["chunk"],
-        "chunk_sha": chunk["chunk_sha"],
-        "generator": generator,
-    }
-    if raw is not None:
-        record["raw"] = raw[:RAW_LIMIT]
-    record.update(extra or {})
-    return Reject(source, line, reason, record).to_json()
+class SynthJob(JournaledJob[SynthConfig]):
+    """One item per distinct chunk (under one prompt name); its entry holds the chat
+    records made from the answer and the rejects, each carrying its provenance."""
 
+    kind = "synth"
+    fields = SYNTH_FIELDS
 
-def run_synth(cfg: SynthConfig, echo=print) -> dict:
-    """Generate, journal and write `cfg.out` (+ rejects and manifest); return a summary."""
-    if cfg.pairs < 1:
-        raise DataError("--pairs must be at least 1")
-    prompt = load_prompt(cfg.prompt)
-    prompt.check(SYNTH_FIELDS)
-    shard = Shard.parse(cfg.shard)
-    generator = {
-        "model": cfg.endpoint.model,
-        "prompt": prompt.name,
-        "prompt_version": prompt.version,
-        "prompt_sha": prompt.sha,
-        "pairs_asked": cfg.pairs,
-        "sampling": dict(cfg.sampling),
-    }
-
-    input_rejects: list[dict] = []
-    items: list[tuple[str, tuple[int, dict]]] = []
-    seen: set[str] = set()
-    for got in read_chunks(cfg.input, shard):
-        if isinstance(got, Reject):
-            input_rejects.append(got.to_json())
-            continue
-        lineno, chunk = got
-        key = f"{chunk['chunk_sha']}:{prompt.name}"
-        if key in seen:
-            input_rejects.append(
-                Reject(
-                    cfg.input,
-                    lineno,
-                    "duplicate chunk: same text as an earlier chunk",
-                    {"chunk_sha": chunk["chunk_sha"]},
-                ).to_json()
-            )
-            continue
-        seen.add(key)
-        items.append((key, (lineno, chunk)))
-
-    usage = Usage()
-    client = make_client(cfg.endpoint)
-    rng = random.Random()
-
-    async def work(key: str, payload: tuple[int, dict]) -> dict:
-        lineno, chunk = payload
-        gen = {**generator}
-        messages = prompt.messages(chunk=chunk["text"], pairs=cfg.pairs, doc_id=chunk["doc_id"])
-        try:
-            c = await complete(client, cfg.endpoint, messages, cfg.sampling, cfg.retry, usage, rng)
-        except RequestFailed as exc:
-            return {
-                "failed": "request",
-                "records": [],
-                "rejects": [
-                    _reject(cfg.input, lineno, f"request failed: {exc.reason}", chunk, gen)
-                ],
-            }
-        text = scrub(c.text, cfg.endpoint)
-        used = {
-            "prompt_tokens": c.prompt_tokens,
-            "completion_tokens": c.completion_tokens,
-            "attempts": c.attempts,
+    def __init__(self, cfg: SynthConfig) -> None:
+        if cfg.pairs < 1:
+            raise DataError("--pairs must be at least 1")
+        super().__init__(cfg, [cfg.endpoint])
+        self.generator = {
+            "model": cfg.endpoint.model,
+            "prompt": self.prompt.name,
+            "prompt_version": self.prompt.version,
+            "prompt_sha": self.prompt.sha,
+            "pairs_asked": cfg.pairs,
+            "sampling": dict(cfg.sampling),
         }
-        try:
-            obj, notes = extract_json(text, c.finish_reason)
-            pairs, problems = parse_pairs(obj, cfg.pairs)
-        except ParseError as exc:
-            return {
-                "failed": "parse",
-                "records": [],
-                "usage": used,
-                "rejects": [
-                    _reject(
-                        cfg.input,
-                        lineno,
-                        exc.reason,
-                        chunk,
-                        gen,
-                        text,
-                        {"finish_reason": c.finish_reason},
-                    )
-                ],
-            }
-        source = {
+        seen: set[str] = set()
+        for got in read_chunks(cfg.input, Shard.parse(cfg.shard)):
+            if isinstance(got, Reject):
+                self.input_rejects.append(got.to_json())
+                continue
+            lineno, chunk = got
+            key = f"{chunk['chunk_sha']}:{self.prompt.name}"
+            if key in seen:
+                reason = "duplicate chunk: same text as an earlier chunk"
+                self.input_rejects.append(
+                    Reject(cfg.input, lineno, reason, {"chunk_sha": chunk["chunk_sha"]}).to_json()
+                )
+                continue
+            seen.add(key)
+            self.items.append((key, (lineno, chunk)))
+
+    def header(self) -> dict:
+        return {"generator": self.cfg.endpoint.public()}
+
+    def request(self, payload: tuple[int, dict]) -> tuple[int, list[dict]]:
+        _, chunk = payload
+        values = {"chunk": chunk["text"], "pairs": self.cfg.pairs, "doc_id": chunk["doc_id"]}
+        return 0, self.prompt.messages(**values)
+
+    def _reject(self, payload: tuple[int, dict], reason: str, **extra: Any) -> dict:
+        lineno, chunk = payload
+        record = {
             "doc_id": chunk["doc_id"],
             "chunk": chunk["chunk"],
             "chunk_sha": chunk["chunk_sha"],
+            "generator": self.generator,
+            **extra,
         }
+        return Reject(self.cfg.input, lineno, reason, record).to_json()
+
+    def answer(self, payload: tuple[int, dict], answer: Answer) -> dict:
+        _, chunk = payload
+        pairs, problems = parse_pairs(answer.obj, self.cfg.pairs)
+        source = {k: chunk[k] for k in ("doc_id", "chunk", "chunk_sha")}
         records = [
             {
                 "messages": [
                     {"role": "user", "content": p["question"]},
                     {"role": "assistant", "content": p["answer"]},
                 ],
-                "id": f"{chunk['chunk_sha']}:{prompt.tag}:{k}",
+                "id": f"{chunk['chunk_sha']}:{self.prompt.tag}:{k}",
                 "source": source,
-                "generator": gen,
+                "generator": self.generator,
             }
             for k, p in enumerate(pairs)
         ]
-        rejects = [_reject(cfg.input, lineno, reason, chunk, gen, text) for reason in problems]
-        return {"records": records, "rejects": rejects, "usage": used, "notes": notes}
+        rejects = [self._reject(payload, reason, raw=answer.raw) for reason in problems]
+        return {"records": records, "rejects": rejects, "notes": answer.notes}
 
-    header = {
-        "kind": "synth",
-        "input": str(cfg.input),
-        "prompt": prompt.provenance(),
-        "generator": cfg.endpoint.public(),
-    }
-    result = run_journaled(
-        cfg.out,
-        header,
-        items,
-        work,
-        prompt_version=prompt.version,
-        policy=cfg.prompt_change,
-        retry_failed=cfg.retry_failed,
-        concurrency=cfg.concurrency,
-        desc="synth",
-        usage=usage,
-        clients=[client],
-        echo=echo,
-    )
+    def failure(self, payload: tuple[int, dict], reason: str, answer: Answer | None) -> dict:
+        extra = {} if answer is None else {"raw": answer.raw, "finish_reason": answer.finish_reason}
+        return {"records": [], "rejects": [self._reject(payload, reason, **extra)]}
 
-    records: list[dict] = []
-    rejects = list(input_rejects)
-    total_tokens = Counter()
-    for key, _ in items:
-        entry = result.latest[key]
-        records.extend(entry.get("records", []))
-        rejects.extend(entry.get("rejects", []))
-        for name in ("prompt_tokens", "completion_tokens"):
-            total_tokens[name] += entry.get("usage", {}).get(name, 0)
-
-    manifest = Manifest(
-        str(cfg.out),
-        command=safe_command(),
-        extra={
-            "step": "synth",
-            "prompt": {**prompt.provenance(), "path": prompt.path},
+    def finish(self, latest: dict[str, dict]) -> Outcome:
+        records: list[dict] = []
+        rejects: list[dict] = []
+        tokens: Counter = Counter()
+        for key, _ in self.items:
+            entry = latest[key]
+            records.extend(entry.get("records", []))
+            rejects.extend(entry.get("rejects", []))
+            for name in ("prompt_tokens", "completion_tokens"):
+                tokens[name] += entry.get("usage", {}).get(name, 0)
+        cfg = self.cfg
+        manifest = {
             "generator": {
                 **cfg.endpoint.public(),
                 "sampling": cfg.sampling,
                 "pairs_asked": cfg.pairs,
                 "concurrency": cfg.concurrency,
             },
-            "chunks": len(items),
+            "chunks": len(self.items),
             "shard": cfg.shard,
-            "usage_this_run": usage.to_json(),
-            "tokens_all_runs": dict(total_tokens),
-            "resume": result.to_json(),
-        },
-    )
-    manifest.add_input(cfg.input)
-    manifest.kept = write_jsonl(cfg.out, records)
-    manifest.dropped.update(reason_group(r["reason"]) for r in rejects)
-    write_rejects(
-        cfg.out, (Reject(r["source"], r["line"], r["reason"], r.get("record")) for r in rejects)
-    )
-    manifest.write()
+            "tokens_all_runs": dict(tokens),
+        }
+        return Outcome(records, rejects, manifest)
+
+
+def run_synth(cfg: SynthConfig, echo: Callable[[str], None] = print) -> dict:
+    """Generate, journal and write `cfg.out` (+ rejects and manifest); return a summary."""
+    job = SynthJob(cfg)
+    run = job.run(echo)
     return {
         "output": str(cfg.out),
-        "records": manifest.kept,
-        "chunks": len(items),
-        "rejects": len(rejects),
-        "resumed": result.resumed,
-        "requests": usage.requests,
-        "tokens": dict(total_tokens),
+        "records": run.kept,
+        "chunks": len(job.items),
+        "rejects": run.rejects,
+        "resumed": run.resumed,
+        "requests": run.usage.requests,
+        "tokens": run.outcome.manifest["tokens_all_runs"],
     }

@@ -19,37 +19,24 @@ import json
 import random
 import statistics
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cosmosage.dataprep.io import (
     DataError,
-    Manifest,
     Reject,
     atomic_writer,
     manifest_path,
     read_jsonl,
     read_text,
-    reason_group,
     write_json,
     write_jsonl,
-    write_rejects,
 )
-from cosmosage.dataprep.synth.generate import RAW_LIMIT
-from cosmosage.dataprep.synth.journal import run_journaled
-from cosmosage.dataprep.synth.llm import (
-    Endpoint,
-    RequestFailed,
-    RetryPolicy,
-    Usage,
-    complete,
-    make_client,
-    safe_command,
-    scrub,
-)
-from cosmosage.dataprep.synth.parse import ParseError, as_number, extract_json
-from cosmosage.dataprep.synth.prompts import load_prompt
+from cosmosage.dataprep.synth.jobs import Answer, JournaledJob, Outcome
+from cosmosage.dataprep.synth.llm import Endpoint, RetryPolicy
+from cosmosage.dataprep.synth.parse import ParseError, as_number
 
 GRADE_FIELDS = {"chunk", "question", "answer"}
 RUBRIC = ("correctness", "clarity", "pertinence", "overall")
@@ -220,9 +207,8 @@ def spotcheck_markdown(sample: list[dict], threshold: float) -> str:
             "",
         ]
         for j in s["judges"]:
-            lines.append(
-                f"- **{j['model']}**: {j['overall']:g} ({', '.join(f'{k} {v:g}' for k, v in j['scores'].items())}): {j['critique']}"
-            )
+            scores = ", ".join(f"{k} {v:g}" for k, v in j["scores"].items())
+            lines.append(f"- **{j['model']}**: {j['overall']:g} ({scores}): {j['critique']}")
         passage = s["chunk"][:1200] + (" [...]" if len(s["chunk"]) > 1200 else "")
         lines += [
             "",
@@ -258,244 +244,183 @@ class GradeConfig:
     prompt_change: str = "stop"
     retry_failed: bool = False
     spot_check: int = 20
-    seed: int = 0
+    spot_check_seed: int = 0  # chooses the spot-check sample (the judges' seed is in sampling)
 
 
-def run_grade(cfg: GradeConfig, echo=print) -> dict:
-    """Grade, journal, and write the kept records, grades, calibration and spot check."""
-    if not 1 <= len(cfg.judges) <= 2:
-        raise DataError("give one judge, or two to measure their agreement")
-    if cfg.combine not in ("min", "mean"):
-        raise DataError("--combine must be min or mean")
-    prompt = load_prompt(cfg.prompt)
-    prompt.check(GRADE_FIELDS)
-    chunks_path = Path(cfg.chunks) if cfg.chunks else chunks_file_for(cfg.input)
-    if chunks_path is None:
-        raise DataError(f"{cfg.input}: no manifest naming its chunk file; pass --chunks")
-    if not chunks_path.is_file():
-        raise DataError(f"{chunks_path}: chunk file not found (pass --chunks)")
-    chunks = load_chunks(chunks_path)
+class Gradable(NamedTuple):
+    """One input record that can be graded, with its source passage."""
 
-    input_rejects: list[dict] = []
-    records: list[tuple[int, dict, str, str, str, str]] = []  # line, record, id, chunk, q, a
-    seen: set[str] = set()
-    for lineno, rec in read_jsonl(cfg.input):
-        if isinstance(rec, Reject):
-            input_rejects.append(rec.to_json())
-            continue
-        qa = question_answer(rec)
-        if qa is None:
-            input_rejects.append(
-                Reject(
-                    cfg.input,
-                    lineno,
-                    "not gradable: no user question followed by an assistant answer",
-                    rec,
-                ).to_json()
-            )
-            continue
-        sha = (
-            (rec.get("source") or {}).get("chunk_sha")
-            if isinstance(rec.get("source"), dict)
-            else None
-        )
-        if sha not in chunks:
-            input_rejects.append(
-                Reject(
-                    cfg.input, lineno, f"no source chunk: chunk {sha} is not in {chunks_path}", rec
-                ).to_json()
-            )
-            continue
-        rid = record_id(rec)
-        if rid in seen:
-            input_rejects.append(
-                Reject(cfg.input, lineno, f"duplicate record: id {rid} seen before", rec).to_json()
-            )
-            continue
-        seen.add(rid)
-        records.append((lineno, rec, rid, chunks[sha], *qa))
+    line: int
+    record: dict
+    id: str
+    chunk: str
+    question: str
+    answer: str
 
-    def judge_key(rid: str, j: int) -> str:
-        return f"{rid}|j{j}:{cfg.judges[j].model}"
 
-    items = [(judge_key(r[2], j), (r, j)) for r in records for j in range(len(cfg.judges))]
-    usage = Usage()
-    clients = [make_client(e) for e in cfg.judges]
-    rng = random.Random()
+class GradeJob(JournaledJob[GradeConfig]):
+    """One item per record and judge; its entry holds the judge's grade or why there is none."""
 
-    async def work(key: str, payload) -> dict:
-        (lineno, rec, rid, chunk, q, a), j = payload
-        messages = prompt.messages(chunk=chunk, question=q, answer=a)
-        try:
-            c = await complete(
-                clients[j], cfg.judges[j], messages, cfg.sampling, cfg.retry, usage, rng
-            )
-        except RequestFailed as exc:
-            return {"failed": "request", "reason": f"request failed: {exc.reason}"}
-        text = scrub(c.text, cfg.judges[j])
-        used = {
-            "prompt_tokens": c.prompt_tokens,
-            "completion_tokens": c.completion_tokens,
-            "attempts": c.attempts,
-        }
-        try:
-            obj, _ = extract_json(text, c.finish_reason)
-            grade = parse_grade(obj)
-        except ParseError as exc:
-            return {
-                "failed": "parse",
-                "reason": f"judge output unusable: {exc.reason}",
-                "raw": text[:RAW_LIMIT],
-                "usage": used,
-            }
-        return {"grade": grade, "usage": used}
+    kind = "grade"
+    fields = GRADE_FIELDS
 
-    header = {
-        "kind": "grade",
-        "input": str(cfg.input),
-        "prompt": prompt.provenance(),
-        "judges": [e.public() for e in cfg.judges],
-    }
-    result = run_journaled(
-        cfg.out,
-        header,
-        items,
-        work,
-        prompt_version=prompt.version,
-        policy=cfg.prompt_change,
-        retry_failed=cfg.retry_failed,
-        concurrency=cfg.concurrency,
-        desc="grade",
-        usage=usage,
-        clients=clients,
-        echo=echo,
-    )
+    def __init__(self, cfg: GradeConfig) -> None:
+        if not 1 <= len(cfg.judges) <= 2:
+            raise DataError("give one judge, or two to measure their agreement")
+        if cfg.combine not in ("min", "mean"):
+            raise DataError("--combine must be min or mean")
+        super().__init__(cfg, cfg.judges)
+        self.chunks_path = Path(cfg.chunks) if cfg.chunks else chunks_file_for(cfg.input)
+        if self.chunks_path is None:
+            raise DataError(f"{cfg.input}: no manifest naming its chunk file; pass --chunks")
+        if not self.chunks_path.is_file():
+            raise DataError(f"{self.chunks_path}: chunk file not found (pass --chunks)")
+        self.records = self._read(load_chunks(self.chunks_path))
+        self.items = [
+            (self.key(r.id, j), (r, j)) for r in self.records for j in range(len(cfg.judges))
+        ]
 
-    kept, rejects, grades = [], list(input_rejects), []
-    per_judge: list[dict[str, float]] = [{} for _ in cfg.judges]
-    combined: list[float] = []
-    graded_for_sample: list[dict] = []
-    for lineno, rec, rid, chunk, q, a in records:
-        entries = [result.latest[judge_key(rid, j)] for j in range(len(cfg.judges))]
-        judges = []
-        for j, e in enumerate(entries):
-            info = {
-                "model": cfg.judges[j].model,
-                "prompt": prompt.name,
-                "prompt_version": e.get("prompt_version"),
-            }
-            if "grade" in e:
-                info.update(e["grade"])
-                per_judge[j][rid] = e["grade"]["overall"]
+    def _read(self, chunks: dict[str, str]) -> list[Gradable]:
+        records: list[Gradable] = []
+        seen: set[str] = set()
+        for lineno, rec in read_jsonl(self.cfg.input):
+            if isinstance(rec, Reject):
+                self.input_rejects.append(rec.to_json())
+                continue
+            qa = question_answer(rec)
+            source = rec.get("source")
+            sha = source.get("chunk_sha") if isinstance(source, dict) else None
+            rid = record_id(rec)
+            if qa is None:
+                reason = "not gradable: no user question followed by an assistant answer"
+            elif sha not in chunks:
+                reason = f"no source chunk: chunk {sha} is not in {self.chunks_path}"
+            elif rid in seen:
+                reason = f"duplicate record: id {rid} seen before"
             else:
-                info.update({"error": e["reason"], **({"raw": e["raw"]} if "raw" in e else {})})
-            judges.append(info)
-        failed = [j for j in judges if "error" in j]
-        if failed:
-            reason = "; ".join(f"{j['model']}: {j['error']}" for j in failed)
-            rejects.append(
-                Reject(
-                    cfg.input, lineno, f"not graded: {reason}", {**rec, "grade": {"judges": judges}}
-                ).to_json()
-            )
-            grades.append({"id": rid, "kept": False, "score": None, "judges": judges})
-            continue
-        overall = [j["overall"] for j in judges]
-        score = min(overall) if cfg.combine == "min" else round(statistics.fmean(overall), 2)
-        combined.append(score)
-        grade = {
-            "score": score,
+                seen.add(rid)
+                records.append(Gradable(lineno, rec, rid, chunks[sha], *qa))
+                continue
+            self.input_rejects.append(Reject(self.cfg.input, lineno, reason, rec).to_json())
+        return records
+
+    def key(self, rid: str, j: int) -> str:
+        return f"{rid}|j{j}:{self.cfg.judges[j].model}"
+
+    def header(self) -> dict:
+        return {"judges": [e.public() for e in self.cfg.judges]}
+
+    def sources(self) -> list[tuple[Path, dict]]:
+        return [(self.chunks_path, {"role": "source chunks"})]
+
+    def request(self, payload: tuple[Gradable, int]) -> tuple[int, list[dict]]:
+        r, j = payload
+        return j, self.prompt.messages(chunk=r.chunk, question=r.question, answer=r.answer)
+
+    def answer(self, payload: tuple[Gradable, int], answer: Answer) -> dict:
+        return {"grade": parse_grade(answer.obj)}
+
+    def failure(self, payload: tuple[Gradable, int], reason: str, answer: Answer | None) -> dict:
+        if answer is None:
+            return {"reason": reason}
+        return {"reason": f"judge output unusable: {reason}", "raw": answer.raw}
+
+    def finish(self, latest: dict[str, dict]) -> Outcome:
+        cfg = self.cfg
+        kept, rejects, grades = [], [], []
+        per_judge: list[dict[str, float]] = [{} for _ in cfg.judges]
+        combined: list[float] = []
+        pool: list[dict] = []  # graded records the spot check draws from
+        for r in self.records:
+            judges = []
+            for j, judge in enumerate(cfg.judges):
+                e = latest[self.key(r.id, j)]
+                info = {
+                    "model": judge.model,
+                    "prompt": self.prompt.name,
+                    "prompt_version": e.get("prompt_version"),
+                }
+                if "grade" in e:
+                    info.update(e["grade"])
+                    per_judge[j][r.id] = e["grade"]["overall"]
+                else:
+                    info.update({"error": e["reason"], **({"raw": e["raw"]} if "raw" in e else {})})
+                judges.append(info)
+            failed = [j for j in judges if "error" in j]
+            if failed:
+                score, ok, grade = None, False, {"judges": judges}
+                reason = "not graded: " + "; ".join(f"{j['model']}: {j['error']}" for j in failed)
+            else:
+                overall = [j["overall"] for j in judges]
+                score = (
+                    min(overall) if cfg.combine == "min" else round(statistics.fmean(overall), 2)
+                )
+                ok = score >= cfg.threshold
+                grade = {
+                    "score": score,
+                    "threshold": cfg.threshold,
+                    "combine": cfg.combine,
+                    "judges": judges,
+                }
+                reason = f"below threshold: score {score:g} < {cfg.threshold:g}"
+                combined.append(score)
+            row = {"id": r.id, "kept": ok, "score": score, "judges": judges}
+            grades.append(row)
+            if score is not None:
+                pool.append({**row, "chunk": r.chunk, "question": r.question, "answer": r.answer})
+            if ok:
+                kept.append({**r.record, "grade": grade})
+            else:
+                record = {**r.record, "grade": grade}
+                rejects.append(Reject(cfg.input, r.line, reason, record).to_json())
+
+        calibration: dict = {
             "threshold": cfg.threshold,
             "combine": cfg.combine,
-            "judges": judges,
+            "records": len(self.records),
+            "graded": len(combined),
+            "kept": len(kept),
+            "combined": distribution(combined, cfg.threshold),
+            "judges": [
+                {"model": judge.model, **distribution(list(scores.values()), cfg.threshold)}
+                for judge, scores in zip(cfg.judges, per_judge, strict=True)
+            ],
         }
-        ok = score >= cfg.threshold
-        grades.append({"id": rid, "kept": ok, "score": score, "judges": judges})
-        graded_for_sample.append(
-            {
-                "id": rid,
-                "score": score,
-                "kept": ok,
-                "judges": judges,
-                "chunk": chunk,
-                "question": q,
-                "answer": a,
-            }
-        )
-        if ok:
-            kept.append({**rec, "grade": grade})
-        else:
-            rejects.append(
-                Reject(
-                    cfg.input,
-                    lineno,
-                    f"below threshold: score {score:g} < {cfg.threshold:g}",
-                    {**rec, "grade": grade},
-                ).to_json()
+        if len(cfg.judges) == 2:
+            both = [rid for rid in per_judge[0] if rid in per_judge[1]]
+            calibration["agreement"] = agreement(
+                [per_judge[0][r] for r in both], [per_judge[1][r] for r in both], cfg.threshold
             )
-
-    calibration: dict = {
-        "threshold": cfg.threshold,
-        "combine": cfg.combine,
-        "records": len(records),
-        "graded": len(combined),
-        "kept": len(kept),
-        "combined": distribution(combined, cfg.threshold),
-        "judges": [
-            {
-                "model": cfg.judges[j].model,
-                **distribution(list(per_judge[j].values()), cfg.threshold),
-            }
-            for j in range(len(cfg.judges))
-        ],
-    }
-    if len(cfg.judges) == 2:
-        both = [rid for rid in per_judge[0] if rid in per_judge[1]]
-        calibration["agreement"] = agreement(
-            [per_judge[0][r] for r in both], [per_judge[1][r] for r in both], cfg.threshold
-        )
-
-    for line in calibration_lines(calibration):
-        echo(line)
-    sample = random.Random(cfg.seed).sample(
-        graded_for_sample, min(cfg.spot_check, len(graded_for_sample))
-    )
-    write_jsonl(side_path(cfg.out, ".grades.jsonl"), grades)
-    write_json(side_path(cfg.out, ".calibration.json"), calibration)
-    with atomic_writer(side_path(cfg.out, ".spotcheck.md")) as fh:
-        fh.write(spotcheck_markdown(sample, cfg.threshold))
-
-    manifest = Manifest(
-        str(cfg.out),
-        command=safe_command(),
-        extra={
-            "step": "grade",
-            "prompt": {**prompt.provenance(), "path": prompt.path},
+        sample = random.Random(cfg.spot_check_seed).sample(pool, min(cfg.spot_check, len(pool)))
+        write_jsonl(side_path(cfg.out, ".grades.jsonl"), grades)
+        write_json(side_path(cfg.out, ".calibration.json"), calibration)
+        with atomic_writer(side_path(cfg.out, ".spotcheck.md")) as fh:
+            fh.write(spotcheck_markdown(sample, cfg.threshold))
+        manifest = {
             "judges": [e.public() for e in cfg.judges],
             "sampling": cfg.sampling,
             "threshold": cfg.threshold,
             "combine": cfg.combine,
             "calibration": calibration,
-            "usage_this_run": usage.to_json(),
-            "resume": result.to_json(),
-        },
-    )
-    manifest.add_input(cfg.input)
-    manifest.add_input(chunks_path, role="source chunks")
-    manifest.kept = write_jsonl(cfg.out, kept)
-    manifest.dropped.update(reason_group(r["reason"]) for r in rejects)
-    write_rejects(
-        cfg.out, (Reject(r["source"], r["line"], r["reason"], r.get("record")) for r in rejects)
-    )
-    manifest.write()
+        }
+        return Outcome(kept, rejects, manifest)
+
+
+def run_grade(cfg: GradeConfig, echo: Callable[[str], None] = print) -> dict:
+    """Grade, journal, and write the kept records, grades, calibration and spot check."""
+    job = GradeJob(cfg)
+    run = job.run(echo)
+    calibration = run.outcome.manifest["calibration"]
+    for line in calibration_lines(calibration):
+        echo(line)
     return {
         "output": str(cfg.out),
-        "records": len(records),
-        "graded": len(combined),
-        "kept": len(kept),
-        "rejects": len(rejects),
-        "resumed": result.resumed,
-        "requests": usage.requests,
+        "records": len(job.records),
+        "graded": calibration["graded"],
+        "kept": run.kept,
+        "rejects": run.rejects,
+        "resumed": run.resumed,
+        "requests": run.usage.requests,
         "score_mean": calibration["combined"].get("mean"),
         "agreement": calibration.get("agreement"),
     }

@@ -6,7 +6,7 @@ produced: records and rejects). Each line goes out in one `write` on an O_APPEND
 descriptor and is fsynced before the next item is taken as done. The final output is
 built from the journal, keyed by item, so a process killed at any moment and run again
 with the same command skips what is finished, redoes what was in flight, and writes
-every item exactly once.
+every item exactly once. `jobs.JournaledJob` runs commands on it.
 
 A kill in the middle of a write can leave a torn last line; opening the journal cuts
 it off (that item is simply done again). An exclusive lock stops two runs from
@@ -16,16 +16,12 @@ opens files.
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import json
 import os
-import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from cosmosage.dataprep.io import DataError
 
@@ -197,108 +193,6 @@ def plan_resume(
         plan.done.add(key)
     plan.latest = {k: v for k, v in latest.items() if k in plan.done}
     return plan
-
-
-@dataclass
-class RunResult:
-    """What a journaled run finished: the entry per key, and how it got there."""
-
-    latest: dict[str, dict]
-    resumed: int
-    new: int
-    retried: int
-    repaired_bytes: int
-    policy: str
-    previous_versions: dict
-    journal: str
-    seconds: float
-
-    def to_json(self) -> dict:
-        return {
-            "journal": self.journal,
-            "items_from_earlier_runs": self.resumed,
-            "items_this_run": self.new,
-            "items_retried": self.retried,
-            "torn_bytes_repaired": self.repaired_bytes,
-            "prompt_change": self.policy if self.previous_versions else None,
-            "earlier_prompt_versions": self.previous_versions,
-            "seconds": round(self.seconds, 3),
-        }
-
-
-def run_journaled(
-    out: str | Path,
-    header: dict,
-    keyed_items: list[tuple[str, Any]],
-    work: Callable[[str, Any], Awaitable[dict]],
-    *,
-    prompt_version: str,
-    policy: str,
-    retry_failed: bool,
-    concurrency: int,
-    desc: str,
-    usage,
-    clients: list | None = None,
-    echo: Callable[[str], None] = print,
-) -> RunResult:
-    """Skip what the journal says is done, run `work` on the rest, journal each result.
-
-    `work(key, item)` returns a journal entry (records, rejects, usage); it must not
-    raise. Keys must be unique.
-    """
-    from cosmosage.dataprep.synth.llm import Progress, run_pool
-
-    t0 = time.monotonic()
-    with Journal(journal_path(out), header) as j:
-        wanted = {k for k, _ in keyed_items}
-        plan = plan_resume(j.entries, wanted, prompt_version, policy, retry_failed)
-        if plan.previous_versions:
-            echo(f"{plan.report(prompt_version)}: {plan.policy}")
-        if decision := plan.decision(prompt_version):
-            j.append(decision)
-        if note := unversioned_edit(j.header.get("prompt"), header.get("prompt")):
-            echo(note)
-        if j.repaired:
-            echo(f"{j.path}: cut {j.repaired} bytes of a write torn by an earlier stop")
-        todo = [(k, x) for k, x in keyed_items if k not in plan.done]
-        if plan.done:
-            echo(
-                f"resuming: {len(plan.done)} of {len(keyed_items)} items already done, {len(todo)} to go"
-            )
-        progress = Progress(len(keyed_items), desc, usage, initial=len(keyed_items) - len(todo))
-
-        async def one(item):
-            key, payload = item
-            entry = await work(key, payload)
-            return {"key": key, "prompt_version": prompt_version, **entry}
-
-        def done(item, entry) -> None:
-            j.append(entry)
-            progress.update()
-
-        async def main() -> None:
-            try:
-                await run_pool(todo, one, done, concurrency)
-            finally:
-                for c in clients or []:
-                    await c.close()
-
-        try:
-            asyncio.run(main())
-        finally:
-            progress.close()
-        final = plan_resume(j.entries, wanted, prompt_version, plan.policy, False)
-        return RunResult(
-            latest=final.latest,
-            resumed=len(plan.done),
-            new=len(todo),
-            retried=plan.retrying,
-            repaired_bytes=j.repaired,
-            policy=plan.policy,
-            previous_versions=dict(plan.previous_versions),
-            journal=str(j.path),
-            seconds=time.monotonic() - t0,
-        )
 
 
 def unversioned_edit(first: dict | None, now: dict | None) -> str | None:

@@ -57,7 +57,8 @@ def endpoint_options(f):
                 type=click.Choice(["stop", "continue", "regenerate"]),
                 default="stop",
                 show_default=True,
-                help="When the journal holds items from an older prompt version: stop and report, keep them and use the new version for the rest, or make them again.",
+                help="When the journal holds items from an older prompt version: stop and report, "
+                "keep them and use the new version for the rest, or make them again.",
             ),
             click.option(
                 "--retry-failed",
@@ -77,11 +78,10 @@ def sampling_options(f):
             click.option("--top-p", type=float, default=None),
             click.option("--max-tokens", type=int, default=None, help="Most tokens per answer."),
             click.option(
-                "--seed",
-                "sample_seed",
+                "--sampling-seed",
                 type=int,
                 default=None,
-                help="Sampling seed, for servers that take one.",
+                help="The model's sampling seed, sent with each request (servers that take one).",
             ),
             click.option(
                 "--json-mode",
@@ -95,7 +95,13 @@ def sampling_options(f):
 
 
 def build_sampling(
-    temperature, top_p, max_tokens, sample_seed, json_mode, default_temperature, default_max_tokens
+    temperature,
+    top_p,
+    max_tokens,
+    sampling_seed,
+    json_mode,
+    default_temperature,
+    default_max_tokens,
 ) -> dict:
     s = {
         "temperature": default_temperature if temperature is None else temperature,
@@ -103,8 +109,8 @@ def build_sampling(
     }
     if top_p is not None:
         s["top_p"] = top_p
-    if sample_seed is not None:
-        s["seed"] = sample_seed
+    if sampling_seed is not None:
+        s["seed"] = sampling_seed
     if json_mode:
         s["response_format"] = {"type": "json_object"}
     return s
@@ -163,7 +169,7 @@ def data_synth(
     temperature,
     top_p,
     max_tokens,
-    sample_seed,
+    sampling_seed,
     json_mode,
 ) -> None:
     """Ask a model for question/answer pairs grounded in each chunk; write chat records.
@@ -186,7 +192,9 @@ def data_synth(
         endpoint=Endpoint(base_url, model, api_key_env, timeout),
         prompt=prompt,
         pairs=pairs,
-        sampling=build_sampling(temperature, top_p, max_tokens, sample_seed, json_mode, 0.7, 1024),
+        sampling=build_sampling(
+            temperature, top_p, max_tokens, sampling_seed, json_mode, 0.7, 1024
+        ),
         concurrency=concurrency,
         retry=RetryPolicy(retries=retries, base=backoff),
         prompt_change=prompt_change,
@@ -253,12 +261,11 @@ def data_synth(
     help="Records written to OUT.spotcheck.md for a person to read.",
 )
 @click.option(
-    "--sample-seed",
-    "spot_seed",
+    "--spot-check-seed",
     type=int,
     default=0,
     show_default=True,
-    help="Seed of the spot-check sample.",
+    help="Seed of the random choice of records for OUT.spotcheck.md.",
 )
 @endpoint_options
 @sampling_options
@@ -272,7 +279,7 @@ def data_grade(
     second_base_url,
     combine,
     spot_check,
-    spot_seed,
+    spot_check_seed,
     base_url,
     model,
     api_key_env,
@@ -285,7 +292,7 @@ def data_grade(
     temperature,
     top_p,
     max_tokens,
-    sample_seed,
+    sampling_seed,
     json_mode,
 ) -> None:
     """Score each answer against its source chunk with a judge model; keep the good ones.
@@ -313,13 +320,13 @@ def data_grade(
         prompt=prompt,
         threshold=threshold,
         combine=combine,
-        sampling=build_sampling(temperature, top_p, max_tokens, sample_seed, json_mode, 0.0, 512),
+        sampling=build_sampling(temperature, top_p, max_tokens, sampling_seed, json_mode, 0.0, 512),
         concurrency=concurrency,
         retry=RetryPolicy(retries=retries, base=backoff),
         prompt_change=prompt_change,
         retry_failed=retry_failed,
         spot_check=spot_check,
-        seed=spot_seed,
+        spot_check_seed=spot_check_seed,
     )
     res = run_async_command(run_grade, cfg, echo=lambda m: click.echo(m, err=True))
     click.echo(json.dumps(res))

@@ -549,7 +549,7 @@ def test_records_trace_back_to_their_chunks(tmp_path):
                 "1",
                 "--temperature",
                 "0.3",
-                "--seed",
+                "--sampling-seed",
                 "5",
                 "--shard",
                 "0/1",

@@ -4,6 +4,7 @@ judges, resume, and the kept records feeding a mix and a recipe."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -152,13 +153,52 @@ def test_calibration_helpers():
         and d["histogram"]["90-100"] == 2
         and d["histogram"]["40-49"] == 1
     )
+    # Keep at 90: a keeps 1 and 3, b keeps 1. Observed agreement 3/4; chance agreement
+    # 0.5 * 0.25 + 0.5 * 0.75 = 0.5; kappa = (0.75 - 0.5) / (1 - 0.5) = 0.5.
     a = agreement([95, 80, 92, 60], [93, 85, 70, 65], 90)
-    assert (
-        a["keep_decision_agreement"] == 0.75
-        and a["mean_abs_diff"] == 8.5
-        and -1 <= a["cohen_kappa_keep"] <= 1
-    )
-    assert distribution([], 90) == {"n": 0}
+    assert a["keep_decision_agreement"] == 0.75 and a["mean_abs_diff"] == 8.5
+    assert a["cohen_kappa_keep"] == pytest.approx(0.5, abs=1e-9)
+    assert distribution([], 90) == {"n": 0} and agreement([], [], 90) == {"n": 0}
+
+
+def judged(both: int, a_only: int, b_only: int, neither: int) -> tuple[list[int], list[int]]:
+    """Two judges' scores that give this 2x2 keep/drop table at threshold 90."""
+    cells = [(95, 96)] * both + [(95, 40)] * a_only + [(40, 95)] * b_only + [(40, 41)] * neither
+    return [x for x, _ in cells], [y for _, y in cells]
+
+
+@pytest.mark.parametrize(
+    "table, observed, kappa",
+    [
+        # 50 records: po = (20 + 15) / 50 = 0.7; a keeps 25/50 = 0.5, b keeps 30/50 = 0.6;
+        # pe = 0.5 * 0.6 + 0.5 * 0.4 = 0.5; kappa = (0.7 - 0.5) / (1 - 0.5) = 0.4.
+        ((20, 5, 10, 15), 0.7, 0.4),
+        # 10 records: po = 8/10; both keep 5/10, pe = 0.5; kappa = (0.8 - 0.5) / 0.5 = 0.6.
+        ((4, 1, 1, 4), 0.8, 0.6),
+        # 4 records: po = 2/4; a keeps 1/4, b keeps 3/4; pe = 3/16 + 3/16 = 3/8;
+        # kappa = (1/2 - 3/8) / (1 - 3/8) = (1/8) / (5/8) = 0.2.
+        ((1, 0, 2, 1), 0.5, 0.2),
+        # Perfect agreement with both decisions present: po = 1, pe = (3*3 + 5*5)/64; kappa = 1.
+        ((3, 0, 0, 5), 1.0, 1.0),
+        # Chance level: a keeps 6/8 = 0.75, b keeps 4/8 = 0.5, independently of each other:
+        # po = (3 + 1) / 8 = 0.5 = 0.75 * 0.5 + 0.25 * 0.5 = pe; kappa = 0.
+        ((3, 3, 1, 1), 0.5, 0.0),
+        # Always opposite: po = 0, pe = 0.5; kappa = (0 - 0.5) / 0.5 = -1.
+        ((0, 2, 2, 0), 0.0, -1.0),
+    ],
+)
+def test_cohen_kappa_of_known_tables(table, observed, kappa):
+    a, b = judged(*table)
+    ag = agreement(a, b, 90)
+    assert ag["n"] == sum(table)
+    assert ag["keep_decision_agreement"] == pytest.approx(observed, abs=1e-9)
+    assert ag["cohen_kappa_keep"] == pytest.approx(kappa, abs=1e-9)
+
+
+def test_cohen_kappa_is_undefined_when_chance_agreement_is_certain():
+    a, b = judged(4, 0, 0, 0)  # both keep everything: pe = 1, kappa divides by zero
+    ag = agreement(a, b, 90)
+    assert ag["keep_decision_agreement"] == 1.0 and ag["cohen_kappa_keep"] is None
 
 
 def test_unusable_judges_and_missing_chunks_are_rejected_with_reasons(qa_file, tmp_path):
@@ -223,6 +263,36 @@ def test_grade_resumes_without_regrading(qa_file, tmp_path):
         and res["resumed"] == 20
         and out.read_text() == first
     )
+
+
+def test_sampling_seed_goes_to_the_judge_and_spot_check_seed_picks_the_sample(qa_file, tmp_path):
+    def grade(out: Path, *more: str):
+        return CliRunner().invoke(
+            main,
+            ["data", "grade", "--input", str(qa_file), "--out", str(out),
+             "--base-url", s.base_url, "--model", "j", "--spot-check", "4", *more],
+        )  # fmt: skip
+
+    def spot_ids(out: Path) -> list[str]:
+        text = out.with_name(out.stem + ".spotcheck.md").read_text()
+        return [x.split("`")[1] for x in text.splitlines() if x.startswith("## ")]
+
+    with ScriptedServer(grade_reply) as s:
+        picked = {}
+        for seed in (3, 4):
+            out = tmp_path / f"g{seed}.jsonl"
+            r = grade(out, "--sampling-seed", "11", "--spot-check-seed", str(seed))
+            assert r.exit_code == 0, r.output
+            picked[seed] = spot_ids(out)
+        old = grade(tmp_path / "old.jsonl", "--seed", "11")
+    assert len(s.requests) == 40 and {x["body"]["seed"] for x in s.requests} == {11}
+    manifest = json.loads((tmp_path / "g3.manifest.json").read_text())
+    assert manifest["sampling"]["seed"] == 11
+    graded = [g for g in lines(tmp_path / "g3.grades.jsonl") if g["score"] is not None]
+    for seed, ids in picked.items():
+        assert ids == [g["id"] for g in random.Random(seed).sample(graded, 4)]
+    assert picked[3] != picked[4]
+    assert old.exit_code == 2 and "No such option '--seed'" in old.output
 
 
 def test_graded_records_feed_a_mix_and_a_recipe(qa_file, tmp_path, tiny_tokenizer):

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from cosmosage.dataprep.io import DataError
-from cosmosage.dataprep.synth.journal import Journal, journal_path, plan_resume, run_journaled
+from cosmosage.dataprep.synth.journal import Journal, journal_path, plan_resume
 from cosmosage.dataprep.synth.llm import RetryPolicy, Usage, redact_argv, redact_url, run_pool
 
 
@@ -95,33 +95,6 @@ def test_retry_failed_redoes_only_request_failures():
     es = entries(("a", "1", {"failed": "request"}), ("b", "1", {"failed": "parse"}), ("c", "1", {}))
     plan = plan_resume(es, {"a", "b", "c"}, "1", retry_failed=True)
     assert plan.done == {"b", "c"} and plan.retrying == 1
-
-
-def test_run_journaled_exactly_once(tmp_path):
-    out = tmp_path / "out.jsonl"
-    calls = []
-
-    async def work(key, payload):
-        calls.append(key)
-        await asyncio.sleep(0)
-        return {"records": [payload]}
-
-    items = [(f"k{i}", i) for i in range(20)]
-    kw = dict(
-        prompt_version="1",
-        policy="stop",
-        retry_failed=False,
-        concurrency=4,
-        desc="t",
-        usage=Usage(),
-        echo=lambda m: None,
-    )
-    first = run_journaled(out, {"kind": "t"}, items[:12], work, **kw)
-    assert first.new == 12 and sorted(calls) == sorted(k for k, _ in items[:12])
-    calls.clear()
-    second = run_journaled(out, {"kind": "t"}, items, work, **kw)
-    assert second.resumed == 12 and second.new == 8 and len(calls) == 8
-    assert {k: e["records"] for k, e in second.latest.items()} == {k: [p] for k, p in items}
 
 
 def test_pool_bounds_concurrency():
