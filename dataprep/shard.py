@@ -24,7 +24,7 @@ import zlib
 from pathlib import Path
 from typing import NamedTuple
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.io import DataError, sibling
 
 _SPEC_RE = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 
@@ -67,7 +67,4 @@ def shard_output(path: str | Path | None, shard: Shard | tuple[int, int] | None)
     """corpus.jsonl + 3/8 -> corpus.shard-00003-of-00008.jsonl (no shard: the path itself)."""
     if path is None or shard is None:
         return Path(path) if path else None
-    path = Path(path)
-    return path.with_name(
-        f"{path.name.removesuffix('.jsonl')}.shard-{shard[0]:05d}-of-{shard[1]:05d}.jsonl"
-    )
+    return sibling(path, f".shard-{shard[0]:05d}-of-{shard[1]:05d}.jsonl")

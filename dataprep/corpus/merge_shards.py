@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 from cosmosage.dataprep.corpus.chunk import packing_efficiency
-from cosmosage.dataprep.corpus.dedup import Deduplicator
+from cosmosage.dataprep.corpus.dedup import NEAR_THRESHOLD, NUM_PERM, Deduplicator
 from cosmosage.dataprep.corpus.pipeline import MAX_LISTED_INPUTS, decode_signature, docs_path
 from cosmosage.dataprep.io import (
     DataError,
@@ -27,24 +27,23 @@ from cosmosage.dataprep.io import (
     read_text,
     reason_group,
     rejects_path,
+    sibling,
 )
 
 
 def find_shards(path: str | Path) -> list[Path]:
     """All shard parts of output `path`, in order; DataError when some are missing."""
     path = Path(path)
-    stem = re.escape(path.name.removesuffix(".jsonl"))
-    pat = re.compile(rf"{stem}\.shard-(\d{{5}})-of-(\d{{5}})\.jsonl")
+    stem = sibling(path, "").name
+    pat = re.compile(rf"{re.escape(stem)}\.shard-(\d{{5}})-of-(\d{{5}})\.jsonl")
     found: dict[int, Path] = {}
     totals = set()
-    for f in path.parent.glob(f"{path.name.removesuffix('.jsonl')}.shard-*-of-*.jsonl"):
+    for f in path.parent.glob(f"{stem}.shard-*-of-*.jsonl"):
         if m := pat.fullmatch(f.name):
             found[int(m.group(1))] = f
             totals.add(int(m.group(2)))
     if not found:
-        raise DataError(
-            f"{path}: no shard outputs like {path.name.removesuffix('.jsonl')}.shard-00000-of-0000N.jsonl"
-        )
+        raise DataError(f"{path}: no shard outputs like {stem}.shard-00000-of-0000N.jsonl")
     if len(totals) != 1:
         raise DataError(f"{path}: shard parts from different shard counts {sorted(totals)}")
     n = totals.pop()
@@ -64,13 +63,24 @@ def merge_shards(
     out: str | Path,
     val_out: str | Path | None = None,
     dedup: bool = True,
-    near_threshold: float = 0.8,
+    near_threshold: float = NEAR_THRESHOLD,
 ) -> dict:
     parts = find_shards(out)
     val_parts = find_shards(val_out) if val_out else []
     manifests = [_read_manifest(p) for p in parts]
     cfg = manifests[0].get("config", {})
-    num_perm = int(cfg.get("num_perm", 128))
+    num_perm = int(cfg.get("num_perm", NUM_PERM))
+    if dedup:
+        # Signatures from different shingle sizes or permutation counts do not compare.
+        kinds = {
+            (m.get("config", {}).get("num_perm"), m.get("config", {}).get("shingle"))
+            for m in manifests
+        }
+        if len(kinds) > 1:
+            raise DataError(
+                f"{out}: shards were fingerprinted with different MinHash settings "
+                f"(num_perm, shingle) {sorted(kinds, key=str)}; rebuild them with one setting"
+            )
     sequence_len = int(manifests[0].get("sequence_len") or cfg.get("sequence_len") or 0)
     deduper = (
         Deduplicator(near=True, threshold=near_threshold, num_perm=num_perm) if dedup else None

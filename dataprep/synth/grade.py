@@ -31,6 +31,7 @@ from cosmosage.dataprep.io import (
     manifest_path,
     read_jsonl,
     read_text,
+    sibling,
     write_json,
     write_jsonl,
 )
@@ -40,11 +41,6 @@ from cosmosage.dataprep.synth.parse import ParseError, as_number
 
 GRADE_FIELDS = {"chunk", "question", "answer"}
 RUBRIC = ("correctness", "clarity", "pertinence", "overall")
-
-
-def side_path(output: str | Path, suffix: str) -> Path:
-    output = Path(output)
-    return output.with_name(output.name.removesuffix(".jsonl") + suffix)
 
 
 def parse_grade(obj: Any) -> dict:
@@ -392,9 +388,9 @@ class GradeJob(JournaledJob[GradeConfig]):
                 [per_judge[0][r] for r in both], [per_judge[1][r] for r in both], cfg.threshold
             )
         sample = random.Random(cfg.spot_check_seed).sample(pool, min(cfg.spot_check, len(pool)))
-        write_jsonl(side_path(cfg.out, ".grades.jsonl"), grades)
-        write_json(side_path(cfg.out, ".calibration.json"), calibration)
-        with atomic_writer(side_path(cfg.out, ".spotcheck.md")) as fh:
+        write_jsonl(sibling(cfg.out, ".grades.jsonl"), grades)
+        write_json(sibling(cfg.out, ".calibration.json"), calibration)
+        with atomic_writer(sibling(cfg.out, ".spotcheck.md")) as fh:
             fh.write(spotcheck_markdown(sample, cfg.threshold))
         manifest = {
             "judges": [e.public() for e in cfg.judges],

@@ -23,15 +23,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.io import DataError, sibling
 
 FORMAT = 1
 PROMPT_CHANGE_POLICIES = ("stop", "continue", "regenerate")
 
 
 def journal_path(output: str | Path) -> Path:
-    output = Path(output)
-    return output.with_name(output.name.removesuffix(".jsonl") + ".journal.jsonl")
+    return sibling(output, ".journal.jsonl")
 
 
 class Journal:
