@@ -1,0 +1,128 @@
+"""Evaluate models on prompt suites: answers, scores per scorer, per kind (domain /
+general), per wording (trained / held_out, for fact recall), and the self-consistency
+flag. One function over plain data; the CLI, the launcher and sweeps call it.
+
+The result (saved as scores.json) is what reports, comparisons and the registry read:
+
+    {"suites": [...], "preset": {...}, "models": {label: path},
+     "scores": {label: {"all": 0.5, "domain": ..., "general": ..., "trained": ...,
+                        "held_out": ..., "suite:NAME": ..., "flagged": 0.2,
+                        "consistency_auroc": 0.9}},
+     "answers": [{"id", "suite", "kind", "prompt", "score", "expect", "wording", "fact",
+                  LABEL: answer, LABEL_pass, LABEL_detail, LABEL_agreement, LABEL_flagged}]}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cosmosage.tools.eval import consistency as sc
+from cosmosage.tools.eval.generation import Generator, preset
+from cosmosage.tools.eval.scorers import score
+from cosmosage.tools.eval.suites import load_suites
+
+ROW_KEYS = ("id", "suite", "kind", "prompt", "score", "expect", "wording", "fact", "system")
+
+
+def rates(rows: list[dict], label: str) -> dict[str, float]:
+    """Pass rates of one model: all, by kind, by wording, by suite."""
+    groups: dict[str, list[bool]] = {"all": []}
+    for row in rows:
+        passed = row.get(f"{label}_pass")
+        if passed is None:
+            continue
+        keys = ["all", row["kind"], f"suite:{row['suite']}"]
+        if row.get("wording"):
+            keys.append(row["wording"])
+        for key in keys:
+            groups.setdefault(key, []).append(bool(passed))
+    return {k: sum(v) / len(v) for k, v in groups.items() if v}
+
+
+def evaluate(
+    models: dict[str, str | Path],
+    suites: list[str | Path],
+    settings: dict | str | None = None,
+    samples: int = 0,
+    sample_settings: dict | str | None = "consistency",
+    seed: int = 0,
+    device: str = "cpu",
+    judge=None,
+) -> dict:
+    """{label: model folder} x suites -> answers, pass rates and (with `samples` > 1) the
+    self-consistency agreement and flag of every answer.
+
+    `judge` is a callable(prompts, answers) -> list[(passed, detail)] for `score: judge`
+    prompts (tools/eval/judge.py makes one); without it those prompts are not scored."""
+    settings = preset(settings) if not isinstance(settings, dict) else preset(settings)
+    sampling = preset(sample_settings) if samples > 1 else None
+    prompts = load_suites(list(suites))
+    rows = [{k: p[k] for k in ROW_KEYS if k in p} for p in prompts]
+    scores: dict[str, dict] = {}
+    for label, path in models.items():
+        gen = Generator(path, device=device)
+        answers = [a[0] for a in gen.answers(prompts, settings, seed=seed, desc=f"ask {label}")]
+        judged = [i for i, p in enumerate(prompts) if p["score"] == "judge"]
+        verdicts = {}
+        if judged and judge is not None:
+            got = judge([prompts[i] for i in judged], [answers[i] for i in judged])
+            verdicts = dict(zip(judged, got, strict=True))
+        for i, (row, ans) in enumerate(zip(rows, answers, strict=True)):
+            row[label] = ans
+            if prompts[i]["score"] == "judge":
+                passed, detail = verdicts.get(i, (None, "not judged (no judge given)"))
+            else:
+                passed, detail = score(ans, prompts[i])
+            row[f"{label}_pass"], row[f"{label}_detail"] = passed, detail
+        scores[label] = rates(rows, label)
+        if sampling is not None:
+            sets = gen.answers(prompts, sampling, n=samples, seed=seed + 1, desc=f"sample {label}")
+            for row, got in zip(rows, sets, strict=True):
+                row[f"{label}_samples"] = got
+                row[f"{label}_agreement"] = round(sc.agreement(got), 4)
+                row[f"{label}_flagged"] = row[f"{label}_agreement"] < sc.FLAG_THRESHOLD
+            scored = [r for r in rows if r.get(f"{label}_pass") is not None]
+            scores[label]["flagged"] = sum(r[f"{label}_flagged"] for r in scored) / max(
+                len(scored), 1
+            )
+            auc = sc.auroc(
+                [r[f"{label}_agreement"] for r in scored],
+                [bool(r[f"{label}_pass"]) for r in scored],
+            )
+            if auc is not None:
+                scores[label]["consistency_auroc"] = round(auc, 4)
+        del gen
+    result = {
+        "suites": [str(s) for s in suites],
+        "preset": settings,
+        "models": {k: str(v) for k, v in models.items()},
+        "scores": scores,
+        "answers": rows,
+    }
+    if sampling is not None:
+        result["consistency"] = consistency_summary(rows, list(models), sampling, samples)
+    return result
+
+
+def consistency_summary(rows: list[dict], labels: list[str], sampling: dict, n: int) -> dict:
+    """Whether agreement predicts correctness over every model's answers together (the
+    base model's inventions and the trained model's knowledge in one pool)."""
+    agree, correct = [], []
+    for label in labels:
+        for r in rows:
+            if r.get(f"{label}_pass") is not None and f"{label}_agreement" in r:
+                agree.append(r[f"{label}_agreement"])
+                correct.append(bool(r[f"{label}_pass"]))
+    auc = sc.auroc(agree, correct)
+    return {
+        "samples": n,
+        "settings": sampling,
+        "threshold": sc.FLAG_THRESHOLD,
+        "answers": len(agree),
+        "auroc": None if auc is None else round(auc, 4),
+        "calibration": sc.calibration(agree, correct),
+        "flagged_wrong": sum(
+            a < sc.FLAG_THRESHOLD and not c for a, c in zip(agree, correct, strict=True)
+        ),
+        "wrong": correct.count(False),
+    }

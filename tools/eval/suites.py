@@ -1,0 +1,77 @@
+"""Prompt suites: YAML files of prompts, each with the scorer that judges its answers.
+
+    prompts:
+      - id: cmb-temperature
+        prompt: What is the temperature of the cosmic microwave background today?
+        score: numeric          # contains (default) | exact | regex | numeric | json | judge
+        expect: [2.725]
+        tolerance: "5%"
+        kind: domain            # domain | general: forgetting shows in `general`
+        system: You are a cosmologist.   # optional system message
+      - id: fact-003/held_out-1
+        prompt: ...
+        expect: [Ilse Marnow]
+        fact: fact-003          # recall suites written by `data facts` carry the fact
+        wording: held_out       # and whether the wording was trained or held out
+
+A suite's name is its file name without `.yaml`. `schema:` of a json prompt may name a
+YAML/JSON file relative to the suite.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from cosmosage.dataprep.io import DataError
+from cosmosage.tools.eval.scorers import check_prompt
+
+
+def load_suite(path: str | Path) -> list[dict]:
+    """The prompts of one suite, checked, with defaults filled in and `suite` set."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such prompt suite")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        raise DataError(f"{path}:{mark.line + 1 if mark else '?'}: {exc.problem}") from exc
+    prompts = data.get("prompts") if isinstance(data, dict) else None
+    if not isinstance(prompts, list) or not prompts:
+        raise DataError(f"{path}: expected a top-level `prompts:` list")
+    out = []
+    for i, p in enumerate(prompts):
+        where = f"{path}: prompts[{i}]"
+        if not isinstance(p, dict) or not isinstance(p.get("prompt"), str) or not p["prompt"]:
+            raise DataError(f"{where}.prompt: missing or not text")
+        p = dict(p)
+        p.setdefault("id", f"p{i}")
+        p.setdefault("kind", "domain")
+        p.setdefault("score", "contains")
+        p.setdefault("expect", [])
+        if isinstance(p["expect"], (str, int, float)):
+            p["expect"] = [p["expect"]]
+        if isinstance(p.get("schema"), str):
+            schema_path = path.parent / p["schema"]
+            if not schema_path.is_file():
+                raise DataError(f"{where}.schema: {schema_path} does not exist")
+            p["schema"] = yaml.safe_load(schema_path.read_text(encoding="utf-8"))
+        check_prompt(p, where)
+        p["suite"] = path.stem
+        out.append(p)
+    return out
+
+
+def load_suites(paths: list[str | Path]) -> list[dict]:
+    """Prompts of several suites; ids are prefixed with the suite's name where they clash."""
+    prompts: list[dict] = []
+    seen: set[str] = set()
+    for path in paths:
+        for p in load_suite(path):
+            if p["id"] in seen:
+                p["id"] = f"{Path(path).stem}/{p['id']}"
+            seen.add(p["id"])
+            prompts.append(p)
+    return prompts
