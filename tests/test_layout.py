@@ -20,7 +20,8 @@ ALLOWED = {
     "dataprep.synth": {"dataprep.io", "dataprep.shard", "dataprep.corpus"},
     "tools.recipe": {"dataprep.io"},
     "tools.models": {"dataprep.io", "dataprep.shard", "dataprep.corpus", "dataprep.chat"},
-    "tools.run": {"dataprep.io", "tools.recipe", "tools.models"},
+    "tools.eval": {"dataprep.io", "dataprep.synth"},
+    "tools.run": {"dataprep.io", "tools.recipe", "tools.models", "tools.eval"},
 }
 
 

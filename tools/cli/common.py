@@ -58,3 +58,15 @@ def shard_option(key: str):
         metavar="I/N",
         help=f"Process only shard I of N (0-based); an item's shard is crc32 of {key} mod N.",
     )
+
+
+class DefaultCommandGroup(click.Group):
+    """A group that runs its `default` command when the first argument names none of its
+    commands: `cosmosage eval MODEL ...` is `cosmosage eval run MODEL ...`."""
+
+    default = "run"
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = [self.default, *args]
+        return super().resolve_command(ctx, args)

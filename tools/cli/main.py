@@ -10,7 +10,8 @@ from __future__ import annotations
 import click
 
 from cosmosage.tools.cli import data_chat, data_corpus, data_synth, model, recipe, runs
-from cosmosage.tools.cli.common import Group
+from cosmosage.tools.cli import eval as eval_commands
+from cosmosage.tools.cli.common import DefaultCommandGroup, Group
 
 
 @click.group(cls=Group)
@@ -44,6 +45,12 @@ def model_group() -> None:
     """Build, evaluate and publish models."""
 
 
+@main.group("eval", cls=DefaultCommandGroup)
+def eval_group() -> None:
+    """Evaluate models (scorers, multiple choice, perplexity, self-consistency, judge) and
+    compare evaluations question by question."""
+
+
 @main.group("runs")
 def runs_group() -> None:
     """Look at finished runs and the model family tree."""
@@ -53,6 +60,7 @@ for _group, _modules in [
     (recipe_group, [recipe]),
     (data_group, [data_corpus, data_chat, data_synth]),
     (model_group, [model]),
+    (eval_group, [eval_commands]),
     (runs_group, [runs]),
 ]:
     for _module in _modules:

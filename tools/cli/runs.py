@@ -18,7 +18,11 @@ def runs_list(runs_dir: Path | None) -> None:
 
     for r in registry.records(runs_dir or ROOT / "runs"):
         loss = r.get("metrics", {}).get("eval_loss_best")
-        click.echo(f"{r['run_id']:40}  {r['recipe']:28}  eval_loss={loss}  {r['model']}")
+        scores = registry.score_text(r)
+        click.echo(
+            f"{r['run_id']:40}  {r['recipe']:28}  eval_loss={loss}  {scores + '  ' if scores else ''}"
+            f"{r['model']}"
+        )
 
 
 @click.command("tree")

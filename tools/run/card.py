@@ -55,6 +55,33 @@ def licenses(record: dict) -> list[str]:
     return sorted(found)
 
 
+EVAL_COLUMNS = [
+    ("all", "all"),
+    ("domain", "domain"),
+    ("general", "general"),
+    ("trained", "recall (trained wording)"),
+    ("held_out", "recall (held-out wording)"),
+    ("flagged", "flagged"),
+]
+
+
+def eval_table(scores: dict[str, dict]) -> list[str]:
+    cols = [(k, n) for k, n in EVAL_COLUMNS if any(k in s for s in scores.values())]
+    mc = sorted({k for s in scores.values() for k in s if k.startswith("mc:")})
+    ppl = any("ppl" in s for s in scores.values())
+    head = (
+        [n for _, n in cols] + [k.removeprefix("mc:") for k in mc] + (["perplexity"] if ppl else [])
+    )
+    lines = ["| model | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    for label, s in scores.items():
+        cells = [f"{s[k]:.0%}" if k in s else "-" for k, _ in cols]
+        cells += [f"{s[k]:.0%}" if k in s else "-" for k in mc]
+        if ppl:
+            cells.append(f"{s['ppl']:.2f}" if "ppl" in s else "-")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def card_markdown(record: dict, top: Rendered, run_dir: Path | None = None) -> str:
     meta = top.meta.get("card") or {}
     stages = list(record["stages"].values())
@@ -95,21 +122,27 @@ def card_markdown(record: dict, top: Rendered, run_dir: Path | None = None) -> s
             f"| {s['recipe']} | {_fmt(m['eval_loss_before'])} | {_fmt(m['eval_loss_best'])} | {m['steps']} |"
         )
     if record.get("eval"):
+        lines += ["", "## Evaluation", ""]
         lines += [
-            "",
-            "## Prompt suite",
-            "",
-            "Share of prompts whose answer contains one of the expected substrings:",
+            "Share of prompts passed per model (`base` is the starting model; recall is asked in",
+            "the wordings used in training and in held-out wordings never trained on):",
             "",
         ]
-        lines += ["| model | all | domain | general |", "|---|---|---|---|"]
-        for label, sc in record["eval"].items():
+        lines += eval_table(record["eval"])
+        if (run_dir is not None) and (run_dir / "eval" / "scores.png").is_file():
+            lines += ["", "![scores](scores.png)", "", "![loss](loss.png)"]
+        for r in record.get("forgetting") or []:
+            bits = []
+            if "general_drop" in r:
+                bits.append(f"general suite {-r['general_drop'] * 100:+.0f} pts")
+            if "ppl_rise" in r:
+                bits.append(f"general-text perplexity {r['ppl_rise']:+.1%}")
+            if bits:
+                lines.append(f"- Forgetting {r['before']} -> {r['after']}: {', '.join(bits)}")
+        if record.get("consistency_auroc") is not None:
             lines.append(
-                f"| {label} | "
-                + " | ".join(
-                    f"{sc[k]:.0%}" if k in sc else "-" for k in ("all", "domain", "general")
-                )
-                + " |"
+                f"- Self-consistency (regenerating answers to spot invented ones): agreement "
+                f"predicts correctness with AUROC {record['consistency_auroc']:.2f}"
             )
     lines += [
         "",
@@ -131,6 +164,9 @@ def write_publish_folder(run_dir: Path, record: dict, top: Rendered, model_dir: 
     for f in Path(model_dir).iterdir():
         if f.is_file() and f.name != "README.md":
             link_or_copy(f, dst / f.name)
+    for png in ("scores.png", "loss.png", "calibration.png"):
+        if (run_dir / "eval" / png).is_file():
+            shutil.copyfile(run_dir / "eval" / png, dst / png)
     (dst / "README.md").write_text(card_markdown(record, top, run_dir))
     return dst
 
@@ -147,12 +183,15 @@ def summary_markdown(run_dir: Path, record: dict) -> str:
         lines.append(
             f"| {key} | {_fmt(m['eval_loss_before'])} | {_fmt(m['eval_loss_best'])} | {best} | {m['steps']} | {m['wall_s']} | `{s['model']}` |"
         )
-    if record.get("eval"):
-        lines += [
-            "",
-            "Prompt suite (pass rate): "
-            + ", ".join(f"{k} {v['all']:.0%}" for k, v in record["eval"].items()),
-        ]
-        lines.append(f"Answers: `{run_dir / 'eval' / 'report.md'}`")
+    scores_file = run_dir / "eval" / "scores.json"
+    if record.get("eval") and scores_file.is_file():
+        from cosmosage.tools.run.evaluation import summary_lines
+
+        lines += ["", *summary_lines(json.loads(scores_file.read_text()))]
+        lines.append(
+            f"\nReport with every answer and the plots: `{run_dir / 'eval' / 'report.md'}`"
+        )
+    for failure in record.get("threshold_failures") or []:
+        lines.append(f"\nThreshold not met: {failure}")
     lines += ["", f"Publishable folder (model + card): `{record.get('publish')}`", ""]
     return "\n".join(lines)

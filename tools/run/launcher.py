@@ -35,7 +35,7 @@ from cosmosage.dataprep.io import sha256_file, write_json
 from cosmosage.tools.models import merge
 from cosmosage.tools.recipe import check
 from cosmosage.tools.recipe.render import ROOT, RecipeError, Rendered, render, to_yaml
-from cosmosage.tools.run import card, metrics, registry
+from cosmosage.tools.run import card, evaluation, metrics, registry
 
 Echo = Callable[[str], None]
 
@@ -452,20 +452,15 @@ def run_recipe(
             previous[stage.name] = m["model"]
 
         final = record["stages"][stages[-1].key]["model"]
-        suite = (top.meta.get("eval") or {}).get("prompts")
-        suites = [suite] if isinstance(suite, str) else list(suite or [])
-        if suites:
-            from cosmosage.tools.models import evaluate
-
-            echo(f"eval   prompt suites {', '.join(suites)}: base vs final")
-            result = evaluate.evaluate(
-                {"base": first_base, "final": final},
-                [root / s for s in suites],
-                int((top.meta.get("eval") or {}).get("max_new_tokens", 48)),
-            )
-            write_json(run_dir / "eval" / "scores.json", result)
-            (run_dir / "eval" / "report.md").write_text(evaluate.report_markdown(result))
+        failures: list[str] = []
+        if top.meta.get("eval"):
+            result = evaluation.evaluate_run(run_dir, record, top.meta, first_base, root, echo)
             record["eval"] = result["scores"]
+            record["forgetting"] = result.get("forgetting", [])
+            record["consistency_auroc"] = (result.get("consistency") or {}).get("auroc")
+            failures = record["threshold_failures"] = result["threshold_failures"]
+            for key, stage in record["stages"].items():
+                registry.annotate(runs_dir, stage["model"], scores=result["scores"].get(key, {}))
         publish_dir = card.write_publish_folder(run_dir, record, top, final)
         record["publish"] = str(publish_dir)
         record["status"] = "complete"
@@ -475,8 +470,15 @@ def run_recipe(
         record["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         write_json(run_dir / "run.json", record)
         raise
+    if failures:
+        record["status"] = "failed thresholds"
     write_json(run_dir / "run.json", record)
     summary = card.summary_markdown(run_dir, record)
     (run_dir / "summary.md").write_text(summary)
     record["run_dir"] = str(run_dir)
+    if failures:
+        raise LaunchError(
+            f"{name}: evaluation thresholds not met (everything is saved in {run_dir}):\n"
+            + "\n".join(f"  {f}" for f in failures)
+        )
     return record

@@ -32,6 +32,28 @@ def append(runs_dir: Path, record: dict) -> None:
             fh.write(json.dumps(r, default=str) + "\n")
 
 
+def annotate(runs_dir: Path, model: str, **fields) -> None:
+    """Add fields (evaluation scores, say) to the record of `model`."""
+    recs = records(runs_dir)
+    if not any(r.get("model") == model for r in recs):
+        return
+    with atomic_writer(registry_path(runs_dir)) as fh:
+        for r in recs:
+            if r.get("model") == model:
+                r = {**r, **fields}
+            fh.write(json.dumps(r, default=str) + "\n")
+
+
+def score_text(record: dict) -> str:
+    """The headline scores of a record for `runs list` / `runs tree`."""
+    s = record.get("scores") or {}
+    parts = [f"{k}={s[k]:.0%}" for k in ("general", "trained", "held_out") if k in s]
+    parts += [f"{k}={v:.0%}" for k, v in s.items() if k.startswith("mc:")]
+    if "ppl" in s:
+        parts.append(f"ppl={s['ppl']:.2f}")
+    return " ".join(parts)
+
+
 def latest_model(runs_dir: Path, recipe: str) -> str | None:
     """The model folder of the newest completed stage made by `recipe`."""
     found = [
@@ -58,7 +80,10 @@ def tree(runs_dir: Path) -> list[str]:
         for r in children.get(model, []):
             loss = r.get("metrics", {}).get("eval_loss_best")
             loss_s = f" eval_loss={loss:.4f}" if isinstance(loss, float) else ""
-            lines.append(f"{'  ' * depth}└─ {r['recipe']} [{r['run_id']}]{loss_s}  {r['model']}")
+            scores = f" {score_text(r)}" if r.get("scores") else ""
+            lines.append(
+                f"{'  ' * depth}└─ {r['recipe']} [{r['run_id']}]{loss_s}{scores}  {r['model']}"
+            )
             walk(r["model"], depth + 1)
 
     for root in roots:
