@@ -15,9 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 ALLOWED = {
     "dataprep.io": set(),
     "dataprep.shard": {"dataprep.io"},
-    "dataprep.corpus": {"dataprep.io", "dataprep.shard"},
-    "dataprep.chat": {"dataprep.io", "dataprep.shard"},
-    "dataprep.synth": {"dataprep.io", "dataprep.shard", "dataprep.corpus"},
+    "dataprep.steps": {"dataprep.io"},
+    "dataprep.corpus": {"dataprep.io", "dataprep.shard", "dataprep.steps"},
+    "dataprep.chat": {"dataprep.io", "dataprep.shard", "dataprep.steps"},
+    "dataprep.synth": {"dataprep.io", "dataprep.shard", "dataprep.steps", "dataprep.corpus"},
     "tools.recipe": {"dataprep.io"},
     "tools.models": {"dataprep.io", "dataprep.shard", "dataprep.corpus", "dataprep.chat"},
     "tools.eval": {"dataprep.io", "dataprep.synth"},
