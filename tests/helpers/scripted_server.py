@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import threading
 import time
 import uuid
@@ -94,6 +95,32 @@ def grade_reply(request: dict, n: int) -> Reply:
     return Reply(body=completion(json.dumps(body), request.get("model", "scripted")))
 
 
+JUDGE_SCORE = re.compile(r"judge-score=(\d+)")
+JUDGE_FORMAT = re.compile(r"judge-format=(\w+)")
+
+
+def judge_reply(request: dict, n: int) -> Reply:
+    """A judge's verdict on an answer: the score an answer names with `judge-score=NN`
+    (else one that depends only on the prompt, 0..100), written as the answer asks with
+    `judge-format=`: json (default), bare ("NN"), colon ("Score: NN" and a reason line),
+    prose (no score at all) or error (HTTP 500)."""
+    text = last_user(request)
+    named = JUDGE_SCORE.search(text)
+    score = int(named.group(1)) if named else int(digest(text), 16) % 101
+    asked = JUDGE_FORMAT.search(text)
+    shape = asked.group(1) if asked else "json"
+    model = request.get("model", "scripted")
+    if shape == "error":
+        return Reply(500, {"error": {"message": "scripted judge failure"}})
+    content = {
+        "json": json.dumps({"score": score, "reason": f"scripted reason {score}"}),
+        "bare": str(score),
+        "colon": f"Score: {score}\nReason: scripted reason {score}",
+        "prose": "I am not able to compare these two answers.",
+    }[shape]
+    return Reply(body=completion(content, model))
+
+
 def echo_reply(request: dict, n: int) -> Reply:
     return Reply(body=completion(last_user(request)[:200], request.get("model", "scripted")))
 
@@ -101,6 +128,7 @@ def echo_reply(request: dict, n: int) -> Reply:
 MODES: dict[str, Callable[[dict, int], Reply]] = {
     "qa": qa_reply,
     "grade": grade_reply,
+    "judge": judge_reply,
     "echo": echo_reply,
 }
 
