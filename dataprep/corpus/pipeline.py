@@ -26,6 +26,9 @@ import numpy as np
 from cosmosage.dataprep.corpus.chunk import Chunker, packing_efficiency
 from cosmosage.dataprep.corpus.clean import clean_text
 from cosmosage.dataprep.corpus.dedup import (
+    NEAR_THRESHOLD,
+    NUM_PERM,
+    SHINGLE,
     Decontaminator,
     Deduplicator,
     MinHasher,
@@ -60,9 +63,9 @@ class CorpusConfig:
     filter: bool = True
     dedup: bool = True
     near_dedup: bool = True
-    near_threshold: float = 0.8
-    num_perm: int = 128
-    shingle: int = 5
+    near_threshold: float = NEAR_THRESHOLD
+    num_perm: int = NUM_PERM
+    shingle: int = SHINGLE
     decontam_n: int = 8
     verify: str = "sample"
     workers: int = 1

@@ -3,6 +3,7 @@ at this size they measure start-up, not throughput)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,3 +44,23 @@ def test_corpus_memory_bench_runs_both_sizes(tiny_model):
     lines = [x for x in out.splitlines() if "documents: peak" in x]
     assert len(lines) == 2, out
     assert "-> peak memory" in out
+
+
+def test_dedup_bench_defaults_reach_their_target():
+    # Unlike throughput, detection quality means something at toy size: checked here.
+    out = run("dedup_bench.py", "--docs", "120")
+    rows = {}
+    for line in out.splitlines():
+        m = re.match(
+            r"(.+?)\s+\d+\s+\d+\s+\d+ x \d+\s+\S+\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+\d+\s", line
+        )
+        if m:
+            rows[m.group(1)] = tuple(map(float, m.group(2, 3, 4)))
+    assert {
+        "ours (defaults)",
+        "datasketch MinHash+LSH",
+        "datatrove-style 14x8",
+        "text-dedup-style t=0.7",
+    } <= set(rows), out
+    precision, recall, f1 = rows["ours (defaults)"]
+    assert f1 >= 0.95 and precision >= 0.99 and recall >= 0.95, out

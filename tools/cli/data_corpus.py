@@ -13,6 +13,7 @@ from datetime import date
 
 import click
 
+from cosmosage.dataprep.corpus.dedup import NEAR_THRESHOLD, SHINGLE
 from cosmosage.tools.cli.common import echo_json, shard_option
 
 
@@ -87,9 +88,10 @@ def corpus_options(f):
         click.option(
             "--near-threshold",
             type=float,
-            default=0.8,
+            default=NEAR_THRESHOLD,
             show_default=True,
-            help="MinHash Jaccard threshold for near duplicates.",
+            help=f"Estimated Jaccard similarity (word {SHINGLE}-grams) at or above which a "
+            "document is a near duplicate of an earlier one.",
         ),
         click.option(
             "--decontaminate",
@@ -347,7 +349,13 @@ def arxiv_abstracts(snapshot, categories, since, until, **kw) -> None:
     "--val-out", type=click.Path(dir_okay=False), help="The --val-out the shard jobs were given."
 )
 @click.option("--no-dedup", is_flag=True, help="Do not deduplicate documents across shards.")
-@click.option("--near-threshold", type=float, default=0.8, show_default=True)
+@click.option(
+    "--near-threshold",
+    type=float,
+    default=NEAR_THRESHOLD,
+    show_default=True,
+    help="Estimated Jaccard similarity at or above which a document is a near duplicate.",
+)
 def merge_shards_cmd(out, val_out, no_dedup, near_threshold) -> None:
     """Combine shard outputs (OUT.shard-I-of-N.jsonl) into OUT, deduplicating across shards.
 
