@@ -137,7 +137,7 @@ class JournaledJob(ABC, Generic[C]):
     def run(self, echo: Callable[[str], None] = print) -> JobRun:
         """Do what the journal lacks, then write the output, rejects and manifest."""
         cfg, usage = self.cfg, Usage()
-        latest, resume = self._journaled(usage, echo)
+        latest, resume = self.journaled(usage, echo)
         outcome = self.finish(latest)
         rejects = self.input_rejects + outcome.rejects
         manifest = Manifest(
@@ -165,7 +165,7 @@ class JournaledJob(ABC, Generic[C]):
             outcome, usage, resume["items_from_earlier_runs"], manifest.kept, len(rejects)
         )
 
-    def _journaled(self, usage: Usage, echo: Callable[[str], None]) -> tuple[dict, dict]:
+    def journaled(self, usage: Usage, echo: Callable[[str], None]) -> tuple[dict, dict]:
         """Skip what the journal says is done, ask about the rest, journal each entry as it
         comes; return the finished entry of every key and the resume statistics."""
         cfg, version, t0 = self.cfg, self.prompt.version, time.monotonic()

@@ -50,7 +50,7 @@ are not: the next call asks again (the shell's `retry_failed`). Every line is wr
 and fsynced as it comes, so a stopped evaluation loses no judgment; two processes
 cannot use one cache file at the same time (the second is refused).
 
-Why the shell's private `_journaled` and not `run`: `run` also writes an output,
+Why the shell's `journaled` and not `run`: `run` also writes an output,
 rejects and a manifest for an input file, which an evaluation has no use for; the
 journaled request loop is all the judge needs, and it is synchronous (it runs its own
 event loop), so `evaluate()` can call the judge directly, though not from inside a
@@ -287,7 +287,7 @@ class Judge:
         latest: dict[str, dict] = {}
         if items:
             self.job.items = list(items.items())
-            latest, resume = self.job._journaled(usage, self.echo)
+            latest, resume = self.job.journaled(usage, self.echo)
             self.last_run = {**resume, "usage": usage.to_json(), "items": len(items)}
         else:
             self.last_run = {"usage": usage.to_json(), "items": 0}
