@@ -40,3 +40,23 @@ bench: $(STAMP)
 
 clean:
 	rm -rf build runs
+
+# GPU container (docker/README.md): Axolotl's release image + cosmosage, non-root.
+DOCKER   ?= docker
+IMAGE    ?= cosmosage:gpu
+HF_CACHE ?= $(HOME)/.cache/huggingface
+
+.PHONY: docker-build docker-run docker-lint
+
+docker-build:
+	$(DOCKER) build -f docker/Dockerfile --build-arg UID=$$(id -u | sed s/^0$$/1000/) --build-arg GID=$$(id -g | sed s/^0$$/1000/) -t $(IMAGE) .
+
+docker-run:
+	mkdir -p runs data build $(HF_CACHE)
+	$(DOCKER) run --rm --gpus all --ipc=host \
+	  -v "$(CURDIR)/runs:/workspace/cosmosage/runs" -v "$(CURDIR)/data:/workspace/cosmosage/data" \
+	  -v "$(CURDIR)/build:/workspace/cosmosage/build" -v "$(HF_CACHE):/cache/huggingface" \
+	  -e HF_TOKEN -e WANDB_API_KEY $(IMAGE) cosmosage recipe run $(NAME) $(ARGS)
+
+docker-lint: $(STAMP)
+	$(BIN)/hadolint docker/Dockerfile

@@ -1,4 +1,4 @@
-"""`cosmosage recipe list | render | check | run`: Axolotl recipes composed from fragments."""
+"""`cosmosage recipe list | render | check | prepare | run`: Axolotl recipes composed from fragments."""
 
 from __future__ import annotations
 
@@ -140,4 +140,72 @@ def recipe_run(
     click.echo((Path(result["run_dir"]) / "summary.md").read_text())
 
 
-COMMANDS = [recipe_list, recipe_render, recipe_check, recipe_run]
+@click.command("prepare")
+@click.argument("name")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the configs; each stage trains into OUT/<stage>/output.",
+)
+@set_option
+@unset_option
+@click.option(
+    "--build/--no-build",
+    default=True,
+    show_default=True,
+    help="Run the recipe's missing or stale builds (data, models) first.",
+)
+@click.option(
+    "--base-model",
+    default=None,
+    help="Base model of a stage whose parent recipe is not in this pipeline "
+    "[default: the parent's newest finished run].",
+)
+@click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the registry of finished runs lives [default: ./runs in the project].",
+)
+def recipe_prepare(
+    name: str,
+    out: Path,
+    sets: tuple[str, ...],
+    unsets: tuple[str, ...],
+    build: bool,
+    base_model: str | None,
+    runs_dir: Path | None,
+) -> None:
+    """Build the data of recipe NAME and write each stage's complete Axolotl config.
+
+    For training outside `recipe run` (a multi-node Slurm job, a hand-run `axolotl
+    train`): OUT/<stage>/axolotl.yaml has output_dir, dataset_prepared_path and every
+    local path absolute, and passed `recipe check`; OUT/prepare.json lists the stages
+    in order with the commands that train each. docs/slurm/multinode.sbatch uses it.
+
+    \b
+    Examples:
+      cosmosage recipe prepare mistral-7b/pretrain-full --out runs/slurm/pretrain
+      axolotl preprocess runs/slurm/pretrain/pretrain-full/axolotl.yaml
+      axolotl train runs/slurm/pretrain/pretrain-full/axolotl.yaml --launcher torchrun -- --nproc_per_node 8
+    """
+    from cosmosage.tools.run.prepare import prepare_recipe
+
+    record = prepare_recipe(
+        name,
+        out,
+        list(sets),
+        list(unsets),
+        build=build,
+        base_model=base_model,
+        runs_dir=runs_dir,
+        echo=click.echo,
+    )
+    for st in record["stages"]:
+        click.echo(f"# stage {st['stage']}")
+        for argv in st["commands"]:
+            click.echo(f"#   $ {' '.join(argv)}")
+
+
+COMMANDS = [recipe_list, recipe_render, recipe_check, recipe_prepare, recipe_run]
