@@ -355,8 +355,8 @@ def measure(method: str, cfg: dict, info: dict, args: argparse.Namespace, work: 
         "steps": len(steps),
         "tokens_per_s": round(tps, 1),
         "mfu": round(tps * flops / (info["peak_tflops"] * 1e12), 4),
-        "peak_memory_gib": round(peak / 2**30, 3),
-        "check_estimate_gib": round(estimate / 2**30, 3),
+        "peak_memory_gib": round(peak / 2**30, 6),
+        "check_estimate_gib": round(estimate / 2**30, 6),
         "final_loss": float(steps[-1]["loss"]) if steps else None,
         "wall_s": round(wall, 1),
     }
@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(
             f"{method:6} {res['tokens_per_s']:>10,.1f} tokens/s  MFU {res['mfu'] * 100:6.2f}%  "
             f"peak {res['peak_memory_gib']:8.3f} GiB  (recipe check estimate "
-            f"{res['check_estimate_gib']:.3f} GiB)  loss {res['final_loss']}  {res['wall_s']} s",
+            f"{res['check_estimate_gib']:.4f} GiB)  loss {res['final_loss']}  {res['wall_s']} s",
             flush=True,
         )
     if args.json:

@@ -39,14 +39,15 @@ Echo = Callable[[str], None]
 PATH_KEYS = ("base_model", "base_model_config", "tokenizer_config", "deepspeed")
 
 
-def absolute_paths(cfg: dict, root: Path) -> dict:
-    """Relative paths that exist under `root` made absolute, so the config means the
-    same from any working folder (Hub ids and missing paths are left as they are)."""
+def absolute_paths(cfg: dict, root: Path, made: set[str] | frozenset[str] = frozenset()) -> dict:
+    """Relative paths that exist under `root`, or that a build makes (`made`), made
+    absolute, so the config means the same from any working folder (Hub ids are left
+    as they are)."""
     out = dict(cfg)
 
     def fix(value: object) -> object:
         if isinstance(value, str) and value and not Path(value).is_absolute():
-            if (root / value).exists():
+            if (root / value).exists() or value in made:
                 return str((root / value).resolve())
         return value
 
@@ -103,7 +104,8 @@ def prepare_recipe(
         parent = stage.rendered.meta.get("parent")
         base = _parent_model(stage, previous, runs_dir, base_model)
         stage_dir = out / stage.key
-        cfg = absolute_paths(stage_config(stage, base, stage_dir, resume=False), root)
+        made = check.build_outputs(stage.rendered.meta)
+        cfg = absolute_paths(stage_config(stage, base, stage_dir, resume=False), root, made)
         problems = [
             p
             for p in check.check_rendered(Rendered(stage.name, cfg, stage.rendered.meta), root)
