@@ -24,7 +24,7 @@ FEWER_STEPS = [
     "--set",
     "save_steps=15",
     "--set",
-    "recipe.eval.max_new_tokens=8",
+    "recipe.eval.preset.max_new_tokens=8",
 ]
 
 
@@ -33,11 +33,11 @@ def quickstart_run(tmp_path_factory, tiny_model):
     runs = tmp_path_factory.mktemp("runs")
     res = CliRunner().invoke(
         main,
-        ["recipe", "run", "quickstart", "--runs-dir", str(runs), *FEWER_STEPS],
+        ["recipe", "run", "quickstart-tiny", "--runs-dir", str(runs), *FEWER_STEPS],
         catch_exceptions=False,
     )
     assert res.exit_code == 0, res.output
-    run_dir = next(runs.glob("quickstart/*/run.json")).parent
+    run_dir = next(runs.glob("quickstart-tiny/*/run.json")).parent
     return runs, run_dir, res.output
 
 
@@ -95,23 +95,42 @@ def test_merged_model_loads_and_generates(quickstart_run):
 def test_eval_card_and_registry(quickstart_run):
     runs, run_dir, _ = quickstart_run
     scores = json.loads((run_dir / "eval" / "scores.json").read_text())
-    assert set(scores["scores"]) == {"base", "final"} and len(scores["answers"]) >= 10
-    assert all(isinstance(a["final"], str) for a in scores["answers"])
+    assert list(scores["scores"]) == ["base", "pretrain", "instruct"]
+    assert len(scores["answers"]) >= 10
+    assert all(isinstance(a["instruct"], str) for a in scores["answers"])
+    for label in scores["scores"]:
+        s = scores["scores"][label]
+        assert {"all", "domain", "general", "trained", "held_out", "ppl"} <= set(s), label
+        assert 0.0 <= s["mc:mc_general"] <= 1.0 and s["ppl"] > 1.0
+    assert [f"{r['before']}->{r['after']}" for r in scores["forgetting"]] == [
+        "base->pretrain",
+        "pretrain->instruct",
+    ]
+    assert scores["consistency"]["answers"] > 0
+    for png in ("loss.png", "scores.png", "calibration.png"):
+        assert (run_dir / "eval" / png).stat().st_size > 5000, png
+    report = (run_dir / "eval" / "report.md").read_text()
+    assert "## Forgetting" in report and "## Self-consistency" in report
     card = (run_dir / "publish" / "README.md").read_text()
+    assert "## Evaluation" in card and "![scores](scores.png)" in card
+    assert (run_dir / "publish" / "scores.png").is_file()
+    from cosmosage.tools.recipe.render import ROOT
+
+    assert str(ROOT) not in card and str(runs) not in card, "the card names no machine paths"
     assert (
         card.startswith("---\nlicense: apache-2.0")
         and "## Held-out loss" in card
-        and "quickstart/pretrain" in card
+        and "quickstart-tiny/pretrain" in card
     )
     assert (run_dir / "publish" / "model.safetensors").is_file()
     reg = [json.loads(x) for x in (runs / "registry.jsonl").read_text().splitlines()]
-    assert [r["recipe"] for r in reg] == ["quickstart/pretrain", "quickstart/instruct"]
+    assert [r["recipe"] for r in reg] == ["quickstart-tiny/pretrain", "quickstart-tiny/instruct"]
     tree = CliRunner().invoke(
         main, ["runs", "tree", "--runs-dir", str(runs)], catch_exceptions=False
     )
     lines = tree.output.splitlines()
     assert lines[0] == "build/models/tiny-llama"
-    assert "quickstart/pretrain" in lines[1] and "quickstart/instruct" in lines[2]
+    assert "quickstart-tiny/pretrain" in lines[1] and "quickstart-tiny/instruct" in lines[2]
     assert lines[2].index("└─") > lines[1].index("└─"), "instruct hangs under pretrain"
 
 
@@ -129,11 +148,11 @@ def test_resume_skips_finished_stages(quickstart_run, tmp_path):
     shutil.rmtree(run2 / "instruct")
     res = CliRunner().invoke(
         main,
-        ["recipe", "run", "quickstart", "--resume", "--runs-dir", str(runs2), *FEWER_STEPS],
+        ["recipe", "run", "quickstart-tiny", "--resume", "--runs-dir", str(runs2), *FEWER_STEPS],
         catch_exceptions=False,
     )
     assert res.exit_code == 0, res.output
-    assert "skip   quickstart/pretrain" in res.output and f"resume {run2}" in res.output
+    assert "skip   quickstart-tiny/pretrain" in res.output and f"resume {run2}" in res.output
     after = json.loads((run2 / "run.json").read_text())
     assert after["status"] == "complete" and after["stages"]["instruct"]["parent_model"] == str(
         run2 / "pretrain" / "model"

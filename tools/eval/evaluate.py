@@ -48,12 +48,14 @@ def evaluate(
     seed: int = 0,
     device: str = "cpu",
     judge=None,
+    sample_suites: list[str] | None = None,
 ) -> dict:
     """{label: model folder} x suites -> answers, pass rates and (with `samples` > 1) the
     self-consistency agreement and flag of every answer.
 
     `judge` is a callable(prompts, answers) -> list[(passed, detail)] for `score: judge`
-    prompts (tools/eval/judge.py makes one); without it those prompts are not scored."""
+    prompts (tools/eval/judge.py makes one); without it those prompts are not scored.
+    `sample_suites` limits the self-consistency samples to the prompts of those suites."""
     settings = preset(settings) if not isinstance(settings, dict) else preset(settings)
     sampling = preset(sample_settings) if samples > 1 else None
     prompts = load_suites(list(suites))
@@ -76,12 +78,24 @@ def evaluate(
             row[f"{label}_pass"], row[f"{label}_detail"] = passed, detail
         scores[label] = rates(rows, label)
         if sampling is not None:
-            sets = gen.answers(prompts, sampling, n=samples, seed=seed + 1, desc=f"sample {label}")
-            for row, got in zip(rows, sets, strict=True):
+            picked = [
+                i for i, p in enumerate(prompts) if not sample_suites or p["suite"] in sample_suites
+            ]
+            sets = gen.answers(
+                [prompts[i] for i in picked],
+                sampling,
+                n=samples,
+                seed=seed + 1,
+                desc=f"sample {label}",
+            )
+            for i, got in zip(picked, sets, strict=True):
+                row = rows[i]
                 row[f"{label}_samples"] = got
                 row[f"{label}_agreement"] = round(sc.agreement(got), 4)
                 row[f"{label}_flagged"] = row[f"{label}_agreement"] < sc.FLAG_THRESHOLD
-            scored = [r for r in rows if r.get(f"{label}_pass") is not None]
+            scored = [
+                r for r in rows if r.get(f"{label}_pass") is not None and f"{label}_agreement" in r
+            ]
             scores[label]["flagged"] = sum(r[f"{label}_flagged"] for r in scored) / max(
                 len(scored), 1
             )

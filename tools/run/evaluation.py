@@ -7,7 +7,9 @@ the thresholds a recipe declares.
       eval:
         suites: [samples/eval/prompts.yaml, build/data/quickstart/facts/recall.yaml]
         preset: greedy                  # or {preset: sample, temperature: 0.5}
+        models: [base, instruct]        # which models (default: base and every stage)
         samples: 5                      # self-consistency samples per prompt (0: off)
+        consistency_suites: [recall]    # only these suites' prompts are sampled
         multiple_choice: [samples/eval/mc_general.jsonl]
         mc_style: options               # or letters (AstroMLab-1 / MMLU style)
         perplexity: samples/eval/general_text.md
@@ -91,6 +93,13 @@ def evaluate_run(run_dir: Path, record: dict, meta: dict, base: str, root: Path,
     suites = cfg.get("suites") or cfg.get("prompts") or []
     suites = [root / s for s in ([suites] if isinstance(suites, str) else suites)]
     models = models_to_evaluate(record, base)
+    if cfg.get("models"):
+        unknown = [m for m in cfg["models"] if m not in models]
+        if unknown:
+            raise DataError(
+                f"recipe.eval.models: no model {', '.join(unknown)} (this run has {', '.join(models)})"
+            )
+        models = {m: p for m, p in models.items() if m in cfg["models"]}
     out = run_dir / "eval"
     judge = None
     if cfg.get("judge"):
@@ -106,6 +115,7 @@ def evaluate_run(run_dir: Path, record: dict, meta: dict, base: str, root: Path,
             cfg.get("preset"),
             samples=int(cfg.get("samples", 0)),
             judge=judge,
+            sample_suites=cfg.get("consistency_suites"),
         )
     for bench in cfg.get("multiple_choice") or []:
         from cosmosage.tools.eval.multiple_choice import run_mc

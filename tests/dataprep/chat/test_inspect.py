@@ -135,7 +135,7 @@ def test_cli_inspect_takes_settings_from_recipe(tmp_path, tiny_model, monkeypatc
     monkeypatch.chdir(ROOT)
     data = write(tmp_path / "chat.jsonl", [{"messages": CONVERSATION}])
     result = CliRunner().invoke(
-        main, ["data", "inspect", str(data), "--recipe", "quickstart/instruct", "--show", "0"]
+        main, ["data", "inspect", str(data), "--recipe", "quickstart-tiny/instruct", "--show", "0"]
     )
     assert result.exit_code == 0, result.output
     assert "ok    assistant turns and end-of-turn tokens train; inputs are masked" in result.output

@@ -342,7 +342,7 @@ def test_graded_records_feed_a_mix_and_a_recipe(qa_file, tmp_path, tiny_tokenize
     for m in mixed:
         text = tiny_tokenizer.apply_chat_template(m["messages"], tokenize=False)
         assert m["messages"][-1]["content"] in text
-    rendered = render("quickstart/instruct")
+    rendered = render("quickstart-tiny/instruct")
     data = {
         "path": str(tmp_path / "mix.jsonl"),
         "ds_type": "json",

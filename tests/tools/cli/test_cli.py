@@ -58,7 +58,7 @@ def test_recipe_check_ok_and_failure_exit_codes(tiny_model):
     bad = invoke(
         "recipe",
         "check",
-        "quickstart/pretrain",
+        "quickstart-tiny/pretrain",
         "--set",
         "relora_steps=4",
         "--set",

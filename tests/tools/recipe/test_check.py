@@ -43,26 +43,26 @@ def test_renamed_relora_key_is_caught_with_the_new_name(built):
 
 
 def test_typo_key_suggests_the_known_key(built):
-    r = stage("quickstart/pretrain")
+    r = stage("quickstart-tiny/pretrain")
     r.config["learning_rat"] = 0.1
     errs = errors(r)
     assert any("`learning_rat`" in e and "did you mean `learning_rate`" in e for e in errs), errs
 
 
 def test_unknown_dataset_key_is_caught(built):
-    r = stage("quickstart/instruct")
+    r = stage("quickstart-tiny/instruct")
     r.config["datasets"][0]["feild_messages"] = "messages"
     assert any("datasets[0].feild_messages" in e and "field_messages" in e for e in errors(r))
 
 
 def test_axolotl_schema_errors_are_reported(built):
-    r = stage("quickstart/pretrain")
+    r = stage("quickstart-tiny/pretrain")
     r.config["warmup_ratio"] = 0.1  # beside warmup_steps: Axolotl refuses both
     assert any("axolotl:" in e and "warmup_steps and warmup_ratio" in e for e in errors(r))
 
 
 def test_pad_equal_to_eos_fails_with_the_fix(built):
-    r = stage("quickstart/pretrain")
+    r = stage("quickstart-tiny/pretrain")
     r.config["special_tokens"] = {"pad_token": "</s>"}
     errs = errors(r)
     assert any(
@@ -87,23 +87,23 @@ def test_chat_data_without_template_fails(built):
 
 
 def test_missing_data_file_is_reported_unless_a_build_makes_it(built):
-    r = stage("quickstart/pretrain")
+    r = stage("quickstart-tiny/pretrain")
     r.config["datasets"][0]["path"] = "build/data/nowhere.jsonl"
     errs = errors(r)
     assert any(
         "datasets[0].path: build/data/nowhere.jsonl does not exist" in e and "cosmosage data" in e
         for e in errs
     )
-    ok = stage("quickstart/pretrain")
-    ok.config["datasets"][0]["path"] = "build/data/quickstart/never-built.jsonl"
+    ok = stage("quickstart-tiny/pretrain")
+    ok.config["datasets"][0]["path"] = "build/data/quickstart-tiny/never-built.jsonl"
     ok.meta["builds"].append(
-        {"output": "build/data/quickstart/never-built.jsonl", "command": ["data"]}
+        {"output": "build/data/quickstart-tiny/never-built.jsonl", "command": ["data"]}
     )
     assert not any("never-built" in e for e in errors(ok))
 
 
 def test_cuda_only_options_on_the_cpu_profile_fail(built):
-    r = stage("quickstart/pretrain")
+    r = stage("quickstart-tiny/pretrain")
     r.config.update({"flash_attention": True, "bf16": "auto", "lora_mlp_kernel": True})
     errs = " ".join(errors(r))
     for key in ("flash_attention", "bf16", "lora_mlp_kernel"):
@@ -131,7 +131,7 @@ def test_parameter_count_comes_from_the_model_config(built):
     cfg = json.loads((built / "config.json").read_text())
     actual = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(built).parameters())
     assert params_from_config(cfg) == actual
-    r = stage("quickstart/pretrain")
+    r = stage("quickstart-tiny/pretrain")
     assert model_params(r.config, {"params": 1}, ROOT) == actual  # config wins over the hint
     # Mistral-7B's published config gives its published size
     mistral = {

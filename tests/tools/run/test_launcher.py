@@ -32,11 +32,11 @@ def test_build_argv_single_process_and_multi_gpu():
 
 
 def test_plan_expands_a_pipeline_into_its_stages():
-    top, stages = plan("quickstart")
+    top, stages = plan("quickstart-tiny")
     assert top.is_pipeline
     assert [(s.name, s.key) for s in stages] == [
-        ("quickstart/pretrain", "pretrain"),
-        ("quickstart/instruct", "instruct"),
+        ("quickstart-tiny/pretrain", "pretrain"),
+        ("quickstart-tiny/instruct", "instruct"),
     ]
     _, single = plan("tiny/qlora")
     assert [s.key for s in single] == ["qlora"]
@@ -48,7 +48,7 @@ def test_dry_run_plans_without_building_or_training(tmp_path, monkeypatch):
 
     monkeypatch.setattr(launcher, "run_command", boom)
     res = run_recipe(
-        "quickstart", sets=["max_steps=3"], dry_run=True, runs_dir=tmp_path, echo=lambda s: None
+        "quickstart-tiny", sets=["max_steps=3"], dry_run=True, runs_dir=tmp_path, echo=lambda s: None
     )
     assert res["dry_run"] and len(res["stages"]) == 2
     pre, inst = res["stages"]
@@ -63,9 +63,9 @@ def test_dry_run_plans_without_building_or_training(tmp_path, monkeypatch):
 
 def test_parent_outside_the_pipeline_needs_a_finished_run(tmp_path):
     with pytest.raises(
-        LaunchError, match="has no finished run yet: run `make recipe NAME=quickstart/pretrain`"
+        LaunchError, match="has no finished run yet: run `make recipe NAME=quickstart-tiny/pretrain`"
     ):
-        run_recipe("quickstart/instruct", runs_dir=tmp_path, echo=lambda s: None)
+        run_recipe("quickstart-tiny/instruct", runs_dir=tmp_path, echo=lambda s: None)
 
 
 def test_run_records_each_stage_with_the_argv_it_built(tmp_path, monkeypatch, tiny_model):
@@ -99,7 +99,7 @@ def test_run_records_each_stage_with_the_argv_it_built(tmp_path, monkeypatch, ti
 
     monkeypatch.setattr(launcher, "run_command", fake_train)
     rec = run_recipe(
-        "quickstart/pretrain", sets=["max_steps=2"], runs_dir=tmp_path, echo=lambda s: None
+        "quickstart-tiny/pretrain", sets=["max_steps=2"], runs_dir=tmp_path, echo=lambda s: None
     )
     run_dir = Path(rec["run_dir"])
     assert len(calls) == 1 and calls[0][1:] == [
@@ -122,11 +122,11 @@ def test_run_records_each_stage_with_the_argv_it_built(tmp_path, monkeypatch, ti
     assert not (model / "optimizer.pt").exists()
     assert rec["status"] == "complete"
     reg = [json.loads(x) for x in (tmp_path / "registry.jsonl").read_text().splitlines()]
-    assert reg[-1]["recipe"] == "quickstart/pretrain" and reg[-1]["model"] == str(model)
+    assert reg[-1]["recipe"] == "quickstart-tiny/pretrain" and reg[-1]["model"] == str(model)
     assert reg[-1]["parent_model"] == "build/models/tiny-llama"
     assert set(reg[-1]["data"]) == {
-        "build/data/quickstart/corpus.jsonl",
-        "build/data/quickstart/corpus.val.jsonl",
+        "build/data/quickstart-tiny/corpus.jsonl",
+        "build/data/quickstart-tiny/corpus.val.jsonl",
     }
     assert (run_dir / "publish" / "README.md").is_file() and (run_dir / "summary.md").is_file()
 
