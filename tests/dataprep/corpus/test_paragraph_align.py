@@ -16,19 +16,26 @@ from tests.dataprep.corpus.fixtures import PROSE
 MAX_TOKENS = 62
 
 
+WORDS = PROSE.replace(".", "").replace(",", "").split()
+
+
+def sentence(rng: random.Random, n_words: int) -> str:
+    text = " ".join(rng.choice(WORDS) for _ in range(n_words))
+    return text[0].upper() + text[1:] + "."
+
+
 def paragraph(rng: random.Random, tok, lo: int, hi: int) -> str:
     """A paragraph of PROSE words whose token count lies in [lo, hi]."""
-    words = PROSE.replace(".", "").replace(",", "").split()
     while True:
-        text = " ".join(rng.choice(words) for _ in range(rng.randint(lo, hi) // 2 + 1))
-        text = text[0].upper() + text[1:] + "."
+        text = sentence(rng, rng.randint(lo, hi) // 2 + 1)
         if lo <= len(tok(text, add_special_tokens=False)["input_ids"]) <= hi:
             return text
 
 
 def documents(tok) -> list[str]:
-    """Documents whose paragraph breaks fall in the second half of chunk windows, plus
-    one with several breaks in each window and one with a break in a first half only."""
+    """Documents whose paragraph breaks fall in the second half of chunk windows: some
+    of paragraphs of 60-90% of a window, one with several breaks in each window, and one
+    with a break in a first half only."""
     rng = random.Random(7)
     lo, hi = int(0.6 * MAX_TOKENS), int(0.9 * MAX_TOKENS)
     docs = ["\n\n".join(paragraph(rng, tok, lo, hi) for _ in range(8)) for _ in range(4)]
@@ -43,10 +50,19 @@ def documents(tok) -> list[str]:
     return docs
 
 
+def many_documents() -> list[str]:
+    """Twenty documents of thirty paragraphs of 15-40 words: windows end at every
+    distance from a break, so some first candidates come out within the chunker's
+    tolerance of full."""
+    rng = random.Random(3)
+    return ["\n\n".join(sentence(rng, rng.randint(15, 40)) for _ in range(30)) for _ in range(20)]
+
+
 def window_end(tok, text: str, start: int) -> int | None:
     """Where a full window of MAX_TOKENS tokens from `start` ends (the start of the token
     after it), or None when the rest of the text fits in one window."""
-    enc = tok(text[start:], add_special_tokens=False, return_offsets_mapping=True)
+    piece = text[start : start + 20 * MAX_TOKENS]  # far more than a window's tokens
+    enc = tok(piece, add_special_tokens=False, return_offsets_mapping=True)
     if len(enc["input_ids"]) <= MAX_TOKENS:
         return None
     return start + enc["offset_mapping"][MAX_TOKENS][0]
@@ -81,38 +97,56 @@ def chunk_docs(tok, docs: list[str], paragraph: bool) -> list[list]:
     return [[c for c in chunks if c.doc_index == i] for i in range(len(docs))]
 
 
-def test_aligned_chunks_end_at_the_last_break_in_the_second_half(tiny_tokenizer):
-    docs = documents(tiny_tokenizer)
-    placed = [
+def placed_chunks(tok, docs: list[str], paragraph: bool) -> list[tuple[str, dict]]:
+    return [
         (text, cut)
-        for text, chunks in zip(docs, chunk_docs(tiny_tokenizer, docs, True), strict=True)
-        for cut in cuts(tiny_tokenizer, text, chunks)
+        for text, chunks in zip(docs, chunk_docs(tok, docs, paragraph), strict=True)
+        for cut in cuts(tok, text, chunks)
     ]
-    late = [(t, c) for t, c in placed if c["late"]]
+
+
+def missed_breaks(placed: list[tuple[str, dict]]) -> list[dict]:
+    """Chunks whose window has a break in its second half but that do not stop exactly
+    where that paragraph ends (leaving the break to the next chunk)."""
+    return [
+        {**c, "window text": t[c["start"] : c["window"]]}
+        for t, c in placed
+        if c["late"] and (c["end"] != c["break"] or t[c["end"] : c["end"] + 2] != "\n\n")
+    ]
+
+
+def test_aligned_chunks_end_at_the_last_break_in_the_second_half(tiny_tokenizer):
+    placed = placed_chunks(tiny_tokenizer, documents(tiny_tokenizer), True)
+    late = [c for _, c in placed if c["late"]]
     assert len(late) >= 20  # the documents exercise the rule
-    for text, c in late:
-        # the chunk stops exactly where the paragraph ends, the break left to the next one
-        assert c["end"] == c["break"] and text[c["end"] : c["end"] + 2] == "\n\n", text[
-            c["start"] : c["window"]
-        ]
+    missed = missed_breaks(placed)
+    assert not missed, f"{len(missed)} of {len(late)} chunks miss their break: {missed[:3]}"
     # where the window has no break in its second half (the last document's long
     # paragraph, after a short one), the chunk fills the window and cuts mid-paragraph
     early = [(t, c) for t, c in placed if not c["late"]]
     assert any(c["break"] > c["start"] for _, c in early)
     for text, c in early:
         assert c["end"] == c["window"], text[c["start"] : c["window"]]
-        assert not text[c["end"] :].startswith("\n\n")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a candidate that encodes to within the chunker's tolerance of full is kept "
+    "whole, without looking for a paragraph break (candidates.py, CandidateCutter.advance)",
+)
+def test_aligned_chunks_end_at_breaks_when_a_candidate_is_nearly_full(tiny_tokenizer):
+    placed = placed_chunks(tiny_tokenizer, many_documents(), True)
+    late = [c for _, c in placed if c["late"]]
+    assert len(late) >= 200
+    missed = missed_breaks(placed)
+    assert not missed, f"{len(missed)} of {len(late)} chunks miss their break: {missed[:3]}"
 
 
 def test_unaligned_chunks_fill_their_windows_through_paragraphs(tiny_tokenizer):
-    docs = documents(tiny_tokenizer)
-    placed = [
-        (text, cut)
-        for text, chunks in zip(docs, chunk_docs(tiny_tokenizer, docs, False), strict=True)
-        for cut in cuts(tiny_tokenizer, text, chunks)
-    ]
+    docs = documents(tiny_tokenizer) + many_documents()
+    placed = placed_chunks(tiny_tokenizer, docs, False)
     late = [(t, c) for t, c in placed if c["late"]]
-    assert len(late) >= 20
+    assert len(late) >= 200
     at_break = [c for t, c in late if t[c["end"] : c["end"] + 2] == "\n\n"]
     assert len(at_break) <= 0.1 * len(late), at_break
     assert sum(c["end"] == c["window"] for _, c in placed) >= 0.9 * len(placed)
