@@ -9,6 +9,7 @@ rejects file and go on.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -94,12 +95,28 @@ def read_text(path: str | Path) -> str:
     return data.decode("utf-8", errors="replace").replace("\x00", "")
 
 
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def command_line() -> list[str]:
+    """The command that is running, as a user would type it (`cosmosage data ...`)."""
+    argv = list(sys.argv)
+    if argv and (argv[0].endswith(("cli/main.py", "/cosmosage")) or argv[0] == "cosmosage"):
+        argv[0] = "cosmosage"
+    return argv
+
+
 def temp_beside(path: str | Path) -> Path:
     """A new empty temporary file in `path`'s folder (same filesystem, so a rename is atomic)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
     return Path(tmp)
 
 
@@ -172,7 +189,7 @@ class Manifest:
     """What an output was made from and what was kept and dropped, written beside it."""
 
     output: str
-    command: list[str] = field(default_factory=lambda: list(sys.argv))
+    command: list[str] = field(default_factory=command_line)
     inputs: list[dict] = field(default_factory=list)
     kept: int = 0
     dropped: Counter = field(default_factory=Counter)
