@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from cosmosage.tools.cli import data_chat, data_corpus, data_synth, model, recipe, runs
+from cosmosage.tools.cli import data_chat, data_corpus, data_synth, model, recipe, runs, sweep
 from cosmosage.tools.cli import eval as eval_commands
 from cosmosage.tools.cli.common import DefaultCommandGroup, Group
 
@@ -56,12 +56,18 @@ def runs_group() -> None:
     """Look at finished runs and the model family tree."""
 
 
+@main.group("sweep", cls=DefaultCommandGroup)
+def sweep_group() -> None:
+    """Train a recipe over a grid of settings (one run per combination) and compare the runs."""
+
+
 for _group, _modules in [
     (recipe_group, [recipe]),
     (data_group, [data_corpus, data_chat, data_synth]),
     (model_group, [model]),
     (eval_group, [eval_commands]),
     (runs_group, [runs]),
+    (sweep_group, [sweep]),
 ]:
     for _module in _modules:
         for _command in _module.COMMANDS:

@@ -1,0 +1,113 @@
+"""`cosmosage sweep RECIPE --grid KEY=V1,V2 ...` and `cosmosage sweep report SWEEP_DIR`:
+train a recipe once per combination of settings and compare the runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cosmosage.tools.cli.common import runs_dir_option, set_option, unset_option
+
+sort_option = click.option(
+    "--sort",
+    default=None,
+    metavar="METRIC",
+    help="Order the table by this column: final.held_out, base.ppl, pretrain.eval_loss, "
+    "wall_s, a grid key ... (a bare score name means final.NAME); scores descending, losses, "
+    "perplexity, wall time and forgetting ascending [default: the last stage's eval loss].",
+)
+
+
+def echo_results(result: dict) -> None:
+    click.echo("")
+    click.echo(result["files"][0].read_text())
+    click.echo("wrote " + ", ".join(str(f) for f in result["files"]))
+
+
+@click.command("run")
+@click.argument("recipe")
+@click.option(
+    "--grid",
+    "grid",
+    multiple=True,
+    required=True,
+    metavar="KEY=V1,V2",
+    help="An axis of the grid (repeat, or several in one quoted argument separated by spaces).",
+)
+@set_option
+@unset_option
+@click.option(
+    "--name", default=None, help="Sweep folder name [default: a hash of recipe, grid, overrides]."
+)
+@sort_option
+@click.option("--retry-failed", is_flag=True, help="Run combinations that failed again.")
+@click.option("--dry-run", is_flag=True, help="List the combinations and what would run.")
+@runs_dir_option
+def sweep_run(
+    recipe: str,
+    grid: tuple[str, ...],
+    sets: tuple[str, ...],
+    unsets: tuple[str, ...],
+    name: str | None,
+    sort: str | None,
+    retry_failed: bool,
+    dry_run: bool,
+    runs_dir: Path | None,
+) -> None:
+    """Run RECIPE once per combination of the --grid values (each a `recipe run` with them
+    as --set overrides, for every stage); then write a table (markdown, CSV) and a plot.
+
+    The sweep folder is RUNS/sweeps/RECIPE/NAME/ (sweep.json, results.md, results.csv,
+    results.png). Running the same command again skips finished combinations, resumes an
+    interrupted one and runs the rest. A failed combination is recorded and the sweep goes
+    on; the command then exits with an error naming how many failed.
+
+    \b
+    Examples:
+      cosmosage sweep tiny/qlora --grid learning_rate=1e-4,1e-2 --set max_steps=4
+      cosmosage sweep tiny/qlora --grid "learning_rate=1e-4,1e-3 lora_r=8,64" --sort eval_loss
+      cosmosage sweep llama-3.2-1b/qlora-1x24gb --grid learning_rate=1e-4,1e-3 --sort held_out
+    """
+    from cosmosage.tools.run.sweep import run_sweep
+
+    result = run_sweep(
+        recipe,
+        list(grid),
+        list(sets),
+        list(unsets),
+        name=name,
+        sort=sort,
+        retry_failed=retry_failed,
+        dry_run=dry_run,
+        echo=click.echo,
+        runs_dir=runs_dir,
+    )
+    if dry_run:
+        return
+    echo_results(result)
+    combos = result["doc"]["combinations"]
+    failed = [f"{c['index']} ({c['status']})" for c in combos if c["status"] != "complete"]
+    if failed:
+        raise click.ClickException(
+            f"{len(failed)} of {len(combos)} combinations did not complete: {', '.join(failed)}"
+        )
+
+
+@click.command("report")
+@click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@sort_option
+def sweep_report(sweep_dir: Path, sort: str | None) -> None:
+    """Rebuild results.md, results.csv and results.png of SWEEP_DIR from its sweep.json and
+    run folders (to sort by another metric, or while a sweep still runs).
+
+    \b
+    Example:
+      cosmosage sweep report runs/sweeps/tiny/qlora/<name> --sort wall_s
+    """
+    from cosmosage.tools.run.sweep import report
+
+    echo_results(report(sweep_dir, sort))
+
+
+COMMANDS = [sweep_run, sweep_report]

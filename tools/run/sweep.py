@@ -1,0 +1,701 @@
+"""`sweep`: train one recipe over a grid of settings, one run per combination, and compare
+the runs in one table and one plot.
+
+    runs/sweeps/<recipe>/<name>/      <name>: --name, or a hash of recipe, grid and overrides
+      sweep.json    the grid, the fixed overrides and every combination: its --set values,
+                    status (pending, running, complete, failed, failed thresholds,
+                    interrupted), run folder, wall time, error
+      results.md    one row per combination, sorted by a metric
+      results.csv   the same columns, plain values
+      results.png   the sort metric per combination, and against the first numeric axis
+      prepared/     the tokenized datasets every combination shares (Axolotl's
+                    dataset_prepared_path, unless the sweep sets it itself)
+
+Every combination is an ordinary `recipe run` with its values as `--set` overrides after
+the sweep's own (so every stage of a pipeline gets them); its run folder is
+runs/<recipe>/<run-id>/ and the registry records it as usual. Running the same sweep again
+skips what finished, resumes an interrupted combination from its last checkpoint when its
+run is still the recipe's newest unfinished one (else restarts it) and runs the rest.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import json
+import math
+import re
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cosmosage.dataprep.io import atomic_path, write_json, write_text
+from cosmosage.tools.eval.plots import COLORS
+from cosmosage.tools.recipe.render import ROOT, parse_value
+from cosmosage.tools.run import launcher, registry
+from cosmosage.tools.run.launcher import Echo, LaunchError
+
+SWEEPS_DIR = "sweeps"
+FINISHED = ("complete", "failed thresholds")
+# the last part of a column name (after its last dot) that makes lower values better
+LOWER_IS_BETTER = {"eval_loss", "loss", "ppl", "wall_s", "flagged"}
+LOWER_IS_BETTER_SUFFIXES = ("_loss", "_rise", "_drop", "_flag")
+
+STATUS_NOTE = {"failed thresholds": "thresholds not met"}
+LINE_STYLES = ["-", "--", ":", "-."]
+_AXIS_START = re.compile(r"\s+(?=[A-Za-z_][\w.:-]*=)")
+
+
+class SweepError(LaunchError):
+    """A sweep cannot start or be reported; the message says why."""
+
+
+# --------------------------------------------------------------------------- the grid
+
+
+def split_values(text: str) -> list[str]:
+    """`1e-4,1e-3` -> ["1e-4", "1e-3"]; commas inside [] or {} belong to the value."""
+    values, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            values.append(text[start:i].strip())
+            start = i + 1
+    values.append(text[start:].strip())
+    return values
+
+
+def parse_grid(specs: list[str]) -> dict[str, list[str]]:
+    """`--grid` arguments -> {key: [value text, ...]} in the order given. One argument holds
+    one axis `KEY=V1,V2,...` or several separated by spaces; values stay as typed (they
+    become `--set KEY=V` overrides)."""
+    grid: dict[str, list[str]] = {}
+    for spec in specs:
+        for axis in _AXIS_START.split(spec.strip()):
+            key, sep, text = axis.partition("=")
+            key = key.strip()
+            values = split_values(text) if sep else []
+            if not key or not sep or not text.strip() or "" in values:
+                raise SweepError(f"--grid {axis!r}: expected KEY=V1,V2,...")
+            if key in grid:
+                raise SweepError(f"--grid: {key} is given twice; list all its values once")
+            if len(set(values)) != len(values):
+                raise SweepError(f"--grid {axis!r}: a value is repeated")
+            grid[key] = values
+    if not grid:
+        raise SweepError("a sweep needs at least one --grid KEY=V1,V2")
+    return grid
+
+
+def expand(grid: dict[str, list[str]]) -> list[dict[str, str]]:
+    """Every combination of the axes; the first axis changes slowest, the last fastest."""
+    keys = list(grid)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*grid.values())]
+
+
+def combination_sets(values: dict[str, str]) -> list[str]:
+    return [f"{key}={value}" for key, value in values.items()]
+
+
+def values_text(values: dict[str, str]) -> str:
+    return " ".join(combination_sets(values))
+
+
+def sweep_name(recipe: str, grid: dict, sets: list[str], unsets: list[str]) -> str:
+    """The default sweep name: the same command gives the same folder."""
+    text = json.dumps([recipe, grid, sets, unsets], sort_keys=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def sweep_dir(runs_dir: Path, recipe: str, name: str) -> Path:
+    return runs_dir / SWEEPS_DIR / recipe / name
+
+
+def runs_dir_of(folder: Path, doc: dict) -> Path:
+    """The runs folder a sweep folder lies in: runs/sweeps/<recipe>/<name> -> runs."""
+    return folder.resolve().parents[len(doc["recipe"].split("/")) + 1]
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def plan(
+    recipe: str,
+    grid: dict[str, list[str]],
+    sets: list[str] | None = None,
+    unsets: list[str] | None = None,
+    name: str | None = None,
+    runs_dir: Path | None = None,
+    root: Path | None = None,
+) -> tuple[Path, dict]:
+    """The sweep folder and its sweep.json content: the saved one when this sweep ran
+    before, else a new one with every combination pending. Renders every combination
+    first, so a bad key or value stops the sweep before anything trains."""
+    root = root or ROOT
+    runs_dir = runs_dir or root / "runs"
+    sets, unsets = list(sets or []), list(unsets or [])
+    _, stages = launcher.plan(recipe, sets, unsets, root)
+    keys = {s.key for s in stages}
+    if len(stages) > 1:
+        for axis in grid:
+            if axis.split(".", 1)[0] in keys:
+                raise SweepError(
+                    f"--grid {axis}: grid values apply to every stage of {recipe}; to sweep one "
+                    f"stage, sweep its own recipe (e.g. `cosmosage sweep "
+                    f"{stages[-1].name} --grid ...`)"
+                )
+    combos = expand(grid)
+    for values in combos:
+        launcher.plan(recipe, [*sets, *combination_sets(values)], unsets, root)
+    if name is not None and not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):
+        raise SweepError(f"--name {name!r}: letters, digits, '.', '_' and '-' only")
+    name = name or sweep_name(recipe, grid, sets, unsets)
+    folder = sweep_dir(runs_dir, recipe, name).resolve()
+    definition = {"recipe": recipe, "grid": grid, "sets": sets, "unsets": unsets}
+    saved = folder / "sweep.json"
+    if saved.is_file():
+        doc = json.loads(saved.read_text())
+        if {k: doc.get(k) for k in definition} != definition:
+            raise SweepError(
+                f"{folder} holds another sweep ({doc.get('recipe')}, grid {doc.get('grid')}, "
+                f"--set {doc.get('sets')}); give this one another --name"
+            )
+        return folder, doc
+    given = [*grid, *(s.split("=", 1)[0].strip() for s in sets), *unsets]
+    shared = (
+        [] if "dataset_prepared_path" in given else [f"dataset_prepared_path={folder / 'prepared'}"]
+    )
+    doc = {
+        **definition,
+        "name": name,
+        "stages": [s.key for s in stages],
+        "shared_sets": shared,
+        "created": _now(),
+        "combinations": [
+            {
+                "index": i,
+                "values": values,
+                "sets": combination_sets(values),
+                "status": "pending",
+                "run": None,
+                "attempts": 0,
+                "wall_s": 0.0,
+                "error": None,
+            }
+            for i, values in enumerate(combos, start=1)
+        ],
+    }
+    return folder, doc
+
+
+def run_sets(doc: dict, combo: dict) -> list[str]:
+    """The --set overrides of a combination's run: the sweep's, then the shared tokenized
+    dataset folder, then the combination's values."""
+    return [*doc["sets"], *doc.get("shared_sets", []), *combo["sets"]]
+
+
+def save(folder: Path, doc: dict) -> None:
+    doc["updated"] = _now()
+    write_json(folder / "sweep.json", doc)
+
+
+def load(folder: Path) -> dict:
+    path = folder / "sweep.json"
+    if not path.is_file():
+        raise SweepError(f"{folder}: no sweep.json here (not a sweep folder)")
+    return json.loads(path.read_text())
+
+
+# --------------------------------------------------------------------------- running
+
+
+def read_run(runs_dir: Path, run: str | None) -> dict:
+    path = runs_dir / run / "run.json" if run else None
+    return json.loads(path.read_text()) if path and path.is_file() else {}
+
+
+def find_run(
+    runs_dir: Path, recipe: str, sets: list[str], unsets: list[str], since: str
+) -> str | None:
+    """The newest run of `recipe` started at or after run id `since` with exactly these
+    overrides (the folder `run_recipe` made for a combination), relative to runs_dir."""
+    base = runs_dir / recipe
+    if not base.is_dir():
+        return None
+    for d in sorted(base.iterdir(), reverse=True):
+        if d.name < since or not (d / "run.json").is_file():
+            continue
+        record = json.loads((d / "run.json").read_text())
+        if record.get("overrides") == {"set": sets, "unset": unsets}:
+            return str(d.relative_to(runs_dir))
+    return None
+
+
+def _wait_for_new_run_id(runs_dir: Path, recipe: str) -> None:
+    """Run ids have one-second resolution: never start a run where the last one started."""
+    deadline = time.monotonic() + 2.0
+    while (runs_dir / recipe / launcher.new_run_id()).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _label(combo: dict, total: int) -> str:
+    return f"[{combo['index']}/{total}] {values_text(combo['values'])}"
+
+
+def decide(combo: dict, doc: dict, runs_dir: Path, retry_failed: bool) -> tuple[str, str]:
+    """What to do with a combination now: ("skip" | "run" | "resume", why)."""
+    status, run = combo["status"], combo.get("run")
+    if status in FINISHED and read_run(runs_dir, run):
+        return "skip", f"{status} in {runs_dir / run}"
+    if status == "failed" and not retry_failed:
+        return "skip", f"failed earlier ({combo.get('error')}); --retry-failed runs it again"
+    if status in ("interrupted", "running"):
+        sets = run_sets(doc, combo)
+        run = run or find_run(runs_dir, doc["recipe"], sets, doc["unsets"], combo.get("since", ""))
+        newest = launcher.find_resumable(runs_dir, doc["recipe"])
+        if run and newest is not None and newest.resolve() == (runs_dir / run).resolve():
+            combo["run"] = run
+            return "resume", f"resuming {runs_dir / run}"
+        return "run", "interrupted earlier; its run is not the newest unfinished one, restarting"
+    return "run", ""
+
+
+def run_combination(
+    folder: Path, doc: dict, combo: dict, resume: bool, runs_dir: Path, root: Path, echo: Echo
+) -> None:
+    """One `recipe run` with the combination's overrides; the outcome goes into sweep.json.
+    Errors are recorded and not raised; an interruption (Ctrl-C) is recorded and raised."""
+    recipe = doc["recipe"]
+    sets, unsets = run_sets(doc, combo), list(doc["unsets"])
+    if not resume:
+        if combo.get("run"):
+            combo.setdefault("previous_runs", []).append(combo["run"])
+        combo["run"] = None
+        _wait_for_new_run_id(runs_dir, recipe)
+    combo.update(
+        status="running",
+        since=launcher.new_run_id(),
+        started=_now(),
+        attempts=combo.get("attempts", 0) + 1,
+        error=None,
+    )
+    combo.pop("error_detail", None)
+    save(folder, doc)
+    t0 = time.monotonic()
+    try:
+        launcher.run_recipe(
+            recipe, sets, unsets, resume=resume, echo=echo, root=root, runs_dir=runs_dir
+        )
+        combo["status"] = "complete"
+    except KeyboardInterrupt:
+        combo["status"], combo["error"] = "interrupted", "interrupted"
+        raise
+    except Exception as exc:  # one combination's failure must not end the sweep
+        text = str(exc) or type(exc).__name__
+        combo["status"], combo["error"], combo["error_detail"] = (
+            "failed",
+            text.splitlines()[0],
+            text,
+        )
+    finally:
+        combo["wall_s"] = round(combo.get("wall_s", 0.0) + time.monotonic() - t0, 1)
+        combo["finished"] = _now()
+        combo["run"] = combo.get("run") or find_run(runs_dir, recipe, sets, unsets, combo["since"])
+        record = read_run(runs_dir, combo["run"])
+        if record.get("status") == "failed thresholds":
+            combo["status"] = "failed thresholds"
+            combo["error"] = "; ".join(record.get("threshold_failures") or []) or combo["error"]
+        if combo["status"] in FINISHED:
+            for stage in (record.get("stages") or {}).values():
+                registry.annotate(
+                    runs_dir,
+                    stage["model"],
+                    sweep=f"{recipe}/{doc['name']}",
+                    sweep_values=combo["values"],
+                )
+        save(folder, doc)
+
+
+def run_sweep(
+    recipe: str,
+    grid_specs: list[str],
+    sets: list[str] | None = None,
+    unsets: list[str] | None = None,
+    name: str | None = None,
+    sort: str | None = None,
+    retry_failed: bool = False,
+    dry_run: bool = False,
+    echo: Echo = print,
+    root: Path | None = None,
+    runs_dir: Path | None = None,
+) -> dict:
+    """Run every combination not finished yet, then write results.md/.csv/.png. Returns
+    {"dir", "doc", "ran", "skipped", and from `report`: "rows", "sort", "files"}."""
+    root = root or ROOT
+    runs_dir = runs_dir or root / "runs"
+    grid = parse_grid(grid_specs)
+    folder, doc = plan(recipe, grid, sets, unsets, name, runs_dir, root)
+    total = len(doc["combinations"])
+    echo(f"sweep  {recipe}: {total} combinations of {', '.join(grid)}  ({folder})")
+    ran, skipped = [], []
+    if dry_run:
+        for combo in doc["combinations"]:
+            action, why = decide(dict(combo), doc, runs_dir, retry_failed)
+            line = f"{action:6} {_label(combo, total)}"
+            echo(f"{line}  ({why})" if why else line)
+        return {"dir": folder, "doc": doc, "ran": ran, "skipped": skipped, "dry_run": True}
+    folder.mkdir(parents=True, exist_ok=True)
+    save(folder, doc)
+    for combo in doc["combinations"]:
+        action, why = decide(combo, doc, runs_dir, retry_failed)
+        if action == "skip":
+            echo(f"skip   {_label(combo, total)}: {why}")
+            skipped.append(combo["index"])
+            continue
+        echo(f"run    {_label(combo, total)}" + (f"  ({why})" if why else ""))
+        run_combination(folder, doc, combo, action == "resume", runs_dir, root, echo)
+        ran.append(combo["index"])
+        outcome = combo["status"] + (f": {combo['error']}" if combo.get("error") else "")
+        echo(f"done   {_label(combo, total)}: {outcome} ({combo['wall_s']} s)")
+    result = report(folder, sort, echo=echo)
+    return {**result, "ran": ran, "skipped": skipped}
+
+
+# --------------------------------------------------------------------------- results
+
+
+def collect(doc: dict, runs_dir: Path) -> list[dict]:
+    """One row per combination: index, grid values (as typed), status, each stage's best
+    eval loss, wall time, every score of the final model (`final.X`) and of the base
+    (`base.X`), forgetting per stage (`STAGE.general_drop`, ...), error and run folder."""
+    stages = doc["stages"]
+    rows = []
+    for combo in doc["combinations"]:
+        record = read_run(runs_dir, combo.get("run"))
+        done = record.get("stages") or {}
+        row: dict[str, Any] = {"combination": combo["index"], **combo["values"]}
+        row["status"] = combo["status"]
+        for key in stages:
+            row[f"{key}.eval_loss"] = (done.get(key) or {}).get("metrics", {}).get("eval_loss_best")
+        stage_wall = [(s.get("metrics") or {}).get("wall_s") for s in done.values()]
+        row["wall_s"] = combo.get("wall_s") or (
+            round(sum(w for w in stage_wall if w), 1) if any(stage_wall) else None
+        )
+        scores = record.get("eval") or {}
+        for label, prefix in ((stages[-1], "final"), ("base", "base")):
+            for metric, value in (scores.get(label) or {}).items():
+                row[f"{prefix}.{metric}"] = value
+        for f in record.get("forgetting") or []:
+            for key, value in f.items():
+                if key not in ("before", "after"):
+                    row[f"{f['after']}.{key}"] = value
+        row["error"] = combo.get("error") or ""
+        row["run"] = combo.get("run") or ""
+        rows.append(row)
+    return rows
+
+
+def columns(rows: list[dict], doc: dict) -> list[str]:
+    """Column order: index, axes, status, eval losses, wall time, final.*, base.*, the
+    forgetting columns, error, run."""
+    head = ["combination", *doc["grid"], "status", *(f"{k}.eval_loss" for k in doc["stages"])]
+    head.append("wall_s")
+    seen = list(dict.fromkeys(k for row in rows for k in row if k not in head))
+    rest = [k for k in seen if k not in ("error", "run")]
+    final = [k for k in rest if k.startswith("final.")]
+    base = [k for k in rest if k.startswith("base.")]
+    other = [k for k in rest if k not in final and k not in base]
+    return [*head, *final, *base, *other, "error", "run"]
+
+
+def lower_is_better(column: str, doc: dict) -> bool:
+    if column in doc["grid"] or column == "combination":
+        return True
+    last = column.rsplit(".", 1)[-1]
+    return last in LOWER_IS_BETTER or last.endswith(LOWER_IS_BETTER_SUFFIXES)
+
+
+def resolve_metric(name: str | None, cols: list[str], doc: dict) -> str:
+    """A --sort name -> a column: exact names, `held_out` for `final.held_out`, and
+    `eval_loss` / `loss` / `final.eval_loss` for the last stage's eval loss (the default)."""
+    last = f"{doc['stages'][-1]}.eval_loss"
+    name = (name or last).strip()
+    aliases = {"eval_loss": last, "loss": last, "final.eval_loss": last, "final.loss": last}
+    aliases |= {f"{k}.loss": f"{k}.eval_loss" for k in doc["stages"]}
+    aliases |= {"wall": "wall_s", "time": "wall_s"}
+    for candidate in (name, aliases.get(name), f"final.{name}"):
+        if candidate in cols and candidate not in ("status", "error", "run"):
+            return candidate
+    choices = [c for c in cols if c not in ("status", "error", "run")]
+    raise SweepError(f"--sort {name}: no such column; one of: {', '.join(choices)}")
+
+
+def _sortable(value: Any) -> tuple[int, Any]:
+    """(kind, value) so that numbers, and then text, compare among themselves."""
+    if isinstance(value, str):
+        value = parse_value(value)
+    if isinstance(value, bool | int | float) and not (
+        isinstance(value, float) and math.isnan(value)
+    ):
+        return 0, float(value)
+    return 1, str(value)
+
+
+def sort_rows(rows: list[dict], metric: str, descending: bool) -> list[dict]:
+    """Best first by `metric`; rows without a value last, each group by combination."""
+
+    def key(row: dict) -> tuple:
+        value = row.get(metric)
+        if value is None or value == "":
+            return (1, 0, 0.0, row["combination"])
+        kind, v = _sortable(value)
+        if kind == 0 and descending:
+            v = -v
+        return (0, kind, v, row["combination"])
+
+    return sorted(rows, key=key)
+
+
+def fmt(column: str, value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if column.endswith("eval_loss"):
+            return f"{value:.4f}"
+        if column == "wall_s":
+            return f"{value:.1f}"
+        return f"{value:.4g}"
+    text = str(value).replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= 100 else text[:99] + "…"
+
+
+def counts_text(doc: dict) -> str:
+    counts: dict[str, int] = {}
+    for combo in doc["combinations"]:
+        counts[combo["status"]] = counts.get(combo["status"], 0) + 1
+    return ", ".join(f"{n} {status}" for status, n in counts.items())
+
+
+def table_markdown(rows: list[dict], cols: list[str], doc: dict, metric: str) -> str:
+    """results.md: what was swept, the best combination, the table, the plot, failures."""
+    lower = lower_is_better(metric, doc)
+    grid = "; ".join(f"`{k}` = {', '.join(v)}" for k, v in doc["grid"].items())
+    lines = [f"# Sweep {doc['recipe']} / {doc['name']}", ""]
+    lines.append(f"Grid: {grid} ({len(doc['combinations'])} combinations: {counts_text(doc)}).")
+    fixed = [f"--set {s}" for s in doc["sets"]] + [f"--unset {u}" for u in doc["unsets"]]
+    if fixed:
+        lines.append(f"Every run also: `{' '.join(fixed)}`.")
+    lines.append(f"Sorted by `{metric}`, {'lower' if lower else 'higher'} is better.")
+    best = next((r for r in rows if r.get(metric) not in (None, "")), None)
+    if best is not None:
+        values = values_text({k: best[k] for k in doc["grid"]})
+        lines.append(
+            f"Best: combination {best['combination']} ({values}): {fmt(metric, best[metric])}."
+        )
+    header = [("#" if c == "combination" else c) for c in cols]
+    lines += ["", "| " + " | ".join(header) + " |", "|---" * len(cols) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt(c, row.get(c)) for c in cols) + " |")
+    lines += ["", "![results](results.png)", ""]
+    failed = [r for r in rows if r.get("error")]
+    if failed:
+        lines += ["## Combinations that did not complete", ""]
+        for r in sorted(failed, key=lambda r: r["combination"]):
+            values = values_text({k: r[k] for k in doc["grid"]})
+            lines.append(f"- {r['combination']} ({values}): {r['status']}: {r['error']}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def table_csv(rows: list[dict], cols: list[str]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        cells = {}
+        for c in cols:
+            v = row.get(c)
+            cells[c] = "" if v is None else str(v).lower() if isinstance(v, bool) else v
+        writer.writerow(cells)
+    return out.getvalue()
+
+
+# --------------------------------------------------------------------------- plot
+
+
+def _numeric(values: list[str]) -> list[float] | None:
+    parsed = [parse_value(v) for v in values]
+    if all(isinstance(p, int | float) and not isinstance(p, bool) for p in parsed):
+        return [float(p) for p in parsed]
+    return None
+
+
+def plot_sweep(rows: list[dict], metric: str, doc: dict, out: Path) -> Path:
+    """Left: the metric per combination, best at the top. Right, when an axis has two or more
+    numeric values: the metric against the first such axis, one line per combination of
+    the other varying axes. Unfinished or failed combinations are named without a point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lower = lower_is_better(metric, doc)
+    varying = [k for k, v in doc["grid"].items() if len(v) > 1] or list(doc["grid"])[:1]
+    x_axis = next((k for k in varying if _numeric(doc["grid"][k])), None)
+    n = len(rows)
+    height = max(3.4, 0.34 * n + 1.6)
+    fig, axes = plt.subplots(
+        1, 2 if x_axis else 1, figsize=(11.5 if x_axis else 6.2, height), squeeze=False
+    )
+    ax = axes[0][0]
+    present = [(i, r) for i, r in enumerate(rows) if isinstance(r.get(metric), int | float)]
+    vals = [float(r[metric]) for _, r in present]
+    lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
+    span = (hi - lo) or abs(hi) * 0.1 or 1.0
+    ax.set_xlim(lo - 0.2 * span, hi + 0.35 * span)
+    ys = list(range(n - 1, -1, -1))  # first row (the best) at the top
+    for i, row in enumerate(rows):
+        y = ys[i]
+        ax.axhline(y, color="#dddddd", lw=0.6, zorder=0)
+        value = row.get(metric)
+        if not isinstance(value, int | float):
+            ax.text(
+                lo - 0.15 * span,
+                y,
+                f"no value ({row['status']})",
+                va="center",
+                fontsize=8,
+                color="grey",
+            )
+            continue
+        best = i == present[0][0]
+        color = COLORS[1] if best else COLORS[0]
+        hollow = row["status"] != "complete"
+        ax.plot(
+            [value],
+            [y],
+            "o",
+            ms=9 if best else 7,
+            color=color,
+            markerfacecolor="white" if hollow else color,
+            markeredgewidth=1.6,
+        )
+        ax.annotate(
+            f"{value:.4g}"
+            + (f" ({STATUS_NOTE.get(row['status'], row['status'])})" if hollow else ""),
+            (value, y),
+            xytext=(7, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+        )
+    labels = [f"{r['combination']}: " + ", ".join(f"{k}={r[k]}" for k in varying) for r in rows]
+    ax.set_yticks(ys, labels, fontsize=8)
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_xlabel(f"{metric} ({'lower' if lower else 'higher'} is better)")
+    ax.set_title("per combination, best first", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+
+    if x_axis:
+        ax2 = axes[0][1]
+        others = [k for k in varying if k != x_axis]
+        groups: dict[tuple, list[tuple[float, float, str]]] = {}
+        for row in rows:
+            value = row.get(metric)
+            group = tuple(row[k] for k in others)
+            groups.setdefault(group, [])
+            if isinstance(value, int | float):
+                groups[group].append((float(parse_value(row[x_axis])), float(value), row[x_axis]))
+        palette = [c for c in COLORS if c != COLORS[1]]  # red marks the best
+        order = {k: {v: i for i, v in enumerate(doc["grid"][k])} for k in others}
+
+        def grid_order(item: tuple[tuple, list]) -> list[int]:
+            return [order[k][v] for k, v in zip(others, item[0], strict=True)]
+
+        for j, (group, points) in enumerate(sorted(groups.items(), key=grid_order)):
+            points.sort()
+            label = ", ".join(f"{k}={v}" for k, v in zip(others, group, strict=True)) or metric
+            ax2.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                marker="o",
+                ls=LINE_STYLES[j % len(LINE_STYLES)],  # identical lines stay visible
+                color=palette[j % len(palette)],
+                label=label,
+                lw=1.8 if j == 0 else 1.4,
+                ms=6,
+            )
+        xs = _numeric(doc["grid"][x_axis]) or []
+        if min(xs) > 0 and max(xs) / min(xs) >= 10:
+            ax2.set_xscale("log")
+        ax2.set_xticks(xs, doc["grid"][x_axis], fontsize=8)
+        ax2.minorticks_off()
+        if present:
+            best = rows[present[0][0]]
+            ax2.plot(
+                [float(parse_value(best[x_axis]))],
+                [float(best[metric])],
+                "o",
+                ms=14,
+                markerfacecolor="none",
+                markeredgecolor=COLORS[1],
+                markeredgewidth=2,
+                label="best",
+            )
+        ax2.set_xlabel(x_axis)
+        ax2.set_ylabel(metric)
+        ax2.set_title(f"{metric} against {x_axis}", fontsize=10)
+        ax2.grid(alpha=0.3)
+        ax2.legend(fontsize=8, title=", ".join(others) or None, title_fontsize=8)
+    fig.suptitle(f"Sweep {doc['recipe']} / {doc['name']}", fontsize=11)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return out
+
+
+# --------------------------------------------------------------------------- report
+
+
+def report(folder: Path, sort: str | None = None, echo: Echo | None = None) -> dict:
+    """Rebuild results.md, results.csv and results.png of a sweep folder from its sweep.json
+    and the run folders. An unknown --sort falls back to the eval loss when `echo` is given
+    (after a sweep, so its results are still written) and is an error otherwise."""
+    doc = load(folder)
+    runs_dir = runs_dir_of(folder, doc)
+    rows = collect(doc, runs_dir)
+    cols = columns(rows, doc)
+    try:
+        metric = resolve_metric(sort, cols, doc)
+    except SweepError as exc:
+        if echo is None:
+            raise
+        echo(f"{exc}; sorting by the eval loss")
+        metric = resolve_metric(None, cols, doc)
+    rows = sort_rows(rows, metric, descending=not lower_is_better(metric, doc))
+    files = [folder / "results.md", folder / "results.csv", folder / "results.png"]
+    write_text(files[0], table_markdown(rows, cols, doc, metric))
+    write_text(files[1], table_csv(rows, cols))
+    plot_sweep(rows, metric, doc, files[2])
+    return {
+        "dir": folder,
+        "doc": doc,
+        "rows": rows,
+        "columns": cols,
+        "sort": metric,
+        "files": files,
+    }
