@@ -31,7 +31,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not train" $(ARGS)
+	$(BIN)/python -m pytest -m "not train and not real_model" $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
