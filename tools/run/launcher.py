@@ -102,7 +102,11 @@ def is_offline(cfg: dict, root: Path) -> bool:
     )
 
 
-def build_env(cfg: dict, root: Path) -> dict[str, str]:
+def build_env(cfg: dict, root: Path, meta: dict | None = None) -> dict[str, str]:
+    """The training process's environment. A stage whose hardware profile has one GPU is
+    pinned to one device (the first of CUDA_VISIBLE_DEVICES, else 0): it runs as a single
+    process, and Axolotl then loads the model with `device_map: auto`, which would spread
+    it over every GPU of the machine."""
     env = dict(os.environ)
     env.setdefault("DO_NOT_TRACK", "1")
     env.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
@@ -112,6 +116,11 @@ def build_env(cfg: dict, root: Path) -> dict[str, str]:
     if is_offline(cfg, root):
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.setdefault("HF_DATASETS_OFFLINE", "1")
+    if int(((meta or {}).get("hardware") or {}).get("gpus") or 0) == 1:
+        visible = [d.strip() for d in env.get("CUDA_VISIBLE_DEVICES", "0").split(",")]
+        visible = [d for d in visible if d]
+        if visible:  # an empty CUDA_VISIBLE_DEVICES hides every GPU: leave it so
+            env["CUDA_VISIBLE_DEVICES"] = visible[0]
     return env
 
 
@@ -317,7 +326,7 @@ def run_stage(stage: Stage, cfg: dict, stage_dir: Path, root: Path, echo: Echo) 
     rc = run_command(
         argv,
         log,
-        env=build_env(cfg, root),
+        env=build_env(cfg, root, stage.rendered.meta),
         cwd=root,
         total_steps=cfg.get("max_steps"),
         desc=stage.key,

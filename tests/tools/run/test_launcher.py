@@ -197,3 +197,38 @@ def test_builds_run_as_logged_subprocesses_from_the_project_root(tmp_path, monke
     argv, cwd, log = seen[0]
     assert argv[1:5] == ["-m", "cosmosage.tools.cli.main", "data", "corpus"] and cwd == tmp_path
     assert log.parent == tmp_path / "build" / "logs" and "in/nowhere.md" in log.read_text()
+
+
+def test_one_gpu_stages_are_pinned_to_one_device(tmp_path, monkeypatch):
+    """A one-GPU stage runs as one process; Axolotl then loads with device_map: auto,
+    which would spread a QLoRA model over every GPU of the machine."""
+    from cosmosage.tools.recipe.render import render
+    from cosmosage.tools.run.launcher import build_env
+
+    one = render("mistral-7b/instruct-qlora").meta  # hardware/1x24gb
+    eight = render("mistral-7b/pretrain-full").meta  # hardware/8gpu-zero3
+    cfg = {"base_model": "mistralai/Mistral-7B-v0.1"}
+    assert build_argv("c.yaml", one)[-2:] == ["--launcher", "python"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert build_env(cfg, tmp_path, one)["CUDA_VISIBLE_DEVICES"] == "0"
+    assert "CUDA_VISIBLE_DEVICES" not in build_env(cfg, tmp_path, eight)
+    assert "CUDA_VISIBLE_DEVICES" not in build_env(cfg, tmp_path, {"hardware": {"gpus": 0}})
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert build_env(cfg, tmp_path, one)["CUDA_VISIBLE_DEVICES"] == "3"
+    assert build_env(cfg, tmp_path, eight)["CUDA_VISIBLE_DEVICES"] == "3,5"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU at all stays so
+    assert build_env(cfg, tmp_path, one)["CUDA_VISIBLE_DEVICES"] == ""
+
+    # the training process of a stage gets that environment
+    seen: dict = {}
+
+    def fake(argv, log_path, env=None, **kw):
+        seen.update(env or {})
+        return 1
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(launcher, "run_command", fake)
+    _, stages = plan("mistral-7b/instruct-qlora")
+    with pytest.raises(LaunchError):
+        launcher.run_stage(stages[0], stages[0].rendered.config, tmp_path / "s", tmp_path, print)
+    assert seen["CUDA_VISIBLE_DEVICES"] == "0"
