@@ -42,6 +42,16 @@ bench: $(STAMP)
 clean:
 	rm -rf build runs
 
+# Real vocabularies for `recipe check` and its tests (tests/helpers/vocab.py): Llama-3's
+# and Llama-2's vocabulary-only GGUFs taken out of the llama-cpp-python sdist (through
+# pip's cache) and Mistral-7B-v0.1's SentencePiece model from mistral-common, written as
+# tokenizer folders in build/tokenizers/ (the model fragments' recipe.tokenizer.local_copy).
+.PHONY: tokenizers
+tokenizers: $(STAMP)
+	$(BIN)/python -m tests.helpers.vocab build/tokenizers
+
+test test-fast: tokenizers
+
 # GPU container (docker/README.md): Axolotl's release image + cosmosage, non-root.
 DOCKER   ?= docker
 IMAGE    ?= cosmosage:gpu
