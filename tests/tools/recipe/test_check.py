@@ -180,3 +180,21 @@ def test_a_plain_axolotl_config_is_checked_by_its_path(tmp_path, monkeypatch, ti
     assert nodata.exit_code == 1 and "data/b.jsonl does not exist" in nodata.output
     missing = CliRunner().invoke(main, ["recipe", "check", "absent.yaml"])
     assert missing.exit_code == 1 and missing.output.strip() == "Error: absent.yaml: no such file"
+
+
+def test_check_prints_what_a_gpu_stage_needs():
+    """`recipe check` on a GPU recipe prints its memory per GPU, its disk, and that the
+    best checkpoint is kept; errors would fail it."""
+    from click.testing import CliRunner
+
+    from cosmosage.tools.cli.main import main
+
+    res = CliRunner().invoke(main, ["recipe", "check", "mistral-7b/pretrain-full"])
+    assert res.exit_code == 0, res.output
+    assert "[info] memory: full with zero3 over 8 GPUs" in res.output
+    assert "[info] disk: ~435 GB: 4 checkpoints x 101.4 GB" in res.output
+    assert "[info] checkpoints: the checkpoint with the lowest eval loss is kept" in res.output
+    bad = CliRunner().invoke(
+        main, ["recipe", "check", "mistral-7b/pretrain-full", "--unset", "metric_for_best_model"]
+    )
+    assert bad.exit_code == 1 and "[error] checkpoints: no `metric_for_best_model`" in bad.output
