@@ -22,7 +22,7 @@ tokens). Reported per method:
   estimate      `recipe check`'s memory estimate of the same config on one device
 
 A GPU machine with PyTorch but not the project's packages: the script installs them
-from a folder of wheels (--wheels, default shared/wheels or bench/wheels) with pip
+from a folder of wheels (--wheels, default shared/wheels or wheels/) with pip
 --no-index and starts again; bench/README.md says how to fill that folder.
 """
 
@@ -74,7 +74,7 @@ def ensure_installed(wheels: Path | None) -> None:
     missing, then run this script again in a fresh interpreter."""
     if have_packages():
         return
-    candidates = [wheels] if wheels else [ROOT / "shared" / "wheels", ROOT / "bench" / "wheels"]
+    candidates = [wheels] if wheels else [ROOT / "shared" / "wheels", ROOT / "wheels"]
     found = next((c for c in candidates if c and c.is_dir()), None)
     if found is None or os.environ.get("GPU_CHECK_INSTALLED"):
         sys.exit(
