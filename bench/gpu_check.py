@@ -6,9 +6,9 @@ through `axolotl train` on one device, beside `recipe check`'s memory estimate.
 
 Nothing is downloaded: the tokenizer is built from samples/ (the tiny model's), the model
 is a random `model init` preset, the data is the bundled papers cut to full rows. Each
-method runs `axolotl preprocess` then `axolotl train` for --steps steps with sample
-packing (rows padded to the sequence length, so every step sees micro_batch x seq_len
-tokens). Reported per method:
+method runs `axolotl train` for --steps steps (its data preparation comes before the
+first step, so it never counts in tokens/s) with sample packing (rows padded to the
+sequence length, so every step sees micro_batch x seq_len tokens). Reported per method:
 
   tokens/s      median of Axolotl's per-step tokens/train_per_sec_per_gpu after --warmup
                 steps (else tokens over train_runtime)
@@ -320,11 +320,6 @@ def measure(method: str, cfg: dict, info: dict, args: argparse.Namespace, work: 
     }
     if args.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
-    rc, _, _ = run_measured(
-        [axolotl_bin(), "preprocess", str(cfg_path)], folder / "preprocess.log", env
-    )
-    if rc != 0:
-        raise SystemExit(f"{method}: axolotl preprocess failed; see {folder / 'preprocess.log'}")
     rc, wall, rss = run_measured(
         [axolotl_bin(), "train", str(cfg_path), "--launcher", "python"], folder / "train.log", env
     )
