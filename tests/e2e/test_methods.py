@@ -54,7 +54,9 @@ def check_restarts(stage_dir: Path) -> None:
         if "learning_rate" in h
     }
     assert sorted(lr) == list(range(1, max_steps + 1)), sorted(lr)
-    rises = [s for s in range(1, max_steps) if lr[s + 1] > lr[s]]
+    # after the first warm-up (up to the highest rate of the first cycle)
+    warm = max(range(1, restarts[0] + 1), key=lambda s: lr[s])
+    rises = [s for s in range(warm, max_steps) if lr[s + 1] > lr[s]]
     assert rises == restarts, lr
     peak = config["learning_rate"]
     for s in restarts:
