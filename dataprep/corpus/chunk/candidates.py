@@ -100,7 +100,7 @@ class CandidateCutter:
         if not cand:  # candidates start at a non-space character, so only the end is empty
             return True
         if n <= self.max_tokens:
-            if at_end or n >= self.max_tokens * (1 - self.tolerance):
+            if at_end or (not self.paragraph and n >= self.max_tokens * (1 - self.tolerance)):
                 # The rest of the document, or a candidate within `tolerance` of full.
                 d.chunks.append(Chunk(d.index, len(d.chunks), cand, n))
                 d.pos += len(cand)

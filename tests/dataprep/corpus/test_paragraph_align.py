@@ -129,11 +129,6 @@ def test_aligned_chunks_end_at_the_last_break_in_the_second_half(tiny_tokenizer)
         assert c["end"] == c["window"], text[c["start"] : c["window"]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a candidate that encodes to within the chunker's tolerance of full is kept "
-    "whole, without looking for a paragraph break (candidates.py, CandidateCutter.advance)",
-)
 def test_aligned_chunks_end_at_breaks_when_a_candidate_is_nearly_full(tiny_tokenizer):
     placed = placed_chunks(tiny_tokenizer, many_documents(), True)
     late = [c for _, c in placed if c["late"]]

@@ -320,9 +320,9 @@ def test_a_crash_leaves_no_partial_output_and_a_rerun_completes(
 def test_quickstart_build_command_runs(tmp_path, tiny_model, tiny_tokenizer):
     import yaml
 
-    frag = yaml.safe_load((ROOT / "recipes/_base/data/quickstart-corpus.yaml").read_text())
+    frag = yaml.safe_load((ROOT / "recipes/_base/data/quickstart-tiny-corpus.yaml").read_text())
     argv = [str(a) for a in frag["recipe"]["builds"][0]["command"]]
-    argv = [a.replace("build/data/quickstart", str(tmp_path)) for a in argv]
+    argv = [a.replace("build/data/quickstart-tiny", str(tmp_path)) for a in argv]
     argv = [str(ROOT / a) if a.startswith(("samples/", "build/models")) else a for a in argv]
     assert argv[:2] == ["data", "corpus"]
     res = cli(*argv[1:])
