@@ -8,6 +8,7 @@ evaluate -> card -> record. Every step writes into the run folder
       <stage>/metrics.json     loss per step, eval loss per step, best checkpoint
       <stage>/output/          Axolotl's output_dir (checkpoints)
       <stage>/model/           the selected checkpoint, merged into full weights
+      <stage>/merge_check.json a LoRA merge's logits against base + adapter (peft)
       eval/                    prompt-suite answers of the base and final model
       publish/                 final model + model card, ready for `cosmosage model publish`
       summary.md
@@ -25,7 +26,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -306,7 +307,18 @@ def finalize_model(cfg: dict, meta: dict, stage_dir: Path, best: dict | None) ->
         return merge.copy_model(output, dst)
     src = Path(best["path"]) if best else output
     if merge.is_adapter(src):
-        return merge.merge_adapter(cfg["base_model"], src, dst, tokenizer_from=output)
+        model = merge.merge_adapter(cfg["base_model"], src, dst, tokenizer_from=output)
+        try:
+            found = merge.check_merge(cfg["base_model"], src, model, tokenizer_from=output)
+        except merge.MergeCheckError as exc:
+            c = exc.check
+            raise LaunchError(
+                f"merge check failed for stage {stage_dir.name}: max |logit difference| "
+                f"{c.max_abs_diff:.3g} between {model} and its base + adapter is above the "
+                f"tolerance {c.tolerance:.3g} ({c.dtype}, {c.tokens} tokens)"
+            ) from exc
+        write_json(stage_dir / "merge_check.json", asdict(found))
+        return model
     return merge.copy_model(src, dst, tokenizer_from=output)
 
 
