@@ -338,7 +338,8 @@ def main() -> None:
         docs, args.tokenizer, args.sequence_len, workers=1, method="candidates"
     )
     # A byte-level BPE with Llama-3's split regex, trained on the bundled samples.
-    from cosmosage.tools.models.tiny import corpus_texts, train_byte_level_tokenizer
+    from cosmosage.tools.models.tiny import corpus_texts
+    from tests.helpers.tokenizers import train_byte_level_tokenizer
 
     byte_level = train_byte_level_tokenizer(corpus_texts([str(ROOT / "samples")]), 1024)
     tk_bl = bench_tokenize(docs, byte_level, args.sequence_len, workers=1)

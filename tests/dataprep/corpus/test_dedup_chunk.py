@@ -378,7 +378,7 @@ def test_packing_efficiency():
 
 @pytest.fixture(scope="module", params=["llama3", "gpt2"])
 def byte_level(request, sample_texts):
-    from cosmosage.tools.models.tiny import train_byte_level_tokenizer
+    from tests.helpers.tokenizers import train_byte_level_tokenizer
 
     return train_byte_level_tokenizer(sample_texts, 800, request.param)
 

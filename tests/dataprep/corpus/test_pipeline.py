@@ -100,7 +100,8 @@ def test_corpus_command_with_a_byte_level_tokenizer(tmp_path, tiny_model):
     """A Llama-3-style tokenizer folder: chunks cut by the word-start method, exact."""
     from tokenizers import Tokenizer
 
-    from cosmosage.tools.models.tiny import corpus_texts, train_byte_level_tokenizer
+    from cosmosage.tools.models.tiny import corpus_texts
+    from tests.helpers.tokenizers import train_byte_level_tokenizer
 
     folder = tmp_path / "llama3-style"
     folder.mkdir()

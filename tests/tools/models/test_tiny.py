@@ -7,11 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cosmosage.tools.models.tiny import (
-    build_tiny_model,
-    corpus_texts,
-    train_byte_level_tokenizer,
-)
+from cosmosage.tools.models.tiny import build_tiny_model, corpus_texts
+from tests.helpers.tokenizers import train_byte_level_tokenizer
 
 ROOT = Path(__file__).resolve().parents[3]
 
