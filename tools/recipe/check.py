@@ -457,8 +457,13 @@ def analyse_turn_end(tokenizer: Any, cfg: dict, ds: dict) -> TurnEnd:
         template = strategy.prompter.chat_template
         text = tokenizer.apply_chat_template(messages, tokenize=False, chat_template=template)
     ids, labels = list(out["input_ids"]), list(out["labels"])
-    eot_ids = set(strategy._eot_token_ids) | {tokenizer.eos_token_id}
+    # what Axolotl looks for after a turn: its eot_tokens that are one token, and eos
     names = list(strategy.eot_tokens) or [tokenizer.eos_token]
+    eot_ids = {tokenizer.eos_token_id}
+    for token in strategy.eot_tokens:
+        enc = tokenizer.encode(token, add_special_tokens=False)
+        if len(enc) == 1:
+            eot_ids.add(enc[0])
     name = ds.get("chat_template") or cfg.get("chat_template") or "tokenizer_default"
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     offsets = [tuple(o) for o in enc["offset_mapping"]] if list(enc["input_ids"]) == ids else []
