@@ -93,21 +93,6 @@ def real_vocab() -> Callable[[str], Path]:
     return get
 
 
-@pytest.fixture(scope="session")
-def smollm2_folder(request) -> Path:
-    """SmolLM2-135M-Instruct as imported by `cosmosage model import` (the session fixture
-    `smollm2` when the suite has one, else the folder the smollm2 recipe builds)."""
-    try:
-        return Path(request.getfixturevalue("smollm2"))
-    except pytest.FixtureLookupError:
-        folder = ROOT / "build" / "models" / "smollm2-135m-instruct"
-        if not (folder / "tokenizer.json").is_file():
-            pytest.skip(
-                "SmolLM2-135M-Instruct is not imported (make recipe NAME=smollm2/lora-facts)"
-            )
-        return folder
-
-
 def with_vocab(r: Rendered, folder: Path) -> Rendered:
     """The recipe with its tokenizer read from `folder` (the model fragment's local copy)."""
     r.meta.setdefault("tokenizer", {})["local_copy"] = str(folder)
@@ -230,9 +215,10 @@ def test_the_tiny_tokenizer_has_no_chatml_tokens(tiny_model):
     assert len(errs) == 1 and "7 tokens" in errs[0] and "tiny-llama" in errs[0]
 
 
-def test_smollm2_chatml_trains_its_im_end(smollm2_folder):
+@pytest.mark.real_model
+def test_smollm2_chatml_trains_its_im_end(smollm2):
     r = stage("smollm2/lora-facts")
-    r.config["base_model"] = str(smollm2_folder)
+    r.config["base_model"] = str(smollm2)  # the session fixture: the imported model
     problems = check_end_of_turn(r.config, r.meta, ROOT)
     assert found(problems, "end-of-turn") == []
     assert any(
