@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from cosmosage.dataprep.chat.facts import build_facts, read_facts, relation_patterns
 from cosmosage.dataprep.io import Reject
 from cosmosage.tools.cli.main import main
-from cosmosage.tools.models.evaluate import load_suite
+from cosmosage.tools.eval.suites import load_suite
 
 ROOT = Path(__file__).resolve().parents[3]
 SAMPLE = ROOT / "samples/facts/cosmology_facts.yaml"
@@ -155,7 +155,7 @@ def test_renderings_dialogue_and_recall_suite(tmp_path):
     for sentence in statements:
         assert text.count(sentence) == 1  # each fact mentioned exactly once
     assert all(line.split(":")[0] in ("Ana", "Ben") for line in text.splitlines())
-    suite = load_suite(out / "recall.yaml")  # the format `model eval` reads
+    suite = load_suite(out / "recall.yaml")  # the format `cosmosage eval` reads
     assert len(suite) == 9 and all(p["kind"] == "domain" for p in suite)
     assert [p["expect"] for p in suite if p["wording"] == "held_out"] == [
         ["the Earth"],
