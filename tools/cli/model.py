@@ -1,10 +1,13 @@
-"""`cosmosage model tiny | import | eval | publish`: build, import, evaluate and publish models."""
+"""`cosmosage model tiny | import | init | soup | publish`: build, import, mix and publish models."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+
+from cosmosage.tools.cli.common import runs_dir_option
 
 
 @click.command("tiny")
@@ -95,6 +98,67 @@ def model_init(preset, tokenizer, out, seed, dtype, force) -> None:
     )
 
 
+@click.command("soup")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
+    metavar="MODEL:WEIGHT",
+    help="A model folder or Hub id and its weight; repeat for each model.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["linear", "ties", "dare_ties"]),
+    default="linear",
+    show_default=True,
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--base", default=None, help="The base model of ties / dare_ties task vectors.")
+@click.option(
+    "--density",
+    type=float,
+    default=None,
+    help="ties / dare_ties: share of each task vector kept [default: 0.5].",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "bfloat16", "float16"]),
+    default=None,
+    help="Precision of the arithmetic and the output [default: the models' own].",
+)
+@runs_dir_option
+def model_soup(models, method, out, base, density, dtype, runs_dir) -> None:
+    """Mix models of one architecture with mergekit (a model soup) and record the soup in the
+    run registry with every parent (`cosmosage runs tree` shows it under each).
+
+    The mergekit YAML is written beside the output as OUT.mergekit.yaml, with its log.
+    Needs the `merge` extra: pip install -e '.[merge]'.
+
+    \b
+    Examples:
+      cosmosage model soup --model runs/smollm2/lora-facts/RUN/lora-facts/model:0.5 \\
+          --model build/models/smollm2-135m-instruct:0.5 --out build/models/soup-half
+      cosmosage model soup --model runs/a/model:1 --model runs/b/model:1 --method ties \\
+          --base build/models/smollm2-135m-instruct --out build/models/soup-ties
+    """
+    from cosmosage.tools.models.soup import make_soup, parse_ingredient, soup_entry
+    from cosmosage.tools.recipe.render import ROOT
+    from cosmosage.tools.run import registry
+
+    ingredients = [parse_ingredient(m) for m in models]
+    made = make_soup(ingredients, method, out, base=base, density=density, dtype=dtype)
+    runs_dir = runs_dir or ROOT / "runs"
+    run_id = f"soup/{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
+    registry.append(
+        runs_dir, {"run_id": run_id, "recipe_hash": made["config_hash"], **soup_entry(made)}
+    )
+    mix = " + ".join(f"{w:g} x {p}" for w, p in zip(made["weights"], made["parents"], strict=False))
+    click.echo(f"made {out} in {made['wall_s']} s: {method} of {mix}")
+    click.echo(f"mergekit config: {made['config']}")
+    click.echo(f"recorded {run_id} in {registry.registry_path(Path(runs_dir))}")
+
+
 @click.command("publish")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option("--repo-id", required=True, help="Hub repository, e.g. you/cosmosage-tiny.")
@@ -113,4 +177,4 @@ def model_publish(folder, repo_id, private, endpoint) -> None:
     click.echo(f"published {folder} -> {url}")
 
 
-COMMANDS = [model_tiny, model_import, model_init, model_publish]
+COMMANDS = [model_tiny, model_import, model_init, model_soup, model_publish]

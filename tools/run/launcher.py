@@ -8,6 +8,7 @@ evaluate -> card -> record. Every step writes into the run folder
       <stage>/metrics.json     loss per step, eval loss per step, best checkpoint
       <stage>/output/          Axolotl's output_dir (checkpoints)
       <stage>/model/           the selected checkpoint, merged into full weights
+      <stage>/mergekit.yaml    a soup stage (`recipe.soup`): what mergekit was given
       <stage>/merge_check.json a LoRA merge's logits against base + adapter (peft)
       eval/                    prompt-suite answers of the base and final model
       publish/                 final model + model card, ready for `cosmosage model publish`
@@ -33,9 +34,16 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cosmosage.dataprep.io import sha256_file, write_json
-from cosmosage.tools.models import merge
+from cosmosage.tools.models import merge, soup
 from cosmosage.tools.recipe import check
-from cosmosage.tools.recipe.render import ROOT, RecipeError, Rendered, render, to_yaml
+from cosmosage.tools.recipe.render import (
+    ROOT,
+    RecipeError,
+    Rendered,
+    recipes_dir,
+    render,
+    to_yaml,
+)
 from cosmosage.tools.run import card, evaluation, metrics, registry
 
 Echo = Callable[[str], None]
@@ -360,6 +368,81 @@ def run_stage(stage: Stage, cfg: dict, stage_dir: Path, root: Path, echo: Echo) 
     return m
 
 
+# --------------------------------------------------------------------------- soups
+
+
+def resolve_soup_model(ref: str, previous: dict[str, str], runs_dir: Path, root: Path) -> str:
+    """A soup ingredient: a recipe name (this run's stage of it, else its latest finished
+    run), a model folder (relative to the project) or a Hub id."""
+    if ref in previous:
+        return previous[ref]
+    if (recipes_dir(root) / f"{ref}.yaml").is_file():
+        found = registry.latest_model(runs_dir, ref)
+        if found:
+            return found
+        raise LaunchError(
+            f"the soup takes {ref}, which has no finished run yet: run `cosmosage recipe run {ref}` first"
+        )
+    path = Path(ref) if Path(ref).is_absolute() else root / ref
+    return str(path) if path.exists() else ref
+
+
+def soup_spec(
+    stage: Stage, previous: dict[str, str], runs_dir: Path, root: Path
+) -> tuple[list[soup.Ingredient], dict]:
+    """`recipe.soup` -> (ingredients, keyword arguments of soup.make_soup)."""
+    spec = stage.rendered.meta["soup"]
+    try:
+        models = [(str(m["model"]), float(m["weight"])) for m in spec.get("models") or []]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LaunchError(
+            f"{stage.name}: recipe.soup.models must be a list of {{model: NAME, weight: W}}"
+        ) from exc
+    ingredients = [
+        soup.Ingredient(resolve_soup_model(m, previous, runs_dir, root), w) for m, w in models
+    ]
+    base = spec.get("base")
+    kwargs = {
+        "method": spec.get("method", "linear"),
+        "base": resolve_soup_model(str(base), previous, runs_dir, root) if base else None,
+        "density": spec.get("density"),
+        "dtype": spec.get("dtype"),
+    }
+    return ingredients, kwargs
+
+
+def soup_plan(
+    stage: Stage, previous: dict[str, str], runs_dir: Path, root: Path, stage_dir: Path
+) -> dict:
+    """What a dry run shows for a soup stage: the mergekit command and config."""
+    try:
+        ingredients, kwargs = soup_spec(stage, previous, runs_dir, root)
+        config = soup.mergekit_config(ingredients, **kwargs)
+    except (LaunchError, soup.SoupError) as exc:
+        config = {"error": str(exc)}
+    return {
+        "stage": stage.name,
+        "builds": [b["output"] for b in stale_builds(stage.rendered.meta, root)],
+        "argv": ["mergekit-yaml", str(stage_dir / "mergekit.yaml"), str(stage_dir / "model")],
+        "config": config,
+    }
+
+
+def run_soup_stage(
+    stage: Stage, previous: dict[str, str], runs_dir: Path, root: Path, stage_dir: Path, echo: Echo
+) -> dict:
+    """A stage whose `recipe.soup` names models and weights: mergekit instead of Axolotl;
+    its model is then evaluated like any stage's."""
+    ingredients, kwargs = soup_spec(stage, previous, runs_dir, root)
+    mix = " + ".join(f"{i.weight:g} x {i.model}" for i in ingredients)
+    echo(f"soup   {stage.name}: {kwargs['method']} of {mix}  (log: {stage_dir / 'mergekit.log'})")
+    made = soup.make_soup(
+        ingredients, out=stage_dir / "model", config_path=stage_dir / "mergekit.yaml", **kwargs
+    )
+    write_json(stage_dir / "metrics.json", {"model": made["model"], "wall_s": made["wall_s"]})
+    return soup.soup_entry(made, stage.name)
+
+
 def run_recipe(
     name: str,
     sets: list[str] | None = None,
@@ -398,6 +481,10 @@ def run_recipe(
         plans = []
         previous: dict[str, str] = {}
         for stage in stages:
+            if stage.rendered.meta.get("soup"):
+                plans.append(soup_plan(stage, previous, runs_dir, root, run_dir / stage.key))
+                previous[stage.name] = str(run_dir / stage.key / "model")
+                continue
             try:
                 base = resolve_parent(stage, previous, runs_dir)
             except LaunchError:
@@ -429,37 +516,43 @@ def run_recipe(
                 first_base = first_base or done.get("parent_model")
                 continue
             ensure_builds(stage.rendered.meta, root, echo)
-            base = resolve_parent(stage, previous, runs_dir)
-            cfg = stage_config(stage, base, stage_dir, resume)
-            problems = [
-                p
-                for p in check.check_rendered(Rendered(stage.name, cfg, stage.rendered.meta), root)
-                if p.severity == "error"
-            ]
-            if problems:
-                raise LaunchError(
-                    f"{stage.name} failed its checks:\n" + "\n".join(f"  {p}" for p in problems)
-                )
-            first_base = first_base or cfg["base_model"]
-            m = run_stage(stage, cfg, stage_dir, root, echo)
-            entry = {
-                "status": "complete",
-                "recipe": stage.name,
-                "parent_model": cfg["base_model"],
-                "model": m["model"],
-                "data": data_hashes(cfg, root),
-                "metrics": {
-                    k: m[k]
-                    for k in (
-                        "eval_loss_before",
-                        "eval_loss_best",
-                        "final_train_loss",
-                        "steps",
-                        "wall_s",
+            if stage.rendered.meta.get("soup"):
+                entry = run_soup_stage(stage, previous, runs_dir, root, stage_dir, echo)
+                first_base = first_base or entry["soup"].get("base") or entry["parent_model"]
+            else:
+                base = resolve_parent(stage, previous, runs_dir)
+                cfg = stage_config(stage, base, stage_dir, resume)
+                problems = [
+                    p
+                    for p in check.check_rendered(
+                        Rendered(stage.name, cfg, stage.rendered.meta), root
                     )
-                },
-                "best_checkpoint": m["best_checkpoint"],
-            }
+                    if p.severity == "error"
+                ]
+                if problems:
+                    raise LaunchError(
+                        f"{stage.name} failed its checks:\n" + "\n".join(f"  {p}" for p in problems)
+                    )
+                first_base = first_base or cfg["base_model"]
+                m = run_stage(stage, cfg, stage_dir, root, echo)
+                entry = {
+                    "status": "complete",
+                    "recipe": stage.name,
+                    "parent_model": cfg["base_model"],
+                    "model": m["model"],
+                    "data": data_hashes(cfg, root),
+                    "metrics": {
+                        k: m[k]
+                        for k in (
+                            "eval_loss_before",
+                            "eval_loss_best",
+                            "final_train_loss",
+                            "steps",
+                            "wall_s",
+                        )
+                    },
+                    "best_checkpoint": m["best_checkpoint"],
+                }
             record["stages"][stage.key] = entry
             write_json(run_dir / "run.json", record)
             registry.append(
@@ -470,7 +563,7 @@ def run_recipe(
                     **entry,
                 },
             )
-            previous[stage.name] = m["model"]
+            previous[stage.name] = entry["model"]
 
         final = record["stages"][stages[-1].key]["model"]
         failures: list[str] = []

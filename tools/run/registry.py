@@ -2,7 +2,9 @@
 
 A record holds the run id, recipe and its hash, the parent model (a Hub id, a path, or
 another record's model), data files with their hashes, the selected checkpoint and the
-metrics. `tree` turns the records into the model family tree.
+metrics. A model soup's record also lists every model it mixes in `parents` (with
+`parent_model` the first of them) and its method and weights in `soup`. `tree` turns
+the records into the model family tree.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 from pathlib import Path
 
 from cosmosage.dataprep.io import atomic_writer
+from cosmosage.tools.recipe.render import ROOT
 
 
 def registry_path(runs_dir: Path) -> Path:
@@ -64,29 +67,59 @@ def latest_model(runs_dir: Path, recipe: str) -> str | None:
     return found[-1]["model"] if found else None
 
 
+def parents(record: dict) -> list[str]:
+    """Every model a record was made from: `parents` (a soup mixes several), else the one
+    `parent_model`."""
+    return list(record.get("parents") or [record.get("parent_model", "")])
+
+
+def _key(model: str) -> str:
+    """Local folders compare by their resolved path, so `build/models/x` (relative to the
+    working directory or the project) and `/abs/build/models/x` meet."""
+    if not model:
+        return model
+    for path in (Path(model), ROOT / model):
+        if path.exists():
+            return str(path.resolve())
+    return model
+
+
 def tree(runs_dir: Path) -> list[str]:
-    """Lines of an indented family tree: each model under the model it started from."""
+    """Lines of an indented family tree: each model under the model it started from. A soup
+    appears under each of its parents with its weight there; its own descendants are shown
+    under its first parent only."""
     recs = records(runs_dir)
-    by_model = {r["model"]: r for r in recs}
-    children: dict[str, list[dict]] = {}
+    by_model = {_key(r["model"]): r for r in recs}
+    children: dict[str, list[tuple[dict, int]]] = {}
     for r in recs:
-        children.setdefault(r.get("parent_model", ""), []).append(r)
-    roots = sorted(
-        {r.get("parent_model", "") for r in recs if r.get("parent_model", "") not in by_model}
-    )
+        for i, p in enumerate(parents(r)):
+            children.setdefault(_key(p), []).append((r, i))
+    roots: dict[str, str] = {}
+    for p in sorted({p for r in recs for p in parents(r)}):
+        if _key(p) not in by_model:
+            roots.setdefault(_key(p), p)
     lines: list[str] = []
 
     def walk(model: str, depth: int) -> None:
-        for r in children.get(model, []):
+        for r, i in children.get(_key(model), []):
             loss = r.get("metrics", {}).get("eval_loss_best")
             loss_s = f" eval_loss={loss:.4f}" if isinstance(loss, float) else ""
             scores = f" {score_text(r)}" if r.get("scores") else ""
+            soup = r.get("soup") or {}
+            weights = soup.get("weights") or []
+            mix = ""
+            if soup:
+                share = f" x{weights[i]:g}" if i < len(weights) else " (base)"
+                mix = f" soup:{soup.get('method', '?')}{share}"
+            if i > 0:
+                lines.append(f"{'  ' * depth}└─ {r['recipe']} [{r['run_id']}]{mix}  {r['model']}")
+                continue
             lines.append(
-                f"{'  ' * depth}└─ {r['recipe']} [{r['run_id']}]{loss_s}{scores}  {r['model']}"
+                f"{'  ' * depth}└─ {r['recipe']} [{r['run_id']}]{mix}{loss_s}{scores}  {r['model']}"
             )
             walk(r["model"], depth + 1)
 
-    for root in roots:
+    for root in roots.values():
         lines.append(root or "(unknown base)")
         walk(root, 1)
     return lines

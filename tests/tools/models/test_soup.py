@@ -1,0 +1,215 @@
+"""Model soups through mergekit: the weighted average, the YAML beside it, the registry
+record with both parents, and a recipe stage that runs mergekit instead of Axolotl."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+from safetensors.torch import load_file, save_file
+
+from cosmosage.tools.cli.main import main
+from cosmosage.tools.models import soup
+from cosmosage.tools.run import registry
+from cosmosage.tools.run.launcher import run_recipe
+
+pytest.importorskip("mergekit", reason="the `merge` extra (mergekit) is not installed")
+
+
+@pytest.fixture(scope="module")
+def tuned(tiny_model, tmp_path_factory) -> Path:
+    """A second model of the tiny model's architecture: its weights moved by noise."""
+    out = tmp_path_factory.mktemp("tuned") / "model"
+    shutil.copytree(tiny_model, out)
+    gen = torch.Generator().manual_seed(0)
+    weights = load_file(str(tiny_model / "model.safetensors"))
+    moved = {k: v + 0.05 * torch.randn(v.shape, generator=gen) for k, v in weights.items()}
+    save_file(moved, str(out / "model.safetensors"), metadata={"format": "pt"})
+    return out
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(next(folder.glob("*.safetensors"))))
+
+
+def test_linear_soup_is_the_weighted_average_and_hangs_under_both_parents(
+    tiny_model, tuned, tmp_path
+):
+    runs = tmp_path / "runs"
+    registry.append(
+        runs,
+        {
+            "run_id": "fam/1",
+            "recipe": "fam/tuned",
+            "parent_model": str(tiny_model),
+            "model": str(tuned),
+            "metrics": {"eval_loss_best": 1.5},
+        },
+    )
+    out = tmp_path / "soups" / "mix"
+    res = CliRunner().invoke(
+        main,
+        [
+            "model",
+            "soup",
+            "--model",
+            f"{tuned}:0.75",
+            "--model",
+            f"{tiny_model}:0.25",
+            "--method",
+            "linear",
+            "--out",
+            str(out),
+            "--runs-dir",
+            str(runs),
+        ],
+        catch_exceptions=False,
+    )
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith(f"made {out} in ")
+
+    a, b, mixed = weights(tuned), weights(tiny_model), weights(out)
+    assert set(mixed) == set(a)
+    for name, t in mixed.items():
+        torch.testing.assert_close(t, 0.75 * a[name] + 0.25 * b[name], rtol=0, atol=1e-6)
+    assert (out / "tokenizer.json").read_bytes() == (tuned / "tokenizer.json").read_bytes()
+
+    cfg = yaml.safe_load((tmp_path / "soups" / "mix.mergekit.yaml").read_text())
+    assert cfg == {
+        "merge_method": "linear",
+        "models": [
+            {"model": str(tuned.resolve()), "parameters": {"weight": 0.75}},
+            {"model": str(tiny_model.resolve()), "parameters": {"weight": 0.25}},
+        ],
+    }
+    assert (tmp_path / "soups" / "mix.mergekit.log").is_file()
+
+    rec = registry.records(runs)[-1]
+    assert rec["recipe"] == "soup" and rec["run_id"].startswith("soup/")
+    assert rec["parents"] == [str(tuned.resolve()), str(tiny_model.resolve())]
+    assert rec["parent_model"] == str(tuned.resolve())
+    assert rec["soup"]["method"] == "linear" and rec["soup"]["weights"] == [0.75, 0.25]
+
+    tree = CliRunner().invoke(main, ["runs", "tree", "--runs-dir", str(runs)]).output.splitlines()
+    assert tree[0] == str(tiny_model)
+    assert tree[1].startswith("  └─ fam/tuned [fam/1] eval_loss=1.5000")
+    assert tree[2].startswith("    └─ soup [soup/") and "soup:linear x0.75" in tree[2]
+    assert tree[3].startswith("  └─ soup [soup/") and "soup:linear x0.25" in tree[3]
+    assert len(tree) == 4
+
+
+def test_bad_soups_fail_before_mergekit_runs(tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("mergekit must not run")
+
+    monkeypatch.setattr(soup.subprocess, "run", boom)
+    a, b = soup.Ingredient("a", 0.5), soup.Ingredient("b", 0.5)
+    with pytest.raises(soup.SoupError, match="expected MODEL:WEIGHT"):
+        soup.parse_ingredient("runs/x/model")
+    assert soup.parse_ingredient("C:/x/model:0.25") == soup.Ingredient("C:/x/model", 0.25)
+    with pytest.raises(soup.SoupError, match="give --base BASE"):
+        soup.make_soup([a, b], "ties", tmp_path / "o")
+    with pytest.raises(soup.SoupError, match="linear soups take no --base"):
+        soup.make_soup([a, b], "linear", tmp_path / "o", base="c")
+    with pytest.raises(soup.SoupError, match="weights must be >= 0 and not all 0"):
+        soup.make_soup([a, soup.Ingredient("b", -1)], "linear", tmp_path / "o")
+    with pytest.raises(soup.SoupError, match="unknown soup method 'slerp'"):
+        soup.make_soup([a, b], "slerp", tmp_path / "o")
+    res = CliRunner().invoke(
+        main, ["model", "soup", "--model", "a:x", "--out", str(tmp_path / "o")]
+    )
+    assert res.exit_code == 1 and "expected MODEL:WEIGHT" in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_ties_and_dare_configs_carry_the_base_and_densities():
+    cfg = soup.mergekit_config(
+        [soup.Ingredient("org/tuned", 1.0)], "dare_ties", base="org/base", density=0.3
+    )
+    assert cfg == {
+        "merge_method": "dare_ties",
+        "models": [{"model": "org/tuned", "parameters": {"weight": 1.0, "density": 0.3}}],
+        "base_model": "org/base",
+    }
+    ties = soup.mergekit_config([soup.Ingredient("org/tuned", 1.0)], "ties", base="org/base")
+    assert ties["models"][0]["parameters"]["density"] == soup.DEFAULT_DENSITY
+
+
+def soup_recipes(root: Path, tiny_model: Path) -> None:
+    (root / "recipes" / "fam").mkdir(parents=True)
+    (root / "recipes" / "fam" / "tuned.yaml").write_text("recipe: {description: trained}\n")
+    suite = root / "suite.yaml"
+    suite.write_text(
+        yaml.safe_dump(
+            {
+                "prompts": [
+                    {"id": "a", "prompt": "The universe", "expect": ["x"], "kind": "general"},
+                    {"id": "b", "prompt": "Dark matter", "expect": ["y"], "kind": "domain"},
+                ]
+            }
+        )
+    )
+    stage = {
+        "recipe": {
+            "description": "half the tuned model, half the original",
+            "soup": {
+                "method": "linear",
+                "models": [
+                    {"model": "fam/tuned", "weight": 0.5},
+                    {"model": str(tiny_model), "weight": 0.5},
+                ],
+            },
+            "eval": {"suites": [str(suite)], "preset": {"preset": "greedy", "max_new_tokens": 4}},
+        }
+    }
+    (root / "recipes" / "fam" / "soup.yaml").write_text(yaml.safe_dump(stage))
+
+
+def test_a_soup_stage_runs_mergekit_and_is_evaluated_like_any_stage(tiny_model, tuned, tmp_path):
+    root, runs = tmp_path / "project", tmp_path / "runs"
+    soup_recipes(root, tiny_model)
+    registry.append(
+        runs,
+        {
+            "run_id": "fam/tuned/1",
+            "recipe": "fam/tuned",
+            "parent_model": str(tiny_model),
+            "model": str(tuned),
+        },
+    )
+    said: list[str] = []
+
+    plan = run_recipe("fam/soup", dry_run=True, root=root, runs_dir=runs, echo=said.append)
+    assert plan["stages"][0]["config"]["models"][0] == {
+        "model": str(tuned.resolve()),
+        "parameters": {"weight": 0.5},
+    }
+
+    record = run_recipe("fam/soup", root=root, runs_dir=runs, echo=said.append)
+    run_dir = Path(record["run_dir"])
+    stage = record["stages"]["soup"]
+    assert stage["parents"] == [str(tuned.resolve()), str(tiny_model.resolve())]
+    assert stage["soup"]["weights"] == [0.5, 0.5] and stage["model"] == str(
+        (run_dir / "soup" / "model").resolve()
+    )
+    assert yaml.safe_load((run_dir / "soup" / "mergekit.yaml").read_text())["merge_method"] == (
+        "linear"
+    )
+    a, b, mixed = weights(tuned), weights(tiny_model), weights(run_dir / "soup" / "model")
+    name = "model.layers.0.mlp.up_proj.weight"
+    torch.testing.assert_close(mixed[name], 0.5 * a[name] + 0.5 * b[name], rtol=0, atol=1e-6)
+    assert any(line.startswith("soup   fam/soup: linear of 0.5 x ") for line in said)
+
+    # evaluated like any stage: the base (the soup's first model) and the soup
+    assert set(record["eval"]) == {"base", "soup"}
+    scores = json.loads((run_dir / "eval" / "scores.json").read_text())
+    assert scores["models"]["soup"] == stage["model"]
+    assert record["status"] == "complete" and (run_dir / "publish" / "README.md").is_file()
+    rec = registry.records(runs)[-1]
+    assert rec["recipe"] == "fam/soup" and rec["parents"] == stage["parents"]
+    assert "scores" in rec
