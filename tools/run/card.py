@@ -1,20 +1,42 @@
 """Model cards and run summaries, written from the run record (never from memory).
 
 The card states what the model was trained on, from what, for how long, what the
-held-out loss did and what the prompt suite showed, and what it was not tested for.
+held-out loss did and what the prompt suite showed, how to prompt it, and what it was
+not tested for. Its front matter is Hugging Face Hub metadata built with
+huggingface_hub's ModelCardData: a Hub license id, base_model only when it is a Hub id,
+datasets, language, tags, pipeline_tag and a model-index with the final model's scores.
+Data licenses come from the data manifests; non-commercial ones are stated at the top.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
-import yaml
-
 from cosmosage.dataprep.io import manifest_path
+from cosmosage.tools.eval.consistency import FLAG_THRESHOLD
 from cosmosage.tools.models.merge import link_or_copy
 from cosmosage.tools.recipe.render import ROOT, Rendered
+
+# License identifiers the Hub knows (docs/hub/repositories-licenses); anything else is
+# written as `license: other` with its name in `license_name`.
+HUB_LICENSES = frozenset(
+    """apache-2.0 mit openrail bigscience-openrail-m creativeml-openrail-m
+    bigscience-bloom-rail-1.0 bigcode-openrail-m afl-3.0 artistic-2.0 bsl-1.0 bsd
+    bsd-2-clause bsd-3-clause bsd-3-clause-clear c-uda cc cc0-1.0 cc-by-2.0 cc-by-2.5
+    cc-by-3.0 cc-by-4.0 cc-by-sa-3.0 cc-by-sa-4.0 cc-by-nc-2.0 cc-by-nc-3.0 cc-by-nc-4.0
+    cc-by-nd-4.0 cc-by-nc-nd-3.0 cc-by-nc-nd-4.0 cc-by-nc-sa-2.0 cc-by-nc-sa-3.0
+    cc-by-nc-sa-4.0 cdla-sharing-1.0 cdla-permissive-1.0 cdla-permissive-2.0 wtfpl ecl-2.0
+    epl-1.0 epl-2.0 etalab-2.0 eupl-1.1 eupl-1.2 agpl-3.0 gfdl gpl gpl-2.0 gpl-3.0 lgpl
+    lgpl-2.1 lgpl-3.0 isc h-research lppl-1.3c ms-pl apple-ascl apple-amlr mpl-2.0 odc-by
+    odbl openmdw-1.0 openrail++ osl-3.0 postgresql ofl-1.1 ncsa unlicense zlib pddl lgpl-lr
+    deepfloyd-if-license fair-noncommercial-research-license llama2 llama3 llama3.1 llama3.2
+    llama3.3 llama4 grok2-community gemma unknown other""".split()
+)
+# CC-BY-NC-*, "by-nc-sa" in a Creative Commons URL, "non-commercial" in a name
+NON_COMMERCIAL_RE = re.compile(r"(?i)(?:^|[^a-z])nc(?:[^a-z]|$)|non[- _]?commercial")
 
 
 def _fmt(x) -> str:
@@ -43,16 +65,31 @@ def public_path(name: str, run_dir: Path | None = None) -> str:
 
 
 def licenses(record: dict) -> list[str]:
-    """Licenses of the inputs, from the manifests beside each data file."""
+    """Licenses of the inputs, from the manifests beside each data file: every input's
+    `license` and the per-license document counts (`licenses`) of corpus manifests."""
     found = set()
     for stage in record["stages"].values():
         for data in stage.get("data", {}):
             man = manifest_path(data)
             if man.is_file():
-                for inp in json.loads(man.read_text()).get("inputs", []):
+                manifest = json.loads(man.read_text())
+                for inp in manifest.get("inputs", []):
                     if inp.get("license"):
-                        found.add(inp["license"])
+                        found.add(str(inp["license"]))
+                found.update(str(k) for k in (manifest.get("licenses") or {}))
     return sorted(found)
+
+
+def non_commercial(names: list[str]) -> list[str]:
+    return [n for n in names if NON_COMMERCIAL_RE.search(n)]
+
+
+def hub_license(name: str) -> dict[str, str]:
+    """{license: ID} for a Hub license id, else {license: other, license_name: NAME}."""
+    key = name.strip().lower()
+    if key in HUB_LICENSES:
+        return {"license": key}
+    return {"license": "other", "license_name": re.sub(r"[^a-z0-9.]+", "-", key).strip("-")}
 
 
 EVAL_COLUMNS = [
@@ -82,37 +119,255 @@ def eval_table(scores: dict[str, dict]) -> list[str]:
     return lines
 
 
-def card_markdown(record: dict, top: Rendered, run_dir: Path | None = None) -> str:
+# score key -> (dataset type, dataset name, metric type, metric name) in the model-index
+INDEX_METRICS = {
+    "all": ("prompt-suites", "all prompts", "accuracy", "share passed"),
+    "domain": ("domain-prompts", "domain prompts", "accuracy", "share passed"),
+    "general": ("general-prompts", "general prompt suite", "accuracy", "share passed"),
+    "trained": ("fact-recall", "fact recall", "accuracy", "recall (trained wording)"),
+    "held_out": ("fact-recall", "fact recall", "accuracy", "recall (held-out wording)"),
+    "ppl": ("general-text", "held-out general text", "perplexity", "perplexity"),
+}
+
+
+def final_label(record: dict) -> str | None:
+    """The evaluation label of the published model: the last stage's key, else the last
+    label that is not the base model."""
+    scores = record.get("eval") or {}
+    keys = list(record["stages"])
+    if keys and keys[-1] in scores:
+        return keys[-1]
+    rest = [k for k in scores if k != "base"]
+    return rest[-1] if rest else None
+
+
+def eval_results(record: dict) -> list:
+    """huggingface_hub EvalResults of the final model (the card's model-index)."""
+    from huggingface_hub import EvalResult
+
+    label = final_label(record)
+    if label is None:
+        return []
+    out = []
+    for key, value in record["eval"][label].items():
+        if not isinstance(value, int | float):
+            continue
+        if key in INDEX_METRICS:
+            dtype, dname, mtype, mname = INDEX_METRICS[key]
+        elif key.startswith("suite:"):
+            name = key.removeprefix("suite:")
+            dtype, dname, mtype, mname = name, f"{name} prompt suite", "accuracy", "share passed"
+        elif key.startswith("mc:"):
+            name = key.removeprefix("mc:")
+            dtype, dname, mtype, mname = name, f"{name} (multiple choice)", "acc_norm", "acc_norm"
+        else:
+            continue
+        out.append(
+            EvalResult(
+                task_type="text-generation",
+                task_name="Text Generation",
+                dataset_type=dtype,
+                dataset_name=dname,
+                metric_type=mtype,
+                metric_name=mname,
+                metric_value=round(float(value), 4),
+            )
+        )
+    return out
+
+
+def hub_parents(record: dict) -> list[str]:
+    """Hub ids among the models the first stage started from (a soup has several)."""
+    stages = list(record["stages"].values())
+    if not stages:
+        return []
+    first = stages[0]
+    names = first.get("parents") or [first.get("parent_model", "")]
+    return [n for n in names if n and is_hub_id(n)]
+
+
+def card_data(record: dict, top: Rendered):
+    """The card's front matter as huggingface_hub ModelCardData (checked as it is built)."""
+    from huggingface_hub import ModelCardData
+
+    meta = top.meta.get("card") or {}
+    base = [b for b in ([meta["base_model"]] if meta.get("base_model") else []) if is_hub_id(b)]
+    base = base or hub_parents(record)
+    datasets = [d for d in meta.get("datasets") or [] if is_hub_id(d)]
+    language = meta.get("language", ["en"])
+    results = eval_results(record)
+    return ModelCardData(
+        **hub_license(str(meta.get("license", "apache-2.0"))),
+        base_model=(base[0] if len(base) == 1 else base) or None,
+        datasets=datasets or None,
+        language=[language] if isinstance(language, str) else list(language),
+        library_name="transformers",
+        tags=["cosmosage", "axolotl", *meta.get("tags", [])],
+        pipeline_tag="text-generation",
+        model_name=meta.get("title", record["recipe"]) if results else None,
+        eval_results=results or None,
+        ignore_metadata_errors=False,
+    )
+
+
+def chat_template(model_dir: str | Path | None) -> str | None:
+    """The model's chat template: chat_template.jinja, else tokenizer_config.json's."""
+    if model_dir is None:
+        return None
+    folder = Path(model_dir)
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text()
+    cfg = folder / "tokenizer_config.json"
+    if cfg.is_file():
+        tpl = json.loads(cfg.read_text()).get("chat_template")
+        return tpl if isinstance(tpl, str) else None
+    return None
+
+
+def special_tokens(model_dir: str | Path | None) -> dict[str, str]:
+    """bos / eos / pad token strings from tokenizer_config.json."""
+    cfg = Path(model_dir or "") / "tokenizer_config.json"
+    if model_dir is None or not cfg.is_file():
+        return {}
+    data = json.loads(cfg.read_text())
+    out = {}
+    for key in ("bos_token", "eos_token", "pad_token"):
+        tok = data.get(key)
+        tok = tok.get("content") if isinstance(tok, dict) else tok
+        if isinstance(tok, str):
+            out[key] = tok
+    return out
+
+
+EXAMPLE_MESSAGES = [{"role": "user", "content": "What is the cosmic microwave background?"}]
+
+
+def render_prompt(template: str, tokens: dict[str, str]) -> str | None:
+    """The template applied to one user question, as the model sees it."""
+    from jinja2 import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    try:
+        return env.from_string(template).render(
+            messages=EXAMPLE_MESSAGES,
+            add_generation_prompt=True,
+            bos_token=tokens.get("bos_token", ""),
+            eos_token=tokens.get("eos_token", ""),
+        )
+    except TemplateError:
+        return None
+
+
+def prompt_lines(model_dir: str | Path | None) -> list[str]:
+    template = chat_template(model_dir)
+    if not template:
+        return [
+            "## How to prompt it",
+            "",
+            "The model has no chat template: give it plain text to continue.",
+            "",
+        ]
+    tokens = special_tokens(model_dir)
+    lines = [
+        "## How to prompt it",
+        "",
+        "Use the chat template shipped with the tokenizer (`chat_template.jinja`); with",
+        "transformers, `tokenizer.apply_chat_template(messages, add_generation_prompt=True)`.",
+    ]
+    if tokens.get("eos_token"):
+        lines.append(f"Generation ends at `{tokens['eos_token']}` (the end-of-turn token).")
+    example = render_prompt(template, tokens)
+    if example is not None:
+        lines += ["", "A question as the model sees it:", "", "```text", example, "```"]
+    lines += [
+        "",
+        "<details><summary>Chat template</summary>",
+        "",
+        "```jinja",
+        template.rstrip("\n"),
+        "```",
+        "",
+        "</details>",
+        "",
+    ]
+    return lines
+
+
+def lineage_line(s: dict, run_dir: Path | None) -> str:
+    soup = s.get("soup")
+    if soup:
+        mix = " + ".join(
+            f"{w:g} x `{public_path(p, run_dir)}`"
+            for w, p in zip(soup.get("weights") or [], s.get("parents") or [], strict=False)
+        )
+        base = f" (base `{public_path(soup['base'], run_dir)}`)" if soup.get("base") else ""
+        return f"- `{s['recipe']}`: model soup ({soup.get('method')}) of {mix}{base}"
+    return (
+        f"- `{s['recipe']}`: from `{public_path(s['parent_model'], run_dir)}`, best checkpoint "
+        f"at step {(s.get('best_checkpoint') or {}).get('step', '-')}"
+    )
+
+
+def limitation_lines(record: dict) -> list[str]:
+    """What the evaluation measured that limits the model, in sentences."""
+    lines = []
+    label = final_label(record)
+    final = (record.get("eval") or {}).get(label or "", {})
+    base = (record.get("eval") or {}).get("base", {})
+    if "held_out" in final:
+        trained = f" ({final['trained']:.0%} in the trained wordings)" if "trained" in final else ""
+        lines.append(
+            f"- Recalls {final['held_out']:.0%} of the trained facts when asked in wordings it "
+            f"never saw{trained}."
+        )
+    if "general" in final and "general" in base:
+        lines.append(
+            f"- General prompt suite: {final['general']:.0%} passed, against "
+            f"{base['general']:.0%} for the starting model."
+        )
+    if "flagged" in final:
+        lines.append(
+            f"- Self-consistency flags {final['flagged']:.0%} of its scored answers (regenerated "
+            f"answers agree below {FLAG_THRESHOLD:g}); treat flagged answers as likely invented."
+        )
+    for failure in record.get("threshold_failures") or []:
+        lines.append(f"- Evaluation threshold not met: {failure}.")
+    return lines
+
+
+def card_markdown(
+    record: dict, top: Rendered, run_dir: Path | None = None, model_dir: str | Path | None = None
+) -> str:
     meta = top.meta.get("card") or {}
     stages = list(record["stages"].values())
-    base = stages[0]["parent_model"] if stages else ""
-    front = {
-        "license": meta.get("license", "apache-2.0"),
-        # only a Hub id means something to readers of the card; local paths do not
-        **({"base_model": base} if is_hub_id(base) else {}),
-        "tags": ["cosmosage", "axolotl", *meta.get("tags", [])],
-        "language": meta.get("language", ["en"]),
-        "pipeline_tag": "text-generation",
-    }
-    lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", ""]
+    data = card_data(record, top)
+    lines = ["---", data.to_yaml().strip(), "---", ""]
     lines.append(f"# {meta.get('title', record['recipe'])}")
     lines.append("")
+    lic = licenses(record)
+    nc = non_commercial(lic)
+    if nc:
+        lines += [
+            f"> **Non-commercial use only.** Part of the training data is licensed "
+            f"{', '.join(nc)}: this model and its outputs may not be used commercially.",
+            "",
+        ]
     lines.append(top.meta.get("description", ""))
     lines.append("")
     if meta.get("warning"):
         lines += [f"> {meta['warning']}", ""]
     lines += ["## Lineage", ""]
     for s in stages:
-        lines.append(
-            f"- `{s['recipe']}`: from `{public_path(s['parent_model'], run_dir)}`, best checkpoint at step {(s.get('best_checkpoint') or {}).get('step', '-')}"
-        )
+        lines.append(lineage_line(s, run_dir))
     lines += ["", "## Training data", ""]
     for s in stages:
         for path, digest in s.get("data", {}).items():
             lines.append(
                 f"- `{public_path(path, run_dir)}` (sha256 {digest[:12]}...), stage `{s['recipe']}`"
             )
-    lic = licenses(record)
+    if not any(s.get("data") for s in stages):
+        lines.append("- None recorded for this run's own stages (see the lineage).")
     if lic:
         lines += ["", f"Source licenses recorded in the data manifests: {', '.join(lic)}."]
     lines += ["", "## Held-out loss", "", "| stage | before | best | steps |", "|---|---|---|---|"]
@@ -121,8 +376,10 @@ def card_markdown(record: dict, top: Rendered, run_dir: Path | None = None) -> s
         lines.append(
             f"| {s['recipe']} | {_fmt(m['eval_loss_before'])} | {_fmt(m['eval_loss_best'])} | {m['steps']} |"
         )
+    lines.append("")
+    lines += prompt_lines(model_dir)
     if record.get("eval"):
-        lines += ["", "## Evaluation", ""]
+        lines += ["## Evaluation", ""]
         lines += [
             "Share of prompts passed per model (`base` is the starting model; recall is asked in",
             "the wordings used in training and in held-out wordings never trained on):",
@@ -144,10 +401,11 @@ def card_markdown(record: dict, top: Rendered, run_dir: Path | None = None) -> s
                 f"- Self-consistency (regenerating answers to spot invented ones): agreement "
                 f"predicts correctness with AUROC {record['consistency_auroc']:.2f}"
             )
+        lines.append("")
     lines += [
-        "",
         "## Limitations",
         "",
+        *limitation_lines(record),
         "- Answers can be wrong or invented; check them against the literature.",
         "- Not evaluated for safety, bias or long-form generation.",
         f"- Produced by `cosmosage recipe run {record['recipe']}` (run `{record['run_id']}`, recipe hash `{record['recipe_hash']}`).",
@@ -167,7 +425,7 @@ def write_publish_folder(run_dir: Path, record: dict, top: Rendered, model_dir: 
     for png in ("scores.png", "loss.png", "calibration.png"):
         if (run_dir / "eval" / png).is_file():
             shutil.copyfile(run_dir / "eval" / png, dst / png)
-    (dst / "README.md").write_text(card_markdown(record, top, run_dir))
+    (dst / "README.md").write_text(card_markdown(record, top, run_dir, model_dir))
     return dst
 
 

@@ -102,3 +102,144 @@ def test_publish_folder_holds_model_files_and_the_card(tmp_path):
     rec["publish"] = str(out)
     summary = summary_markdown(tmp_path / "run", rec)
     assert "| instruct | 2.5000 | 1.2500 | 8 | 10 | 3.0 |" in summary and str(out) in summary
+
+
+def scored_record(parent: str, data: dict) -> dict:
+    rec = record(parent, data)
+    rec["stages"]["instruct"]["model"] = "runs/x/instruct/model"
+    rec["eval"] = {
+        "base": {"all": 0.25, "general": 0.9, "trained": 0.0, "held_out": 0.0},
+        "instruct": {
+            "all": 0.6,
+            "general": 0.8,
+            "trained": 0.95,
+            "held_out": 0.7,
+            "flagged": 0.125,
+            "suite:recall": 0.83,
+            "mc:everyday": 0.5,
+            "ppl": 12.5,
+            "consistency_auroc": 0.9,
+        },
+    }
+    return rec
+
+
+def hub_card(tmp_path, rec: dict, top: Rendered, tiny_model):
+    """The card as write_publish_folder writes it, read back with huggingface_hub."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    out = write_publish_folder(tmp_path / "run", rec, top, str(tiny_model))
+    card = ModelCard.load(out / "README.md")
+    # strict: a malformed model-index raises instead of being dropped with a warning
+    strict = ModelCardData(ignore_metadata_errors=False, **card.data.to_dict())
+    return card, strict
+
+
+def test_card_front_matter_is_valid_hub_metadata_with_the_scores(tmp_path, tiny_model):
+    from cosmosage.tools.run.card import HUB_LICENSES
+
+    top = Rendered(
+        "fam/pipe",
+        {},
+        {
+            "description": "d",
+            "card": {"title": "cosmosage test", "tags": ["cosmology"], "datasets": ["org/qa"]},
+        },
+    )
+    card, data = hub_card(tmp_path, scored_record("org/base-7b", {}), top, tiny_model)
+
+    assert data.license == "apache-2.0" and data.license in HUB_LICENSES
+    assert data.base_model == "org/base-7b" and data.datasets == ["org/qa"]
+    assert data.language == ["en"] and data.pipeline_tag == "text-generation"
+    assert data.library_name == "transformers" and "cosmology" in data.tags
+    assert data.model_name == "cosmosage test"
+    got = {(r.dataset_name, r.metric_name): r.metric_value for r in data.eval_results}
+    assert got == {
+        ("all prompts", "share passed"): 0.6,
+        ("general prompt suite", "share passed"): 0.8,
+        ("fact recall", "recall (trained wording)"): 0.95,
+        ("fact recall", "recall (held-out wording)"): 0.7,
+        ("recall prompt suite", "share passed"): 0.83,
+        ("everyday (multiple choice)", "acc_norm"): 0.5,
+        ("held-out general text", "perplexity"): 12.5,
+    }
+    assert all(r.task_type == "text-generation" for r in data.eval_results)
+    text = card.text
+    # how to prompt it: the tiny model's own template, applied to a question
+    assert "## How to prompt it" in text and "[INST] What is the cosmic microwave" in text
+    assert "Generation ends at `</s>`" in text
+    # measured limitations
+    assert "Recalls 70% of the trained facts when asked in wordings it never saw" in text
+    assert "Self-consistency flags 12% of its scored answers" in text
+    assert "General prompt suite: 80% passed, against 90% for the starting model." in text
+
+
+def test_local_parents_and_unknown_licenses_stay_valid(tmp_path, tiny_model):
+    top = Rendered("x", {}, {"card": {"license": "Llama 3.1 Community License"}})
+    rec = scored_record(str(tiny_model), {})
+    card, data = hub_card(tmp_path, rec, top, tiny_model)
+    assert data.base_model is None and "base_model" not in card.data.to_dict()
+    assert data.license == "other" and data.license_name == "llama-3.1-community-license"
+    assert str(tiny_model) not in str(card)
+
+
+def test_non_commercial_data_is_stated_at_the_top(tmp_path, tiny_model):
+    qa, corpus = tmp_path / "qa.jsonl", tmp_path / "corpus.jsonl"
+    for f in (qa, corpus):
+        f.write_text("{}\n")
+    (tmp_path / "qa.manifest.json").write_text(
+        json.dumps({"inputs": [{"path": "a", "license": "CC-BY-NC-4.0"}]})
+    )
+    (tmp_path / "corpus.manifest.json").write_text(
+        json.dumps(
+            {
+                "inputs": [],
+                "licenses": {
+                    "http://creativecommons.org/licenses/by-nc-sa/4.0/": 3,
+                    "cc-by-4.0": 2,
+                },
+            }
+        )
+    )
+    rec = scored_record("org/base", {str(qa): "a" * 64, str(corpus): "b" * 64})
+    card, _ = hub_card(tmp_path, rec, Rendered("x", {}, {"description": "d"}), tiny_model)
+    text = card.text
+    head = text.split("## Lineage")[0]
+    assert "**Non-commercial use only.**" in head
+    assert "CC-BY-NC-4.0" in head and "by-nc-sa/4.0" in head and "cc-by-4.0" not in head
+    assert "Source licenses recorded in the data manifests:" in text and "cc-by-4.0" in text
+
+    clean = scored_record("org/base", {})
+    card, _ = hub_card(tmp_path / "clean", clean, Rendered("x", {}, {}), tiny_model)
+    assert "Non-commercial" not in card.text
+
+
+def test_a_soup_stage_is_named_as_a_mix_of_its_parents(tmp_path):
+    from cosmosage.tools.recipe.render import ROOT
+
+    run_dir = tmp_path / "run"
+    rec = record("org/base", {})
+    rec["stages"] = {
+        "soup": {
+            "recipe": "fam/soup",
+            "parent_model": str(run_dir / "tuned" / "model"),
+            "parents": [str(run_dir / "tuned" / "model"), str(ROOT / "build/models/tiny-llama")],
+            "soup": {"method": "linear", "weights": [0.75, 0.25]},
+            "model": str(run_dir / "soup" / "model"),
+            "data": {},
+            "metrics": {
+                "eval_loss_before": None,
+                "eval_loss_best": None,
+                "final_train_loss": None,
+                "steps": 0,
+                "wall_s": 1.0,
+            },
+            "best_checkpoint": None,
+        }
+    }
+    text = card_markdown(rec, Rendered("x", {}, {}), run_dir)
+    assert (
+        "- `fam/soup`: model soup (linear) of 0.75 x `tuned/model` + 0.25 x "
+        "`build/models/tiny-llama`" in text
+    )
+    assert "| fam/soup | - | - | 0 |" in text
