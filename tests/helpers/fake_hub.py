@@ -1,8 +1,9 @@
 """A small stand-in for the Hugging Face Hub's HTTP API, served on 127.0.0.1.
 
-It answers the requests that `huggingface_hub.HfApi.create_repo` and
-`HfApi.upload_folder` make, keeps what it receives in memory and records every
-request, so tests can publish with the real client and check what arrived.
+It answers the requests that `huggingface_hub.HfApi.create_repo`,
+`HfApi.upload_folder`, `HfApi.list_repo_refs` and `HfApi.create_tag` make, keeps what
+it receives in memory and records every request, so tests can publish with the real
+client and check what arrived.
 
 Every file is given the "regular" upload mode, so contents travel inline
 (base64 inside the commit) and no LFS or Xet storage is involved.
@@ -50,6 +51,7 @@ class Repo:
     visibility: str | None
     files: dict[str, bytes] = field(default_factory=dict)
     commits: list[Commit] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)  # name -> commit oid
 
     @property
     def head(self) -> str:
@@ -154,6 +156,10 @@ class FakeHub:
                 return self._preupload(repo, rest[1], json.loads(body))
             if method == "POST" and len(rest) == 2 and rest[0] == "commit":
                 return self._commit(repo, rest[1], headers, body)
+            if method == "GET" and rest == ["refs"]:
+                return 200, self._refs(repo), {}
+            if method == "POST" and len(rest) == 2 and rest[0] == "tag":
+                return self._tag(repo, rest[1], json.loads(body))
         self.unhandled.append(f"{method} {path}")
         return 404, {"error": f"not served here: {method} {path}"}, {}
 
@@ -236,6 +242,26 @@ class FakeHub:
             {"success": True, "commitOid": digest, "commitUrl": commit_url, "pullRequestUrl": None},
             {},
         )
+
+    def _refs(self, repo: Repo) -> dict:
+        def ref(name: str, kind: str, oid: str) -> dict:
+            return {"name": name, "ref": f"refs/{kind}/{name}", "targetCommit": oid}
+
+        return {
+            "branches": [ref("main", "heads", repo.head)] if repo.commits else [],
+            "converts": [],
+            "tags": [ref(name, "tags", oid) for name, oid in repo.tags.items()],
+        }
+
+    def _tag(self, repo: Repo, revision: str, payload: dict) -> tuple[int, dict, dict]:
+        oid = repo.head if revision == "main" else revision
+        if not any(c.oid == oid for c in repo.commits):
+            return 404, {"error": "Revision not found"}, {"X-Error-Code": "RevisionNotFound"}
+        tag = payload.get("tag") or ""
+        if tag in repo.tags:
+            return 409, {"error": f"Tag {tag} already exists"}, {}
+        repo.tags[tag] = oid
+        return 200, {}, {}
 
     def _info(self, repo: Repo) -> dict:
         return {

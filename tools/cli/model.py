@@ -160,21 +160,58 @@ def model_soup(models, method, out, base, density, dtype, runs_dir) -> None:
 
 
 @click.command("publish")
-@click.argument("folder", type=click.Path(exists=True, file_okay=False))
-@click.option("--repo-id", required=True, help="Hub repository, e.g. you/cosmosage-tiny.")
-@click.option("--private", is_flag=True)
+@click.argument("run")
+@click.option(
+    "--repo", "--repo-id", "repo", required=True, help="Hub repository, e.g. you/cosmosage-tiny."
+)
+@click.option("--private", is_flag=True, help="Create the repository as private.")
+@click.option("--dry-run", is_flag=True, help="Build and show the folder; upload nothing.")
+@click.option("--with-gguf", is_flag=True, help="Add the run's GGUF files (`model quantize`).")
+@click.option(
+    "--revision",
+    default=None,
+    metavar="TAG",
+    help="Tag of this version [default: RECIPE-RUN_ID for a run].",
+)
+@click.option("--force", is_flag=True, help="Publish a run that failed its evaluation thresholds.")
 @click.option(
     "--endpoint", default=None, help="Hub endpoint (defaults to HF_ENDPOINT or the public Hub)."
 )
-def model_publish(folder, repo_id, private, endpoint) -> None:
-    """Upload a publish folder (model + README.md card) with huggingface_hub.
+@runs_dir_option
+def model_publish(
+    run, repo, private, dry_run, with_gguf, revision, force, endpoint, runs_dir
+) -> None:
+    """Publish a run's model (merged weights + README.md card) to the Hugging Face Hub.
 
-    The token comes from HF_TOKEN or `hf auth login`; it is never printed.
+    RUN is a run folder (runs/RECIPE/ID), a run id under --runs-dir (RECIPE/ID), or a
+    folder holding a model and its README.md. The exact folder is built and listed
+    (files and sizes); --dry-run stops there. Otherwise it is uploaded as one commit,
+    tagged --revision. A run whose evaluation failed its thresholds is refused unless
+    --force. The token comes from HF_TOKEN or `hf auth login`; it is never printed.
+
+    \b
+    Example:
+      cosmosage model publish runs/smollm2/lora-facts/ID --repo you/smollm2-facts --dry-run
     """
     from cosmosage.tools.models.publish import publish
+    from cosmosage.tools.recipe.render import ROOT
 
-    url = publish(folder, repo_id, private=private, endpoint=endpoint)
-    click.echo(f"published {folder} -> {url}")
+    res = publish(
+        run,
+        repo,
+        private=private,
+        endpoint=endpoint,
+        revision=revision,
+        with_gguf=with_gguf,
+        force=force,
+        dry_run=dry_run,
+        runs_dir=runs_dir or ROOT / "runs",
+        echo=click.echo,
+    )
+    if dry_run:
+        click.echo("dry run: nothing uploaded")
+    else:
+        click.echo(f"published {res['folder']} -> {res['url']} (tag {res['tag']})")
 
 
 COMMANDS = [model_tiny, model_import, model_init, model_soup, model_publish]

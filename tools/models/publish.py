@@ -1,47 +1,303 @@
-"""Publish a folder to the Hugging Face Hub with the official client."""
+"""Publish a run's model to the Hugging Face Hub with the official client.
+
+`prepare` does every local check and builds the exact folder that will be uploaded
+(`<run>/upload/`, hard links: the run's publish folder - merged model, card, plots - and
+with `with_gguf` the GGUF files and Ollama Modelfile of `<run>/gguf/`); `publish` shows
+it (files and sizes), stops there on a dry run, and otherwise uploads it as one commit
+and tags that commit, one tag per version. Refused before anything is sent: a run that
+did not finish, a run that failed its evaluation thresholds (unless forced), a folder
+without merged weights or card, an invalid repo id or tag, no token, a token written
+into a file. The token (HF_TOKEN or the login cache) is handed to huggingface_hub and
+never printed or written.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cosmosage.dataprep.io import DataError
+
+GGUF_DIR = "gguf"  # where `model quantize` writes a run's GGUF files
+UPLOAD_DIR = "upload"
+REPO_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+WEIGHTS = ("*.safetensors", "*.bin")
+
+Echo = Callable[[str], None]
 
 
 class PublishError(Exception):
     """The Hub could not be used or refused a step; the message says which (never with the token)."""
 
 
-def publish(
-    folder: str | Path, repo_id: str, private: bool = False, endpoint: str | None = None
-) -> str:
-    """Create the model repo if needed and upload the folder; returns the repo URL.
+@dataclass
+class Plan:
+    source: Path  # what was given: a run folder or a publish folder
+    folder: Path  # the exact folder to upload
+    repo_id: str
+    tag: str
+    message: str
+    description: str
+    run: dict | None = None
+    files: list[tuple[str, int]] = field(default_factory=list)
 
-    The token is read by huggingface_hub from HF_TOKEN or its login cache.
-    Files that the Hub already holds unchanged are not sent again.
-    """
-    from huggingface_hub import HfApi, is_offline_mode
-    from huggingface_hub.errors import HfHubHTTPError
 
-    folder = Path(folder)
+def human_size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def check_repo_id(repo_id: str) -> None:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise PublishError(f"--repo {repo_id!r} is not a valid Hub repo id: {exc}") from exc
+    if not REPO_ID_RE.fullmatch(repo_id):
+        raise PublishError(f"--repo {repo_id!r}: expected NAMESPACE/NAME, e.g. you/cosmosage-tiny")
+
+
+def check_tag(tag: str) -> None:
+    if not TAG_RE.fullmatch(tag) or ".." in tag or tag.endswith((".lock", ".")):
+        raise PublishError(f"--revision {tag!r}: a tag is letters, digits, '.', '_' and '-'")
+
+
+def locate(source: str | Path, runs_dir: Path | None = None) -> tuple[Path, Path | None]:
+    """(publish folder, run folder or None) for a run folder, a run's publish folder, a
+    run id under runs_dir (`recipe/<id>`), or any folder holding a model and README.md."""
+    path = Path(source)
+    if not path.is_dir() and runs_dir is not None and (runs_dir / path).is_dir():
+        path = runs_dir / path
+    if not path.is_dir():
+        raise DataError(f"{source}: no such run or folder")
+    if (path / "run.json").is_file():
+        return path / "publish", path
+    if (path.parent / "run.json").is_file() and path.name == "publish":
+        return path, path.parent
+    return path, None
+
+
+def check_run(run_dir: Path, force: bool) -> dict:
+    record = json.loads((run_dir / "run.json").read_text())
+    status = record.get("status")
+    if status == "failed thresholds":
+        failures = "; ".join(record.get("threshold_failures") or []) or "see its summary.md"
+        if not force:
+            raise PublishError(
+                f"{run_dir} failed its evaluation thresholds ({failures}): "
+                "not published (--force publishes it anyway)"
+            )
+    elif status != "complete":
+        raise PublishError(f"{run_dir} did not finish (status {status!r}): nothing to publish")
+    return record
+
+
+def check_model(folder: Path) -> None:
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder (the run has no publish folder)")
     if not (folder / "README.md").is_file():
         raise DataError(f"{folder}/README.md: a publish folder needs its model card")
+    if not (folder / "config.json").is_file() or not any(
+        f for pattern in WEIGHTS for f in folder.glob(pattern)
+    ):
+        raise DataError(
+            f"{folder}: no merged model (config.json and *.safetensors weights) to publish"
+        )
+
+
+def gguf_files(run_dir: Path | None) -> list[Path]:
+    if run_dir is None:
+        raise DataError("--with-gguf needs a run folder (its GGUF files are in <run>/gguf)")
+    folder = run_dir / GGUF_DIR
+    found = sorted(folder.glob("*.gguf")) if folder.is_dir() else []
+    if not found:
+        raise DataError(
+            f"{folder}: no GGUF files; make them first with `cosmosage model quantize {run_dir}`"
+        )
+    return found + [f for f in (folder / "Modelfile",) if f.is_file()]
+
+
+def link_tree(src: Path, dst: Path) -> None:
+    for f in sorted(src.rglob("*")):
+        if f.is_file():
+            target = dst / f.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(f, target)
+            except OSError:
+                shutil.copy2(f, target)
+
+
+def build_folder(publish_dir: Path, run_dir: Path | None, with_gguf: bool) -> Path:
+    """The exact folder to upload: the publish folder itself, or <run>/upload/ when GGUF
+    files join it."""
+    if not with_gguf:
+        return publish_dir
+    extra = gguf_files(run_dir)
+    assert run_dir is not None
+    dst = run_dir / UPLOAD_DIR
+    shutil.rmtree(dst, ignore_errors=True)
+    link_tree(publish_dir, dst)
+    for f in extra:
+        target = dst / GGUF_DIR / f.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, target)
+    return dst
+
+
+def listing(folder: Path) -> list[tuple[str, int]]:
+    return [
+        (f.relative_to(folder).as_posix(), f.stat().st_size)
+        for f in sorted(folder.rglob("*"))
+        if f.is_file()
+    ]
+
+
+def prepare(
+    source: str | Path,
+    repo_id: str,
+    with_gguf: bool = False,
+    revision: str | None = None,
+    force: bool = False,
+    runs_dir: Path | None = None,
+) -> Plan:
+    """Every check that needs no network, then the folder to upload; nothing is sent."""
+    check_repo_id(repo_id)
+    publish_dir, run_dir = locate(source, runs_dir)
+    record = check_run(run_dir, force) if run_dir is not None else None
+    check_model(publish_dir)
+    folder = build_folder(publish_dir, run_dir, with_gguf)
+    if record is not None:
+        default_tag = f"{record['recipe'].replace('/', '-')}-{record['run_id']}"
+        message = f"{record['recipe']} run {record['run_id']}"
+        bits = [f"status: {record.get('status')}", f"recipe hash: {record.get('recipe_hash')}"]
+        description = "Published by `cosmosage model publish`; " + ", ".join(bits) + "."
+    else:
+        default_tag = f"v{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
+        message = f"Upload {publish_dir.name}"
+        description = "Published by `cosmosage model publish`."
+    tag = revision or default_tag
+    check_tag(tag)
+    return Plan(
+        source=Path(source),
+        folder=folder,
+        repo_id=repo_id,
+        tag=tag,
+        message=f"{message} ({tag})",
+        description=description,
+        run=record,
+        files=listing(folder),
+    )
+
+
+def describe(plan: Plan) -> list[str]:
+    """What will be uploaded: every file with its size, the total, the repo and tag."""
+    width = max((len(p) for p, _ in plan.files), default=0)
+    lines = [f"{plan.folder} -> {plan.repo_id} (tag {plan.tag}):"]
+    lines += [f"  {path:<{width}}  {human_size(size):>9}" for path, size in plan.files]
+    total = sum(size for _, size in plan.files)
+    lines.append(f"  {len(plan.files)} files, {human_size(total)}")
+    return lines
+
+
+def hub_token() -> str:
+    from huggingface_hub import get_token
+
+    token = get_token()
+    if not token:
+        raise PublishError(
+            "no Hugging Face token: set HF_TOKEN or run `hf auth login`, then publish again"
+        )
+    return token
+
+
+def refuse_token_in_files(folder: Path, token: str) -> None:
+    """A token pasted into a card or config must not reach the Hub."""
+    needle = token.encode()
+    for f in sorted(folder.rglob("*")):
+        if f.is_file() and f.stat().st_size < 50_000_000 and needle in f.read_bytes():
+            raise PublishError(f"{f} contains the Hugging Face token: remove it before publishing")
+
+
+def check_online() -> str:
+    """The token, once the client may go online; raises before any request otherwise."""
+    from huggingface_hub import is_offline_mode
+
     if is_offline_mode():
         raise PublishError("HF_HUB_OFFLINE is set: unset it to publish")
-    api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT"))
+    return hub_token()
+
+
+def upload(plan: Plan, private: bool = False, endpoint: str | None = None) -> dict:
+    """Create the repo if needed, upload the folder as one commit, tag it."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    token = check_online()
+    refuse_token_in_files(plan.folder, token)
+    api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT"), token=token)
+    repo_id = plan.repo_id
     try:
         url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        api.upload_folder(
-            folder_path=str(folder),
+        tags = {t.name for t in api.list_repo_refs(repo_id, repo_type="model").tags}
+        if plan.tag in tags:
+            raise PublishError(
+                f"{repo_id} already has a version tagged {plan.tag}: "
+                "give another --revision (each version gets its own tag)"
+            )
+        commit = api.upload_folder(
+            folder_path=str(plan.folder),
             repo_id=repo_id,
             repo_type="model",
-            commit_message="Upload from cosmosage",
+            commit_message=plan.message,
+            commit_description=plan.description,
+        )
+        api.create_tag(
+            repo_id, tag=plan.tag, revision=commit.oid, tag_message=plan.message, repo_type="model"
         )
     except ValueError as exc:  # huggingface_hub's check of the card's metadata
-        raise PublishError(f"{folder}/README.md: {exc}") from exc
+        raise PublishError(f"{plan.folder}/README.md: {exc}") from exc
     except HfHubHTTPError as exc:
         answer = exc.server_message or str(exc).splitlines()[0]
         raise PublishError(
-            f"publishing {folder} to {repo_id} failed: {exc.response.status_code} from {exc.response.request.url}: {answer.strip()}"
+            f"publishing {plan.folder} to {repo_id} failed: {exc.response.status_code} from "
+            f"{exc.response.request.url}: {answer.strip()}"
         ) from exc
-    return str(url)
+    return {"url": str(url), "commit": commit.oid, "tag": plan.tag, "files": len(plan.files)}
+
+
+def publish(
+    source: str | Path,
+    repo_id: str,
+    private: bool = False,
+    endpoint: str | None = None,
+    revision: str | None = None,
+    with_gguf: bool = False,
+    force: bool = False,
+    dry_run: bool = False,
+    runs_dir: Path | None = None,
+    echo: Echo | None = None,
+) -> dict:
+    """Check, build and show the folder; upload it unless `dry_run`. Returns the plan's
+    summary plus, after an upload, the repo URL, commit id and tag."""
+    plan = prepare(source, repo_id, with_gguf, revision, force, runs_dir)
+    if not dry_run:
+        refuse_token_in_files(plan.folder, check_online())
+    for line in describe(plan):
+        (echo or (lambda s: None))(line)
+    result = {"folder": str(plan.folder), "tag": plan.tag, "files": len(plan.files)}
+    if dry_run:
+        return {**result, "dry_run": True}
+    return {**result, **upload(plan, private, endpoint)}
