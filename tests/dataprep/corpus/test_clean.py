@@ -148,7 +148,8 @@ def test_clean_text_on_pdf_pages():
 def test_samples_survive_cleaning_and_filters():
     for path in sorted((ROOT / "samples").glob("*/*.md")):
         out = clean.clean_text(path.read_text())
-        assert "$" in out
+        if path.parent.name in ("papers", "textbook"):
+            assert "$" in out, path  # the math survives
         assert quality_reason(out) is None, path
 
 
