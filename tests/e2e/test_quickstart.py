@@ -117,11 +117,11 @@ def test_eval_card_and_registry(quickstart_run):
     from cosmosage.tools.recipe.render import ROOT
 
     assert str(ROOT) not in card and str(runs) not in card, "the card names no machine paths"
-    assert (
-        card.startswith("---\nlicense: apache-2.0")
-        and "## Held-out loss" in card
-        and "quickstart-tiny/pretrain" in card
-    )
+    import yaml
+
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["license"] == "apache-2.0" and front["pipeline_tag"] == "text-generation"
+    assert "## Held-out loss" in card and "quickstart-tiny/pretrain" in card
     assert (run_dir / "publish" / "model.safetensors").is_file()
     reg = [json.loads(x) for x in (runs / "registry.jsonl").read_text().splitlines()]
     assert [r["recipe"] for r in reg] == ["quickstart-tiny/pretrain", "quickstart-tiny/instruct"]
