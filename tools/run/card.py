@@ -119,9 +119,9 @@ def eval_table(scores: dict[str, dict]) -> list[str]:
     return lines
 
 
-# score key -> (dataset type, dataset name, metric type, metric name) in the model-index
+# score key -> (dataset type, dataset name, metric type, metric name) in the model-index;
+# `all` and `suite:NAME` pass rates repeat these and stay in the card's table only
 INDEX_METRICS = {
-    "all": ("prompt-suites", "all prompts", "accuracy", "share passed"),
     "domain": ("domain-prompts", "domain prompts", "accuracy", "share passed"),
     "general": ("general-prompts", "general prompt suite", "accuracy", "share passed"),
     "trained": ("fact-recall", "fact recall", "accuracy", "recall (trained wording)"),
@@ -154,9 +154,6 @@ def eval_results(record: dict) -> list:
             continue
         if key in INDEX_METRICS:
             dtype, dname, mtype, mname = INDEX_METRICS[key]
-        elif key.startswith("suite:"):
-            name = key.removeprefix("suite:")
-            dtype, dname, mtype, mname = name, f"{name} prompt suite", "accuracy", "share passed"
         elif key.startswith("mc:"):
             name = key.removeprefix("mc:")
             dtype, dname, mtype, mname = name, f"{name} (multiple choice)", "acc_norm", "acc_norm"
