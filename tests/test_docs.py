@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted(ROOT.glob("*/README.md"))]
+DOCS = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").rglob("*.md")),
+    *sorted(ROOT.glob("*/README.md")),
+]
 COMMAND_RE = re.compile(r"\bcosmosage((?: [a-z][a-z0-9-]*){1,3})")
 PATH_RE = re.compile(
     r"(?<![\w./-])((?:dataprep|tools|tests|bench|recipes|samples|prompts|docker|docs)/"
@@ -51,7 +55,10 @@ def test_commands_in_docs_exist(doc):
         if not rest or not known[noun]:
             continue
         # `cosmosage eval MODEL` and `cosmosage sweep RECIPE` run their default command
-        if rest[0] in known[noun] or f"{rest[0]} {rest[1] if len(rest) > 1 else ''}".strip() in known[noun]:
+        if (
+            rest[0] in known[noun]
+            or f"{rest[0]} {rest[1] if len(rest) > 1 else ''}".strip() in known[noun]
+        ):
             continue
         if noun in ("eval", "sweep"):
             continue

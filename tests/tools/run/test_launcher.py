@@ -48,7 +48,11 @@ def test_dry_run_plans_without_building_or_training(tmp_path, monkeypatch):
 
     monkeypatch.setattr(launcher, "run_command", boom)
     res = run_recipe(
-        "quickstart-tiny", sets=["max_steps=3"], dry_run=True, runs_dir=tmp_path, echo=lambda s: None
+        "quickstart-tiny",
+        sets=["max_steps=3"],
+        dry_run=True,
+        runs_dir=tmp_path,
+        echo=lambda s: None,
     )
     assert res["dry_run"] and len(res["stages"]) == 2
     pre, inst = res["stages"]
@@ -63,7 +67,8 @@ def test_dry_run_plans_without_building_or_training(tmp_path, monkeypatch):
 
 def test_parent_outside_the_pipeline_needs_a_finished_run(tmp_path):
     with pytest.raises(
-        LaunchError, match="has no finished run yet: run `make recipe NAME=quickstart-tiny/pretrain`"
+        LaunchError,
+        match="has no finished run yet: run `make recipe NAME=quickstart-tiny/pretrain`",
     ):
         run_recipe("quickstart-tiny/instruct", runs_dir=tmp_path, echo=lambda s: None)
 
