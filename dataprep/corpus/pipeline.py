@@ -110,7 +110,8 @@ def _init_worker(cfg: CorpusConfig) -> None:
 
 
 def prepare(item: Document | Reject) -> Prepared | Reject:
-    """Clean, filter and fingerprint one document (runs in worker processes)."""
+    """Clean, filter and fingerprint one document (runs in worker processes); a Reject
+    from the reader passes through."""
     if isinstance(item, Reject):
         return item
     cfg, doc = _CFG, item
