@@ -384,7 +384,7 @@ def card_markdown(
         ]
         lines += eval_table(record["eval"])
         if (run_dir is not None) and (run_dir / "eval" / "scores.png").is_file():
-            lines += ["", "![scores](scores.png)", "", "![loss](loss.png)"]
+            lines += ["", "![scores](scores.png)", "", "![loss](loss.png)", ""]
         for r in record.get("forgetting") or []:
             bits = []
             if "general_drop" in r:

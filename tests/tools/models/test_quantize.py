@@ -1,0 +1,96 @@
+"""GGUF files through llama.cpp's own converter and quantizer (the `gguf` extra): each
+file loads and generates; the Ollama Modelfile carries the chat template and stop token."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cosmosage.tools.models import quantize
+
+CHATML = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are helpful<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def test_a_chat_template_becomes_an_ollama_template():
+    assert quantize.ollama_template(CHATML, "<|im_end|>") == (
+        "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n<|im_start|>user\n"
+        "{{ else }}<|im_start|>system\nYou are helpful<|im_end|>\n<|im_start|>user\n{{ end }}"
+        "{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_the_modelfile_names_the_file_template_and_stop(tiny_model):
+    text = quantize.modelfile("tiny-q8_0.gguf", tiny_model)
+    lines = text.splitlines()
+    assert lines[0] == "FROM ./tiny-q8_0.gguf"
+    assert lines[1].startswith('TEMPLATE """{{ if .System }}[INST] {{ .System }}')
+    assert text.rstrip().endswith('PARAMETER stop "</s>"')
+
+
+def test_types_are_checked_before_anything_runs():
+    assert quantize.parse_types("F16, q8_0,q4_k_m") == ["f16", "q8_0", "q4_K_M"]
+    with pytest.raises(quantize.QuantizeError, match="--gguf 'q3': choose from f16"):
+        quantize.parse_types("f16,q3")
+
+
+@pytest.fixture
+def llama_cpp():
+    return pytest.importorskip(
+        "llama_cpp", reason="the `gguf` extra (llama-cpp-python) is not installed"
+    )
+
+
+@pytest.mark.gguf
+def test_the_tiny_model_is_converted_quantized_and_generates(llama_cpp, tiny_model, tmp_path):
+    out = tmp_path / "gguf"
+    said: list[str] = []
+    info = quantize.quantize_model(tiny_model, out, ["q8_0"], "tiny", echo=said.append)
+
+    assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "quantize.json", "tiny-q8_0.gguf"]
+    assert info["files"]["q8_0"]["smoke"].strip()
+    assert (out / "tiny-q8_0.gguf").read_bytes()[:4] == b"GGUF"
+    assert said[0] == f"convert {tiny_model} -> tiny-f16.gguf"
+    assert (out / "Modelfile").read_text().startswith("FROM ./tiny-q8_0.gguf\n")
+    gen = quantize.GgufGenerator(out / "tiny-q8_0.gguf", tiny_model)
+    answers = gen.answers([{"prompt": "The universe"}], {"max_new_tokens": 4}, n=2)
+    assert len(answers) == 1 and len(answers[0]) == 2
+
+
+@pytest.mark.gguf
+@pytest.mark.real_model
+def test_a_model_is_quantized_loaded_generating_and_scored(llama_cpp, smollm2, tmp_path):
+    from cosmosage.tools.cli.main import main
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "prompts:\n"
+        "- {id: paris, prompt: What is the capital of France?, expect: [Paris], kind: general}\n"
+        "- {id: h2o, prompt: What is the chemical formula of water?, expect: [H2O], kind: general}\n"
+    )
+    out = tmp_path / "gguf"
+    res = CliRunner().invoke(
+        main,
+        ["model", "quantize", str(smollm2), "--gguf", "f16,q8_0", "--out", str(out)]
+        + ["--suite", str(suite)],
+        catch_exceptions=False,
+    )
+    assert res.exit_code == 0, res.output
+    info = json.loads((out / "quantize.json").read_text())
+    f16, q8 = (out / info["files"][k]["file"] for k in ("f16", "q8_0"))
+    assert f16.name == f"{Path(smollm2).name}-f16.gguf" and f16.read_bytes()[:4] == b"GGUF"
+    assert q8.stat().st_size < 0.6 * f16.stat().st_size
+    assert all(f["smoke"].strip() for f in info["files"].values())
+    # the f16 file answers the everyday questions as the transformers model does
+    assert info["eval"]["scores"]["f16"]["general"] == 1.0
+    modelfile = (out / "Modelfile").read_text()
+    assert (
+        modelfile.startswith(f"FROM ./{q8.name}\n") and 'PARAMETER stop "<|im_end|>"' in modelfile
+    )
