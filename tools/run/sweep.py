@@ -308,7 +308,7 @@ def run_combination(
             text,
         )
     finally:
-        combo["wall_s"] = round(combo.get("wall_s", 0.0) + time.monotonic() - t0, 1)
+        combo["wall_s"] = round(combo.get("wall_s", 0.0) + time.monotonic() - t0, 3)
         combo["finished"] = _now()
         combo["run"] = combo.get("run") or find_run(runs_dir, recipe, sets, unsets, combo["since"])
         record = read_run(runs_dir, combo["run"])
@@ -388,8 +388,10 @@ def collect(doc: dict, runs_dir: Path) -> list[dict]:
         for key in stages:
             row[f"{key}.eval_loss"] = (done.get(key) or {}).get("metrics", {}).get("eval_loss_best")
         stage_wall = [(s.get("metrics") or {}).get("wall_s") for s in done.values()]
-        row["wall_s"] = combo.get("wall_s") or (
-            round(sum(w for w in stage_wall if w), 1) if any(stage_wall) else None
+        row["wall_s"] = (
+            combo["wall_s"]
+            if combo.get("wall_s") is not None
+            else (round(sum(w for w in stage_wall if w), 1) if any(stage_wall) else None)
         )
         scores = record.get("eval") or {}
         for label, prefix in ((stages[-1], "final"), ("base", "base")):
