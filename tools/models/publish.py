@@ -129,15 +129,18 @@ def gguf_files(run_dir: Path | None) -> list[Path]:
     return found + [f for f in (folder / "Modelfile",) if f.is_file()]
 
 
+def link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def link_tree(src: Path, dst: Path) -> None:
     for f in sorted(src.rglob("*")):
         if f.is_file():
-            target = dst / f.relative_to(src)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(f, target)
-            except OSError:
-                shutil.copy2(f, target)
+            link(f, dst / f.relative_to(src))
 
 
 def build_folder(publish_dir: Path, run_dir: Path | None, with_gguf: bool) -> Path:
@@ -151,9 +154,7 @@ def build_folder(publish_dir: Path, run_dir: Path | None, with_gguf: bool) -> Pa
     shutil.rmtree(dst, ignore_errors=True)
     link_tree(publish_dir, dst)
     for f in extra:
-        target = dst / GGUF_DIR / f.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(f, target)
+        link(f, dst / GGUF_DIR / f.name)
     return dst
 
 

@@ -122,9 +122,70 @@ def converter(echo: Echo = print) -> Path:
     return script
 
 
-def convert(model_dir: Path, out: Path, outtype: str, echo: Echo = print) -> Path:
-    """HF model folder -> GGUF (f16, bf16 or f32) with llama.cpp's converter."""
+def _byte_level(node: dict | None) -> bool:
+    if not node:
+        return False
+    if node.get("type") == "ByteLevel":
+        return True
+    return any(_byte_level(n) for n in node.get("pretokenizers") or node.get("decoders") or [])
+
+
+def byte_level_repair(tokenizer: dict) -> dict | None:
+    """A byte-level BPE (GPT-2 style pre-tokenizer) whose tokenizer.json also claims
+    SentencePiece's byte fallback - as transformers' GGUF import writes SmolLM2's - makes
+    llama.cpp's converter take it for a Llama SentencePiece vocabulary, and the GGUF then
+    aborts on tokenizing. The same tokenizer as plain byte-level BPE (no byte fallback,
+    ByteLevel decoder; it never needed the fallback, every byte being a token) converts
+    as GPT-2 BPE with its pre-tokenizer recognised. None when nothing needs repairing."""
+    model = tokenizer.get("model") or {}
+    if not (
+        model.get("type") == "BPE"
+        and model.get("byte_fallback")
+        and _byte_level(tokenizer.get("pre_tokenizer"))
+    ):
+        return None
+    fixed = dict(tokenizer)
+    fixed["model"] = {**model, "byte_fallback": False}
+    fixed["decoder"] = {
+        "type": "ByteLevel",
+        "add_prefix_space": True,
+        "trim_offsets": True,
+        "use_regex": True,
+    }
+    return fixed
+
+
+def converter_input(model_dir: Path, staging: Path) -> tuple[Path, list[str]]:
+    """The folder the converter reads: the model folder itself, or a view of it (links)
+    with a repaired tokenizer.json; and the repairs made."""
+    tok_file = model_dir / "tokenizer.json"
+    fixed = byte_level_repair(json.loads(tok_file.read_text())) if tok_file.is_file() else None
+    if fixed is None:
+        return model_dir, []
+    staging.mkdir(parents=True, exist_ok=True)
+    for f in model_dir.iterdir():
+        if f.is_file() and f.name != "tokenizer.json":
+            (staging / f.name).symlink_to(f.resolve())
+    (staging / "tokenizer.json").write_text(json.dumps(fixed, ensure_ascii=False))
+    return staging, [
+        "tokenizer.json: byte-level BPE marked byte_fallback -> plain byte-level BPE for the "
+        "converter (same token ids)"
+    ]
+
+
+def convert(model_dir: Path, out: Path, outtype: str, echo: Echo = print) -> list[str]:
+    """HF model folder -> GGUF (f16, bf16 or f32) with llama.cpp's converter; returns the
+    repairs made to its input."""
     script = converter(echo)
+    with tempfile.TemporaryDirectory() as tmp:
+        source, repairs = converter_input(model_dir, Path(tmp) / "model")
+        for r in repairs:
+            echo(f"repair {r}")
+        _run_converter(script, source, out, outtype)
+    return repairs
+
+
+def _run_converter(script: Path, model_dir: Path, out: Path, outtype: str) -> Path:
     log = out.with_suffix(".log")
     argv = [sys.executable, str(script), str(model_dir), "--outfile", str(out)]
     argv += ["--outtype", outtype]
@@ -281,7 +342,7 @@ def quantize_model(
     t0 = time.time()
     f16 = out_dir / f"{name}-f16.gguf"
     echo(f"convert {model_dir} -> {f16.name}")
-    convert(model_dir, f16, "f16", echo)
+    repairs = convert(model_dir, f16, "f16", echo)
     files: dict[str, dict] = {}
     for kind in kinds:
         path = f16 if kind == "f16" else out_dir / f"{name}-{kind}.gguf"
@@ -299,6 +360,7 @@ def quantize_model(
     info = {
         "model": str(model_dir),
         "llama_cpp_python": llama_cpp().__version__,
+        "repairs": repairs,
         "files": files,
         "modelfile": "Modelfile",
         "seconds": round(time.time() - t0, 1),

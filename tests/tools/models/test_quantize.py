@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from cosmosage.tools.models import quantize
@@ -71,9 +72,16 @@ def test_a_model_is_quantized_loaded_generating_and_scored(llama_cpp, smollm2, t
 
     suite = tmp_path / "suite.yaml"
     suite.write_text(
-        "prompts:\n"
-        "- {id: paris, prompt: What is the capital of France?, expect: [Paris], kind: general}\n"
-        "- {id: h2o, prompt: What is the chemical formula of water?, expect: [H2O], kind: general}\n"
+        yaml.safe_dump(
+            {
+                "prompts": [
+                    {"id": "paris", "prompt": "What is the capital of France?"}
+                    | {"expect": ["Paris"], "kind": "general"},
+                    {"id": "h2o", "prompt": "What is the chemical formula of water?"}
+                    | {"expect": ["H2O"], "kind": "general"},
+                ]
+            }
+        )
     )
     out = tmp_path / "gguf"
     res = CliRunner().invoke(
@@ -94,3 +102,26 @@ def test_a_model_is_quantized_loaded_generating_and_scored(llama_cpp, smollm2, t
     assert (
         modelfile.startswith(f"FROM ./{q8.name}\n") and 'PARAMETER stop "<|im_end|>"' in modelfile
     )
+
+
+def test_a_byte_level_bpe_marked_byte_fallback_is_repaired_for_the_converter(tmp_path):
+    tok = {
+        "model": {"type": "BPE", "byte_fallback": True, "vocab": {}, "merges": []},
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False},
+        "decoder": {"type": "Sequence", "decoders": [{"type": "ByteFallback"}]},
+    }
+    fixed = quantize.byte_level_repair(tok)
+    assert fixed["model"]["byte_fallback"] is False and fixed["decoder"]["type"] == "ByteLevel"
+    assert tok["model"]["byte_fallback"] is True, "the model folder's own file is left alone"
+
+    sentencepiece = {**tok, "pre_tokenizer": {"type": "Metaspace"}}
+    assert quantize.byte_level_repair(sentencepiece) is None
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "tokenizer.json").write_text(json.dumps(tok))
+    (model / "config.json").write_text("{}")
+    view, repairs = quantize.converter_input(model, tmp_path / "view")
+    assert view == tmp_path / "view" and len(repairs) == 1
+    assert (view / "config.json").resolve() == (model / "config.json").resolve()
+    assert json.loads((view / "tokenizer.json").read_text()) == fixed
