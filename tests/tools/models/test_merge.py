@@ -132,3 +132,20 @@ def test_a_lora_on_a_merged_model_merges_exactly_again(tiny_model, tmp_path):
         for p in (tiny_model, once, twice)
     )
     assert not torch.equal(w0, w1) and not torch.equal(w1, w2)
+
+
+def test_a_bfloat16_merge_passes_and_a_lost_adapter_does_not(
+    tiny_model, adapter, tmp_path, monkeypatch
+):
+    """Merges on a GPU machine load the base in its own dtype; a bfloat16 merge rounds
+    W + BA to 8 bits, so it gets the looser bound, which still catches a lost adapter."""
+    monkeypatch.setattr(merge, "_merge_dtype", lambda: torch.bfloat16)
+    merged = merge.merge_adapter(str(tiny_model), adapter, tmp_path / "bf16", tiny_model)
+    check = merge.check_merge(tiny_model, adapter, merged)
+    assert check.passed and check.dtype == "bfloat16"
+    assert check.tolerance == pytest.approx(1e-1 + 5e-2 * check.max_abs_logit)
+
+    monkeypatch.setattr(merge, "merge_lora", lambda model, adapter_dir: model)
+    lost = merge.merge_adapter(str(tiny_model), adapter, tmp_path / "lost", tiny_model)
+    with pytest.raises(merge.MergeCheckError, match="above the tolerance"):
+        merge.check_merge(tiny_model, adapter, lost)
