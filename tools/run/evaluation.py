@@ -236,10 +236,12 @@ def summary_lines(result: dict) -> list[str]:
         lines.append(f"| {m} | " + " | ".join(pct(s.get(k)) for k, _ in SCORE_PLOT) + f" | {ppl} |")
     for r in result.get("forgetting") or []:
         if r.get("general_flag") or r.get("ppl_flag"):
-            lines.append(
-                f"\nForgetting flagged {r['before']} -> {r['after']}: general suite "
-                f"{r.get('general_drop', 0) * 100:+.0f} pts, perplexity {r.get('ppl_rise', 0):+.1%}"
-            )
+            bits = []
+            if "general_drop" in r:
+                bits.append(f"general suite {-r['general_drop'] * 100:+.0f} pts")
+            if "ppl_rise" in r:
+                bits.append(f"perplexity {r['ppl_rise']:+.1%}")
+            lines.append(f"\nForgetting flagged {r['before']} -> {r['after']}: {', '.join(bits)}")
     if c := result.get("consistency"):
         auc = "-" if c["auroc"] is None else f"{c['auroc']:.2f}"
         lines.append(f"\nSelf-consistency AUROC (agreement predicts correctness): {auc}")
