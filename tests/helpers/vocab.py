@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.helpers.tokenizers import LLAMA3_SPLIT
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "build" / "tokenizers"
 CONVERTER_VERSION = 1
@@ -53,10 +55,6 @@ LLAMA_CPP_MODELS = "vendor/llama.cpp/models/"
 MISTRAL_COMMON_MODEL = "data/tokenizer.model.v1"
 
 # Llama-3's pre-tokenizer: contractions, letters, 1-3 digits, punctuation runs, newlines.
-LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
 # GGUF token types
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
