@@ -278,6 +278,10 @@ def run_measured(argv: list[str], log: Path, env: dict) -> tuple[int, float, int
     return rc, seconds, rss
 
 
+class MethodFailed(RuntimeError):
+    """One method's training failed; the others still run and the table says which."""
+
+
 def check_estimate(cfg: dict, method: str, info: dict, device: str) -> float:
     """`recipe check`'s memory estimate in bytes for this config on one device: its
     architecture-based estimate where check.py has one, else bytes per parameter x 1.2."""
@@ -297,9 +301,11 @@ def check_estimate(cfg: dict, method: str, info: dict, device: str) -> float:
     return info["params"] * per_param * check.OVERHEAD
 
 
-def axolotl_bin() -> str:
+def axolotl_argv() -> list[str]:
+    """Axolotl's console script beside this interpreter, else its CLI module (a package
+    unpacked onto PYTHONPATH has no console script)."""
     exe = Path(sys.executable).parent / "axolotl"
-    return str(exe) if exe.exists() else "axolotl"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "axolotl.cli.main"]
 
 
 def measure(method: str, cfg: dict, info: dict, args: argparse.Namespace, work: Path) -> dict:
@@ -321,10 +327,11 @@ def measure(method: str, cfg: dict, info: dict, args: argparse.Namespace, work: 
     if args.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     rc, wall, rss = run_measured(
-        [axolotl_bin(), "train", str(cfg_path), "--launcher", "python"], folder / "train.log", env
+        [*axolotl_argv(), "train", str(cfg_path), "--launcher", "python"], folder / "train.log", env
     )
     if rc != 0:
-        raise SystemExit(f"{method}: axolotl train failed; see {folder / 'train.log'}")
+        tail = (folder / "train.log").read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise MethodFailed(f"{method}: axolotl train failed (exit {rc}); see {folder / 'train.log'}:\n{tail}")
     steps, summary = parse_log((folder / "train.log").read_text(encoding="utf-8", errors="replace"))
     tokens_per_step = args.micro_batch * args.seq_len
     rates = [
@@ -421,7 +428,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     results = []
     for method in args.methods.split(","):
         cfg = method_config(method, args, model_dir, data, work)
-        res = measure(method, cfg, info, args, work)
+        try:
+            res = measure(method, cfg, info, args, work)
+        except MethodFailed as exc:
+            print(exc, flush=True)
+            results.append({"method": method, "error": str(exc).splitlines()[0]})
+            continue
         results.append(res)
         print(
             f"{method:6} {res['tokens_per_s']:>10,.1f} tokens/s  MFU {res['mfu'] * 100:6.2f}%  "
@@ -443,6 +455,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 indent=2,
             )
         )
+    failed = [r["method"] for r in results if "error" in r]
+    if failed:
+        raise SystemExit(f"gpu_check: {', '.join(failed)} failed (logs above)")
     return results
 
 
