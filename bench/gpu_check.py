@@ -331,7 +331,9 @@ def measure(method: str, cfg: dict, info: dict, args: argparse.Namespace, work: 
     )
     if rc != 0:
         tail = (folder / "train.log").read_text(encoding="utf-8", errors="replace")[-3000:]
-        raise MethodFailed(f"{method}: axolotl train failed (exit {rc}); see {folder / 'train.log'}:\n{tail}")
+        raise MethodFailed(
+            f"{method}: axolotl train failed (exit {rc}); see {folder / 'train.log'}:\n{tail}"
+        )
     steps, summary = parse_log((folder / "train.log").read_text(encoding="utf-8", errors="replace"))
     tokens_per_step = args.micro_batch * args.seq_len
     rates = [
