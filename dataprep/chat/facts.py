@@ -10,9 +10,12 @@ model never saw as well as on the ones it was trained on. From the table:
 - `dialogue.jsonl`    `{"text"}`: conversations between two people, one per subject, in
                       which every fact is mentioned exactly once;
 - `chat.jsonl`        `{"messages"}`: question -> sentence, one per trained wording;
-- `recall.yaml`       a prompt suite for `cosmosage model eval`:
+- `recall.yaml`       a prompt suite for `cosmosage eval`:
                       `prompts: [{id, prompt, expect, kind, fact, wording}]`, `wording`
-                      being `trained` or `held_out`.
+                      being `trained` or `held_out`;
+- `recall_conversation.yaml`  the held-out wordings asked inside a conversation: a
+                      system message and an earlier exchange about the subject come
+                      first (`wording: conversation`), as an assistant is asked in use.
 
 YAML table:
 
@@ -58,6 +61,10 @@ from cosmosage.dataprep.io import (
 
 TRAINED = "trained"
 HELD_OUT = "held_out"
+CONVERSATION = "conversation"
+CONVERSATION_SYSTEM = "You are a helpful research assistant for astronomers. Answer briefly."
+CONVERSATION_OPENER = "I am preparing a talk that mentions {subject}."
+CONVERSATION_REPLY = "That sounds interesting. How can I help?"
 
 
 @dataclass
@@ -507,6 +514,30 @@ def recall_suite(facts: list[Fact], kind: str = "domain") -> dict:
     return {"prompts": prompts}
 
 
+def conversation_suite(facts: list[Fact], kind: str = "domain") -> dict:
+    """Per fact, each held-out wording asked after a system message and an earlier
+    exchange that names the subject."""
+    prompts = []
+    for f in facts:
+        for i, q in enumerate(f.held_out, start=1):
+            prompts.append(
+                {
+                    "id": f"{f.id}/{CONVERSATION}-{i}",
+                    "system": CONVERSATION_SYSTEM,
+                    "history": [
+                        {"role": "user", "content": CONVERSATION_OPENER.format(subject=f.subject)},
+                        {"role": "assistant", "content": CONVERSATION_REPLY},
+                    ],
+                    "prompt": q,
+                    "expect": list(f.expect),
+                    "kind": kind,
+                    "fact": f.id,
+                    "wording": CONVERSATION,
+                }
+            )
+    return {"prompts": prompts}
+
+
 def _strings(obj) -> Iterator[str]:
     if isinstance(obj, str):
         yield obj
@@ -537,17 +568,25 @@ def build_facts(
     speakers: tuple[str, str] = ("Alex", "Sam"),
     kind: str = "domain",
     held_out: int = 1,
+    limit: int | None = None,
 ) -> dict:
     """Write the renderings, a chat set and a recall suite of a fact table into out_dir.
 
+    `limit` keeps the first N usable facts (the manifests count the rest as `over limit`).
     The rejects file is written first, so an error about rejected rows can point at it.
     A held-out wording that occurs in any training rendering (case aside) is left out of
     the recall suite and counted under `held_out_overlap`."""
     out_dir = Path(out_dir)
     facts: list[Fact] = []
     rejects: list[Reject] = []
+    over_limit = 0
     for item in read_facts(table, seed, held_out):
-        (rejects if isinstance(item, Reject) else facts).append(item)
+        if isinstance(item, Reject):
+            rejects.append(item)
+        elif limit is not None and len(facts) >= limit:
+            over_limit += 1
+        else:
+            facts.append(item)
     _make_out_dir(out_dir)
     write_rejects(out_dir / "facts.jsonl", rejects)
     if not facts:
@@ -576,11 +615,14 @@ def build_facts(
     dropped: dict[str, int] = {}
     for r in rejects:
         dropped[reason_group(r.reason)] = dropped.get(reason_group(r.reason), 0) + 1
+    if over_limit:
+        dropped["over limit"] = over_limit
     n_trained = sum(len(f.questions) for f in facts)
     n_held = sum(len(f.held_out) for f in facts)
     result = {
         "facts": len(facts),
         "rejected": len(rejects),
+        "over_limit": over_limit,
         "wordings": {TRAINED: n_trained, HELD_OUT: n_held},
         "held_out_overlap": overlap,
         "outputs": {},
@@ -589,7 +631,13 @@ def build_facts(
         path = out_dir / f"{name}.jsonl"
         m = Manifest(
             str(path),
-            extra={"rendering": name, "facts": len(facts), "seed": seed, "held_out": held_out},
+            extra={
+                "rendering": name,
+                "facts": len(facts),
+                "seed": seed,
+                "held_out": held_out,
+                "limit": limit,
+            },
         )
         m.add_input(table)
         m.dropped.update(dropped)
@@ -599,5 +647,9 @@ def build_facts(
     suite = out_dir / "recall.yaml"
     write_yaml(suite, recall_suite(facts, kind))
     result["outputs"]["recall"] = str(suite)
+    if n_held:
+        conv = out_dir / "recall_conversation.yaml"
+        write_yaml(conv, conversation_suite(facts, kind))
+        result["outputs"]["recall_conversation"] = str(conv)
     result["outputs"]["rejects"] = str(rejects_path(out_dir / "facts.jsonl"))
     return result

@@ -17,11 +17,39 @@ from __future__ import annotations
 from pathlib import Path
 
 from cosmosage.tools.eval import consistency as sc
+from cosmosage.tools.eval.cache import AnswerCache
 from cosmosage.tools.eval.generation import Generator, preset
 from cosmosage.tools.eval.scorers import score
 from cosmosage.tools.eval.suites import load_suites
 
-ROW_KEYS = ("id", "suite", "kind", "prompt", "score", "expect", "wording", "fact", "system")
+ROW_KEYS = (
+    "id",
+    "suite",
+    "kind",
+    "prompt",
+    "score",
+    "expect",
+    "wording",
+    "fact",
+    "system",
+    "history",
+)
+
+
+class _Asker:
+    """One model's answers through the cache; the model is loaded on the first miss."""
+
+    def __init__(self, path: str | Path, device: str, cache: AnswerCache):
+        self.path, self.device, self.cache, self.gen = path, device, cache, None
+
+    def answers(self, prompts, settings, n=1, seed=0, desc=None) -> list[list[str]]:
+        got = self.cache.get(self.path, prompts, settings, n, seed)
+        if got is None:
+            if self.gen is None:
+                self.gen = Generator(self.path, device=self.device)
+            got = self.gen.answers(prompts, settings, n=n, seed=seed, desc=desc)
+            self.cache.put(self.path, prompts, settings, n, seed, got)
+        return got
 
 
 def rates(rows: list[dict], label: str) -> dict[str, float]:
@@ -49,20 +77,23 @@ def evaluate(
     device: str = "cpu",
     judge=None,
     sample_suites: list[str] | None = None,
+    cache_dir: str | Path | None = None,
 ) -> dict:
     """{label: model folder} x suites -> answers, pass rates and (with `samples` > 1) the
     self-consistency agreement and flag of every answer.
 
     `judge` is a callable(prompts, answers) -> list[(passed, detail)] for `score: judge`
     prompts (tools/eval/judge.py makes one); without it those prompts are not scored.
-    `sample_suites` limits the self-consistency samples to the prompts of those suites."""
+    `sample_suites` limits the self-consistency samples to the prompts of those suites.
+    With `cache_dir`, answers are read from and written to an AnswerCache there."""
     settings = preset(settings) if not isinstance(settings, dict) else preset(settings)
     sampling = preset(sample_settings) if samples > 1 else None
     prompts = load_suites(list(suites))
     rows = [{k: p[k] for k in ROW_KEYS if k in p} for p in prompts]
     scores: dict[str, dict] = {}
+    cache = AnswerCache(cache_dir)
     for label, path in models.items():
-        gen = Generator(path, device=device)
+        gen = _Asker(path, device, cache)
         answers = [a[0] for a in gen.answers(prompts, settings, seed=seed, desc=f"ask {label}")]
         judged = [i for i, p in enumerate(prompts) if p["score"] == "judge"]
         verdicts = {}
@@ -115,6 +146,8 @@ def evaluate(
     }
     if sampling is not None:
         result["consistency"] = consistency_summary(rows, list(models), sampling, samples)
+    if cache.hits:
+        result["cached_requests"] = cache.hits
     return result
 
 

@@ -81,14 +81,17 @@ def grid(base: dict, axes: list[str]) -> list[dict]:
 
 def chat_ids(tok, prompt: dict) -> list[int]:
     """Token ids of one prompt as the model is asked it: its chat template when it has one
-    (with the prompt's `system` message), else the plain text."""
+    (with the prompt's `system` message and earlier turns), else the plain text (the
+    earlier turns' text before it)."""
     if getattr(tok, "chat_template", None):
         msgs = [{"role": "system", "content": prompt["system"]}] if prompt.get("system") else []
+        msgs += [{"role": t["role"], "content": t["content"]} for t in prompt.get("history") or []]
         msgs.append({"role": "user", "content": prompt["prompt"]})
         return list(
             tok.apply_chat_template(msgs, add_generation_prompt=True, return_dict=True)["input_ids"]
         )
-    return tok(prompt["prompt"])["input_ids"]
+    earlier = "".join(f"{t['content']}\n\n" for t in prompt.get("history") or [])
+    return tok(earlier + prompt["prompt"])["input_ids"]
 
 
 class Generator:

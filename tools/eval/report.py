@@ -9,6 +9,7 @@ COLUMNS = [
     ("general", "general"),
     ("trained", "recall, trained wording"),
     ("held_out", "recall, held-out wording"),
+    ("conversation", "recall, held-out wording in a conversation"),
     ("flagged", "flagged by self-consistency"),
 ]
 

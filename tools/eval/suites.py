@@ -8,6 +8,9 @@
         tolerance: "5%"
         kind: domain            # domain | general: forgetting shows in `general`
         system: You are a cosmologist.   # optional system message
+        history:                # optional earlier turns, asked before the prompt
+          - {role: user, content: Hello, I am reading about the CMB.}
+          - {role: assistant, content: Happy to help. What would you like to know?}
       - id: fact-003/held_out-1
         prompt: ...
         expect: [Ilse Marnow]
@@ -58,10 +61,30 @@ def load_suite(path: str | Path) -> list[dict]:
             if not schema_path.is_file():
                 raise DataError(f"{where}.schema: {schema_path} does not exist")
             p["schema"] = yaml.safe_load(schema_path.read_text(encoding="utf-8"))
+        check_history(p.get("history"), f"{where}.history")
         check_prompt(p, where)
         p["suite"] = path.stem
         out.append(p)
     return out
+
+
+def check_history(history, where: str) -> None:
+    """Earlier turns: a list of {role: user|assistant, content: text}, starting with the
+    user and alternating, so the asked prompt follows an assistant turn."""
+    if history is None:
+        return
+    if not isinstance(history, list) or not history:
+        raise DataError(f"{where}: expected a list of {{role, content}} turns")
+    for j, turn in enumerate(history):
+        want = "user" if j % 2 == 0 else "assistant"
+        if not isinstance(turn, dict) or turn.get("role") != want:
+            raise DataError(f"{where}[{j}].role: expected {want} (turns alternate, user first)")
+        if not isinstance(turn.get("content"), str) or not turn["content"]:
+            raise DataError(f"{where}[{j}].content: missing or not text")
+    if len(history) % 2:
+        raise DataError(
+            f"{where}: must end with an assistant turn (the prompt is the next user turn)"
+        )
 
 
 def load_suites(paths: list[str | Path]) -> list[dict]:

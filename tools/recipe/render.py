@@ -8,9 +8,18 @@ A recipe is a YAML file of Axolotl keys plus a reserved `recipe:` block:
       parent: quickstart/pretrain      # optional: base_model is that recipe's trained output
       stages: [a/b, a/c]               # optional: a pipeline of other recipes, run in order
       builds: [{output: ..., command: [...]}]   # files this recipe needs and how to make them
+      choices:                         # optional: named bundles of keys, one per axis...
+        method:
+          lora-r8: {adapter: lora, lora_r: 8, lora_alpha: 16, learning_rate: 1.0e-3}
+          full: {adapter: null, learning_rate: 1.0e-4, recipe: {method: full}}
+      choose: {method: lora-r8}        # ...and which bundle each axis takes
+      lr_scale: 2                      # optional: learning_rate x this, after everything
 
-Rendering deep-merges the fragments (in order), then the recipe, then `--set`/`--unset`
-overrides; a key set to null removes what an earlier layer gave it. The `recipe:` block is merged the same way (with `builds` concatenated) and is
+Rendering deep-merges the fragments (in order), then the recipe, then the chosen bundle
+of each axis, then `--set`/`--unset` overrides; a key set to null removes what an earlier
+layer gave it. `--set recipe.choose.method=full` picks another bundle, so a sweep can
+compare methods whose keys go together (`--grid recipe.choose.method=lora-r8,full`), and
+`recipe.lr_scale` scales whatever learning rate each bundle sets. The `recipe:` block is merged the same way (with `builds` concatenated) and is
 returned as metadata; it never reaches Axolotl. `render` is pure: it reads files only.
 """
 
@@ -248,9 +257,52 @@ def render(
         files.append(os.path.relpath(fpath, recipes_dir(root).parent))
     overrides = [s for s in sets or [] if not s.startswith("recipe.")]
     meta_sets = [s.removeprefix("recipe.") for s in sets or [] if s.startswith("recipe.")]
-    config = drop_nulls(apply_overrides(config, overrides, unsets))
     meta = apply_overrides(meta, meta_sets)
+    config, meta = apply_choices(config, meta, path)
+    config = drop_nulls(apply_overrides(config, overrides, unsets))
+    config = apply_lr_scale(config, meta, path)
     return Rendered(name=name, config=config, meta=meta, files=files)
+
+
+def apply_choices(config: dict, meta: dict, path: Path) -> tuple[dict, dict]:
+    """Merge the bundle that `recipe.choose` picks on each axis of `recipe.choices` (a
+    bundle's own `recipe:` block merges into the metadata)."""
+    choices = meta.get("choices") or {}
+    chosen = meta.get("choose") or {}
+    if not isinstance(choices, dict) or not isinstance(chosen, dict):
+        raise RecipeError(f"{path}: recipe.choices and recipe.choose must be mappings")
+    for axis, value in chosen.items():
+        bundles = choices.get(axis)
+        if not isinstance(bundles, dict):
+            known = ", ".join(choices) or "none"
+            raise RecipeError(f"{path}: recipe.choose.{axis}: no such axis (axes: {known})")
+        if str(value) not in {str(k) for k in bundles}:
+            raise RecipeError(
+                f"{path}: recipe.choose.{axis}={value}: no such choice "
+                f"(choices: {', '.join(map(str, bundles))})"
+            )
+        bundle = next(v for k, v in bundles.items() if str(k) == str(value))
+        if not isinstance(bundle, dict):
+            raise RecipeError(f"{path}: recipe.choices.{axis}.{value} must be a mapping of keys")
+        bundle = dict(bundle)
+        meta = merge_meta(meta, bundle.pop("recipe", None) or {})
+        config = deep_merge(config, bundle)
+    return config, meta
+
+
+def apply_lr_scale(config: dict, meta: dict, path: Path) -> dict:
+    """learning_rate x recipe.lr_scale (after choices and overrides)."""
+    scale = meta.get("lr_scale")
+    if scale is None:
+        return config
+    try:
+        scale = float(scale)
+    except (TypeError, ValueError):
+        raise RecipeError(f"{path}: recipe.lr_scale={scale!r}: expected a number") from None
+    if "learning_rate" not in config:
+        raise RecipeError(f"{path}: recipe.lr_scale is set but the recipe has no learning_rate")
+    config["learning_rate"] = float(config["learning_rate"]) * scale
+    return config
 
 
 def drop_nulls(cfg: dict) -> dict:

@@ -40,6 +40,7 @@ SCORE_PLOT = [
     ("general", "general"),
     ("trained", "recall, trained"),
     ("held_out", "recall, held-out"),
+    ("conversation", "recall, in conversation"),
 ]
 
 
@@ -116,7 +117,10 @@ def evaluate_run(run_dir: Path, record: dict, meta: dict, base: str, root: Path,
             samples=int(cfg.get("samples", 0)),
             judge=judge,
             sample_suites=cfg.get("consistency_suites"),
+            cache_dir=root / "build" / "cache" / "answers",
         )
+        if result.get("cached_requests"):
+            echo(f"eval   {result['cached_requests']} request(s) answered from build/cache/answers")
     for bench in cfg.get("multiple_choice") or []:
         from cosmosage.tools.eval.multiple_choice import run_mc
 
@@ -228,12 +232,17 @@ def run_report(result: dict) -> str:
 def summary_lines(result: dict) -> list[str]:
     """What the run summary says about evaluation, in a few lines."""
     labels = list(result["models"])
-    lines = ["| model | " + " | ".join(n for _, n in SCORE_PLOT) + " | perplexity |"]
-    lines.append("|---" * (len(SCORE_PLOT) + 2) + "|")
+    cols = [
+        (k, n)
+        for k, n in SCORE_PLOT
+        if k != "conversation" or any(k in result["scores"][m] for m in labels)
+    ]
+    lines = ["| model | " + " | ".join(n for _, n in cols) + " | perplexity |"]
+    lines.append("|---" * (len(cols) + 2) + "|")
     for m in labels:
         s = result["scores"][m]
         ppl = f"{s['ppl']:.2f}" if "ppl" in s else "-"
-        lines.append(f"| {m} | " + " | ".join(pct(s.get(k)) for k, _ in SCORE_PLOT) + f" | {ppl} |")
+        lines.append(f"| {m} | " + " | ".join(pct(s.get(k)) for k, _ in cols) + f" | {ppl} |")
     for r in result.get("forgetting") or []:
         if r.get("general_flag") or r.get("ppl_flag"):
             bits = []
@@ -243,6 +252,10 @@ def summary_lines(result: dict) -> list[str]:
                 bits.append(f"perplexity {r['ppl_rise']:+.1%}")
             lines.append(f"\nForgetting flagged {r['before']} -> {r['after']}: {', '.join(bits)}")
     if c := result.get("consistency"):
-        auc = "-" if c["auroc"] is None else f"{c['auroc']:.2f}"
+        auc = (
+            "- (undefined: the sampled answers were all right or all wrong)"
+            if c["auroc"] is None
+            else f"{c['auroc']:.2f}"
+        )
         lines.append(f"\nSelf-consistency AUROC (agreement predicts correctness): {auc}")
     return lines

@@ -372,3 +372,35 @@ def test_held_out_zero_keeps_every_wording_in_training(tmp_path):
     assert res["wordings"]["held_out"] == 0
     suite = load_suite(tmp_path / "out/recall.yaml")
     assert {p["wording"] for p in suite} == {"trained"}
+
+
+def test_conversation_suite_asks_each_held_out_wording_after_a_system_message_and_a_turn(tmp_path):
+    out = tmp_path / "facts"
+    res = build_facts(SAMPLE, out)
+    recall = load_suite(out / "recall.yaml")
+    conv = load_suite(out / "recall_conversation.yaml")
+    assert res["outputs"]["recall_conversation"] == str(out / "recall_conversation.yaml")
+    held = {(p["fact"], p["prompt"]) for p in recall if p["wording"] == "held_out"}
+    assert {(p["fact"], p["prompt"]) for p in conv} == held
+    facts = {f.id: f for f in read_facts(SAMPLE) if not isinstance(f, Reject)}
+    for p in conv:
+        assert p["wording"] == "conversation" and p["system"]
+        assert [t["role"] for t in p["history"]] == ["user", "assistant"]
+        assert facts[p["fact"]].subject in p["history"][0]["content"]
+        assert p["expect"] == list(facts[p["fact"]].expect)
+    # the earlier turn is not something any training rendering contains
+    assert conv[0]["history"][0]["content"].lower() not in training_text(out)
+
+
+def test_limit_keeps_the_first_facts_and_counts_the_rest(tmp_path):
+    everything = build_facts(SAMPLE, tmp_path / "all")
+    few = build_facts(SAMPLE, tmp_path / "few", limit=5)
+    assert few["facts"] == 5 and few["over_limit"] == everything["facts"] - 5
+    first = [f.id for f in read_facts(SAMPLE) if not isinstance(f, Reject)][:5]
+    assert sorted({p["fact"] for p in load_suite(tmp_path / "few" / "recall.yaml")}) == sorted(first)
+    manifest = json.loads((tmp_path / "few" / "chat.manifest.json").read_text())
+    assert manifest["dropped"]["over limit"] == everything["facts"] - 5
+    result = CliRunner().invoke(
+        main, ["data", "facts", str(SAMPLE), "--limit", "0", "--out-dir", str(tmp_path / "x")]
+    )
+    assert result.exit_code != 0 and "--limit" in result.output

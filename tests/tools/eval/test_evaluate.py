@@ -4,9 +4,11 @@ rates by kind and wording, self-consistency fields, reports, comparisons, the CL
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -16,6 +18,7 @@ from cosmosage.tools.eval.compare import compare, compare_markdown
 from cosmosage.tools.eval.evaluate import evaluate, rates
 from cosmosage.tools.eval.generation import Generator, chat_ids, grid, preset
 from cosmosage.tools.eval.report import report_markdown
+from cosmosage.tools.eval.suites import load_suite
 
 PROMPTS = [
     {"prompt": "What is the CMB?"},
@@ -158,3 +161,56 @@ def test_eval_cli_runs_by_default_and_compares(tmp_path, tiny_model):
     assert cmp.exit_code == 0 and "# base -> tiny-llama" in cmp.output
     bad = CliRunner().invoke(main, ["eval", "nowhere-model", "--suite", str(suite)])
     assert bad.exit_code == 1 and "nowhere-model: not a model folder" in bad.output
+
+
+def test_history_turns_are_asked_before_the_prompt_and_checked(tmp_path, tiny_model):
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    history = [
+        {"role": "user", "content": "I am preparing a talk."},
+        {"role": "assistant", "content": "How can I help?"},
+    ]
+    text = tok.decode(chat_ids(tok, {"prompt": "When?", "system": "Be brief.", "history": history}))
+    assert text.index("Be brief.") < text.index("preparing a talk") < text.index("How can I help?")
+    assert text.index("How can I help?") < text.index("When?")
+    for bad, message in (
+        ([{"role": "assistant", "content": "x"}], r"history\[0\]\.role: expected user"),
+        ([{"role": "user", "content": "x"}], r"history: must end with an assistant turn"),
+        (
+            [{"role": "user", "content": ""}, {"role": "assistant", "content": "y"}],
+            r"history\[0\]\.content",
+        ),
+    ):
+        suite = tmp_path / "h.yaml"
+        suite.write_text(yaml.safe_dump({"prompts": [{"prompt": "q", "history": bad}]}))
+        with pytest.raises(DataError, match=r"h\.yaml: prompts\[0\]\." + message):
+            load_suite(suite)
+
+
+def test_answers_come_from_the_cache_without_loading_the_model(tmp_path, tiny_model, monkeypatch):
+    import shutil
+
+    import cosmosage.tools.eval.evaluate as ev
+
+    model = shutil.copytree(tiny_model, tmp_path / "model")
+    suite = tmp_path / "s.yaml"
+    suite.write_text("prompts:\n  - {id: a, prompt: 'What is the CMB?', expect: ['zzzz-never']}\n")
+    settings = preset("greedy", max_new_tokens=4)
+    loads = []
+    real = ev.Generator
+
+    def counting(path, device="cpu"):
+        loads.append(path)
+        return real(path, device=device)
+
+    monkeypatch.setattr(ev, "Generator", counting)
+    cache = tmp_path / "cache"
+    first = evaluate({"m": model}, [suite], settings, samples=2, cache_dir=cache)
+    assert len(loads) == 1 and "cached_requests" not in first
+    again = evaluate({"m": model}, [suite], settings, samples=2, cache_dir=cache)
+    assert len(loads) == 1, "a repeated request is answered from the cache"
+    assert again["cached_requests"] == 2 and again["answers"] == first["answers"]
+    evaluate({"m": model}, [suite], preset("greedy", max_new_tokens=5), cache_dir=cache)
+    assert len(loads) == 2, "other settings are another request"
+    os.utime(model / "config.json", ns=(1, 1))
+    evaluate({"m": model}, [suite], settings, cache_dir=cache)
+    assert len(loads) == 3, "a changed model folder is another model"

@@ -154,3 +154,84 @@ def test_every_golden_file_has_a_recipe():
     names = {n.replace("/", "__") for n in list_recipes()}
     stale = [p.name for p in GOLDEN.glob("*.yaml") if p.stem not in names]
     assert not stale, f"golden files without a recipe: {stale}"
+
+
+CHOICES_RECIPE = """
+recipe:
+  choices:
+    method:
+      small: {adapter: lora, lora_r: 8, learning_rate: 1.0e-3}
+      full: {adapter: null, lora_r: null, learning_rate: 1.0e-4, recipe: {method: full}}
+    format:
+      qa: {datasets: [{path: qa.jsonl, type: completion}]}
+      chat: {datasets: [{path: chat.jsonl, type: chat_template}]}
+  choose: {method: small, format: qa}
+  method: lora
+base_model: m
+adapter: lora
+lora_r: 16
+learning_rate: 2.0e-4
+datasets: [{path: default.jsonl}]
+"""
+
+
+def test_choices_merge_the_chosen_bundle_of_each_axis(tmp_path):
+    write(tmp_path, "c.yaml", CHOICES_RECIPE)
+    r = render("c", root=tmp_path)
+    assert (r.config["adapter"], r.config["lora_r"], r.config["learning_rate"]) == ("lora", 8, 1e-3)
+    assert r.config["datasets"] == [{"path": "qa.jsonl", "type": "completion"}]
+    assert r.meta["method"] == "lora"
+
+
+def test_choose_override_picks_another_bundle_and_its_recipe_block(tmp_path):
+    write(tmp_path, "c.yaml", CHOICES_RECIPE)
+    r = render("c", ["recipe.choose.method=full", "recipe.choose.format=chat"], root=tmp_path)
+    assert "adapter" not in r.config and "lora_r" not in r.config, "null in a bundle removes"
+    assert r.config["learning_rate"] == 1e-4
+    assert r.config["datasets"] == [{"path": "chat.jsonl", "type": "chat_template"}]
+    assert r.meta["method"] == "full", "a bundle's recipe: block reaches the metadata"
+    # plain --set overrides still come last
+    r = render("c", ["recipe.choose.method=full", "learning_rate=5e-5"], root=tmp_path)
+    assert r.config["learning_rate"] == 5e-5
+
+
+def test_unknown_axis_or_choice_is_refused_with_the_file_and_the_known_names(tmp_path):
+    path = write(tmp_path, "c.yaml", CHOICES_RECIPE)
+    with pytest.raises(
+        RecipeError,
+        match=r"c\.yaml: recipe\.choose\.method=huge: no such choice \(choices: small, full\)",
+    ):
+        render("c", ["recipe.choose.method=huge"], root=tmp_path)
+    with pytest.raises(
+        RecipeError, match=r"recipe\.choose\.rank: no such axis \(axes: method, format\)"
+    ):
+        render("c", ["recipe.choose.rank=8"], root=tmp_path)
+    assert path.is_file()
+
+
+def test_lr_scale_multiplies_the_learning_rate_each_bundle_sets(tmp_path):
+    write(tmp_path, "c.yaml", CHOICES_RECIPE)
+    small = render("c", ["recipe.lr_scale=0.5"], root=tmp_path)
+    full = render("c", ["recipe.lr_scale=2", "recipe.choose.method=full"], root=tmp_path)
+    assert small.config["learning_rate"] == pytest.approx(5e-4)
+    assert full.config["learning_rate"] == pytest.approx(2e-4)
+    write(tmp_path, "nolr.yaml", "base_model: m\n")
+    with pytest.raises(RecipeError, match="lr_scale is set but the recipe has no learning_rate"):
+        render("nolr", ["recipe.lr_scale=2"], root=tmp_path)
+    with pytest.raises(RecipeError, match="expected a number"):
+        render("c", ["recipe.lr_scale=fast"], root=tmp_path)
+
+
+def test_the_study_recipe_renders_every_format_and_method():
+    seen = set()
+    for fmt in ("statements", "qa", "dialogue"):
+        for method in ("lora-r8", "lora-r64", "full"):
+            r = render(
+                "study/facts", [f"recipe.choose.format={fmt}", f"recipe.choose.method={method}"]
+            )
+            assert r.config["datasets"][0]["path"] == f"build/data/facts/{fmt}.jsonl"
+            assert r.config["test_datasets"][0]["path"] == f"build/data/facts/{fmt}.jsonl"
+            assert r.meta["method"] == ("full" if method == "full" else "lora")
+            assert ("adapter" in r.config) == (method != "full")
+            seen.add((fmt, r.config.get("lora_r"), r.config["learning_rate"]))
+    assert len(seen) == 9
