@@ -12,7 +12,7 @@ export DO_NOT_TRACK ?= 1
 export AXOLOTL_DO_NOT_TRACK ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv recipe test test-fast lint bench clean
+.PHONY: venv recipe test test-fast test-gguf lint bench clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,12 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not train and not real_model" $(ARGS)
+
+# The GGUF tests need llama-cpp-python (the `gguf` extra), which compiles llama.cpp on
+# install (~5 minutes on 2 cores): `make test` skips them without it, CI runs this too.
+test-gguf: $(STAMP) tokenizers
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[gguf]'
+	$(BIN)/python -m pytest -m gguf $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
@@ -69,5 +75,11 @@ docker-run:
 	  -v "$(CURDIR)/build:/workspace/cosmosage/build" -v "$(HF_CACHE):/cache/huggingface" \
 	  -e HF_TOKEN -e WANDB_API_KEY $(IMAGE) cosmosage recipe run $(NAME) $(ARGS)
 
-docker-lint: $(STAMP)
+docker-# The GGUF tests need llama-cpp-python (the `gguf` extra), which compiles llama.cpp on
+# install (~5 minutes on 2 cores): `make test` skips them without it, CI runs this too.
+test-gguf: $(STAMP) tokenizers
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[gguf]'
+	$(BIN)/python -m pytest -m gguf $(ARGS)
+
+lint: $(STAMP)
 	$(BIN)/hadolint docker/Dockerfile
