@@ -609,6 +609,12 @@ def has_eval(cfg: dict) -> bool:
     return bool(cfg.get("test_datasets")) or bool(cfg.get("val_set_size"))
 
 
+def _is_multiple(a: float, b: float) -> bool:
+    """a is a whole multiple of b (steps, or shares of the run below 1)."""
+    ratio = a / b
+    return abs(ratio - round(ratio)) < 1e-6 and round(ratio) >= 1
+
+
 def check_checkpoints(cfg: dict) -> list[Problem]:
     """The checkpoint with the lowest eval loss must survive rotation until `recipe run`
     selects it (tools/run/metrics.py): the trainer keeps `save_total_limit` checkpoints
@@ -645,7 +651,10 @@ def check_checkpoints(cfg: dict) -> list[Problem]:
     save_steps, eval_steps = cfg.get("save_steps"), cfg.get("eval_steps")
     saves, evals = cfg.get("saves_per_epoch"), cfg.get("evals_per_epoch")
     misaligned = None
-    if save_steps and eval_steps and int(save_steps) % int(eval_steps):
+    if save_steps and eval_steps and (float(save_steps) < 1) != (float(eval_steps) < 1):
+        # below 1 the trainer reads a step count as a share of all steps
+        misaligned = "save_steps and eval_steps are counted differently (share of the run vs steps)"
+    elif save_steps and eval_steps and not _is_multiple(float(save_steps), float(eval_steps)):
         misaligned = f"save_steps {save_steps} is not a multiple of eval_steps {eval_steps}"
     elif saves and evals and int(evals) % int(saves):
         misaligned = f"evals_per_epoch {evals} is not a multiple of saves_per_epoch {saves}"

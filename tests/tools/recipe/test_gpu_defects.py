@@ -276,6 +276,13 @@ def test_saves_where_no_eval_ran_fail():
     r.config.update(save_steps=15, eval_steps=10)
     errs = found(check_checkpoints(r.config), "checkpoints")
     assert len(errs) == 1 and "not a multiple of eval_steps" in errs[0]
+    # below 1 a step count is a share of the run: 0.5 is a multiple of 0.25, not of 0.3
+    r.config.update(save_steps=0.5, eval_steps=0.25)
+    assert not found(check_checkpoints(r.config), "checkpoints")
+    r.config.update(save_steps=0.5, eval_steps=0.3)
+    assert "not a multiple of eval_steps" in found(check_checkpoints(r.config), "checkpoints")[0]
+    r.config.update(save_steps=0.5, eval_steps=10)
+    assert "counted differently" in found(check_checkpoints(r.config), "checkpoints")[0]
 
 
 def test_disk_is_printed_and_a_zero3_7b_checkpoint_is_about_100_gb():
