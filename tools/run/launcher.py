@@ -330,15 +330,18 @@ def finalize_model(cfg: dict, meta: dict, stage_dir: Path, best: dict | None) ->
     return merge.copy_model(src, dst, tokenizer_from=output)
 
 
-def run_stage(stage: Stage, cfg: dict, stage_dir: Path, root: Path, echo: Echo) -> dict:
+def write_stage_config(stage: Stage, cfg: dict, stage_dir: Path, verb: str = "rendered") -> Path:
+    """The stage's complete Axolotl config as stage_dir/axolotl.yaml, with a header naming
+    the recipe files it came from."""
     cfg_path = stage_dir / "axolotl.yaml"
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
-    cfg_path.write_text(
-        to_yaml(
-            cfg,
-            header=f"rendered from recipe {stage.name}; files: {', '.join(stage.rendered.files)}",
-        )
-    )
+    files = ", ".join(stage.rendered.files)
+    cfg_path.write_text(to_yaml(cfg, header=f"{verb} from recipe {stage.name}; files: {files}"))
+    return cfg_path
+
+
+def run_stage(stage: Stage, cfg: dict, stage_dir: Path, root: Path, echo: Echo) -> dict:
+    cfg_path = write_stage_config(stage, cfg, stage_dir)
     argv = build_argv(cfg_path, stage.rendered.meta)
     log = stage_dir / "train.log"
     echo(f"train  {stage.name}: {' '.join(argv[1:])}  (log: {log})")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cosmosage.dataprep.io import write_json
 from cosmosage.tools.recipe import check
-from cosmosage.tools.recipe.render import ROOT, Rendered, to_yaml
+from cosmosage.tools.recipe.render import ROOT, Rendered
 from cosmosage.tools.run import registry
 from cosmosage.tools.run.launcher import (
     LaunchError,
@@ -31,6 +31,7 @@ from cosmosage.tools.run.launcher import (
     ensure_builds,
     plan,
     stage_config,
+    write_stage_config,
 )
 
 Echo = Callable[[str], None]
@@ -119,14 +120,7 @@ def prepare_recipe(
             raise LaunchError(
                 f"{stage.name} failed its checks:\n" + "\n".join(f"  {p}" for p in problems)
             )
-        cfg_path = stage_dir / "axolotl.yaml"
-        cfg_path.parent.mkdir(parents=True, exist_ok=True)
-        cfg_path.write_text(
-            to_yaml(
-                cfg,
-                header=f"prepared from recipe {stage.name}; files: {', '.join(stage.rendered.files)}",
-            )
-        )
+        cfg_path = write_stage_config(stage, cfg, stage_dir, verb="prepared")
         previous[stage.name] = stage_output_model(cfg)
         written.append(
             {
