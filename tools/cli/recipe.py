@@ -66,15 +66,15 @@ def recipe_check(names: tuple[str, ...], sets: tuple[str, ...], unsets: tuple[st
       cosmosage recipe check quickstart mistral-7b
       cosmosage recipe check my_axolotl_config.yaml
     """
-    from cosmosage.tools.recipe.check import check_rendered
     from cosmosage.tools.recipe.render import ROOT, is_config_path, render
+    from cosmosage.tools.run.launcher import check_stage
 
     failed = 0
     for name in names:
         top = render(name, list(sets), list(unsets))
         stages = [(s, render(s, list(sets), list(unsets))) for s in top.stages] or [(name, top)]
         for stage_name, r in stages:
-            problems = check_rendered(r, root=Path.cwd() if is_config_path(name) else ROOT)
+            problems = check_stage(stage_name, r, Path.cwd() if is_config_path(name) else ROOT)
             errors = [p for p in problems if p.severity == "error"]
             status = "FAIL" if errors else "ok"
             click.echo(f"{status:4}  {stage_name}")

@@ -414,6 +414,49 @@ def soup_spec(
     return ingredients, kwargs
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def check_soup(stage: Stage, root: Path) -> list[check.Problem]:
+    """`recipe check` of a soup stage: the block's shape, method, weights and base as
+    mergekit will get them, and each model a recipe, an existing folder or a Hub id. A
+    recipe with no finished run yet is fine here (its run, or this pipeline's stage of
+    it, makes the model)."""
+    spec = stage.rendered.meta.get("soup")
+    if not isinstance(spec, dict):
+        return [check.Problem("soup", "recipe.soup must be a mapping (method, models, base)")]
+    refs = [str(m.get("model")) for m in spec.get("models") or [] if isinstance(m, dict)]
+    refs += [str(spec["base"])] if spec.get("base") else []
+    problems, recipes = [], {}
+    for ref in refs:
+        local = Path(ref) if Path(ref).is_absolute() else root / ref
+        if (recipes_dir(root) / f"{ref}.yaml").is_file():
+            recipes[ref] = ref
+        elif not local.exists():
+            if _HUB_ID.fullmatch(ref) and not ref.startswith(("build/", "runs/")):
+                problems.append(
+                    check.Problem("soup", f"{ref}: a Hub id, fetched by mergekit", "info")
+                )
+            else:
+                problems.append(
+                    check.Problem("soup", f"{ref}: no such recipe, model folder or Hub id")
+                )
+    try:
+        ingredients, kwargs = soup_spec(stage, recipes, root / "runs", root)
+        soup.mergekit_config(ingredients, **kwargs)
+    except (LaunchError, soup.SoupError) as exc:
+        problems.append(check.Problem("soup", str(exc).removeprefix(f"{stage.name}: ")))
+    return problems
+
+
+def check_stage(name: str, r: Rendered, root: Path) -> list[check.Problem]:
+    """Every problem of one stage as `recipe check` reports it: a soup stage's block
+    (mergekit makes its model), else the Axolotl config."""
+    if r.meta.get("soup") is not None:
+        return check_soup(Stage(name, name.split("/")[-1], r), root)
+    return check.check_rendered(r, root)
+
+
 def soup_plan(
     stage: Stage, previous: dict[str, str], runs_dir: Path, root: Path, stage_dir: Path
 ) -> dict:

@@ -397,7 +397,9 @@ def test_limit_keeps_the_first_facts_and_counts_the_rest(tmp_path):
     few = build_facts(SAMPLE, tmp_path / "few", limit=5)
     assert few["facts"] == 5 and few["over_limit"] == everything["facts"] - 5
     first = [f.id for f in read_facts(SAMPLE) if not isinstance(f, Reject)][:5]
-    assert sorted({p["fact"] for p in load_suite(tmp_path / "few" / "recall.yaml")}) == sorted(first)
+    assert sorted({p["fact"] for p in load_suite(tmp_path / "few" / "recall.yaml")}) == sorted(
+        first
+    )
     manifest = json.loads((tmp_path / "few" / "chat.manifest.json").read_text())
     assert manifest["dropped"]["over limit"] == everything["facts"] - 5
     result = CliRunner().invoke(

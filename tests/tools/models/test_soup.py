@@ -213,3 +213,36 @@ def test_a_soup_stage_runs_mergekit_and_is_evaluated_like_any_stage(tiny_model, 
     rec = registry.records(runs)[-1]
     assert rec["recipe"] == "fam/soup" and rec["parents"] == stage["parents"]
     assert "scores" in rec
+
+
+def test_recipe_check_validates_a_soup_stage_instead_of_axolotl_keys():
+    ok = CliRunner().invoke(main, ["recipe", "check", "smollm2/soup-facts"])
+    assert ok.exit_code == 0, ok.output
+    assert "ok    smollm2/soup-facts" in ok.output and "datasets" not in ok.output
+    bad = CliRunner().invoke(
+        main,
+        [
+            "recipe",
+            "check",
+            "smollm2/soup-facts",
+            "--set",
+            "recipe.soup.models=[{model: nowhere/x/y, weight: 1}, {model: smollm2/lora-facts, weight: -1}]",
+            "--set",
+            "recipe.soup.method=ties",
+        ],
+    )
+    assert bad.exit_code != 0
+    assert "nowhere/x/y: no such recipe, model folder or Hub id" in bad.output
+    assert "soup weights must be >= 0" in bad.output
+    hub = CliRunner().invoke(
+        main,
+        [
+            "recipe",
+            "check",
+            "smollm2/soup-facts",
+            "--set",
+            "recipe.soup.models=[{model: HuggingFaceTB/SmolLM2-135M-Instruct, weight: 1}, {model: smollm2/lora-facts, weight: 1}]",
+        ],
+    )
+    assert hub.exit_code == 0, hub.output
+    assert "[info] soup: HuggingFaceTB/SmolLM2-135M-Instruct: a Hub id" in hub.output
