@@ -15,7 +15,9 @@ Every combination is an ordinary `recipe run` with its values as `--set` overrid
 the sweep's own (so every stage of a pipeline gets them); its run folder is
 runs/<recipe>/<run-id>/ and the registry records it as usual. Running the same sweep again
 skips what finished, resumes an interrupted combination from its last checkpoint when its
-run is still the recipe's newest unfinished one (else restarts it) and runs the rest.
+run is still the recipe's newest unfinished one (else restarts it) and runs the rest. Run
+with more values on the same axes under the same --name, a sweep grows: what finished is
+kept and only the new combinations run.
 """
 
 from __future__ import annotations
@@ -165,6 +167,8 @@ def plan(
     saved = folder / "sweep.json"
     if saved.is_file():
         doc = json.loads(saved.read_text())
+        if extends_grid(doc, definition):
+            return folder, extend(doc, combos, grid)
         if {k: doc.get(k) for k in definition} != definition:
             raise SweepError(
                 f"{folder} holds another sweep ({doc.get('recipe')}, grid {doc.get('grid')}, "
@@ -181,21 +185,44 @@ def plan(
         "stages": [s.key for s in stages],
         "shared_sets": shared,
         "created": _now(),
-        "combinations": [
-            {
-                "index": i,
-                "values": values,
-                "sets": combination_sets(values),
-                "status": "pending",
-                "run": None,
-                "attempts": 0,
-                "wall_s": 0.0,
-                "error": None,
-            }
-            for i, values in enumerate(combos, start=1)
-        ],
+        "combinations": [],
     }
-    return folder, doc
+    return folder, extend(doc, combos, grid)
+
+
+def extends_grid(doc: dict, definition: dict) -> bool:
+    """The new definition is the saved sweep with more values on some of the same axes."""
+    old, new = doc.get("grid") or {}, definition["grid"]
+    same_rest = all(doc.get(k) == definition[k] for k in ("recipe", "sets", "unsets"))
+    return (
+        same_rest
+        and old != new
+        and list(old) == list(new)
+        and all(set(old[axis]) <= set(new[axis]) for axis in old)
+    )
+
+
+def extend(doc: dict, combos: list[dict[str, str]], grid: dict[str, list[str]]) -> dict:
+    """Add the combinations a larger grid has beyond the saved ones (pending), keeping every
+    saved combination, its status and its run."""
+    known = [c["values"] for c in doc["combinations"]]
+    added = [v for v in combos if v not in known]
+    start = len(doc["combinations"])
+    doc["combinations"] += [
+        {
+            "index": start + i,
+            "values": values,
+            "sets": combination_sets(values),
+            "status": "pending",
+            "run": None,
+            "attempts": 0,
+            "wall_s": 0.0,
+            "error": None,
+        }
+        for i, values in enumerate(added, start=1)
+    ]
+    doc["grid"] = grid
+    return doc
 
 
 def run_sets(doc: dict, combo: dict) -> list[str]:

@@ -289,6 +289,29 @@ def test_an_interrupted_sweep_resumes_with_only_the_rest(tmp_path, root, trainer
     assert [r["learning_rate"] for r in result["rows"]] == ["1e-2", "3e-3", "1e-3"]
 
 
+def test_more_values_on_the_same_axes_grow_the_sweep_and_run_only_the_new(tmp_path, root, trainer):
+    small = ["learning_rate=1e-3 warmup_steps=1"]
+    first = run_sweep("toy/pretrain", small, SETS, name="s", root=root, runs_dir=tmp_path)
+    assert first["ran"] == [1] and len(trainer.configs) == 1
+    big = ["learning_rate=1e-3,1e-2 warmup_steps=1"]
+    grown = run_sweep("toy/pretrain", big, SETS, name="s", root=root, runs_dir=tmp_path)
+    assert grown["skipped"] == [1] and grown["ran"] == [2]
+    assert [c["learning_rate"] for c in trainer.configs] == [1e-3, 1e-2]
+    doc = json.loads((first["dir"] / "sweep.json").read_text())
+    assert doc["grid"] == {"learning_rate": ["1e-3", "1e-2"], "warmup_steps": ["1"]}
+    assert [c["status"] for c in doc["combinations"]] == ["complete", "complete"]
+    assert len(grown["rows"]) == 2
+    # another axis, or fewer values, is another sweep
+    with pytest.raises(SweepError, match="holds another sweep"):
+        run_sweep(
+            "toy/pretrain", ["learning_rate=1e-3"], SETS, name="s", root=root, runs_dir=tmp_path
+        )
+    with pytest.raises(SweepError, match="holds another sweep"):
+        run_sweep(
+            "toy/pretrain", ["warmup_steps=1,2"], SETS, name="s", root=root, runs_dir=tmp_path
+        )
+
+
 def test_failed_combinations_are_recorded_and_the_sweep_goes_on(
     tmp_path, root, trainer, monkeypatch
 ):
