@@ -75,11 +75,5 @@ docker-run:
 	  -v "$(CURDIR)/build:/workspace/cosmosage/build" -v "$(HF_CACHE):/cache/huggingface" \
 	  -e HF_TOKEN -e WANDB_API_KEY $(IMAGE) cosmosage recipe run $(NAME) $(ARGS)
 
-docker-# The GGUF tests need llama-cpp-python (the `gguf` extra), which compiles llama.cpp on
-# install (~5 minutes on 2 cores): `make test` skips them without it, CI runs this too.
-test-gguf: $(STAMP) tokenizers
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[gguf]'
-	$(BIN)/python -m pytest -m gguf $(ARGS)
-
-lint: $(STAMP)
+docker-lint: $(STAMP)
 	$(BIN)/hadolint docker/Dockerfile
