@@ -4,6 +4,7 @@ screen needed); every function writes one file and returns its path."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 COLORS = ["#1f5f8b", "#d1495b", "#edae49", "#00798c", "#66a182", "#8d96a3"]
@@ -89,7 +90,8 @@ def plot_scores(
                 xytext=(0, 1),
                 textcoords="offset points",
             )
-    ax.set_xticks(range(len(shown)), [label for _, label in shown], fontsize=8)
+    # long labels wrap onto a second line instead of running into their neighbours
+    ax.set_xticks(range(len(shown)), [textwrap.fill(label, 18) for _, label in shown], fontsize=8)
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("share passed")
     ax.set_title(title, fontsize=10)
@@ -133,7 +135,7 @@ def _save(fig, out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
     _pyplot().close(fig)
     tmp.replace(out)
     return out
