@@ -318,10 +318,15 @@ def to_yaml(config: dict, header: str | None = None) -> str:
 def describe(name: str, root: Path | None = None) -> dict:
     """One row of `recipe list`."""
     r = render(name, root=root)
-    method = r.meta.get("method") or ("pipeline" if r.is_pipeline else "?")
+    soup = r.meta.get("soup") if isinstance(r.meta.get("soup"), dict) else None
+    method = r.meta.get("method") or ("pipeline" if r.is_pipeline else "soup" if soup else "?")
     model = r.meta.get("model") or r.config.get("base_model", "")
     if r.meta.get("parent"):
         model = f"<- {r.meta['parent']}"
+    elif soup:
+        model = " + ".join(
+            str(m.get("model")) for m in soup.get("models") or [] if isinstance(m, dict)
+        )
     hardware = (r.meta.get("hardware") or {}).get("name", "")
     if r.is_pipeline:
         hardware = hardware or "see stages"

@@ -216,6 +216,10 @@ def test_a_soup_stage_runs_mergekit_and_is_evaluated_like_any_stage(tiny_model, 
 
 
 def test_recipe_check_validates_a_soup_stage_instead_of_axolotl_keys():
+    from cosmosage.tools.recipe.render import describe
+
+    row = describe("smollm2/soup-facts")
+    assert row["method"] == "soup" and "smollm2/lora-facts" in row["model"]
     ok = CliRunner().invoke(main, ["recipe", "check", "smollm2/soup-facts"])
     assert ok.exit_code == 0, ok.output
     assert "ok    smollm2/soup-facts" in ok.output and "datasets" not in ok.output
