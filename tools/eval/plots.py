@@ -74,19 +74,28 @@ def plot_scores(
     plt = _pyplot()
     models = list(scores)
     shown = [(k, label) for k, label in metrics if any(k in scores[m] for m in models)]
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(shown) * max(len(models), 1) / 2 + 2), 3.4))
+    # wide enough for the bars, never wider than a page; more models than COLORS take
+    # distinct colours from a qualitative colour map instead of repeating
+    fig, ax = plt.subplots(
+        figsize=(min(14.0, max(5.0, 1.3 * len(shown) * max(len(models), 1) / 2 + 2)), 3.8)
+    )
     width = 0.8 / max(len(models), 1)
+    if len(models) <= len(COLORS):
+        colors = COLORS
+    else:
+        cmap = plt.get_cmap("tab20" if len(models) > 10 else "tab10")
+        colors = [cmap(i) for i in range(len(models))]
     for j, model in enumerate(models):
         xs = [i + (j - (len(models) - 1) / 2) * width for i in range(len(shown))]
         vals = [scores[model].get(k, 0.0) or 0.0 for k, _ in shown]
-        bars = ax.bar(xs, vals, width * 0.95, color=COLORS[j % len(COLORS)], label=model)
+        bars = ax.bar(xs, vals, width * 0.95, color=colors[j % len(colors)], label=model)
         for b, v in zip(bars, vals, strict=True):
             ax.annotate(
                 f"{v:.0%}",
                 (b.get_x() + b.get_width() / 2, v),
                 ha="center",
                 va="bottom",
-                fontsize=7,
+                fontsize=7 if len(models) <= 4 else 5.5,
                 xytext=(0, 1),
                 textcoords="offset points",
             )
@@ -95,7 +104,10 @@ def plot_scores(
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("share passed")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, ncols=min(len(models), 4), loc="upper left")
+    if len(models) <= 4:
+        ax.legend(fontsize=8, ncols=len(models), loc="upper left")
+    else:  # beside the bars, where it hides none of them
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return _save(fig, out)
