@@ -3,7 +3,7 @@
 Runs the whole quickstart cold in a fresh copy of the project (tiny model and data
 built, checks, two trainings, selection, merge, evaluation, card), then runs
 `axolotl train` alone on the two configs that run wrote, and prints both with their
-ratio. Target: quickstart <= 180 s on 2 cores after install.
+ratio. Target: quickstart (SmolLM2 import included) <= 600 s on 2 cores after install.
 
     make bench            # or: .venv/bin/python bench/quickstart_wall.py
 """
@@ -23,7 +23,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-TARGET_S = 180.0
+TARGET_S = 600.0
 
 
 def timed(argv: list[str], env: dict, cwd: Path) -> float:

@@ -125,7 +125,14 @@ def eval_run(
     results = []
     for point in generation.grid(settings, list(axes)):
         res = (
-            evaluate(named, list(suites), point, samples=samples, judge=judge)
+            evaluate(
+                named,
+                list(suites),
+                point,
+                samples=samples,
+                judge=judge,
+                cache_dir=ROOT / "build" / "cache" / "answers",
+            )
             if suites
             else {
                 "suites": [],

@@ -147,6 +147,10 @@ def test_eval_cli_runs_by_default_and_compares(tmp_path, tiny_model):
     scores = json.loads((out / "scores.json").read_text())
     assert list(scores["models"]) == ["base", "tiny-llama"]
     assert (out / "scores.png").stat().st_size > 1000 and (out / "report.md").is_file()
+    # the same model under two labels is asked at most once: the second label reads the
+    # cache (the first too, when an earlier test run left its answers there)
+    assert scores["cached_requests"] >= 1
+    assert scores["answers"][0]["base"] == scores["answers"][0]["tiny-llama"]
     cmp = CliRunner().invoke(
         main,
         [
