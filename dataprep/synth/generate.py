@@ -6,6 +6,11 @@ can use and rejects the rest with the raw text and the reason. Each kept pair be
 chat record (`{"messages": [user, assistant], ...}`) with its provenance: source
 document and chunk hash, prompt name, version and hash, generator model and sampling.
 
+Each kept pair records how grounded it is: the share of the answer's content words
+(and of the question's) that occur in the chunk. With a minimum (`--min-grounding`, or
+the prompt's `min_grounding`), pairs under it are refused as `ungrounded`: a small
+generator's commonest failure is an answer from its own head rather than the chunk.
+
 The run is journaled (see `cosmosage.dataprep.synth.jobs`): stop it at any point and run the same
 command again to continue.
 """
@@ -13,6 +18,7 @@ command again to continue.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +33,70 @@ from cosmosage.dataprep.synth.parse import ParseError
 
 SYNTH_FIELDS = {"chunk", "pairs", "doc_id"}
 _PAIR_LISTS = ("pairs", "qa", "qa_pairs", "questions", "items", "data")
+
+# function words and question words, which say nothing about where an answer came from
+_STOPWORDS = frozenset(
+    """a about above after again all also am an and any are as at be been before being
+    between both but by can could did do does doing down during each few for from further
+    had has have having he her here hers him his how i if in into is it its itself just
+    me more most my no nor not now of off on once only or other our ours out over own
+    same she should so some such than that the their theirs them then there these they
+    this those through to too under until up very was we were what when where which while
+    who whom why will with would you your yours one two use used using given called known
+    describe described explain following question answer text passage paper authors yes""".split()
+)
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+_SUFFIXES = ("ing", "ed", "es", "s", "e")
+
+
+def _stem(word: str) -> str:
+    """A crude stem, enough to match 'measured' with 'measures' and 'measure'."""
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            word = word[: -len(suffix)]
+            break
+    return word[:-1] if word.endswith("e") and len(word) >= 5 else word
+
+
+def content_words(text: str) -> set[str]:
+    """Stems of the lower-case words that carry content: not function words, three
+    letters or more or holding a digit."""
+    out = set()
+    for w in _WORD.findall(text.lower()):
+        if w in _STOPWORDS or (len(w) < 3 and not any(c.isdigit() for c in w)):
+            continue
+        out.add(w if w.isdigit() else _stem(w))
+    return out
+
+
+def grounding(text: str, chunk_words: set[str]) -> float | None:
+    """The share of `text`'s content words found among the chunk's; None if it has none."""
+    words = content_words(text)
+    if not words:
+        return None
+    return round(len(words & chunk_words) / len(words), 3)
+
+
+def ground_pair(pair: dict, chunk_words: set[str], minimum: float) -> tuple[dict, str | None]:
+    """The pair's grounding scores, and why it is refused under `minimum` (None if kept)."""
+    scores = {
+        "answer": grounding(pair["answer"], chunk_words),
+        "question": grounding(pair["question"], chunk_words),
+    }
+    if minimum <= 0:
+        return scores, None
+    if scores["answer"] is None:
+        return scores, "ungrounded: the answer has no content words"
+    if not scores["question"]:
+        return scores, "ungrounded: the question shares no content word with the chunk"
+    if scores["answer"] < minimum:
+        return scores, (
+            f"ungrounded: {scores['answer']:.0%} of the answer's content words are in the "
+            f"chunk (< {minimum:.0%})"
+        )
+    return scores, None
 
 
 def read_chunks(path: str | Path, shard: Shard | None = None):
@@ -115,7 +185,8 @@ class SynthConfig:
     endpoint: Endpoint
     prompt: str = "synth_qa"
     pairs: int = 3
-    sampling: dict = field(default_factory=lambda: {"temperature": 0.7, "max_tokens": 1024})
+    sampling: dict = field(default_factory=dict)  # over the prompt's and the defaults
+    min_grounding: float | None = None  # None: the prompt's `min_grounding`, else 0 (off)
     concurrency: int = 8
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     prompt_change: str = "stop"
@@ -129,18 +200,27 @@ class SynthJob(JournaledJob[SynthConfig]):
 
     kind = "synth"
     fields = SYNTH_FIELDS
+    labels = {"question": "question", "q": "question", "answer": "answer", "a": "answer"}
+    default_sampling = {"temperature": 0.7, "max_tokens": 1024}
 
     def __init__(self, cfg: SynthConfig) -> None:
         if cfg.pairs < 1:
             raise DataError("--pairs must be at least 1")
+        if cfg.min_grounding is not None and not 0 <= cfg.min_grounding <= 1:
+            raise DataError(f"--min-grounding must be a share from 0 to 1, got {cfg.min_grounding}")
         super().__init__(cfg, [cfg.endpoint])
+        self.min_grounding = (
+            cfg.min_grounding
+            if cfg.min_grounding is not None
+            else (self.prompt.min_grounding or 0.0)
+        )
         self.generator = {
             "model": cfg.endpoint.model,
             "prompt": self.prompt.name,
             "prompt_version": self.prompt.version,
             "prompt_sha": self.prompt.sha,
             "pairs_asked": cfg.pairs,
-            "sampling": dict(cfg.sampling),
+            "sampling": dict(self.sampling),
         }
         seen: set[str] = set()
         for got in read_chunks(cfg.input, Shard.parse(cfg.shard)):
@@ -181,18 +261,25 @@ class SynthJob(JournaledJob[SynthConfig]):
         _, chunk = payload
         pairs, problems = parse_pairs(answer.obj, self.cfg.pairs)
         source = {k: chunk[k] for k in ("doc_id", "chunk", "chunk_sha")}
-        records = [
-            {
-                "messages": [
-                    {"role": "user", "content": p["question"]},
-                    {"role": "assistant", "content": p["answer"]},
-                ],
-                "id": f"{chunk['chunk_sha']}:{self.prompt.tag}:{k}",
-                "source": source,
-                "generator": self.generator,
-            }
-            for k, p in enumerate(pairs)
-        ]
+        chunk_words = content_words(chunk["text"])
+        records = []
+        for k, p in enumerate(pairs):
+            scores, refused = ground_pair(p, chunk_words, self.min_grounding)
+            if refused:
+                problems.append(f"{refused} (pair {k + 1})")
+                continue
+            records.append(
+                {
+                    "messages": [
+                        {"role": "user", "content": p["question"]},
+                        {"role": "assistant", "content": p["answer"]},
+                    ],
+                    "id": f"{chunk['chunk_sha']}:{self.prompt.tag}:{k}",
+                    "source": source,
+                    "grounding": scores,
+                    "generator": self.generator,
+                }
+            )
         rejects = [self._reject(payload, reason, raw=answer.raw) for reason in problems]
         return {"records": records, "rejects": rejects, "notes": answer.notes}
 
@@ -214,11 +301,13 @@ class SynthJob(JournaledJob[SynthConfig]):
         manifest = {
             "generator": {
                 **cfg.endpoint.public(),
-                "sampling": cfg.sampling,
+                "sampling": self.sampling,
                 "pairs_asked": cfg.pairs,
                 "concurrency": cfg.concurrency,
             },
             "chunks": len(self.items),
+            "chunks_with_pairs": sum(bool(latest[key].get("records")) for key, _ in self.items),
+            "min_grounding": self.min_grounding,
             "shard": cfg.shard,
             "tokens_all_runs": dict(tokens),
         }
@@ -233,6 +322,7 @@ def run_synth(cfg: SynthConfig, echo: Callable[[str], None] = print) -> dict:
         "output": str(cfg.out),
         "records": run.kept,
         "chunks": len(job.items),
+        "chunks_with_pairs": run.outcome.manifest["chunks_with_pairs"],
         "rejects": run.rejects,
         "resumed": run.resumed,
         "requests": run.usage.requests,

@@ -234,7 +234,7 @@ class GradeConfig:
     prompt: str = "grade_answer"
     threshold: float = 90.0
     combine: str = "min"
-    sampling: dict = field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 512})
+    sampling: dict = field(default_factory=dict)  # over the prompt's and the defaults
     concurrency: int = 8
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     prompt_change: str = "stop"
@@ -259,6 +259,13 @@ class GradeJob(JournaledJob[GradeConfig]):
 
     kind = "grade"
     fields = GRADE_FIELDS
+    labels = {
+        **{name: name for name in RUBRIC},
+        "score": "overall",  # a one-score prompt's score is the overall
+        "critique": "critique",
+        "reason": "critique",
+    }
+    default_sampling = {"temperature": 0.0, "max_tokens": 512}
 
     def __init__(self, cfg: GradeConfig) -> None:
         if not 1 <= len(cfg.judges) <= 2:
@@ -314,7 +321,10 @@ class GradeJob(JournaledJob[GradeConfig]):
         return j, self.prompt.messages(chunk=r.chunk, question=r.question, answer=r.answer)
 
     def answer(self, payload: tuple[Gradable, int], answer: Answer) -> dict:
-        return {"grade": parse_grade(answer.obj)}
+        obj = answer.obj
+        if self.prompt.output == "lines":  # a judge that repeats a label: its first grade
+            obj = obj[0]
+        return {"grade": parse_grade(obj)}
 
     def failure(self, payload: tuple[Gradable, int], reason: str, answer: Answer | None) -> dict:
         if answer is None:
@@ -394,7 +404,7 @@ class GradeJob(JournaledJob[GradeConfig]):
             fh.write(spotcheck_markdown(sample, cfg.threshold))
         manifest = {
             "judges": [e.public() for e in cfg.judges],
-            "sampling": cfg.sampling,
+            "sampling": self.sampling,
             "threshold": cfg.threshold,
             "combine": cfg.combine,
             "calibration": calibration,

@@ -33,7 +33,7 @@ from cosmosage.dataprep.synth.llm import (
     safe_command,
     scrub,
 )
-from cosmosage.dataprep.synth.parse import ParseError, extract_json
+from cosmosage.dataprep.synth.parse import ParseError, extract_output
 from cosmosage.dataprep.synth.prompts import load_prompt
 
 RAW_LIMIT = 20_000  # characters of raw model output kept with a reject
@@ -100,12 +100,17 @@ class JournaledJob(ABC, Generic[C]):
 
     kind: ClassVar[str]
     fields: ClassVar[set[str]]  # the placeholders its prompt may use
+    labels: ClassVar[dict[str, str]] = {}  # label -> field, for prompts with `output: lines`
+    default_sampling: ClassVar[dict] = {}  # under the prompt's `sampling` and cfg.sampling
 
     def __init__(self, cfg: C, endpoints: list[Endpoint]) -> None:
         self.cfg = cfg
         self.endpoints = endpoints
         self.prompt = load_prompt(cfg.prompt)
         self.prompt.check(self.fields)
+        # what each request sends: the command's defaults, then what the prompt was
+        # written for, then what the user asked for
+        self.sampling = {**self.default_sampling, **self.prompt.sampling, **cfg.sampling}
         self.items: list[tuple[str, Any]] = []  # (journal key, payload); keys unique
         self.input_rejects: list[dict] = []  # input lines refused before any request
 
@@ -178,7 +183,7 @@ class JournaledJob(ABC, Generic[C]):
             entry: dict = {"key": key, "prompt_version": version}
             try:
                 c = await complete(
-                    clients[i], self.endpoints[i], messages, cfg.sampling, cfg.retry, usage, rng
+                    clients[i], self.endpoints[i], messages, self.sampling, cfg.retry, usage, rng
                 )
             except RequestFailed as exc:
                 failed = self.failure(payload, f"request failed: {exc.reason}", None)
@@ -190,7 +195,13 @@ class JournaledJob(ABC, Generic[C]):
             }
             answer = Answer(scrub(c.text, self.endpoints[i]), c.finish_reason)
             try:
-                answer.obj, answer.notes = extract_json(answer.text, answer.finish_reason)
+                answer.obj, answer.notes = extract_output(
+                    self.prompt.output,
+                    answer.text,
+                    answer.finish_reason,
+                    self.labels,
+                    self.prompt.first_label,
+                )
                 entry.update(self.answer(payload, answer))
             except ParseError as exc:
                 entry.update(failed="parse", **self.failure(payload, exc.reason, answer))

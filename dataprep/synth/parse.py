@@ -5,16 +5,28 @@ Models wrap JSON in code fences, add a sentence before or after it, think aloud 
 and says what it skipped; anything it cannot read raises `ParseError` whose reason
 starts with a short category ("no JSON", "cut off", "invalid JSON") so rejects can
 be counted by kind.
+
+Small models rarely manage JSON, but they follow a plainer form: one `Label: value`
+line per field ("Question: ...", "Answer: ..."). `extract_fields` reads that form
+(prompt `output: lines`) into the same shapes: a list of objects, one per item, a new
+item starting whenever a label repeats.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _THINK = re.compile(r"<think>.*?(?:</think>|\Z)", re.DOTALL | re.IGNORECASE)
+# "Question: ...", "**Answer:** ...", "2. Q: ...", "- Overall score: 80"
+_LABEL = re.compile(
+    r"^\s*(?:[-*#>]+\s*|\d{1,2}[.)]\s*)?(?:\*\*|__)?"
+    r"([A-Za-z][A-Za-z ]{0,24}?)\s*(?:\d{1,2})?\s*(?:\*\*|__)?\s*:\s*(?:\*\*|__)?\s*(.*)$"
+)
+OUTPUT_KINDS = ("json", "lines")
 
 
 class ParseError(ValueError):
@@ -61,6 +73,79 @@ def extract_json(text: str, finish_reason: str | None = None) -> tuple[Any, list
         raise ParseError("cut off: output reached max_tokens inside the JSON (partial JSON)")
     assert first_error is not None
     raise ParseError(f"invalid JSON: {first_error.msg} at character {first_error.pos}")
+
+
+def extract_fields(
+    text: str,
+    finish_reason: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    first_label: str | None = None,
+) -> tuple[list[dict], list[str]]:
+    """Items written as `Label: value` lines, and notes on what was skipped.
+
+    `labels` maps each label that counts (lower case) to the field it fills ("q" ->
+    "question"); other `Word:` lines continue the current value, so a colon inside an
+    answer does no harm. Without `labels` every label counts as itself. Lines without a label
+    continue the current value. A label that the current item already has starts the
+    next item. `first_label` names text before any label (for prompts that end with
+    "Question:", so the model's reply begins inside the first value). An item cut off
+    by max_tokens is dropped with a note.
+    """
+    if text is None or not text.strip():
+        raise ParseError("empty output: the model returned no text")
+    body = _THINK.sub("", text)
+    notes = ["reasoning block removed"] if body != text else []
+    known = {k.lower(): v for k, v in (labels or {}).items()}
+    items: list[dict] = []
+    current: dict = {}
+    field_name = None
+    skipped = 0
+
+    def close() -> None:
+        nonlocal current
+        if current:
+            items.append({k: " ".join(v.split()) for k, v in current.items()})
+        current = {}
+
+    for n, line in enumerate(body.splitlines()):
+        m = _LABEL.match(line)
+        name = " ".join(m.group(1).lower().split()) if m else None
+        if name is not None and (not known or name in known):
+            name = known.get(name, name)
+            if name in current:
+                close()
+            field_name, current[name] = name, m.group(2)
+        elif field_name is not None:
+            current[field_name] += "\n" + line
+        elif n == 0 and first_label and line.strip():
+            field_name, current[first_label] = first_label, line
+        elif line.strip():
+            skipped += 1
+    close()
+    if skipped:
+        notes.append(f"{skipped} line(s) before the first label ignored")
+    if finish_reason == "length" and items:
+        items.pop()
+        notes.append("the last item reached max_tokens and was dropped")
+        if not items:
+            raise ParseError("cut off: output reached max_tokens inside the first item")
+    if not items:
+        want = ", ".join(sorted(set(known.values()))) or "any"
+        raise ParseError(f"no fields: no 'Label: value' lines ({want}) in the output")
+    return items, notes
+
+
+def extract_output(
+    kind: str,
+    text: str,
+    finish_reason: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    first_label: str | None = None,
+) -> tuple[Any, list[str]]:
+    """The parsed answer for a prompt whose `output` is `kind` ("json" or "lines")."""
+    if kind == "lines":
+        return extract_fields(text, finish_reason, labels, first_label)
+    return extract_json(text, finish_reason)
 
 
 def as_number(value: Any) -> float | None:

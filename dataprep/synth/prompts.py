@@ -1,7 +1,12 @@
 """Prompt templates as YAML files: name, version, system and user text with `{{placeholders}}`.
 
 A template's `version` is recorded with everything made from it, so a resumed run can
-tell when the wording changed. The bundled templates live in `prompts/` at the root of
+tell when the wording changed. `output` says how the reply is read: `json` (the first
+JSON value) or `lines` (`Label: value` lines, the form small models can keep to);
+`first_label` names the value a reply starts in when the prompt ends with that label.
+`sampling` holds the request settings the prompt was written for (max_tokens, stop,
+temperature, ...): a command's own options override them. `min_grounding` is the share
+of an answer's content words that must occur in its chunk (`data synth`). The bundled templates live in `prompts/` at the root of
 the repository; `load_prompt("synth_qa")` finds them by name.
 """
 
@@ -16,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from cosmosage.dataprep.io import DataError, read_text
+from cosmosage.dataprep.synth.parse import OUTPUT_KINDS
 
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 
@@ -41,6 +47,9 @@ class PromptTemplate:
     user: str
     system: str = ""
     output: str = "json"
+    first_label: str | None = None
+    sampling: dict = field(default_factory=dict)
+    min_grounding: float | None = None
     path: str = ""
     sha: str = ""
     extra: dict = field(default_factory=dict)
@@ -101,15 +110,52 @@ def load_prompt(name_or_path: str | Path) -> PromptTemplate:
     path, data = load_yaml(name_or_path)
     if not isinstance(data.get("user"), str) or not data["user"].strip():
         raise DataError(f"{path}: missing 'user' template text")
-    core = {k: data.get(k) for k in ("name", "version", "system", "user", "output")}
+    output = str(data.get("output", "json"))
+    if output not in OUTPUT_KINDS:
+        raise DataError(f"{path}: output: {output!r} is not one of {', '.join(OUTPUT_KINDS)}")
+    sampling = data.get("sampling") or {}
+    if not isinstance(sampling, dict):
+        raise DataError(f"{path}: sampling: expected a mapping such as {{max_tokens: 200}}")
+    if "stop" in sampling and not (
+        isinstance(sampling["stop"], str)
+        or (
+            isinstance(sampling["stop"], list) and all(isinstance(x, str) for x in sampling["stop"])
+        )
+    ):
+        raise DataError(f"{path}: sampling.stop: expected a string or a list of strings")
+    grounding = data.get("min_grounding")
+    if grounding is not None and (
+        isinstance(grounding, bool)
+        or not isinstance(grounding, (int, float))
+        or not 0 <= grounding <= 1
+    ):
+        raise DataError(f"{path}: min_grounding: expected a share from 0 to 1, got {grounding!r}")
+    first_label = data.get("first_label")
+    if first_label is not None and (output != "lines" or not isinstance(first_label, str)):
+        raise DataError(f"{path}: first_label: a label name, for prompts with output: lines")
+    keys = (
+        "name",
+        "version",
+        "system",
+        "user",
+        "output",
+        "first_label",
+        "sampling",
+        "min_grounding",
+    )
+    # the three newer keys count only when set, so older prompt files keep their hash
+    core = {k: data.get(k) for k in keys if k in keys[:5] or data.get(k) is not None}
     sha = hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    known = {"name", "version", "system", "user", "output", "description"}
+    known = set(keys) | {"description"}
     return PromptTemplate(
         name=str(data["name"]),
         version=str(data["version"]),
         user=data["user"],
         system=data.get("system") or "",
-        output=str(data.get("output", "json")),
+        output=output,
+        first_label=first_label.lower() if first_label else None,
+        sampling=dict(sampling),
+        min_grounding=None if grounding is None else float(grounding),
         path=str(path),
         sha=sha,
         extra={k: v for k, v in data.items() if k not in known},

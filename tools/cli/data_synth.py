@@ -74,9 +74,19 @@ def endpoint_options(f):
 def sampling_options(f):
     for opt in reversed(
         [
-            click.option("--temperature", type=float, default=None, help="Sampling temperature."),
+            click.option(
+                "--temperature",
+                type=float,
+                default=None,
+                help="Sampling temperature (default: the prompt's, else 0.7 synth / 0 grade).",
+            ),
             click.option("--top-p", type=float, default=None),
-            click.option("--max-tokens", type=int, default=None, help="Most tokens per answer."),
+            click.option(
+                "--max-tokens",
+                type=int,
+                default=None,
+                help="Most tokens per answer (default: the prompt's, else 1024 synth / 512 grade).",
+            ),
             click.option(
                 "--sampling-seed",
                 type=int,
@@ -94,19 +104,14 @@ def sampling_options(f):
     return f
 
 
-def build_sampling(
-    temperature,
-    top_p,
-    max_tokens,
-    sampling_seed,
-    json_mode,
-    default_temperature,
-    default_max_tokens,
-) -> dict:
-    s = {
-        "temperature": default_temperature if temperature is None else temperature,
-        "max_tokens": max_tokens or default_max_tokens,
-    }
+def build_sampling(temperature, top_p, max_tokens, sampling_seed, json_mode) -> dict:
+    """The sampling settings given on the command line; they override the prompt's
+    `sampling` and the command's defaults (synth 0.7/1024, grade 0/512)."""
+    s = {}
+    if temperature is not None:
+        s["temperature"] = temperature
+    if max_tokens is not None:
+        s["max_tokens"] = max_tokens
     if top_p is not None:
         s["top_p"] = top_p
     if sampling_seed is not None:
@@ -148,6 +153,13 @@ def run_async_command(fn, *args, **kwargs):
 @click.option(
     "--pairs", type=int, default=3, show_default=True, help="Question/answer pairs asked per chunk."
 )
+@click.option(
+    "--min-grounding",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Refuse pairs whose answer has a smaller share of its content words in the chunk "
+    "(default: the prompt's min_grounding, else 0 = off).",
+)
 @shard_option("each chunk's content hash")
 @endpoint_options
 @sampling_options
@@ -156,6 +168,7 @@ def data_synth(
     out,
     prompt,
     pairs,
+    min_grounding,
     shard,
     base_url,
     model,
@@ -192,9 +205,8 @@ def data_synth(
         endpoint=Endpoint(base_url, model, api_key_env, timeout),
         prompt=prompt,
         pairs=pairs,
-        sampling=build_sampling(
-            temperature, top_p, max_tokens, sampling_seed, json_mode, 0.7, 1024
-        ),
+        sampling=build_sampling(temperature, top_p, max_tokens, sampling_seed, json_mode),
+        min_grounding=min_grounding,
         concurrency=concurrency,
         retry=RetryPolicy(retries=retries, base=backoff),
         prompt_change=prompt_change,
@@ -320,7 +332,7 @@ def data_grade(
         prompt=prompt,
         threshold=threshold,
         combine=combine,
-        sampling=build_sampling(temperature, top_p, max_tokens, sampling_seed, json_mode, 0.0, 512),
+        sampling=build_sampling(temperature, top_p, max_tokens, sampling_seed, json_mode),
         concurrency=concurrency,
         retry=RetryPolicy(retries=retries, base=backoff),
         prompt_change=prompt_change,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -576,3 +577,55 @@ def test_records_trace_back_to_their_chunks(tmp_path):
     assert [x["reason"] for x in lines(tmp_path / "qa.rejects.jsonl")] == [
         "extra pair: item 2 beyond the 1 asked for"
     ] * 5
+
+
+def small_model_reply(request: dict, n: int) -> Reply:
+    """What a small model writes for `synth_qa_small`: `Question:`/`Answer:` lines; the
+    answer restates the passage's number for even passages and invents one for odd ones."""
+    text = last_user(request)
+    i = int(re.search(r"Passage (\d+):", text).group(1))
+    answer = (
+        f"The optical depth is {0.05 + i / 1000:.3f}."
+        if i % 2 == 0
+        else "Dark energy makes up seventy percent of the universe."
+    )
+    content = f"Sure!\nQuestion: What is the optical depth in passage {i}?\nAnswer: {answer}\n"
+    return Reply(body=completion(content, request.get("model", "scripted")))
+
+
+def test_small_model_prompt_lines_grounding_and_sampling(tmp_path):
+    chunks = write_chunks(tmp_path / "chunks.jsonl", 6)
+    out = tmp_path / "qa.jsonl"
+    args = ["data", "synth", "--input", str(chunks), "--out", str(out), "--model", "w"]
+    args += ["--prompt", "synth_qa_small", "--pairs", "1"]
+    with ScriptedServer(small_model_reply) as s:
+        r = CliRunner().invoke(main, [*args, "--base-url", s.base_url])
+    assert r.exit_code == 0, r.output
+    # the prompt's own sampling is what is sent, and recorded
+    body = s.requests[0]["body"]
+    assert (body["max_tokens"], body["temperature"]) == (160, 0.2)
+    recs = lines(out)
+    assert sorted(int(x["source"]["chunk_sha"][3:]) for x in recs) == [0, 2, 4]
+    assert all(x["grounding"]["answer"] == 1.0 for x in recs)
+    assert recs[0]["messages"][1]["content"].startswith("The optical depth is 0.0")
+    assert recs[0]["generator"]["sampling"] == {"temperature": 0.2, "max_tokens": 160}
+    rejects = lines(tmp_path / "qa.rejects.jsonl")
+    assert [x["reason"] for x in rejects] == [
+        "ungrounded: 0% of the answer's content words are in the chunk (< 60%) (pair 1)"
+    ] * 3
+    assert all("Dark energy" in x["record"]["raw"] for x in rejects)
+    manifest = json.loads((tmp_path / "qa.manifest.json").read_text())
+    assert manifest["dropped"] == {"ungrounded": 3} and manifest["chunks_with_pairs"] == 3
+    assert json.loads(r.output.strip().splitlines()[-1])["chunks_with_pairs"] == 3
+
+    # options given on the command line win over the prompt's; --min-grounding 0 keeps all
+    out2 = tmp_path / "qa2.jsonl"
+    args[args.index(str(out))] = str(out2)
+    with ScriptedServer(small_model_reply) as s:
+        r = CliRunner().invoke(
+            main,
+            [*args, "--base-url", s.base_url, "--max-tokens", "40", "--min-grounding", "0"],
+        )
+    assert r.exit_code == 0, r.output
+    assert (s.requests[0]["body"]["max_tokens"], s.requests[0]["body"]["temperature"]) == (40, 0.2)
+    assert len(lines(out2)) == 6

@@ -18,6 +18,7 @@ from tests.helpers.scripted_server import (
     Reply,
     ScriptedServer,
     completion,
+    digest,
     grade_reply,
     last_user,
     qa_reply,
@@ -354,3 +355,30 @@ def test_graded_records_feed_a_mix_and_a_recipe(qa_file, tmp_path, tiny_tokenize
     rendered.meta.pop("builds", None)
     problems = [p for p in check_rendered(rendered, schema=False) if p.severity == "error"]
     assert problems == []
+
+
+def test_small_judge_writes_score_lines(qa_file, tmp_path):
+    """`grade_small` asks for `Score:` and `Critique:` lines; the score is the overall."""
+
+    def reply(request: dict, n: int) -> Reply:
+        score = int(digest(last_user(request)), 16) % 101
+        return Reply(body=completion(f"Score: {score}\nCritique: checked line {score}."))
+
+    with ScriptedServer(reply) as s:
+        res = run_grade(
+            GradeConfig(
+                input=str(qa_file),
+                out=str(tmp_path / "g.jsonl"),
+                judges=[Endpoint(s.base_url, "judge")],
+                prompt="grade_small",
+                threshold=50,
+            ),
+            **QUIET,
+        )
+    assert s.requests[0]["body"]["max_tokens"] == 64
+    grades = [json.loads(x) for x in (tmp_path / "g.grades.jsonl").read_text().splitlines()]
+    assert len(grades) == res["records"] == res["graded"] > 0
+    for g in grades:
+        assert g["judges"][0]["critique"] == f"checked line {int(g['score'])}."
+        assert g["kept"] == (g["score"] >= 50)
+    assert res["kept"] == sum(g["kept"] for g in grades)

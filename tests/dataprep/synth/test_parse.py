@@ -5,9 +5,15 @@ from __future__ import annotations
 import pytest
 
 from cosmosage.dataprep.io import DataError
-from cosmosage.dataprep.synth.generate import parse_pairs
+from cosmosage.dataprep.synth.generate import content_words, ground_pair, grounding, parse_pairs
 from cosmosage.dataprep.synth.grade import parse_grade
-from cosmosage.dataprep.synth.parse import ParseError, as_number, extract_json
+from cosmosage.dataprep.synth.parse import (
+    ParseError,
+    as_number,
+    extract_fields,
+    extract_json,
+    extract_output,
+)
 from cosmosage.dataprep.synth.prompts import fill, load_prompt
 
 GOOD = '{"pairs": [{"question": "What sets the BAO scale?", "answer": "The sound horizon at the drag epoch."}]}'
@@ -137,3 +143,151 @@ def test_prompt_file_errors(tmp_path):
         load_prompt(tmp_path / "absent.yaml")
     with pytest.raises(ValueError, match="needs b"):
         fill("{{a}} {{b}}", {"a": 1})
+
+
+# --------------------------------------------------------------------------- labelled lines
+
+SYNTH_LABELS = {"question": "question", "q": "question", "answer": "answer", "a": "answer"}
+
+
+def test_labelled_lines_become_items():
+    text = (
+        "Here you go.\n"
+        "Question: What sets the BAO scale?\n"
+        "Answer: The sound horizon at the drag epoch,\n"
+        "about 147 Mpc.\n"
+        "\n"
+        "**Question 2:** Which epoch is meant?\n"
+        "**Answer:** The drag epoch: when baryons leave the photons.\n"
+        "- Q: Is it a standard ruler?\n"
+        "- A: Yes, in comoving units."
+    )
+    items, notes = extract_fields(text, "stop", SYNTH_LABELS)
+    assert items == [
+        {
+            "question": "What sets the BAO scale?",
+            "answer": "The sound horizon at the drag epoch, about 147 Mpc.",
+        },
+        {
+            "question": "Which epoch is meant?",
+            "answer": "The drag epoch: when baryons leave the photons.",
+        },
+        {"question": "Is it a standard ruler?", "answer": "Yes, in comoving units."},
+    ]
+    assert notes == ["1 line(s) before the first label ignored"]
+    pairs, problems = parse_pairs(items, 3)
+    assert [p["question"] for p in pairs][2] == "Is it a standard ruler?" and problems == []
+
+
+def test_a_label_outside_the_known_ones_continues_the_value():
+    items, _ = extract_fields(
+        "Question: Why?\nAnswer: Because\nNote: the ratio is 2.", None, SYNTH_LABELS
+    )
+    assert items == [{"question": "Why?", "answer": "Because Note: the ratio is 2."}]
+
+
+def test_first_label_takes_text_before_any_label():
+    items, notes = extract_fields(
+        " What is tau?\nAnswer: The optical depth.", "stop", SYNTH_LABELS, "question"
+    )
+    assert items == [{"question": "What is tau?", "answer": "The optical depth."}] and notes == []
+
+
+def test_an_item_cut_by_max_tokens_is_dropped():
+    text = "Question: One?\nAnswer: First.\nQuestion: Two?\nAnswer: Sec"
+    items, notes = extract_fields(text, "length", SYNTH_LABELS)
+    assert items == [{"question": "One?", "answer": "First."}]
+    assert "the last item reached max_tokens and was dropped" in notes
+    with pytest.raises(ParseError, match="^cut off"):
+        extract_fields("Question: One?\nAnswer: Fir", "length", SYNTH_LABELS)
+
+
+@pytest.mark.parametrize("text", ["I like the passage.", "Summary: nice\nTitle: x"])
+def test_lines_without_known_labels_have_a_reason(text):
+    with pytest.raises(ParseError) as err:
+        extract_fields(text, "stop", SYNTH_LABELS)
+    assert err.value.reason.startswith("no fields:")
+    with pytest.raises(ParseError, match="^empty output"):
+        extract_fields("  ", "stop", SYNTH_LABELS)
+
+
+def test_extract_output_follows_the_prompt_kind():
+    assert extract_output("json", GOOD)[0]["pairs"][0]["answer"].startswith("The sound")
+    assert extract_output(
+        "lines", "Score: 80\nCritique: ok", None, {"score": "overall", "critique": "critique"}
+    )[0] == [{"overall": "80", "critique": "ok"}]
+
+
+# --------------------------------------------------------------------------- grounding
+
+CHUNK = (
+    "The optical depth to reionization measured by Planck is tau = 0.054, which places "
+    "the midpoint of reionization near redshift 7.7. Galaxies supply most ionizing photons."
+)
+
+
+def test_content_words_skip_function_words_and_fold_plurals():
+    assert content_words("What is the optical depth of the galaxies measured in 2018?") == {
+        "optical",
+        "depth",
+        "galaxi",
+        "measur",
+        "2018",
+    }
+    assert content_words("measure measures measuring") == {"measur"}
+
+
+def test_grounded_pairs_kept_and_invented_ones_refused():
+    words = content_words(CHUNK)
+    good = {
+        "question": "What optical depth did Planck measure?",
+        "answer": "Planck measured tau = 0.054.",
+    }
+    scores, refused = ground_pair(good, words, 0.6)
+    assert refused is None and scores == {"answer": 1.0, "question": 1.0}
+    invented = {"question": "What did Planck measure?", "answer": "The mass of the Milky Way halo."}
+    scores, refused = ground_pair(invented, words, 0.6)
+    assert scores["answer"] == 0.0 and refused.startswith("ungrounded: 0% of the answer's")
+    off_topic = {"question": "Who wrote Hamlet?", "answer": "Planck measured tau."}
+    assert ground_pair(off_topic, words, 0.6)[1] == (
+        "ungrounded: the question shares no content word with the chunk"
+    )
+    assert ground_pair({"question": "Optical depth?", "answer": "Yes, it is."}, words, 0.6)[1] == (
+        "ungrounded: the answer has no content words"
+    )
+    # a minimum of 0 scores but refuses nothing
+    assert ground_pair(invented, words, 0.0) == ({"answer": 0.0, "question": 1.0}, None)
+    assert grounding("of the and", words) is None
+
+
+# --------------------------------------------------------------------------- prompt keys
+
+
+def test_small_model_prompts_declare_their_form():
+    p = load_prompt("synth_qa_small")
+    assert p.output == "lines" and p.first_label in (None, "question")
+    assert 0 < p.min_grounding <= 1 and 0 < p.sampling["max_tokens"] <= 512
+    p.check({"chunk", "pairs", "doc_id"})
+    g = load_prompt("grade_small")
+    assert g.output == "lines" and g.sampling["max_tokens"] <= 128
+    g.check({"chunk", "question", "answer"})
+    # the keys added for small models leave older prompts' hashes alone
+    assert load_prompt("synth_qa").sha == "c482bb56840610d0"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("output: xml\n", "output: 'xml' is not one of json, lines"),
+        ("sampling: 5\n", "sampling: expected a mapping"),
+        ("sampling: {stop: [1]}\n", "sampling.stop: expected a string or a list of strings"),
+        ("min_grounding: 2\n", "min_grounding: expected a share from 0 to 1"),
+        ("first_label: question\n", "first_label: a label name, for prompts with output: lines"),
+    ],
+)
+def test_prompt_key_errors_name_the_file(tmp_path, extra, message):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("name: x\nversion: 1\nuser: hi {{chunk}}\n" + extra)
+    with pytest.raises(DataError) as err:
+        load_prompt(bad)
+    assert str(bad) in str(err.value) and message in str(err.value)
