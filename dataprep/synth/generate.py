@@ -187,6 +187,7 @@ class SynthConfig:
     pairs: int = 3
     sampling: dict = field(default_factory=dict)  # over the prompt's and the defaults
     min_grounding: float | None = None  # None: the prompt's `min_grounding`, else 0 (off)
+    tries: int = 1  # ask again for a chunk that yielded no kept pair, this many times in all
     concurrency: int = 8
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     prompt_change: str = "stop"
@@ -206,9 +207,12 @@ class SynthJob(JournaledJob[SynthConfig]):
     def __init__(self, cfg: SynthConfig) -> None:
         if cfg.pairs < 1:
             raise DataError("--pairs must be at least 1")
+        if cfg.tries < 1:
+            raise DataError("--tries must be at least 1")
         if cfg.min_grounding is not None and not 0 <= cfg.min_grounding <= 1:
             raise DataError(f"--min-grounding must be a share from 0 to 1, got {cfg.min_grounding}")
         super().__init__(cfg, [cfg.endpoint])
+        self.tries = cfg.tries
         self.min_grounding = (
             cfg.min_grounding
             if cfg.min_grounding is not None
@@ -287,6 +291,26 @@ class SynthJob(JournaledJob[SynthConfig]):
         extra = {} if answer is None else {"raw": answer.raw, "finish_reason": answer.finish_reason}
         return {"records": [], "rejects": [self._reject(payload, reason, **extra)]}
 
+    def try_again(self, got: dict) -> bool:
+        return not got.get("records")
+
+    def combine_tries(self, tries: list[dict]) -> dict:
+        """The last try's records; every try's rejects (earlier ones marked with their
+        try), and the tokens of all of them."""
+        if len(tries) == 1:
+            return tries[0]
+        last = dict(tries[-1])
+        rejects = []
+        for n, got in enumerate(tries, start=1):
+            for r in got.get("rejects", []):
+                r = {**r, "record": {**r.get("record", {}), "try": n}}
+                rejects.append(r)
+        usage: Counter = Counter()
+        for got in tries:
+            usage.update({k: v for k, v in got.get("usage", {}).items() if isinstance(v, int)})
+        last.update(rejects=rejects, usage=dict(usage), tries=len(tries))
+        return last
+
     def finish(self, latest: dict[str, dict]) -> Outcome:
         records: list[dict] = []
         rejects: list[dict] = []
@@ -308,6 +332,8 @@ class SynthJob(JournaledJob[SynthConfig]):
             "chunks": len(self.items),
             "chunks_with_pairs": sum(bool(latest[key].get("records")) for key, _ in self.items),
             "min_grounding": self.min_grounding,
+            "tries_allowed": cfg.tries,
+            "requests_all_runs": sum(latest[key].get("tries", 1) for key, _ in self.items),
             "shard": cfg.shard,
             "tokens_all_runs": dict(tokens),
         }

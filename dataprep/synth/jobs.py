@@ -102,6 +102,7 @@ class JournaledJob(ABC, Generic[C]):
     fields: ClassVar[set[str]]  # the placeholders its prompt may use
     labels: ClassVar[dict[str, str]] = {}  # label -> field, for prompts with `output: lines`
     default_sampling: ClassVar[dict] = {}  # under the prompt's `sampling` and cfg.sampling
+    tries: int = 1  # requests per item at most (see `try_again`)
 
     def __init__(self, cfg: C, endpoints: list[Endpoint]) -> None:
         self.cfg = cfg
@@ -134,6 +135,14 @@ class JournaledJob(ABC, Generic[C]):
     def failure(self, payload: Any, reason: str, answer: Answer | None) -> dict:
         """The journal entry of an item that failed: its request (`answer` is None), or its
         answer (`reason` from ParseError)."""
+
+    def try_again(self, got: dict) -> bool:
+        """Whether an answer that came back is worth asking for again (up to `tries`)."""
+        return False
+
+    def combine_tries(self, tries: list[dict]) -> dict:
+        """The journal entry made from the answers to one item's tries (the last decides)."""
+        return tries[-1]
 
     @abstractmethod
     def finish(self, latest: dict[str, dict]) -> Outcome:
@@ -177,17 +186,16 @@ class JournaledJob(ABC, Generic[C]):
         clients = [make_client(e) for e in self.endpoints]
         rng = random.Random()
 
-        async def work(item: tuple[str, Any]) -> dict:
-            key, payload = item
+        async def ask(payload: Any, sampling: dict) -> dict:
+            """One request for an item and what its answer (or failure) puts in the journal."""
             i, messages = self.request(payload)
-            entry: dict = {"key": key, "prompt_version": version}
             try:
                 c = await complete(
-                    clients[i], self.endpoints[i], messages, self.sampling, cfg.retry, usage, rng
+                    clients[i], self.endpoints[i], messages, sampling, cfg.retry, usage, rng
                 )
             except RequestFailed as exc:
                 failed = self.failure(payload, f"request failed: {exc.reason}", None)
-                return {**entry, "failed": "request", **failed}
+                return {"failed": "request", **failed}
             used = {
                 "prompt_tokens": c.prompt_tokens,
                 "completion_tokens": c.completion_tokens,
@@ -202,10 +210,23 @@ class JournaledJob(ABC, Generic[C]):
                     self.labels,
                     self.prompt.first_label,
                 )
-                entry.update(self.answer(payload, answer))
+                got = self.answer(payload, answer)
             except ParseError as exc:
-                entry.update(failed="parse", **self.failure(payload, exc.reason, answer))
-            return {**entry, "usage": used}
+                got = {"failed": "parse", **self.failure(payload, exc.reason, answer)}
+            return {**got, "usage": used}
+
+        async def work(item: tuple[str, Any]) -> dict:
+            key, payload = item
+            entry: dict = {"key": key, "prompt_version": version}
+            tries: list[dict] = []
+            for n in range(self.tries):
+                sampling = dict(self.sampling)
+                if n and "seed" in sampling:  # a seeded retry must not repeat itself
+                    sampling["seed"] += n
+                tries.append(await ask(payload, sampling))
+                if tries[-1].get("failed") == "request" or not self.try_again(tries[-1]):
+                    break
+            return {**entry, **self.combine_tries(tries)}
 
         prompt = self.prompt.provenance()
         header = {"kind": self.kind, "input": str(cfg.input), "prompt": prompt, **self.header()}

@@ -6,7 +6,10 @@ JSON value) or `lines` (`Label: value` lines, the form small models can keep to)
 `first_label` names the value a reply starts in when the prompt ends with that label.
 `sampling` holds the request settings the prompt was written for (max_tokens, stop,
 temperature, ...): a command's own options override them. `min_grounding` is the share
-of an answer's content words that must occur in its chunk (`data synth`). The bundled templates live in `prompts/` at the root of
+of an answer's content words that must occur in its chunk (`data synth`). `examples`
+are worked examples sent as earlier turns of the chat, each the user template filled
+with the example's own values and its `reply` as the assistant's answer: a small model
+copies the form of a reply it has seen far more reliably than one it is told about. The bundled templates live in `prompts/` at the root of
 the repository; `load_prompt("synth_qa")` finds them by name.
 """
 
@@ -50,6 +53,7 @@ class PromptTemplate:
     first_label: str | None = None
     sampling: dict = field(default_factory=dict)
     min_grounding: float | None = None
+    examples: tuple = ()
     path: str = ""
     sha: str = ""
     extra: dict = field(default_factory=dict)
@@ -63,6 +67,10 @@ class PromptTemplate:
         msgs = []
         if self.system.strip():
             msgs.append({"role": "system", "content": fill(self.system, values).strip()})
+        for ex in self.examples:
+            shown = {**values, **{k: v for k, v in ex.items() if k != "reply"}}
+            msgs.append({"role": "user", "content": fill(self.user, shown).strip()})
+            msgs.append({"role": "assistant", "content": str(ex["reply"]).strip()})
         msgs.append({"role": "user", "content": fill(self.user, values).strip()})
         return msgs
 
@@ -74,6 +82,13 @@ class PromptTemplate:
                 f"{self.path}: unknown placeholder(s) {', '.join('{{' + u + '}}' for u in sorted(unknown))}; "
                 f"this step fills {', '.join(sorted(allowed))}"
             )
+        for i, ex in enumerate(self.examples, start=1):
+            extra = set(ex) - allowed - {"reply"}
+            if extra:
+                raise DataError(
+                    f"{self.path}: examples[{i}]: unknown key(s) {', '.join(sorted(extra))}; "
+                    f"an example gives {', '.join(sorted(allowed))} and its reply"
+                )
 
     def provenance(self) -> dict:
         return {"name": self.name, "version": self.version, "sha": self.sha}
@@ -133,6 +148,12 @@ def load_prompt(name_or_path: str | Path) -> PromptTemplate:
     first_label = data.get("first_label")
     if first_label is not None and (output != "lines" or not isinstance(first_label, str)):
         raise DataError(f"{path}: first_label: a label name, for prompts with output: lines")
+    examples = data.get("examples") or []
+    if not isinstance(examples, list) or not all(
+        isinstance(ex, dict) and isinstance(ex.get("reply"), str) and ex["reply"].strip()
+        for ex in examples
+    ):
+        raise DataError(f"{path}: examples: expected a list of mappings, each with a 'reply' text")
     keys = (
         "name",
         "version",
@@ -142,8 +163,9 @@ def load_prompt(name_or_path: str | Path) -> PromptTemplate:
         "first_label",
         "sampling",
         "min_grounding",
+        "examples",
     )
-    # the three newer keys count only when set, so older prompt files keep their hash
+    # the newer keys count only when set, so older prompt files keep their hash
     core = {k: data.get(k) for k in keys if k in keys[:5] or data.get(k) is not None}
     sha = hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()[:16]
     known = set(keys) | {"description"}
@@ -156,6 +178,7 @@ def load_prompt(name_or_path: str | Path) -> PromptTemplate:
         first_label=first_label.lower() if first_label else None,
         sampling=dict(sampling),
         min_grounding=None if grounding is None else float(grounding),
+        examples=tuple(dict(ex) for ex in examples),
         path=str(path),
         sha=sha,
         extra={k: v for k, v in data.items() if k not in known},

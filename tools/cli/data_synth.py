@@ -160,6 +160,14 @@ def run_async_command(fn, *args, **kwargs):
     help="Refuse pairs whose answer has a smaller share of its content words in the chunk "
     "(default: the prompt's min_grounding, else 0 = off).",
 )
+@click.option(
+    "--tries",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Ask again, up to this many requests in all, for a chunk that yielded no kept pair "
+    "(a small generator at temperature > 0 often succeeds on the second try).",
+)
 @shard_option("each chunk's content hash")
 @endpoint_options
 @sampling_options
@@ -169,6 +177,7 @@ def data_synth(
     prompt,
     pairs,
     min_grounding,
+    tries,
     shard,
     base_url,
     model,
@@ -207,6 +216,7 @@ def data_synth(
         pairs=pairs,
         sampling=build_sampling(temperature, top_p, max_tokens, sampling_seed, json_mode),
         min_grounding=min_grounding,
+        tries=tries,
         concurrency=concurrency,
         retry=RetryPolicy(retries=retries, base=backoff),
         prompt_change=prompt_change,

@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from cosmosage.dataprep.io import DataError
 from cosmosage.dataprep.synth.generate import SynthConfig, read_chunks, run_synth
 from cosmosage.dataprep.synth.llm import Endpoint, RetryPolicy
+from cosmosage.dataprep.synth.prompts import load_prompt
 from cosmosage.tools.cli.main import main
 from tests.helpers.scripted_server import (
     Reply,
@@ -602,13 +603,19 @@ def test_small_model_prompt_lines_grounding_and_sampling(tmp_path):
         r = CliRunner().invoke(main, [*args, "--base-url", s.base_url])
     assert r.exit_code == 0, r.output
     # the prompt's own sampling is what is sent, and recorded
-    body = s.requests[0]["body"]
-    assert (body["max_tokens"], body["temperature"]) == (160, 0.2)
+    body, wanted = s.requests[0]["body"], load_prompt("synth_qa_small").sampling
+    assert (body["max_tokens"], body["temperature"]) == (
+        wanted["max_tokens"],
+        wanted["temperature"],
+    )
+    # the worked example goes first, as an earlier exchange
+    assert [m["role"] for m in body["messages"]] == ["system", "user", "assistant", "user"]
+    assert body["messages"][2]["content"].startswith("Question:")
     recs = lines(out)
     assert sorted(int(x["source"]["chunk_sha"][3:]) for x in recs) == [0, 2, 4]
     assert all(x["grounding"]["answer"] == 1.0 for x in recs)
     assert recs[0]["messages"][1]["content"].startswith("The optical depth is 0.0")
-    assert recs[0]["generator"]["sampling"] == {"temperature": 0.2, "max_tokens": 160}
+    assert recs[0]["generator"]["sampling"] == wanted
     rejects = lines(tmp_path / "qa.rejects.jsonl")
     assert [x["reason"] for x in rejects] == [
         "ungrounded: 0% of the answer's content words are in the chunk (< 60%) (pair 1)"
@@ -627,5 +634,57 @@ def test_small_model_prompt_lines_grounding_and_sampling(tmp_path):
             [*args, "--base-url", s.base_url, "--max-tokens", "40", "--min-grounding", "0"],
         )
     assert r.exit_code == 0, r.output
-    assert (s.requests[0]["body"]["max_tokens"], s.requests[0]["body"]["temperature"]) == (40, 0.2)
+    sent = s.requests[0]["body"]
+    assert (sent["max_tokens"], sent["temperature"]) == (40, wanted["temperature"])
     assert len(lines(out2)) == 6
+
+
+def test_tries_ask_again_for_chunks_without_a_kept_pair(tmp_path):
+    """--tries 3: odd passages get an invented answer first and a grounded one on the
+    second request; passage 5 never gets one. Every try's rejects are kept."""
+    asked: dict[int, int] = {}
+
+    def reply(request: dict, n: int) -> Reply:
+        i = int(re.search(r"Passage (\d+):", last_user(request)).group(1))
+        asked[i] = asked.get(i, 0) + 1
+        grounded = i % 2 == 0 or (asked[i] >= 2 and i != 5)
+        answer = f"The optical depth is {0.05 + i / 1000:.3f}." if grounded else "Dark energy."
+        text = f"Question: What is the optical depth in passage {i}?\nAnswer: {answer}"
+        return Reply(body=completion(text, request.get("model", "scripted")))
+
+    chunks = write_chunks(tmp_path / "chunks.jsonl", 6)
+    cfg = SynthConfig(
+        input=str(chunks),
+        out=str(tmp_path / "qa.jsonl"),
+        endpoint=Endpoint("", "w"),
+        prompt="synth_qa_small",
+        pairs=1,
+        tries=3,
+        sampling={"seed": 7},
+    )
+    with ScriptedServer(reply) as s:
+        res = run_synth(
+            SynthConfig(**{**cfg.__dict__, "endpoint": Endpoint(s.base_url, "w")}), **QUIET
+        )
+    assert asked == {0: 1, 1: 2, 2: 1, 3: 2, 4: 1, 5: 3}
+    # a seeded retry sends another seed
+    seeds = [x["body"]["seed"] for x in s.requests if "Passage 5:" in last_user(x["body"])]
+    assert seeds == [7, 8, 9]
+    assert res["records"] == 5 and res["chunks_with_pairs"] == 5
+    rejects = lines(tmp_path / "qa.rejects.jsonl")
+    assert sorted((r["record"]["chunk_sha"], r["record"]["try"]) for r in rejects) == [
+        ("pas00001", 1),
+        ("pas00003", 1),
+        ("pas00005", 1),
+        ("pas00005", 2),
+        ("pas00005", 3),
+    ]
+    assert all(r["reason"].startswith("ungrounded:") for r in rejects)
+    manifest = json.loads((tmp_path / "qa.manifest.json").read_text())
+    assert manifest["requests_all_runs"] == 10 and manifest["tries_allowed"] == 3
+    # a rerun makes no request: the tries are in the journal
+    with ScriptedServer(reply) as s:
+        again = run_synth(
+            SynthConfig(**{**cfg.__dict__, "endpoint": Endpoint(s.base_url, "w")}), **QUIET
+        )
+    assert s.requests == [] and again["records"] == 5

@@ -283,6 +283,7 @@ def test_small_model_prompts_declare_their_form():
         ("sampling: {stop: [1]}\n", "sampling.stop: expected a string or a list of strings"),
         ("min_grounding: 2\n", "min_grounding: expected a share from 0 to 1"),
         ("first_label: question\n", "first_label: a label name, for prompts with output: lines"),
+        ("examples: [{chunk: x}]\n", "examples: expected a list of mappings, each with a 'reply'"),
     ],
 )
 def test_prompt_key_errors_name_the_file(tmp_path, extra, message):
@@ -291,3 +292,22 @@ def test_prompt_key_errors_name_the_file(tmp_path, extra, message):
     with pytest.raises(DataError) as err:
         load_prompt(bad)
     assert str(bad) in str(err.value) and message in str(err.value)
+
+
+def test_examples_are_earlier_turns_and_checked_like_placeholders(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text(
+        "name: x\nversion: 1\nsystem: Be brief.\nuser: 'Passage: {{chunk}} ({{pairs}})'\n"
+        "examples: [{chunk: Tau is 0.054., pairs: 1, reply: 'Question: Tau?'}]\n"
+    )
+    p = load_prompt(f)
+    assert p.messages(chunk="H0 is 67.", pairs=3) == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Passage: Tau is 0.054. (1)"},
+        {"role": "assistant", "content": "Question: Tau?"},
+        {"role": "user", "content": "Passage: H0 is 67. (3)"},
+    ]
+    p.check({"chunk", "pairs", "doc_id"})
+    f.write_text(f.read_text().replace("pairs: 1", "level: 1"))
+    with pytest.raises(DataError, match=r"examples\[1\]: unknown key\(s\) level"):
+        load_prompt(f).check({"chunk", "pairs", "doc_id"})

@@ -235,3 +235,10 @@ def test_the_study_recipe_renders_every_format_and_method():
             assert ("adapter" in r.config) == (method != "full")
             seen.add((fmt, r.config.get("lora_r"), r.config["learning_rate"]))
     assert len(seen) == 9
+    mixed = render("study/facts", ["recipe.choose.format=chat-general"]).config
+    assert [d["path"] for d in mixed["datasets"]] == [
+        "build/data/facts/chat.jsonl",
+        "samples/general/chat.jsonl",
+    ]
+    assert mixed["datasets"][1]["message_property_mappings"] == {"role": "from", "content": "value"}
+    assert [d["path"] for d in mixed["test_datasets"]] == ["build/data/facts/chat.jsonl"]
