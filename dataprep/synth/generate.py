@@ -46,6 +46,7 @@ _STOPWORDS = frozenset(
     describe described explain following question answer text passage paper authors yes""".split()
 )
 _WORD = re.compile(r"[a-z0-9]+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z$\\(])")
 
 
 _SUFFIXES = ("ing", "ed", "es", "s", "e")
@@ -247,8 +248,20 @@ class SynthJob(JournaledJob[SynthConfig]):
 
     def request(self, payload: tuple[int, dict]) -> tuple[int, list[dict]]:
         _, chunk = payload
-        values = {"chunk": chunk["text"], "pairs": self.cfg.pairs, "doc_id": chunk["doc_id"]}
+        text = chunk.get("shown", chunk["text"])
+        values = {"chunk": text, "pairs": self.cfg.pairs, "doc_id": chunk["doc_id"]}
         return 0, self.prompt.messages(**values)
+
+    def retry_payload(self, payload: tuple[int, dict], n: int) -> tuple[int, dict]:
+        """Try n shows the chunk from a later sentence on (n/tries of the way in), so a
+        greedy server writes something else and a small model reads a shorter passage;
+        grounding is still checked against the whole chunk."""
+        lineno, chunk = payload
+        sentences = _SENTENCE_END.split(chunk["text"])
+        start = round(len(sentences) * n / self.tries)
+        if len(sentences) < 2 or start < 1:
+            return payload
+        return lineno, {**chunk, "shown": " ".join(sentences[start:])}
 
     def _reject(self, payload: tuple[int, dict], reason: str, **extra: Any) -> dict:
         lineno, chunk = payload

@@ -140,6 +140,11 @@ class JournaledJob(ABC, Generic[C]):
         """Whether an answer that came back is worth asking for again (up to `tries`)."""
         return False
 
+    def retry_payload(self, payload: Any, n: int) -> Any:
+        """What try `n` (1, 2, ...) asks about; a greedy server answers the same request
+        the same way, so a retry should differ in what it shows."""
+        return payload
+
     def combine_tries(self, tries: list[dict]) -> dict:
         """The journal entry made from the answers to one item's tries (the last decides)."""
         return tries[-1]
@@ -223,7 +228,7 @@ class JournaledJob(ABC, Generic[C]):
                 sampling = dict(self.sampling)
                 if n and "seed" in sampling:  # a seeded retry must not repeat itself
                     sampling["seed"] += n
-                tries.append(await ask(payload, sampling))
+                tries.append(await ask(self.retry_payload(payload, n) if n else payload, sampling))
                 if tries[-1].get("failed") == "request" or not self.try_again(tries[-1]):
                     break
             return {**entry, **self.combine_tries(tries)}

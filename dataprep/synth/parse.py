@@ -86,10 +86,12 @@ def extract_fields(
     `labels` maps each label that counts (lower case) to the field it fills ("q" ->
     "question"); other `Word:` lines continue the current value, so a colon inside an
     answer does no harm. Without `labels` every label counts as itself. Lines without a label
-    continue the current value. A label that the current item already has starts the
-    next item. `first_label` names text before any label (for prompts that end with
-    "Question:", so the model's reply begins inside the first value). An item cut off
-    by max_tokens is dropped with a note.
+    continue the current value, unless a blank line came first: a value is one paragraph,
+    and unlabelled text after a blank line (a small model rambling on after its answer)
+    ends the item and is ignored up to the next label. A label that the current item
+    already has starts the next item. `first_label` names text before any label (for
+    prompts that end with "Question:", so the model's reply begins inside the first
+    value). An item still open when max_tokens cut the output is dropped with a note.
     """
     if text is None or not text.strip():
         raise ParseError("empty output: the model returned no text")
@@ -99,7 +101,8 @@ def extract_fields(
     items: list[dict] = []
     current: dict = {}
     field_name = None
-    skipped = 0
+    skipped = trailing = 0
+    blank = False
 
     def close() -> None:
         nonlocal current
@@ -110,21 +113,32 @@ def extract_fields(
     for n, line in enumerate(body.splitlines()):
         m = _LABEL.match(line)
         name = " ".join(m.group(1).lower().split()) if m else None
+        if not line.strip():
+            blank = True
+            continue
         if name is not None and (not known or name in known):
             name = known.get(name, name)
             if name in current:
                 close()
             field_name, current[name] = name, m.group(2)
-        elif field_name is not None:
+        elif field_name is not None and not blank:
             current[field_name] += "\n" + line
-        elif n == 0 and first_label and line.strip():
+        elif field_name is not None or items:
+            close()  # text after a finished paragraph: the item is complete
+            field_name = None
+            trailing += 1
+        elif n == 0 and first_label:
             field_name, current[first_label] = first_label, line
-        elif line.strip():
+        else:
             skipped += 1
+        blank = False
+    open_at_end = bool(current)
     close()
     if skipped:
         notes.append(f"{skipped} line(s) before the first label ignored")
-    if finish_reason == "length" and items:
+    if trailing:
+        notes.append(f"{trailing} line(s) of text after an item ignored")
+    if finish_reason == "length" and open_at_end:
         items.pop()
         notes.append("the last item reached max_tokens and was dropped")
         if not items:

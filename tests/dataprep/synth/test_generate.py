@@ -23,8 +23,10 @@ import pytest
 from click.testing import CliRunner
 
 from cosmosage.dataprep.io import DataError
-from cosmosage.dataprep.synth.generate import SynthConfig, read_chunks, run_synth
+from cosmosage.dataprep.synth.generate import SynthConfig, SynthJob, read_chunks, run_synth
+from cosmosage.dataprep.synth.jobs import Answer
 from cosmosage.dataprep.synth.llm import Endpoint, RetryPolicy
+from cosmosage.dataprep.synth.parse import extract_output
 from cosmosage.dataprep.synth.prompts import load_prompt
 from cosmosage.tools.cli.main import main
 from tests.helpers.scripted_server import (
@@ -688,3 +690,30 @@ def test_tries_ask_again_for_chunks_without_a_kept_pair(tmp_path):
             SynthConfig(**{**cfg.__dict__, "endpoint": Endpoint(s.base_url, "w")}), **QUIET
         )
     assert s.requests == [] and again["records"] == 5
+
+
+def test_a_retry_shows_a_later_part_of_the_chunk(tmp_path):
+    text = "Tau is 0.054. The midpoint is at z = 7.7. $H_0$ is 67.4 here. Galaxies ionize."
+    chunks = tmp_path / "c.jsonl"
+    chunks.write_text(json.dumps({"text": text, "doc_id": "d", "chunk": 0}) + "\n")
+    job = SynthJob(
+        SynthConfig(
+            input=str(chunks),
+            out=str(tmp_path / "qa.jsonl"),
+            endpoint=Endpoint("http://127.0.0.1:9/v1", "w"),
+            prompt="synth_qa_small",
+            tries=2,
+        )
+    )
+    ((key, payload),) = job.items
+    shown = [
+        job.request(job.retry_payload(payload, n) if n else payload)[1][-1]["content"]
+        for n in range(2)
+    ]
+    assert text in shown[0]
+    assert "$H_0$ is 67.4 here. Galaxies ionize." in shown[1] and "Tau is" not in shown[1]
+    # grounding is still checked against the whole chunk
+    retry = job.retry_payload(payload, 1)
+    answer = Answer("Question: What is tau?\nAnswer: Tau is 0.054.", "stop")
+    answer.obj, _ = extract_output("lines", answer.text, "stop", job.labels)
+    assert len(job.answer(retry, answer)["records"]) == 1

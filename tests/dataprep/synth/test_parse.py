@@ -311,3 +311,29 @@ def test_examples_are_earlier_turns_and_checked_like_placeholders(tmp_path):
     f.write_text(f.read_text().replace("pairs: 1", "level: 1"))
     with pytest.raises(DataError, match=r"examples\[1\]: unknown key\(s\) level"):
         load_prompt(f).check({"chunk", "pairs", "doc_id"})
+
+
+def test_text_after_a_blank_line_ends_the_item_so_a_rambling_cut_keeps_it():
+    text = (
+        "Question: What does the estimator reconstruct?\n"
+        "Answer: The lensing potential, from pairs of CMB modes.\n"
+        "\n"
+        "## 2 Methodology\n"
+        "\n"
+        "The pipeline described in the passage is based on"
+    )
+    items, notes = extract_fields(text, "length", SYNTH_LABELS)
+    assert items == [
+        {
+            "question": "What does the estimator reconstruct?",
+            "answer": "The lensing potential, from pairs of CMB modes.",
+        }
+    ]
+    assert notes == ["2 line(s) of text after an item ignored"]
+    # a blank line between items, then the next label, is the ordinary form
+    two = "Question: A?\nAnswer: One.\n\nQuestion: B?\nAnswer: Two,\nstill two."
+    items, _ = extract_fields(two, "stop", SYNTH_LABELS)
+    assert [x["answer"] for x in items] == ["One.", "Two, still two."]
+    # but an item open when the output was cut is still dropped
+    items, _ = extract_fields(two + "\nQuestion: C?\nAnswer: Thr", "length", SYNTH_LABELS)
+    assert [x["question"] for x in items] == ["A?", "B?"]
