@@ -144,7 +144,7 @@ def extract_fields(
         if not items:
             raise ParseError("cut off: output reached max_tokens inside the first item")
     if not items:
-        want = ", ".join(sorted(set(known.values()))) or "any"
+        want = ", ".join(sorted(known)) or "any"
         raise ParseError(f"no fields: no 'Label: value' lines ({want}) in the output")
     return items, notes
 
