@@ -213,7 +213,6 @@ class JournaledJob(ABC, Generic[C]):
                     answer.text,
                     answer.finish_reason,
                     self.labels,
-                    self.prompt.first_label,
                 )
                 got = self.answer(payload, answer)
             except ParseError as exc:

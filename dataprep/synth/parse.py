@@ -79,7 +79,6 @@ def extract_fields(
     text: str,
     finish_reason: str | None = None,
     labels: Mapping[str, str] | None = None,
-    first_label: str | None = None,
 ) -> tuple[list[dict], list[str]]:
     """Items written as `Label: value` lines, and notes on what was skipped.
 
@@ -89,9 +88,7 @@ def extract_fields(
     continue the current value, unless a blank line came first: a value is one paragraph,
     and unlabelled text after a blank line (a small model rambling on after its answer)
     ends the item and is ignored up to the next label. A label that the current item
-    already has starts the next item. `first_label` names text before any label (for
-    prompts that end with "Question:", so the model's reply begins inside the first
-    value). An item still open when max_tokens cut the output is dropped with a note.
+    already has starts the next item. An item still open when max_tokens cut the output is dropped with a note.
     """
     if text is None or not text.strip():
         raise ParseError("empty output: the model returned no text")
@@ -110,7 +107,7 @@ def extract_fields(
             items.append({k: " ".join(v.split()) for k, v in current.items()})
         current = {}
 
-    for n, line in enumerate(body.splitlines()):
+    for line in body.splitlines():
         m = _LABEL.match(line)
         name = " ".join(m.group(1).lower().split()) if m else None
         if not line.strip():
@@ -127,8 +124,6 @@ def extract_fields(
             close()  # text after a finished paragraph: the item is complete
             field_name = None
             trailing += 1
-        elif n == 0 and first_label:
-            field_name, current[first_label] = first_label, line
         else:
             skipped += 1
         blank = False
@@ -154,11 +149,10 @@ def extract_output(
     text: str,
     finish_reason: str | None = None,
     labels: Mapping[str, str] | None = None,
-    first_label: str | None = None,
 ) -> tuple[Any, list[str]]:
     """The parsed answer for a prompt whose `output` is `kind` ("json" or "lines")."""
     if kind == "lines":
-        return extract_fields(text, finish_reason, labels, first_label)
+        return extract_fields(text, finish_reason, labels)
     return extract_json(text, finish_reason)
 
 

@@ -3,14 +3,15 @@
 A template's `version` is recorded with everything made from it, so a resumed run can
 tell when the wording changed. `output` says how the reply is read: `json` (the first
 JSON value) or `lines` (`Label: value` lines, the form small models can keep to);
-`first_label` names the value a reply starts in when the prompt ends with that label.
 `sampling` holds the request settings the prompt was written for (max_tokens, stop,
 temperature, ...): a command's own options override them. `min_grounding` is the share
 of an answer's content words that must occur in its chunk (`data synth`). `examples`
 are worked examples sent as earlier turns of the chat, each the user template filled
 with the example's own values and its `reply` as the assistant's answer: a small model
-copies the form of a reply it has seen far more reliably than one it is told about. The bundled templates live in `prompts/` at the root of
-the repository; `load_prompt("synth_qa")` finds them by name.
+copies the form of a reply it has seen far more reliably than one it is told about.
+
+The bundled templates live in `prompts/` at the root of the repository;
+`load_prompt("synth_qa")` finds them by name.
 """
 
 from __future__ import annotations
@@ -50,7 +51,6 @@ class PromptTemplate:
     user: str
     system: str = ""
     output: str = "json"
-    first_label: str | None = None
     sampling: dict = field(default_factory=dict)
     min_grounding: float | None = None
     examples: tuple = ()
@@ -145,9 +145,6 @@ def load_prompt(name_or_path: str | Path) -> PromptTemplate:
         or not 0 <= grounding <= 1
     ):
         raise DataError(f"{path}: min_grounding: expected a share from 0 to 1, got {grounding!r}")
-    first_label = data.get("first_label")
-    if first_label is not None and (output != "lines" or not isinstance(first_label, str)):
-        raise DataError(f"{path}: first_label: a label name, for prompts with output: lines")
     examples = data.get("examples") or []
     if not isinstance(examples, list) or not all(
         isinstance(ex, dict) and isinstance(ex.get("reply"), str) and ex["reply"].strip()
@@ -160,7 +157,6 @@ def load_prompt(name_or_path: str | Path) -> PromptTemplate:
         "system",
         "user",
         "output",
-        "first_label",
         "sampling",
         "min_grounding",
         "examples",
@@ -175,7 +171,6 @@ def load_prompt(name_or_path: str | Path) -> PromptTemplate:
         user=data["user"],
         system=data.get("system") or "",
         output=output,
-        first_label=first_label.lower() if first_label else None,
         sampling=dict(sampling),
         min_grounding=None if grounding is None else float(grounding),
         examples=tuple(dict(ex) for ex in examples),

@@ -186,13 +186,6 @@ def test_a_label_outside_the_known_ones_continues_the_value():
     assert items == [{"question": "Why?", "answer": "Because Note: the ratio is 2."}]
 
 
-def test_first_label_takes_text_before_any_label():
-    items, notes = extract_fields(
-        " What is tau?\nAnswer: The optical depth.", "stop", SYNTH_LABELS, "question"
-    )
-    assert items == [{"question": "What is tau?", "answer": "The optical depth."}] and notes == []
-
-
 def test_an_item_cut_by_max_tokens_is_dropped():
     text = "Question: One?\nAnswer: First.\nQuestion: Two?\nAnswer: Sec"
     items, notes = extract_fields(text, "length", SYNTH_LABELS)
@@ -265,7 +258,7 @@ def test_grounded_pairs_kept_and_invented_ones_refused():
 
 def test_small_model_prompts_declare_their_form():
     p = load_prompt("synth_qa_small")
-    assert p.output == "lines" and p.first_label in (None, "question")
+    assert p.output == "lines" and p.examples
     assert 0 < p.min_grounding <= 1 and 0 < p.sampling["max_tokens"] <= 512
     p.check({"chunk", "pairs", "doc_id"})
     g = load_prompt("grade_small")
@@ -282,7 +275,6 @@ def test_small_model_prompts_declare_their_form():
         ("sampling: 5\n", "sampling: expected a mapping"),
         ("sampling: {stop: [1]}\n", "sampling.stop: expected a string or a list of strings"),
         ("min_grounding: 2\n", "min_grounding: expected a share from 0 to 1"),
-        ("first_label: question\n", "first_label: a label name, for prompts with output: lines"),
         ("examples: [{chunk: x}]\n", "examples: expected a list of mappings, each with a 'reply'"),
     ],
 )
