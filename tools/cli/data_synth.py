@@ -165,8 +165,8 @@ def run_async_command(fn, *args, **kwargs):
     type=click.IntRange(1),
     default=1,
     show_default=True,
-    help="Ask again, up to this many requests in all, for a chunk that yielded no kept pair "
-    "(a small generator at temperature > 0 often succeeds on the second try).",
+    help="Ask again, up to this many requests in all, for a chunk that yielded no kept pair; "
+    "each retry shows the chunk from a later sentence on.",
 )
 @shard_option("each chunk's content hash")
 @endpoint_options
