@@ -104,6 +104,12 @@ class TokenCounter:
             return "words (no tokenizer given)"
         return "tokens (chat template)" if self.templated else "tokens (contents only)"
 
+    def count_text(self, text: str) -> int:
+        """Tokens of a completion text as training sees it: its tokens and an eos."""
+        if self.tokenizer is None:
+            return len(self._WORDS.findall(text))
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + 1
+
     def count(self, messages: list[dict]) -> int:
         if self.tokenizer is None:
             return sum(len(self._WORDS.findall(m["content"])) for m in messages)

@@ -58,8 +58,9 @@ DEFAULT_CACHE = "build/cache/hub"
 SOURCE_KEYS = {
     "name", "path", "dataset", "config", "split", "data_files", "revision", "streaming",
     "max_records", "format", "map", "system_prompt", "system_rules", "replace_system",
-    "weight", "count", "tier", "validation", "repeat", "cache",
+    "weight", "count", "tier", "validation", "repeat", "cache", "type",
 }  # fmt: skip
+TYPES = ("chat", "completion")
 SPEC_KEYS = {
     "seed",
     "tokenizer",
@@ -71,8 +72,9 @@ SPEC_KEYS = {
     "sources",
     "stages",
     "cache_dir",
+    "text_out",
 }
-STAGE_KEYS = {"name", "tiers", "out", "val_out", "total_tokens"}
+STAGE_KEYS = {"name", "tiers", "out", "val_out", "total_tokens", "text_out"}
 
 
 @dataclass
@@ -93,6 +95,8 @@ class Source:
     validation: float = 0.0
     repeat: bool = False
     cache: bool = True
+    type: str = "chat"
+    """`chat` (conversations) or `completion` (`{"text"}` records, written to `text_out`)."""
 
     @property
     def label(self) -> str:
@@ -106,6 +110,7 @@ class Stage:
     out: str
     val_out: str | None
     total_tokens: int | None = None
+    text_out: str | None = None
 
 
 @dataclass
@@ -170,7 +175,14 @@ def parse_spec(data: Any, path: str = "<spec>", overrides: dict | None = None) -
         count = raw.get("count")
         if count is not None and (not isinstance(count, int) or count < 0):
             raise DataError(f"{at}.count: must be a whole number of conversations, got {count!r}")
-        val = float(raw.get("validation", default_val) or 0.0)
+        kind = raw.get("type", "chat")
+        if kind not in TYPES:
+            raise DataError(f"{at}.type: {kind!r} is not one of {', '.join(TYPES)}")
+        if kind == "completion" and raw.get("validation"):
+            raise DataError(
+                f"{at}.validation: completion sources keep no validation slice (set it to 0)"
+            )
+        val = 0.0 if kind == "completion" else float(raw.get("validation", default_val) or 0.0)
         if not 0.0 <= val < 1.0:
             raise DataError(f"{at}.validation: a fraction in [0, 1), got {val}")
         mapping = raw.get("map")
@@ -207,6 +219,7 @@ def parse_spec(data: Any, path: str = "<spec>", overrides: dict | None = None) -
                 validation=val,
                 repeat=bool(raw.get("repeat", False)),
                 cache=bool(raw.get("cache", True)),
+                type=kind,
             )
         )
     stages = []
@@ -230,13 +243,21 @@ def parse_spec(data: Any, path: str = "<spec>", overrides: dict | None = None) -
                     raw["out"],
                     raw.get("val_out"),
                     raw.get("total_tokens"),
+                    raw.get("text_out", data.get("text_out")),
                 )
             )
     else:
         if not data.get("out"):
             raise DataError(f"{path}: give `out:` (or `stages:` with one `out:` each, or --out)")
         stages.append(
-            Stage("all", list(TIERS), data["out"], data.get("val_out"), data.get("total_tokens"))
+            Stage(
+                "all",
+                list(TIERS),
+                data["out"],
+                data.get("val_out"),
+                data.get("total_tokens"),
+                data.get("text_out"),
+            )
         )
     for st in stages:
         members = [s for s in sources if s.tier in st.tiers]
@@ -244,6 +265,11 @@ def parse_spec(data: Any, path: str = "<spec>", overrides: dict | None = None) -
             raise DataError(f"{path}: stage {st.name!r} (tiers {st.tiers}) has no sources")
         weighted = [s for s in members if s.weight is not None]
         counted = [s for s in members if s.count is not None]
+        if any(s.type == "completion" for s in members) and not st.text_out:
+            raise DataError(
+                f"{path}: stage {st.name!r} has completion sources: give `text_out:` (their "
+                "records go there, for an Axolotl `completion` dataset beside the chat one)"
+            )
         if counted and weighted and sum(s.weight for s in weighted) >= 1.0 and not st.total_tokens:
             raise DataError(
                 f"{path}: stage {st.name!r} mixes `count` and `weight` sources, so weights are shares of "
@@ -350,9 +376,16 @@ def load_pools(spec: MixSpec, counter: TokenCounter) -> list[Pool]:
     for src in spec.sources:
         drops = Drops()
         records = []
-        items = convert(read_source(src, spec.cache_dir), src.label, src.opts)
-        for rec in drops.keep(measure(items, counter, spec.sequence_len)):
-            key = dedup_key(rec["messages"])
+        if src.type == "completion":
+            items = text_records(read_source(src, spec.cache_dir), src.label, counter)
+        else:
+            items = measure(
+                convert(read_source(src, spec.cache_dir), src.label, src.opts),
+                counter,
+                spec.sequence_len,
+            )
+        for rec in drops.keep(items):
+            key = dedup_key(rec["messages"]) if "messages" in rec else text_key(rec["text"])
             if key in seen:
                 line = rec["source"].rpartition(":")[2]
                 drops.add(
@@ -374,6 +407,31 @@ def load_pools(spec: MixSpec, counter: TokenCounter) -> list[Pool]:
             n_val = 1
         pools.append(Pool(src, records[n_val:], records[:n_val], drops.rejects, drops.counts))
     return pools
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha1(" ".join(text.lower().split()).encode("utf-8")).hexdigest()
+
+
+def text_records(
+    rows, label: str, counter: TokenCounter
+) -> Iterator[dict | Reject]:
+    """Completion records of a source: each needs a non-empty `text`; `_tokens` is its
+    length in tokens plus the end-of-text token (words without a tokenizer). A text
+    longer than sequence_len is kept: Axolotl's completion type splits it into rows."""
+    for item in rows:
+        if isinstance(item, Reject):
+            yield item
+            continue
+        line, row = item
+        text = row.get("text") if isinstance(row, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            yield Reject(label, line, "no text: a completion source needs a `text` field", row)
+            continue
+        rec = dict(row)
+        rec["source"] = f"{label}:{line}"
+        rec["_tokens"] = counter.count_text(text)
+        yield rec
 
 
 # --------------------------------------------------------------------------- drawing
@@ -566,8 +624,10 @@ def build_mix(spec: MixSpec, stage_names: list[str] | None = None) -> dict:
                     entry["cache"] = str(hub_cache_path(p.source, spec.cache_dir))
                 manifest.inputs.append(entry)
             manifest.dropped.update(p.dropped)
-        manifest.kept = write_jsonl(stage.out, (_strip(r) for r in train))
-        manifest.tokens = sum(r["_tokens"] for r in train)
+        chat = [r for r in train if "messages" in r]
+        texts = [r for r in train if "messages" not in r]
+        manifest.kept = write_jsonl(stage.out, (_strip(r) for r in chat))
+        manifest.tokens = sum(r["_tokens"] for r in chat)
         write_rejects(stage.out, [r for p in members for r in p.rejects])
         manifest.write()
         result = {
@@ -580,6 +640,19 @@ def build_mix(spec: MixSpec, stage_names: list[str] | None = None) -> dict:
                 for k, v in report.items()
             },
         }
+        if stage.text_out:
+            tm = Manifest(
+                stage.text_out,
+                inputs=manifest.inputs,
+                extra={"stage": stage.name, "completion_of": stage.out, "sources": report},
+            )
+            tm.kept = write_jsonl(stage.text_out, (_strip(r) for r in texts))
+            tm.tokens = sum(r["_tokens"] for r in texts)
+            write_rejects(stage.text_out, [])
+            tm.write()
+            result["text_output"] = stage.text_out
+            result["text_records"] = tm.kept
+            result["text_tokens"] = tm.tokens
         if stage.val_out:
             val = [r for p in members for r in p.val]
             random.Random(f"{spec.seed}:val:{stage.name}").shuffle(val)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from cosmosage.tools.cli import data_chat, data_corpus, data_synth, model, recipe, runs, sweep
+from cosmosage.tools.cli import data_chat, data_corpus, data_papers, data_synth, model, recipe, runs, sweep
 from cosmosage.tools.cli import eval as eval_commands
 from cosmosage.tools.cli.common import DefaultCommandGroup, Group
 
@@ -63,7 +63,7 @@ def sweep_group() -> None:
 
 for _group, _modules in [
     (recipe_group, [recipe]),
-    (data_group, [data_corpus, data_chat, data_synth]),
+    (data_group, [data_corpus, data_chat, data_synth, data_papers]),
     (model_group, [model]),
     (eval_group, [eval_commands]),
     (runs_group, [runs]),

@@ -31,6 +31,8 @@ ROW_KEYS = (
     "expect",
     "wording",
     "fact",
+    "group",
+    "document",
     "system",
     "history",
 )
@@ -53,7 +55,8 @@ class _Asker:
 
 
 def rates(rows: list[dict], label: str) -> dict[str, float]:
-    """Pass rates of one model: all, by kind, by wording, by suite."""
+    """Pass rates of one model: all, by kind, by wording, by group (closed-book questions:
+    `qa_fact`, `paper_only`, `held_out_sentence`), by document (`doc:NAME`), by suite."""
     groups: dict[str, list[bool]] = {"all": []}
     for row in rows:
         passed = row.get(f"{label}_pass")
@@ -62,6 +65,10 @@ def rates(rows: list[dict], label: str) -> dict[str, float]:
         keys = ["all", row["kind"], f"suite:{row['suite']}"]
         if row.get("wording"):
             keys.append(row["wording"])
+        if row.get("group"):
+            keys.append(row["group"])
+        if row.get("document"):
+            keys.append(f"doc:{row['document']}")
         for key in keys:
             groups.setdefault(key, []).append(bool(passed))
     return {k: sum(v) / len(v) for k, v in groups.items() if v}

@@ -10,6 +10,9 @@ COLUMNS = [
     ("trained", "recall, trained wording"),
     ("held_out", "recall, held-out wording"),
     ("conversation", "recall, held-out wording in a conversation"),
+    ("qa_fact", "closed-book, facts with trained Q&A"),
+    ("paper_only", "closed-book, paper-only facts"),
+    ("held_out_sentence", "cloze, held-out sentences"),
     ("flagged", "flagged by self-consistency"),
 ]
 
@@ -37,6 +40,19 @@ def suites_table(result: dict) -> list[str]:
         cells = [pct(result["scores"][m].get(key)) for m in labels]
         lines.append(f"| {key.removeprefix('suite:')} | " + " | ".join(cells) + " |")
     return lines
+
+
+def documents_table(result: dict) -> list[str]:
+    """Closed-book recall per document, where prompts name their document."""
+    labels = list(result["models"])
+    docs = sorted({k for m in labels for k in result["scores"][m] if k.startswith("doc:")})
+    if not docs:
+        return []
+    lines = ["| document | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    for key in docs:
+        cells = [pct(result["scores"][m].get(key)) for m in labels]
+        lines.append(f"| {key.removeprefix('doc:')} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def consistency_lines(result: dict) -> list[str]:
@@ -74,13 +90,14 @@ def report_markdown(result: dict, title: str = "Evaluation") -> str:
         f"Generation: preset `{p.get('name')}`"
         + "".join(f", {k} {v}" for k, v in p.items() if k not in ("name",))
     )
-    lines += ["", *scores_table(result), "", *suites_table(result), ""]
+    lines += ["", *scores_table(result), "", *suites_table(result), "", *documents_table(result)]
     for label in labels:
         lines.append(f"- {label}: `{result['models'][label]}`")
     lines += ["", *consistency_lines(result)]
     lines += ["## Answers", ""]
     for row in result["answers"]:
         extra = f", {row['wording']} wording" if row.get("wording") else ""
+        extra += f", {row['group']}, {row['document']}" if row.get("group") else ""
         lines.append(f"### {row['id']} ({row['kind']}, {row['score']}{extra})")
         lines.append(f"**Prompt:** {row['prompt']}  ")
         if row.get("expect"):

@@ -313,3 +313,37 @@ def test_cli_mix_broken_spec_names_file_and_line(tmp_path):
     )
     assert result.exit_code == 1
     assert f"{spec}:4: invalid YAML" in result.output
+
+
+def test_completion_and_chat_sources_mix_by_token_share(tmp_path, tiny_model, tiny_tokenizer):
+    """Mixed training: completion text beside chat records in one stage, by token share;
+    the two files, recounted here (text + eos, chat template), hold the shares asked."""
+    texts = [{"text": f"Paper paragraph {i} about the sky. " * (3 + i % 5)} for i in range(80)]
+    data = {
+        "seed": 1,
+        "tokenizer": str(tiny_model),
+        "out": str(tmp_path / "chat.jsonl"),
+        "text_out": str(tmp_path / "text.jsonl"),
+        "sources": [
+            {"name": "papers", "path": write(tmp_path / "p.jsonl", texts), "type": "completion", "weight": 0.6},
+            {"name": "qa", "path": write(tmp_path / "qa.jsonl", [qa(i) for i in range(60)]), "weight": 0.4},
+        ],
+    }
+    res = build_mix(parse_spec(data, "mixed.yaml"))["stages"][0]
+    assert res["text_output"] == data["text_out"]
+    chat_tokens = recounted(tmp_path / "chat.jsonl", template_tokens(tiny_tokenizer))
+    text_tokens = sum(
+        len(tiny_tokenizer(r["text"], add_special_tokens=False)["input_ids"]) + 1
+        for r in lines(tmp_path / "text.jsonl")
+    )
+    assert set(chat_tokens) == {"qa"}
+    assert all("messages" not in r for r in lines(tmp_path / "text.jsonl"))
+    share = text_tokens / (text_tokens + chat_tokens["qa"])
+    assert abs(share - 0.6) <= 0.01, share
+    assert json.loads((tmp_path / "text.manifest.json").read_text())["tokens"] == text_tokens
+    # a completion source without somewhere to write it, or with a validation slice
+    with pytest.raises(DataError, match="text_out"):
+        parse_spec({**data, "text_out": None}, "mixed.yaml")
+    bad = dict(data, sources=[dict(data["sources"][0], validation=0.1), data["sources"][1]])
+    with pytest.raises(DataError, match=r"sources\[0\]\.validation"):
+        parse_spec(bad, "mixed.yaml")

@@ -85,6 +85,29 @@ def test_rates_by_kind_wording_and_suite():
     }
 
 
+def test_rates_by_closed_book_group_and_document_and_the_report_tables():
+    from cosmosage.tools.eval.report import report_markdown
+
+    rows = [
+        {"kind": "domain", "suite": "cb", "group": "qa_fact", "document": "a.md", "m_pass": True},
+        {"kind": "domain", "suite": "cb", "group": "paper_only", "document": "a.md", "m_pass": False},
+        {"kind": "domain", "suite": "cb", "group": "paper_only", "document": "b.md", "m_pass": True},
+    ]
+    r = rates(rows, "m")
+    assert (r["qa_fact"], r["paper_only"]) == (1.0, 0.5)
+    assert (r["doc:a.md"], r["doc:b.md"]) == (0.5, 1.0)
+    result = {
+        "suites": ["cb.yaml"],
+        "preset": {"name": "greedy"},
+        "models": {"m": "x"},
+        "scores": {"m": r},
+        "answers": [],
+    }
+    text = report_markdown(result)
+    assert "closed-book, paper-only facts" in text and "| 50% |" in text
+    assert "| a.md | 50% |" in text and "| b.md | 100% |" in text
+
+
 def test_evaluate_scores_every_model_with_self_consistency(tmp_path, tiny_model):
     suite = tmp_path / "s.yaml"
     suite.write_text(

@@ -1,0 +1,153 @@
+"""Papers as titled sections of paragraphs of sentences: what the paper-routes read.
+
+A paper is a Markdown (or plain text) file: `# Title` on its first heading line,
+`## Section` headings, paragraphs separated by blank lines. Sentences are split at
+`.`, `!` or `?` followed by a space and a capital letter, a digit or an opening bracket,
+except after a few common abbreviations; a decimal point is never a sentence end. The
+splitter is deliberately simple and deterministic: every route (augmentation, cloze,
+closed-book questions) cuts a paper the same way, so a sentence named in one is found
+in the others.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cosmosage.dataprep.io import DataError, Reject, read_text
+
+SUFFIXES = (".md", ".markdown", ".txt")
+_ABBREVIATIONS = ("e.g.", "i.e.", "et al.", "Dr.", "Fig.", "Eq.", "approx.", "cf.", "vs.")
+_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'])")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of one paragraph, whitespace inside each folded to single spaces."""
+    text = " ".join(text.split())
+    if not text:
+        return []
+    parts = _END.split(text)
+    out: list[str] = []
+    for part in parts:
+        if out and out[-1].endswith(_ABBREVIATIONS):
+            out[-1] = f"{out[-1]} {part}"
+        else:
+            out.append(part)
+    return out
+
+
+@dataclass
+class Paragraph:
+    section: str
+    sentences: list[str]
+    line: int
+
+
+@dataclass
+class Paper:
+    name: str
+    """The file name (what questions and records refer to)."""
+    path: str
+    title: str
+    paragraphs: list[Paragraph] = field(default_factory=list)
+
+    @property
+    def sentences(self) -> list[str]:
+        return [s for p in self.paragraphs for s in p.sentences]
+
+    def text(self) -> str:
+        """The paper as one completion text: title, section headings, paragraphs."""
+        lines = [f"# {self.title}"]
+        section = None
+        for p in self.paragraphs:
+            if p.section != section and p.section:
+                lines.append(f"## {p.section}")
+            section = p.section
+            lines.append(" ".join(p.sentences))
+        return "\n\n".join(lines)
+
+
+def parse_paper(text: str, name: str, path: str = "") -> Paper:
+    """Markdown text -> Paper. The title is the first `#` heading (else the file name)."""
+    title = None
+    section = ""
+    paragraphs: list[Paragraph] = []
+    buf: list[str] = []
+    start = 0
+
+    def flush() -> None:
+        if buf:
+            sentences = split_sentences(" ".join(buf))
+            if sentences:
+                paragraphs.append(Paragraph(section, sentences, start))
+            buf.clear()
+
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        heading = re.match(r"^(#+)\s+(.*)$", line)
+        if heading:
+            flush()
+            if len(heading.group(1)) == 1 and title is None:
+                title = heading.group(2).strip()
+            else:
+                section = heading.group(2).strip()
+        elif not line:
+            flush()
+        else:
+            if not buf:
+                start = n
+            buf.append(line)
+    flush()
+    return Paper(name, path, title or Path(name).stem.replace("_", " "), paragraphs)
+
+
+def paper_files(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files given, and the papers in folders given (sorted), in order, each once."""
+    out: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES)
+            out.extend(found)
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise DataError(f"{path}: no such file or folder")
+    seen: set[Path] = set()
+    unique = []
+    for p in out:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    return unique
+
+
+def read_papers(inputs: Iterable[str | Path]) -> Iterator[Paper | Reject]:
+    """Papers of the inputs; an empty or sentence-less file is a Reject with the reason."""
+    for path in paper_files(inputs):
+        try:
+            text = read_text(path)
+        except OSError as exc:
+            yield Reject(str(path), None, f"unreadable file: {exc.strerror or exc}")
+            continue
+        paper = parse_paper(text, path.name, str(path))
+        if not paper.paragraphs:
+            yield Reject(str(path), None, "empty paper: no sentences")
+            continue
+        yield paper
+
+
+def load_papers(inputs: Iterable[str | Path]) -> tuple[list[Paper], list[Reject]]:
+    papers, rejects = [], []
+    for item in read_papers(inputs):
+        (rejects if isinstance(item, Reject) else papers).append(item)
+    names = [p.name for p in papers]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DataError(
+            f"two papers share the file name {dupes[0]}; records name papers by file name, "
+            "so give each a distinct name"
+        )
+    return papers, rejects

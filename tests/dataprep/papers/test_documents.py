@@ -1,0 +1,44 @@
+from cosmosage.dataprep.papers.documents import load_papers, parse_paper, split_sentences
+
+PAPER = """# The Orvane Survey
+
+## Abstract
+
+We present the Orvane Survey. It found 412 groups at redshift 1.7 with the Kettle Array.
+
+## Results
+
+The Dr. Mabel Quist catalogue lists 9 voids. Each void spans 30 megaparsecs!
+Is the trend real? We think so.
+"""
+
+
+def test_sentences_split_at_ends_not_decimals_or_abbreviations():
+    assert split_sentences("It lies at redshift 1.7 today. The e.g. case holds. Next one.") == [
+        "It lies at redshift 1.7 today.",
+        "The e.g. case holds.",
+        "Next one.",
+    ]
+
+
+def test_paper_has_title_sections_paragraphs_and_lines():
+    paper = parse_paper(PAPER, "orvane.md")
+    assert paper.title == "The Orvane Survey"
+    assert [p.section for p in paper.paragraphs] == ["Abstract", "Results"]
+    assert paper.paragraphs[1].line == 9
+    assert paper.sentences[1] == "It found 412 groups at redshift 1.7 with the Kettle Array."
+    assert paper.sentences[2] == "The Dr. Mabel Quist catalogue lists 9 voids."
+    assert len(paper.sentences) == 6
+    # the completion text keeps every sentence, headings included
+    text = paper.text()
+    assert text.startswith("# The Orvane Survey") and "## Results" in text
+    assert all(s in text for s in paper.sentences)
+
+
+def test_empty_file_is_a_reject_with_reason(tmp_path):
+    (tmp_path / "a.md").write_text(PAPER)
+    (tmp_path / "b.md").write_text("# Only a title\n")
+    (tmp_path / "c.json").write_text("{}")
+    papers, rejects = load_papers([tmp_path])
+    assert [p.name for p in papers] == ["a.md"]
+    assert rejects[0].source.endswith("b.md") and "no sentences" in rejects[0].reason
