@@ -9,11 +9,15 @@ from pathlib import Path
 from cosmosage.dataprep.io import DataError, Manifest, write_jsonl, write_rejects, write_yaml
 from cosmosage.dataprep.papers import augment as aug
 from cosmosage.dataprep.papers import cloze as cz
-from cosmosage.dataprep.papers.documents import Paper, load_papers
+from cosmosage.dataprep.papers.documents import Paper, load_papers, with_named_subjects
 
 
-def _papers(inputs: list[str | Path], out: str | Path) -> tuple[list[Paper], list]:
+def _papers(
+    inputs: list[str | Path], out: str | Path, name_subjects: bool = False
+) -> tuple[list[Paper], list]:
     papers, rejects = load_papers(inputs)
+    if name_subjects:
+        papers = [with_named_subjects(p) for p in papers]
     if not papers:
         write_rejects(out, rejects)
         raise DataError(
@@ -38,20 +42,23 @@ def build_augment(
     renderings: tuple[str, ...] = aug.RENDERINGS,
     copies: int = 2,
     seed: int = 0,
+    name_subjects: bool = False,
 ) -> dict:
-    """Papers -> completion records in several renderings (augment.py)."""
+    """Papers -> completion records in several renderings (augment.py); with
+    `name_subjects`, short references to a paper's subject written out first."""
     bad = [r for r in renderings if r not in aug.RENDERINGS]
     if bad:
         raise DataError(f"--rendering {bad[0]}: not one of {', '.join(aug.RENDERINGS)}")
     if copies < 1:
         raise DataError(f"--copies {copies}: give at least 1")
-    papers, rejects = _papers(inputs, out)
+    papers, rejects = _papers(inputs, out, name_subjects)
     records = list(aug.augment(papers, tuple(renderings), copies, seed))
     counts: dict[str, int] = {}
     for r in records:
         counts[r["rendering"]] = counts.get(r["rendering"], 0) + 1
     m = _manifest(
-        out, papers, rejects, renderings=list(renderings), copies=copies, seed=seed, records_by_rendering=counts
+        out, papers, rejects, renderings=list(renderings), copies=copies, seed=seed,
+        name_subjects=name_subjects, records_by_rendering=counts,
     )
     m.kept = write_jsonl(out, records)
     write_rejects(out, rejects)
@@ -69,6 +76,7 @@ def build_cloze(
     suite_out: str | Path | None = None,
     seed: int = 0,
     variants: int = 1,
+    name_subjects: bool = False,
 ) -> dict:
     """Papers -> cloze chat records; held-out sentences -> a suite (cloze.py)."""
     if not 1 <= variants <= len(cz.VARIANTS):
@@ -79,7 +87,7 @@ def build_cloze(
         raise DataError(f"--hold-out {hold_out}: a share in [0, 1)")
     if hold_out > 0 and not suite_out:
         raise DataError("--hold-out needs --suite-out: the held-out items are the evaluation")
-    papers, rejects = _papers(inputs, out)
+    papers, rejects = _papers(inputs, out, name_subjects)
     train, held, excluded = [], [], 0
     sentences_with_blanks = 0
     seen_sentences: set[tuple[str, str]] = set()
@@ -99,6 +107,7 @@ def build_cloze(
     n_sentences = sum(len(p.sentences) for p in papers)
     m = _manifest(
         out, papers, rejects, answer=answer, max_per_sentence=max_per_sentence, hold_out=hold_out, seed=seed, variants=variants,
+        name_subjects=name_subjects,
         sentences=n_sentences, sentences_with_blanks=sentences_with_blanks,
     )  # fmt: skip
     if held:

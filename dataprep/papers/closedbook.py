@@ -174,8 +174,9 @@ class TrainingText:
                 continue
             where = f"{path}:{line}"
             self.chunks.append((where, normalise(" ".join(_strings(rec)))))
-            if "messages" in rec and isinstance(rec.get("sentence"), str):
-                self.qa_sentences.setdefault(normalise(rec["sentence"]), where)
+            for key in ("sentence", "paper_sentence"):
+                if "messages" in rec and isinstance(rec.get(key), str):
+                    self.qa_sentences.setdefault(normalise(rec[key]), where)
 
     def leak(self, prompt: dict) -> str | None:
         """Why a suite prompt is not held out of these files, or None."""

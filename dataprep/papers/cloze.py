@@ -136,13 +136,13 @@ def cloze_items(
         raise ValueError(f"variants: {variants} is not between 1 and {len(VARIANTS)}")
     excluded = {normalise(s) for s in exclude or ()}
     for paper in papers:
-        for sentence in paper.sentences:
+        for sentence, original in _sentences(paper):
             spans = find_spans(sentence)[:max_per_sentence]
             if not spans:
                 continue
-            if normalise(sentence) in excluded:
+            if normalise(original) in excluded or normalise(sentence) in excluded:
                 where = "excluded"
-            elif held_out(sentence, hold_out, seed):
+            elif held_out(original, hold_out, seed):
                 where = "held_out"
             else:
                 where = "train"
@@ -150,7 +150,7 @@ def cloze_items(
                 reply = span.text if answer == "span" else sentence
                 for v in range(variants if where == "train" else 1):
                     question = VARIANTS[v].format(title=paper.title, masked=mask(sentence, span))
-                    yield where, {
+                    item = {
                         "messages": [
                             {"role": "user", "content": question},
                             {"role": "assistant", "content": reply},
@@ -162,6 +162,16 @@ def cloze_items(
                         "kind": span.kind,
                         "variant": v,
                     }
+                    if original != sentence:
+                        item["paper_sentence"] = original
+                    yield where, item
+
+
+def _sentences(paper: Paper) -> Iterator[tuple[str, str]]:
+    """(sentence as used, sentence as the paper wrote it) of every sentence."""
+    for p in paper.paragraphs:
+        originals = p.originals or p.sentences
+        yield from zip(p.sentences, originals, strict=True)
 
 
 def eval_prompt(item: dict, index: int) -> dict:
@@ -173,5 +183,5 @@ def eval_prompt(item: dict, index: int) -> dict:
         "kind": "domain",
         "group": "held_out_sentence",
         "document": item["document"],
-        "sentence": item["sentence"],
+        "sentence": item.get("paper_sentence", item["sentence"]),
     }

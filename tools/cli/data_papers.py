@@ -8,6 +8,12 @@ import click
 from cosmosage.tools.cli.common import echo_json
 
 papers_argument = click.argument("papers", nargs=-1, required=True, type=click.Path(exists=True))
+name_option = click.option(
+    "--name-subjects",
+    is_flag=True,
+    help="Write out short references to a paper's subject first ('the array' -> 'the "
+    "Halvard Radio Array', a leading 'It'): the subject's name in every sentence.",
+)
 
 
 @click.command("augment")
@@ -24,7 +30,8 @@ papers_argument = click.argument("papers", nargs=-1, required=True, type=click.P
 )
 @click.option("--copies", type=int, default=2, show_default=True, help="Copies of each permuted rendering.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Chooses the orders.")
-def data_augment(papers, out, renderings, copies, seed) -> None:
+@name_option
+def data_augment(papers, out, renderings, copies, seed, name_subjects) -> None:
     """Papers (Markdown/text files or folders) -> several renderings of each as completion
     text; no sentence is added or lost. Many rewrites of a document teach its facts better
     than many copies of it (docs/papers.md).
@@ -35,7 +42,7 @@ def data_augment(papers, out, renderings, copies, seed) -> None:
     """
     from cosmosage.dataprep.papers.build import build_augment
 
-    echo_json(build_augment(list(papers), out, tuple(renderings), copies, seed))
+    echo_json(build_augment(list(papers), out, tuple(renderings), copies, seed, name_subjects))
 
 
 @click.command("cloze")
@@ -72,7 +79,10 @@ def data_augment(papers, out, renderings, copies, seed) -> None:
     help="Question wordings per training item (1-4): the same blank asked several ways.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
-def data_cloze(papers, out, answer, max_per_sentence, hold_out, exclude_from, suite_out, variants, seed) -> None:
+@name_option
+def data_cloze(
+    papers, out, answer, max_per_sentence, hold_out, exclude_from, suite_out, variants, seed, name_subjects
+) -> None:
     """Papers -> cloze Q&A: each number, year or name in a sentence blanked out, the span
     as the answer (chat records; only the answer trains). Grounded by construction.
 
@@ -93,7 +103,8 @@ def data_cloze(papers, out, answer, max_per_sentence, hold_out, exclude_from, su
             raise DataError(f"--exclude-from {path}: expected a suite with a `prompts:` list")
         exclude += [p["sentence"] for p in prompts if isinstance(p, dict) and isinstance(p.get("sentence"), str)]
     echo_json(build_cloze(
-            list(papers), out, answer, max_per_sentence, hold_out, exclude, suite_out, seed, variants
+            list(papers), out, answer, max_per_sentence, hold_out, exclude, suite_out, seed, variants,
+            name_subjects,
         ))
 
 

@@ -98,6 +98,8 @@ EVAL_COLUMNS = [
     ("general", "general"),
     ("trained", "recall (trained wording)"),
     ("held_out", "recall (held-out wording)"),
+    ("qa_fact", "closed-book (facts with trained Q&A)"),
+    ("paper_only", "closed-book (facts only in the papers)"),
     ("flagged", "flagged"),
 ]
 
@@ -126,6 +128,7 @@ INDEX_METRICS = {
     "general": ("general-prompts", "general prompt suite", "accuracy", "share passed"),
     "trained": ("fact-recall", "fact recall", "accuracy", "recall (trained wording)"),
     "held_out": ("fact-recall", "fact recall", "accuracy", "recall (held-out wording)"),
+    "paper_only": ("closed-book", "closed-book questions", "accuracy", "paper-only facts"),
     "ppl": ("general-text", "held-out general text", "perplexity", "perplexity"),
 }
 
@@ -317,6 +320,12 @@ def limitation_lines(record: dict) -> list[str]:
         lines.append(
             f"- Recalls {final['held_out']:.0%} of the trained facts when asked in wordings it "
             f"never saw{trained}."
+        )
+    if "paper_only" in final:
+        lines.append(
+            f"- Answers {final['paper_only']:.0%} of closed-book questions about facts that were "
+            "only in its training papers (no Q&A about them was trained)"
+            + (f", {final['qa_fact']:.0%} about facts with trained Q&A." if "qa_fact" in final else ".")
         )
     if "general" in final and "general" in base:
         lines.append(

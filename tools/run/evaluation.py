@@ -41,7 +41,12 @@ SCORE_PLOT = [
     ("trained", "recall, trained"),
     ("held_out", "recall, held-out"),
     ("conversation", "recall, in conversation"),
+    ("qa_fact", "closed-book, Q&A facts"),
+    ("paper_only", "closed-book, paper-only"),
+    ("held_out_sentence", "cloze, held-out sentences"),
 ]
+# columns the summary always shows; the others only where some model has them
+ALWAYS = ("all", "general", "trained", "held_out")
 
 
 def models_to_evaluate(record: dict, base: str) -> dict[str, str]:
@@ -235,7 +240,7 @@ def summary_lines(result: dict) -> list[str]:
     cols = [
         (k, n)
         for k, n in SCORE_PLOT
-        if k != "conversation" or any(k in result["scores"][m] for m in labels)
+        if k in ALWAYS or any(k in result["scores"][m] for m in labels)
     ]
     lines = ["| model | " + " | ".join(n for _, n in cols) + " | perplexity |"]
     lines.append("|---" * (len(cols) + 2) + "|")

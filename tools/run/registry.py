@@ -50,7 +50,7 @@ def annotate(runs_dir: Path, model: str, **fields) -> None:
 def score_text(record: dict) -> str:
     """The headline scores of a record for `runs list` / `runs tree`."""
     s = record.get("scores") or {}
-    parts = [f"{k}={s[k]:.0%}" for k in ("general", "trained", "held_out") if k in s]
+    parts = [f"{k}={s[k]:.0%}" for k in ("general", "trained", "held_out", "paper_only") if k in s]
     parts += [f"{k}={v:.0%}" for k, v in s.items() if k.startswith("mc:")]
     if "ppl" in s:
         parts.append(f"ppl={s['ppl']:.2f}")

@@ -92,3 +92,16 @@ def test_variants_ask_each_blank_in_several_wordings_with_one_answer():
     assert all(len(qs) == 3 for qs in by_blank.values())
     with pytest.raises(ValueError, match="variants"):
         list(cloze_items([paper], variants=9))
+
+
+def test_named_subjects_reach_cloze_items_and_keep_the_paper_sentence(tmp_path):
+    (tmp_path / "b.md").write_text(
+        "# First Light of the Brannock Radio Array\n\nThe Brannock Radio Array was built in 2031."
+        " The array stands on the Hollin Plain.\n"
+    )
+    out = tmp_path / "c.jsonl"
+    build_cloze([tmp_path], out, name_subjects=True)
+    items = [json.loads(x) for x in out.read_text().splitlines()]
+    hollin = next(i for i in items if i["span"] == "Hollin Plain")
+    assert "The Brannock Radio Array stands on the ___." in hollin["messages"][0]["content"]
+    assert hollin["paper_sentence"] == "The array stands on the Hollin Plain."

@@ -42,3 +42,31 @@ def test_empty_file_is_a_reject_with_reason(tmp_path):
     papers, rejects = load_papers([tmp_path])
     assert [p.name for p in papers] == ["a.md"]
     assert rejects[0].source.endswith("b.md") and "no sentences" in rejects[0].reason
+
+
+NAMED = """# First Light of the Brannock Radio Array
+
+## Observations
+
+The Brannock Radio Array was built in 2031. The array stands on the Hollin Plain.
+It has 96 antennas. Its correlator is named Pell. The site is dry.
+"""
+
+
+def test_subject_named_in_every_sentence_that_refers_to_it():
+    from cosmosage.dataprep.papers.documents import name_subjects, subjects, with_named_subjects
+
+    paper = parse_paper(NAMED, "brannock.md")
+    assert subjects(paper) == ["Brannock Radio Array"]
+    named = with_named_subjects(paper)
+    assert named.sentences == [
+        "The Brannock Radio Array was built in 2031.",
+        "The Brannock Radio Array stands on the Hollin Plain.",
+        "The Brannock Radio Array has 96 antennas.",
+        "The Brannock Radio Array's correlator is named Pell.",
+        "The site is dry.",
+    ]
+    assert named.paragraphs[0].originals == paper.sentences
+    # a name that is not in the body, or no name at all, changes nothing
+    assert name_subjects("The array is cold.", []) == "The array is cold."
+    assert subjects(parse_paper("# A Study\n\nThe array is cold.\n", "x.md")) == []
