@@ -19,6 +19,7 @@ ALLOWED = {
     "dataprep.corpus": {"dataprep.io", "dataprep.shard", "dataprep.steps"},
     "dataprep.chat": {"dataprep.io", "dataprep.shard", "dataprep.steps"},
     "dataprep.synth": {"dataprep.io", "dataprep.shard", "dataprep.steps", "dataprep.corpus"},
+    "dataprep.papers": {"dataprep.io", "dataprep.steps"},
     "tools.recipe": {"dataprep.io"},
     "tools.models": {"dataprep.io", "dataprep.shard", "dataprep.corpus", "dataprep.chat"},
     "tools.eval": {"dataprep.io", "dataprep.synth"},

@@ -77,8 +77,11 @@ def build_cloze(
     seed: int = 0,
     variants: int = 1,
     name_subjects: bool = False,
+    context: str = "sentence",
 ) -> dict:
     """Papers -> cloze chat records; held-out sentences -> a suite (cloze.py)."""
+    if context not in cz.CONTEXTS:
+        raise DataError(f"--context {context}: not one of {', '.join(cz.CONTEXTS)}")
     if not 1 <= variants <= len(cz.VARIANTS):
         raise DataError(f"--variants {variants}: between 1 and {len(cz.VARIANTS)}")
     if answer not in cz.ANSWERS:
@@ -92,7 +95,7 @@ def build_cloze(
     sentences_with_blanks = 0
     seen_sentences: set[tuple[str, str]] = set()
     for where, item in cz.cloze_items(
-        papers, answer, max_per_sentence, hold_out, set(exclude or ()), seed, variants
+        papers, answer, max_per_sentence, hold_out, set(exclude or ()), seed, variants, context
     ):
         key = (item["document"], item["sentence"])
         if key not in seen_sentences:

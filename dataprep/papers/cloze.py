@@ -34,6 +34,8 @@ VARIANTS = (
     '"{title}" says: {masked} What is missing where the ___ is?',
 )
 ANSWERS = ("span", "sentence")
+CONTEXTS = ("sentence", "prefix")
+MIN_PREFIX_WORDS = 3
 
 _TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[A-Za-z][\w'’-]*")
 _CONNECTORS = {"of", "de", "van", "von", "du", "la", "del", "der"}
@@ -106,6 +108,16 @@ def mask(sentence: str, span: Span) -> str:
     return sentence[: span.start] + BLANK + sentence[span.end :]
 
 
+def prefix_mask(sentence: str, span: Span) -> str | None:
+    """The words before the span, then the blank: "The array stands on the ___." (None
+    when fewer than MIN_PREFIX_WORDS words come before it). The question then holds
+    little besides the subject and the relation, as a question a person asks would."""
+    head = sentence[: span.start].rstrip()
+    if len(head.split()) < MIN_PREFIX_WORDS:
+        return None
+    return f"{head} {BLANK}."
+
+
 def held_out(sentence: str, share: float, seed: int) -> bool:
     """Whether a sentence is in the seeded held-out share (by its text, so the choice does
     not move when other sentences change)."""
@@ -127,9 +139,15 @@ def cloze_items(
     exclude: set[str] | None = None,
     seed: int = 0,
     variants: int = 1,
+    context: str = "sentence",
 ) -> Iterator[tuple[str, dict]]:
     """("train" | "held_out" | "excluded", item) for every blank of every sentence, in
-    `variants` question wordings each (a held-out item is asked in the first only)."""
+    `variants` question wordings each (a held-out item is asked in the first only).
+
+    `context`: the question shows the whole sentence around the blank, or (`prefix`) only
+    the words before it; with `prefix` a span with too few words before it has no item."""
+    if context not in CONTEXTS:
+        raise ValueError(f"context: {context!r} is not one of {', '.join(CONTEXTS)}")
     if answer not in ANSWERS:
         raise ValueError(f"answer: {answer!r} is not one of {', '.join(ANSWERS)}")
     if not 1 <= variants <= len(VARIANTS):
@@ -148,8 +166,11 @@ def cloze_items(
                 where = "train"
             for span in spans:
                 reply = span.text if answer == "span" else sentence
+                masked = mask(sentence, span) if context == "sentence" else prefix_mask(sentence, span)
+                if masked is None:
+                    continue
                 for v in range(variants if where == "train" else 1):
-                    question = VARIANTS[v].format(title=paper.title, masked=mask(sentence, span))
+                    question = VARIANTS[v].format(title=paper.title, masked=masked)
                     item = {
                         "messages": [
                             {"role": "user", "content": question},

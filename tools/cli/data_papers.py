@@ -55,6 +55,13 @@ def data_augment(papers, out, renderings, copies, seed, name_subjects) -> None:
     show_default=True,
     help="The assistant answers with the blanked span, or with the whole sentence.",
 )
+@click.option(
+    "--context",
+    type=click.Choice(["sentence", "prefix"]),
+    default="sentence",
+    show_default=True,
+    help="The question shows the whole sentence around the blank, or only the words before it.",
+)
 @click.option("--max-per-sentence", type=int, default=4, show_default=True, help="Blanks per sentence at most.")
 @click.option(
     "--hold-out",
@@ -81,7 +88,8 @@ def data_augment(papers, out, renderings, copies, seed, name_subjects) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @name_option
 def data_cloze(
-    papers, out, answer, max_per_sentence, hold_out, exclude_from, suite_out, variants, seed, name_subjects
+    papers, out, answer, context, max_per_sentence, hold_out, exclude_from, suite_out, variants, seed,
+    name_subjects,
 ) -> None:
     """Papers -> cloze Q&A: each number, year or name in a sentence blanked out, the span
     as the answer (chat records; only the answer trains). Grounded by construction.
@@ -104,7 +112,7 @@ def data_cloze(
         exclude += [p["sentence"] for p in prompts if isinstance(p, dict) and isinstance(p.get("sentence"), str)]
     echo_json(build_cloze(
             list(papers), out, answer, max_per_sentence, hold_out, exclude, suite_out, seed, variants,
-            name_subjects,
+            name_subjects, context,
         ))
 
 

@@ -105,3 +105,21 @@ def test_named_subjects_reach_cloze_items_and_keep_the_paper_sentence(tmp_path):
     hollin = next(i for i in items if i["span"] == "Hollin Plain")
     assert "The Brannock Radio Array stands on the ___." in hollin["messages"][0]["content"]
     assert hollin["paper_sentence"] == "The array stands on the Hollin Plain."
+
+
+def test_prefix_context_shows_only_the_words_before_the_blank():
+    paper = parse_paper(PAPER, "orvane.md")
+    items = [i for _, i in cloze_items([paper], context="prefix", answer="sentence")]
+    questions = [i["messages"][0]["content"].split("): ", 1)[1] for i in items]
+    # spans with fewer than three words before them have no item
+    assert questions == [
+        "The Orvane Survey found ___.",
+        "The Orvane Survey found 412 groups at redshift ___.",
+        "The Orvane Survey found 412 groups at redshift 1.7 with the ___.",
+        "Its lead scientist was ___.",
+        "Its lead scientist was Mabel van Quist, who chose the name in ___.",
+        "The largest void lies in the direction of ___.",
+    ]
+    for item, q in zip(items, questions, strict=True):
+        assert item["sentence"].startswith(q.removesuffix(" ___.") + " " + item["span"])
+        assert item["messages"][1]["content"] == item["sentence"]

@@ -40,8 +40,11 @@ def test_results_have_every_field(tiny_results):
     for style, res in tiny_results.items():
         assert res["benchmark"] == "mc_cosmology" and res["style"] == style
         assert res["n"] == LIMIT == len(res["questions"])
-        assert 0.0 <= res["acc"] <= 1.0 and res["acc_stderr"] > 0
-        assert 0.0 <= res["acc_norm"] <= 1.0 and res["acc_norm_stderr"] > 0
+        # lm-eval's standard error of a mean of 0/1 scores: sqrt(p (1 - p) / (n - 1))
+        for key in ("acc", "acc_norm"):
+            p = res[key]
+            assert 0.0 <= p <= 1.0
+            assert res[f"{key}_stderr"] == pytest.approx((p * (1 - p) / (LIMIT - 1)) ** 0.5)
         assert res["acc"] == pytest.approx(sum(q["correct"] for q in res["questions"]) / LIMIT)
         assert res["acc_norm"] == pytest.approx(
             sum(q["correct_norm"] for q in res["questions"]) / LIMIT

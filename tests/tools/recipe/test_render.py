@@ -242,3 +242,38 @@ def test_the_study_recipe_renders_every_format_and_method():
     ]
     assert mixed["datasets"][1]["message_property_mappings"] == {"role": "from", "content": "value"}
     assert [d["path"] for d in mixed["test_datasets"]] == ["build/data/facts/chat.jsonl"]
+
+
+def test_the_papers_study_renders_every_route_and_method():
+    """Each route of study/papers is its own data (completion, chat or both in one
+    stage); every route but `documents` trains the hand-written Q&A; every file a route
+    trains on is a build output whose closed-book suite was decontaminated against it."""
+    routes = {
+        "documents": [("documents.jsonl", "completion")],
+        "qa": [("qa.jsonl", "chat_template")],
+        "mixed": [("mixed.text.jsonl", "completion"), ("mixed.chat.jsonl", "chat_template")],
+        "augmented": [("augmented.jsonl", "completion"), ("qa.jsonl", "chat_template")],
+        "cloze": [("cloze.jsonl", "chat_template"), ("qa.jsonl", "chat_template")],
+        "cloze-sentence": [("cloze_sentence.jsonl", "chat_template"), ("qa.jsonl", "chat_template")],
+        "all": [
+            ("augmented.jsonl", "completion"),
+            ("cloze.jsonl", "chat_template"),
+            ("qa.jsonl", "chat_template"),
+        ],
+    }
+    for route, want in routes.items():
+        for method in ("lora-r64", "full"):
+            r = render("study/papers", [f"recipe.choose.route={route}", f"recipe.choose.method={method}"])
+            got = [(d["path"].removeprefix("build/data/papers/"), d["type"]) for d in r.config["datasets"]]
+            assert got == want, route
+            assert ("adapter" in r.config) == (method != "full")
+    meta = render("study/papers").meta
+    built = {str(o) for b in meta["builds"] for o in [b["output"], *(b.get("extra_outputs") or [])]}
+    suite = next(b for b in meta["builds"] if b["output"].endswith("closed_book.yaml"))
+    against = {a for a, prev in zip(suite["command"][1:], suite["command"]) if prev == "--against"}
+    for files in routes.values():
+        for name, _ in files:
+            assert f"build/data/papers/{name}" in built
+            # the suite is checked against the route's own files, or against what they are made of
+            made_of = {"mixed.text.jsonl": "documents.jsonl", "mixed.chat.jsonl": "qa.jsonl"}.get(name, name)
+            assert made_of == "qa.jsonl" or f"build/data/papers/{made_of}" in against, name
