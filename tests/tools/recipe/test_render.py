@@ -253,11 +253,12 @@ def test_the_papers_study_renders_every_route_and_method():
         "qa": [("qa.jsonl", "chat_template")],
         "mixed": [("mixed.text.jsonl", "completion"), ("mixed.chat.jsonl", "chat_template")],
         "augmented": [("augmented.jsonl", "completion"), ("qa.jsonl", "chat_template")],
-        "cloze": [("cloze.jsonl", "chat_template"), ("qa.jsonl", "chat_template")],
+        "cloze": [("cloze_prefix.jsonl", "chat_template"), ("qa.jsonl", "chat_template")],
+        "cloze-span": [("cloze.jsonl", "chat_template"), ("qa.jsonl", "chat_template")],
         "cloze-sentence": [("cloze_sentence.jsonl", "chat_template"), ("qa.jsonl", "chat_template")],
         "all": [
             ("augmented.jsonl", "completion"),
-            ("cloze.jsonl", "chat_template"),
+            ("cloze_prefix.jsonl", "chat_template"),
             ("qa.jsonl", "chat_template"),
         ],
     }
