@@ -413,9 +413,7 @@ def text_key(text: str) -> str:
     return hashlib.sha1(" ".join(text.lower().split()).encode("utf-8")).hexdigest()
 
 
-def text_records(
-    rows, label: str, counter: TokenCounter
-) -> Iterator[dict | Reject]:
+def text_records(rows, label: str, counter: TokenCounter) -> Iterator[dict | Reject]:
     """Completion records of a source: each needs a non-empty `text`; `_tokens` is its
     length in tokens plus the end-of-text token (words without a tokenizer). A text
     longer than sequence_len is kept: Axolotl's completion type splits it into rows."""

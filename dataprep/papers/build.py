@@ -21,7 +21,8 @@ def _papers(
     if not papers:
         write_rejects(out, rejects)
         raise DataError(
-            "no papers with text among " + ", ".join(str(i) for i in inputs)
+            "no papers with text among "
+            + ", ".join(str(i) for i in inputs)
             + (f" ({len(rejects)} rejected: {rejects[0].reason})" if rejects else "")
         )
     return papers, rejects
@@ -57,13 +58,25 @@ def build_augment(
     for r in records:
         counts[r["rendering"]] = counts.get(r["rendering"], 0) + 1
     m = _manifest(
-        out, papers, rejects, renderings=list(renderings), copies=copies, seed=seed,
-        name_subjects=name_subjects, records_by_rendering=counts,
+        out,
+        papers,
+        rejects,
+        renderings=list(renderings),
+        copies=copies,
+        seed=seed,
+        name_subjects=name_subjects,
+        records_by_rendering=counts,
     )
     m.kept = write_jsonl(out, records)
     write_rejects(out, rejects)
     m.write()
-    return {"papers": len(papers), "records": m.kept, "by_rendering": counts, "rejected": len(rejects), "output": str(out)}
+    return {
+        "papers": len(papers),
+        "records": m.kept,
+        "by_rendering": counts,
+        "rejected": len(rejects),
+        "output": str(out),
+    }
 
 
 def build_cloze(
@@ -132,7 +145,9 @@ def build_cloze(
     if suite_out:
         prompts = [cz.eval_prompt(item, i) for i, item in enumerate(held, start=1)]
         write_yaml(suite_out, {"prompts": prompts})
-        sm = Manifest(str(suite_out), extra={"held_out_of": str(out), "seed": seed, "hold_out": hold_out})
+        sm = Manifest(
+            str(suite_out), extra={"held_out_of": str(out), "seed": seed, "hold_out": hold_out}
+        )
         for p in papers:
             sm.add_input(p.path)
         sm.kept = len(prompts)

@@ -54,7 +54,11 @@ def _texts(value, where: str, required: bool = True) -> list[str]:
         return []
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, str) and v.strip() for v in value)
+    ):
         raise ValueError(f"{where}: expected a non-empty list of texts")
     return [v.strip() for v in value]
 
@@ -129,7 +133,10 @@ def read_questions(path: str | Path, papers: list[Paper]) -> Iterator[dict | Rej
 def qa_records(facts: list[dict]) -> list[dict]:
     return [
         {
-            "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": f["reply"]}],
+            "messages": [
+                {"role": "user", "content": q},
+                {"role": "assistant", "content": f["reply"]},
+            ],
             "fact": f["id"],
             "document": f["document"],
         }
@@ -249,7 +256,10 @@ def build_closed_book(
     training = [qa_path, *(against or [])]
     prompts, leaks = decontaminate(suite_prompts(facts), training, str(questions))
     write_yaml(suite_path, {"prompts": prompts})
-    sm = Manifest(str(suite_path), extra={"groups": _count(prompts, "group"), "documents": _count(prompts, "document")})
+    sm = Manifest(
+        str(suite_path),
+        extra={"groups": _count(prompts, "group"), "documents": _count(prompts, "document")},
+    )
     sm.add_input(questions)
     for p in papers:
         sm.add_input(p.path)
@@ -267,7 +277,11 @@ def build_closed_book(
         "prompts": len(prompts),
         "qa_records": len(qa),
         "groups": _count(prompts, "group"),
-        "outputs": {"suite": str(suite_path), "qa": str(qa_path), "rejects": str(rejects_path(suite_path))},
+        "outputs": {
+            "suite": str(suite_path),
+            "qa": str(qa_path),
+            "rejects": str(rejects_path(suite_path)),
+        },
     }
 
 

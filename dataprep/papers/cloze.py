@@ -166,7 +166,9 @@ def cloze_items(
                 where = "train"
             for span in spans:
                 reply = span.text if answer == "span" else sentence
-                masked = mask(sentence, span) if context == "sentence" else prefix_mask(sentence, span)
+                masked = (
+                    mask(sentence, span) if context == "sentence" else prefix_mask(sentence, span)
+                )
                 if masked is None:
                     continue
                 for v in range(variants if where == "train" else 1):

@@ -130,7 +130,7 @@ def name_subjects(sentence: str, names: list[str]) -> str:
         head = name.split()[-1]
         pattern = re.compile(rf"\b([Tt])he {re.escape(head.lower())}\b")
         if pattern.search(sentence):
-            return pattern.sub(lambda m: f"{m.group(1)}he {name}", sentence, count=1)
+            return pattern.sub(lambda m, n=name: f"{m.group(1)}he {n}", sentence, count=1)
     first = names[0]
     if re.match(r"^Its\b", sentence):
         return f"The {first}'s" + sentence[3:]
@@ -143,7 +143,9 @@ def with_named_subjects(paper: Paper) -> Paper:
     """The paper with `name_subjects` applied to every sentence (originals kept)."""
     names = subjects(paper)
     paragraphs = [
-        Paragraph(p.section, [name_subjects(s, names) for s in p.sentences], p.line, list(p.sentences))
+        Paragraph(
+            p.section, [name_subjects(s, names) for s in p.sentences], p.line, list(p.sentences)
+        )
         for p in paper.paragraphs
     ]
     return Paper(paper.name, paper.path, paper.title, paragraphs)

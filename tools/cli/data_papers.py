@@ -18,7 +18,9 @@ name_option = click.option(
 
 @click.command("augment")
 @papers_argument
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Completion JSONL to write.")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="Completion JSONL to write."
+)
 @click.option(
     "--rendering",
     "renderings",
@@ -28,7 +30,9 @@ name_option = click.option(
     help="Renderings to write: original, shuffled (sentences of each paragraph), reordered "
     "(paragraphs), sentences (one record each, with title and section).",
 )
-@click.option("--copies", type=int, default=2, show_default=True, help="Copies of each permuted rendering.")
+@click.option(
+    "--copies", type=int, default=2, show_default=True, help="Copies of each permuted rendering."
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Chooses the orders.")
 @name_option
 def data_augment(papers, out, renderings, copies, seed, name_subjects) -> None:
@@ -62,7 +66,13 @@ def data_augment(papers, out, renderings, copies, seed, name_subjects) -> None:
     show_default=True,
     help="The question shows the whole sentence around the blank, or only the words before it.",
 )
-@click.option("--max-per-sentence", type=int, default=4, show_default=True, help="Blanks per sentence at most.")
+@click.option(
+    "--max-per-sentence",
+    type=int,
+    default=4,
+    show_default=True,
+    help="Blanks per sentence at most.",
+)
 @click.option(
     "--hold-out",
     type=float,
@@ -77,7 +87,12 @@ def data_augment(papers, out, renderings, copies, seed, name_subjects) -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="A suite (YAML) whose prompts' `sentence` fields must never become training items.",
 )
-@click.option("--suite-out", type=click.Path(dir_okay=False), default=None, help="Suite of the held-out items.")
+@click.option(
+    "--suite-out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Suite of the held-out items.",
+)
 @click.option(
     "--variants",
     type=click.IntRange(1, 4),
@@ -88,7 +103,16 @@ def data_augment(papers, out, renderings, copies, seed, name_subjects) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @name_option
 def data_cloze(
-    papers, out, answer, context, max_per_sentence, hold_out, exclude_from, suite_out, variants, seed,
+    papers,
+    out,
+    answer,
+    context,
+    max_per_sentence,
+    hold_out,
+    exclude_from,
+    suite_out,
+    variants,
+    seed,
     name_subjects,
 ) -> None:
     """Papers -> cloze Q&A: each number, year or name in a sentence blanked out, the span
@@ -109,11 +133,26 @@ def data_cloze(
         prompts = data.get("prompts") if isinstance(data, dict) else None
         if not isinstance(prompts, list):
             raise DataError(f"--exclude-from {path}: expected a suite with a `prompts:` list")
-        exclude += [p["sentence"] for p in prompts if isinstance(p, dict) and isinstance(p.get("sentence"), str)]
-    echo_json(build_cloze(
-            list(papers), out, answer, max_per_sentence, hold_out, exclude, suite_out, seed, variants,
-            name_subjects, context,
-        ))
+        exclude += [
+            p["sentence"]
+            for p in prompts
+            if isinstance(p, dict) and isinstance(p.get("sentence"), str)
+        ]
+    echo_json(
+        build_cloze(
+            list(papers),
+            out,
+            answer,
+            max_per_sentence,
+            hold_out,
+            exclude,
+            suite_out,
+            seed,
+            variants,
+            name_subjects,
+            context,
+        )
+    )
 
 
 @click.command("closed-book")

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import click
 
-from cosmosage.tools.cli import data_chat, data_corpus, data_papers, data_synth, model, recipe, runs, sweep
+from cosmosage.tools.cli import (
+    data_chat,
+    data_corpus,
+    data_papers,
+    data_synth,
+    model,
+    recipe,
+    runs,
+    sweep,
+)
 from cosmosage.tools.cli import eval as eval_commands
 from cosmosage.tools.cli.common import DefaultCommandGroup, Group
 

@@ -325,7 +325,11 @@ def limitation_lines(record: dict) -> list[str]:
         lines.append(
             f"- Answers {final['paper_only']:.0%} of closed-book questions about facts that were "
             "only in its training papers (no Q&A about them was trained)"
-            + (f", {final['qa_fact']:.0%} about facts with trained Q&A." if "qa_fact" in final else ".")
+            + (
+                f", {final['qa_fact']:.0%} about facts with trained Q&A."
+                if "qa_fact" in final
+                else "."
+            )
         )
     if "general" in final and "general" in base:
         lines.append(

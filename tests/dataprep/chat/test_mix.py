@@ -325,8 +325,17 @@ def test_completion_and_chat_sources_mix_by_token_share(tmp_path, tiny_model, ti
         "out": str(tmp_path / "chat.jsonl"),
         "text_out": str(tmp_path / "text.jsonl"),
         "sources": [
-            {"name": "papers", "path": write(tmp_path / "p.jsonl", texts), "type": "completion", "weight": 0.6},
-            {"name": "qa", "path": write(tmp_path / "qa.jsonl", [qa(i) for i in range(60)]), "weight": 0.4},
+            {
+                "name": "papers",
+                "path": write(tmp_path / "p.jsonl", texts),
+                "type": "completion",
+                "weight": 0.6,
+            },
+            {
+                "name": "qa",
+                "path": write(tmp_path / "qa.jsonl", [qa(i) for i in range(60)]),
+                "weight": 0.4,
+            },
         ],
     }
     res = build_mix(parse_spec(data, "mixed.yaml"))["stages"][0]

@@ -62,30 +62,57 @@ def test_a_question_that_leaks_into_training_is_left_out(tmp_path, papers):
     (tmp_path / "q.yaml").write_text(QUESTIONS)
     leaky = tmp_path / "train.jsonl"
     leaky.write_text(
-        json.dumps({"messages": [{"role": "user", "content": "Who led the Orvane Survey?"},
-                                 {"role": "assistant", "content": "Mabel Quist."}]}) + "\n"
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "Who led the Orvane Survey?"},
+                    {"role": "assistant", "content": "Mabel Quist."},
+                ]
+            }
+        )
+        + "\n"
     )
     result = build_closed_book(tmp_path / "q.yaml", papers, tmp_path / "out", [leaky])
     suite = yaml.safe_load((tmp_path / "out/closed_book.yaml").read_text())["prompts"]
     assert "lead/ask-1" not in {p["id"] for p in suite}
     assert result["leaked"] == 1
-    rejects = [json.loads(x) for x in (tmp_path / "out/closed_book.yaml.rejects.jsonl").read_text().splitlines()]
+    rejects = [
+        json.loads(x)
+        for x in (tmp_path / "out/closed_book.yaml.rejects.jsonl").read_text().splitlines()
+    ]
     assert "train.jsonl:1" in rejects[0]["reason"] and rejects[0]["record"]["id"] == "lead/ask-1"
 
 
 def test_a_held_out_sentence_trained_as_qa_is_a_leak():
-    prompt = {"id": "c1", "prompt": "Fill: ___ found 412.", "group": "held_out_sentence",
-              "sentence": "Orvane found 412."}
-    other = {"id": "c2", "prompt": "Fill: Orvane found ___.", "group": "held_out_sentence",
-             "sentence": "Orvane found 412."}
+    prompt = {
+        "id": "c1",
+        "prompt": "Fill: ___ found 412.",
+        "group": "held_out_sentence",
+        "sentence": "Orvane found 412.",
+    }
+    other = {
+        "id": "c2",
+        "prompt": "Fill: Orvane found ___.",
+        "group": "held_out_sentence",
+        "sentence": "Orvane found 412.",
+    }
     import tempfile
     from pathlib import Path
 
     with tempfile.TemporaryDirectory() as tmp:
         train = Path(tmp) / "cloze.jsonl"
-        train.write_text(json.dumps({"messages": [{"role": "user", "content": other["prompt"]},
-                                                  {"role": "assistant", "content": "412"}],
-                                     "sentence": "Orvane found 412."}) + "\n")
+        train.write_text(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": other["prompt"]},
+                        {"role": "assistant", "content": "412"},
+                    ],
+                    "sentence": "Orvane found 412.",
+                }
+            )
+            + "\n"
+        )
         kept, rejects = decontaminate([prompt], [train], "suite")
     assert kept == [] and "trained as Q&A" in rejects[0].reason
 
@@ -103,9 +130,15 @@ def test_a_held_out_sentence_trained_as_qa_is_a_leak():
 def test_bad_entries_are_rejected_with_file_line_and_field(tmp_path, papers, change, message):
     (tmp_path / "q.yaml").write_text(QUESTIONS.replace(*change))
     build_closed_book(tmp_path / "q.yaml", papers, tmp_path / "out")
-    rejects = [json.loads(x) for x in (tmp_path / "out/closed_book.yaml.rejects.jsonl").read_text().splitlines()]
+    rejects = [
+        json.loads(x)
+        for x in (tmp_path / "out/closed_book.yaml.rejects.jsonl").read_text().splitlines()
+    ]
     assert len(rejects) == 1 and message in rejects[0]["reason"]
-    assert rejects[0]["source"].endswith("q.yaml") and rejects[0]["line"] in (2, 10)  # the line its entry starts on
+    assert rejects[0]["source"].endswith("q.yaml") and rejects[0]["line"] in (
+        2,
+        10,
+    )  # the line its entry starts on
 
 
 def test_no_usable_fact_is_an_error(tmp_path, papers):
@@ -123,12 +156,35 @@ def test_cli_builds_all_three_routes_and_the_suite(tmp_path):
     for args in (
         ["data", "augment", p, "--out", str(o / "aug.jsonl")],
         ["data", "cloze", p, "--out", str(o / "cloze.jsonl")],
-        ["data", "closed-book", str(tmp_path / "q.yaml"), "--papers", p, "--out-dir", str(o),
-         "--against", str(o / "aug.jsonl"), "--against", str(o / "cloze.jsonl")],
+        [
+            "data",
+            "closed-book",
+            str(tmp_path / "q.yaml"),
+            "--papers",
+            p,
+            "--out-dir",
+            str(o),
+            "--against",
+            str(o / "aug.jsonl"),
+            "--against",
+            str(o / "cloze.jsonl"),
+        ],
     ):
         res = runner.invoke(main, args)
         assert res.exit_code == 0, res.output
     assert json.loads(res.output)["prompts"] == 3
-    res = runner.invoke(main, ["data", "closed-book", str(tmp_path / "q.yaml"), "--papers", p,
-                               "--out-dir", str(o), "--against", str(o / "missing.jsonl")])
+    res = runner.invoke(
+        main,
+        [
+            "data",
+            "closed-book",
+            str(tmp_path / "q.yaml"),
+            "--papers",
+            p,
+            "--out-dir",
+            str(o),
+            "--against",
+            str(o / "missing.jsonl"),
+        ],
+    )
     assert res.exit_code != 0 and "missing.jsonl: no such training file" in res.output

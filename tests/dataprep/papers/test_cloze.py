@@ -2,10 +2,10 @@ import json
 
 import pytest
 
+from cosmosage.dataprep.io import DataError
 from cosmosage.dataprep.papers.build import build_cloze
 from cosmosage.dataprep.papers.cloze import BLANK, cloze_items, find_spans, mask
 from cosmosage.dataprep.papers.documents import parse_paper
-from cosmosage.dataprep.io import DataError
 
 PAPER = """# The Orvane Survey
 
@@ -86,7 +86,13 @@ def test_variants_ask_each_blank_in_several_wordings_with_one_answer():
     by_blank: dict = {}
     for item in items:
         question, answer = (m["content"] for m in item["messages"])
-        assert mask(item["sentence"], next(s for s in find_spans(item["sentence"]) if s.start == item["start"])) in question
+        assert (
+            mask(
+                item["sentence"],
+                next(s for s in find_spans(item["sentence"]) if s.start == item["start"]),
+            )
+            in question
+        )
         assert answer == item["span"]
         by_blank.setdefault((item["sentence"], item["start"]), set()).add(question)
     assert all(len(qs) == 3 for qs in by_blank.values())

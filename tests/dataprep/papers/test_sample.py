@@ -35,4 +35,6 @@ def test_sample_builds_clean_and_held_out(tmp_path):
     cloze = [json.loads(x) for x in (tmp_path / "cloze.jsonl").read_text().splitlines()]
     blanks = {(c["sentence"], c["span"]) for c in cloze}
     for p in suite:
-        assert any(s == p["sentence"] and any(e in span for e in p["expect"]) for s, span in blanks), p["id"]
+        assert any(
+            s == p["sentence"] and any(e in span for e in p["expect"]) for s, span in blanks
+        ), p["id"]

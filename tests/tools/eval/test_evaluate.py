@@ -90,8 +90,20 @@ def test_rates_by_closed_book_group_and_document_and_the_report_tables():
 
     rows = [
         {"kind": "domain", "suite": "cb", "group": "qa_fact", "document": "a.md", "m_pass": True},
-        {"kind": "domain", "suite": "cb", "group": "paper_only", "document": "a.md", "m_pass": False},
-        {"kind": "domain", "suite": "cb", "group": "paper_only", "document": "b.md", "m_pass": True},
+        {
+            "kind": "domain",
+            "suite": "cb",
+            "group": "paper_only",
+            "document": "a.md",
+            "m_pass": False,
+        },
+        {
+            "kind": "domain",
+            "suite": "cb",
+            "group": "paper_only",
+            "document": "b.md",
+            "m_pass": True,
+        },
     ]
     r = rates(rows, "m")
     assert (r["qa_fact"], r["paper_only"]) == (1.0, 0.5)

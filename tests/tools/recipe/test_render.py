@@ -255,7 +255,10 @@ def test_the_papers_study_renders_every_route_and_method():
         "augmented": [("augmented.jsonl", "completion"), ("qa.jsonl", "chat_template")],
         "cloze": [("cloze_prefix.jsonl", "chat_template"), ("qa.jsonl", "chat_template")],
         "cloze-span": [("cloze.jsonl", "chat_template"), ("qa.jsonl", "chat_template")],
-        "cloze-sentence": [("cloze_sentence.jsonl", "chat_template"), ("qa.jsonl", "chat_template")],
+        "cloze-sentence": [
+            ("cloze_sentence.jsonl", "chat_template"),
+            ("qa.jsonl", "chat_template"),
+        ],
         "all": [
             ("augmented.jsonl", "completion"),
             ("cloze_prefix.jsonl", "chat_template"),
@@ -264,17 +267,28 @@ def test_the_papers_study_renders_every_route_and_method():
     }
     for route, want in routes.items():
         for method in ("lora-r64", "full"):
-            r = render("study/papers", [f"recipe.choose.route={route}", f"recipe.choose.method={method}"])
-            got = [(d["path"].removeprefix("build/data/papers/"), d["type"]) for d in r.config["datasets"]]
+            r = render(
+                "study/papers", [f"recipe.choose.route={route}", f"recipe.choose.method={method}"]
+            )
+            got = [
+                (d["path"].removeprefix("build/data/papers/"), d["type"])
+                for d in r.config["datasets"]
+            ]
             assert got == want, route
             assert ("adapter" in r.config) == (method != "full")
     meta = render("study/papers").meta
     built = {str(o) for b in meta["builds"] for o in [b["output"], *(b.get("extra_outputs") or [])]}
     suite = next(b for b in meta["builds"] if b["output"].endswith("closed_book.yaml"))
-    against = {a for a, prev in zip(suite["command"][1:], suite["command"]) if prev == "--against"}
+    against = {
+        a
+        for a, prev in zip(suite["command"][1:], suite["command"], strict=False)
+        if prev == "--against"
+    }
     for files in routes.values():
         for name, _ in files:
             assert f"build/data/papers/{name}" in built
             # the suite is checked against the route's own files, or against what they are made of
-            made_of = {"mixed.text.jsonl": "documents.jsonl", "mixed.chat.jsonl": "qa.jsonl"}.get(name, name)
+            made_of = {"mixed.text.jsonl": "documents.jsonl", "mixed.chat.jsonl": "qa.jsonl"}.get(
+                name, name
+            )
             assert made_of == "qa.jsonl" or f"build/data/papers/{made_of}" in against, name
