@@ -237,7 +237,9 @@ def read_csv(path: str | Path, delimiter: str | None = None) -> Iterator[tuple[i
     path = Path(path)
     if delimiter is None:
         delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+    # utf-8-sig: spreadsheet programs start a UTF-8 CSV with a byte-order mark, which
+    # would otherwise become part of the first column's name
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
         reader = csv.reader(fh, delimiter=delimiter)
         header = next(reader, None)
         if not header:

@@ -390,6 +390,7 @@ def read_facts(path: str | Path, seed: int = 0, held_out: int = 1) -> Iterator[F
         relations, declared = _read_relations(path, data)
         rows = ((r.get("__line__") if isinstance(r, dict) else None, r) for r in data["facts"])
     seen: set[tuple[str, str, str]] = set()
+    stated: dict[tuple[str, str], tuple[int | None, str, str]] = {}
     ids: set[str] = set()
     header_checked = False
     for i, (line, row) in enumerate(rows):
@@ -429,6 +430,20 @@ def read_facts(path: str | Path, seed: int = 0, held_out: int = 1) -> Iterator[F
         if key in seen:
             yield Reject(str(path), line, "duplicate fact", row)
             continue
+        first = stated.get(key[:2])
+        if first is not None:
+            # one subject and relation with two objects: the model would be taught both
+            # and the recall suite would ask one question with two expectations
+            at = f"line {first[0]}" if first[0] else "an earlier row"
+            yield Reject(
+                str(path),
+                line,
+                f"contradiction: {first[2]} {fact.relation.replace('_', ' ')} is "
+                f"{first[1]!r} at {at}",
+                row,
+            )
+            continue
+        stated[key[:2]] = (line, fact.object, fact.subject)
         if fact.id in ids:
             yield Reject(str(path), line, f"duplicate id: {fact.id}", row)
             continue

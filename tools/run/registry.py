@@ -10,6 +10,7 @@ the records into the model family tree.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from cosmosage.dataprep.io import atomic_writer
@@ -20,31 +21,71 @@ def registry_path(runs_dir: Path) -> Path:
     return runs_dir / "registry.jsonl"
 
 
-def records(runs_dir: Path) -> list[dict]:
+def _lines(runs_dir: Path) -> list[tuple[int, str, dict | None]]:
+    """(line number, raw line, record or None when the line is not a JSON object)."""
     path = registry_path(runs_dir)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            rec = None
+        out.append((n, line, rec if isinstance(rec, dict) else None))
+    return out
+
+
+def records(runs_dir: Path) -> list[dict]:
+    """The readable records; a line that is not a JSON object (a half-written line, a
+    hand edit) is skipped with a warning naming the file and line, never a crash."""
+    found = []
+    for n, line, rec in _lines(runs_dir):
+        if rec is None:
+            print(
+                f"warning: {registry_path(runs_dir)}:{n}: not a registry record, skipped "
+                f"({line[:60]!r})",
+                file=sys.stderr,
+            )
+            continue
+        found.append(rec)
+    return found
+
+
+def _rewrite(runs_dir: Path, change) -> None:
+    """Rewrite the registry atomically: each record through `change` (None drops it),
+    unreadable lines kept as they were (they are the user's to mend, not ours to lose)."""
+    with atomic_writer(registry_path(runs_dir)) as fh:
+        for _, line, rec in _lines(runs_dir):
+            if rec is None:
+                fh.write(line + "\n")
+                continue
+            rec = change(rec)
+            if rec is not None:
+                fh.write(json.dumps(rec, default=str) + "\n")
 
 
 def append(runs_dir: Path, record: dict) -> None:
-    """Rewrite atomically with the new record added (registries are small)."""
-    existing = [r for r in records(runs_dir) if r.get("model") != record.get("model")]
+    """Add a record (replacing an earlier one of the same model), rewriting the file
+    atomically, so a crash leaves the old registry or the new one, never a half line."""
+    records(runs_dir)  # say which lines are unreadable before rewriting around them
+    model = record.get("model")
     with atomic_writer(registry_path(runs_dir)) as fh:
-        for r in [*existing, record]:
-            fh.write(json.dumps(r, default=str) + "\n")
+        for _, line, rec in _lines(runs_dir):
+            if rec is None:
+                fh.write(line + "\n")
+            elif rec.get("model") != model:
+                fh.write(json.dumps(rec, default=str) + "\n")
+        fh.write(json.dumps(record, default=str) + "\n")
 
 
 def annotate(runs_dir: Path, model: str, **fields) -> None:
     """Add fields (evaluation scores, say) to the record of `model`."""
-    recs = records(runs_dir)
-    if not any(r.get("model") == model for r in recs):
+    if not any(r.get("model") == model for r in records(runs_dir)):
         return
-    with atomic_writer(registry_path(runs_dir)) as fh:
-        for r in recs:
-            if r.get("model") == model:
-                r = {**r, **fields}
-            fh.write(json.dumps(r, default=str) + "\n")
+    _rewrite(runs_dir, lambda r: {**r, **fields} if r.get("model") == model else r)
 
 
 def score_text(record: dict) -> str:

@@ -406,3 +406,18 @@ def test_limit_keeps_the_first_facts_and_counts_the_rest(tmp_path):
         main, ["data", "facts", str(SAMPLE), "--limit", "0", "--out-dir", str(tmp_path / "x")]
     )
     assert result.exit_code != 0 and "--limit" in result.output
+
+
+def test_a_contradicting_fact_is_rejected_naming_the_first(tmp_path):
+    table = tmp_path / "facts.yaml"
+    table.write_text(
+        "facts:\n"
+        "  - {subject: the Pell Array, relation: first_light, object: '2031'}\n"
+        "  - {subject: The Pell Array, relation: first_light, object: '2033'}\n"
+        "  - {subject: the Pell Array, relation: site, object: Mount Orr}\n"
+    )
+    items = list(read_facts(table))
+    rejects = [i for i in items if isinstance(i, Reject)]
+    assert [f.object for f in items if not isinstance(f, Reject)] == ["2031", "Mount Orr"]
+    assert rejects[0].line == 3
+    assert rejects[0].reason == "contradiction: the Pell Array first light is '2031' at line 2"

@@ -46,3 +46,32 @@ def test_rerecording_a_model_replaces_its_record(tmp_path):
 def test_latest_model_skips_models_deleted_from_disk(tmp_path):
     registry.append(tmp_path, rec("r", "r/1", "base", str(tmp_path / "gone"), 3.0))
     assert registry.latest_model(tmp_path, "r") is None
+
+
+def test_a_bad_line_is_skipped_with_its_line_kept_and_named(tmp_path, capsys):
+    """A half-written or hand-edited line never crashes `runs list`/`tree`, and adding or
+    annotating records keeps it as it was (the user's to mend, not ours to lose)."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    registry.append(tmp_path, rec("fam/pretrain", "fam/1", "org/base", str(tmp_path / "a"), 2.0))
+    path = registry.registry_path(tmp_path)
+    path.write_text(path.read_text() + '{"recipe": "fam/inst\n[1, 2]\n')
+    registry.append(
+        tmp_path, rec("fam/instruct", "fam/2", str(tmp_path / "a"), str(tmp_path / "b"), 1.5)
+    )
+    registry.annotate(tmp_path, str(tmp_path / "b"), scores={"paper_only": 0.5})
+    err = capsys.readouterr().err
+    assert f"{path}:2: not a registry record, skipped" in err and f"{path}:3:" in err
+    lines = path.read_text().splitlines()
+    assert lines[1:3] == ['{"recipe": "fam/inst', "[1, 2]"]
+    recs = registry.records(tmp_path)
+    assert [r["run_id"] for r in recs] == ["fam/1", "fam/2"]
+    assert recs[1]["scores"] == {"paper_only": 0.5}
+    res = CliRunner().invoke(main, ["runs", "tree", "--runs-dir", str(tmp_path)])
+    assert res.exit_code == 0 and "paper_only=50%" in res.output
+    res = CliRunner().invoke(main, ["runs", "list", "--runs-dir", str(tmp_path)])
+    assert (
+        res.exit_code == 0
+        and "fam/2" in res.output
+        and "registry.jsonl:2: not a registry" in res.output
+    )
