@@ -163,6 +163,29 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def check_outputs(inputs: Iterable[str | Path], outputs: dict[str, str | Path | None]) -> None:
+    """Refuse, before anything is read, an output that resolves (symlinks included) to an
+    input or to another output (or to another output's rejects or manifest file);
+    `outputs` maps an option name (`--out`) to its path."""
+    given = {name: Path(p).resolve() for name, p in outputs.items() if p}
+    seen: dict[Path, str] = {}
+    for name, path in given.items():
+        for other in (path, rejects_path(path), manifest_path(path)):
+            if other in seen:
+                raise DataError(
+                    f"{name} {outputs[name]}: the same file as {seen[other]}'s; "
+                    "give each output its own path"
+                )
+            seen[other] = name
+    sources = {Path(i).resolve(): str(i) for i in inputs}
+    for name, path in given.items():
+        for other in (path, rejects_path(path), manifest_path(path)):
+            if other in sources:
+                raise DataError(
+                    f"{name} {outputs[name]}: would overwrite the input {sources[other]}"
+                )
+
+
 def sibling(output: str | Path, suffix: str) -> Path:
     """A file beside a JSONL output: sibling("a/x.jsonl", ".rejects.jsonl") -> a/x.rejects.jsonl."""
     output = Path(output)

@@ -44,6 +44,7 @@ from cosmosage.dataprep.io import (
     DataError,
     Manifest,
     Reject,
+    check_outputs,
     read_jsonl,
     read_records,
     read_yaml,
@@ -572,6 +573,12 @@ def build_mix(spec: MixSpec, stage_names: list[str] | None = None) -> dict:
 
     if spec.sequence_len and not spec.tokenizer:
         raise DataError(f"{spec.path}: sequence_len needs a tokenizer to measure conversations")
+    local = [s.path for s in spec.sources if s.path]
+    outputs: dict[str, str | None] = {}
+    for st in spec.stages:
+        outputs |= {f"{st.name}.out": st.out, f"{st.name}.val_out": st.val_out,
+                    f"{st.name}.text_out": st.text_out}  # fmt: skip
+    check_outputs([*local, spec.path], outputs)
     counter = TokenCounter(load_tokenizer(spec.tokenizer) if spec.tokenizer else None)
     pools = load_pools(spec, counter)
     empty = [p for p in pools if not p.train and (p.source.weight is not None or p.source.count)]

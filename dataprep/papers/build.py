@@ -6,7 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cosmosage.dataprep.io import DataError, Manifest, write_jsonl, write_rejects, write_yaml
+from cosmosage.dataprep.io import (
+    DataError,
+    Manifest,
+    check_outputs,
+    write_jsonl,
+    write_rejects,
+    write_yaml,
+)
 from cosmosage.dataprep.papers import augment as aug
 from cosmosage.dataprep.papers import cloze as cz
 from cosmosage.dataprep.papers.documents import Paper, load_papers, with_named_subjects
@@ -16,6 +23,7 @@ def _papers(
     inputs: list[str | Path], out: str | Path, name_subjects: bool = False
 ) -> tuple[list[Paper], list]:
     papers, rejects = load_papers(inputs)
+    check_outputs([p.path for p in papers], {"--out": out})
     if name_subjects:
         papers = [with_named_subjects(p) for p in papers]
     if not papers:
@@ -103,6 +111,7 @@ def build_cloze(
         raise DataError(f"--hold-out {hold_out}: a share in [0, 1)")
     if hold_out > 0 and not suite_out:
         raise DataError("--hold-out needs --suite-out: the held-out items are the evaluation")
+    check_outputs([], {"--out": out, "--suite-out": suite_out})
     papers, rejects = _papers(inputs, out, name_subjects)
     train, held, excluded = [], [], 0
     sentences_with_blanks = 0

@@ -34,6 +34,7 @@ from cosmosage.dataprep.io import (
     DataError,
     Manifest,
     Reject,
+    check_outputs,
     read_jsonl,
     read_yaml,
     rejects_path,
@@ -237,6 +238,10 @@ def build_closed_book(
     """Write closed_book.yaml (the suite) and qa.jsonl (the trainable Q&A) into out_dir,
     each with manifest and rejects."""
     out_dir = Path(out_dir)
+    check_outputs(
+        [questions, *(p.path for p in papers), *(against or [])],
+        {"qa.jsonl": out_dir / "qa.jsonl", "closed_book.yaml": out_dir / "closed_book.yaml"},
+    )
     facts, rejects = [], []
     for item in read_questions(questions, papers):
         (rejects if isinstance(item, Reject) else facts).append(item)

@@ -356,3 +356,16 @@ def test_completion_and_chat_sources_mix_by_token_share(tmp_path, tiny_model, ti
     bad = dict(data, sources=[dict(data["sources"][0], validation=0.1), data["sources"][1]])
     with pytest.raises(DataError, match=r"sources\[0\]\.validation"):
         parse_spec(bad, "mixed.yaml")
+
+
+def test_outputs_over_inputs_or_each_other_are_refused_before_any_work(tmp_path):
+    src = write(tmp_path / "qa.jsonl", [qa(i) for i in range(5)])
+    base = {
+        "out": str(tmp_path / "mix.jsonl"),
+        "sources": [{"name": "qa", "path": src, "weight": 1.0}],
+    }
+    with pytest.raises(DataError, match="would overwrite the input"):
+        build_mix(parse_spec({**base, "out": src}, "m.yaml"))
+    with pytest.raises(DataError, match="the same file as"):
+        build_mix(parse_spec({**base, "val_out": base["out"]}, "m.yaml"))
+    assert len(lines(src)) == 5 and not (tmp_path / "mix.jsonl").exists()

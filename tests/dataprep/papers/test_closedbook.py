@@ -188,3 +188,28 @@ def test_cli_builds_all_three_routes_and_the_suite(tmp_path):
         ],
     )
     assert res.exit_code != 0 and "missing.jsonl: no such training file" in res.output
+
+
+def test_an_output_over_an_input_is_refused_before_anything_is_written(tmp_path, papers):
+    from cosmosage.dataprep.papers.build import build_augment, build_cloze
+
+    paper = tmp_path / "papers" / "orvane.md"
+    before = paper.read_text()
+    with pytest.raises(DataError, match="would overwrite the input"):
+        build_augment([tmp_path / "papers"], paper)
+    with pytest.raises(DataError, match="would overwrite the input"):
+        build_cloze([tmp_path / "papers"], paper)
+    with pytest.raises(DataError, match="the same file as --out"):
+        build_cloze(
+            [tmp_path / "papers"],
+            tmp_path / "c.jsonl",
+            hold_out=0.5,
+            suite_out=tmp_path / "c.jsonl",
+        )
+    (tmp_path / "q.yaml").write_text(QUESTIONS)
+    train = tmp_path / "out" / "qa.jsonl"
+    train.parent.mkdir()
+    train.write_text("")
+    with pytest.raises(DataError, match="would overwrite the input"):
+        build_closed_book(tmp_path / "q.yaml", papers, tmp_path / "out", [train])
+    assert paper.read_text() == before and train.read_text() == ""
