@@ -163,6 +163,19 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def record_strings(obj: Any) -> Iterator[str]:
+    """Every string inside a record (values of mappings and items of lists, nested), for
+    checks that a text occurs nowhere in a training file."""
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from record_strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from record_strings(v)
+
+
 def check_outputs(inputs: Iterable[str | Path], outputs: dict[str, str | Path | None]) -> None:
     """Refuse, before anything is read, an output that resolves (symlinks included) to an
     input or to another output (or to another output's rejects or manifest file);

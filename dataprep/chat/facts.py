@@ -53,6 +53,7 @@ from cosmosage.dataprep.io import (
     read_csv,
     read_yaml,
     reason_group,
+    record_strings,
     rejects_path,
     write_jsonl,
     write_rejects,
@@ -553,17 +554,6 @@ def conversation_suite(facts: list[Fact], kind: str = "domain") -> dict:
     return {"prompts": prompts}
 
 
-def _strings(obj) -> Iterator[str]:
-    if isinstance(obj, str):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _strings(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _strings(v)
-
-
 def _make_out_dir(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -621,7 +611,7 @@ def build_facts(
         "dialogue": [render_dialogue(s, fs, speakers, rng) for s, fs in by_subject.items()],
         "chat": [r for f in facts for r in render_chat(f)],
     }
-    trained_text = "\n".join(s.lower() for recs in outputs.values() for s in _strings(recs))
+    trained_text = "\n".join(s.lower() for recs in outputs.values() for s in record_strings(recs))
     overlap = 0
     for f in facts:
         kept = [q for q in f.held_out if q.lower() not in trained_text]

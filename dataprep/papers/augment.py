@@ -26,16 +26,11 @@ PERMUTED = ("shuffled", "reordered")
 
 
 def _shuffled(paper: Paper, rng: random.Random) -> str:
-    lines = [f"# {paper.title}"]
-    section = None
-    for p in paper.paragraphs:
-        if p.section != section and p.section:
-            lines.append(f"## {p.section}")
-        section = p.section
-        order = list(p.sentences)
-        rng.shuffle(order)
-        lines.append(" ".join(order))
-    return "\n\n".join(lines)
+    def order(sentences: list[str]) -> list[str]:
+        rng.shuffle(sentences)
+        return sentences
+
+    return paper.text(order=order)
 
 
 def _reordered(paper: Paper, rng: random.Random) -> str:

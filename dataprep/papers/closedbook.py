@@ -37,6 +37,7 @@ from cosmosage.dataprep.io import (
     check_outputs,
     read_jsonl,
     read_yaml,
+    record_strings,
     rejects_path,
     write_jsonl,
     write_rejects,
@@ -181,7 +182,7 @@ class TrainingText:
             if isinstance(rec, Reject):
                 continue
             where = f"{path}:{line}"
-            self.chunks.append((where, normalise(" ".join(_strings(rec)))))
+            self.chunks.append((where, normalise(" ".join(record_strings(rec)))))
             for key in ("sentence", "paper_sentence"):
                 if "messages" in rec and isinstance(rec.get(key), str):
                     self.qa_sentences.setdefault(normalise(rec[key]), where)
@@ -198,17 +199,6 @@ class TrainingText:
             if where:
                 return f"leak: its held-out sentence was trained as Q&A in {where}"
         return None
-
-
-def _strings(obj) -> Iterator[str]:
-    if isinstance(obj, str):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _strings(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _strings(v)
 
 
 def decontaminate(

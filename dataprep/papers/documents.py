@@ -59,15 +59,16 @@ class Paper:
     def sentences(self) -> list[str]:
         return [s for p in self.paragraphs for s in p.sentences]
 
-    def text(self) -> str:
-        """The paper as one completion text: title, section headings, paragraphs."""
+    def text(self, order=None) -> str:
+        """The paper as one completion text: title, section headings, paragraphs; `order`
+        (a function of a paragraph's sentences) may rearrange each paragraph."""
         lines = [f"# {self.title}"]
         section = None
         for p in self.paragraphs:
             if p.section != section and p.section:
                 lines.append(f"## {p.section}")
             section = p.section
-            lines.append(" ".join(p.sentences))
+            lines.append(" ".join(order(list(p.sentences)) if order else p.sentences))
         return "\n\n".join(lines)
 
 
