@@ -57,6 +57,11 @@ class _Asker:
 def rates(rows: list[dict], label: str) -> dict[str, float]:
     """Pass rates of one model: all, by kind, by wording, by group (closed-book questions:
     `qa_fact`, `paper_only`, `held_out_sentence`), by document (`doc:NAME`), by suite."""
+    return {k: passed / n for k, (passed, n) in counts(rows, label).items()}
+
+
+def counts(rows: list[dict], label: str) -> dict[str, list[int]]:
+    """[passed, scored] of one model for every key of `rates` (the intervals' input)."""
     groups: dict[str, list[bool]] = {"all": []}
     for row in rows:
         passed = row.get(f"{label}_pass")
@@ -71,7 +76,7 @@ def rates(rows: list[dict], label: str) -> dict[str, float]:
             keys.append(f"doc:{row['document']}")
         for key in keys:
             groups.setdefault(key, []).append(bool(passed))
-    return {k: sum(v) / len(v) for k, v in groups.items() if v}
+    return {k: [sum(v), len(v)] for k, v in groups.items() if v}
 
 
 def evaluate(
@@ -98,6 +103,7 @@ def evaluate(
     prompts = load_suites(list(suites))
     rows = [{k: p[k] for k in ROW_KEYS if k in p} for p in prompts]
     scores: dict[str, dict] = {}
+    tallies: dict[str, dict] = {}
     cache = AnswerCache(cache_dir)
     for label, path in models.items():
         gen = _Asker(path, device, cache)
@@ -115,6 +121,7 @@ def evaluate(
                 passed, detail = score(ans, prompts[i])
             row[f"{label}_pass"], row[f"{label}_detail"] = passed, detail
         scores[label] = rates(rows, label)
+        tallies[label] = counts(rows, label)
         if sampling is not None:
             picked = [
                 i for i, p in enumerate(prompts) if not sample_suites or p["suite"] in sample_suites
@@ -149,6 +156,7 @@ def evaluate(
         "preset": settings,
         "models": {k: str(v) for k, v in models.items()},
         "scores": scores,
+        "counts": tallies,
         "answers": rows,
     }
     if sampling is not None:

@@ -17,8 +17,31 @@ COLUMNS = [
 ]
 
 
+INTERVALS = "Pass rates with their 95% Wilson intervals in brackets, in percent."
+
+
 def pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.0%}"
+
+
+def interval(passed: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a pass rate (scipy's), sound at 0/n and n/n where the
+    normal approximation gives a zero-width interval."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(passed, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def cell(result: dict, label: str, key: str) -> str:
+    """A score as `62% [43-79]`: the rate and its 95% interval where the counts are known
+    (a suite of 24 prompts cannot tell 62% from 50%, and a table should say so)."""
+    rate = result["scores"][label].get(key)
+    got = (result.get("counts") or {}).get(label, {}).get(key)
+    if rate is None or not got:
+        return pct(rate)
+    lo, hi = interval(*got)
+    return f"{rate:.0%} [{lo * 100:.0f}-{hi * 100:.0f}]"
 
 
 def scores_table(result: dict) -> list[str]:
@@ -27,8 +50,7 @@ def scores_table(result: dict) -> list[str]:
     lines = ["| model | " + " | ".join(name for _, name in cols) + " |"]
     lines.append("|---" * (len(cols) + 1) + "|")
     for label in labels:
-        s = result["scores"][label]
-        lines.append(f"| {label} | " + " | ".join(pct(s.get(k)) for k, _ in cols) + " |")
+        lines.append(f"| {label} | " + " | ".join(cell(result, label, k) for k, _ in cols) + " |")
     return lines
 
 
@@ -37,7 +59,7 @@ def suites_table(result: dict) -> list[str]:
     suites = sorted({k for m in labels for k in result["scores"][m] if k.startswith("suite:")})
     lines = ["| suite | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
     for key in suites:
-        cells = [pct(result["scores"][m].get(key)) for m in labels]
+        cells = [cell(result, m, key) for m in labels]
         lines.append(f"| {key.removeprefix('suite:')} | " + " | ".join(cells) + " |")
     return lines
 
@@ -50,7 +72,7 @@ def documents_table(result: dict) -> list[str]:
         return []
     lines = ["| document | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
     for key in docs:
-        cells = [pct(result["scores"][m].get(key)) for m in labels]
+        cells = [cell(result, m, key) for m in labels]
         lines.append(f"| {key.removeprefix('doc:')} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
@@ -90,7 +112,8 @@ def report_markdown(result: dict, title: str = "Evaluation") -> str:
         f"Generation: preset `{p.get('name')}`"
         + "".join(f", {k} {v}" for k, v in p.items() if k not in ("name",))
     )
-    lines += ["", *scores_table(result), "", *suites_table(result), "", *documents_table(result)]
+    lines += ["", *scores_table(result), "", INTERVALS, "", *suites_table(result), ""]
+    lines += documents_table(result)
     for label in labels:
         lines.append(f"- {label}: `{result['models'][label]}`")
     lines += ["", *consistency_lines(result)]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cosmosage.dataprep.io import manifest_path
 from cosmosage.tools.eval.consistency import FLAG_THRESHOLD
+from cosmosage.tools.eval.report import INTERVALS, cell
 from cosmosage.tools.models.merge import link_or_copy
 from cosmosage.tools.recipe.render import ROOT, Rendered
 
@@ -104,7 +105,10 @@ EVAL_COLUMNS = [
 ]
 
 
-def eval_table(scores: dict[str, dict]) -> list[str]:
+def eval_table(scores: dict[str, dict], counts: dict[str, dict] | None = None) -> list[str]:
+    """The scores per model; a pass rate whose counts are known carries its 95% interval."""
+    counts = counts or {}
+
     cols = [(k, n) for k, n in EVAL_COLUMNS if any(k in s for s in scores.values())]
     mc = sorted({k for s in scores.values() for k in s if k.startswith("mc:")})
     ppl = any("ppl" in s for s in scores.values())
@@ -113,7 +117,8 @@ def eval_table(scores: dict[str, dict]) -> list[str]:
     )
     lines = ["| model | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for label, s in scores.items():
-        cells = [f"{s[k]:.0%}" if k in s else "-" for k, _ in cols]
+        one = {"scores": {label: s}, "counts": {label: counts.get(label) or {}}}
+        cells = [cell(one, label, k) for k, _ in cols]
         cells += [f"{s[k]:.0%}" if k in s else "-" for k in mc]
         if ppl:
             cells.append(f"{s['ppl']:.2f}" if "ppl" in s else "-")
@@ -395,7 +400,13 @@ def card_markdown(
             "the wordings used in training and in held-out wordings never trained on):",
             "",
         ]
-        lines += eval_table(record["eval"])
+        scores_file = None if run_dir is None else run_dir / "eval" / "scores.json"
+        counts = None
+        if scores_file is not None and scores_file.is_file():
+            counts = json.loads(scores_file.read_text()).get("counts")
+        if counts:
+            lines += [INTERVALS, ""]
+        lines += eval_table(record["eval"], counts)
         if (run_dir is not None) and (run_dir / "eval" / "scores.png").is_file():
             lines += ["", "![scores](scores.png)", "", "![loss](loss.png)", ""]
         for r in record.get("forgetting") or []:

@@ -31,7 +31,7 @@ from pathlib import Path
 from cosmosage.dataprep.io import DataError, write_json, write_text
 from cosmosage.tools.eval import plots
 from cosmosage.tools.eval.evaluate import evaluate
-from cosmosage.tools.eval.report import pct, report_markdown
+from cosmosage.tools.eval.report import INTERVALS, cell, report_markdown
 
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 _THRESHOLD_RE = re.compile(r"\s*(>=|<=|>|<)\s*([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)\s*(%?)\s*")
@@ -247,7 +247,9 @@ def summary_lines(result: dict) -> list[str]:
     for m in labels:
         s = result["scores"][m]
         ppl = f"{s['ppl']:.2f}" if "ppl" in s else "-"
-        lines.append(f"| {m} | " + " | ".join(pct(s.get(k)) for k, _ in cols) + f" | {ppl} |")
+        lines.append(f"| {m} | " + " | ".join(cell(result, m, k) for k, _ in cols) + f" | {ppl} |")
+    if result.get("counts"):
+        lines.append(f"\n{INTERVALS}")
     for r in result.get("forgetting") or []:
         if r.get("general_flag") or r.get("ppl_flag"):
             bits = []

@@ -120,6 +120,36 @@ def test_rates_by_closed_book_group_and_document_and_the_report_tables():
     assert "| a.md | 50% |" in text and "| b.md | 100% |" in text
 
 
+def test_every_rate_has_its_counts_and_the_report_shows_a_wilson_interval():
+    from cosmosage.tools.eval.evaluate import counts
+    from cosmosage.tools.eval.report import interval, report_markdown
+
+    rows = [{"kind": "domain", "suite": "cb", "m_pass": i < 19} for i in range(24)]
+    rows.append({"kind": "domain", "suite": "cb", "m_pass": None})  # not scored
+    got = counts(rows, "m")
+    assert got["all"] == [19, 24] and got["suite:cb"] == [19, 24]
+    assert rates(rows, "m")["all"] == 19 / 24
+    lo, hi = interval(19, 24)
+    # the Wilson interval of 19/24, by its closed form
+    z, n, p = 1.959964, 24, 19 / 24
+    mid, half = (p + z * z / (2 * n)), z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5)
+    assert abs(lo - (mid - half) / (1 + z * z / n)) < 1e-4
+    assert abs(hi - (mid + half) / (1 + z * z / n)) < 1e-4
+    # all right or all wrong still leaves an interval of non-zero width
+    assert interval(0, 24)[0] == 0.0 and interval(0, 24)[1] > 0.1
+    assert interval(24, 24)[1] == 1.0 and interval(24, 24)[0] < 0.9
+    result = {
+        "suites": ["cb.yaml"],
+        "preset": {"name": "greedy"},
+        "models": {"m": "x"},
+        "scores": {"m": rates(rows, "m")},
+        "counts": {"m": got},
+        "answers": [],
+    }
+    text = report_markdown(result)
+    assert f"| 79% [{lo * 100:.0f}-{hi * 100:.0f}] |" in text and "Wilson" in text
+
+
 def test_evaluate_scores_every_model_with_self_consistency(tmp_path, tiny_model):
     suite = tmp_path / "s.yaml"
     suite.write_text(
@@ -137,6 +167,7 @@ def test_evaluate_scores_every_model_with_self_consistency(tmp_path, tiny_model)
     assert res["consistency"]["answers"] == 4 and res["consistency"]["auroc"] is None
     text = report_markdown(res)
     assert "| m1 |" in text and "### a (domain, contains)" in text and "[fail]" in text
+    assert res["counts"]["m1"]["all"] == [0, 2] and "| m1 | 0% [0-66] |" in text
 
 
 def result(label: str, passes: list[bool]) -> dict:

@@ -241,3 +241,14 @@ def test_a_soup_stage_is_named_as_a_mix_of_its_parents(tmp_path):
         "`build/models/tiny-llama`" in text
     )
     assert "| fam/soup | - | - | 0 |" in text
+
+
+def test_card_gives_each_pass_rate_its_interval_when_the_counts_are_known(tmp_path):
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    counts = {"base": {"all": [6, 24], "general": [24, 24]}, "final": {"all": [12, 24]}}
+    (run / "eval" / "scores.json").write_text(json.dumps({"counts": counts}))
+    text = card_markdown(record("org/base", {}), Rendered("x", {}, {}), run_dir=run)
+    assert "| base | 25% [12-45] | 0% | 100% [86-100] |" in text
+    # domain has no counts: the bare rate, as before
+    assert "| final | 50% [31-69] | 50% | 50% |" in text and "Wilson" in text
