@@ -386,4 +386,97 @@ def data_metaqa(inputs, out, templates, seed) -> None:
     click.echo(json.dumps(build_metaqa(list(inputs), out, templates, seed)))
 
 
-COMMANDS = [data_synth, data_grade, data_metaqa]
+@click.command("replay")
+@click.option(
+    "--model",
+    "model_path",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="The model whose answers are kept: the base model of the run they are replayed in.",
+)
+@click.option(
+    "--prompts",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Prompt files (YAML, JSONL or text), repeatable [default: the bundled "
+    "samples/replay/prompts.yaml, 310 everyday instructions of 13 kinds].",
+)
+@click.option(
+    "--against",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Evaluation suites to hold out: a prompt too close to one of theirs is rejected "
+    "[default: the bundled samples/eval suites].",
+)
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="Chat JSONL of the answers."
+)
+@click.option(
+    "--preset",
+    default="greedy",
+    show_default=True,
+    help="Generation preset (tools/eval/generation.py): greedy keeps the model's single best answer.",
+)
+@click.option(
+    "--max-new-tokens",
+    type=int,
+    default=256,
+    show_default=True,
+    help="Longest answer; an answer the limit cuts off is rejected, not kept half-said.",
+)
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Prompts per batch.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of sampled presets.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, mps.")
+def data_replay(
+    model_path, prompts, against, out, preset, max_new_tokens, batch_size, seed, device
+) -> None:
+    """Self-replay: the model's own answers to everyday instructions, as chat records.
+
+    Mixed beside what a run teaches (`data mix`, any token share), they pull the tuned
+    model back toward what it already said, in its own words, with no foreign data.
+    Prompts too close to an evaluation suite's are rejected; answers that are empty, cut
+    off, looping or repeated are rejected; every reject goes to OUT's rejects file with
+    its reason. Answers are journaled as they come: a killed run, started again with the
+    same command, asks only what is left.
+
+    \b
+    Example:
+      cosmosage data replay --model build/models/smollm2-135m-instruct \\
+        --out build/data/replay/smollm2.jsonl
+    """
+    from cosmosage.dataprep.synth.replay import ReplayConfig, run_replay
+    from cosmosage.tools.eval.generation import Generator
+    from cosmosage.tools.eval.generation import preset as make_preset
+    from cosmosage.tools.recipe.render import ROOT
+
+    settings = make_preset(preset, max_new_tokens=max_new_tokens)
+    cfg = ReplayConfig(
+        out=out,
+        prompts=list(prompts) or [str(ROOT / "samples" / "replay" / "prompts.yaml")],
+        model=str(model_path),
+        settings=settings,
+        against=list(against)
+        or [str(p) for p in sorted((ROOT / "samples" / "eval").glob("*.yaml"))],
+        batch_size=batch_size,
+    )
+    gen = None
+
+    def answer(texts: list[str]) -> list[tuple[str, bool]]:
+        nonlocal gen
+        if gen is None:
+            gen = Generator(model_path, device=device)
+        ended: list[bool] = []
+        got = gen.answers(
+            [{"prompt": t} for t in texts],
+            settings,
+            seed=seed,
+            batch_size=batch_size,
+            finished=ended,
+            progress=False,
+        )
+        return [(a[0], e) for a, e in zip(got, ended, strict=True)]
+
+    click.echo(json.dumps(run_replay(cfg, answer, echo=click.echo)))
+
+
+COMMANDS = [data_synth, data_grade, data_metaqa, data_replay]

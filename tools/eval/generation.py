@@ -118,8 +118,12 @@ class Generator:
         seed: int = 0,
         batch_size: int = 16,
         desc: str | None = None,
+        finished: list[bool] | None = None,
+        progress: bool = True,
     ) -> list[list[str]]:
-        """`n` answers per prompt with generation `settings` (a preset)."""
+        """`n` answers per prompt with generation `settings` (a preset). With `finished`,
+        a list, it gets one flag per prompt (its first answer): whether the model ended
+        the answer itself rather than the token limit cutting it off."""
         import torch
         from tqdm import tqdm
 
@@ -130,12 +134,15 @@ class Generator:
             n_gen = 1
         else:
             n_gen = n
-        out: list[list[str]] = []
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]["prompt"]))
         results: dict[int, list[str]] = {}
+        ended: dict[int, bool] = {}
+        stops = self.stop_ids()
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         label = desc or f"ask {self.path.name}"
-        for b, batch in enumerate(tqdm(batches, desc=label, unit="batch", disable=None)):
+        for b, batch in enumerate(
+            tqdm(batches, desc=label, unit="batch", disable=None if progress else True)
+        ):
             ids = [chat_ids(self.tok, prompts[i]) for i in batch]
             width = max(map(len, ids))
             input_ids = torch.tensor([[self.pad_id] * (width - len(x)) + x for x in ids])
@@ -153,5 +160,14 @@ class Generator:
             for j, i in enumerate(batch):
                 got = [t.strip() for t in texts[j * n_gen : (j + 1) * n_gen]]
                 results[i] = got if n_gen == n else got * n
-        out = [results[i] for i in range(len(prompts))]
-        return out
+                ended[i] = bool(stops & set(gen[j * n_gen, width:].tolist()))
+        if finished is not None:
+            finished[:] = [ended[i] for i in range(len(prompts))]
+        return [results[i] for i in range(len(prompts))]
+
+    def stop_ids(self) -> set[int]:
+        """The tokens that end an answer: the generation config's and the tokenizer's."""
+        ids = {self.tok.eos_token_id}
+        eos = getattr(self.model.generation_config, "eos_token_id", None)
+        ids |= set(eos) if isinstance(eos, list) else {eos}
+        return {i for i in ids if i is not None}

@@ -1,0 +1,335 @@
+"""Self-replay: the base model's own answers to everyday instructions, as chat records.
+
+Every way of teaching a model something new moves it away from what it could already
+do. Training on the base model's own answers beside the new data pulls it back toward
+what it used to say, in its own style, with no foreign data (`data replay`). Mixed in by
+token share with `data mix` like any chat source.
+
+The steps: read the prompts (the bundled `samples/replay/prompts.yaml`, or any YAML,
+JSONL or text file), drop empty, duplicate and over-long prompts and every prompt that
+overlaps an evaluation suite (`against`), ask the model in batches (the answering
+function is given by the caller, so this module loads no model), journal every answer
+as it comes so that a killed run resumes where it stopped, then drop answers that are
+empty, cut off by the token limit, looping, or repeated word for word across prompts.
+Every dropped prompt or answer goes to the rejects file with its reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cosmosage.dataprep.io import (
+    DataError,
+    Manifest,
+    Reject,
+    check_outputs,
+    read_jsonl,
+    read_text,
+    read_yaml,
+    write_jsonl,
+    write_rejects,
+)
+from cosmosage.dataprep.synth.generate import content_words
+from cosmosage.dataprep.synth.journal import Journal, journal_path
+
+# a prompt whose content words are this much alike with a suite prompt's is held out
+OVERLAP = 0.6
+MAX_PROMPT_CHARS = 2000
+
+
+@dataclass
+class Prompt:
+    text: str
+    kind: str
+    source: str
+    line: int | None
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha1(normalise(self.text).encode()).hexdigest()[:16]
+
+
+def normalise(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def _first_user_turn(rec: dict) -> str | None:
+    turns = rec.get("messages") or rec.get("conversations")
+    if not isinstance(turns, list):
+        return None
+    for t in turns:
+        if isinstance(t, dict) and (t.get("role") or t.get("from")) in ("user", "human"):
+            content = t.get("content", t.get("value"))
+            return content if isinstance(content, str) else None
+    return None
+
+
+def _item_lines(path: Path) -> dict[tuple[str, int], int]:
+    """(list name, index) -> line of every list item under `kinds:` or `prompts:`, so a
+    rejected prompt names its line (plain YAML strings carry none once loaded)."""
+    import yaml
+
+    lines: dict[tuple[str, int], int] = {}
+    root = yaml.compose(read_text(path), Loader=yaml.SafeLoader)
+    if isinstance(root, yaml.MappingNode):
+        for key, value in root.value:
+            if key.value == "kinds" and isinstance(value, yaml.MappingNode):
+                pairs = [(k.value, v) for k, v in value.value]
+            elif key.value == "prompts":
+                pairs = [(path.stem, value)]
+            else:
+                continue
+            for name, seq in pairs:
+                if isinstance(seq, yaml.SequenceNode):
+                    for i, node in enumerate(seq.value):
+                        lines[(str(name), i)] = node.start_mark.line + 1
+    elif isinstance(root, yaml.SequenceNode):
+        for i, node in enumerate(root.value):
+            lines[(path.stem, i)] = node.start_mark.line + 1
+    return lines
+
+
+def read_prompts(path: str | Path) -> Iterator[Prompt | Reject]:
+    """The prompts of one file: YAML (`kinds: {KIND: [prompt, ...]}`, or `prompts:` as a
+    list of strings or mappings with `prompt`), JSONL (a `prompt` field, or a chat record
+    whose first user turn is the prompt) or plain text (one prompt per line)."""
+    path = Path(path)
+    src = str(path)
+    if path.suffix in (".yaml", ".yml"):
+        doc = read_yaml(path, lines=True)
+        if isinstance(doc, dict) and isinstance(doc.get("kinds"), dict):
+            groups = [(k, v) for k, v in doc["kinds"].items() if k != "__line__"]
+        elif isinstance(doc, dict) and isinstance(doc.get("prompts"), list):
+            groups = [(path.stem, doc["prompts"])]
+        elif isinstance(doc, list):
+            groups = [(path.stem, doc)]
+        else:
+            raise DataError(f"{src}: expected `kinds:` (kind -> list of prompts) or `prompts:`")
+        lines = _item_lines(path)
+        for kind, items in groups:
+            if not isinstance(items, list):
+                raise DataError(f"{src}: kinds.{kind} must be a list of prompts")
+            for i, item in enumerate(items):
+                line = lines.get((str(kind), i))
+                if isinstance(item, dict):
+                    item = {k: v for k, v in item.items() if k != "__line__"}
+                    text, kind_i = item.get("prompt"), str(item.get("kind", kind))
+                else:
+                    text, kind_i = item, str(kind)
+                if not isinstance(text, str):
+                    yield Reject(src, line, f"{kind}: the prompt must be text", item)
+                    continue
+                yield Prompt(text, kind_i, src, line)
+    elif path.suffix == ".jsonl":
+        for line, rec in read_jsonl(path):
+            if isinstance(rec, Reject):
+                yield rec
+                continue
+            text = (
+                rec.get("prompt") if isinstance(rec.get("prompt"), str) else _first_user_turn(rec)
+            )
+            if text is None:
+                yield Reject(src, line, "no `prompt` field and no user turn", rec)
+                continue
+            yield Prompt(text, str(rec.get("kind", path.stem)), src, line)
+    else:
+        for i, text in enumerate(read_text(path).splitlines(), start=1):
+            if text.strip() and not text.lstrip().startswith("#"):
+                yield Prompt(text.strip(), path.stem, src, i)
+
+
+def suite_prompts(path: str | Path) -> list[str]:
+    """Every prompt (and earlier turn) of an evaluation suite file, to hold out."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        out = []
+        for _, rec in read_jsonl(path):
+            if isinstance(rec, dict):
+                for key in ("prompt", "question", "query"):
+                    if isinstance(rec.get(key), str):
+                        out.append(rec[key])
+        return out
+    doc = read_yaml(path)
+    items = doc.get("prompts") if isinstance(doc, dict) else doc
+    if not isinstance(items, list):
+        raise DataError(f"{path}: not an evaluation suite (no `prompts:` list)")
+    out = []
+    for p in items:
+        if isinstance(p, dict):
+            out += [p["prompt"]] if isinstance(p.get("prompt"), str) else []
+            out += [
+                t["content"]
+                for t in p.get("history") or []
+                if isinstance(t, dict) and isinstance(t.get("content"), str)
+            ]
+    return out
+
+
+class Holdout:
+    """Finds the suite prompt a candidate is too close to: the same words, or content
+    words alike by at least OVERLAP (Jaccard), so 'Who wrote the play Hamlet?' is held
+    out by 'Who wrote Hamlet?' while 'What is the capital of Italy?' is not by '... of
+    France?'."""
+
+    def __init__(self, suites: list[str | Path]):
+        self.items: list[tuple[str, str, set[str]]] = []
+        for s in suites:
+            for text in suite_prompts(s):
+                self.items.append((Path(s).name, normalise(text), content_words(text)))
+
+    def hit(self, text: str) -> str | None:
+        norm, words = normalise(text), content_words(text)
+        for suite, other, other_words in self.items:
+            if norm == other:
+                return f"held out: the same as a prompt of {suite}"
+            union = words | other_words
+            if union and len(words & other_words) / len(union) >= OVERLAP:
+                return f"held out: too close to {suite} prompt {other!r}"
+        return None
+
+
+def looping(text: str, n: int = 3, limit: int = 4) -> bool:
+    """Whether some run of n words repeats more than `limit` times (a small model's loop)."""
+    words = text.lower().split()
+    grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    return bool(grams) and max(grams.values()) > limit
+
+
+@dataclass
+class ReplayConfig:
+    out: str
+    prompts: list[str]
+    model: str  # recorded in the manifest and journal header
+    settings: dict  # generation settings, recorded; a resumed run must use the same
+    against: list[str] = field(default_factory=list)
+    batch_size: int = 16
+    max_prompt_chars: int = MAX_PROMPT_CHARS
+    min_answer_chars: int = 1
+
+
+# (prompt texts) -> [(answer, finished)], finished False when the token limit cut it off
+AnswerFn = Callable[[list[str]], list[tuple[str, bool]]]
+
+
+def select_prompts(cfg: ReplayConfig) -> tuple[list[Prompt], list[Reject], Counter]:
+    holdout = Holdout(cfg.against)
+    kept: list[Prompt] = []
+    rejects: list[Reject] = []
+    seen: dict[str, Prompt] = {}
+    for path in cfg.prompts:
+        for p in read_prompts(path):
+            if isinstance(p, Reject):
+                rejects.append(p)
+                continue
+            why = None
+            if not p.text.strip():
+                why = "empty prompt"
+            elif len(p.text) > cfg.max_prompt_chars:
+                why = f"prompt longer than {cfg.max_prompt_chars} characters"
+            elif p.key in seen:
+                first = seen[p.key]
+                why = f"duplicate prompt (first at {first.source}:{first.line})"
+            else:
+                why = holdout.hit(p.text)
+            if why:
+                rejects.append(Reject(p.source, p.line, why, {"prompt": p.text}))
+                continue
+            seen[p.key] = p
+            kept.append(p)
+    return kept, rejects, Counter(p.kind for p in kept)
+
+
+def run_replay(
+    cfg: ReplayConfig, answer: AnswerFn, echo: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Ask what the journal lacks, then write the chat records, rejects and manifest."""
+    from tqdm import tqdm
+
+    check_outputs(cfg.prompts + cfg.against, {"--out": cfg.out})
+    prompts, rejects, kinds = select_prompts(cfg)
+    if not prompts:
+        raise DataError(f"no prompts left to ask from {', '.join(cfg.prompts)}")
+    header = {"kind": "replay", "model": cfg.model, "settings": cfg.settings}
+    with Journal(journal_path(cfg.out), header) as journal:
+        for key in ("model", "settings"):
+            if journal.header.get(key) != header[key]:
+                raise DataError(
+                    f"{journal.path}: made with {key} {journal.header.get(key)!r}, now "
+                    f"{header[key]!r}; use the same settings to resume, or another --out"
+                )
+        done = {e["key"]: e for e in journal.entries}
+        todo = [p for p in prompts if p.key not in done]
+        if done:
+            echo(
+                f"replay {len(prompts) - len(todo)} of {len(prompts)} prompts answered by an earlier run"
+            )
+        with tqdm(total=len(todo), desc="replay", unit="prompt", disable=None) as bar:
+            for i in range(0, len(todo), cfg.batch_size):
+                batch = todo[i : i + cfg.batch_size]
+                got = answer([p.text for p in batch])
+                if len(got) != len(batch):
+                    raise DataError(f"the model gave {len(got)} answers to {len(batch)} prompts")
+                for p, (text, finished) in zip(batch, got, strict=True):
+                    entry = {"key": p.key, "answer": text, "finished": bool(finished)}
+                    journal.append(entry)
+                    done[p.key] = entry
+                bar.update(len(batch))
+    kept, seen_answers = [], {}
+    for p in prompts:
+        e = done[p.key]
+        text, why = e["answer"].strip(), None
+        if len(text) < cfg.min_answer_chars:
+            why = (
+                "empty answer"
+                if not text
+                else f"answer shorter than {cfg.min_answer_chars} characters"
+            )
+        elif not e["finished"]:
+            why = "answer cut off by the token limit (raise max_new_tokens to keep it)"
+        elif looping(text):
+            why = "answer loops (a run of words repeats more than 4 times)"
+        elif normalise(text) in seen_answers:
+            why = f"the same answer as the prompt at {seen_answers[normalise(text)]}"
+        if why:
+            rejects.append(Reject(p.source, p.line, why, {"prompt": p.text, "answer": text}))
+            kinds[p.kind] -= 1
+            continue
+        seen_answers[normalise(text)] = f"{p.source}:{p.line}"
+        kept.append(
+            {
+                "messages": [
+                    {"role": "user", "content": p.text},
+                    {"role": "assistant", "content": text},
+                ]
+            }
+        )
+    manifest = Manifest(
+        str(cfg.out),
+        extra={
+            "step": "replay",
+            "model": cfg.model,
+            "settings": cfg.settings,
+            "kinds": {k: v for k, v in sorted(kinds.items()) if v > 0},
+            "held_out_against": list(cfg.against),
+        },
+    )
+    for path in cfg.prompts + cfg.against:
+        manifest.add_input(path)
+    for r in rejects:
+        manifest.drop(r.reason)
+    manifest.kept = write_jsonl(cfg.out, kept)
+    write_rejects(cfg.out, rejects)
+    manifest.write()
+    return {
+        "out": str(cfg.out),
+        "kept": manifest.kept,
+        "rejected": len(rejects),
+        "asked": len(prompts),
+        "kinds": manifest.extra["kinds"],
+    }

@@ -1,0 +1,235 @@
+"""`data replay`: the base model's own answers as chat records. Prompts too close to an
+evaluation suite are held out, bad answers are rejected with their reason, a killed run
+resumes, and the bundled prompts hold out every bundled suite."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cosmosage.dataprep.io import DataError, read_yaml, record_strings
+from cosmosage.dataprep.synth.replay import (
+    Holdout,
+    ReplayConfig,
+    looping,
+    read_prompts,
+    run_replay,
+    select_prompts,
+)
+from cosmosage.tools.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[3]
+QUIET = {"echo": lambda m: None}
+
+
+def lines(path) -> list[dict]:
+    return [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+
+
+@pytest.fixture
+def files(tmp_path):
+    prompts = tmp_path / "prompts.yaml"
+    prompts.write_text(
+        "kinds:\n"
+        "  facts:\n"
+        "    - What is the capital of Italy?\n"  # 3
+        "    - Who wrote the play Hamlet?\n"  # 4: too close to the suite's prompt
+        "    - what is the capital of italy\n"  # 5: duplicate of line 3
+        "    - 42\n"  # 6: not text
+        "  maths:\n"
+        "    - What is 6 times 7?\n"  # 8
+        "    - Say something twice.\n"  # 9
+        "    - Count forever.\n"  # 10
+        "    - Write a long essay.\n"  # 11
+        "    - Say nothing.\n"  # 12
+    )
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "prompts:\n  - {id: a, prompt: 'Who wrote Hamlet?', expect: [Shakespeare]}\n"
+        "  - {id: b, prompt: 'What is the capital of France?', expect: [Paris]}\n"
+    )
+    return prompts, suite
+
+
+SCRIPT = {
+    "What is the capital of Italy?": ("The capital of Italy is Rome.", True),
+    "What is 6 times 7?": ("6 times 7 is 42.", True),
+    "Say something twice.": ("The capital of Italy is Rome.", True),  # same as line 3's
+    "Count forever.": ("one two three " * 6, True),
+    "Write a long essay.": ("Essays begin with", False),
+    "Say nothing.": ("  ", True),
+}
+
+
+class Scripted:
+    """Answers from a table, counting what it was asked (the filters' and the journal's
+    test; the model itself answers in test_replay_cli_with_a_real_model)."""
+
+    def __init__(self, fail_after: int | None = None):
+        self.asked: list[str] = []
+        self.fail_after = fail_after
+
+    def __call__(self, texts):
+        if self.fail_after is not None and len(self.asked) >= self.fail_after:
+            raise KeyboardInterrupt
+        self.asked += texts
+        return [SCRIPT[t] for t in texts]
+
+
+def test_prompts_close_to_a_suite_duplicates_and_non_text_are_rejected_with_their_line(files):
+    prompts, suite = files
+    cfg = ReplayConfig(
+        out="x.jsonl", prompts=[str(prompts)], model="m", settings={}, against=[str(suite)]
+    )
+    kept, rejects, kinds = select_prompts(cfg)
+    assert [p.text for p in kept][:2] == ["What is the capital of Italy?", "What is 6 times 7?"]
+    why = {r.line: r.reason for r in rejects}
+    assert why[4].startswith("held out: too close to suite.yaml")
+    assert why[5] == f"duplicate prompt (first at {prompts}:3)"
+    assert "must be text" in why[6]
+    assert kinds == {"facts": 1, "maths": 5}
+
+
+def test_answers_empty_cut_off_looping_or_repeated_are_rejected(files, tmp_path):
+    prompts, suite = files
+    out = tmp_path / "replay.jsonl"
+    cfg = ReplayConfig(
+        out=str(out),
+        prompts=[str(prompts)],
+        model="m",
+        settings={"x": 1},
+        against=[str(suite)],
+        batch_size=2,
+    )
+    got = run_replay(cfg, Scripted(), **QUIET)
+    recs = lines(out)
+    assert [r["messages"][1]["content"] for r in recs] == [
+        "The capital of Italy is Rome.",
+        "6 times 7 is 42.",
+    ]
+    assert recs[0]["messages"][0] == {"role": "user", "content": "What is the capital of Italy?"}
+    reasons = {r["line"]: r["reason"] for r in lines(tmp_path / "replay.rejects.jsonl")}
+    assert reasons[9] == f"the same answer as the prompt at {prompts}:3"
+    assert reasons[10].startswith("answer loops")
+    assert reasons[11].startswith("answer cut off by the token limit")
+    assert reasons[12] == "empty answer"
+    manifest = json.loads((tmp_path / "replay.manifest.json").read_text())
+    assert manifest["kept"] == got["kept"] == 2 and manifest["dropped_total"] == 7
+    assert manifest["kinds"] == {"facts": 1, "maths": 1}
+    assert looping("a b c " * 5) and not looping("a b c " * 4)
+
+
+def test_a_killed_run_resumes_with_only_what_is_left_and_the_same_output(files, tmp_path):
+    prompts, suite = files
+    whole = tmp_path / "whole.jsonl"
+    cfg = dict(prompts=[str(prompts)], model="m", settings={}, against=[str(suite)], batch_size=2)
+    run_replay(ReplayConfig(out=str(whole), **cfg), Scripted(), **QUIET)
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        run_replay(ReplayConfig(out=str(out), **cfg), Scripted(fail_after=2), **QUIET)
+    assert not out.exists()
+    again = Scripted()
+    run_replay(ReplayConfig(out=str(out), **cfg), again, **QUIET)
+    assert len(again.asked) == 4  # 6 prompts kept, 2 answered before the kill
+    assert out.read_text() == whole.read_text()
+    # other generation settings cannot resume this journal
+    with pytest.raises(DataError, match="made with settings"):
+        run_replay(ReplayConfig(out=str(out), **{**cfg, "settings": {"t": 1}}), Scripted(), **QUIET)
+
+
+def test_output_over_an_input_is_refused(files):
+    prompts, suite = files
+    cfg = ReplayConfig(
+        out=str(suite), prompts=[str(prompts)], model="m", settings={}, against=[str(suite)]
+    )
+    with pytest.raises(DataError, match="--out"):
+        run_replay(cfg, Scripted(), **QUIET)
+
+
+def test_prompts_read_from_jsonl_chat_records_and_text(tmp_path):
+    j = tmp_path / "p.jsonl"
+    j.write_text(
+        json.dumps({"prompt": "Hi?"})
+        + "\n"
+        + json.dumps(
+            {"conversations": [{"from": "human", "value": "Why?"}, {"from": "gpt", "value": "."}]}
+        )
+        + "\n"
+        + json.dumps({"text": "no prompt"})
+        + "\n"
+    )
+    t = tmp_path / "p.txt"
+    t.write_text("# a comment\nFirst?\n\nSecond?\n")
+    got = list(read_prompts(j)) + list(read_prompts(t))
+    texts = [g.text for g in got if not hasattr(g, "reason")]
+    assert texts == ["Hi?", "Why?", "First?", "Second?"]
+    assert [g.line for g in got if hasattr(g, "reason")] == [3]
+    assert [g.line for g in got if not hasattr(g, "reason")][2:] == [2, 4]
+
+
+def held_out_questions() -> list[tuple[str, str]]:
+    """Every evaluation prompt the project bundles: the suites, and the questions of the
+    fact tables (the facts and papers studies build their suites from them)."""
+    out = []
+    for suite in sorted((ROOT / "samples" / "eval").glob("*.yaml")):
+        out.append(str(suite))
+    questions = []
+    for table in [
+        *sorted((ROOT / "samples" / "facts").glob("*.yaml")),
+        ROOT / "samples" / "study_papers" / "facts.yaml",
+    ]:
+        questions += [s for s in record_strings(read_yaml(table)) if s.strip().endswith("?")]
+    return out, questions
+
+
+def test_the_bundled_prompts_are_many_kinds_and_hold_out_every_bundled_suite(tmp_path):
+    bundled = ROOT / "samples" / "replay" / "prompts.yaml"
+    suites, questions = held_out_questions()
+    extra = tmp_path / "questions.yaml"
+    extra.write_text(json.dumps({"prompts": [{"prompt": q} for q in questions]}))
+    assert len(questions) > 50
+    cfg = ReplayConfig(
+        out="x", prompts=[str(bundled)], model="m", settings={}, against=[*suites, str(extra)]
+    )
+    kept, rejects, kinds = select_prompts(cfg)
+    assert rejects == [] and len(kept) >= 300 and len(kinds) >= 10
+    # the check would see one: a suite prompt slipped in is held out
+    (tmp_path / "leak.yaml").write_text("prompts:\n  - " + json.dumps(questions[0]) + "\n")
+    cfg.prompts.append(str(tmp_path / "leak.yaml"))
+    assert select_prompts(cfg)[1][0].reason.startswith("held out")
+    assert Holdout([suites[0]]).items
+
+
+def test_replay_cli_with_a_real_model_journals_answers_and_says_when_cut_off(
+    tiny_model, tmp_path, files
+):
+    prompts, suite = files
+    out = tmp_path / "r.jsonl"
+    args = [
+        "data",
+        "replay",
+        "--model",
+        str(tiny_model),
+        "--prompts",
+        str(prompts),
+        "--against",
+        str(suite),
+        "--out",
+        str(out),
+        "--max-new-tokens",
+        "3",
+    ]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output[res.output.index('{"out"') :].splitlines()[0])
+    assert summary["asked"] == 6 and summary["kept"] + summary["rejected"] == 9
+    journal = lines(tmp_path / "r.journal.jsonl")
+    assert len(journal) == 7 and journal[0]["settings"]["max_new_tokens"] == 3
+    # the tiny model never ends an answer within 3 tokens: every answer is cut off
+    assert all(e["finished"] is False for e in journal[1:])
+    assert summary["kept"] == 0
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0 and "6 of 6 prompts answered by an earlier run" in res.output
