@@ -102,6 +102,11 @@ def test_eval_card_and_registry(quickstart_run):
         s = scores["scores"][label]
         assert {"all", "domain", "general", "trained", "held_out", "ppl"} <= set(s), label
         assert 0.0 <= s["mc:mc_general"] <= 1.0 and s["ppl"] > 1.0
+        # every pass rate has its counts; every tuned model its drift from the base
+        assert 0 < scores["counts"][label]["all"][1] <= len(scores["answers"])
+        if label != "base":
+            assert s["kl"] >= 0.0 and 0.0 <= s["changed"] <= 1.0
+    assert "Drift from the base" in (run_dir / "eval" / "report.md").read_text()
     assert [f"{r['before']}->{r['after']}" for r in scores["forgetting"]] == [
         "base->pretrain",
         "pretrain->instruct",

@@ -14,11 +14,15 @@ the thresholds a recipe declares.
         mc_style: options               # or letters (AstroMLab-1 / MMLU style)
         perplexity: samples/eval/general_text.md
         judge: {base_url: http://127.0.0.1:8000/v1, model: judge}
+        drift: true                     # KL to the base on general prompts (default on)
         forgetting: {general: 0.10, perplexity: 0.10}   # allowed drop / relative rise
         thresholds: {final.held_out: ">= 0.9"}          # fail the run when not met
 
 Metric names, per model label (`base`, each stage key, `final`): all, domain, general,
-trained, held_out, flagged, suite:NAME, mc:NAME (acc_norm), ppl.
+trained, held_out, flagged, suite:NAME, mc:NAME (acc_norm), ppl; and, for every model
+but the base, kl (mean per-token KL(base || model) over the base's greedy answers to the
+general prompts, tools/eval/drift.py) and changed (the share of those answers that are
+no longer the base's, word for word).
 """
 
 from __future__ import annotations
@@ -126,6 +130,7 @@ def evaluate_run(run_dir: Path, record: dict, meta: dict, base: str, root: Path,
         )
         if result.get("cached_requests"):
             echo(f"eval   {result['cached_requests']} request(s) answered from build/cache/answers")
+    drift_lines(result, models, cfg, echo)
     for bench in cfg.get("multiple_choice") or []:
         from cosmosage.tools.eval.multiple_choice import run_mc
 
@@ -161,6 +166,44 @@ def evaluate_run(run_dir: Path, record: dict, meta: dict, base: str, root: Path,
         plots.plot_calibration(c["calibration"], out / "calibration.png", c["auroc"])
     write_text(out / "report.md", run_report(result))
     return result
+
+
+def drift_lines(result: dict, models: dict[str, str], cfg: dict, echo) -> None:
+    """KL to the base and the share of changed answers, on the suites' general prompts."""
+    from cosmosage.tools.eval.drift import changed_share, general_items, kl_to_base
+
+    items = general_items(result.get("answers") or [])
+    if not cfg.get("drift", True) or "base" not in models or not items:
+        return
+    others = [m for m in models if m != "base"]
+    echo(f"eval   drift from base on {len(items)} general prompts: {', '.join(others)}")
+    for label in others:
+        try:
+            got = kl_to_base(models["base"], models[label], items)
+        except ValueError as exc:
+            echo(f"eval   drift of {label} not measured: {exc}")
+            continue
+        result["scores"][label]["kl"] = round(got["kl"], 5)
+        result["scores"][label]["changed"] = changed_share(result["answers"], label)
+
+
+def drift_table(result: dict) -> list[str]:
+    rows = [(m, s) for m, s in result["scores"].items() if "kl" in s]
+    if not rows:
+        return []
+    lines = [
+        "## Drift from the base on the general prompts",
+        "",
+        "Mean per-token KL(base || model) over the base model's own greedy answers (nats; 0",
+        "for an unchanged model), and the share of those answers the model no longer gives.",
+        "",
+        "| model | KL to base | answers changed |",
+        "|---|---|---|",
+    ]
+    for m, s in rows:
+        changed = "-" if s.get("changed") is None else f"{s['changed']:.0%}"
+        lines.append(f"| {m} | {s['kl']:.4f} | {changed} |")
+    return [*lines, ""]
 
 
 def mc_metrics(result: dict) -> list[tuple[str, str]]:
@@ -204,6 +247,7 @@ def extra_tables(result: dict) -> list[str]:
                 f"| {name} (n={next(iter(per.values()))['n']}) | " + " | ".join(cells) + " |"
             )
         lines.append("")
+    lines += drift_table(result)
     if any("ppl" in result["scores"][m] for m in labels):
         lines += ["## Perplexity on the held-out general text", ""]
         lines += ["| " + " | ".join(labels) + " |", "|---" * len(labels) + "|"]
@@ -250,6 +294,13 @@ def summary_lines(result: dict) -> list[str]:
         lines.append(f"| {m} | " + " | ".join(cell(result, m, k) for k, _ in cols) + f" | {ppl} |")
     if result.get("counts"):
         lines.append(f"\n{INTERVALS}")
+    drift = [
+        f"{m} KL {s['kl']:.4f}, {s['changed']:.0%} of answers changed"
+        for m, s in result["scores"].items()
+        if "kl" in s and s.get("changed") is not None
+    ]
+    if drift:
+        lines.append("\nDrift from the base on the general prompts: " + "; ".join(drift))
     for r in result.get("forgetting") or []:
         if r.get("general_flag") or r.get("ppl_flag"):
             bits = []
