@@ -4,7 +4,10 @@
 (`<run>/upload/`, hard links: the run's publish folder - merged model, card, plots - and
 with `with_gguf` the GGUF files and Ollama Modelfile of `<run>/gguf/`); `publish` shows
 it (files and sizes), stops there on a dry run, and otherwise uploads it as one commit
-and tags that commit, one tag per version. Refused before anything is sent: a run that
+and tags that commit, one tag per version. Only what a model repository holds is sent
+(weights, config, tokenizer, generation config, card and other markdown, plots, GGUF,
+Modelfile, license): dotfiles, optimizer and trainer state, checkpoints, logs and
+anything else are left out and listed. Refused before anything is sent: a run that
 did not finish, a run that failed its evaluation thresholds (unless forced), a folder
 without merged weights or card, an invalid repo id or tag, no token, a token written
 into a file. The token (HF_TOKEN or the login cache) is handed to huggingface_hub and
@@ -13,6 +16,7 @@ never printed or written.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -29,6 +33,41 @@ UPLOAD_DIR = "upload"
 REPO_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 WEIGHTS = ("*.safetensors", "*.bin")
+# what a model repository holds (matched on the file name); anything else in the folder
+# is left out of the upload and listed as such
+ALLOWED = (
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "pytorch_model*.bin",
+    "adapter_model.bin",
+    "config.json",
+    "adapter_config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "chat_template.json",
+    "*.md",
+    "*.png",
+    "*.gguf",
+    "Modelfile",
+    "LICENSE",
+    "LICENSE.*",
+)
+# training state: never part of a published model, whatever its name matches
+TRAINING_STATE = (
+    "optimizer*",
+    "scheduler*",
+    "rng_state*",
+    "training_args.bin",
+    "trainer_state.json",
+)
 
 Echo = Callable[[str], None]
 
@@ -47,6 +86,7 @@ class Plan:
     description: str
     run: dict | None = None
     files: list[tuple[str, int]] = field(default_factory=list)
+    left_out: list[tuple[str, str]] = field(default_factory=list)
 
 
 def human_size(n: int) -> str:
@@ -158,12 +198,34 @@ def build_folder(publish_dir: Path, run_dir: Path | None, with_gguf: bool) -> Pa
     return dst
 
 
-def listing(folder: Path) -> list[tuple[str, int]]:
-    return [
-        (f.relative_to(folder).as_posix(), f.stat().st_size)
-        for f in sorted(folder.rglob("*"))
-        if f.is_file()
-    ]
+def left_out_reason(rel: str) -> str | None:
+    """Why a file of the folder (its path inside it) is not uploaded; None if it is."""
+    from fnmatch import fnmatch
+
+    parts = rel.split("/")
+    if any(p.startswith(".") for p in parts):
+        return "hidden file or folder (never uploaded: it may hold secrets)"
+    if any(fnmatch(p, "checkpoint-*") for p in parts[:-1]) or any(
+        fnmatch(parts[-1], pat) for pat in TRAINING_STATE
+    ):
+        return "training state (optimizer, scheduler, trainer state or a checkpoint)"
+    if not any(fnmatch(parts[-1], pat) for pat in ALLOWED):
+        return "not a model, tokenizer, card, plot or GGUF file"
+    return None
+
+
+def listing(folder: Path) -> tuple[list[tuple[str, int]], list[tuple[str, str]]]:
+    """(files to upload with their sizes, files left out with the reason)."""
+    files, left_out = [], []
+    for f in sorted(folder.rglob("*")):
+        if f.is_file():
+            rel = f.relative_to(folder).as_posix()
+            why = left_out_reason(rel)
+            if why:
+                left_out.append((rel, why))
+            else:
+                files.append((rel, f.stat().st_size))
+    return files, left_out
 
 
 def prepare(
@@ -191,6 +253,7 @@ def prepare(
         description = "Published by `cosmosage model publish`."
     tag = revision or default_tag
     check_tag(tag)
+    files, left_out = listing(folder)
     return Plan(
         source=Path(source),
         folder=folder,
@@ -199,7 +262,8 @@ def prepare(
         message=f"{message} ({tag})",
         description=description,
         run=record,
-        files=listing(folder),
+        files=files,
+        left_out=left_out,
     )
 
 
@@ -210,6 +274,9 @@ def describe(plan: Plan) -> list[str]:
     lines += [f"  {path:<{width}}  {human_size(size):>9}" for path, size in plan.files]
     total = sum(size for _, size in plan.files)
     lines.append(f"  {len(plan.files)} files, {human_size(total)}")
+    if plan.left_out:
+        lines.append(f"left out ({len(plan.left_out)}):")
+        lines += [f"  {path}  ({why})" for path, why in plan.left_out]
     return lines
 
 
@@ -224,11 +291,12 @@ def hub_token() -> str:
     return token
 
 
-def refuse_token_in_files(folder: Path, token: str) -> None:
+def refuse_token_in_files(folder: Path, token: str, files: list[tuple[str, int]]) -> None:
     """A token pasted into a card or config must not reach the Hub."""
     needle = token.encode()
-    for f in sorted(folder.rglob("*")):
-        if f.is_file() and f.stat().st_size < 50_000_000 and needle in f.read_bytes():
+    for rel, size in files:
+        f = folder / rel
+        if size < 50_000_000 and needle in f.read_bytes():
             raise PublishError(f"{f} contains the Hugging Face token: remove it before publishing")
 
 
@@ -247,7 +315,7 @@ def upload(plan: Plan, private: bool = False, endpoint: str | None = None) -> di
     from huggingface_hub.errors import HfHubHTTPError
 
     token = check_online()
-    refuse_token_in_files(plan.folder, token)
+    refuse_token_in_files(plan.folder, token, plan.files)
     api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT"), token=token)
     repo_id = plan.repo_id
     try:
@@ -264,6 +332,8 @@ def upload(plan: Plan, private: bool = False, endpoint: str | None = None) -> di
             repo_type="model",
             commit_message=plan.message,
             commit_description=plan.description,
+            # exactly the listed files: nothing left out reaches the Hub
+            allow_patterns=[glob.escape(path) for path, _ in plan.files],
         )
         api.create_tag(
             repo_id, tag=plan.tag, revision=commit.oid, tag_message=plan.message, repo_type="model"
@@ -295,7 +365,7 @@ def publish(
     summary plus, after an upload, the repo URL, commit id and tag."""
     plan = prepare(source, repo_id, with_gguf, revision, force, runs_dir)
     if not dry_run:
-        refuse_token_in_files(plan.folder, check_online())
+        refuse_token_in_files(plan.folder, check_online(), plan.files)
     for line in describe(plan):
         (echo or (lambda s: None))(line)
     result = {"folder": str(plan.folder), "tag": plan.tag, "files": len(plan.files)}

@@ -341,3 +341,33 @@ def test_offline_mode_is_refused_with_a_hint(hub, run_dir, monkeypatch):
 def test_a_missing_run_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="no such run or folder"):
         publish(tmp_path / "nope", REPO, dry_run=True)
+
+
+def test_only_model_files_are_sent_and_secrets_and_training_state_are_left_out(hub, run_dir):
+    out = run_dir / "publish"
+    junk = {
+        ".env": f"HF_TOKEN={TOKEN}\n",
+        ".git/config": "[remote]\n",
+        "optimizer.pt": "state",
+        "scheduler.pt": "state",
+        "training_args.bin": "args",
+        "checkpoint-5/model.safetensors": "old weights",
+        "train.log": "loss 1.0\n",
+    }
+    for rel, text in junk.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text(text)
+    lines = []
+    res = publish(out, REPO, endpoint=hub.url, echo=lines.append)
+    sent = hub.repos[REPO].files
+    assert res["files"] == 7 and set(sent) == {*MODEL_FILES, "README.md", "eval/suite.md"}
+    shown = "\n".join(lines)
+    assert "left out (7):" in shown
+    assert ".env  (hidden file or folder" in shown and ".git/config  (hidden" in shown
+    assert (
+        "optimizer.pt  (training state" in shown
+        and "checkpoint-5/model.safetensors  (training" in shown
+    )
+    assert "train.log  (not a model, tokenizer, card, plot or GGUF file)" in shown
+    # the token in the left-out .env does not stop the publish, and is never printed
+    assert TOKEN not in shown
