@@ -233,3 +233,30 @@ def test_replay_cli_with_a_real_model_journals_answers_and_says_when_cut_off(
     assert summary["kept"] == 0
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0 and "6 of 6 prompts answered by an earlier run" in res.output
+
+
+def test_batched_answers_are_the_answers_asked_one_at_a_time(tiny_model, tmp_path, files):
+    prompts, suite = files
+    got = []
+    for batch in ("1", "4"):
+        out = tmp_path / f"b{batch}.jsonl"
+        args = [
+            "data",
+            "replay",
+            "--model",
+            str(tiny_model),
+            "--prompts",
+            str(prompts),
+            "--against",
+            str(suite),
+            "--out",
+            str(out),
+            "--max-new-tokens",
+            "5",
+            "--batch-size",
+            batch,
+        ]
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 0, res.output
+        got.append({e["key"]: e["answer"] for e in lines(tmp_path / f"b{batch}.journal.jsonl")[1:]})
+    assert got[0] == got[1] and len(got[0]) == 6

@@ -56,3 +56,20 @@ def test_changed_share_counts_general_answers_that_differ_from_the_base():
     assert changed_share(rows, "tuned") == pytest.approx(1 / 3)
     assert [p["prompt"] for p, _ in general_items(rows)] == ["a", "b", "c"]
     assert changed_share([{"kind": "domain", "base": "x", "tuned": "y"}], "tuned") is None
+
+
+def test_kl_matches_torch_kl_div_computed_by_hand(tiny_model, nudged):
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    ((ids, start),) = sequences(tok, ITEMS[:1])
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        p = F.log_softmax(AutoModelForCausalLM.from_pretrained(tiny_model)(x).logits[0], -1)
+        q = F.log_softmax(AutoModelForCausalLM.from_pretrained(nudged)(x).logits[0], -1)
+    # positions start-1 .. len-2 predict the answer tokens start .. len-1
+    by_hand = F.kl_div(q[start - 1 : -1], p[start - 1 : -1], log_target=True, reduction="none")
+    expected = float(by_hand.sum(-1).mean())
+    assert math.isclose(kl_to_base(tiny_model, nudged, ITEMS[:1])["kl"], expected, rel_tol=1e-4)
