@@ -308,8 +308,45 @@ def read_records(path: str | Path) -> Iterator[tuple[int, dict | Reject]]:
     return read_jsonl(path)
 
 
-def read_yaml(path: str | Path, lines: bool = False) -> Any:
-    """Parse a YAML (or JSON) file; syntax errors become a DataError naming file and line.
+# the most nodes a YAML document may expand to once its aliases are followed: far above
+# any real recipe, suite or fact table, far below what a nest of anchors (a "billion
+# laughs" document of a few hundred bytes) would build in memory
+YAML_MAX_NODES = 1_000_000
+
+
+def expanded_nodes(node: Any, limit: int = YAML_MAX_NODES) -> int:
+    """How many nodes a composed YAML document stands for with every alias expanded,
+    counted without expanding anything (an alias is the same node object); stops
+    counting past `limit`."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+    order: list[Any] = []
+    stack, seen = [node], set()
+    while stack:  # children before parents, without recursion
+        n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        order.append(n)
+        if isinstance(n, yaml.SequenceNode):
+            stack += n.value
+        elif isinstance(n, yaml.MappingNode):
+            stack += [x for pair in n.value for x in pair]
+    for n in reversed(order):
+        if isinstance(n, yaml.SequenceNode):
+            kids = n.value
+        elif isinstance(n, yaml.MappingNode):
+            kids = [x for pair in n.value for x in pair]
+        else:
+            kids = []
+        sizes[id(n)] = min(limit + 1, 1 + sum(sizes.get(id(k), 1) for k in kids))
+    return sizes[id(node)]
+
+
+def load_yaml_text(text: str, source: str | Path, lines: bool = False) -> Any:
+    """Parse YAML text from `source`: syntax errors and documents that would expand past
+    YAML_MAX_NODES become a DataError naming the source and line.
 
     With `lines`, every mapping gets a `__line__` key: the line it starts on, so later
     checks can point at it."""
@@ -321,13 +358,33 @@ def read_yaml(path: str | Path, lines: bool = False) -> Any:
             mapping["__line__"] = node.start_mark.line + 1
             return mapping
 
-    path = Path(path)
+    loader = (LineLoader if lines else yaml.SafeLoader)(text)
     try:
-        return yaml.load(read_text(path), Loader=LineLoader if lines else yaml.SafeLoader)  # noqa: S506
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if expanded_nodes(node) > YAML_MAX_NODES:
+            raise DataError(
+                f"{where(source, node.start_mark.line + 1)}: the YAML expands to more than "
+                f"{YAML_MAX_NODES:,} values through its anchors and aliases; refused"
+            )
+        return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
+        mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
-        raise DataError(f"{where(path, line)}: invalid YAML: {exc.problem}") from exc
+        raise DataError(
+            f"{where(source, line)}: invalid YAML: {exc.problem or exc.context}"
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise DataError(f"{source}: invalid YAML: {exc}") from exc
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: str | Path, lines: bool = False) -> Any:
+    """Parse a YAML (or JSON) file with `load_yaml_text`."""
+    path = Path(path)
+    return load_yaml_text(read_text(path), path, lines)
 
 
 def write_yaml(path: str | Path, obj: Any) -> None:

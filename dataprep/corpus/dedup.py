@@ -270,17 +270,12 @@ def read_eval_prompts(path: str | Path) -> list[str]:
     """Evaluation prompts from a prompt suite (.yaml: `prompts: [{prompt: ...}]`), a
     JSONL file (prompt / question / instruction / messages fields) or plain text (one
     prompt per line)."""
-    from cosmosage.dataprep.io import DataError, Reject, read_jsonl, read_text
+    from cosmosage.dataprep.io import DataError, Reject, read_jsonl, read_text, read_yaml
 
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in (".yaml", ".yml", ".json"):
-        import yaml
-
-        try:
-            return list(_prompt_texts(yaml.safe_load(read_text(path))))
-        except yaml.YAMLError as exc:
-            raise DataError(f"{path}: invalid YAML/JSON prompt file: {exc}") from exc
+        return list(_prompt_texts(read_yaml(path)))
     if suffix == ".jsonl":
         out = []
         for lineno, rec in read_jsonl(path):

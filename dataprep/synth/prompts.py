@@ -22,9 +22,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from cosmosage.dataprep.io import DataError, read_text
+from cosmosage.dataprep.io import DataError, read_yaml
 from cosmosage.dataprep.synth.parse import OUTPUT_KINDS
 
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
@@ -108,10 +106,7 @@ def resolve_prompt_path(name_or_path: str | Path) -> Path:
 
 def load_yaml(name_or_path: str | Path) -> tuple[Path, dict]:
     path = resolve_prompt_path(name_or_path)
-    try:
-        data = yaml.safe_load(read_text(path))
-    except yaml.YAMLError as exc:
-        raise DataError(f"{path}: not valid YAML: {exc}") from exc
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a mapping with name, version, user")
     for key in ("name", "version"):

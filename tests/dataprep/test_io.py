@@ -39,3 +39,42 @@ def test_csv_with_a_byte_order_mark_keeps_its_first_column_name(tmp_path):
         {"subject": "the Pell Array", "relation": "first light", "object": "2031"}
     ]
     assert build_facts(path, tmp_path / "out")["facts"] == 1
+
+
+def laughs(levels: int = 9) -> str:
+    """A "billion laughs" YAML: each level is a list of ten aliases of the one before, so
+    a few hundred bytes stand for 10**levels strings."""
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_bomb_is_refused_everywhere_yaml_is_read_and_fast(tmp_path):
+    import time
+
+    import pytest
+    from click.testing import CliRunner
+
+    from cosmosage.dataprep.io import DataError, expanded_nodes, load_yaml_text, read_yaml
+    from cosmosage.tools.cli.main import main
+    from cosmosage.tools.eval.suites import load_suite
+
+    # anchors that stay small load as usual, aliases and all
+    assert load_yaml_text("a: &x [1, 2]\nb: *x\n", "small.yaml") == {"a": [1, 2], "b": [1, 2]}
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("prompts: []\n" + laughs())
+    t0 = time.monotonic()
+    with pytest.raises(DataError, match=r"bomb.yaml:1: the YAML expands to more than 1,000,000"):
+        read_yaml(bomb)
+    with pytest.raises(DataError, match="expands to more than"):
+        load_suite(bomb)
+    recipe = tmp_path / "bomb_recipe.yaml"
+    recipe.write_text("base_model: x\n" + laughs())
+    res = CliRunner().invoke(main, ["recipe", "check", str(recipe)])
+    assert res.exit_code != 0 and "expands to more than 1,000,000 values" in res.output
+    assert "Traceback" not in res.output
+    assert time.monotonic() - t0 < 10
+    import yaml
+
+    assert expanded_nodes(yaml.compose(laughs(3))) == 1 + 3 * 2 + 10 + 10 * 11 + 10 * (1 + 10 * 11)

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.io import DataError, read_yaml
 from cosmosage.tools.eval.scorers import check_prompt
 
 
@@ -36,11 +34,7 @@ def load_suite(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such prompt suite")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        raise DataError(f"{path}:{mark.line + 1 if mark else '?'}: {exc.problem}") from exc
+    data = read_yaml(path) or {}
     prompts = data.get("prompts") if isinstance(data, dict) else None
     if not isinstance(prompts, list) or not prompts:
         raise DataError(f"{path}: expected a top-level `prompts:` list")
@@ -60,7 +54,7 @@ def load_suite(path: str | Path) -> list[dict]:
             schema_path = path.parent / p["schema"]
             if not schema_path.is_file():
                 raise DataError(f"{where}.schema: {schema_path} does not exist")
-            p["schema"] = yaml.safe_load(schema_path.read_text(encoding="utf-8"))
+            p["schema"] = read_yaml(schema_path)
         check_history(p.get("history"), f"{where}.history")
         check_prompt(p, where)
         p["suite"] = path.stem

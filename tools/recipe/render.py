@@ -37,6 +37,8 @@ from typing import Any
 
 import yaml
 
+from cosmosage.dataprep.io import DataError, load_yaml_text
+
 ROOT = Path(os.environ.get("COSMOSAGE_ROOT") or Path(__file__).resolve().parents[2])
 RECIPES_DIR = ROOT / "recipes"
 BASE_DIR_NAME = "_base"
@@ -115,14 +117,9 @@ def load_yaml(path: Path) -> dict:
     except UnicodeDecodeError as exc:
         raise RecipeError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from exc
     try:
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        loc = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = exc.problem or exc.context or "malformed YAML"
-        raise RecipeError(f"{loc}: {problem}") from exc
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: {exc}") from exc
+        data = load_yaml_text(text, path)
+    except DataError as exc:
+        raise RecipeError(str(exc)) from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
