@@ -66,7 +66,10 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict | Reject]]:
                 yield lineno, Reject(str(path), lineno, "NUL byte in line")
                 continue
             try:
-                obj = json.loads(text)
+                obj = json.loads(text, parse_constant=_no_constant)
+            except _NotJSON as exc:
+                yield lineno, Reject(str(path), lineno, str(exc), text[:500])
+                continue
             except json.JSONDecodeError as exc:
                 yield (
                     lineno,
@@ -86,7 +89,34 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict | Reject]]:
                     ),
                 )
                 continue
+            bad = next((t for t in record_strings(obj) if _SURROGATE.search(t)), None)
+            if bad is not None:
+                code = f"\\u{ord(_SURROGATE.search(bad).group()):04x}"
+                yield (
+                    lineno,
+                    Reject(
+                        str(path),
+                        lineno,
+                        f"text holds a lone surrogate ({code}), which is not a character",
+                        text[:500],
+                    ),
+                )
+                continue
             yield lineno, obj
+
+
+# a UTF-16 half without its pair: JSON's \ud800 escape gives one, no encoder takes it
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _NotJSON(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are Python's extension, not JSON: refused, so nothing downstream
+    writes them back out."""
+    raise _NotJSON(f"not JSON: {name} is not a JSON number")
 
 
 def read_text(path: str | Path) -> str:
@@ -144,7 +174,7 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
     n = 0
     with atomic_writer(path) as fh:
         for rec in records:
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            fh.write(json.dumps(rec, ensure_ascii=False, allow_nan=False) + "\n")
             n += 1
     return n
 

@@ -1,0 +1,78 @@
+"""Text the encoders refuse: a lone surrogate or a NaN in an input line is rejected with
+its line by every data command that reads JSONL, and the rest of the input is kept."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cosmosage.dataprep.io import read_jsonl, write_jsonl
+from cosmosage.tools.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD = {"conversations": [{"from": "human", "value": "Hi?"}, {"from": "gpt", "value": "Hello."}]}
+# json.dumps writes the lone surrogate as the escape \\ud800, as a careless tool would
+SURROGATE = json.dumps(
+    {"conversations": [{"from": "human", "value": "bad \ud800"}, {"from": "gpt", "value": "x"}]}
+)
+
+
+def rejects_of(out: Path) -> list[dict]:
+    path = out.with_name(out.stem + ".rejects.jsonl")
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_read_jsonl_rejects_lone_surrogates_and_non_json_numbers(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text(
+        json.dumps(GOOD) + "\n" + SURROGATE + "\n" + '{"score": NaN}\n{"x": -Infinity}\n'
+    )
+    got = list(read_jsonl(src))
+    assert got[0] == (1, GOOD)
+    assert got[1][1].reason == "text holds a lone surrogate (\\ud800), which is not a character"
+    assert got[2][1].reason == "not JSON: NaN is not a JSON number"
+    assert got[3][1].reason == "not JSON: -Infinity is not a JSON number"
+    # what is written is strict JSON
+    with pytest.raises(ValueError):
+        write_jsonl(tmp_path / "o.jsonl", [{"x": float("inf")}])
+
+
+@pytest.mark.parametrize("command", ["convert", "structured", "mix"])
+def test_a_surrogate_is_one_rejected_line_and_the_rest_is_kept(tmp_path, command, tiny_model):
+    src = tmp_path / "in.jsonl"
+    out = tmp_path / "out.jsonl"
+    if command == "structured":
+        good = json.dumps(
+            {"text": "Canto 3, line 9", "target": {"references": [{"canto": 3, "lines": [9]}]}}
+        )
+        bad = json.dumps({"text": "Canto \ud800", "target": {"references": []}})
+        src.write_text(good + "\n" + bad + "\n")
+        args = [
+            "data",
+            "structured",
+            str(src),
+            "--schema",
+            str(ROOT / "samples/structured/canto_refs.schema.yaml"),
+            "--instruction",
+            "References as JSON.",
+            "--out",
+            str(out),
+        ]
+    elif command == "convert":
+        src.write_text(json.dumps(GOOD) + "\n" + SURROGATE + "\n")
+        args = ["data", "convert", str(src), "--format", "sharegpt", "--out", str(out)]
+    else:
+        src.write_text(json.dumps(GOOD) + "\n" + SURROGATE + "\n")
+        spec = tmp_path / "mix.yaml"
+        spec.write_text(
+            f"seed: 0\ntokenizer: {tiny_model}\nsequence_len: 256\nvalidation: 0\nout: {out}\n"
+            f"sources:\n  - {{name: s, path: {src}, weight: 1.0}}\n"
+        )
+        args = ["data", "mix", str(spec)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert len(out.read_text().splitlines()) == 1
+    assert any(r["line"] == 2 and "lone surrogate" in r["reason"] for r in rejects_of(out))
