@@ -9,6 +9,7 @@ rejects file and go on.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import json
@@ -152,13 +153,27 @@ def temp_beside(path: str | Path) -> Path:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
-    """Yield a temporary path beside `path`; rename it over `path` only on success."""
-    tmp = temp_beside(path)
+    """Yield a temporary path beside `path`; rename it over `path` only on success. A
+    full disk or read-only folder removes the temporary file and raises one DataError
+    naming `path`."""
+    try:
+        tmp = temp_beside(path)
+    except OSError as exc:
+        if exc.errno in WRITE_ERRNOS:
+            raise write_failed(path, exc) from exc
+        raise
     try:
         yield tmp
         os.replace(tmp, path)
+        _written(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if exc.errno in WRITE_ERRNOS and exc.filename in (None, str(tmp), str(path)):
+            raise write_failed(path, exc) from exc
+        raise
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
 
@@ -227,6 +242,57 @@ def check_outputs(inputs: Iterable[str | Path], outputs: dict[str, str | Path | 
                 raise DataError(
                     f"{name} {outputs[name]}: would overwrite the input {sources[other]}"
                 )
+    for name, path in given.items():
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise DataError(f"{name}: cannot create the output's folder inside {folder}: a file")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise DataError(
+                f"{name} {outputs[name]}: cannot write into {folder} (a read-only "
+                "file system or no permission); give an output path that can be written"
+            )
+
+
+# the errors that mean "the output could not be written", whatever the command
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES}
+
+
+class WriteError(DataError):
+    """An output could not be written (full disk, read-only folder, quota)."""
+
+
+def write_failed(path: str | Path, exc: OSError) -> WriteError:
+    """The one-line error for an output that could not be written (no temp file named)."""
+    return WriteError(f"{path}: could not be written: {exc.strerror or exc}; nothing was kept")
+
+
+_WRITTEN: list[list[Path]] = []
+
+
+def _written(path: str | Path) -> None:
+    if _WRITTEN:
+        _WRITTEN[-1].append(Path(path))
+
+
+@contextlib.contextmanager
+def all_or_nothing():
+    """Outputs finished inside the block are removed again if a later one cannot be
+    written, so a full disk leaves no half set of outputs (each output is atomic on its
+    own; this makes a command's outputs atomic together)."""
+    written: list[Path] = []
+    _WRITTEN.append(written)
+    try:
+        yield
+    except (WriteError, OSError) as exc:
+        if isinstance(exc, WriteError) or exc.errno in WRITE_ERRNOS:
+            for p in written:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+        raise
+    finally:
+        _WRITTEN.remove(written)
 
 
 def sibling(output: str | Path, suffix: str) -> Path:
@@ -509,21 +575,42 @@ class JsonlWriter:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._tmp = temp_beside(self.path)
+        try:
+            self._tmp = temp_beside(self.path)
+        except OSError as exc:
+            if exc.errno in WRITE_ERRNOS:
+                raise write_failed(self.path, exc) from exc
+            raise
         self._fh = open(self._tmp, "w", encoding="utf-8")
         self.count = 0
 
     def write(self, record: dict) -> None:
-        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        try:
+            self._fh.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
+        except OSError as exc:
+            self.abort()
+            if exc.errno in WRITE_ERRNOS:
+                raise write_failed(self.path, exc) from exc
+            raise
         self.count += 1
 
     def commit(self) -> None:
-        self._fh.close()
-        os.replace(self._tmp, self.path)
+        try:
+            self._fh.close()
+            os.replace(self._tmp, self.path)
+            _written(self.path)
+        except OSError as exc:
+            self.abort()
+            if exc.errno in WRITE_ERRNOS:
+                raise write_failed(self.path, exc) from exc
+            raise
 
     def abort(self) -> None:
-        self._fh.close()
-        with contextlib.suppress(FileNotFoundError):
+        # closing flushes what is buffered, which fails again on a full disk: the
+        # temporary file is removed all the same
+        with contextlib.suppress(OSError):
+            self._fh.close()
+        with contextlib.suppress(OSError):
             os.unlink(self._tmp)
 
     def __enter__(self) -> JsonlWriter:

@@ -18,6 +18,7 @@ from cosmosage.dataprep.io import (
     DataError,
     Manifest,
     Reject,
+    check_outputs,
     read_records,
     write_jsonl,
 )
@@ -155,6 +156,7 @@ def build_convert(
 
     With a `shard`, only the rows of that shard (by content, see dataprep/shard.py) are
     converted, so n jobs (a Slurm array, say) split the work."""
+    check_outputs(inputs, {"--out": out})
     from cosmosage.dataprep.io import load_tokenizer
 
     if sequence_len and not tokenizer:

@@ -50,6 +50,7 @@ from cosmosage.dataprep.io import (
     DataError,
     Manifest,
     Reject,
+    check_outputs,
     read_csv,
     read_yaml,
     reason_group,
@@ -554,6 +555,10 @@ def conversation_suite(facts: list[Fact], kind: str = "domain") -> dict:
     return {"prompts": prompts}
 
 
+# the renderings build_facts writes into its folder, each as NAME.jsonl
+FACT_OUTPUTS = ("statements", "qa", "dialogue", "chat")
+
+
 def _make_out_dir(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -582,6 +587,11 @@ def build_facts(
     A held-out wording that occurs in any training rendering (case aside) is left out of
     the recall suite and counted under `held_out_overlap`."""
     out_dir = Path(out_dir)
+    check_outputs([table], {"--out-dir": out_dir / "facts.jsonl"})
+    written = [f"{n}.jsonl" for n in FACT_OUTPUTS] + ["recall.yaml", "recall_conversation.yaml"]
+    written += [f"{n}.manifest.json" for n in FACT_OUTPUTS]
+    if Path(table).resolve() in {(out_dir / n).resolve() for n in written}:
+        raise DataError(f"--out-dir {out_dir}: would overwrite the input {table}")
     facts: list[Fact] = []
     rejects: list[Reject] = []
     over_limit = 0

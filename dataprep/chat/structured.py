@@ -25,6 +25,7 @@ from cosmosage.dataprep.io import (
     DataError,
     Manifest,
     Reject,
+    check_outputs,
     read_records,
     read_yaml,
     write_jsonl,
@@ -134,6 +135,7 @@ def build_structured(
     indent: int | None = None,
 ) -> dict:
     """Pairs files (JSONL or CSV) -> chat JSONL whose assistant turns are schema-valid JSON."""
+    check_outputs([*inputs, schema_path], {"--out": out})
     schema = load_schema(schema_path)
     validator = make_validator(schema)
     if include_schema:

@@ -3,12 +3,13 @@ options and JSON output. Command modules import this, never the group module."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import click
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.io import WRITE_ERRNOS, DataError, all_or_nothing
 from cosmosage.tools.models.publish import PublishError
 from cosmosage.tools.recipe.render import RecipeError
 from cosmosage.tools.run.launcher import LaunchError
@@ -22,12 +23,22 @@ class Group(click.Group):
     """Turns our expected errors into one clear message unless --debug is on."""
 
     def invoke(self, ctx: click.Context):
+        # a data command's outputs stand or fall together on a full disk; a recipe run's
+        # finished stages are kept whatever happens later
+        together = all_or_nothing() if ctx.info_name == "data" else contextlib.nullcontext()
         try:
-            return super().invoke(ctx)
+            with together:
+                return super().invoke(ctx)
         except EXPECTED_ERRORS as exc:
             if ctx.find_root().params.get("debug"):
                 raise
             raise click.ClickException(str(exc)) from exc
+        except OSError as exc:
+            # a full disk or a read-only folder is the user's to fix, not a bug
+            if ctx.find_root().params.get("debug") or exc.errno not in WRITE_ERRNOS:
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}could not be written: {exc.strerror}") from exc
 
 
 def echo_json(obj: dict) -> None:

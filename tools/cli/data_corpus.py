@@ -145,7 +145,7 @@ def _run(kw: dict, items_for_shard, extra_meta: dict | None = None) -> dict:
     """Resolve shard and output names, then run the pipeline over `items_for_shard(shard)`."""
     from cosmosage.dataprep.corpus.dedup import read_eval_prompts
     from cosmosage.dataprep.corpus.pipeline import run_corpus
-    from cosmosage.dataprep.io import manifest_path
+    from cosmosage.dataprep.io import check_outputs, manifest_path
     from cosmosage.dataprep.shard import Shard, shard_output
 
     shard = Shard.parse(kw["shard"])
@@ -153,6 +153,9 @@ def _run(kw: dict, items_for_shard, extra_meta: dict | None = None) -> dict:
     cfg.val_fallback = shard is None
     out = shard_output(kw["out"], shard)
     val_out = shard_output(kw["val_out"], shard)
+    check_outputs(
+        [*kw.get("inputs", ()), *kw["prompt_files"]], {"--out": out, "--val-out": val_out}
+    )
     prompts = [p for f in kw["prompt_files"] for p in read_eval_prompts(f)]
     meta = {
         "tokenizer": kw["tokenizer"],
@@ -192,7 +195,9 @@ def data_corpus(inputs, **kw) -> None:
     """
     from cosmosage.dataprep.corpus.sources import read_file_documents
 
-    echo_json(_run(kw, functools.partial(read_file_documents, list(inputs))))
+    echo_json(
+        _run({**kw, "inputs": list(inputs)}, functools.partial(read_file_documents, list(inputs)))
+    )
 
 
 # --------------------------------------------------------------------------- arxiv

@@ -44,7 +44,7 @@ def recipe_group() -> None:
     """List, render, check and run Axolotl recipes."""
 
 
-@main.group("data")
+@main.group("data", cls=Group)
 def data_group() -> None:
     """Prepare training data: completion corpora, chat records, synthetic Q&A; with manifests."""
 
