@@ -39,6 +39,7 @@ def load_suite(path: str | Path) -> list[dict]:
     if not isinstance(prompts, list) or not prompts:
         raise DataError(f"{path}: expected a top-level `prompts:` list")
     out = []
+    ids: dict[str, int] = {}
     for i, p in enumerate(prompts):
         where = f"{path}: prompts[{i}]"
         if not isinstance(p, dict) or not isinstance(p.get("prompt"), str) or not p["prompt"]:
@@ -58,6 +59,12 @@ def load_suite(path: str | Path) -> list[dict]:
         check_history(p.get("history"), f"{where}.history")
         check_prompt(p, where)
         p["suite"] = path.stem
+        if p["id"] in ids:
+            raise DataError(
+                f"{where}.id: {p['id']!r} is already the id of prompts[{ids[p['id']]}]; "
+                "ids name answers in reports and caches, so each must be unique"
+            )
+        ids[p["id"]] = i
         out.append(p)
     return out
 

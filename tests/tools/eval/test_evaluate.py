@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -284,3 +285,25 @@ def test_answers_come_from_the_cache_without_loading_the_model(tmp_path, tiny_mo
     os.utime(model / "config.json", ns=(1, 1))
     evaluate({"m": model}, [suite], settings, cache_dir=cache)
     assert len(loads) == 3, "a changed model folder is another model"
+
+
+def test_a_suite_with_a_repeated_id_is_refused_naming_both(tmp_path):
+    from cosmosage.dataprep.io import DataError
+    from cosmosage.tools.eval.suites import load_suite
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        "prompts:\n  - {id: a, prompt: x, expect: [y]}\n  - {id: a, prompt: z, expect: [w]}\n"
+    )
+    with pytest.raises(DataError, match=r"prompts\[1\]\.id: 'a' is already the id of prompts\[0\]"):
+        load_suite(suite)
+
+
+def test_the_large_general_suite_holds_208_prompts_all_general_and_the_small_one():
+    from cosmosage.tools.eval.suites import load_suite
+
+    root = Path(__file__).resolve().parents[3] / "samples" / "eval"
+    large = load_suite(root / "general_large.yaml")
+    small = {p["prompt"] for p in load_suite(root / "general.yaml")}
+    assert len(large) == 208 and {p["kind"] for p in large} == {"general"}
+    assert small <= {p["prompt"] for p in large}
