@@ -295,6 +295,16 @@ def all_or_nothing():
         _WRITTEN.remove(written)
 
 
+def refuse_nothing_kept(out: str | Path, kept: int, rejected: int) -> None:
+    """A command that rejected every record it read has failed, whatever it wrote: say so
+    (the rejects file, written already, holds the reasons)."""
+    if kept == 0 and rejected > 0:
+        raise DataError(
+            f"{out}: nothing kept: all {rejected} records were rejected; the reasons are in "
+            f"{rejects_path(out)}"
+        )
+
+
 def sibling(output: str | Path, suffix: str) -> Path:
     """A file beside a JSONL output: sibling("a/x.jsonl", ".rejects.jsonl") -> a/x.rejects.jsonl."""
     output = Path(output)

@@ -20,6 +20,7 @@ from cosmosage.dataprep.io import (
     Reject,
     check_outputs,
     read_records,
+    refuse_nothing_kept,
     write_jsonl,
 )
 from cosmosage.dataprep.shard import Shard, in_shard, record_key
@@ -194,6 +195,7 @@ def build_convert(
     manifest.extra["kept_per_input"] = dict(per_input)
     drops.write(out)
     manifest.write()
+    refuse_nothing_kept(out, manifest.kept, len(drops))
     return {
         "output": str(out),
         "records": manifest.kept,

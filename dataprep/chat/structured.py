@@ -28,6 +28,7 @@ from cosmosage.dataprep.io import (
     check_outputs,
     read_records,
     read_yaml,
+    refuse_nothing_kept,
     write_jsonl,
 )
 from cosmosage.dataprep.steps import Drops, numbered, step
@@ -162,4 +163,5 @@ def build_structured(
     manifest.dropped.update(drops.counts)
     drops.write(out)
     manifest.write()
+    refuse_nothing_kept(out, manifest.kept, len(drops))
     return {"output": str(out), "records": manifest.kept, "rejected": len(drops)}

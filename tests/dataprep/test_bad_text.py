@@ -76,3 +76,22 @@ def test_a_surrogate_is_one_rejected_line_and_the_rest_is_kept(tmp_path, command
     assert res.exit_code == 0, res.output
     assert len(out.read_text().splitlines()) == 1
     assert any(r["line"] == 2 and "lone surrogate" in r["reason"] for r in rejects_of(out))
+
+
+@pytest.mark.parametrize("command", ["convert", "structured"])
+def test_a_run_that_keeps_nothing_fails_and_keeps_the_reasons(tmp_path, command):
+    src = tmp_path / "junk.jsonl"
+    src.write_text("this is not json\n" * 5)
+    out = tmp_path / "out.jsonl"
+    args = ["data", command, str(src), "--out", str(out)]
+    if command == "structured":
+        args += [
+            "--schema",
+            str(ROOT / "samples/structured/canto_refs.schema.yaml"),
+            "--instruction",
+            "x",
+        ]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert f"{out}: nothing kept: all 5 records were rejected; the reasons are in" in res.output
+    assert len(rejects_of(out)) == 5
