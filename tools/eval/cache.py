@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
-from cosmosage.dataprep.io import write_json
+from cosmosage.dataprep.io import DataError, write_json
 
 PROMPT_KEYS = ("prompt", "system", "history")
 CACHE_VERSION = 1
@@ -65,6 +66,17 @@ class AnswerCache:
         return got
 
     def put(self, model, prompts, settings, n, seed, answers: list[list[str]]) -> None:
+        """Keep the answers; a cache that cannot be written (a read-only project, a full
+        disk) is turned off with one warning, never a lost evaluation."""
         path = self._path(model, request_key(prompts, settings, n, seed))
-        if path is not None:
+        if path is None:
+            return
+        try:
             write_json(path, {"model": str(model), "answers": answers})
+        except (OSError, DataError) as exc:
+            print(
+                f"warning: the answer cache {self.folder} cannot be written ({exc}); "
+                "going on without it",
+                file=sys.stderr,
+            )
+            self.folder = None

@@ -102,7 +102,14 @@ class Generator:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.path = Path(model_path)
-        self.tok = AutoTokenizer.from_pretrained(model_path)
+        try:
+            self.tok = AutoTokenizer.from_pretrained(model_path)
+        except (OSError, ValueError, TypeError) as exc:
+            raise DataError(
+                f"{model_path}: no tokenizer could be loaded from it "
+                f"({str(exc).splitlines()[0][:200]}); a model folder needs its tokenizer files "
+                "(tokenizer.json, tokenizer_config.json)"
+            ) from exc
         dtype = torch.float32 if device == "cpu" else torch.bfloat16
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device)
         self.model.eval()

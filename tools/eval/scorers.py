@@ -6,7 +6,7 @@ A prompt names its scorer with `score:` (default `contains`):
 |-----------|----------------------------------|---------------------------------------------------|
 | contains  | `expect: [alternatives]`         | contains one of them (case-insensitive)           |
 | exact     | `expect: [alternatives]`         | is one of them, case, spacing and end punctuation aside |
-| regex     | `expect: [patterns]`             | matches one of them (Python `re.search`, case-insensitive) |
+| regex     | `expect: [patterns]`             | matches one of them (`regex.search`, case-insensitive, 1 s limit per answer) |
 | numeric   | `expect: [values]`, `tolerance`  | holds a number within tolerance of one ("2.7 K" vs 2.725; `tolerance: 0.05` absolute or `"2%"` relative) |
 | json      | `schema: {...}` or a file        | is valid JSON (or holds one JSON value) that the JSON Schema accepts |
 | judge     | `reference: text`                | a judge model says it agrees (scored by tools/eval/judge.py, not here) |
@@ -48,9 +48,23 @@ def exact(answer: str, prompt: dict) -> tuple[bool, str]:
     return hit is not None, f"is {hit!r}" if hit is not None else f"{got!r} is none of them"
 
 
+REGEX_TIMEOUT_S = 1.0
+
+
 def regex(answer: str, prompt: dict) -> tuple[bool, str]:
+    """Patterns run on the `regex` engine with a time limit: a pattern that backtracks
+    catastrophically on some answer (`(a+)+$`) fails that answer instead of hanging."""
+    import regex as rx
+
     for pattern in prompt["expect"]:
-        if m := re.search(str(pattern), answer, re.IGNORECASE):
+        try:
+            m = rx.search(str(pattern), answer, rx.IGNORECASE, timeout=REGEX_TIMEOUT_S)
+        except TimeoutError:
+            return False, (
+                f"pattern {pattern!r} ran past {REGEX_TIMEOUT_S:g} s on this answer "
+                "(catastrophic backtracking); rewrite it"
+            )
+        if m:
             return True, f"matches {pattern!r} at {m.group(0)!r}"
     return False, "no pattern matches"
 

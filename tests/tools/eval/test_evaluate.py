@@ -307,3 +307,38 @@ def test_the_large_general_suite_holds_208_prompts_all_general_and_the_small_one
     small = {p["prompt"] for p in load_suite(root / "general.yaml")}
     assert len(large) == 208 and {p["kind"] for p in large} == {"general"}
     assert small <= {p["prompt"] for p in large}
+
+
+def test_an_unwritable_answer_cache_is_a_warning_not_a_lost_evaluation(
+    tmp_path, tiny_model, capsys
+):
+    suite = tmp_path / "s.yaml"
+    suite.write_text("prompts:\n  - {id: a, prompt: 'Hi?', expect: ['zz-never']}\n")
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")  # the cache folder would have to be inside a file
+    res = evaluate(
+        {"m": tiny_model}, [suite], preset("greedy", max_new_tokens=2), cache_dir=blocked / "cache"
+    )
+    assert res["scores"]["m"]["all"] == 0.0
+    assert "warning: the answer cache" in capsys.readouterr().err
+
+
+def test_a_model_folder_without_a_tokenizer_is_one_clear_error(tmp_path, tiny_model):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from cosmosage.tools.cli.main import main
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in tiny_model.iterdir():
+        if f.name in ("config.json", "model.safetensors", "generation_config.json"):
+            shutil.copy(f, bare / f.name)
+    suite = tmp_path / "s.yaml"
+    suite.write_text("prompts:\n  - {id: a, prompt: 'Hi?', expect: ['x']}\n")
+    res = CliRunner().invoke(
+        main, ["eval", str(bare), "--suite", str(suite), "--out", str(tmp_path / "o")]
+    )
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert f"{bare}: no tokenizer could be loaded from it" in res.output

@@ -30,6 +30,21 @@ def test_regex_searches_case_insensitively():
     assert not s("H0 = 67.4 km/s/Mpc", score="regex", expect=[r"\b7[0-4](\.\d)? ?km"])
 
 
+def test_a_catastrophic_pattern_cannot_hang_the_scorer(monkeypatch):
+    import time
+
+    from cosmosage.tools.eval import scorers
+
+    t0 = time.monotonic()
+    passed, detail = score("a" * 40 + "!", {"score": "regex", "expect": [r"(a+)+$"]})
+    assert not passed and detail == "no pattern matches"
+    assert time.monotonic() - t0 < 5  # Python's re takes hours on this answer
+    # and a pattern past its time limit fails its answer with the reason
+    monkeypatch.setattr(scorers, "REGEX_TIMEOUT_S", 1e-6)
+    passed, detail = score("ab" * 200_000, {"score": "regex", "expect": [r"(a|b)*c"]})
+    assert not passed and "catastrophic backtracking" in detail
+
+
 @pytest.mark.parametrize(
     ("answer", "tolerance", "ok"),
     [
