@@ -637,4 +637,11 @@ def load_tokenizer(name_or_path: str):
     """A Hugging Face tokenizer from a model folder or Hub id."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError, TypeError) as exc:
+        raise DataError(
+            f"--tokenizer {name_or_path}: no tokenizer could be loaded "
+            f"({str(exc).splitlines()[0][:200]}); give a model folder with its tokenizer "
+            "files (tokenizer.json, tokenizer_config.json)"
+        ) from exc

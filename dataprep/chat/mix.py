@@ -579,6 +579,9 @@ def build_mix(spec: MixSpec, stage_names: list[str] | None = None) -> dict:
         outputs |= {f"{st.name}.out": st.out, f"{st.name}.val_out": st.val_out,
                     f"{st.name}.text_out": st.text_out}  # fmt: skip
     check_outputs([*local, spec.path], outputs)
+    for s in spec.sources:
+        if s.path and not Path(s.path).is_file():
+            raise DataError(f"{spec.path}: source {s.name}: {s.path} does not exist")
     counter = TokenCounter(load_tokenizer(spec.tokenizer) if spec.tokenizer else None)
     pools = load_pools(spec, counter)
     empty = [p for p in pools if not p.train and (p.source.weight is not None or p.source.count)]

@@ -95,3 +95,42 @@ def test_a_run_that_keeps_nothing_fails_and_keeps_the_reasons(tmp_path, command)
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert f"{out}: nothing kept: all 5 records were rejected; the reasons are in" in res.output
     assert len(rejects_of(out)) == 5
+
+
+def test_options_that_cannot_work_are_refused_in_one_line(tmp_path, tiny_model):
+    doc = tmp_path / "d.md"
+    doc.write_text("# A\n\nSome words about the sky and the stars tonight.\n")
+    out = str(tmp_path / "c.jsonl")
+    base = [
+        "data",
+        "corpus",
+        str(doc),
+        "--tokenizer",
+        str(tiny_model),
+        "--sequence-len",
+        "64",
+        "--out",
+        out,
+    ]
+    for extra, message in [
+        (
+            ["--val-out", str(tmp_path / "v.jsonl"), "--val-fraction", "1.5"],
+            "1.5 is not in the range",
+        ),
+        (["--val-fraction", "0.2"], "--val-fraction needs --val-out"),
+    ]:
+        res = CliRunner().invoke(main, base + extra)
+        assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+    empty = tmp_path / "no_tokenizer"
+    empty.mkdir()
+    res = CliRunner().invoke(main, ["data", "corpus", str(doc), "--tokenizer", str(empty),
+                                    "--sequence-len", "64", "--out", out])  # fmt: skip
+    assert res.exit_code == 1 and f"--tokenizer {empty}: no tokenizer could be loaded" in res.output
+    spec = tmp_path / "mix.yaml"
+    spec.write_text(
+        f"out: {tmp_path / 'm.jsonl'}\nsources:\n  - {{name: s, path: {tmp_path / 'gone.jsonl'}, weight: 1}}\n"
+    )
+    res = CliRunner().invoke(main, ["data", "mix", str(spec)])
+    assert (
+        res.exit_code == 1 and f"source s: {tmp_path / 'gone.jsonl'} does not exist" in res.output
+    )

@@ -49,7 +49,13 @@ def corpus_options(f):
         click.option(
             "--val-out", type=click.Path(dir_okay=False), help="Validation JSONL (whole documents)."
         ),
-        click.option("--val-fraction", type=float, default=0.0, show_default=True),
+        click.option(
+            "--val-fraction",
+            type=click.FloatRange(0.0, 1.0, max_open=True),
+            default=0.0,
+            show_default=True,
+            help="Share of documents held out for --val-out (0 <= f < 1).",
+        ),
         click.option("--seed", type=int, default=0, show_default=True),
         shard_option(
             "each file's path inside the folder given (arXiv: the id); outputs get a .shard-I-of-N suffix"
@@ -148,6 +154,8 @@ def _run(kw: dict, items_for_shard, extra_meta: dict | None = None) -> dict:
     from cosmosage.dataprep.io import check_outputs, manifest_path
     from cosmosage.dataprep.shard import Shard, shard_output
 
+    if kw["val_fraction"] and not kw["val_out"]:
+        raise click.UsageError("--val-fraction needs --val-out: where the held-out documents go")
     shard = Shard.parse(kw["shard"])
     cfg = _config(kw)
     cfg.val_fallback = shard is None

@@ -49,9 +49,9 @@ def backend_tokenizer(tokenizer: Any) -> Any:
         elif p.is_file():
             tok = Tokenizer.from_file(str(p))
         else:
-            from transformers import AutoTokenizer
+            from cosmosage.dataprep.io import load_tokenizer
 
-            hf = AutoTokenizer.from_pretrained(str(tokenizer))
+            hf = load_tokenizer(str(tokenizer))
             if not hasattr(hf, "backend_tokenizer"):
                 raise DataError(
                     f"{tokenizer}: a fast (tokenizers) tokenizer is needed for chunking"
