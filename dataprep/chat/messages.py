@@ -12,6 +12,7 @@ prompt for answers under 300 characters and a detailed one otherwise.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -169,7 +170,12 @@ def validate_messages(messages: list[dict]) -> list[dict]:
         role, content = msg.get("role"), msg.get("content")
         if role not in ROLES:
             raise ValueError(f"messages[{i}].role: unknown role {role!r}")
-        if not isinstance(content, str) or not content.strip():
+        if content is not None and not isinstance(content, str):
+            raise ValueError(
+                f"messages[{i}].content: expected text, got {type(content).__name__} "
+                f"({json.dumps(content, default=str)[:60]})"
+            )
+        if not content or not content.strip():
             raise ValueError(f"messages[{i}].content: empty {role} turn")
         if role == "system":
             if i != 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -283,3 +284,19 @@ def test_empty_system_turn_means_no_system_prompt():
     }
     with pytest.raises(ValueError, match="messages\\[1\\]"):
         chatmod.to_messages(late)
+
+
+def test_content_that_is_not_text_is_named_as_such_not_as_an_empty_turn():
+    from cosmosage.dataprep.chat.messages import validate_messages
+
+    for content, shown in [(5, "got int (5)"), (["a"], 'got list (["a"])')]:
+        with pytest.raises(
+            ValueError, match=re.escape(f"messages[0].content: expected text, {shown}")
+        ):
+            validate_messages(
+                [{"role": "user", "content": content}, {"role": "assistant", "content": "ok"}]
+            )
+    with pytest.raises(ValueError, match="empty user turn"):
+        validate_messages(
+            [{"role": "user", "content": "  "}, {"role": "assistant", "content": "ok"}]
+        )
