@@ -20,6 +20,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -141,10 +142,21 @@ def command_line() -> list[str]:
     return argv
 
 
+STALE_TEMP_S = 3600  # a temporary file of the same output untouched this long is a dead run's
+
+
 def temp_beside(path: str | Path) -> Path:
-    """A new empty temporary file in `path`'s folder (same filesystem, so a rename is atomic)."""
+    """A new empty temporary file in `path`'s folder (same filesystem, so a rename is
+    atomic). Temporary files of the same output left by a killed run (untouched for an
+    hour) are removed first."""
+    import time
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for old in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if time.time() - old.stat().st_mtime > STALE_TEMP_S:
+                old.unlink()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions

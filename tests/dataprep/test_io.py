@@ -78,3 +78,21 @@ def test_a_yaml_bomb_is_refused_everywhere_yaml_is_read_and_fast(tmp_path):
     import yaml
 
     assert expanded_nodes(yaml.compose(laughs(3))) == 1 + 3 * 2 + 10 + 10 * 11 + 10 * (1 + 10 * 11)
+
+
+def test_a_killed_runs_temporary_files_are_removed_by_the_next_write(tmp_path):
+    import time
+
+    out = tmp_path / "out.jsonl"
+    dead = tmp_path / ".out.jsonl.abc123.tmp"  # what a SIGKILL leaves behind
+    dead.write_text("")
+    live = tmp_path / ".out.jsonl.def456.tmp"  # another run's, still being written
+    live.write_text("")
+    other = tmp_path / ".other.jsonl.abc123.tmp"
+    other.write_text("")
+    hours_ago = time.time() - 2 * 3600
+    for p in (dead, other):
+        os.utime(p, (hours_ago, hours_ago))
+    write_jsonl(out, [{"a": 1}])
+    assert not dead.exists() and live.exists() and other.exists()
+    assert out.read_text() == '{"a": 1}\n'
