@@ -167,6 +167,11 @@ def _load_layers(path: Path, root: Path | None, seen: tuple[Path, ...]) -> list[
     base = recipes_dir(root) / BASE_DIR_NAME
     for frag in extends:
         fpath = base / f"{frag}.yaml"
+        if not fpath.resolve().is_relative_to(base.resolve()):
+            raise RecipeError(
+                f"{path}: recipe.extends {frag!r} points outside {base}: a fragment is a "
+                "name under recipes/_base (like models/smollm2-135m)"
+            )
         if not fpath.is_file():
             close = difflib.get_close_matches(str(frag), list_fragments(root), n=3, cutoff=0.5)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""

@@ -129,6 +129,13 @@ def test_unknown_fragment_and_cycles_are_reported(tmp_path):
         render("c", root=tmp_path)
 
 
+def test_a_fragment_name_cannot_reach_outside_the_fragments_folder(tmp_path):
+    write(tmp_path, "secret.yaml", "base_model: leaked\n")  # recipes/secret.yaml, not a fragment
+    write(tmp_path, "r.yaml", "recipe: {extends: [../secret]}\n")
+    with pytest.raises(RecipeError, match=r"recipe.extends '../secret' points outside"):
+        render("r", root=tmp_path)
+
+
 def test_a_fragment_description_never_describes_the_recipe(tmp_path):
     write(tmp_path, "_base/m.yaml", "recipe: {description: fragment text}\nbase_model: m\n")
     write(tmp_path, "r.yaml", "recipe: {extends: [m]}\n")
