@@ -508,8 +508,11 @@ def read_yaml(path: str | Path, lines: bool = False) -> Any:
 def write_yaml(path: str | Path, obj: Any) -> None:
     import yaml
 
+    # libyaml's emitter where PyYAML was built with it: the same YAML, several times faster
+    # (a 20,000-fact recall suite spent most of its time here)
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     with atomic_writer(path) as fh:
-        yaml.safe_dump(obj, fh, sort_keys=False, allow_unicode=True, width=100)
+        yaml.dump(obj, fh, Dumper=dumper, sort_keys=False, allow_unicode=True, width=100)
 
 
 def write_text(path: str | Path, text: str) -> None:
