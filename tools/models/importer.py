@@ -260,10 +260,19 @@ def read_gguf_metadata(path: str | Path) -> dict[str, Any]:
             if f is not None:
                 meta[key] = f.contents()
         meta["tensors"] = len(reader.tensors)
+        need = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
     except Exception as exc:
-        raise DataError(f"cannot read GGUF file {path}: {one_line(exc)}") from exc
+        raise DataError(
+            f"cannot read GGUF file {path} ({path.stat().st_size:,} bytes; truncated or "
+            f"damaged?): {one_line(exc)}"
+        ) from exc
     finally:
         reader = None  # release the memory map
+    if need > path.stat().st_size:
+        raise DataError(
+            f"{path}: truncated GGUF file: its tensors need {need:,} bytes, the file has "
+            f"{path.stat().st_size:,} (an interrupted download or copy?)"
+        )
     if isinstance(meta.get("general.file_type"), int):
         try:
             meta["file_type_name"] = gguf.LlamaFileType(meta["general.file_type"]).name

@@ -335,3 +335,22 @@ def test_smollm2_changed_gguf_imports_again_and_a_failure_keeps_the_old_folder(
     assert cached_record(smollm2, record["key"]) is not None
     leftovers = [p.name for p in smollm2.parent.iterdir() if p.name.startswith(f".{smollm2.name}")]
     assert leftovers == []
+
+
+def test_a_gguf_cut_off_in_its_tensor_data_says_how_many_bytes_are_missing(tmp_path):
+    import gguf
+    import numpy as np
+
+    whole = tmp_path / "whole.gguf"
+    w = gguf.GGUFWriter(str(whole), "llama")
+    w.add_tensor("token_embd.weight", np.ones((64, 32), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(data[: len(data) - 1000])
+    message = one_line_error(cli(str(cut), "--out", str(tmp_path / "m")))
+    assert "truncated" in message and "cut.gguf" in message
+    assert "Traceback" not in message
