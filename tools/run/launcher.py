@@ -33,7 +33,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cosmosage.dataprep.io import sha256_file, write_json
+from cosmosage.dataprep.io import DataError, sha256_file, write_json
 from cosmosage.tools.models import merge, soup
 from cosmosage.tools.recipe import check
 from cosmosage.tools.recipe.render import (
@@ -360,6 +360,15 @@ def run_stage(stage: Stage, cfg: dict, stage_dir: Path, root: Path, echo: Echo) 
         )
     m = metrics.collect(stage_dir / "output")
     m["wall_s"] = round(time.time() - t0, 1)
+    if stage.rendered.meta.get("select"):
+        from cosmosage.tools.run.select import select_checkpoint
+
+        try:
+            m["best_checkpoint"] = select_checkpoint(
+                cfg, stage.rendered.meta["select"], stage_dir, m, root, echo
+            )
+        except DataError as exc:
+            raise LaunchError(f"{stage.name}: {exc}") from exc
     best = m["best_checkpoint"]
     echo(
         f"select {stage.key}: checkpoint step {best['step'] if best else '-'} "

@@ -1,0 +1,93 @@
+"""recipe.select: a stage's checkpoint chosen by what it answers and how far it drifted."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from cosmosage.dataprep.io import DataError
+from cosmosage.tools.run import metrics
+from cosmosage.tools.run import select as sel
+
+RULE = {"suites": ["s.yaml"], "maximize": "held_out", "general_drop": 0.05, "kl": 0.5}
+
+
+def row(step, held_out, drop, kl=0.1):
+    return {"step": step, "scores": {"held_out": held_out}, "general_drop": drop, "kl": kl}
+
+
+def test_the_best_score_within_the_limits_wins_not_the_last_checkpoint():
+    rows = [row(10, 0.50, 0.00), row(20, 0.75, 0.04), row(30, 0.90, 0.12), row(40, 0.95, 0.20)]
+    chosen, ok = sel.choose(rows, RULE)
+    assert chosen["step"] == 20 and ok
+    # a tie goes to the earlier step, which has drifted less
+    chosen, _ = sel.choose([row(10, 0.75, 0.0), row(20, 0.75, 0.0)], RULE)
+    assert chosen["step"] == 10
+    # the KL limit counts too
+    chosen, ok = sel.choose([row(10, 0.5, 0.0, kl=0.1), row(20, 0.9, 0.0, kl=0.9)], RULE)
+    assert chosen["step"] == 10 and ok
+
+
+def test_when_nothing_is_within_the_limits_the_least_breaking_one_is_kept_and_said():
+    chosen, ok = sel.choose([row(10, 0.9, 0.30), row(20, 0.2, 0.10), row(30, 0.95, 0.40)], RULE)
+    assert chosen["step"] == 20 and not ok
+
+
+def test_a_bad_rule_is_refused():
+    for bad, msg in [
+        ({"suites": ["a"]}, "needs `suites`"),
+        ({**RULE, "maximise": "x"}, "unknown key"),
+    ]:
+        with pytest.raises(DataError, match=msg):
+            sel.check_rule(bad)
+
+
+@pytest.fixture
+def stage(tmp_path, tiny_model):
+    """A stage folder with two full-weight checkpoints of the tiny model."""
+    out = tmp_path / "stage" / "output"
+    for step in (2, 4):
+        shutil.copytree(tiny_model, out / f"checkpoint-{step}")
+    for f in tiny_model.iterdir():
+        if "token" in f.name:
+            shutil.copy(f, out / f.name)
+    return tmp_path / "stage"
+
+
+def test_the_scripted_metric_decides_and_the_table_is_written(
+    stage, tiny_model, tmp_path, monkeypatch
+):
+    m = metrics.collect(stage / "output")
+    assert [c["step"] for c in m["checkpoints"]] == [2, 4]
+
+    def scripted(parent, candidates, rule, root):
+        assert [s for s, _ in candidates] == [2, 4] and parent == str(tiny_model)
+        return {"held_out": 0.0}, [row(2, 0.6, 0.02), row(4, 0.8, 0.25)]
+
+    monkeypatch.setattr(sel, "score_checkpoints", scripted)
+    echoed = []
+    best = sel.select_checkpoint(
+        {"base_model": str(tiny_model)}, RULE, stage, m, tmp_path, echoed.append
+    )
+    assert best["step"] == 2 and best["within_limits"] and best["path"].endswith("checkpoint-2")
+    table = json.loads((stage / "select.json").read_text())
+    assert table["chosen"] == 2 and [r["step"] for r in table["checkpoints"]] == [2, 4]
+    assert any("<- chosen" in e and "step 2" in e for e in echoed)
+    assert not (stage / "select").exists()  # the merged candidates are not kept
+
+
+def test_checkpoints_are_really_asked_and_their_drift_measured(stage, tiny_model, tmp_path):
+    suite = tmp_path / "g.yaml"
+    suite.write_text("prompts:\n  - {id: a, prompt: 'Hi?', expect: ['zz'], kind: general}\n")
+    rule = {"suites": [str(suite)], "maximize": "all", "max_new_tokens": 3}
+    m = metrics.collect(stage / "output")
+    best = sel.select_checkpoint(
+        {"base_model": str(tiny_model)}, rule, stage, m, tmp_path, lambda s: None
+    )
+    table = json.loads((stage / "select.json").read_text())
+    # the same weights as the parent: no drop, no drift, so the earlier step wins
+    assert [r["kl"] for r in table["checkpoints"]] == [0.0, 0.0]
+    assert [r["general_drop"] for r in table["checkpoints"]] == [0.0, 0.0]
+    assert best["step"] == 2

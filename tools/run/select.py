@@ -1,0 +1,140 @@
+"""Choose a stage's checkpoint by what it answers, not by its eval loss.
+
+Eval loss on the training facts always picks the last checkpoint, while forgetting grows
+with every step. With `recipe.select`, every saved checkpoint of the stage is asked the
+given suites (and its drift from the stage's parent measured), and the rule picks:
+
+    recipe:
+      select:
+        suites: [build/data/papers/closed_book.yaml, samples/eval/general_large.yaml]
+        maximize: paper_only     # the score to raise: all, domain, held_out, paper_only,
+                                 # qa_fact, suite:NAME, doc:NAME ...
+        general_drop: 0.05       # keep the general pass rate within 5 points of the parent
+        kl: 0.5                  # and the mean KL to the parent at most this (optional)
+        max_new_tokens: 32       # greedy answers this long (default 32)
+
+Among the checkpoints within every limit, the one with the highest `maximize` score wins
+(ties: the earlier step, which has drifted less). When none is within the limits, the
+one that breaks them least wins (smallest general drop, then KL), and the run says so.
+The table of every checkpoint's scores is `<stage>/select.json` and the run's summary.
+Keep the checkpoints to choose from: `save_steps` below `max_steps` and a
+`save_total_limit` of at least their number (or none).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from cosmosage.dataprep.io import DataError, write_json
+from cosmosage.tools.models import merge
+
+RULE_KEYS = {"suites", "maximize", "general_drop", "kl", "max_new_tokens"}
+
+Echo = Callable[[str], None]
+
+
+def check_rule(rule: dict) -> None:
+    if not isinstance(rule, dict):
+        raise DataError("recipe.select must be a mapping (suites, maximize, general_drop, kl)")
+    unknown = set(rule) - RULE_KEYS
+    if unknown:
+        raise DataError(
+            f"recipe.select: unknown key(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(RULE_KEYS))}"
+        )
+    if not rule.get("suites") or not rule.get("maximize"):
+        raise DataError("recipe.select needs `suites` and the score to `maximize`")
+
+
+def violation(row: dict, rule: dict) -> tuple[float, float]:
+    """How far a checkpoint is past each limit (0 within it): (general drop, KL)."""
+    drop = max(0.0, (row.get("general_drop") or 0.0) - float(rule.get("general_drop", 1.0)))
+    kl = max(0.0, (row.get("kl") or 0.0) - float(rule.get("kl", float("inf"))))
+    return drop, kl
+
+
+def choose(rows: list[dict], rule: dict) -> tuple[dict, bool]:
+    """The chosen row of `rows` (each: step, scores, general_drop, kl) and whether it is
+    within every limit."""
+    if not rows:
+        raise DataError("recipe.select: the stage saved no checkpoint to choose from")
+    key = rule["maximize"]
+    within = [r for r in rows if violation(r, rule) == (0.0, 0.0)]
+    if within:
+        return max(within, key=lambda r: (r["scores"].get(key, 0.0), -r["step"])), True
+    return min(
+        rows, key=lambda r: (*violation(r, rule), -r["scores"].get(key, 0.0), r["step"])
+    ), False
+
+
+def score_checkpoints(
+    parent: str, candidates: list[tuple[int, str]], rule: dict, root: Path
+) -> tuple[dict, list[dict]]:
+    """Ask the parent and every candidate model the rule's suites; (parent scores, one
+    row per candidate with its scores, general drop and KL to the parent)."""
+    from cosmosage.tools.eval.drift import general_items, kl_to_base
+    from cosmosage.tools.eval.evaluate import evaluate
+    from cosmosage.tools.eval.generation import preset
+
+    models = {"parent": parent, **{f"step-{s}": p for s, p in candidates}}
+    suites = [root / s for s in rule["suites"]]
+    settings = preset("greedy", max_new_tokens=int(rule.get("max_new_tokens", 32)))
+    result = evaluate(models, suites, settings, cache_dir=root / "build" / "cache" / "answers")
+    base = result["scores"]["parent"]
+    items = general_items(result["answers"], "parent")
+    rows = []
+    for step, path in candidates:
+        s = result["scores"][f"step-{step}"]
+        row = {"step": step, "scores": s, "counts": result["counts"][f"step-{step}"]}
+        if "general" in base and "general" in s:
+            row["general_drop"] = round(base["general"] - s["general"], 4)
+        if items:
+            row["kl"] = round(kl_to_base(parent, path, items)["kl"], 5)
+        rows.append(row)
+    return base, rows
+
+
+def select_checkpoint(
+    cfg: dict, rule: dict, stage_dir: Path, m: dict, root: Path, echo: Echo
+) -> dict | None:
+    """The stage's checkpoint chosen by `rule` (an entry of metrics' `checkpoints`), with
+    the table written to <stage>/select.json."""
+    check_rule(rule)
+    ckpts = m["checkpoints"]
+    if not ckpts:
+        return m["best_checkpoint"]
+    work = stage_dir / "select"
+    shutil.rmtree(work, ignore_errors=True)
+    candidates = []
+    for c in ckpts:
+        src = Path(c["path"])
+        if merge.is_adapter(src):
+            dst = merge.merge_adapter(
+                cfg["base_model"], src, work / f"step-{c['step']}", stage_dir / "output"
+            )
+        else:
+            dst = merge.copy_model(src, work / f"step-{c['step']}", stage_dir / "output")
+        candidates.append((c["step"], str(dst)))
+    echo(
+        f"select {stage_dir.name}: asking {len(candidates)} checkpoint(s) {', '.join(rule['suites'])}"
+    )
+    base, rows = score_checkpoints(cfg["base_model"], candidates, rule, root)
+    chosen, ok = choose(rows, rule)
+    shutil.rmtree(work, ignore_errors=True)
+    write_json(
+        stage_dir / "select.json",
+        {"rule": rule, "parent": base, "checkpoints": rows, "chosen": chosen["step"], "within": ok},
+    )
+    key = rule["maximize"]
+    for r in rows:
+        mark = " <- chosen" if r is chosen else ""
+        echo(
+            f"select   step {r['step']}: {key} {r['scores'].get(key, 0):.0%}, general drop "
+            f"{(r.get('general_drop') or 0) * 100:+.0f} pts, KL {r.get('kl', 0):.4f}{mark}"
+        )
+    if not ok:
+        echo(f"select {stage_dir.name}: no checkpoint keeps within the limits; the closest is kept")
+    best = next(c for c in ckpts if c["step"] == chosen["step"])
+    return {**best, "selected_by": key, "within_limits": ok}
