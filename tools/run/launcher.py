@@ -463,7 +463,34 @@ def check_stage(name: str, r: Rendered, root: Path) -> list[check.Problem]:
     (mergekit makes its model), else the Axolotl config."""
     if r.meta.get("soup") is not None:
         return check_soup(Stage(name, name.split("/")[-1], r), root)
-    return check.check_rendered(r, root)
+    return check.check_rendered(r, root) + check_select(r)
+
+
+def check_select(r: Rendered) -> list[check.Problem]:
+    """A `recipe.select` rule that cannot work, and a run that keeps too few checkpoints
+    for it to choose."""
+    from cosmosage.tools.run.select import check_rule
+
+    rule = r.meta.get("select")
+    if rule is None:
+        return []
+    try:
+        check_rule(rule)
+    except DataError as exc:
+        return [check.Problem("select", str(exc))]
+    steps, every = r.config.get("max_steps"), r.config.get("save_steps")
+    limit = r.config.get("save_total_limit")
+    if steps and every and limit and limit < -(-int(steps) // int(every)):
+        return [
+            check.Problem(
+                "select",
+                f"save_total_limit {limit} keeps fewer checkpoints than the "
+                f"{-(-int(steps) // int(every))} saved: recipe.select can only choose among "
+                "those kept; raise it or set it to null",
+                "warning",
+            )
+        ]
+    return []
 
 
 def soup_plan(

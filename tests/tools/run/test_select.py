@@ -91,3 +91,20 @@ def test_checkpoints_are_really_asked_and_their_drift_measured(stage, tiny_model
     assert [r["kl"] for r in table["checkpoints"]] == [0.0, 0.0]
     assert [r["general_drop"] for r in table["checkpoints"]] == [0.0, 0.0]
     assert best["step"] == 2
+
+
+def test_recipe_check_reports_a_bad_rule_and_too_few_kept_checkpoints():
+    from cosmosage.tools.recipe.render import Rendered
+    from cosmosage.tools.run.launcher import check_select
+
+    ok = {"suites": ["s.yaml"], "maximize": "all"}
+    cfg = {"max_steps": 60, "save_steps": 20, "save_total_limit": 1}
+    got = check_select(Rendered("r", cfg, {"select": ok}))
+    assert (
+        len(got) == 1
+        and got[0].severity == "warning"
+        and "fewer checkpoints than the 3" in got[0].message
+    )
+    assert check_select(Rendered("r", {**cfg, "save_total_limit": None}, {"select": ok})) == []
+    got = check_select(Rendered("r", cfg, {"select": {"maximize": "all"}}))
+    assert got[0].severity == "error" and "needs `suites`" in got[0].message
