@@ -245,17 +245,19 @@ def select_prompts(cfg: ReplayConfig) -> tuple[list[Prompt], list[Reject], Count
     return kept, rejects, Counter(p.kind for p in kept)
 
 
-def run_replay(
-    cfg: ReplayConfig, answer: AnswerFn, echo: Callable[[str], None] = print
-) -> dict[str, Any]:
-    """Ask what the journal lacks, then write the chat records, rejects and manifest."""
+def ask_journaled(
+    cfg: ReplayConfig,
+    items: list[tuple[str, str]],
+    answer: AnswerFn,
+    echo: Callable[[str], None],
+    kind: str,
+    unit: str,
+) -> dict[str, dict]:
+    """Answers to (key, text) items: what the journal beside cfg.out already holds, and
+    the rest asked in batches, each answer journaled as it comes."""
     from tqdm import tqdm
 
-    check_outputs(cfg.prompts + cfg.against, {"--out": cfg.out})
-    prompts, rejects, kinds = select_prompts(cfg)
-    if not prompts:
-        raise DataError(f"no prompts left to ask from {', '.join(cfg.prompts)}")
-    header = {"kind": "replay", "model": cfg.model, "settings": cfg.settings}
+    header = {"kind": kind, "model": cfg.model, "settings": cfg.settings}
     with Journal(journal_path(cfg.out), header) as journal:
         for key in ("model", "settings"):
             if journal.header.get(key) != header[key]:
@@ -264,37 +266,54 @@ def run_replay(
                     f"{header[key]!r}; use the same settings to resume, or another --out"
                 )
         done = {e["key"]: e for e in journal.entries}
-        todo = [p for p in prompts if p.key not in done]
-        if done:
+        todo = [(k, t) for k, t in items if k not in done]
+        if len(todo) < len(items):
             echo(
-                f"replay {len(prompts) - len(todo)} of {len(prompts)} prompts answered by an earlier run"
+                f"{kind} {len(items) - len(todo)} of {len(items)} {unit} answered by an earlier run"
             )
-        with tqdm(total=len(todo), desc="replay", unit="prompt", disable=None) as bar:
+        with tqdm(total=len(todo), desc=kind, unit=unit.rstrip("s"), disable=None) as bar:
             for i in range(0, len(todo), cfg.batch_size):
                 batch = todo[i : i + cfg.batch_size]
-                got = answer([p.text for p in batch])
+                got = answer([t for _, t in batch])
                 if len(got) != len(batch):
                     raise DataError(f"the model gave {len(got)} answers to {len(batch)} prompts")
-                for p, (text, finished) in zip(batch, got, strict=True):
-                    entry = {"key": p.key, "answer": text, "finished": bool(finished)}
+                for (key, _), (text, finished) in zip(batch, got, strict=True):
+                    entry = {"key": key, "answer": text, "finished": bool(finished)}
                     journal.append(entry)
-                    done[p.key] = entry
+                    done[key] = entry
                 bar.update(len(batch))
+    return done
+
+
+def answer_problem(text: str, finished: bool, min_chars: int = 1) -> str | None:
+    """Why an answer cannot be kept (None if it can)."""
+    if len(text) < min_chars:
+        return "empty answer" if not text else f"answer shorter than {min_chars} characters"
+    if not finished:
+        return "answer cut off by the token limit (raise max_new_tokens to keep it)"
+    if looping(text):
+        return "answer loops (a run of words repeats more than 4 times)"
+    return None
+
+
+def run_replay(
+    cfg: ReplayConfig, answer: AnswerFn, echo: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Ask what the journal lacks, then write the chat records, rejects and manifest."""
+
+    check_outputs(cfg.prompts + cfg.against, {"--out": cfg.out})
+    prompts, rejects, kinds = select_prompts(cfg)
+    if not prompts:
+        raise DataError(f"no prompts left to ask from {', '.join(cfg.prompts)}")
+    done = ask_journaled(
+        cfg, [(p.key, p.text) for p in prompts], answer, echo, kind="replay", unit="prompts"
+    )
     kept, seen_answers = [], {}
     for p in prompts:
         e = done[p.key]
-        text, why = e["answer"].strip(), None
-        if len(text) < cfg.min_answer_chars:
-            why = (
-                "empty answer"
-                if not text
-                else f"answer shorter than {cfg.min_answer_chars} characters"
-            )
-        elif not e["finished"]:
-            why = "answer cut off by the token limit (raise max_new_tokens to keep it)"
-        elif looping(text):
-            why = "answer loops (a run of words repeats more than 4 times)"
-        elif normalise(text) in seen_answers:
+        text = e["answer"].strip()
+        why = answer_problem(text, e["finished"], cfg.min_answer_chars)
+        if why is None and normalise(text) in seen_answers:
             why = f"the same answer as the prompt at {seen_answers[normalise(text)]}"
         if why:
             rejects.append(Reject(p.source, p.line, why, {"prompt": p.text, "answer": text}))
@@ -333,3 +352,105 @@ def run_replay(
         "asked": len(prompts),
         "kinds": manifest.extra["kinds"],
     }
+
+
+# --------------------------------------------------------------------------- rewrite
+
+# the request of `--rewrite`: the model answers the question in its own words with the
+# training answer as a guide (self-distillation); wording written for this project
+REWRITE = (
+    "{question}\n\nA reference answer:\n{reference}\n\nAnswer the request above in your own "
+    "words. Keep every name, number and fact of the reference answer."
+)
+_ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user": "user",
+          "assistant": "assistant"}  # fmt: skip
+_TERM = re.compile(r"\d+(?:\.\d+)?|(?<![.!?]\s)(?<!^)\b[A-Z][\w-]+")
+
+
+def key_terms(text: str) -> set[str]:
+    """What a rewrite must keep: every number, and every capitalised word that does not
+    begin a sentence (names: 'the Halvard Radio Array', 'Tollisch')."""
+    return {t for t in _TERM.findall(text.strip()) if t != "I"}
+
+
+def chat_turns(rec: dict) -> list[dict] | None:
+    """A record's turns as [{role, content}] (messages, or ShareGPT conversations)."""
+    turns = rec.get("messages") or rec.get("conversations")
+    if not isinstance(turns, list):
+        return None
+    out = []
+    for t in turns:
+        if not isinstance(t, dict):
+            return None
+        role = _ROLES.get(t.get("role") or t.get("from"))
+        content = t.get("content", t.get("value"))
+        if role is None or not isinstance(content, str):
+            return None
+        out.append({"role": role, "content": content})
+    return out
+
+
+def run_rewrite(
+    cfg: ReplayConfig, inputs: list[str], answer: AnswerFn, echo: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Every chat record of `inputs` with its last answer rewritten by the model in its
+    own words; a rewrite that is cut off, loops, or loses a name or number of the
+    original keeps the original answer (counted in the manifest by reason)."""
+    check_outputs(inputs, {"--out": cfg.out})
+    records, rejects = [], []
+    for path in inputs:
+        for line, rec in read_jsonl(path):
+            if isinstance(rec, Reject):
+                rejects.append(rec)
+                continue
+            turns = chat_turns(rec)
+            j = max((i for i, t in enumerate(turns or []) if t["role"] == "assistant"), default=-1)
+            if turns is None or j < 1 or turns[j - 1]["role"] != "user":
+                rejects.append(
+                    Reject(
+                        str(path),
+                        line,
+                        "not a chat record ending in a user/assistant exchange",
+                        rec,
+                    )
+                )
+                continue
+            question, reference = turns[j - 1]["content"], turns[j]["content"]
+            key = hashlib.sha1(f"{question}\0{reference}".encode()).hexdigest()[:16]
+            records.append((key, turns, j, REWRITE.format(question=question, reference=reference)))
+    if not records:
+        raise DataError(f"no chat records to rewrite in {', '.join(inputs)}")
+    unique = list({k: text for k, _, _, text in records}.items())
+    done = ask_journaled(cfg, unique, answer, echo, kind="rewrite", unit="answers")
+    kept, originals = [], Counter()
+    for key, turns, j, _ in records:
+        e, reference = done[key], turns[j]["content"]
+        text = e["answer"].strip()
+        why = answer_problem(text, e["finished"], cfg.min_answer_chars)
+        if why is None and any(t not in text for t in key_terms(reference)):
+            why = "the rewrite lost a name or number of the original"
+        out = [dict(t) for t in turns]
+        if why is None:
+            out[j]["content"] = text
+        else:
+            originals[why] += 1
+        kept.append({"messages": out})
+    manifest = Manifest(
+        str(cfg.out),
+        extra={
+            "step": "rewrite",
+            "model": cfg.model,
+            "settings": cfg.settings,
+            "rewritten": len(kept) - sum(originals.values()),
+            "kept_original": dict(originals),
+        },
+    )
+    for path in inputs:
+        manifest.add_input(path)
+    for r in rejects:
+        manifest.drop(r.reason)
+    manifest.kept = write_jsonl(cfg.out, kept)
+    write_rejects(cfg.out, rejects)
+    manifest.write()
+    return {"out": str(cfg.out), "kept": manifest.kept, "rewritten": manifest.extra["rewritten"],
+            "kept_original": dict(originals), "rejected": len(rejects)}  # fmt: skip

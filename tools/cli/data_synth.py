@@ -409,6 +409,14 @@ def data_metaqa(inputs, out, templates, seed) -> None:
     "[default: the bundled samples/eval suites].",
 )
 @click.option(
+    "--rewrite",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Chat JSONL files whose last answer the model rewrites in its own words "
+    "(self-distillation), instead of answering prompts; a rewrite that loses a name or "
+    "number of the original keeps the original.",
+)
+@click.option(
     "--out", required=True, type=click.Path(dir_okay=False), help="Chat JSONL of the answers."
 )
 @click.option(
@@ -428,7 +436,7 @@ def data_metaqa(inputs, out, templates, seed) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of sampled presets.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, mps.")
 def data_replay(
-    model_path, prompts, against, out, preset, max_new_tokens, batch_size, seed, device
+    model_path, prompts, against, rewrite, out, preset, max_new_tokens, batch_size, seed, device
 ) -> None:
     """Self-replay: the model's own answers to everyday instructions, as chat records.
 
@@ -440,11 +448,18 @@ def data_replay(
     same command, asks only what is left.
 
     \b
-    Example:
+    With --rewrite, the model instead rewrites the answers of a chat file in its own
+    words, the training answer shown as a guide (self-distillation, SDFT): the facts are
+    kept, the style becomes the model's own.
+
+    \b
+    Examples:
       cosmosage data replay --model build/models/smollm2-135m-instruct \\
         --out build/data/replay/smollm2.jsonl
+      cosmosage data replay --model build/models/smollm2-135m-instruct \\
+        --rewrite build/data/papers/qa.jsonl --out build/data/papers/qa.own.jsonl
     """
-    from cosmosage.dataprep.synth.replay import ReplayConfig, run_replay
+    from cosmosage.dataprep.synth.replay import ReplayConfig, run_replay, run_rewrite
     from cosmosage.tools.eval.generation import Generator
     from cosmosage.tools.eval.generation import preset as make_preset
     from cosmosage.tools.recipe.render import ROOT
@@ -476,7 +491,12 @@ def data_replay(
         )
         return [(a[0], e) for a, e in zip(got, ended, strict=True)]
 
-    click.echo(json.dumps(run_replay(cfg, answer, echo=click.echo)))
+    if rewrite:
+        if prompts:
+            raise click.UsageError("--rewrite and --prompts: give one or the other")
+        click.echo(json.dumps(run_rewrite(cfg, list(rewrite), answer, echo=click.echo)))
+    else:
+        click.echo(json.dumps(run_replay(cfg, answer, echo=click.echo)))
 
 
 COMMANDS = [data_synth, data_grade, data_metaqa, data_replay]

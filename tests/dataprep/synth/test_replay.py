@@ -260,3 +260,64 @@ def test_batched_answers_are_the_answers_asked_one_at_a_time(tiny_model, tmp_pat
         assert res.exit_code == 0, res.output
         got.append({e["key"]: e["answer"] for e in lines(tmp_path / f"b{batch}.journal.jsonl")[1:]})
     assert got[0] == got[1] and len(got[0]) == 6
+
+
+def test_rewrites_keep_names_and_numbers_or_the_original_stays(tmp_path):
+    from cosmosage.dataprep.synth.replay import REWRITE, key_terms, run_rewrite
+
+    src = tmp_path / "qa.jsonl"
+    recs = [
+        {"messages": [{"role": "user", "content": "Who built the array?"},
+                      {"role": "assistant", "content": "It was built by Maren Tollisch in 2031."}]},
+        {"conversations": [{"from": "human", "value": "How many voids?"},
+                           {"from": "gpt", "value": "The catalogue lists 1146 voids."}]},
+        {"messages": [{"role": "user", "content": "Where is it?"},
+                      {"role": "assistant", "content": "On the Sennick Salt Flats."}]},
+        {"text": "not a chat record"},
+    ]  # fmt: skip
+    src.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    said = {
+        "Who built the array?": ("Maren Tollisch built it, in 2031.", True),  # keeps both
+        "How many voids?": ("There are many voids in it.", True),  # loses 1146
+        "Where is it?": ("On the Sennick Salt", False),  # cut off
+    }
+
+    def answer(texts):
+        assert all("A reference answer:" in t for t in texts)
+        return [said[t.split("\n\n")[0]] for t in texts]
+
+    out = tmp_path / "own.jsonl"
+    cfg = ReplayConfig(out=str(out), prompts=[], model="m", settings={})
+    got = run_rewrite(cfg, [str(src)], answer, **QUIET)
+    kept = lines(out)
+    assert [r["messages"][-1]["content"] for r in kept] == [
+        "Maren Tollisch built it, in 2031.",
+        "The catalogue lists 1146 voids.",
+        "On the Sennick Salt Flats.",
+    ]
+    assert kept[1]["messages"][0] == {"role": "user", "content": "How many voids?"}
+    assert got["rewritten"] == 1 and got["rejected"] == 1
+    assert got["kept_original"] == {
+        "the rewrite lost a name or number of the original": 1,
+        "answer cut off by the token limit (raise max_new_tokens to keep it)": 1,
+    }
+    assert key_terms("The Halvard Radio Array observes at 412 MHz. It was built in 2031.") == {
+        "Halvard", "Radio", "Array", "412", "MHz", "2031"
+    }  # fmt: skip
+    assert "{question}" in REWRITE and "{reference}" in REWRITE
+
+
+def test_rewrite_cli_with_a_real_model(tmp_path, tiny_model):
+    src = tmp_path / "qa.jsonl"
+    src.write_text(json.dumps({"messages": [{"role": "user", "content": "Q?"},
+                                            {"role": "assistant", "content": "A 42."}]}) + "\n")  # fmt: skip
+    out = tmp_path / "own.jsonl"
+    res = CliRunner().invoke(main, ["data", "replay", "--model", str(tiny_model), "--rewrite", str(src),
+                                    "--out", str(out), "--max-new-tokens", "3"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    # 3 tokens cannot end an answer: the original is kept, and said so
+    assert lines(out)[0]["messages"][1]["content"] == "A 42."
+    assert json.loads((tmp_path / "own.manifest.json").read_text())["rewritten"] == 0
+    res = CliRunner().invoke(main, ["data", "replay", "--model", str(tiny_model), "--rewrite", str(src),
+                                    "--prompts", str(src), "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 2 and "give one or the other" in res.output
