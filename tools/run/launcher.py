@@ -516,6 +516,11 @@ def run_soup_stage(
     """A stage whose `recipe.soup` names models and weights: mergekit instead of Axolotl;
     its model is then evaluated like any stage's."""
     ingredients, kwargs = soup_spec(stage, previous, runs_dir, root)
+    spec = stage.rendered.meta["soup"]
+    if spec.get("weights") is not None:
+        return run_soup_selection(
+            stage, ingredients, kwargs, previous, runs_dir, root, stage_dir, echo
+        )
     mix = " + ".join(f"{i.weight:g} x {i.model}" for i in ingredients)
     echo(f"soup   {stage.name}: {kwargs['method']} of {mix}  (log: {stage_dir / 'mergekit.log'})")
     made = soup.make_soup(
@@ -523,6 +528,62 @@ def run_soup_stage(
     )
     write_json(stage_dir / "metrics.json", {"model": made["model"], "wall_s": made["wall_s"]})
     return soup.soup_entry(made, stage.name)
+
+
+def run_soup_selection(
+    stage: Stage,
+    ingredients: list[soup.Ingredient],
+    kwargs: dict,
+    previous: dict[str, str],
+    runs_dir: Path,
+    root: Path,
+    stage_dir: Path,
+    echo: Echo,
+) -> dict:
+    """`recipe.soup.weights: [w, ...]` with `recipe.soup.select` (a rule as in
+    recipe.select): one soup per weight w of the first model (the others share 1 - w in
+    their given proportions), the rule picks which becomes the stage's model."""
+    from cosmosage.tools.run.select import select_soup
+
+    spec = stage.rendered.meta["soup"]
+    rule = spec.get("select")
+    if not isinstance(rule, dict) or len(ingredients) < 2:
+        raise LaunchError(
+            f"{stage.name}: recipe.soup.weights needs recipe.soup.select (suites, maximize, "
+            "limits) and at least two models"
+        )
+    try:
+        weights = [float(w) for w in spec["weights"]]
+    except (TypeError, ValueError) as exc:
+        raise LaunchError(f"{stage.name}: recipe.soup.weights must be a list of numbers") from exc
+    rest = sum(i.weight for i in ingredients[1:]) or 1.0
+    parent = resolve_soup_model(
+        str(rule.get("parent", ingredients[-1].model)), previous, runs_dir, root
+    )
+    t0 = time.time()
+    made: dict = {}
+
+    def make(w: float, out: Path) -> str:
+        mixed = [soup.Ingredient(ingredients[0].model, w)] + [
+            soup.Ingredient(i.model, (1 - w) * i.weight / rest) for i in ingredients[1:]
+        ]
+        echo(f"soup   {stage.name}: weight {w:g} of {ingredients[0].model}")
+        made[w] = soup.make_soup(
+            mixed, out=out, config_path=out.with_suffix(".mergekit.yaml"), **kwargs
+        )
+        return made[w]["model"]
+
+    rule = {k: v for k, v in rule.items() if k != "parent"}
+    try:
+        w, row = select_soup(weights, make, parent, rule, stage_dir, root, echo)
+    except DataError as exc:
+        raise LaunchError(f"{stage.name}: {exc}") from exc
+    entry = {**made[w], "model": str(stage_dir / "model")}
+    write_json(
+        stage_dir / "metrics.json",
+        {"model": entry["model"], "wall_s": round(time.time() - t0, 1), "selected": row},
+    )
+    return soup.soup_entry(entry, stage.name)
 
 
 def run_recipe(

@@ -70,10 +70,11 @@ def choose(rows: list[dict], rule: dict) -> tuple[dict, bool]:
 
 
 def score_checkpoints(
-    parent: str, candidates: list[tuple[int, str]], rule: dict, root: Path
+    parent: str, candidates: list[tuple[int | float, str]], rule: dict, root: Path
 ) -> tuple[dict, list[dict]]:
     """Ask the parent and every candidate model the rule's suites; (parent scores, one
-    row per candidate with its scores, general drop and KL to the parent)."""
+    row per candidate with its scores, general drop and KL to the parent). A candidate
+    is (its step, or a soup's weight, as `step`; its model folder)."""
     from cosmosage.tools.eval.drift import general_items, kl_to_base
     from cosmosage.tools.eval.evaluate import evaluate
     from cosmosage.tools.eval.generation import preset
@@ -138,3 +139,42 @@ def select_checkpoint(
         echo(f"select {stage_dir.name}: no checkpoint keeps within the limits; the closest is kept")
     best = next(c for c in ckpts if c["step"] == chosen["step"])
     return {**best, "selected_by": key, "within_limits": ok}
+
+
+def select_soup(
+    weights: list[float],
+    make: Callable[[float, Path], str],
+    parent: str,
+    rule: dict,
+    stage_dir: Path,
+    root: Path,
+    echo: Echo,
+) -> tuple[float, dict]:
+    """One soup per weight of its first model (`make(weight, folder)` makes it), each asked
+    the rule's suites; the chosen soup moved to <stage>/model, the others removed, the
+    table written to <stage>/select.json. Returns (chosen weight, its row)."""
+    check_rule(rule)
+    work = stage_dir / "select"
+    shutil.rmtree(work, ignore_errors=True)
+    candidates = [(w, make(w, work / f"weight-{w:g}")) for w in weights]
+    echo(f"select {stage_dir.name}: asking {len(candidates)} soup(s) {', '.join(rule['suites'])}")
+    base, rows = score_checkpoints(parent, candidates, rule, root)
+    chosen, ok = choose(rows, rule)
+    key = rule["maximize"]
+    for r in rows:
+        mark = " <- chosen" if r is chosen else ""
+        echo(
+            f"select   weight {r['step']:g}: {key} {r['scores'].get(key, 0):.0%}, general drop "
+            f"{(r.get('general_drop') or 0) * 100:+.0f} pts, KL {r.get('kl', 0):.4f}{mark}"
+        )
+    if not ok:
+        echo(f"select {stage_dir.name}: no soup keeps within the limits; the closest is kept")
+    dst = stage_dir / "model"
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.move(dict(candidates)[chosen["step"]], dst)
+    shutil.rmtree(work, ignore_errors=True)
+    write_json(
+        stage_dir / "select.json",
+        {"rule": rule, "parent": base, "soups": rows, "chosen": chosen["step"], "within": ok},
+    )
+    return chosen["step"], {**chosen, "within_limits": ok}

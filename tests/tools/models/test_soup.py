@@ -250,3 +250,54 @@ def test_recipe_check_validates_a_soup_stage_instead_of_axolotl_keys():
     )
     assert hub.exit_code == 0, hub.output
     assert "[info] soup: HuggingFaceTB/SmolLM2-135M-Instruct: a Hub id" in hub.output
+
+
+def test_soup_weights_are_chosen_by_the_rule_not_the_last_one(
+    tiny_model, tuned, tmp_path, monkeypatch
+):
+    from cosmosage.tools.run import select as sel
+
+    root, runs = tmp_path / "project", tmp_path / "runs"
+    soup_recipes(root, tiny_model)
+    path = root / "recipes" / "fam" / "soup.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["recipe"]["soup"]["weights"] = [0.2, 0.5, 0.8]
+    doc["recipe"]["soup"]["select"] = {
+        "suites": [str(root / "suite.yaml")], "maximize": "domain", "general_drop": 0.05,
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(doc))
+    registry.append(
+        runs,
+        {
+            "run_id": "fam/tuned/1",
+            "recipe": "fam/tuned",
+            "parent_model": str(tiny_model),
+            "model": str(tuned),
+        },
+    )
+    asked = {}
+
+    def scripted(parent, candidates, rule, root_):
+        asked["weights"] = [w for w, _ in candidates]
+        asked["parent"] = parent
+        # more of the tuned model: more domain, more forgetting; 0.5 is the best within 5 pts
+        rows = [
+            {"step": 0.2, "scores": {"domain": 0.2}, "general_drop": 0.0},
+            {"step": 0.5, "scores": {"domain": 0.6}, "general_drop": 0.04},
+            {"step": 0.8, "scores": {"domain": 0.9}, "general_drop": 0.3},
+        ]
+        return {"domain": 0.0}, rows
+
+    monkeypatch.setattr(sel, "score_checkpoints", scripted)
+    said: list[str] = []
+    record = run_recipe("fam/soup", root=root, runs_dir=runs, echo=said.append)
+    run_dir = Path(record["run_dir"])
+    assert asked["weights"] == [0.2, 0.5, 0.8] and asked["parent"] == str(tiny_model.resolve())
+    table = json.loads((run_dir / "soup" / "select.json").read_text())
+    assert table["chosen"] == 0.5 and table["within"]
+    a, b, mixed = weights(tuned), weights(tiny_model), weights(run_dir / "soup" / "model")
+    name = "model.layers.0.mlp.up_proj.weight"
+    torch.testing.assert_close(mixed[name], 0.5 * a[name] + 0.5 * b[name], rtol=0, atol=1e-6)
+    assert record["stages"]["soup"]["soup"]["weights"] == [0.5, 0.5]
+    assert not (run_dir / "soup" / "select").exists()
+    assert any("weight 0.5" in s and "<- chosen" in s for s in said)
