@@ -455,6 +455,20 @@ def check_soup(stage: Stage, root: Path) -> list[check.Problem]:
         soup.mergekit_config(ingredients, **kwargs)
     except (LaunchError, soup.SoupError) as exc:
         problems.append(check.Problem("soup", str(exc).removeprefix(f"{stage.name}: ")))
+    if spec.get("weights") is not None:
+        from cosmosage.tools.run.select import check_rule
+
+        rule = spec.get("select")
+        try:
+            check_rule(
+                {k: v for k, v in rule.items() if k != "parent"} if isinstance(rule, dict) else rule
+            )
+            if not all(isinstance(w, int | float) and 0 <= w <= 1 for w in spec["weights"]):
+                raise DataError("recipe.soup.weights: a list of numbers from 0 to 1")
+        except DataError as exc:
+            problems.append(
+                check.Problem("soup", str(exc).replace("recipe.select", "recipe.soup.select"))
+            )
     return problems
 
 

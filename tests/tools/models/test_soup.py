@@ -301,3 +301,17 @@ def test_soup_weights_are_chosen_by_the_rule_not_the_last_one(
     assert record["stages"]["soup"]["soup"]["weights"] == [0.5, 0.5]
     assert not (run_dir / "soup" / "select").exists()
     assert any("weight 0.5" in s and "<- chosen" in s for s in said)
+
+
+def test_recipe_check_reports_soup_weights_without_a_rule(tiny_model, tmp_path):
+    from cosmosage.tools.recipe.render import Rendered
+    from cosmosage.tools.run.launcher import Stage, check_soup
+
+    spec = {"method": "linear", "models": [{"model": str(tiny_model), "weight": 0.5},
+                                           {"model": str(tiny_model), "weight": 0.5}]}  # fmt: skip
+    ok = {**spec, "weights": [0.5, 0.8], "select": {"suites": ["s.yaml"], "maximize": "all"}}
+    assert check_soup(Stage("s", "s", Rendered("s", {}, {"soup": ok})), tmp_path) == []
+    bad = check_soup(
+        Stage("s", "s", Rendered("s", {}, {"soup": {**spec, "weights": [0.5, 2]}})), tmp_path
+    )
+    assert any("recipe.soup.select must be a mapping" in p.message for p in bad)
