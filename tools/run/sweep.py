@@ -246,6 +246,17 @@ def load(folder: Path) -> dict:
 # --------------------------------------------------------------------------- running
 
 
+def read_counts(runs_dir: Path, run: str | None) -> dict:
+    """[passed, scored] per model label and score key, from the run's eval/scores.json."""
+    path = runs_dir / run / "eval" / "scores.json" if run else None
+    if not path or not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text()).get("counts") or {}
+    except ValueError:
+        return {}
+
+
 def read_run(runs_dir: Path, run: str | None) -> dict:
     path = runs_dir / run / "run.json" if run else None
     return json.loads(path.read_text()) if path and path.is_file() else {}
@@ -421,9 +432,13 @@ def collect(doc: dict, runs_dir: Path) -> list[dict]:
             else (round(sum(w for w in stage_wall if w), 1) if any(stage_wall) else None)
         )
         scores = record.get("eval") or {}
+        counts = read_counts(runs_dir, combo.get("run"))
+        row["_counts"] = {}
         for label, prefix in ((stages[-1], "final"), ("base", "base")):
             for metric, value in (scores.get(label) or {}).items():
                 row[f"{prefix}.{metric}"] = value
+            for metric, got in (counts.get(label) or {}).items():
+                row["_counts"][f"{prefix}.{metric}"] = got
         for f in record.get("forgetting") or []:
             for key, value in f.items():
                 if key not in ("before", "after"):
@@ -439,7 +454,7 @@ def columns(rows: list[dict], doc: dict) -> list[str]:
     forgetting columns, error, run."""
     head = ["combination", *doc["grid"], "status", *(f"{k}.eval_loss" for k in doc["stages"])]
     head.append("wall_s")
-    seen = list(dict.fromkeys(k for row in rows for k in row if k not in head))
+    seen = list(dict.fromkeys(k for row in rows for k in row if k not in head and k[0] != "_"))
     rest = [k for k in seen if k not in ("error", "run")]
     final = [k for k in rest if k.startswith("final.")]
     base = [k for k in rest if k.startswith("base.")]
@@ -533,6 +548,7 @@ def table_markdown(rows: list[dict], cols: list[str], doc: dict, metric: str) ->
         lines.append(
             f"Best: combination {best['combination']} ({values}): {fmt(metric, best[metric])}."
         )
+    lines += interval_lines(rows, metric)
     header = [("#" if c == "combination" else c) for c in cols]
     lines += ["", "| " + " | ".join(header) + " |", "|---" * len(cols) + "|"]
     for row in rows:
@@ -546,6 +562,24 @@ def table_markdown(rows: list[dict], cols: list[str], doc: dict, metric: str) ->
             lines.append(f"- {r['combination']} ({values}): {r['status']}: {r['error']}")
         lines.append("")
     return "\n".join(lines)
+
+
+def interval_lines(rows: list[dict], metric: str) -> list[str]:
+    """The sort metric of every combination with its 95% Wilson interval, where the run
+    kept the counts: two runs whose intervals overlap are not told apart by this suite."""
+    from cosmosage.tools.eval.report import interval
+
+    shown = [(r, (r.get("_counts") or {}).get(metric)) for r in rows]
+    shown = [(r, got) for r, got in shown if got and got[1]]
+    if not shown:
+        return []
+    lines = ["", f"| # | {metric} | passed | 95% interval |", "|---|---|---|---|"]
+    for r, (passed, n) in shown:
+        lo, hi = interval(passed, n)
+        lines.append(
+            f"| {r['combination']} | {passed / n:.0%} | {passed}/{n} | {lo:.0%}-{hi:.0%} |"
+        )
+    return lines
 
 
 def table_csv(rows: list[dict], cols: list[str]) -> str:

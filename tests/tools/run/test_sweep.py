@@ -396,3 +396,22 @@ def test_sweep_trains_the_tiny_model_over_two_learning_rates(tmp_path, tiny_mode
     assert [float(r["qlora.eval_loss"]) for r in csv_rows] == losses
     assert (result["dir"] / "prepared").is_dir()  # the second run reused the tokenized data
     assert (result["dir"] / "results.png").stat().st_size > 10_000
+
+
+def test_the_report_gives_the_sort_metric_its_interval_where_the_run_kept_counts(tmp_path):
+    import json
+
+    from cosmosage.tools.run.sweep import interval_lines, read_counts
+
+    run = tmp_path / "r" / "1"
+    (run / "eval").mkdir(parents=True)
+    (run / "eval" / "scores.json").write_text(json.dumps({"counts": {"s": {"held_out": [8, 24]}}}))
+    assert read_counts(tmp_path, "r/1") == {"s": {"held_out": [8, 24]}}
+    assert read_counts(tmp_path, "r/none") == {}
+    rows = [
+        {"combination": 1, "_counts": {"final.held_out": [8, 24]}},
+        {"combination": 2, "_counts": {}},  # an older run without counts: left out
+    ]
+    lines = interval_lines(rows, "final.held_out")
+    assert lines[-1] == "| 1 | 33% | 8/24 | 18%-53% |" and len(lines) == 4
+    assert interval_lines([rows[1]], "final.held_out") == []
