@@ -8,6 +8,7 @@ Sharding happens here, before a file is read, so shard i of n reads only its own
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -47,6 +48,21 @@ def is_validation(doc_id: str, fraction: float, seed: int = 0) -> bool:
     return h / 0xFFFFFFFF < fraction
 
 
+def walk_files(folder: Path) -> list[Path]:
+    """Every file under `folder`, sorted, following symlinked sub-folders (a corpus is often
+    assembled from links) but never into a folder already walked, so a link cycle ends."""
+    out: list[Path] = []
+    seen: set[str] = set()
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        out += [Path(top) / f for f in files if (Path(top) / f).is_file()]
+    return sorted(out)
+
+
 def iter_input_files(
     inputs: Iterable[str | Path],
     suffixes: set[str] = ALL_SUFFIXES,
@@ -59,8 +75,8 @@ def iter_input_files(
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if not f.is_file() or f.name.startswith("."):
+            for f in walk_files(p):
+                if f.name.startswith("."):
                     continue
                 key = f"{p.name}/{f.relative_to(p)}"
                 if f.suffix.lower() in suffixes:

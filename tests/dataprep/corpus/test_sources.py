@@ -160,3 +160,20 @@ def test_files_of_other_kinds_in_a_folder_are_listed_and_said(tmp_path, tiny_mod
         str(folder / "notes.jsonl"),
         str(folder / "sub" / "table.csv"),
     }
+
+
+def test_symlinked_sub_folders_are_read_and_a_link_cycle_ends(tmp_path):
+    import os
+
+    from cosmosage.dataprep.corpus.sources import iter_input_files
+
+    shelf = tmp_path / "shelf"
+    (shelf / "papers").mkdir(parents=True)
+    (shelf / "papers" / "a.md").write_text("# A\n")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "b.md").write_text("# B\n")
+    os.symlink(shelf / "papers", corpus / "linked")  # a corpus assembled from links
+    os.symlink(corpus, corpus / "linked_again")  # a cycle back to the top
+    keys = [k for _, k in iter_input_files([corpus])]
+    assert keys == ["corpus/b.md", "corpus/linked/a.md"]
