@@ -129,15 +129,50 @@ def safe_command() -> list[str]:
 
 
 def scrub(text: str, endpoint: Endpoint) -> str:
-    """`text` with the API key (should a server echo it) replaced by ***."""
+    """`text` with the API key (should a server echo it) replaced by ***, and any piece of
+    it 8 characters or longer too: an error message cut short can end in half the key."""
     key = os.environ.get(endpoint.api_key_env)
-    if key and len(key) >= 6 and key in text:
+    if not key or len(key) < 6:
+        return text
+    if key in text:
         text = text.replace(key, "***")
+    for n in range(len(key) - 1, 7, -1):
+        for i in range(len(key) - n + 1):
+            piece = key[i : i + n]
+            if piece in text:
+                text = text.replace(piece, "***")
     return text
+
+
+_LOCAL = ("localhost", "127.", "[::1]", "0.0.0.0")
+_WARNED: set[str] = set()
+
+
+def warn_plain_http(endpoint: Endpoint) -> None:
+    """Once per server: a key sent over plain http to another machine can be read on the
+    way."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(endpoint.base_url)
+    host = url.netloc.rsplit("@", 1)[-1]
+    if (
+        url.scheme == "http"
+        and os.environ.get(endpoint.api_key_env)
+        and not host.startswith(_LOCAL)
+        and host not in _WARNED
+    ):
+        _WARNED.add(host)
+        print(
+            f"warning: {redact_url(endpoint.base_url)} is plain http to another machine: "
+            f"the key in {endpoint.api_key_env} travels unencrypted; use https",
+            file=sys.stderr,
+        )
 
 
 def make_client(endpoint: Endpoint):
     from openai import AsyncOpenAI
+
+    warn_plain_http(endpoint)
 
     return AsyncOpenAI(
         base_url=endpoint.base_url,

@@ -145,3 +145,23 @@ def test_progress_writes_status_lines_when_not_on_a_terminal(capsys):
     err = capsys.readouterr().err
     assert "synth: 4/10 items" in err and "item/s, ETA" in err
     assert "7 requests (2 retries, 1 failed), tokens 700 in / 90 out" in err
+
+
+def test_an_echoed_key_is_masked_even_when_the_message_cuts_it_short(monkeypatch, capsys):
+    from cosmosage.dataprep.synth import llm
+
+    key = "sk-abcdefghijklmnopqrstuvwxyz0123456789"
+    monkeypatch.setenv("MY_KEY", key)
+    ep = llm.Endpoint("http://127.0.0.1:8000/v1", "m", "MY_KEY")
+    assert llm.scrub(f"bad header: Bearer {key}", ep) == "bad header: Bearer ***"
+    cut = f"unauthorized: got Bearer {key[:20]}"  # the server's message was truncated
+    assert key[:8] not in llm.scrub(cut, ep)
+    assert llm.scrub("nothing secret here", ep) == "nothing secret here"
+    # plain http to another machine with a key: one warning per host
+    llm.warn_plain_http(ep)
+    assert capsys.readouterr().err == ""
+    remote = llm.Endpoint("http://gpu-box.example:8000/v1", "m", "MY_KEY")
+    llm.warn_plain_http(remote)
+    llm.warn_plain_http(remote)
+    err = capsys.readouterr().err
+    assert err.count("plain http to another machine") == 1 and key not in err
