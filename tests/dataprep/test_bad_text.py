@@ -134,3 +134,31 @@ def test_options_that_cannot_work_are_refused_in_one_line(tmp_path, tiny_model):
     assert (
         res.exit_code == 1 and f"source s: {tmp_path / 'gone.jsonl'} does not exist" in res.output
     )
+
+
+def test_no_data_command_writes_over_its_own_input(tmp_path, tiny_model):
+    import shutil
+
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(json.dumps(GOOD) + "\n")
+    table = tmp_path / "out" / "recall.yaml"  # a fact table inside its own --out-dir
+    table.parent.mkdir()
+    shutil.copy(ROOT / "samples/facts/cosmology_facts.yaml", table)
+    doc = tmp_path / "doc.jsonl"
+    doc.write_text("")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(chat)
+    cases = {
+        "convert": ["data", "convert", str(chat), "--out", str(link)],  # through a symlink
+        "structured": ["data", "structured", str(chat), "--schema",
+                       str(ROOT / "samples/structured/canto_refs.schema.yaml"), "--out", str(chat)],
+        "facts": ["data", "facts", str(table), "--out-dir", str(table.parent)],
+        "corpus": ["data", "corpus", str(doc), "--tokenizer", str(tiny_model), "--sequence-len", "64",
+                   "--out", str(tmp_path / "c.jsonl"), "--val-out", str(tmp_path / "c.jsonl")],
+    }  # fmt: skip
+    before = {p: p.read_bytes() for p in (chat, table)}
+    for name, args in cases.items():
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 1, (name, res.output)
+        assert "would overwrite the input" in res.output or "the same file as" in res.output, name
+    assert {p: p.read_bytes() for p in (chat, table)} == before
