@@ -81,3 +81,52 @@ class DefaultCommandGroup(click.Group):
         if args and args[0] not in self.commands and not args[0].startswith("-"):
             args = [self.default, *args]
         return super().resolve_command(ctx, args)
+
+
+def build_command_problems(meta: dict) -> list[str]:
+    """What is wrong with each `recipe.builds` command as the CLI would parse it: a
+    command that does not exist, an unknown option, a missing required one. Inputs that
+    do not exist yet are fine (earlier builds make them)."""
+    from cosmosage.tools.cli.main import main
+
+    problems = []
+    for b in meta.get("builds") or []:
+        argv = [str(a) for a in b.get("command") or []]
+        shown = "cosmosage " + " ".join(argv[:2])
+        cmd, args, words = main, list(argv), ["cosmosage"]
+        while isinstance(cmd, click.Group) and args:
+            sub = cmd.get_command(click.Context(cmd), args[0])
+            if sub is None:
+                problems.append(
+                    f"{b.get('output')}: `{' '.join([*words, args[0]])}` is not a command"
+                )
+                break
+            words.append(args.pop(0))
+            cmd = sub
+        else:
+            try:
+                with _paths_may_not_exist_yet():
+                    cmd.make_context(" ".join(words), args)
+            except click.UsageError as exc:
+                problems.append(f"{b.get('output')}: {shown}: {exc.format_message()}")
+    return problems
+
+
+@contextlib.contextmanager
+def _paths_may_not_exist_yet():
+    """Parse as the command would, except that a path need not exist: an earlier build
+    makes it."""
+    convert = click.Path.convert
+
+    def lenient(self, value, param, ctx):
+        exists, self.exists = self.exists, False
+        try:
+            return convert(self, value, param, ctx)
+        finally:
+            self.exists = exists
+
+    click.Path.convert = lenient
+    try:
+        yield
+    finally:
+        click.Path.convert = convert

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cosmosage.tools.cli.common import set_option, unset_option
+from cosmosage.tools.cli.common import build_command_problems, set_option, unset_option
 
 
 @click.command("list")
@@ -66,6 +66,7 @@ def recipe_check(names: tuple[str, ...], sets: tuple[str, ...], unsets: tuple[st
       cosmosage recipe check quickstart mistral-7b
       cosmosage recipe check my_axolotl_config.yaml
     """
+    from cosmosage.tools.recipe.check import Problem
     from cosmosage.tools.recipe.render import ROOT, is_config_path, render
     from cosmosage.tools.run.launcher import check_stage
 
@@ -75,6 +76,7 @@ def recipe_check(names: tuple[str, ...], sets: tuple[str, ...], unsets: tuple[st
         stages = [(s, render(s, list(sets), list(unsets))) for s in top.stages] or [(name, top)]
         for stage_name, r in stages:
             problems = check_stage(stage_name, r, Path.cwd() if is_config_path(name) else ROOT)
+            problems += [Problem("builds", p) for p in build_command_problems(r.meta)]
             errors = [p for p in problems if p.severity == "error"]
             status = "FAIL" if errors else "ok"
             click.echo(f"{status:4}  {stage_name}")
@@ -115,9 +117,16 @@ def recipe_run(
       cosmosage recipe run quickstart --set max_steps=5 --dry-run
       cosmosage recipe run quickstart --resume
     """
-    from cosmosage.tools.recipe.render import to_yaml
+    from cosmosage.tools.recipe.render import render, to_yaml
     from cosmosage.tools.run.launcher import run_recipe
 
+    top = render(name, list(sets), list(unsets))
+    metas = [top.meta] + [render(s, list(sets), list(unsets)).meta for s in top.stages]
+    bad = [p for meta in metas for p in build_command_problems(meta)]
+    if bad:
+        raise click.ClickException(
+            "the recipe's builds would fail: " + "; ".join(dict.fromkeys(bad))
+        )
     result = run_recipe(
         name,
         list(sets),

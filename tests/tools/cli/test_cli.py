@@ -95,3 +95,48 @@ def test_recipe_run_dry_run_prints_commands(monkeypatch):
         "# stage quickstart/pretrain" in res.output and "# stage quickstart/instruct" in res.output
     )
     assert res.output.count("--launcher python") == 2 and "max_steps: 2" in res.output
+
+
+def test_build_commands_are_parsed_against_the_cli_before_any_work():
+    from cosmosage.tools.cli.common import build_command_problems
+
+    def problems(*command):
+        return build_command_problems({"builds": [{"output": "o.jsonl", "command": list(command)}]})
+
+    assert problems("data", "chat", "x.jsonl", "--out", "o.jsonl") == [
+        "o.jsonl: `cosmosage data chat` is not a command"
+    ]
+    assert (
+        "No such option '--val-fraction'"
+        in problems("data", "convert", "x.jsonl", "--out", "o.jsonl", "--val-fraction", "0.1")[0]
+    )
+    assert "Missing option '--out'" in problems("data", "convert", "x.jsonl")[0]
+    # an input an earlier build makes does not exist yet: fine
+    assert problems("data", "replay", "--model", "build/not/yet", "--out", "o.jsonl") == []
+
+
+def test_every_bundled_recipe_builds_with_commands_the_cli_has():
+    from cosmosage.tools.cli.common import build_command_problems
+    from cosmosage.tools.recipe.render import list_recipes, render
+
+    bad = []
+    for name in list_recipes():
+        top = render(name)
+        for meta in [top.meta] + [render(s).meta for s in top.stages]:
+            bad += [f"{name}: {p}" for p in build_command_problems(meta)]
+    assert bad == []
+
+
+def test_recipe_run_refuses_a_recipe_whose_build_would_fail(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from cosmosage.tools.cli.main import main
+
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "r.yaml").write_text(
+        "base_model: x\nrecipe:\n  builds:\n    - {output: o.jsonl, command: [data, chat, x]}\n"
+    )
+    monkeypatch.setattr("cosmosage.tools.recipe.render.ROOT", tmp_path)
+    res = CliRunner().invoke(main, ["recipe", "run", str(recipes / "r.yaml"), "--dry-run"])
+    assert res.exit_code == 1 and "`cosmosage data chat` is not a command" in res.output
