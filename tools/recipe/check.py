@@ -149,10 +149,13 @@ def check_axolotl_schema(cfg: dict) -> list[Problem]:
     problems = []
     try:
         with _quiet():
-            from axolotl.utils.config import validate_config
+            from axolotl.utils.config import prepare_plugins, validate_config
             from axolotl.utils.dict import DictDefault
 
-            validated = validate_config(DictDefault(json.loads(json.dumps(cfg))))
+            plain = DictDefault(json.loads(json.dumps(cfg)))
+            # as Axolotl's own CLI does: plugins add their keys to the schema first
+            prepare_plugins(plain)
+            validated = validate_config(plain)
     except Exception as exc:  # pydantic ValidationError or Axolotl's ValueError
         msg = str(exc).strip().replace("\n", "\n    ")
         return [Problem("axolotl", msg)]

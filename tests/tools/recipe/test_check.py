@@ -201,3 +201,24 @@ def test_check_prints_what_a_gpu_stage_needs():
         main, ["recipe", "check", "mistral-7b/pretrain-full", "--unset", "metric_for_best_model"]
     )
     assert bad.exit_code == 1 and "[error] checkpoints: no `metric_for_best_model`" in bad.output
+
+
+def test_plugin_keys_validate_once_their_plugin_is_named_and_a_misspelt_one_still_fails():
+    from cosmosage.tools.recipe.check import check_axolotl_schema
+
+    base = {
+        "base_model": "build/models/tiny-llama",
+        "datasets": [{"path": "x.jsonl", "type": "completion"}],
+        "micro_batch_size": 1,
+        "num_epochs": 1,
+        "learning_rate": 1e-4,
+        "output_dir": "/tmp/o",
+        "sequence_len": 64,
+    }
+    liger = {**base, "plugins": ["axolotl.integrations.liger.LigerPlugin"]}
+    assert check_axolotl_schema({**liger, "liger_fused_linear_cross_entropy": True}) == []
+    bad = check_axolotl_schema({**liger, "liger_fused_linear_cross_entropyy": True})
+    assert [p.check for p in bad] == ["unknown-key"] and "entropyy" in bad[0].message
+    # without its plugin the key means nothing to Axolotl
+    alone = check_axolotl_schema({**base, "liger_fused_linear_cross_entropy": True})
+    assert [p.check for p in alone] == ["unknown-key"]
