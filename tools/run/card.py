@@ -188,7 +188,25 @@ def hub_parents(record: dict) -> list[str]:
         return []
     first = stages[0]
     names = first.get("parents") or [first.get("parent_model", "")]
-    return [n for n in names if n and is_hub_id(n)]
+    return [hub for n in names if (hub := hub_id_of(n))]
+
+
+def hub_id_of(model: str) -> str | None:
+    """The Hub id of a model: itself when it is one, or what `model import --hub-id`
+    recorded in a local folder's cosmosage_import.json."""
+    if not model:
+        return None
+    if is_hub_id(model):
+        return model
+    folder = Path(model) if Path(model).is_absolute() else ROOT / model
+    record = folder / "cosmosage_import.json"
+    if record.is_file():
+        try:
+            hub = json.loads(record.read_text()).get("hub_id")
+        except ValueError:
+            return None
+        return hub if isinstance(hub, str) and is_hub_id(hub) else None
+    return None
 
 
 def card_data(record: dict, top: Rendered):

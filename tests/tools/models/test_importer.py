@@ -354,3 +354,35 @@ def test_a_gguf_cut_off_in_its_tensor_data_says_how_many_bytes_are_missing(tmp_p
     message = one_line_error(cli(str(cut), "--out", str(tmp_path / "m")))
     assert "truncated" in message and "cut.gguf" in message
     assert "Traceback" not in message
+
+
+@pytest.mark.real_model
+def test_smollm2_import_into_a_new_folder_is_linked_from_the_cache_with_its_hub_id(
+    smollm2, tmp_path
+):
+    cache = tmp_path / "cache"
+    first = import_model(
+        SMOLLM2, smollm2, cache_dir=cache, hub_id="HuggingFaceTB/SmolLM2-135M-Instruct"
+    )
+    assert first["reused"] and (cache / first["key"] / RECORD).is_file()
+    start = time.perf_counter()
+    second = import_model(SMOLLM2, tmp_path / "elsewhere", cache_dir=cache)
+    seconds = time.perf_counter() - start
+    assert second["reused"] and seconds < 5, f"second import took {seconds:.2f} s"
+    assert second["hub_id"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    weights = (tmp_path / "elsewhere" / "model.safetensors").read_bytes()
+    assert weights == (smollm2 / "model.safetensors").read_bytes()
+    # the record is each folder's own: changing one leaves the cache's alone
+    import_model(SMOLLM2, tmp_path / "elsewhere", cache_dir=cache, hub_id="org/other")
+    assert json.loads((cache / first["key"] / RECORD).read_text())["hub_id"] == first["hub_id"]
+
+
+def test_a_card_names_the_hub_id_an_import_recorded_as_base_model(tmp_path):
+    from cosmosage.tools.run.card import hub_id_of
+
+    folder = tmp_path / "imported"
+    folder.mkdir()
+    (folder / RECORD).write_text(json.dumps({"hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct"}))
+    assert hub_id_of(str(folder)) == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert hub_id_of(str(tmp_path / "built_from_config")) is None
+    assert hub_id_of("org/model") == "org/model"
