@@ -45,6 +45,9 @@ def test_astrosage_twin_instruct_starts_from_pretrain(tmp_path, tiny_model):
     assert pre["metrics"]["eval_loss_best"] < pre["metrics"]["eval_loss_before"]
     cfg = yaml.safe_load((run_dir / "instruct" / "axolotl.yaml").read_text())
     assert "adapter" not in cfg  # full instruct tuning, as AstroSage's
+    # then the 75/25 soup with the model it started from, which the card names as a parent
+    merge = record["stages"]["merge"]
+    assert merge["parents"][0] == ins["model"] and merge["soup"]["weights"] == [0.75, 0.25]
     assert (run_dir / "publish" / "README.md").is_file()
 
 

@@ -83,12 +83,12 @@ class DefaultCommandGroup(click.Group):
         return super().resolve_command(ctx, args)
 
 
-def build_command_problems(meta: dict) -> list[str]:
-    """What is wrong with each `recipe.builds` command as the CLI would parse it: a
-    command that does not exist, an unknown option, a missing required one. Inputs that
-    do not exist yet are fine (earlier builds make them)."""
-    from cosmosage.tools.cli.main import main
-
+def build_command_problems(meta: dict, main: click.Group | None = None) -> list[str]:
+    """What is wrong with each `recipe.builds` command as the CLI `main` (default: the
+    running command's root group) would parse it: a command that does not exist, an
+    unknown option, a missing required one. Inputs that do not exist yet are fine
+    (earlier builds make them)."""
+    main = main or click.get_current_context().find_root().command
     problems = []
     for b in meta.get("builds") or []:
         argv = [str(a) for a in b.get("command") or []]

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from cosmosage.dataprep.io import write_json
+from cosmosage.dataprep.io import write_json, write_yaml
 from cosmosage.tools.recipe import check
 from cosmosage.tools.recipe.render import ROOT, Rendered
 from cosmosage.tools.run import registry
@@ -102,6 +102,11 @@ def prepare_recipe(
     for stage in stages:
         if build:
             ensure_builds(stage.rendered.meta, root, echo)
+        if stage.rendered.meta.get("soup") is not None:
+            written.append(prepare_soup(stage, previous, runs_dir, root, out / stage.key))
+            previous[stage.name] = written[-1]["model"]
+            echo(f"config {written[-1]['config']}")
+            continue
         parent = stage.rendered.meta.get("parent")
         base = _parent_model(stage, previous, runs_dir, base_model)
         stage_dir = out / stage.key
@@ -137,6 +142,30 @@ def prepare_recipe(
     record = {"recipe": name, "root": str(root.resolve()), "stages": written}
     write_json(out / "prepare.json", record)
     return record
+
+
+def prepare_soup(
+    stage: Stage, previous: dict[str, str], runs_dir: Path, root: Path, stage_dir: Path
+) -> dict:
+    """A soup stage prepared: its mergekit config, with the earlier stages' output folders
+    as ingredients, and the command that makes it after they trained."""
+    from cosmosage.tools.models import soup
+    from cosmosage.tools.run.launcher import soup_spec
+
+    ingredients, kwargs = soup_spec(stage, previous, runs_dir, root)
+    config = soup.mergekit_config(ingredients, **kwargs)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    config_path = stage_dir / "mergekit.yaml"
+    write_yaml(config_path, config)
+    model = stage_dir / "model"
+    return {
+        "stage": stage.name,
+        "config": str(config_path),
+        "base_model": ingredients[0].model,
+        "parents": [i.model for i in ingredients],
+        "model": str(model),
+        "commands": [soup.mergekit_argv(config_path, model)],
+    }
 
 
 def _parent_model(

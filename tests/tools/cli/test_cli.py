@@ -99,9 +99,11 @@ def test_recipe_run_dry_run_prints_commands(monkeypatch):
 
 def test_build_commands_are_parsed_against_the_cli_before_any_work():
     from cosmosage.tools.cli.common import build_command_problems
+    from cosmosage.tools.cli.main import main
 
     def problems(*command):
-        return build_command_problems({"builds": [{"output": "o.jsonl", "command": list(command)}]})
+        meta = {"builds": [{"output": "o.jsonl", "command": list(command)}]}
+        return build_command_problems(meta, main)
 
     assert problems("data", "chat", "x.jsonl", "--out", "o.jsonl") == [
         "o.jsonl: `cosmosage data chat` is not a command"
@@ -117,13 +119,14 @@ def test_build_commands_are_parsed_against_the_cli_before_any_work():
 
 def test_every_bundled_recipe_builds_with_commands_the_cli_has():
     from cosmosage.tools.cli.common import build_command_problems
+    from cosmosage.tools.cli.main import main
     from cosmosage.tools.recipe.render import list_recipes, render
 
     bad = []
     for name in list_recipes():
         top = render(name)
         for meta in [top.meta] + [render(s).meta for s in top.stages]:
-            bad += [f"{name}: {p}" for p in build_command_problems(meta)]
+            bad += [f"{name}: {p}" for p in build_command_problems(meta, main)]
     assert bad == []
 
 

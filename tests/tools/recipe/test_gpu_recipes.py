@@ -44,7 +44,10 @@ def stages(name: str) -> list[tuple[str, Rendered]]:
 
 
 def errors(r: Rendered) -> list[str]:
-    return [str(p) for p in check_rendered(r, ROOT) if p.severity == "error"]
+    from cosmosage.tools.run.launcher import check_stage
+
+    # a soup stage is checked as `recipe check` does: its soup block, not Axolotl keys
+    return [str(p) for p in check_stage(r.name, r, ROOT) if p.severity == "error"]
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +67,11 @@ def test_every_gpu_recipe_has_a_cpu_twin_of_its_shape(gpu, twin):
     gpu_stages, twin_stages = stages(gpu), stages(twin)
     assert len(gpu_stages) == len(twin_stages)
     for (_, g), (tname, t) in zip(gpu_stages, twin_stages, strict=True):
+        if g.meta.get("soup") is not None:  # a merge: mergekit, no hardware profile
+            assert t.meta["soup"]["method"] == g.meta["soup"]["method"], tname
+            weights = [m["weight"] for m in g.meta["soup"]["models"]]
+            assert [m["weight"] for m in t.meta["soup"]["models"]] == weights, tname
+            continue
         assert g.meta["hardware"]["gpus"] >= 1
         assert t.meta["hardware"]["name"] == "cpu", tname
         assert t.meta["model"] in ("tiny-llama", "scratch-tiny"), tname
@@ -75,13 +83,22 @@ def test_every_gpu_recipe_has_a_cpu_twin_of_its_shape(gpu, twin):
         assert t.config["max_steps"] <= 16, tname
 
 
-def test_astrosage_pipeline_and_its_missing_merge_step():
+def test_astrosage_pipeline_ends_in_its_75_25_merge_with_instruct():
     top = render("llama-3.1-8b")
-    assert top.stages == ["llama-3.1-8b/pretrain-full", "llama-3.1-8b/instruct-full"]
+    assert top.stages == [
+        "llama-3.1-8b/pretrain-full",
+        "llama-3.1-8b/instruct-full",
+        "llama-3.1-8b/merge-instruct",
+    ]
     header = (ROOT / "recipes" / "llama-3.1-8b.yaml").read_text()
     assert "75%" in header and "25%" in header and "Llama-3.1-8B-Instruct" in header
-    assert "NOT A STEP YET" in header
-    assert "merge" in top.meta["description"] and "not a step yet" in top.meta["description"]
+    assert "NOT A STEP YET" not in header and "75/25 merge" in top.meta["description"]
+    merge = render("llama-3.1-8b/merge-instruct").meta["soup"]
+    assert merge["method"] == "linear"
+    assert merge["models"] == [
+        {"model": "llama-3.1-8b/instruct-full", "weight": 0.75},
+        {"model": "meta-llama/Llama-3.1-8B-Instruct", "weight": 0.25},
+    ]
 
     pre = render("llama-3.1-8b/pretrain-full")
     assert pre.meta["method"] == "full" and pre.meta["hardware"]["name"] == "8gpu-zero3"
@@ -217,7 +234,13 @@ def test_prepare_writes_complete_configs_for_each_stage(tmp_path, built):
     assert [s["stage"] for s in record["stages"]] == [
         "tiny/astrosage/pretrain",
         "tiny/astrosage/instruct",
+        "tiny/astrosage/merge",
     ]
+    # the soup is prepared too: its mergekit config takes the instruct stage's output
+    soup_stage = record["stages"][2]
+    merge_cfg = yaml.safe_load(Path(soup_stage["config"]).read_text())
+    assert merge_cfg["models"][0]["model"] == record["stages"][1]["model"]
+    assert soup_stage["commands"][0][1:3] == [soup_stage["config"], soup_stage["model"]]
     pre = yaml.safe_load((tmp_path / "pretrain" / "axolotl.yaml").read_text())
     ins = yaml.safe_load((tmp_path / "instruct" / "axolotl.yaml").read_text())
     assert_complete(pre, tmp_path / "pretrain")
