@@ -314,6 +314,28 @@ def tokenizer_specials(cfg: dict, meta: dict, root: Path) -> dict | None:
     return info
 
 
+def check_completion_eos(cfg: dict, meta: dict) -> list[Problem]:
+    """A completion (continued pretraining) stage appends eos to every chunk, chunks cut
+    mid-document included: that token should be the base model's end of text, not the
+    chat template's end of turn, or pretraining teaches the end-of-turn token after
+    fragments of papers."""
+    kinds = {str(d.get("type")) for d in cfg.get("datasets") or [] if isinstance(d, dict)}
+    if kinds != {"completion"}:
+        return []
+    eos = (cfg.get("special_tokens") or {}).get("eos_token")
+    base_eos = (meta.get("tokenizer") or {}).get("eos_token")
+    if not eos or not base_eos or eos == base_eos:
+        return []
+    return [
+        Problem(
+            "eos",
+            f"a completion stage whose eos is {eos!r} (an end-of-turn token) ends every chunk "
+            f"with it, mid-paper ones included; set `special_tokens: {{eos_token: "
+            f"{base_eos!r}}}` (the base model's end of text) in this stage",
+        )
+    ]
+
+
 def check_tokens(cfg: dict, meta: dict, root: Path) -> list[Problem]:
     info = tokenizer_specials(cfg, meta, root)
     if info is None:
@@ -1205,6 +1227,7 @@ def check_rendered(r: Rendered, root: Path = ROOT, schema: bool = True) -> list[
         problems += check_axolotl_schema(cfg)
         problems += check_deprecated(cfg)
     problems += check_tokens(cfg, meta, root)
+    problems += check_completion_eos(cfg, meta)
     problems += check_chat_template(cfg, meta, root)
     problems += check_end_of_turn(cfg, meta, root)
     problems += check_files(cfg, meta, root)

@@ -222,3 +222,19 @@ def test_plugin_keys_validate_once_their_plugin_is_named_and_a_misspelt_one_stil
     # without its plugin the key means nothing to Axolotl
     alone = check_axolotl_schema({**base, "liger_fused_linear_cross_entropy": True})
     assert [p.check for p in alone] == ["unknown-key"]
+
+
+def test_a_pretraining_stage_that_ends_chunks_with_the_end_of_turn_token_is_flagged():
+    from cosmosage.tools.recipe.check import check_completion_eos
+    from cosmosage.tools.recipe.render import render
+
+    good = render("llama-3.1-8b/pretrain-full")
+    assert good.config["special_tokens"]["eos_token"] == "<|end_of_text|>"
+    assert check_completion_eos(good.config, good.meta) == []
+    broken = render("llama-3.1-8b/pretrain-full", ["special_tokens.eos_token=<|eot_id|>"])
+    got = check_completion_eos(broken.config, broken.meta)
+    assert [p.check for p in got] == ["eos"] and "'<|end_of_text|>'" in got[0].message
+    # a chat stage ends turns with the end-of-turn token, as it should
+    chat = render("llama-3.1-8b/instruct-full")
+    assert chat.config["special_tokens"]["eos_token"] == "<|eot_id|>"
+    assert check_completion_eos(chat.config, chat.meta) == []
