@@ -81,8 +81,10 @@ def test_base_image_is_the_release_tag_of_the_pinned_axolotl():
 def test_installs_the_declared_dependencies():
     runs = " ".join(a for w, a in instructions() if w == "RUN")
     assert "--no-deps" not in runs
-    assert re.search(r"pip install[^;&]*-e \.", runs), runs
+    assert re.search(r"pip install[^;&]*-e '\.\[gpu\]'", runs), runs
+    assert "--no-build-isolation" in runs  # flash-attn and DeepSpeed build against torch
     assert "docker/check_versions.py pyproject.toml" in runs
+    assert "import flash_attn" in runs  # the image checks it really has flash-attn
 
 
 def test_copies_everything_the_commands_read():

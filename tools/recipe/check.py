@@ -314,6 +314,34 @@ def tokenizer_specials(cfg: dict, meta: dict, root: Path) -> dict | None:
     return info
 
 
+def check_flash_attention(cfg: dict) -> list[Problem]:
+    """`attn_implementation: flash_attention_2` without the flash-attn package: Axolotl
+    falls back to a kernel fetched from the Hub, which an offline run cannot fetch. An
+    error on a CUDA machine (the run would fail after loading), a warning elsewhere (the
+    recipe is meant for another machine)."""
+    import importlib.util
+
+    if str(cfg.get("attn_implementation")) != "flash_attention_2":
+        return []
+    if importlib.util.find_spec("flash_attn") is not None:
+        return []
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        cuda = False
+    return [
+        Problem(
+            "attention",
+            "`attn_implementation: flash_attention_2` but the flash-attn package is not "
+            "installed here: install the `gpu` extra (README, GPU install) or use the "
+            "docker image, or run with `--set attn_implementation=sdpa`",
+            "error" if cuda else "warning",
+        )
+    ]
+
+
 def check_completion_eos(cfg: dict, meta: dict) -> list[Problem]:
     """A completion (continued pretraining) stage appends eos to every chunk, chunks cut
     mid-document included: that token should be the base model's end of text, not the
@@ -1036,6 +1064,7 @@ def check_hardware(cfg: dict, meta: dict, root: Path = ROOT) -> list[Problem]:
                     "CUDA kernels; use sdpa or eager",
                 )
             )
+    problems += check_flash_attention(cfg)
     est = memory_estimate(cfg, meta, root)
     if est is None:
         return problems

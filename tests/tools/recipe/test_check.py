@@ -238,3 +238,23 @@ def test_a_pretraining_stage_that_ends_chunks_with_the_end_of_turn_token_is_flag
     chat = render("llama-3.1-8b/instruct-full")
     assert chat.config["special_tokens"]["eos_token"] == "<|eot_id|>"
     assert check_completion_eos(chat.config, chat.meta) == []
+
+
+def test_flash_attention_without_its_package_is_said_before_any_gpu_time(monkeypatch):
+    import importlib.util
+
+    import torch
+
+    from cosmosage.tools.recipe import check
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "flash_attn" else real(n, *a)
+    )
+    cfg = {"attn_implementation": "flash_attention_2"}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    got = check.check_flash_attention(cfg)
+    assert got[0].severity == "error" and "attn_implementation=sdpa" in got[0].message
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert check.check_flash_attention(cfg)[0].severity == "warning"
+    assert check.check_flash_attention({"attn_implementation": "sdpa"}) == []
