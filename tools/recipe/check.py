@@ -603,8 +603,10 @@ def check_end_of_turn(cfg: dict, meta: dict, root: Path) -> list[Problem]:
                 "end-of-turn",
                 f"no tokenizer of {cfg.get('base_model')} on disk (not a local folder, not in the "
                 "Hugging Face cache, no `recipe.tokenizer.local_copy`): the chat template was not "
-                "rendered, so whether a single end-of-turn token trains is unchecked "
-                "(`make tokenizers` makes the local copies the model fragments name)",
+                "rendered, so whether a single end-of-turn token trains is unchecked; "
+                "`recipe run` stops here until it can be checked: `make tokenizers` makes the "
+                "local copies the model fragments name, or fetch it with "
+                f"`hf download {cfg.get('base_model')} --include 'tokenizer*' '*.json'`",
                 "warning",
             )
         ]

@@ -472,6 +472,13 @@ def check_soup(stage: Stage, root: Path) -> list[check.Problem]:
     return problems
 
 
+def unchecked_end_of_turn(p: check.Problem) -> bool:
+    """`recipe check` may pass a chat stage whose tokenizer is not on disk with a warning;
+    a run must not train without knowing that each answer's end-of-turn token trains, so
+    for `recipe run` it stops the run (the message says how to make the check possible)."""
+    return p.check == "end-of-turn" and p.message.startswith("no tokenizer of")
+
+
 def check_stage(name: str, r: Rendered, root: Path) -> list[check.Problem]:
     """Every problem of one stage as `recipe check` reports it: a soup stage's block
     (mergekit makes its model), else the Axolotl config."""
@@ -684,7 +691,7 @@ def run_recipe(
                     for p in check.check_rendered(
                         Rendered(stage.name, cfg, stage.rendered.meta), root
                     )
-                    if p.severity == "error"
+                    if p.severity == "error" or unchecked_end_of_turn(p)
                 ]
                 if problems:
                     raise LaunchError(

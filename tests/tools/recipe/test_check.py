@@ -258,3 +258,20 @@ def test_flash_attention_without_its_package_is_said_before_any_gpu_time(monkeyp
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert check.check_flash_attention(cfg)[0].severity == "warning"
     assert check.check_flash_attention({"attn_implementation": "sdpa"}) == []
+
+
+def test_a_chat_stage_whose_tokenizer_is_not_on_disk_passes_check_but_stops_a_run(
+    tmp_path, monkeypatch
+):
+    from cosmosage.tools.recipe.check import check_end_of_turn
+    from cosmosage.tools.run.launcher import unchecked_end_of_turn
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    cfg = {
+        "base_model": "someorg/never-downloaded-model",
+        "chat_template": "chatml",
+        "datasets": [{"path": "x.jsonl", "type": "chat_template", "field_messages": "messages"}],
+    }
+    got = check_end_of_turn(cfg, {}, tmp_path)
+    assert [p.severity for p in got] == ["warning"] and unchecked_end_of_turn(got[0])
+    assert "hf download someorg/never-downloaded-model" in got[0].message
