@@ -487,6 +487,9 @@ def check_stage(name: str, r: Rendered, root: Path) -> list[check.Problem]:
     return check.check_rendered(r, root) + check_select(r)
 
 
+AXOLOTL_SAVE_TOTAL_LIMIT = 4  # what Axolotl keeps when save_total_limit is not set
+
+
 def check_select(r: Rendered) -> list[check.Problem]:
     """A `recipe.select` rule that cannot work, and a run that keeps too few checkpoints
     for it to choose."""
@@ -500,14 +503,15 @@ def check_select(r: Rendered) -> list[check.Problem]:
     except DataError as exc:
         return [check.Problem("select", str(exc))]
     steps, every = r.config.get("max_steps"), r.config.get("save_steps")
-    limit = r.config.get("save_total_limit")
-    if steps and every and limit and limit < -(-int(steps) // int(every)):
+    # unset (or null, which rendering drops), Axolotl keeps 4
+    limit = r.config.get("save_total_limit") or AXOLOTL_SAVE_TOTAL_LIMIT
+    if steps and every and limit < -(-int(steps) // int(every)):
         return [
             check.Problem(
                 "select",
                 f"save_total_limit {limit} keeps fewer checkpoints than the "
                 f"{-(-int(steps) // int(every))} saved: recipe.select can only choose among "
-                "those kept; raise it or set it to null",
+                "those kept; raise it to the number saved",
                 "warning",
             )
         ]

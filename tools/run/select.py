@@ -18,7 +18,7 @@ Among the checkpoints within every limit, the one with the highest `maximize` sc
 one that breaks them least wins (smallest general drop, then KL), and the run says so.
 The table of every checkpoint's scores is `<stage>/select.json` and the run's summary.
 Keep the checkpoints to choose from: `save_steps` below `max_steps` and a
-`save_total_limit` of at least their number (or none).
+`save_total_limit` of at least their number (Axolotl keeps 4 when it is not set).
 """
 
 from __future__ import annotations

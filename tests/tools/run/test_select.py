@@ -105,6 +105,10 @@ def test_recipe_check_reports_a_bad_rule_and_too_few_kept_checkpoints():
         and got[0].severity == "warning"
         and "fewer checkpoints than the 3" in got[0].message
     )
-    assert check_select(Rendered("r", {**cfg, "save_total_limit": None}, {"select": ok})) == []
+    assert check_select(Rendered("r", {**cfg, "save_total_limit": 3}, {"select": ok})) == []
+    # unset, Axolotl keeps 4: enough for 3, not for 6
+    assert check_select(Rendered("r", {"max_steps": 60, "save_steps": 20}, {"select": ok})) == []
+    unset = check_select(Rendered("r", {"max_steps": 120, "save_steps": 20}, {"select": ok}))
+    assert "save_total_limit 4 keeps fewer checkpoints than the 6" in unset[0].message
     got = check_select(Rendered("r", cfg, {"select": {"maximize": "all"}}))
     assert got[0].severity == "error" and "needs `suites`" in got[0].message
