@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -275,3 +276,25 @@ def test_a_chat_stage_whose_tokenizer_is_not_on_disk_passes_check_but_stops_a_ru
     got = check_end_of_turn(cfg, {}, tmp_path)
     assert [p.severity for p in got] == ["warning"] and unchecked_end_of_turn(got[0])
     assert "hf download someorg/never-downloaded-model" in got[0].message
+
+
+@pytest.mark.parametrize("preset", ["150m", "410m", "1b"])
+def test_scratch_fragments_carry_their_presets_shape_so_the_estimate_counts_logits(preset):
+    from cosmosage.tools.models.init import PRESETS, count_params
+    from cosmosage.tools.recipe.check import memory_estimate, params_from_config
+    from cosmosage.tools.recipe.render import ROOT, render
+
+    r = render(f"scratch/{preset}")
+    arch, p = r.meta["architecture"], PRESETS[preset]
+    assert (arch["hidden_size"], arch["num_hidden_layers"], arch["intermediate_size"]) == (
+        p.hidden_size, p.num_hidden_layers, p.intermediate_size
+    )  # fmt: skip
+    assert params_from_config(arch) == count_params(p, p.vocab_size)
+    est = memory_estimate(r.config, r.meta, ROOT)
+    assert not any("rule of thumb" in k for k in est.parts) and any(
+        "logits" in k for k in est.parts
+    )
+    # the header states the estimate it gets (within a GiB)
+    header = (ROOT / "recipes" / "scratch" / f"{preset}.yaml").read_text().splitlines()[0]
+    stated = float(re.search(r"~(\d+(?:\.\d+)?) GiB", header).group(1))
+    assert abs(stated - est.total / 2**30) < 1.0, (header, est.total / 2**30)
