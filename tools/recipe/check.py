@@ -1097,7 +1097,29 @@ def check_hardware(cfg: dict, meta: dict, root: Path = ROOT) -> list[Problem]:
                 "info",
             )
         )
+        problems += check_needless_checkpointing(cfg, meta, root, float(per_device))
     return problems
+
+
+# gradient checkpointing recomputes the forward pass: about a quarter of a step's time
+def check_needless_checkpointing(
+    cfg: dict, meta: dict, root: Path, per_device: float
+) -> list[Problem]:
+    """Gradient checkpointing on where the estimate without it fits with a fifth to spare."""
+    if not cfg.get("gradient_checkpointing"):
+        return []
+    without = memory_estimate({**cfg, "gradient_checkpointing": False}, meta, root)
+    if without is None or without.total / GiB > 0.8 * per_device:
+        return []
+    return [
+        Problem(
+            "memory",
+            f"gradient_checkpointing is on, but without it the estimate is "
+            f"{without.total / GiB:.0f} GiB of {per_device:g} per device: it costs about a "
+            "quarter of the throughput for memory not needed; set `gradient_checkpointing: false`",
+            "warning",
+        )
+    ]
 
 
 # --------------------------------------------------------------------------- disk

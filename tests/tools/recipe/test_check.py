@@ -298,3 +298,21 @@ def test_scratch_fragments_carry_their_presets_shape_so_the_estimate_counts_logi
     header = (ROOT / "recipes" / "scratch" / f"{preset}.yaml").read_text().splitlines()[0]
     stated = float(re.search(r"~(\d+(?:\.\d+)?) GiB", header).group(1))
     assert abs(stated - est.total / 2**30) < 1.0, (header, est.total / 2**30)
+
+
+def test_gradient_checkpointing_that_buys_nothing_is_flagged():
+    from cosmosage.tools.recipe.check import check_hardware
+    from cosmosage.tools.recipe.render import ROOT, render
+
+    def flagged(r):
+        return [
+            p
+            for p in check_hardware(r.config, r.meta, ROOT)
+            if "gradient_checkpointing is on" in p.message
+        ]
+
+    assert flagged(render("scratch/1b")) == []  # turned off: it fits without
+    on = flagged(render("scratch/1b", ["gradient_checkpointing=true"]))
+    assert on and on[0].severity == "warning" and "of 80 per device" in on[0].message
+    # an 8B full fine-tune needs it: not flagged
+    assert flagged(render("llama-3.1-8b/pretrain-full")) == []
