@@ -127,6 +127,23 @@ def write_rows(tok_path: Path, out: Path, seq_len: int, rows: int) -> Path:
     return out
 
 
+def apply_sets(cfg: dict, sets: list[str]) -> dict:
+    """`--set KEY=VALUE` on top of a config: the same parsing as `recipe run --set` (YAML
+    scalars, 2e-4 as a number, dotted keys for nested mappings)."""
+    from cosmosage.tools.recipe.render import parse_value
+
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"gpu_check: --set {item!r}: expected KEY=VALUE")
+        *path, last = key.split(".")
+        node = cfg
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = parse_value(value)
+    return cfg
+
+
 def method_config(method: str, args: argparse.Namespace, model: Path, data: Path, work: Path):
     cuda = args.device == "cuda"
     cfg: dict = {
@@ -168,6 +185,7 @@ def method_config(method: str, args: argparse.Namespace, model: Path, data: Path
         )
     if method == "qlora":
         cfg["load_in_4bit"] = True
+    apply_sets(cfg, args.sets)
     if not cuda:
         # the Triton LoRA kernels Axolotl turns on by default assert CUDA
         cfg.update({"lora_mlp_kernel": False, "lora_qkv_kernel": False, "lora_o_kernel": False})
@@ -383,6 +401,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=ROOT / "build" / "gpu_check")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--wheels", type=Path, default=None, help="wheel folder for a bare machine")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an Axolotl key for every method's config (repeatable; dotted keys for nested "
+        "ones, YAML values), e.g. --set torch_compile=true --set micro_batch_size=8",
+    )
     args = p.parse_args(argv)
     cuda = args.device == "cuda"
     args.seq_len = args.seq_len or (2048 if cuda else 128)

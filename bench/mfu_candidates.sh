@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The 1B preset's full fine-tune, tried with each throughput candidate in one device
+# session (about 1 minute per line on an H200; each line is one `axolotl train` of 12
+# steps): the baseline, then one change at a time, so the ratio to the baseline printed
+# by each line says what that change buys. Writes build/mfu/<name>.json per candidate.
+#   bash bench/mfu_candidates.sh [--wheels WHEEL_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=build/mfu
+mkdir -p "$out"
+run() {
+  local name=$1; shift
+  echo "== $name"
+  python bench/gpu_check.py --methods full --preset 1b --json "$out/$name.json" "$@" || echo "$name failed"
+}
+run baseline-sdpa --attn sdpa "$@"
+run flash-attn --attn flash_attention_2 "$@"
+run torch-compile --attn sdpa --set torch_compile=true "$@"
+run micro-batch-8 --attn sdpa --micro-batch 8 "$@"
+run liger --attn sdpa --set 'plugins=[axolotl.integrations.liger.LigerPlugin]' \
+  --set liger_fused_linear_cross_entropy=true --set liger_rms_norm=true --set liger_glu_activation=true "$@"
+python - "$out" <<'PY'
+import json, pathlib, sys
+rows = {p.stem: json.loads(p.read_text()) for p in sorted(pathlib.Path(sys.argv[1]).glob("*.json"))}
+base = rows.get("baseline-sdpa", {}).get("results", [{}])[0].get("tokens_per_s")
+for name, r in rows.items():
+    res = r["results"][0]
+    if "error" in res:
+        print(f"{name:16} failed: {res['error']}")
+        continue
+    ratio = f"x{res['tokens_per_s'] / base:.2f}" if base else "-"
+    print(f"{name:16} {res['tokens_per_s']:>10,.0f} tokens/s  MFU {res['mfu'] * 100:5.1f}%  {ratio} of baseline  peak {res['peak_memory_gib']:.1f} GiB")
+PY
