@@ -22,6 +22,7 @@ from cosmosage.dataprep.io import (
     JsonlWriter,
     Manifest,
     Reject,
+    check_outputs,
     manifest_path,
     read_jsonl,
     read_text,
@@ -65,6 +66,7 @@ def merge_shards(
     dedup: bool = True,
     near_threshold: float = NEAR_THRESHOLD,
 ) -> dict:
+    check_outputs([], {"--out": out, "--val-out": val_out})
     parts = find_shards(out)
     val_parts = find_shards(val_out) if val_out else []
     manifests = [_read_manifest(p) for p in parts]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from cosmosage.dataprep.io import Manifest, Reject, write_jsonl, write_rejects
+from cosmosage.dataprep.io import Manifest, Reject, check_outputs, write_jsonl, write_rejects
 from cosmosage.dataprep.synth.journal import Journal, journal_path, plan_resume, unversioned_edit
 from cosmosage.dataprep.synth.llm import (
     Endpoint,
@@ -105,6 +105,7 @@ class JournaledJob(ABC, Generic[C]):
     tries: int = 1  # requests per item at most (see `try_again`)
 
     def __init__(self, cfg: C, endpoints: list[Endpoint]) -> None:
+        check_outputs([cfg.input], {"--out": cfg.out})
         self.cfg = cfg
         self.endpoints = endpoints
         self.prompt = load_prompt(cfg.prompt)

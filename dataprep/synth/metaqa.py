@@ -23,6 +23,7 @@ from cosmosage.dataprep.io import (
     DataError,
     Manifest,
     Reject,
+    check_outputs,
     read_jsonl,
     write_jsonl,
     write_rejects,
@@ -181,6 +182,7 @@ def build_metaqa(
     inputs: list[str], out: str | Path, templates: str = "metaqa", seed: int = 0
 ) -> dict:
     """Metadata and papers -> chat JSONL (+ rejects and manifest)."""
+    check_outputs(inputs, {"--out": out})
     path, name, version, tmpl = load_templates(templates)
     manifest = Manifest(
         str(out),

@@ -162,3 +162,28 @@ def test_no_data_command_writes_over_its_own_input(tmp_path, tiny_model):
         assert res.exit_code == 1, (name, res.output)
         assert "would overwrite the input" in res.output or "the same file as" in res.output, name
     assert {p: p.read_bytes() for p in (chat, table)} == before
+
+
+def test_synth_grade_metaqa_and_merge_shards_refuse_an_output_over_an_input(tmp_path):
+    chunks = tmp_path / "chunks.jsonl"
+    chunks.write_text(json.dumps({"text": "x"}) + "\n")
+    meta = tmp_path / "meta.jsonl"
+    meta.write_text(json.dumps({"id": "2401.00001", "title": "T", "authors": "A"}) + "\n")
+    cases = {
+        "synth": ["data", "synth", "--input", str(chunks), "--out", str(chunks), "--base-url", "http://127.0.0.1:9/v1",
+                  "--model", "m"],
+        "grade": ["data", "grade", "--input", str(chunks), "--out", str(chunks), "--base-url", "http://127.0.0.1:9/v1",
+                  "--model", "m"],
+        "metaqa": ["data", "metaqa", str(meta), "--out", str(meta)],
+        "merge-shards": ["data", "merge-shards", "--out", str(tmp_path / "c.jsonl"),
+                         "--val-out", str(tmp_path / "c.jsonl")],
+    }  # fmt: skip
+    for name, args in cases.items():
+        before = chunks.read_bytes(), meta.read_bytes()
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 1, (name, res.output)
+        assert "would overwrite the input" in res.output or "the same file as" in res.output, (
+            name,
+            res.output,
+        )
+        assert (chunks.read_bytes(), meta.read_bytes()) == before
