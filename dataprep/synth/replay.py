@@ -296,6 +296,24 @@ def answer_problem(text: str, finished: bool, min_chars: int = 1) -> str | None:
     return None
 
 
+def write_outputs(
+    cfg: ReplayConfig, kept: list[dict], rejects: list[Reject], inputs: list[str], **extra: Any
+) -> Manifest:
+    """The chat records, the rejects and the manifest (model, settings, `extra`) of OUT."""
+    manifest = Manifest(
+        str(cfg.out),
+        extra={"step": extra.pop("step"), "model": cfg.model, "settings": cfg.settings, **extra},
+    )
+    for path in inputs:
+        manifest.add_input(path)
+    for r in rejects:
+        manifest.drop(r.reason)
+    manifest.kept = write_jsonl(cfg.out, kept)
+    write_rejects(cfg.out, rejects)
+    manifest.write()
+    return manifest
+
+
 def run_replay(
     cfg: ReplayConfig, answer: AnswerFn, echo: Callable[[str], None] = print
 ) -> dict[str, Any]:
@@ -328,23 +346,12 @@ def run_replay(
                 ]
             }
         )
-    manifest = Manifest(
-        str(cfg.out),
-        extra={
-            "step": "replay",
-            "model": cfg.model,
-            "settings": cfg.settings,
-            "kinds": {k: v for k, v in sorted(kinds.items()) if v > 0},
-            "held_out_against": list(cfg.against),
-        },
-    )
-    for path in cfg.prompts + cfg.against:
-        manifest.add_input(path)
-    for r in rejects:
-        manifest.drop(r.reason)
-    manifest.kept = write_jsonl(cfg.out, kept)
-    write_rejects(cfg.out, rejects)
-    manifest.write()
+    manifest = write_outputs(
+        cfg, kept, rejects, cfg.prompts + cfg.against,
+        step="replay",
+        kinds={k: v for k, v in sorted(kinds.items()) if v > 0},
+        held_out_against=list(cfg.against),
+    )  # fmt: skip
     return {
         "out": str(cfg.out),
         "kept": manifest.kept,
@@ -435,22 +442,11 @@ def run_rewrite(
         else:
             originals[why] += 1
         kept.append({"messages": out})
-    manifest = Manifest(
-        str(cfg.out),
-        extra={
-            "step": "rewrite",
-            "model": cfg.model,
-            "settings": cfg.settings,
-            "rewritten": len(kept) - sum(originals.values()),
-            "kept_original": dict(originals),
-        },
-    )
-    for path in inputs:
-        manifest.add_input(path)
-    for r in rejects:
-        manifest.drop(r.reason)
-    manifest.kept = write_jsonl(cfg.out, kept)
-    write_rejects(cfg.out, rejects)
-    manifest.write()
+    manifest = write_outputs(
+        cfg, kept, rejects, inputs,
+        step="rewrite",
+        rewritten=len(kept) - sum(originals.values()),
+        kept_original=dict(originals),
+    )  # fmt: skip
     return {"out": str(cfg.out), "kept": manifest.kept, "rewritten": manifest.extra["rewritten"],
             "kept_original": dict(originals), "rejected": len(rejects)}  # fmt: skip

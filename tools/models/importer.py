@@ -14,6 +14,7 @@ every repair. The folder is cached by the GGUF's sha256 and the importer version
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.metadata
@@ -614,28 +615,16 @@ def import_model(
         return {**record, "reused": True, "seconds": time.perf_counter() - start}
     _check_out(out)
     if not force and cached is not None and (record := cached_record(cached, key)) is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-        try:
-            _umask_mode(tmp, 0o777)
+        record = {**record, "source": src.spec, "hub_id": hub_id or record.get("hub_id")}
+        if record["hub_id"] is None:
+            del record["hub_id"]
+        with _new_folder(out) as tmp:
             _link_tree(cached, tmp)
-            record = _with_hub_id(
-                tmp, {**record, "source": src.spec}, hub_id or record.get("hub_id")
-            )
-            (tmp / RECORD).write_text(
-                json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n"
-            )
-            _replace_dir(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            _write_record(tmp, record)
         echo(f"linked {out} from the import cache {cached}")
         return {**record, "reused": True, "seconds": time.perf_counter() - start}
     meta = read_gguf_metadata(src.path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        _umask_mode(tmp, 0o777)
+    with _new_folder(out) as tmp:
         info = _convert(src.path, tmp, echo)
         problems = specials_problems(tmp)
         if problems:
@@ -660,16 +649,31 @@ def import_model(
         }
         if hub_id:
             record["hub_id"] = hub_id
-        (tmp / RECORD).write_text(
-            json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n"
-        )
+        _write_record(tmp, record)
+    if cached is not None:
+        _fill_cache(out, cached)
+    return {**record, "reused": False, "seconds": time.perf_counter() - start}
+
+
+@contextlib.contextmanager
+def _new_folder(out: Path):
+    """A temporary folder beside `out`, moved over it when the block succeeds and removed
+    when it fails, so `out` is never half written."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        _umask_mode(tmp, 0o777)
+        yield tmp
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if cached is not None:
-        _fill_cache(out, cached)
-    return {**record, "reused": False, "seconds": time.perf_counter() - start}
+
+
+def _write_record(folder: Path, record: dict) -> None:
+    path = folder / RECORD
+    path.unlink(missing_ok=True)  # a file of its own, never a link shared with the cache
+    path.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def _fill_cache(out: Path, cached: Path) -> None:

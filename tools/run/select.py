@@ -128,17 +128,25 @@ def select_checkpoint(
         stage_dir / "select.json",
         {"rule": rule, "parent": base, "checkpoints": rows, "chosen": chosen["step"], "within": ok},
     )
+    report(rows, chosen, ok, rule, "step", "checkpoint", stage_dir, echo)
+    best = next(c for c in ckpts if c["step"] == chosen["step"])
+    return {**best, "selected_by": rule["maximize"], "within_limits": ok}
+
+
+def report(
+    rows: list[dict], chosen: dict, ok: bool, rule: dict, label: str, kind: str,
+    stage_dir: Path, echo: Echo,
+) -> None:  # fmt: skip
+    """One line per candidate (its score, general drop and KL), the chosen one marked."""
     key = rule["maximize"]
     for r in rows:
         mark = " <- chosen" if r is chosen else ""
         echo(
-            f"select   step {r['step']}: {key} {r['scores'].get(key, 0):.0%}, general drop "
+            f"select   {label} {r['step']:g}: {key} {r['scores'].get(key, 0):.0%}, general drop "
             f"{(r.get('general_drop') or 0) * 100:+.0f} pts, KL {r.get('kl', 0):.4f}{mark}"
         )
     if not ok:
-        echo(f"select {stage_dir.name}: no checkpoint keeps within the limits; the closest is kept")
-    best = next(c for c in ckpts if c["step"] == chosen["step"])
-    return {**best, "selected_by": key, "within_limits": ok}
+        echo(f"select {stage_dir.name}: no {kind} keeps within the limits; the closest is kept")
 
 
 def select_soup(
@@ -160,15 +168,7 @@ def select_soup(
     echo(f"select {stage_dir.name}: asking {len(candidates)} soup(s) {', '.join(rule['suites'])}")
     base, rows = score_checkpoints(parent, candidates, rule, root)
     chosen, ok = choose(rows, rule)
-    key = rule["maximize"]
-    for r in rows:
-        mark = " <- chosen" if r is chosen else ""
-        echo(
-            f"select   weight {r['step']:g}: {key} {r['scores'].get(key, 0):.0%}, general drop "
-            f"{(r.get('general_drop') or 0) * 100:+.0f} pts, KL {r.get('kl', 0):.4f}{mark}"
-        )
-    if not ok:
-        echo(f"select {stage_dir.name}: no soup keeps within the limits; the closest is kept")
+    report(rows, chosen, ok, rule, "weight", "soup", stage_dir, echo)
     dst = stage_dir / "model"
     shutil.rmtree(dst, ignore_errors=True)
     shutil.move(dict(candidates)[chosen["step"]], dst)
