@@ -33,15 +33,20 @@ def interval(passed: int, n: int, confidence: float = 0.95) -> tuple[float, floa
     return float(ci.low), float(ci.high)
 
 
-def cell(result: dict, label: str, key: str) -> str:
-    """A score as `62% [43-79]`: the rate and its 95% interval where the counts are known
-    (a suite of 24 prompts cannot tell 62% from 50%, and a table should say so)."""
-    rate = result["scores"][label].get(key)
-    got = (result.get("counts") or {}).get(label, {}).get(key)
-    if rate is None or not got:
+def rate_text(rate: float | None, got: list[int] | None = None) -> str:
+    """A score as `62% [43-79]`: the rate and its 95% interval where the counts [passed,
+    scored] are known (a suite of 24 prompts cannot tell 62% from 50%, and a table should
+    say so)."""
+    if rate is None or not got or not got[1]:
         return pct(rate)
     lo, hi = interval(*got)
     return f"{rate:.0%} [{lo * 100:.0f}-{hi * 100:.0f}]"
+
+
+def cell(result: dict, label: str, key: str) -> str:
+    """`rate_text` of one model's score in an evaluation result."""
+    got = (result.get("counts") or {}).get(label, {}).get(key)
+    return rate_text(result["scores"][label].get(key), got)
 
 
 def scores_table(result: dict) -> list[str]:

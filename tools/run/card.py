@@ -17,7 +17,8 @@ from pathlib import Path
 
 from cosmosage.dataprep.io import manifest_path
 from cosmosage.tools.eval.consistency import FLAG_THRESHOLD
-from cosmosage.tools.eval.report import INTERVALS, cell
+from cosmosage.tools.eval.report import INTERVALS, rate_text
+from cosmosage.tools.models.importer import RECORD as IMPORT_RECORD
 from cosmosage.tools.models.merge import link_or_copy
 from cosmosage.tools.recipe.render import ROOT, Rendered
 
@@ -117,8 +118,7 @@ def eval_table(scores: dict[str, dict], counts: dict[str, dict] | None = None) -
     )
     lines = ["| model | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for label, s in scores.items():
-        one = {"scores": {label: s}, "counts": {label: counts.get(label) or {}}}
-        cells = [cell(one, label, k) for k, _ in cols]
+        cells = [rate_text(s.get(k), (counts.get(label) or {}).get(k)) for k, _ in cols]
         cells += [f"{s[k]:.0%}" if k in s else "-" for k in mc]
         if ppl:
             cells.append(f"{s['ppl']:.2f}" if "ppl" in s else "-")
@@ -199,7 +199,7 @@ def hub_id_of(model: str) -> str | None:
     if is_hub_id(model):
         return model
     folder = Path(model) if Path(model).is_absolute() else ROOT / model
-    record = folder / "cosmosage_import.json"
+    record = folder / IMPORT_RECORD
     if record.is_file():
         try:
             hub = json.loads(record.read_text()).get("hub_id")

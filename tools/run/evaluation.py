@@ -130,7 +130,7 @@ def evaluate_run(run_dir: Path, record: dict, meta: dict, base: str, root: Path,
         )
         if result.get("cached_requests"):
             echo(f"eval   {result['cached_requests']} request(s) answered from build/cache/answers")
-    drift_lines(result, models, cfg, echo)
+    measure_drift(result, models, cfg, echo)
     for bench in cfg.get("multiple_choice") or []:
         from cosmosage.tools.eval.multiple_choice import run_mc
 
@@ -168,7 +168,7 @@ def evaluate_run(run_dir: Path, record: dict, meta: dict, base: str, root: Path,
     return result
 
 
-def drift_lines(result: dict, models: dict[str, str], cfg: dict, echo) -> None:
+def measure_drift(result: dict, models: dict[str, str], cfg: dict, echo) -> None:
     """KL to the base and the share of changed answers, on the suites' general prompts."""
     from cosmosage.tools.eval.drift import changed_share, general_items, kl_to_base
 

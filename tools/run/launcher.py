@@ -458,17 +458,12 @@ def check_soup(stage: Stage, root: Path) -> list[check.Problem]:
     if spec.get("weights") is not None:
         from cosmosage.tools.run.select import check_rule
 
-        rule = spec.get("select")
         try:
-            check_rule(
-                {k: v for k, v in rule.items() if k != "parent"} if isinstance(rule, dict) else rule
-            )
+            check_rule(spec.get("select"), "recipe.soup.select", soup=True)
             if not all(isinstance(w, int | float) and 0 <= w <= 1 for w in spec["weights"]):
                 raise DataError("recipe.soup.weights: a list of numbers from 0 to 1")
         except DataError as exc:
-            problems.append(
-                check.Problem("soup", str(exc).replace("recipe.select", "recipe.soup.select"))
-            )
+            problems.append(check.Problem("soup", str(exc)))
     return problems
 
 
@@ -598,7 +593,6 @@ def run_soup_selection(
         )
         return made[w]["model"]
 
-    rule = {k: v for k, v in rule.items() if k != "parent"}
     try:
         w, row = select_soup(weights, make, parent, rule, stage_dir, root, echo)
     except DataError as exc:

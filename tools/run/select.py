@@ -35,17 +35,18 @@ RULE_KEYS = {"suites", "maximize", "general_drop", "kl", "max_new_tokens"}
 Echo = Callable[[str], None]
 
 
-def check_rule(rule: dict) -> None:
+def check_rule(rule: dict, where: str = "recipe.select", soup: bool = False) -> None:
+    """A rule that cannot work, named as `where`; a soup's rule may name its `parent`."""
+    known = RULE_KEYS | ({"parent"} if soup else set())
     if not isinstance(rule, dict):
-        raise DataError("recipe.select must be a mapping (suites, maximize, general_drop, kl)")
-    unknown = set(rule) - RULE_KEYS
+        raise DataError(f"{where} must be a mapping (suites, maximize, general_drop, kl)")
+    unknown = set(rule) - known
     if unknown:
         raise DataError(
-            f"recipe.select: unknown key(s) {', '.join(sorted(unknown))}; "
-            f"known: {', '.join(sorted(RULE_KEYS))}"
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
         )
     if not rule.get("suites") or not rule.get("maximize"):
-        raise DataError("recipe.select needs `suites` and the score to `maximize`")
+        raise DataError(f"{where} needs `suites` and the score to `maximize`")
 
 
 def violation(row: dict, rule: dict) -> tuple[float, float]:
@@ -161,7 +162,7 @@ def select_soup(
     """One soup per weight of its first model (`make(weight, folder)` makes it), each asked
     the rule's suites; the chosen soup moved to <stage>/model, the others removed, the
     table written to <stage>/select.json. Returns (chosen weight, its row)."""
-    check_rule(rule)
+    check_rule(rule, "recipe.soup.select", soup=True)
     work = stage_dir / "select"
     shutil.rmtree(work, ignore_errors=True)
     candidates = [(w, make(w, work / f"weight-{w:g}")) for w in weights]

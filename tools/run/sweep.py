@@ -567,17 +567,16 @@ def table_markdown(rows: list[dict], cols: list[str], doc: dict, metric: str) ->
 def interval_lines(rows: list[dict], metric: str) -> list[str]:
     """The sort metric of every combination with its 95% Wilson interval, where the run
     kept the counts: two runs whose intervals overlap are not told apart by this suite."""
-    from cosmosage.tools.eval.report import interval
+    from cosmosage.tools.eval.report import rate_text
 
     shown = [(r, (r.get("_counts") or {}).get(metric)) for r in rows]
     shown = [(r, got) for r, got in shown if got and got[1]]
     if not shown:
         return []
-    lines = ["", f"| # | {metric} | passed | 95% interval |", "|---|---|---|---|"]
+    lines = ["", f"| # | {metric} [95% interval] | passed |", "|---|---|---|"]
     for r, (passed, n) in shown:
-        lo, hi = interval(passed, n)
         lines.append(
-            f"| {r['combination']} | {passed / n:.0%} | {passed}/{n} | {lo:.0%}-{hi:.0%} |"
+            f"| {r['combination']} | {rate_text(passed / n, [passed, n])} | {passed}/{n} |"
         )
     return lines
 

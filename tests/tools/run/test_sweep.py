@@ -413,5 +413,5 @@ def test_the_report_gives_the_sort_metric_its_interval_where_the_run_kept_counts
         {"combination": 2, "_counts": {}},  # an older run without counts: left out
     ]
     lines = interval_lines(rows, "final.held_out")
-    assert lines[-1] == "| 1 | 33% | 8/24 | 18%-53% |" and len(lines) == 4
+    assert lines[-1] == "| 1 | 33% [18-53] | 8/24 |" and len(lines) == 4
     assert interval_lines([rows[1]], "final.held_out") == []
