@@ -185,6 +185,11 @@ def method_config(method: str, args: argparse.Namespace, model: Path, data: Path
         )
     if method == "qlora":
         cfg["load_in_4bit"] = True
+    if method == "full":
+        # as every full recipe (recipes/_base/methods/full.yaml): fp32 weights, bf16 compute
+        from cosmosage.tools.recipe.check import MASTER_WEIGHTS_PLUGIN
+
+        cfg["plugins"] = [MASTER_WEIGHTS_PLUGIN]
     apply_sets(cfg, args.sets)
     if not cuda:
         # the Triton LoRA kernels Axolotl turns on by default assert CUDA

@@ -888,6 +888,45 @@ def _dtype_bytes(cfg: dict) -> int:
     return 2 if _truthy(cfg.get("bf16")) or _truthy(cfg.get("fp16")) else 4
 
 
+# the Axolotl plugin that keeps a full fine-tune's weights in fp32 under bf16 compute
+# (tools/run/master_weights.py; named in recipes/_base/methods/full.yaml)
+MASTER_WEIGHTS_PLUGIN = "cosmosage.tools.run.master_weights.FP32MasterWeights"
+
+
+def master_copy(cfg: dict) -> str | None:
+    """Who keeps fp32 master weights of a 16-bit full fine-tune: "deepspeed" (its
+    mixed-precision optimizer), "plugin" (FP32MasterWeights: the weights themselves are
+    fp32, compute bf16), or None (AdamW updates 16-bit weights, or training is fp32)."""
+    if _dtype_bytes(cfg) != 2:
+        return None
+    if cfg.get("deepspeed"):
+        return "deepspeed"
+    if MASTER_WEIGHTS_PLUGIN in (cfg.get("plugins") or []):
+        return "plugin"
+    return None
+
+
+def check_master_weights(cfg: dict, meta: dict) -> list[Problem]:
+    """A full fine-tune in bf16/fp16 mixed precision outside DeepSpeed without the fp32
+    master-weights plugin: Axolotl loads the weights in 16 bits and AdamW updates them
+    there, so every update below half a bf16 step (about 1e-3 of the weight) rounds away."""
+    if method_of(cfg, meta) != "full" or _dtype_bytes(cfg) != 2 or master_copy(cfg):
+        return []
+    precision = "bf16" if _truthy(cfg.get("bf16")) else "fp16"
+    lr = cfg.get("learning_rate")
+    at = f" at learning rate {lr}" if lr is not None else ""
+    return [
+        Problem(
+            "precision",
+            f"full fine-tune with `{precision}: {cfg.get(precision)}` outside DeepSpeed stores "
+            "the weights in 16 bits with no fp32 master copy: AdamW's updates smaller than half "
+            f"a {precision} step (most of them{at}) round away. Add `plugins: "
+            f"[{MASTER_WEIGHTS_PLUGIN}]` (recipes/_base/methods/full.yaml has it; keep it beside "
+            "any other plugin), or train under DeepSpeed",
+        )
+    ]
+
+
 def _optimizer_state_bytes(cfg: dict, param_bytes: int, master: bool) -> float:
     """Optimizer bytes per trained parameter: 8-bit Adam keeps two 1-byte states; DeepSpeed
     keeps an fp32 master copy and two fp32 moments (12); torch AdamW keeps two moments in
@@ -976,12 +1015,17 @@ def memory_estimate(cfg: dict, meta: dict, root: Path) -> MemoryEstimate | None:
     head_dim = int(arch.get("head_dim") or h // heads)
     kvd = int(arch.get("num_key_value_heads") or heads) * head_dim
     embed = vocab * h * (1 if arch.get("tie_word_embeddings") else 2)
-    master = bool(cfg.get("deepspeed")) and d == 2  # DeepSpeed keeps fp32 master weights
+    master = master_copy(cfg) if method == "full" else None
 
     # training states
-    if method == "full":
+    if method == "full" and master == "plugin":
+        # the weights, their gradients and AdamW's moments all fp32
+        weights, grads = params * 4, params * 4
+        optimizer = params * _optimizer_state_bytes(cfg, 4, False)
+        adapters = 0.0
+    elif method == "full":
         weights, grads = params * d, params * d
-        optimizer = params * _optimizer_state_bytes(cfg, d, master)
+        optimizer = params * _optimizer_state_bytes(cfg, d, master == "deepspeed")
         adapters = 0.0
     else:
         if method == "qlora" or _truthy(cfg.get("load_in_4bit")):
@@ -1135,8 +1179,15 @@ def checkpoint_bytes(cfg: dict, meta: dict, root: Path) -> tuple[float, float, s
     d = _dtype_bytes(cfg)
     weights16 = params * d  # what save_pretrained writes (ZeRO-3 gathers 16-bit weights)
     if method == "full":
-        master = bool(cfg.get("deepspeed")) and d == 2
-        state = _optimizer_state_bytes(cfg, d, master)
+        master = master_copy(cfg)
+        if master == "plugin":
+            # fp32 weights and moments in every checkpoint; the final weights go back to
+            # 16 bits, except under FSDP, which gathers the fp32 shards as they are
+            state = _optimizer_state_bytes(cfg, 4, False)
+            what = f"4 B/param weights + {state:g} B/param optimizer states (fp32 master weights)"
+            final = params * 4 if cfg.get("fsdp_config") else weights16
+            return params * (4 + state), final, what
+        state = _optimizer_state_bytes(cfg, d, master == "deepspeed")
         what = f"{d} B/param weights + {state:g} B/param optimizer states" + (
             " (fp32 master + Adam moments, DeepSpeed)" if master else ""
         )
@@ -1285,6 +1336,7 @@ def check_rendered(r: Rendered, root: Path = ROOT, schema: bool = True) -> list[
     problems += check_end_of_turn(cfg, meta, root)
     problems += check_files(cfg, meta, root)
     problems += check_checkpoints(cfg)
+    problems += check_master_weights(cfg, meta)
     problems += check_relora(cfg, meta, root)
     problems += check_hardware(cfg, meta, root)
     problems += check_disk(cfg, meta, root)
