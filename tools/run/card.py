@@ -20,7 +20,7 @@ from cosmosage.tools.eval.consistency import FLAG_THRESHOLD
 from cosmosage.tools.eval.report import INTERVALS, rate_text
 from cosmosage.tools.models.importer import RECORD as IMPORT_RECORD
 from cosmosage.tools.models.merge import link_or_copy
-from cosmosage.tools.recipe.render import ROOT, Rendered
+from cosmosage.tools.recipe.render import ROOT, RecipeError, Rendered
 
 # License identifiers the Hub knows (docs/hub/repositories-licenses); anything else is
 # written as `license: other` with its name in `license_name`.
@@ -209,13 +209,38 @@ def hub_id_of(model: str) -> str | None:
     return None
 
 
+def card_base_models(record: dict, top: Rendered) -> list[str]:
+    """The Hub ids the card names as `base_model`: `recipe.card.base_model` when it is one,
+    else the Hub ids of the models the first stage started from (a local folder counts
+    by the Hub id its import recorded). A card without one fails, unless the recipe says
+    `card: {base_model: none}` (a model trained from scratch): the Hub files a model
+    without its parent as a new one, and a reader cannot tell what was fine-tuned."""
+    meta = top.meta.get("card") or {}
+    declared = meta.get("base_model")
+    if isinstance(declared, str) and declared.strip().lower() == "none":
+        return []
+    base = [b for b in ([declared] if declared else []) if is_hub_id(b)]
+    base = base or hub_parents(record)
+    if not base:
+        stages = list(record["stages"].values())
+        first = stages[0] if stages else {}
+        parents = first.get("parents") or [first.get("parent_model") or "?"]
+        raise RecipeError(
+            f"{record['recipe']}: the model card has no base_model: the run started from "
+            f"{', '.join(map(str, parents))}: no Hub id, and none recorded by `cosmosage model "
+            "import --hub-id`. Set `recipe.card.base_model` to the Hub id "
+            "it came from, import it with --hub-id, or set `recipe.card.base_model: none` for "
+            "a model trained from scratch"
+        )
+    return base
+
+
 def card_data(record: dict, top: Rendered):
     """The card's front matter as huggingface_hub ModelCardData (checked as it is built)."""
     from huggingface_hub import ModelCardData
 
     meta = top.meta.get("card") or {}
-    base = [b for b in ([meta["base_model"]] if meta.get("base_model") else []) if is_hub_id(b)]
-    base = base or hub_parents(record)
+    base = card_base_models(record, top)
     datasets = [d for d in meta.get("datasets") or [] if is_hub_id(d)]
     language = meta.get("language", ["en"])
     results = eval_results(record)

@@ -165,6 +165,7 @@ def soup_recipes(root: Path, tiny_model: Path) -> None:
                 ],
             },
             "eval": {"suites": [str(suite)], "preset": {"preset": "greedy", "max_new_tokens": 4}},
+            "card": {"base_model": "none"},  # the tiny model is built from scratch
         }
     }
     (root / "recipes" / "fam" / "soup.yaml").write_text(yaml.safe_dump(stage))

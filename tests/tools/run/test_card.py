@@ -6,8 +6,13 @@ import json
 
 import yaml
 
-from cosmosage.tools.recipe.render import Rendered
+import pytest
+
+from cosmosage.tools.recipe.render import RecipeError, Rendered
 from cosmosage.tools.run.card import card_markdown, summary_markdown, write_publish_folder
+
+# a recipe whose first model was built from scratch says so: its card names no base model
+SCRATCH = Rendered("x", {}, {"card": {"base_model": "none"}})
 
 
 def record(parent: str, data: dict) -> dict:
@@ -71,8 +76,33 @@ def test_card_states_lineage_losses_scores_and_licenses(tmp_path):
 
 
 def test_local_parent_is_not_claimed_as_a_hub_base_model(tmp_path):
-    text = card_markdown(record("build/models/tiny-llama", {}), Rendered("x", {}, {}))
+    text = card_markdown(record("build/models/tiny-llama", {}), SCRATCH)
     assert "base_model" not in front_matter(text)
+
+
+def test_a_card_without_base_model_fails_unless_the_recipe_says_from_scratch(tmp_path):
+    with pytest.raises(RecipeError, match=r"no base_model.*build/models/tiny-llama.*--hub-id"):
+        card_markdown(record("build/models/tiny-llama", {}), Rendered("x", {}, {}))
+    model = tmp_path / "model"
+    model.mkdir()
+    with pytest.raises(RecipeError, match="recipe.card.base_model: none"):
+        write_publish_folder(tmp_path / "run", record("build/models/tiny-llama", {}),
+                             Rendered("x", {}, {}), str(model))
+    # the recipe may name the Hub id itself
+    named = Rendered("x", {}, {"card": {"base_model": "org/base"}})
+    assert front_matter(card_markdown(record("build/models/tiny-llama", {}), named))[
+        "base_model"
+    ] == "org/base"
+
+
+def test_an_imported_model_carries_its_hub_id_into_the_card(tmp_path):
+    from cosmosage.tools.models.importer import RECORD
+
+    folder = tmp_path / "imported"
+    folder.mkdir()
+    (folder / RECORD).write_text(json.dumps({"hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct"}))
+    text = card_markdown(record(str(folder), {}), Rendered("x", {}, {}))
+    assert front_matter(text)["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 def test_card_names_no_machine_paths(tmp_path):
@@ -84,7 +114,7 @@ def test_card_names_no_machine_paths(tmp_path):
         str(ROOT / "build" / "data" / "qa.jsonl"): "f" * 64,
         "/elsewhere/x/chat.jsonl": "e" * 64,
     }
-    text = card_markdown(record(str(parent), data), Rendered("x", {}, {}), run_dir)
+    text = card_markdown(record(str(parent), data), SCRATCH, run_dir)
     assert "from `pretrain/model`" in text
     assert "`build/data/qa.jsonl`" in text and "`.../chat.jsonl`" in text
     assert str(tmp_path) not in text and str(ROOT) not in text and "/elsewhere" not in text
@@ -173,7 +203,7 @@ def test_card_front_matter_is_valid_hub_metadata_with_the_scores(tmp_path, tiny_
 
 
 def test_local_parents_and_unknown_licenses_stay_valid(tmp_path, tiny_model):
-    top = Rendered("x", {}, {"card": {"license": "Llama 3.1 Community License"}})
+    top = Rendered("x", {}, {"card": {"license": "Llama 3.1 Community License", "base_model": "none"}})
     rec = scored_record(str(tiny_model), {})
     card, data = hub_card(tmp_path, rec, top, tiny_model)
     assert data.base_model is None and "base_model" not in card.data.to_dict()
@@ -235,7 +265,7 @@ def test_a_soup_stage_is_named_as_a_mix_of_its_parents(tmp_path):
             "best_checkpoint": None,
         }
     }
-    text = card_markdown(rec, Rendered("x", {}, {}), run_dir)
+    text = card_markdown(rec, SCRATCH, run_dir)
     assert (
         "- `fam/soup`: model soup (linear) of 0.75 x `tuned/model` + 0.25 x "
         "`build/models/tiny-llama`" in text

@@ -32,6 +32,7 @@ recipe:
   description: Toy full fine-tune of the tiny model for sweep tests
   extends: [methods/full, hardware/cpu]
   eval: {suites: []}    # the evaluation is faked: scores follow the learning rate
+  card: {base_model: none}  # the tiny model is built from scratch
 base_model: BASE
 special_tokens: {pad_token: "<pad>"}
 datasets: [{path: data/train.jsonl, ds_type: json, type: completion}]
@@ -61,6 +62,7 @@ def root(tmp_path, tiny_model) -> Path:
     )
     (root / "recipes" / "toy.yaml").write_text(
         "recipe:\n  description: two toy stages\n  stages: [toy/pretrain, toy/again]\n"
+        "  card: {base_model: none}\n"
     )
     (root / "data").mkdir()
     for name in ("train", "val"):
