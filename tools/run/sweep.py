@@ -5,7 +5,8 @@ the runs in one table and one plot.
       sweep.json    the grid, the fixed overrides and every combination: its --set values,
                     status (pending, running, complete, failed, failed thresholds,
                     interrupted), run folder, wall time, error
-      results.md    one row per combination, sorted by a metric
+      results.md    one row per combination, sorted by a metric; with a `seed` axis, also
+                    each configuration's mean, spread and range over its seeds
       results.csv   the same columns, plain values
       results.png   the sort metric per combination, and against the first numeric axis
       prepared/     the tokenized datasets every combination shares (Axolotl's
@@ -553,6 +554,7 @@ def table_markdown(rows: list[dict], cols: list[str], doc: dict, metric: str) ->
     lines += ["", "| " + " | ".join(header) + " |", "|---" * len(cols) + "|"]
     for row in rows:
         lines.append("| " + " | ".join(fmt(c, row.get(c)) for c in cols) + " |")
+    lines += seed_lines(rows, cols, doc, metric)
     lines += ["", "![results](results.png)", ""]
     failed = [r for r in rows if r.get("error")]
     if failed:
@@ -578,6 +580,99 @@ def interval_lines(rows: list[dict], metric: str) -> list[str]:
         lines.append(
             f"| {r['combination']} | {rate_text(passed / n, [passed, n])} | {passed}/{n} |"
         )
+    return lines
+
+
+# grid axes whose values are repeats of one configuration, not settings to compare
+REPEAT_AXES = ("seed", "recipe.seed")
+
+
+def seed_groups(rows: list[dict], doc: dict) -> tuple[str, list[str], list[tuple[dict, list]]]:
+    """(seed axis, the other axes, [(their values, the finished rows)]) in first-seen
+    order; an empty axis name when the grid repeats nothing."""
+    axis = next((a for a in REPEAT_AXES if len(doc["grid"].get(a) or []) > 1), "")
+    if not axis:
+        return "", [], []
+    others = [a for a in doc["grid"] if a != axis]
+    groups: dict[tuple, list[dict]] = {}
+    for row in sorted(rows, key=lambda r: r["combination"]):
+        if row.get("status") in FINISHED:
+            groups.setdefault(tuple(str(row.get(a)) for a in others), []).append(row)
+    return axis, others, [(dict(zip(others, k, strict=True)), v) for k, v in groups.items()]
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """n, mean, sample standard deviation (0 for one value), min and max."""
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return {
+        "n": len(values),
+        "mean": mean,
+        "sd": math.sqrt(var),
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def seed_spread(rows: list[dict], cols: list[str], doc: dict, metric: str) -> list[dict]:
+    """Per configuration (every axis but the seed): each numeric metric's spread over
+    the finished seeds, the sort metric first, then the final model's, the forgetting
+    and the base's."""
+    axis, others, groups = seed_groups(rows, doc)
+    if not axis:
+        return []
+    skip = {"combination", "status", "error", "run", axis, *others}
+    metrics = [metric] + [c for c in cols if c not in skip and c != metric]
+    out = []
+    for values, members in groups:
+        entry: dict[str, Any] = {**values, "seeds": [m.get(axis) for m in members]}
+        for c in metrics:
+            nums = [
+                float(v)
+                for m in members
+                if (v := m.get(c)) is not None and _sortable(v)[0] == 0 and not isinstance(v, bool)
+            ]
+            if nums:
+                entry[c] = spread(nums)
+        out.append(entry)
+    return out
+
+
+def spread_text(column: str, s: dict[str, float]) -> str:
+    if s["n"] == 1:
+        return fmt(column, s["mean"])
+    return (
+        f"{fmt(column, s['mean'])} ± {fmt(column, s['sd'])} "
+        f"[{fmt(column, s['min'])}-{fmt(column, s['max'])}]"
+    )
+
+
+def seed_lines(rows: list[dict], cols: list[str], doc: dict, metric: str) -> list[str]:
+    """results.md's spread over seeds: one row per configuration, mean ± sample standard
+    deviation [min-max] of the sort metric and of every final-model score."""
+    table = seed_spread(rows, cols, doc, metric)
+    if not table:
+        return []
+    axis, others, _ = seed_groups(rows, doc)
+    shown = list(
+        dict.fromkeys([metric] + [c for c in cols if c.startswith("final.") or c.endswith("_drop")])
+    )
+    shown = [c for c in shown if any(c in e for e in table)]
+    lines = [
+        "",
+        f"## Over seeds (`{axis}`)",
+        "",
+        "Mean ± sample standard deviation [lowest-highest] over the finished runs of each "
+        "configuration; two runs of one configuration differ, so compare configurations by "
+        "these, not by one run.",
+        "",
+        "| " + " | ".join([*others, "seeds", *shown]) + " |",
+        "|---" * (len(others) + 1 + len(shown)) + "|",
+    ]
+    for e in table:
+        cells = [fmt(a, e[a]) for a in others] + [", ".join(map(str, e["seeds"]))]
+        cells += [spread_text(c, e[c]) if c in e else "-" for c in shown]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 

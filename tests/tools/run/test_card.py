@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-import yaml
-
 import pytest
+import yaml
 
 from cosmosage.tools.recipe.render import RecipeError, Rendered
 from cosmosage.tools.run.card import card_markdown, summary_markdown, write_publish_folder
@@ -86,13 +85,18 @@ def test_a_card_without_base_model_fails_unless_the_recipe_says_from_scratch(tmp
     model = tmp_path / "model"
     model.mkdir()
     with pytest.raises(RecipeError, match="recipe.card.base_model: none"):
-        write_publish_folder(tmp_path / "run", record("build/models/tiny-llama", {}),
-                             Rendered("x", {}, {}), str(model))
+        write_publish_folder(
+            tmp_path / "run",
+            record("build/models/tiny-llama", {}),
+            Rendered("x", {}, {}),
+            str(model),
+        )
     # the recipe may name the Hub id itself
     named = Rendered("x", {}, {"card": {"base_model": "org/base"}})
-    assert front_matter(card_markdown(record("build/models/tiny-llama", {}), named))[
-        "base_model"
-    ] == "org/base"
+    assert (
+        front_matter(card_markdown(record("build/models/tiny-llama", {}), named))["base_model"]
+        == "org/base"
+    )
 
 
 def test_an_imported_model_carries_its_hub_id_into_the_card(tmp_path):
@@ -203,7 +207,9 @@ def test_card_front_matter_is_valid_hub_metadata_with_the_scores(tmp_path, tiny_
 
 
 def test_local_parents_and_unknown_licenses_stay_valid(tmp_path, tiny_model):
-    top = Rendered("x", {}, {"card": {"license": "Llama 3.1 Community License", "base_model": "none"}})
+    top = Rendered(
+        "x", {}, {"card": {"license": "Llama 3.1 Community License", "base_model": "none"}}
+    )
     rec = scored_record(str(tiny_model), {})
     card, data = hub_card(tmp_path, rec, top, tiny_model)
     assert data.base_model is None and "base_model" not in card.data.to_dict()

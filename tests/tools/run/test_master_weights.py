@@ -118,9 +118,7 @@ def test_the_memory_estimate_counts_fp32_weights_grads_and_moments():
     assert with_plugin["optimizer"] == pytest.approx(2 * without["optimizer"])
 
 
-def test_axolotl_loads_bf16_weights_and_the_plugin_gives_the_optimizer_fp32(
-    tiny_model, tmp_path
-):
+def test_axolotl_loads_bf16_weights_and_the_plugin_gives_the_optimizer_fp32(tiny_model, tmp_path):
     before = probe(gpu_like(tiny_model, tmp_path / "without", plugins=False), tmp_path)
     assert before["load_dtype"] == "torch.bfloat16"
     # the defect: the optimizer updates bf16 weights (every linear layer of the blocks;

@@ -417,3 +417,38 @@ def test_the_report_gives_the_sort_metric_its_interval_where_the_run_kept_counts
     lines = interval_lines(rows, "final.held_out")
     assert lines[-1] == "| 1 | 33% [18-53] | 8/24 |" and len(lines) == 4
     assert interval_lines([rows[1]], "final.held_out") == []
+
+
+def test_a_seed_axis_gives_each_configuration_its_mean_and_spread():
+    from cosmosage.tools.run.sweep import seed_lines, seed_spread
+
+    doc = {"grid": {"seed": ["1", "2", "3"], "lr": ["a", "b"]}, "stages": ["s"]}
+    held = {("a", "1"): 1.0, ("a", "2"): 0.5, ("a", "3"): 0.75, ("b", "1"): 0.25}
+    rows = []
+    for i, (seed, lr) in enumerate([(s, x) for s in "123" for x in "ab"], start=1):
+        done = (lr, seed) in held
+        rows.append(
+            {
+                "combination": i,
+                "seed": seed,
+                "lr": lr,
+                "status": "complete" if done else "failed",
+                "final.held_out": held.get((lr, seed)),
+                "final.kl": 0.5 if done else None,
+                "error": "",
+                "run": "",
+            }
+        )
+    cols = ["combination", "seed", "lr", "status", "final.held_out", "final.kl", "error", "run"]
+    table = seed_spread(rows, cols, doc, "final.held_out")
+    a, b = table
+    assert a["lr"] == "a" and a["seeds"] == ["1", "2", "3"]
+    assert a["final.held_out"]["mean"] == pytest.approx(0.75)
+    assert a["final.held_out"]["sd"] == pytest.approx(0.25)  # sample sd of 1, 0.5, 0.75
+    assert (a["final.held_out"]["min"], a["final.held_out"]["max"]) == (0.5, 1.0)
+    assert b["seeds"] == ["1"] and b["final.held_out"]["n"] == 1  # failed seeds left out
+    lines = seed_lines(rows, cols, doc, "final.held_out")
+    assert "| a | 1, 2, 3 | 0.75 ± 0.25 [0.5-1] | 0.5 ± 0 [0.5-0.5] |" in lines
+    assert "| b | 1 | 0.25 | 0.5 |" in lines
+    # without a seed axis (or with one seed) there is nothing to aggregate
+    assert seed_lines(rows, cols, {"grid": {"lr": ["a", "b"]}, "stages": ["s"]}, "lr") == []
