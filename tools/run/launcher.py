@@ -341,6 +341,19 @@ def write_stage_config(stage: Stage, cfg: dict, stage_dir: Path, verb: str = "re
 
 
 def run_stage(stage: Stage, cfg: dict, stage_dir: Path, root: Path, echo: Echo) -> dict:
+    env = build_env(cfg, root, stage.rendered.meta)
+    rule = stage.rendered.meta.get("select") or {}
+    if isinstance(rule, dict) and rule.get("patience"):
+        # early stopping on the rule: the plugin asks each checkpoint as it is saved
+        from cosmosage.tools.run import early_stop
+
+        cfg = {**cfg, "plugins": [*(cfg.get("plugins") or []), early_stop.PLUGIN]}
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        env[early_stop.ENV] = str(early_stop.write_spec(stage_dir, rule, cfg, root))
+        echo(
+            f"select {stage.key}: each checkpoint asked as it is saved; training stops once "
+            f"{rule['patience']} saved after the best have not beaten it"
+        )
     cfg_path = write_stage_config(stage, cfg, stage_dir)
     argv = build_argv(cfg_path, stage.rendered.meta)
     log = stage_dir / "train.log"
@@ -349,7 +362,7 @@ def run_stage(stage: Stage, cfg: dict, stage_dir: Path, root: Path, echo: Echo) 
     rc = run_command(
         argv,
         log,
-        env=build_env(cfg, root, stage.rendered.meta),
+        env=env,
         cwd=root,
         total_steps=cfg.get("max_steps"),
         desc=stage.key,
@@ -500,6 +513,23 @@ def check_select(r: Rendered) -> list[check.Problem]:
     steps, every = r.config.get("max_steps"), r.config.get("save_steps")
     # unset (or null, which rendering drops), Axolotl keeps 4
     limit = r.config.get("save_total_limit") or AXOLOTL_SAVE_TOTAL_LIMIT
+    patience = rule.get("patience")
+    if patience and int((r.meta.get("hardware") or {}).get("gpus") or 0) > 1:
+        return [
+            check.Problem(
+                "select",
+                "recipe.select.patience (early stopping) runs in one training process; this "
+                "stage runs on several GPUs: drop patience and choose after training",
+            )
+        ]
+    if patience and limit < patience + 1:
+        return [
+            check.Problem(
+                "select",
+                f"recipe.select.patience {patience} needs the best checkpoint and the "
+                f"{patience} after it kept: save_total_limit {limit} is below {patience + 1}",
+            )
+        ]
     if steps and every and limit < -(-int(steps) // int(every)):
         return [
             check.Problem(

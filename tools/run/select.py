@@ -12,11 +12,18 @@ given suites (and its drift from the stage's parent measured), and the rule pick
         general_drop: 0.05       # keep the general pass rate within 5 points of the parent
         kl: 0.5                  # and the mean KL to the parent at most this (optional)
         max_new_tokens: 32       # greedy answers this long (default 32)
+        patience: 2              # early stopping (optional): ask each checkpoint as it is
+                                 # saved and stop training once this many saved after the
+                                 # best one have not beaten it
+        scorer: module:function  # optional: score checkpoints with this instead of suites
 
 Among the checkpoints within every limit, the one with the highest `maximize` score wins
 (ties: the earlier step, which has drifted less). When none is within the limits, the
 one that breaks them least wins (smallest general drop, then KL), and the run says so.
 The table of every checkpoint's scores is `<stage>/select.json` and the run's summary.
+With `patience` the checkpoints are asked during training (tools/run/early_stop.py, an
+Axolotl plugin the launcher adds), training stops when the rule can no longer improve,
+and the choice after training reuses those answers.
 Keep the checkpoints to choose from: `save_steps` below `max_steps` and a
 `save_total_limit` of at least their number (Axolotl keeps 4 when it is not set).
 """
@@ -30,7 +37,7 @@ from pathlib import Path
 from cosmosage.dataprep.io import DataError, write_json
 from cosmosage.tools.models import merge
 
-RULE_KEYS = {"suites", "maximize", "general_drop", "kl", "max_new_tokens"}
+RULE_KEYS = {"suites", "maximize", "general_drop", "kl", "max_new_tokens", "patience", "scorer"}
 
 Echo = Callable[[str], None]
 
@@ -45,8 +52,17 @@ def check_rule(rule: dict, where: str = "recipe.select", soup: bool = False) -> 
         raise DataError(
             f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
         )
-    if not rule.get("suites") or not rule.get("maximize"):
-        raise DataError(f"{where} needs `suites` and the score to `maximize`")
+    if not (rule.get("suites") or rule.get("scorer")) or not rule.get("maximize"):
+        raise DataError(f"{where} needs `suites` (or a `scorer`) and the score to `maximize`")
+    patience = rule.get("patience")
+    if patience is not None and (
+        isinstance(patience, bool) or not isinstance(patience, int) or patience < 1
+    ):
+        raise DataError(f"{where}.patience must be a whole number of checkpoints >= 1")
+    if rule.get("scorer") is not None and not (
+        isinstance(rule["scorer"], str) and ":" in rule["scorer"]
+    ):
+        raise DataError(f"{where}.scorer must be 'module:function'")
 
 
 def violation(row: dict, rule: dict) -> tuple[float, float]:
@@ -70,12 +86,26 @@ def choose(rows: list[dict], rule: dict) -> tuple[dict, bool]:
     ), False
 
 
+def custom_scorer(spec: str) -> Callable:
+    """`module:function`, called as score_checkpoints is: (parent, candidates, rule, root)
+    -> (parent scores, rows); for a metric the suites cannot express."""
+    import importlib
+
+    module, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise DataError(f"recipe.select.scorer {spec}: cannot be loaded ({exc})") from exc
+
+
 def score_checkpoints(
     parent: str, candidates: list[tuple[int | float, str]], rule: dict, root: Path
 ) -> tuple[dict, list[dict]]:
     """Ask the parent and every candidate model the rule's suites; (parent scores, one
     row per candidate with its scores, general drop and KL to the parent). A candidate
     is (its step, or a soup's weight, as `step`; its model folder)."""
+    if rule.get("scorer"):
+        return custom_scorer(rule["scorer"])(parent, candidates, rule, root)
     from cosmosage.tools.eval.drift import general_items, kl_to_base
     from cosmosage.tools.eval.evaluate import evaluate
     from cosmosage.tools.eval.generation import preset
@@ -98,6 +128,35 @@ def score_checkpoints(
     return base, rows
 
 
+def candidate_model(cfg: dict, src: Path, dst: Path, stage_dir: Path) -> str:
+    """A checkpoint as a plain model folder at `dst` (an adapter merged into its base)."""
+    if merge.is_adapter(src):
+        return str(merge.merge_adapter(cfg["base_model"], src, dst, stage_dir / "output"))
+    return str(merge.copy_model(src, dst, stage_dir / "output"))
+
+
+JOURNAL = "early_stop.json"
+
+
+def read_journal(stage_dir: Path) -> dict:
+    """What early stopping asked during training: {rule, parent, checkpoints, stopped}."""
+    path = stage_dir / JOURNAL
+    if not path.is_file():
+        return {}
+    import json
+
+    return json.loads(path.read_text())
+
+
+def journal_rows(stage_dir: Path, rule: dict) -> list[dict]:
+    """The checkpoints early stopping scored with this same rule (none for another rule)."""
+    doc = read_journal(stage_dir)
+    same = {k: v for k, v in (doc.get("rule") or {}).items() if k != "patience"} == {
+        k: v for k, v in rule.items() if k != "patience"
+    }
+    return list(doc.get("checkpoints") or []) if same else []
+
+
 def select_checkpoint(
     cfg: dict, rule: dict, stage_dir: Path, m: dict, root: Path, echo: Echo
 ) -> dict | None:
@@ -109,20 +168,28 @@ def select_checkpoint(
         return m["best_checkpoint"]
     work = stage_dir / "select"
     shutil.rmtree(work, ignore_errors=True)
-    candidates = []
-    for c in ckpts:
-        src = Path(c["path"])
-        if merge.is_adapter(src):
-            dst = merge.merge_adapter(
-                cfg["base_model"], src, work / f"step-{c['step']}", stage_dir / "output"
-            )
-        else:
-            dst = merge.copy_model(src, work / f"step-{c['step']}", stage_dir / "output")
-        candidates.append((c["step"], str(dst)))
-    echo(
-        f"select {stage_dir.name}: asking {len(candidates)} checkpoint(s) {', '.join(rule['suites'])}"
-    )
-    base, rows = score_checkpoints(cfg["base_model"], candidates, rule, root)
+    # checkpoints already asked during training (early stopping) are not asked again
+    scored = {r["step"]: r for r in journal_rows(stage_dir, rule)}
+    todo = [c for c in ckpts if c["step"] not in scored]
+    candidates = [
+        (c["step"], candidate_model(cfg, Path(c["path"]), work / f"step-{c['step']}", stage_dir))
+        for c in todo
+    ]
+    base = scored and read_journal(stage_dir)["parent"] or {}
+    if candidates:
+        echo(
+            f"select {stage_dir.name}: asking {len(candidates)} checkpoint(s) "
+            f"{', '.join(rule['suites'])}"
+        )
+        base, new = score_checkpoints(cfg["base_model"], candidates, rule, root)
+        scored |= {r["step"]: r for r in new}
+    if len(scored) > len(candidates):
+        echo(
+            f"select {stage_dir.name}: {len(scored) - len(candidates)} checkpoint(s) already "
+            "asked during training"
+        )
+    kept = {c["step"] for c in ckpts}
+    rows = [scored[s] for s in sorted(scored) if s in kept]
     chosen, ok = choose(rows, rule)
     shutil.rmtree(work, ignore_errors=True)
     write_json(

@@ -112,3 +112,29 @@ def test_recipe_check_reports_a_bad_rule_and_too_few_kept_checkpoints():
     assert "save_total_limit 4 keeps fewer checkpoints than the 6" in unset[0].message
     got = check_select(Rendered("r", cfg, {"select": {"maximize": "all"}}))
     assert got[0].severity == "error" and "needs `suites`" in got[0].message
+
+
+def test_early_stopping_rules_are_checked():
+    from cosmosage.tools.recipe.render import Rendered
+    from cosmosage.tools.run.early_stop import should_stop
+    from cosmosage.tools.run.launcher import check_select
+
+    rule = {"suites": ["s.yaml"], "maximize": "held_out", "general_drop": 0.05, "patience": 2}
+    cfg = {"max_steps": 100, "save_steps": 10, "save_total_limit": 2}
+    got = check_select(Rendered("r", cfg, {"select": rule}))
+    assert "save_total_limit 2 is below 3" in got[0].message and got[0].severity == "error"
+    assert check_select(Rendered("r", {**cfg, "save_total_limit": 10}, {"select": rule})) == []
+    multi = Rendered(
+        "r", {**cfg, "save_total_limit": 10}, {"select": rule, "hardware": {"gpus": 8}}
+    )
+    assert "one training process" in check_select(multi)[0].message
+    for bad in (0, 1.5, True, "2"):
+        with pytest.raises(DataError, match="patience"):
+            sel.check_rule({**rule, "patience": bad})
+    with pytest.raises(DataError, match="module:function"):
+        sel.check_rule({**rule, "scorer": "nocolon"})
+    # the best within the limits, then `patience` rows that do not beat it: stop
+    rows = [row(10, 0.5, 0.0), row(20, 0.7, 0.0), row(30, 0.6, 0.0)]
+    assert should_stop(rows, rule) == (False, rows[1])
+    rows.append(row(40, 0.9, 0.2))  # higher, but past the general limit
+    assert should_stop(rows, rule) == (True, rows[1])
