@@ -2,7 +2,8 @@
 # The 1B preset's full fine-tune, tried with each throughput candidate in one device
 # session (about 1 minute per line on an H200; each line is one `axolotl train` of 12
 # steps): the baseline, then one change at a time, so the ratio to the baseline printed
-# by each line says what that change buys. Writes build/mfu/<name>.json per candidate.
+# by each line says what that change buys. The baseline keeps fp32 master weights, as
+# every full recipe does (recipes/_base/methods/full.yaml); `pure-bf16` is without. Writes build/mfu/<name>.json per candidate.
 #   bash bench/mfu_candidates.sh [--wheels WHEEL_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,10 +15,13 @@ run() {
   python bench/gpu_check.py --methods full --preset 1b --json "$out/$name.json" "$@" || echo "$name failed"
 }
 run baseline-sdpa --attn sdpa "$@"
+# the configuration of the 33.8% measurement: bf16 weights, no fp32 master copy
+run pure-bf16 --attn sdpa --set 'plugins=[]' "$@"
 run flash-attn --attn flash_attention_2 "$@"
 run torch-compile --attn sdpa --set torch_compile=true "$@"
 run micro-batch-8 --attn sdpa --micro-batch 8 "$@"
-run liger --attn sdpa --set 'plugins=[axolotl.integrations.liger.LigerPlugin]' \
+run liger --attn sdpa \
+  --set 'plugins=[cosmosage.tools.run.master_weights.FP32MasterWeights, axolotl.integrations.liger.LigerPlugin]' \
   --set liger_fused_linear_cross_entropy=true --set liger_rms_norm=true --set liger_glu_activation=true "$@"
 python - "$out" <<'PY'
 import json, pathlib, sys
