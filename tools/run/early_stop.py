@@ -40,7 +40,6 @@ def write_spec(stage_dir: Path, rule: dict, cfg: dict, root: Path) -> Path:
         {
             "rule": rule,
             "base_model": cfg["base_model"],
-            "stage_dir": str(stage_dir),
             "root": str(root),
             "parent": {},
             "checkpoints": [],
@@ -67,7 +66,7 @@ class RuleCallback(TrainerCallback):
         if not state.is_world_process_zero:
             return control
         doc = json.loads(self.path.read_text())
-        rule, stage_dir = doc["rule"], Path(doc["stage_dir"])
+        rule, stage_dir = doc["rule"], self.path.parent
         step = int(state.global_step)
         ckpt = Path(args.output_dir) / f"checkpoint-{step}"
         if not ckpt.is_dir() or any(r["step"] == step for r in doc["checkpoints"]):

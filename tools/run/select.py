@@ -30,6 +30,7 @@ Keep the checkpoints to choose from: `save_steps` below `max_steps` and a
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -44,7 +45,8 @@ Echo = Callable[[str], None]
 
 def check_rule(rule: dict, where: str = "recipe.select", soup: bool = False) -> None:
     """A rule that cannot work, named as `where`; a soup's rule may name its `parent`."""
-    known = RULE_KEYS | ({"parent"} if soup else set())
+    # a soup has no training to stop: no patience
+    known = (RULE_KEYS - {"patience"}) | {"parent"} if soup else RULE_KEYS
     if not isinstance(rule, dict):
         raise DataError(f"{where} must be a mapping (suites, maximize, general_drop, kl)")
     unknown = set(rule) - known
@@ -141,11 +143,7 @@ JOURNAL = "early_stop.json"
 def read_journal(stage_dir: Path) -> dict:
     """What early stopping asked during training: {rule, parent, checkpoints, stopped}."""
     path = stage_dir / JOURNAL
-    if not path.is_file():
-        return {}
-    import json
-
-    return json.loads(path.read_text())
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def journal_rows(stage_dir: Path, rule: dict) -> list[dict]:
@@ -175,7 +173,7 @@ def select_checkpoint(
         (c["step"], candidate_model(cfg, Path(c["path"]), work / f"step-{c['step']}", stage_dir))
         for c in todo
     ]
-    base = scored and read_journal(stage_dir)["parent"] or {}
+    base = read_journal(stage_dir).get("parent", {}) if scored else {}
     if candidates:
         echo(
             f"select {stage_dir.name}: asking {len(candidates)} checkpoint(s) "

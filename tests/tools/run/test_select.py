@@ -138,3 +138,9 @@ def test_early_stopping_rules_are_checked():
     assert should_stop(rows, rule) == (False, rows[1])
     rows.append(row(40, 0.9, 0.2))  # higher, but past the general limit
     assert should_stop(rows, rule) == (True, rows[1])
+
+
+def test_a_soup_rule_has_no_patience():
+    with pytest.raises(DataError, match="unknown key.*patience"):
+        sel.check_rule({**RULE, "patience": 2}, "recipe.soup.select", soup=True)
+    sel.check_rule({**RULE, "parent": "m"}, "recipe.soup.select", soup=True)
