@@ -39,7 +39,7 @@ from cosmosage.dataprep.synth.llm import (  # noqa: E402
     make_client,
     run_pool,
 )
-from tests.helpers.serve import LocalServer, free_port, transformers_serve  # noqa: E402
+from cosmosage.dataprep.synth.serve import LocalServer, free_port, transformers_serve  # noqa: E402
 
 BIN = Path(sys.executable).parent
 PROMPT = [

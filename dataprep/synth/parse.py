@@ -9,7 +9,8 @@ be counted by kind.
 Small models rarely manage JSON, but they follow a plainer form: one `Label: value`
 line per field ("Question: ...", "Answer: ..."). `extract_fields` reads that form
 (prompt `output: lines`) into the same shapes: a list of objects, one per item, a new
-item starting whenever a label repeats.
+item starting whenever a label repeats. A prompt whose answer is the text itself (one
+question, one passage) says `output: text`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ _LABEL = re.compile(
     r"^\s*(?:[-*#>]+\s*|\d{1,2}[.)]\s*)?(?:\*\*|__)?"
     r"([A-Za-z][A-Za-z ]{0,24}?)\s*(?:\d{1,2})?\s*(?:\*\*|__)?\s*:\s*(?:\*\*|__)?\s*(.*)$"
 )
-OUTPUT_KINDS = ("json", "lines")
+OUTPUT_KINDS = ("json", "lines", "text")
 
 
 class ParseError(ValueError):
@@ -150,10 +151,24 @@ def extract_output(
     finish_reason: str | None = None,
     labels: Mapping[str, str] | None = None,
 ) -> tuple[Any, list[str]]:
-    """The parsed answer for a prompt whose `output` is `kind` ("json" or "lines")."""
+    """The parsed answer for a prompt whose `output` is `kind`: "json", "lines", or
+    "text" (the reply itself, reasoning blocks removed)."""
     if kind == "lines":
         return extract_fields(text, finish_reason, labels)
+    if kind == "text":
+        return extract_text(text)
     return extract_json(text, finish_reason)
+
+
+def extract_text(text: str) -> tuple[str, list[str]]:
+    """The reply as plain text, stripped, without a `<think>` block."""
+    if text is None or not text.strip():
+        raise ParseError("empty output: the model returned no text")
+    body = _THINK.sub("", text).strip()
+    notes = ["reasoning block removed"] if body != text.strip() else []
+    if not body:
+        raise ParseError("empty output: only a reasoning block")
+    return body, notes
 
 
 def as_number(value: Any) -> float | None:

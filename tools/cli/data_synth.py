@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import tempfile
+from pathlib import Path
 
 import click
 
@@ -14,10 +18,18 @@ def endpoint_options(f):
         [
             click.option(
                 "--base-url",
-                required=True,
-                help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.",
+                default=None,
+                help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (or --serve).",
             ),
-            click.option("--model", required=True, help="Model name the server knows."),
+            click.option("--model", default=None, help="Model name the server knows."),
+            click.option(
+                "--serve",
+                "serve_dir",
+                default=None,
+                type=click.Path(exists=True, file_okay=False),
+                help="Instead of --base-url/--model: serve this local model folder with "
+                "`transformers serve` on 127.0.0.1 for the length of the run.",
+            ),
             click.option(
                 "--api-key-env",
                 default="OPENAI_API_KEY",
@@ -121,6 +133,33 @@ def build_sampling(temperature, top_p, max_tokens, sampling_seed, json_mode) -> 
     return s
 
 
+@contextlib.contextmanager
+def endpoint_for(base_url, model, serve_dir, api_key_env, timeout):
+    """The endpoint the options name; with --serve, a local `transformers serve` of the
+    folder, started here, healthy before the first request, and stopped afterwards."""
+    from cosmosage.dataprep.synth.llm import Endpoint
+
+    if serve_dir and (base_url or model):
+        raise click.UsageError("--serve starts its own server: leave out --base-url and --model")
+    if not serve_dir:
+        if not base_url or not model:
+            raise click.UsageError(
+                "give --base-url and --model (a running server), or --serve MODEL_DIR"
+            )
+        yield Endpoint(base_url, model, api_key_env, timeout)
+        return
+    from cosmosage.dataprep.synth.serve import transformers_serve
+
+    folder = Path(serve_dir).resolve()
+    cache = Path(tempfile.mkdtemp(prefix="cosmosage-serve-"))
+    click.echo(f"serving {folder} with transformers serve (log: {cache / 'serve.log'})", err=True)
+    try:
+        with transformers_serve(folder, cache, continuous_batching=True) as server:
+            yield Endpoint(server.base_url, server.model, api_key_env, timeout)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
 def run_async_command(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
@@ -181,6 +220,7 @@ def data_synth(
     shard,
     base_url,
     model,
+    serve_dir,
     api_key_env,
     concurrency,
     timeout,
@@ -206,24 +246,25 @@ def data_synth(
         --base-url http://127.0.0.1:8000/v1 --model mistralai/Mistral-7B-Instruct-v0.3 --pairs 3
     """
     from cosmosage.dataprep.synth.generate import SynthConfig, run_synth
-    from cosmosage.dataprep.synth.llm import Endpoint, RetryPolicy
+    from cosmosage.dataprep.synth.llm import RetryPolicy
 
-    cfg = SynthConfig(
-        input=input_path,
-        out=out,
-        endpoint=Endpoint(base_url, model, api_key_env, timeout),
-        prompt=prompt,
-        pairs=pairs,
-        sampling=build_sampling(temperature, top_p, max_tokens, sampling_seed, json_mode),
-        min_grounding=min_grounding,
-        tries=tries,
-        concurrency=concurrency,
-        retry=RetryPolicy(retries=retries, base=backoff),
-        prompt_change=prompt_change,
-        retry_failed=retry_failed,
-        shard=shard,
-    )
-    res = run_async_command(run_synth, cfg, echo=lambda m: click.echo(m, err=True))
+    with endpoint_for(base_url, model, serve_dir, api_key_env, timeout) as endpoint:
+        cfg = SynthConfig(
+            input=input_path,
+            out=out,
+            endpoint=endpoint,
+            prompt=prompt,
+            pairs=pairs,
+            sampling=build_sampling(temperature, top_p, max_tokens, sampling_seed, json_mode),
+            min_grounding=min_grounding,
+            tries=tries,
+            concurrency=concurrency,
+            retry=RetryPolicy(retries=retries, base=backoff),
+            prompt_change=prompt_change,
+            retry_failed=retry_failed,
+            shard=shard,
+        )
+        res = run_async_command(run_synth, cfg, echo=lambda m: click.echo(m, err=True))
     click.echo(json.dumps(res))
 
 
@@ -304,6 +345,7 @@ def data_grade(
     spot_check_seed,
     base_url,
     model,
+    serve_dir,
     api_key_env,
     concurrency,
     timeout,
@@ -331,26 +373,29 @@ def data_grade(
     from cosmosage.dataprep.synth.grade import GradeConfig, run_grade
     from cosmosage.dataprep.synth.llm import Endpoint, RetryPolicy
 
-    judges = [Endpoint(base_url, model, api_key_env, timeout)]
-    if second_model:
-        judges.append(Endpoint(second_base_url or base_url, second_model, api_key_env, timeout))
-    cfg = GradeConfig(
-        input=input_path,
-        out=out,
-        judges=judges,
-        chunks=chunks,
-        prompt=prompt,
-        threshold=threshold,
-        combine=combine,
-        sampling=build_sampling(temperature, top_p, max_tokens, sampling_seed, json_mode),
-        concurrency=concurrency,
-        retry=RetryPolicy(retries=retries, base=backoff),
-        prompt_change=prompt_change,
-        retry_failed=retry_failed,
-        spot_check=spot_check,
-        spot_check_seed=spot_check_seed,
-    )
-    res = run_async_command(run_grade, cfg, echo=lambda m: click.echo(m, err=True))
+    with endpoint_for(base_url, model, serve_dir, api_key_env, timeout) as judge:
+        judges = [judge]
+        if second_model:
+            judges.append(
+                Endpoint(second_base_url or judge.base_url, second_model, api_key_env, timeout)
+            )
+        cfg = GradeConfig(
+            input=input_path,
+            out=out,
+            judges=judges,
+            chunks=chunks,
+            prompt=prompt,
+            threshold=threshold,
+            combine=combine,
+            sampling=build_sampling(temperature, top_p, max_tokens, sampling_seed, json_mode),
+            concurrency=concurrency,
+            retry=RetryPolicy(retries=retries, base=backoff),
+            prompt_change=prompt_change,
+            retry_failed=retry_failed,
+            spot_check=spot_check,
+            spot_check_seed=spot_check_seed,
+        )
+        res = run_async_command(run_grade, cfg, echo=lambda m: click.echo(m, err=True))
     click.echo(json.dumps(res))
 
 
@@ -499,4 +544,120 @@ def data_replay(
         click.echo(json.dumps(run_replay(cfg, answer, echo=click.echo)))
 
 
-COMMANDS = [data_synth, data_grade, data_metaqa, data_replay]
+@click.command("questions")
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Blanks: chat JSONL from `data cloze` (each record's document, sentence and span).",
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Chat JSONL to write.")
+@click.option(
+    "--questions",
+    "per_span",
+    type=click.IntRange(1),
+    default=2,
+    show_default=True,
+    help="Candidate questions asked per span (the k-th request shows the prompt's k-th example).",
+)
+@click.option(
+    "--answer",
+    type=click.Choice(["sentence", "span"]),
+    default="sentence",
+    show_default=True,
+    help="What each kept record answers with: the paper's sentence, or the span alone.",
+)
+@click.option(
+    "--round-trip/--no-round-trip",
+    default=True,
+    show_default=True,
+    help="Ask each question back with its sentence; keep it only if the answer names the span.",
+)
+@click.option(
+    "--against",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="An evaluation suite (YAML with `prompts:`): questions too close to one of its "
+    "prompts are refused. Repeatable.",
+)
+@click.option(
+    "--prompt",
+    default="question_for_span",
+    show_default=True,
+    help="Prompt YAML file, or the name of a bundled one, that writes a question.",
+)
+@click.option(
+    "--check-prompt",
+    default="answer_from_sentence",
+    show_default=True,
+    help="Prompt YAML file, or the name of a bundled one, of the round trip.",
+)
+@endpoint_options
+@sampling_options
+def data_questions(
+    input_path,
+    out,
+    per_span,
+    answer,
+    round_trip,
+    against,
+    prompt,
+    check_prompt,
+    base_url,
+    model,
+    serve_dir,
+    api_key_env,
+    concurrency,
+    timeout,
+    retries,
+    backoff,
+    prompt_change,
+    retry_failed,
+    temperature,
+    top_p,
+    max_tokens,
+    sampling_seed,
+    json_mode,
+) -> None:
+    """Have a model write questions whose answers are the blanks of `data cloze`.
+
+    Each blank (a name, number or year of a paper's sentence) gets --questions candidate
+    questions; a candidate is refused if it is no question, names its own answer, is
+    about something else, or is too close to an evaluation prompt (--against); then it
+    is asked back with its sentence (--round-trip) and kept only if the answer names the
+    span. Kept records answer with the paper's own sentence. Both steps are journaled
+    (OUT.candidates.journal.jsonl, OUT.journal.jsonl): rerun the same command to
+    continue. docs/papers.md, "Questions written by a model".
+
+    \b
+    Example:
+      cosmosage data cloze papers/ --answer sentence --name-subjects --out blanks.jsonl
+      cosmosage data questions --input blanks.jsonl --out questions.jsonl \\
+        --serve build/models/smollm2-135m-instruct --against suite.yaml
+    """
+    from cosmosage.dataprep.synth.llm import RetryPolicy
+    from cosmosage.dataprep.synth.questions import QuestionsConfig, run_questions
+
+    with endpoint_for(base_url, model, serve_dir, api_key_env, timeout) as endpoint:
+        cfg = QuestionsConfig(
+            input=input_path,
+            out=out,
+            endpoint=endpoint,
+            prompt=prompt,
+            check_prompt=check_prompt,
+            questions=per_span,
+            answer=answer,
+            round_trip=round_trip,
+            against=list(against),
+            sampling=build_sampling(temperature, top_p, max_tokens, sampling_seed, json_mode),
+            concurrency=concurrency,
+            retry=RetryPolicy(retries=retries, base=backoff),
+            prompt_change=prompt_change,
+            retry_failed=retry_failed,
+        )
+        res = run_async_command(run_questions, cfg, echo=lambda m: click.echo(m, err=True))
+    click.echo(json.dumps(res))
+
+
+COMMANDS = [data_synth, data_grade, data_metaqa, data_replay, data_questions]

@@ -28,6 +28,7 @@ from cosmosage.dataprep.synth.jobs import Answer
 from cosmosage.dataprep.synth.llm import Endpoint, RetryPolicy
 from cosmosage.dataprep.synth.parse import extract_output
 from cosmosage.dataprep.synth.prompts import load_prompt
+from cosmosage.dataprep.synth.serve import transformers_serve
 from cosmosage.tools.cli.main import main
 from tests.helpers.scripted_server import (
     Reply,
@@ -37,7 +38,6 @@ from tests.helpers.scripted_server import (
     last_user,
     qa_reply,
 )
-from tests.helpers.serve import transformers_serve
 
 ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent

@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from cosmosage.dataprep.synth.generate import SynthConfig, run_synth
 from cosmosage.dataprep.synth.grade import GradeConfig, run_grade
 from cosmosage.dataprep.synth.llm import Endpoint
+from cosmosage.dataprep.synth.serve import transformers_serve
 from cosmosage.tools.cli.main import main
-from tests.helpers.serve import transformers_serve
 
 pytestmark = [pytest.mark.server, pytest.mark.real_model]
 

@@ -14,10 +14,10 @@ import pytest
 from cosmosage.dataprep.io import DataError
 from cosmosage.dataprep.synth.llm import RetryPolicy
 from cosmosage.dataprep.synth.parse import ParseError
+from cosmosage.dataprep.synth.serve import transformers_serve
 from cosmosage.tools.eval.evaluate import evaluate
 from cosmosage.tools.eval.judge import cache_file, judge_key, make_judge, read_score
 from tests.helpers.scripted_server import ScriptedServer, judge_reply
-from tests.helpers.serve import transformers_serve
 
 QUIET = {"echo": lambda m: None}
 FAST_RETRY = RetryPolicy(retries=1, base=0.01, cap=0.05)

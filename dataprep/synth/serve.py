@@ -1,8 +1,9 @@
 """A local OpenAI-compatible server process: start, wait until healthy, stop.
 
 `transformers_serve(model_dir)` serves a local model folder with `transformers serve`
-(the `serve` extra) on 127.0.0.1, so `data synth` / `data grade` and the tests can talk
-to a real server without any network. `LocalServer` runs any such command.
+(the `serve` extra) on 127.0.0.1, so the model-driven data commands (`--serve MODEL_DIR`)
+and the tests can talk to a real server without any network. `LocalServer` runs any
+such command.
 """
 
 from __future__ import annotations
