@@ -12,7 +12,8 @@ Two journaled steps, each resumable on its own (`jobs.JournaledJob`):
 
 1. **write**: for every distinct (document, sentence, span) of the input, K requests
    (`--questions`), the k-th showing the prompt's k-th worked example, so a greedy server
-   writes K different questions. A question is refused when it is not a question, gives
+   writes different questions; candidates past the number of examples are sampled
+   (temperature 0.8, seed k) with the examples shown in turn. A question is refused when it is not a question, gives
    the answer away (the span, or a name or number of the span that the rest of the
    sentence does not contain), is mostly about something else than the sentence, is too
    long, repeats an earlier candidate of the same span, or copies the wording of a prompt
@@ -44,6 +45,7 @@ from cosmosage.dataprep.synth.replay import suite_prompts
 
 ANSWERS = ("sentence", "span")
 MAX_QUESTION_WORDS = 30
+SAMPLED_TEMPERATURE = 0.8  # candidates past the prompt's worked examples
 MIN_ON_SENTENCE = 0.5  # share of a question's content words that must be in its sentence
 _TOKEN = re.compile(r"[A-Za-z0-9][\w.'’-]*")
 _LEAD = re.compile(
@@ -239,6 +241,14 @@ class WriteJob(JournaledJob[QuestionsConfig]):
         return 0, shown.messages(
             sentence=blank["sentence"], answer=blank["span"], title=blank["document"]
         )
+
+    def item_sampling(self, payload: tuple[int, dict, int]) -> dict:
+        """Greedy (or as asked) while each candidate shows its own worked example; past
+        the examples, candidate k is sampled (temperature SAMPLED_TEMPERATURE, seed k)."""
+        _, _, k = payload
+        if k < len(self.prompt.examples):
+            return dict(self.sampling)
+        return {**self.sampling, "temperature": SAMPLED_TEMPERATURE, "seed": k}
 
     def _reject(self, payload: tuple[int, dict, int], reason: str, **extra: Any) -> dict:
         lineno, blank, k = payload

@@ -258,3 +258,19 @@ def test_serve_writes_checked_questions_with_the_real_model(smollm2, tmp_path):
         assert names_span(rec["round_trip"], rec["span"], rec["sentence"])
     manifest = json.loads((tmp_path / "q.candidates.manifest.json").read_text())
     assert manifest["generator"]["model"] == str(smollm2.resolve())
+
+
+def test_candidates_past_the_examples_are_sampled_with_their_own_seed(tmp_path, suite):
+    def respond(request: dict, n: int) -> Reply:
+        if "Write one question" in last_user(request):
+            return Reply(body=completion(f"Which salt flat holds array number {n}?"))
+        return Reply(body=completion("Sennick Salt Flats"))
+
+    with ScriptedServer(respond) as s:
+        run_questions(config(s, tmp_path, suite, questions=8, round_trip=False), **QUIET)
+        written = [r["body"] for r in s.requests]
+    site = [b for b in written if "Sennick" in last_user(b)]
+    assert len(site) == 8
+    greedy = [b for b in site if b.get("temperature") == 0.0 and "seed" not in b]
+    sampled = sorted(b["seed"] for b in site if b.get("temperature") == 0.8)
+    assert len(greedy) == 6 and sampled == [6, 7]
