@@ -6,7 +6,12 @@ from pathlib import Path
 
 import click
 
-from cosmosage.tools.cli.common import build_command_problems, set_option, unset_option
+from cosmosage.tools.cli.common import (
+    build_command_problems,
+    runs_dir_option,
+    set_option,
+    unset_option,
+)
 
 
 @click.command("list")
@@ -95,12 +100,7 @@ def recipe_check(names: tuple[str, ...], sets: tuple[str, ...], unsets: tuple[st
     "--dry-run", is_flag=True, help="Render, plan and print the commands; build and train nothing."
 )
 @click.option("--resume", is_flag=True, help="Continue the newest unfinished run of NAME.")
-@click.option(
-    "--runs-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where run folders and the registry live [default: ./runs in the project].",
-)
+@runs_dir_option
 def recipe_run(
     name: str,
     sets: tuple[str, ...],
@@ -171,12 +171,7 @@ def recipe_run(
     help="Base model of a stage whose parent recipe is not in this pipeline "
     "[default: the parent's newest finished run].",
 )
-@click.option(
-    "--runs-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where the registry of finished runs lives [default: ./runs in the project].",
-)
+@runs_dir_option
 def recipe_prepare(
     name: str,
     out: Path,
