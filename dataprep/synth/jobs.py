@@ -137,10 +137,6 @@ class JournaledJob(ABC, Generic[C]):
         """The journal entry of an item that failed: its request (`answer` is None), or its
         answer (`reason` from ParseError)."""
 
-    def item_sampling(self, payload: Any) -> dict:
-        """The sampling settings of one item's request (by default the job's)."""
-        return dict(self.sampling)
-
     def try_again(self, got: dict) -> bool:
         """Whether an answer that came back is worth asking for again (up to `tries`)."""
         return False
@@ -229,7 +225,7 @@ class JournaledJob(ABC, Generic[C]):
             entry: dict = {"key": key, "prompt_version": version}
             tries: list[dict] = []
             for n in range(self.tries):
-                sampling = self.item_sampling(payload)
+                sampling = dict(self.sampling)
                 if n and "seed" in sampling:  # a seeded retry must not repeat itself
                     sampling["seed"] += n
                 tries.append(await ask(self.retry_payload(payload, n) if n else payload, sampling))

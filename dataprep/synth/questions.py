@@ -11,9 +11,9 @@ span), so every answer is what the paper says; only the question comes from the 
 Two journaled steps, each resumable on its own (`jobs.JournaledJob`):
 
 1. **write**: for every distinct (document, sentence, span) of the input, K requests
-   (`--questions`), the k-th showing the prompt's k-th worked example, so a greedy server
-   writes different questions; candidates past the number of examples are sampled
-   (temperature 0.8, seed k) with the examples shown in turn. A question is refused when it is not a question, gives
+   (`--questions`), each showing its own worked examples (`shown_examples`: the k-th
+   example alone, then pairs of them), so a server that decodes greedily, or ignores
+   the sampling settings, still writes different questions. A question is refused when it is not a question, gives
    the answer away (the span, or a name or number of the span that the rest of the
    sentence does not contain), is mostly about something else than the sentence, is too
    long, repeats an earlier candidate of the same span, or copies the wording of a prompt
@@ -30,6 +30,7 @@ manifest.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -45,7 +46,6 @@ from cosmosage.dataprep.synth.replay import suite_prompts
 
 ANSWERS = ("sentence", "span")
 MAX_QUESTION_WORDS = 30
-SAMPLED_TEMPERATURE = 0.8  # candidates past the prompt's worked examples
 MIN_ON_SENTENCE = 0.5  # share of a question's content words that must be in its sentence
 _TOKEN = re.compile(r"[A-Za-z0-9][\w.'’-]*")
 _LEAD = re.compile(
@@ -163,6 +163,16 @@ class QuestionsConfig:
     retry_failed: bool = False
 
 
+def shown_examples(k: int, n: int) -> tuple[int, ...]:
+    """Which of a prompt's n worked examples candidate k shows: example k while there are
+    examples left, then each pair of them in turn, so up to n + n(n-1)/2 candidates see
+    different examples (past that the pairs repeat)."""
+    if k < n:
+        return (k,)
+    pairs = list(itertools.combinations(range(n), 2)) or [(0,)]
+    return pairs[(k - n) % len(pairs)]
+
+
 def candidates_path(out: str | Path) -> Path:
     out = Path(out)
     return out.with_name(out.name.removesuffix(".jsonl") + ".candidates.jsonl")
@@ -235,20 +245,13 @@ class WriteJob(JournaledJob[QuestionsConfig]):
 
     def request(self, payload: tuple[int, dict, int]) -> tuple[int, list[dict]]:
         _, blank, k = payload
-        shown = replace(
-            self.prompt, examples=(self.prompt.examples[k % len(self.prompt.examples)],)
+        examples = tuple(
+            self.prompt.examples[i] for i in shown_examples(k, len(self.prompt.examples))
         )
+        shown = replace(self.prompt, examples=examples)
         return 0, shown.messages(
             sentence=blank["sentence"], answer=blank["span"], title=blank["document"]
         )
-
-    def item_sampling(self, payload: tuple[int, dict, int]) -> dict:
-        """Greedy (or as asked) while each candidate shows its own worked example; past
-        the examples, candidate k is sampled (temperature SAMPLED_TEMPERATURE, seed k)."""
-        _, _, k = payload
-        if k < len(self.prompt.examples):
-            return dict(self.sampling)
-        return {**self.sampling, "temperature": SAMPLED_TEMPERATURE, "seed": k}
 
     def _reject(self, payload: tuple[int, dict, int], reason: str, **extra: Any) -> dict:
         lineno, blank, k = payload

@@ -559,7 +559,8 @@ def data_replay(
     type=click.IntRange(1),
     default=2,
     show_default=True,
-    help="Candidate questions asked per span (the k-th request shows the prompt's k-th example).",
+    help="Candidate questions asked per span; each request shows other worked examples "
+    "(one each, then pairs of them), so a greedy server writes different questions.",
 )
 @click.option(
     "--answer",

@@ -22,6 +22,7 @@ from cosmosage.dataprep.synth.questions import (
     names_span,
     question_problem,
     run_questions,
+    shown_examples,
 )
 from cosmosage.tools.cli.main import main
 from tests.helpers.scripted_server import Reply, ScriptedServer, completion, last_user
@@ -260,7 +261,7 @@ def test_serve_writes_checked_questions_with_the_real_model(smollm2, tmp_path):
     assert manifest["generator"]["model"] == str(smollm2.resolve())
 
 
-def test_candidates_past_the_examples_are_sampled_with_their_own_seed(tmp_path, suite):
+def test_candidates_past_the_examples_show_pairs_of_them(tmp_path, suite):
     def respond(request: dict, n: int) -> Reply:
         if "Write one question" in last_user(request):
             return Reply(body=completion(f"Which salt flat holds array number {n}?"))
@@ -270,7 +271,10 @@ def test_candidates_past_the_examples_are_sampled_with_their_own_seed(tmp_path, 
         run_questions(config(s, tmp_path, suite, questions=8, round_trip=False), **QUIET)
         written = [r["body"] for r in s.requests]
     site = [b for b in written if "Sennick" in last_user(b)]
-    assert len(site) == 8
-    greedy = [b for b in site if b.get("temperature") == 0.0 and "seed" not in b]
-    sampled = sorted(b["seed"] for b in site if b.get("temperature") == 0.8)
-    assert len(greedy) == 6 and sampled == [6, 7]
+    shown = sorted(
+        tuple(m["content"] for m in b["messages"] if m["role"] == "assistant") for b in site
+    )
+    assert len(site) == 8 and len(set(shown)) == 8  # every candidate saw other examples
+    assert sorted(len(x) for x in shown) == [1] * 6 + [2, 2]
+    assert shown_examples(6, 6) == (0, 1) and shown_examples(7, 6) == (0, 2)
+    assert shown_examples(6 + 15, 6) == (0, 1)
