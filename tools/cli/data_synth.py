@@ -160,6 +160,34 @@ def endpoint_for(base_url, model, serve_dir, api_key_env, timeout):
         shutil.rmtree(cache, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def journaled_job(job: dict):
+    """From the options every model-driven command shares (endpoint_options,
+    sampling_options): the endpoint (a local server with --serve) and the settings every
+    journaled job's config takes."""
+    from cosmosage.dataprep.synth.llm import RetryPolicy
+
+    with endpoint_for(
+        job["base_url"], job["model"], job["serve_dir"], job["api_key_env"], job["timeout"]
+    ) as endpoint:
+        yield (
+            endpoint,
+            {
+                "sampling": build_sampling(
+                    job["temperature"],
+                    job["top_p"],
+                    job["max_tokens"],
+                    job["sampling_seed"],
+                    job["json_mode"],
+                ),
+                "concurrency": job["concurrency"],
+                "retry": RetryPolicy(retries=job["retries"], base=job["backoff"]),
+                "prompt_change": job["prompt_change"],
+                "retry_failed": job["retry_failed"],
+            },
+        )
+
+
 def run_async_command(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
@@ -218,21 +246,7 @@ def data_synth(
     min_grounding,
     tries,
     shard,
-    base_url,
-    model,
-    serve_dir,
-    api_key_env,
-    concurrency,
-    timeout,
-    retries,
-    backoff,
-    prompt_change,
-    retry_failed,
-    temperature,
-    top_p,
-    max_tokens,
-    sampling_seed,
-    json_mode,
+    **job,
 ) -> None:
     """Ask a model for question/answer pairs grounded in each chunk; write chat records.
 
@@ -246,22 +260,17 @@ def data_synth(
         --base-url http://127.0.0.1:8000/v1 --model mistralai/Mistral-7B-Instruct-v0.3 --pairs 3
     """
     from cosmosage.dataprep.synth.generate import SynthConfig, run_synth
-    from cosmosage.dataprep.synth.llm import RetryPolicy
 
-    with endpoint_for(base_url, model, serve_dir, api_key_env, timeout) as endpoint:
+    with journaled_job(job) as (endpoint, common):
         cfg = SynthConfig(
             input=input_path,
             out=out,
             endpoint=endpoint,
             prompt=prompt,
             pairs=pairs,
-            sampling=build_sampling(temperature, top_p, max_tokens, sampling_seed, json_mode),
+            **common,
             min_grounding=min_grounding,
             tries=tries,
-            concurrency=concurrency,
-            retry=RetryPolicy(retries=retries, base=backoff),
-            prompt_change=prompt_change,
-            retry_failed=retry_failed,
             shard=shard,
         )
         res = run_async_command(run_synth, cfg, echo=lambda m: click.echo(m, err=True))
@@ -343,21 +352,7 @@ def data_grade(
     combine,
     spot_check,
     spot_check_seed,
-    base_url,
-    model,
-    serve_dir,
-    api_key_env,
-    concurrency,
-    timeout,
-    retries,
-    backoff,
-    prompt_change,
-    retry_failed,
-    temperature,
-    top_p,
-    max_tokens,
-    sampling_seed,
-    json_mode,
+    **job,
 ) -> None:
     """Score each answer against its source chunk with a judge model; keep the good ones.
 
@@ -371,13 +366,18 @@ def data_grade(
         --base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-72B-Instruct --threshold 90
     """
     from cosmosage.dataprep.synth.grade import GradeConfig, run_grade
-    from cosmosage.dataprep.synth.llm import Endpoint, RetryPolicy
+    from cosmosage.dataprep.synth.llm import Endpoint
 
-    with endpoint_for(base_url, model, serve_dir, api_key_env, timeout) as judge:
+    with journaled_job(job) as (judge, common):
         judges = [judge]
         if second_model:
             judges.append(
-                Endpoint(second_base_url or judge.base_url, second_model, api_key_env, timeout)
+                Endpoint(
+                    second_base_url or judge.base_url,
+                    second_model,
+                    judge.api_key_env,
+                    judge.timeout,
+                )
             )
         cfg = GradeConfig(
             input=input_path,
@@ -387,11 +387,7 @@ def data_grade(
             prompt=prompt,
             threshold=threshold,
             combine=combine,
-            sampling=build_sampling(temperature, top_p, max_tokens, sampling_seed, json_mode),
-            concurrency=concurrency,
-            retry=RetryPolicy(retries=retries, base=backoff),
-            prompt_change=prompt_change,
-            retry_failed=retry_failed,
+            **common,
             spot_check=spot_check,
             spot_check_seed=spot_check_seed,
         )
@@ -605,21 +601,7 @@ def data_questions(
     against,
     prompt,
     check_prompt,
-    base_url,
-    model,
-    serve_dir,
-    api_key_env,
-    concurrency,
-    timeout,
-    retries,
-    backoff,
-    prompt_change,
-    retry_failed,
-    temperature,
-    top_p,
-    max_tokens,
-    sampling_seed,
-    json_mode,
+    **job,
 ) -> None:
     """Have a model write questions whose answers are the blanks of `data cloze`.
 
@@ -637,10 +619,9 @@ def data_questions(
       cosmosage data questions --input blanks.jsonl --out questions.jsonl \\
         --serve build/models/smollm2-135m-instruct --against suite.yaml
     """
-    from cosmosage.dataprep.synth.llm import RetryPolicy
     from cosmosage.dataprep.synth.questions import QuestionsConfig, run_questions
 
-    with endpoint_for(base_url, model, serve_dir, api_key_env, timeout) as endpoint:
+    with journaled_job(job) as (endpoint, common):
         cfg = QuestionsConfig(
             input=input_path,
             out=out,
@@ -651,11 +632,7 @@ def data_questions(
             answer=answer,
             round_trip=round_trip,
             against=list(against),
-            sampling=build_sampling(temperature, top_p, max_tokens, sampling_seed, json_mode),
-            concurrency=concurrency,
-            retry=RetryPolicy(retries=retries, base=backoff),
-            prompt_change=prompt_change,
-            retry_failed=retry_failed,
+            **common,
         )
         res = run_async_command(run_questions, cfg, echo=lambda m: click.echo(m, err=True))
     click.echo(json.dumps(res))
@@ -717,21 +694,7 @@ def data_entigraph(
     seed,
     prompt,
     relation_prompt,
-    base_url,
-    model,
-    serve_dir,
-    api_key_env,
-    concurrency,
-    timeout,
-    retries,
-    backoff,
-    prompt_change,
-    retry_failed,
-    temperature,
-    top_p,
-    max_tokens,
-    sampling_seed,
-    json_mode,
+    **job,
 ) -> None:
     """Rewrite chunks EntiGraph-style: a model lists each chunk's entities, then writes
     a passage on how each pair of them is related, from the chunk alone.
@@ -747,9 +710,8 @@ def data_entigraph(
         --base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-72B-Instruct --max-pairs 40
     """
     from cosmosage.dataprep.synth.entigraph import EntiGraphConfig, run_entigraph
-    from cosmosage.dataprep.synth.llm import RetryPolicy
 
-    with endpoint_for(base_url, model, serve_dir, api_key_env, timeout) as endpoint:
+    with journaled_job(job) as (endpoint, common):
         cfg = EntiGraphConfig(
             input=input_path,
             out=out,
@@ -760,11 +722,7 @@ def data_entigraph(
             max_pairs=max_pairs,
             min_grounding=min_grounding,
             seed=seed,
-            sampling=build_sampling(temperature, top_p, max_tokens, sampling_seed, json_mode),
-            concurrency=concurrency,
-            retry=RetryPolicy(retries=retries, base=backoff),
-            prompt_change=prompt_change,
-            retry_failed=retry_failed,
+            **common,
         )
         res = run_async_command(run_entigraph, cfg, echo=lambda m: click.echo(m, err=True))
     click.echo(json.dumps(res))
