@@ -32,7 +32,7 @@ from typing import Any
 
 from cosmosage.dataprep.io import DataError, Reject, read_jsonl
 from cosmosage.dataprep.synth.generate import content_words, grounding, read_chunks
-from cosmosage.dataprep.synth.jobs import Answer, JournaledJob, Outcome
+from cosmosage.dataprep.synth.jobs import Answer, Outcome, RecordsJob
 from cosmosage.dataprep.synth.llm import Endpoint, RetryPolicy
 from cosmosage.dataprep.synth.parse import ParseError
 from cosmosage.dataprep.synth.replay import looping
@@ -69,7 +69,7 @@ def in_text(entity: str, text: str) -> bool:
     return entity.lower() in " ".join(text.lower().split())
 
 
-class EntitiesJob(JournaledJob[EntiGraphConfig]):
+class EntitiesJob(RecordsJob[EntiGraphConfig]):
     """Step 1: the entities of each chunk."""
 
     kind = "entities"
@@ -105,7 +105,7 @@ class EntitiesJob(JournaledJob[EntiGraphConfig]):
         _, chunk = payload
         return 0, self.prompt.messages(chunk=chunk["text"], doc_id=chunk["doc_id"])
 
-    def _reject(self, payload: tuple[int, dict], reason: str, **extra: Any) -> dict:
+    def reject(self, payload: tuple[int, dict], reason: str, **extra: Any) -> dict:
         lineno, chunk = payload
         record = {"doc_id": chunk["doc_id"], "chunk_sha": chunk["chunk_sha"], **extra}
         return Reject(self.cfg.input, lineno, reason, record).to_json()
@@ -124,16 +124,9 @@ class EntitiesJob(JournaledJob[EntiGraphConfig]):
         record = {**chunk, "entities": kept}
         return {"records": [record], "rejects": [], "not_in_chunk": outside}
 
-    def failure(self, payload: tuple[int, dict], reason: str, answer: Answer | None) -> dict:
-        extra = {} if answer is None else {"raw": answer.raw}
-        return {"records": [], "rejects": [self._reject(payload, reason, **extra)]}
-
     def finish(self, latest: dict[str, dict]) -> Outcome:
-        kept, rejects, outside = [], [], 0
-        for key, _ in self.items:
-            kept.extend(latest[key].get("records", []))
-            rejects.extend(latest[key].get("rejects", []))
-            outside += len(latest[key].get("not_in_chunk", []))
+        kept, rejects = self.collect(latest)
+        outside = sum(len(latest[key].get("not_in_chunk", [])) for key, _ in self.items)
         manifest = {
             "generator": {**self.cfg.endpoint.public(), "sampling": self.sampling},
             "chunks": len(self.items),
@@ -155,7 +148,7 @@ def pairs_of(chunk: dict, max_pairs: int, seed: int) -> list[tuple[str, str]]:
     return [pairs[i] for i in chosen]
 
 
-class RelationsJob(JournaledJob[EntiGraphConfig]):
+class RelationsJob(RecordsJob[EntiGraphConfig]):
     """Step 2: a passage on each pair of a chunk's entities."""
 
     kind = "relations"
@@ -185,7 +178,7 @@ class RelationsJob(JournaledJob[EntiGraphConfig]):
         _, chunk, a, b = payload
         return 0, self.prompt.messages(chunk=chunk["text"], a=a, b=b, doc_id=chunk["doc_id"])
 
-    def _reject(self, payload: tuple[int, dict, str, str], reason: str, **extra: Any) -> dict:
+    def reject(self, payload: tuple[int, dict, str, str], reason: str, **extra: Any) -> dict:
         lineno, chunk, a, b = payload
         record = {
             "doc_id": chunk["doc_id"],
@@ -212,7 +205,7 @@ class RelationsJob(JournaledJob[EntiGraphConfig]):
                 f"(< {self.cfg.min_grounding:.0%})"
             )
         if problem:
-            return {"records": [], "rejects": [self._reject(payload, problem, raw=answer.raw)]}
+            return {"records": [], "rejects": [self.reject(payload, problem, raw=answer.raw)]}
         record = {
             "text": text,
             "doc_id": chunk["doc_id"],
@@ -222,17 +215,8 @@ class RelationsJob(JournaledJob[EntiGraphConfig]):
         }
         return {"records": [record], "rejects": []}
 
-    def failure(
-        self, payload: tuple[int, dict, str, str], reason: str, answer: Answer | None
-    ) -> dict:
-        extra = {} if answer is None else {"raw": answer.raw}
-        return {"records": [], "rejects": [self._reject(payload, reason, **extra)]}
-
     def finish(self, latest: dict[str, dict]) -> Outcome:
-        kept, rejects = [], []
-        for key, _ in self.items:
-            kept.extend(latest[key].get("records", []))
-            rejects.extend(latest[key].get("rejects", []))
+        kept, rejects = self.collect(latest)
         manifest = {
             "pairs": len(self.items),
             "max_pairs_per_chunk": self.cfg.max_pairs,

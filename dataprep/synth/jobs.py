@@ -278,3 +278,25 @@ class JournaledJob(ABC, Generic[C]):
                 "earlier_prompt_versions": dict(plan.previous_versions),
                 "seconds": round(time.monotonic() - t0, 3),
             }
+
+
+class RecordsJob(JournaledJob[C]):
+    """A journaled job whose every entry is `{"records": [...], "rejects": [...]}`: a
+    failed request or an unusable answer is one reject made by `reject`, and `collect`
+    gathers every finished entry's records and rejects in item order."""
+
+    @abstractmethod
+    def reject(self, payload: Any, reason: str, **extra: Any) -> dict:
+        """A reject (`Reject.to_json()`) naming the input line of the item."""
+
+    def failure(self, payload: Any, reason: str, answer: Answer | None) -> dict:
+        extra = {} if answer is None else {"raw": answer.raw}
+        return {"records": [], "rejects": [self.reject(payload, reason, **extra)]}
+
+    def collect(self, latest: dict[str, dict]) -> tuple[list[dict], list[dict]]:
+        kept: list[dict] = []
+        rejects: list[dict] = []
+        for key, _ in self.items:
+            kept.extend(latest[key].get("records", []))
+            rejects.extend(latest[key].get("rejects", []))
+        return kept, rejects

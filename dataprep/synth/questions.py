@@ -40,7 +40,7 @@ from typing import Any
 
 from cosmosage.dataprep.io import DataError, Reject, read_jsonl
 from cosmosage.dataprep.synth.generate import content_words
-from cosmosage.dataprep.synth.jobs import Answer, JournaledJob, Outcome
+from cosmosage.dataprep.synth.jobs import Answer, Outcome, RecordsJob
 from cosmosage.dataprep.synth.llm import Endpoint, RetryPolicy
 from cosmosage.dataprep.synth.replay import suite_prompts
 
@@ -212,7 +212,7 @@ def blank_id(blank: dict) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-class WriteJob(JournaledJob[QuestionsConfig]):
+class WriteJob(RecordsJob[QuestionsConfig]):
     """Step 1: K candidate questions per blank."""
 
     kind = "questions"
@@ -253,7 +253,7 @@ class WriteJob(JournaledJob[QuestionsConfig]):
             sentence=blank["sentence"], answer=blank["span"], title=blank["document"]
         )
 
-    def _reject(self, payload: tuple[int, dict, int], reason: str, **extra: Any) -> dict:
+    def reject(self, payload: tuple[int, dict, int], reason: str, **extra: Any) -> dict:
         lineno, blank, k = payload
         return Reject(self.cfg.input, lineno, reason, {**blank, "candidate": k, **extra}).to_json()
 
@@ -266,7 +266,7 @@ class WriteJob(JournaledJob[QuestionsConfig]):
         if problem:
             return {
                 "records": [],
-                "rejects": [self._reject(payload, problem, question=question, raw=answer.raw)],
+                "rejects": [self.reject(payload, problem, question=question, raw=answer.raw)],
             }
         reply = blank["sentence"] if self.cfg.answer == "sentence" else blank["span"]
         record = {
@@ -281,10 +281,6 @@ class WriteJob(JournaledJob[QuestionsConfig]):
         }
         return {"records": [record], "rejects": []}
 
-    def failure(self, payload: tuple[int, dict, int], reason: str, answer: Answer | None) -> dict:
-        extra = {} if answer is None else {"raw": answer.raw}
-        return {"records": [], "rejects": [self._reject(payload, reason, **extra)]}
-
     def finish(self, latest: dict[str, dict]) -> Outcome:
         kept, rejects, seen = [], [], {}
         for key, payload in self.items:
@@ -295,7 +291,7 @@ class WriteJob(JournaledJob[QuestionsConfig]):
                 if dup in seen:
                     reason = f"duplicate: the same question as candidate {seen[dup]} of this span"
                     rejects.append(
-                        self._reject(payload, reason, question=rec["messages"][0]["content"])
+                        self.reject(payload, reason, question=rec["messages"][0]["content"])
                     )
                     continue
                 seen[dup] = rec["candidate"]
@@ -312,7 +308,7 @@ class WriteJob(JournaledJob[QuestionsConfig]):
         return Outcome(kept, rejects, manifest)
 
 
-class CheckJob(JournaledJob[QuestionsConfig]):
+class CheckJob(RecordsJob[QuestionsConfig]):
     """Step 2: each candidate asked back with its sentence; kept if the answer names the span."""
 
     kind = "round-trip"
@@ -336,7 +332,7 @@ class CheckJob(JournaledJob[QuestionsConfig]):
             sentence=rec["sentence"], question=rec["messages"][0]["content"]
         )
 
-    def _reject(self, payload: tuple[int, dict], reason: str, **extra: Any) -> dict:
+    def reject(self, payload: tuple[int, dict], reason: str, **extra: Any) -> dict:
         lineno, rec = payload
         record = {k: rec[k] for k in ("document", "sentence", "span", "candidate")}
         return Reject(
@@ -353,18 +349,11 @@ class CheckJob(JournaledJob[QuestionsConfig]):
             reason = (
                 "round trip: asked back with its sentence, the model did not answer with the span"
             )
-            return {"records": [], "rejects": [self._reject(payload, reason, answered=said[:300])]}
+            return {"records": [], "rejects": [self.reject(payload, reason, answered=said[:300])]}
         return {"records": [{**rec, "round_trip": said[:300]}], "rejects": []}
 
-    def failure(self, payload: tuple[int, dict], reason: str, answer: Answer | None) -> dict:
-        extra = {} if answer is None else {"raw": answer.raw}
-        return {"records": [], "rejects": [self._reject(payload, reason, **extra)]}
-
     def finish(self, latest: dict[str, dict]) -> Outcome:
-        kept, rejects = [], []
-        for key, _ in self.items:
-            kept.extend(latest[key].get("records", []))
-            rejects.extend(latest[key].get("rejects", []))
+        kept, rejects = self.collect(latest)
         spans = {r["id"].rsplit(":", 1)[0] for r in kept}
         return Outcome(
             kept, rejects, {"candidates": len(self.items), "spans_with_questions": len(spans)}
