@@ -1,5 +1,5 @@
 # cosmosage: every target creates .venv and installs what it needs on first use.
-# Runs whose model and data are local go offline by themselves (see tools/launcher.py).
+# Runs whose model and data are local go offline by themselves (see tools/run/process.py).
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin

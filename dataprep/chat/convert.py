@@ -23,7 +23,7 @@ from cosmosage.dataprep.io import (
     refuse_nothing_kept,
     write_jsonl,
 )
-from cosmosage.dataprep.shard import Shard, in_shard, record_key
+from cosmosage.dataprep.shard import Shard, in_shard, record_key, reject_key
 from cosmosage.dataprep.steps import Drops, numbered, step
 
 
@@ -140,6 +140,11 @@ def measure(rec: dict, counter: TokenCounter, sequence_len: int | None = None) -
     return rec
 
 
+def row_key(row: dict | Reject) -> str:
+    """The shard key of an input row: its content, or where it is when it was unreadable."""
+    return reject_key(row) if isinstance(row, Reject) else record_key(row)
+
+
 def public(rec: dict) -> dict:
     """A record without the bookkeeping fields (those starting with `_`)."""
     return {k: v for k, v in rec.items() if not k.startswith("_")}
@@ -181,9 +186,7 @@ def build_convert(
             manifest.add_input(path)
             rows = read_records(path)
             if shard:
-                rows = (
-                    r for r in rows if isinstance(r[1], Reject) or in_shard(record_key(r[1]), shard)
-                )
+                rows = (r for r in rows if in_shard(row_key(r[1]), shard))
             for rec in drops.keep(measure(convert(rows, str(path), opts), counter, sequence_len)):
                 per_input[str(path)] += 1
                 tokens += rec["_tokens"]

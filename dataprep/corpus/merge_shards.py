@@ -1,4 +1,4 @@
-"""Shards: output names for shard i of n, and the merge that combines them.
+"""The merge of a corpus's shards (`data corpus --shard`; the naming is dataprep/shard.py's).
 
 Shard i of n writes `<stem>.shard-0000i-of-0000n.jsonl` (and its val, rejects, docs and
 manifest files) beside `<stem>.jsonl`. `merge_shards` checks that all n parts are
@@ -10,7 +10,6 @@ chunks into one train (and validation) file with one manifest and one rejects fi
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from pathlib import Path
 
@@ -28,29 +27,8 @@ from cosmosage.dataprep.io import (
     read_text,
     reason_group,
     rejects_path,
-    sibling,
 )
-
-
-def find_shards(path: str | Path) -> list[Path]:
-    """All shard parts of output `path`, in order; DataError when some are missing."""
-    path = Path(path)
-    stem = sibling(path, "").name
-    pat = re.compile(rf"{re.escape(stem)}\.shard-(\d{{5}})-of-(\d{{5}})\.jsonl")
-    found: dict[int, Path] = {}
-    totals = set()
-    for f in path.parent.glob(f"{stem}.shard-*-of-*.jsonl"):
-        if m := pat.fullmatch(f.name):
-            found[int(m.group(1))] = f
-            totals.add(int(m.group(2)))
-    if not found:
-        raise DataError(f"{path}: no shard outputs like {stem}.shard-00000-of-0000N.jsonl")
-    if len(totals) != 1:
-        raise DataError(f"{path}: shard parts from different shard counts {sorted(totals)}")
-    n = totals.pop()
-    if missing := [i for i in range(n) if i not in found]:
-        raise DataError(f"{path}: shards {missing} of {n} are missing (did their jobs finish?)")
-    return [found[i] for i in range(n)]
+from cosmosage.dataprep.shard import find_shards
 
 
 def _read_manifest(output: Path) -> dict:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cosmosage.dataprep.io import DataError, Reject, read_jsonl
-from cosmosage.dataprep.shard import Shard, in_shard
+from cosmosage.dataprep.shard import Shard, in_shard, reject_key
 from cosmosage.dataprep.synth.jobs import Answer, JournaledJob, Outcome
 from cosmosage.dataprep.synth.llm import Endpoint, RetryPolicy
 from cosmosage.dataprep.synth.parse import ParseError
@@ -104,11 +104,14 @@ def read_chunks(path: str | Path, shard: Shard | None = None):
     """Yield (line, chunk) or Reject for each line of a chunk file, skipping other shards."""
     for lineno, rec in read_jsonl(path):
         if isinstance(rec, Reject):
-            yield rec
+            if in_shard(reject_key(rec), shard):
+                yield rec
             continue
         text = rec.get("text")
         if not isinstance(text, str) or not text.strip():
-            yield Reject(str(path), lineno, "bad chunk: no 'text'", rec)
+            bad = Reject(str(path), lineno, "bad chunk: no 'text'", rec)
+            if in_shard(reject_key(bad), shard):
+                yield bad
             continue
         sha = rec.get("chunk_sha") or hashlib.sha256(text.encode()).hexdigest()[:16]
         chunk = {

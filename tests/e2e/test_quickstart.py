@@ -7,12 +7,17 @@ else (builds, checks, training, selection, merge, evaluation, card, registry) is
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from cosmosage.tools.cli.main import main
+from tests.helpers.run_shape import shape
+
+GOLDEN_SHAPE = Path(__file__).resolve().parents[1] / "golden" / "quickstart-tiny.run-shape.json"
 
 pytestmark = pytest.mark.train
 
@@ -39,6 +44,16 @@ def quickstart_run(tmp_path_factory, tiny_model):
     assert res.exit_code == 0, res.output
     run_dir = next(runs.glob("quickstart-tiny/*/run.json")).parent
     return runs, run_dir, res.output
+
+
+def test_the_run_folder_keeps_its_layout(quickstart_run):
+    """Every file of the run folder and every key of its JSON files, as recorded: a change
+    that moves, renames or drops one shows here (UPDATE_GOLDEN=1 records a new layout)."""
+    _, run_dir, _ = quickstart_run
+    got = shape(run_dir)
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN_SHAPE.write_text(json.dumps(got, indent=1) + "\n")
+    assert got == json.loads(GOLDEN_SHAPE.read_text())
 
 
 def test_quickstart_trains_both_stages_and_loss_falls(quickstart_run):

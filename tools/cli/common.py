@@ -12,7 +12,7 @@ import click
 from cosmosage.dataprep.io import WRITE_ERRNOS, DataError, all_or_nothing
 from cosmosage.tools.models.publish import PublishError
 from cosmosage.tools.recipe.render import RecipeError
-from cosmosage.tools.run.launcher import LaunchError
+from cosmosage.tools.run.stage import LaunchError
 
 # The project's own error types: a user can act on their message. Anything else is a
 # bug and keeps its traceback.
@@ -67,7 +67,8 @@ def shard_option(key: str):
         "--shard",
         default=None,
         metavar="I/N",
-        help=f"Process only shard I of N (0-based); an item's shard is crc32 of {key} mod N.",
+        help=f"Process only shard I of N (0-based); an item's shard is crc32 of {key} mod N. "
+        "Outputs are named OUT.shard-0000I-of-0000N.jsonl; `data merge-shards --out OUT` joins them.",
     )
 
 

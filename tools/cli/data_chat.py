@@ -74,7 +74,7 @@ def data_convert(
     """
     from cosmosage.dataprep.chat.convert import ConvertOptions, build_convert
     from cosmosage.dataprep.chat.messages import SystemRule, parse_mapping
-    from cosmosage.dataprep.shard import Shard
+    from cosmosage.dataprep.shard import Shard, shard_output
 
     opts = ConvertOptions(
         fmt=fmt,
@@ -84,6 +84,7 @@ def data_convert(
         replace_system=replace_system,
     )
     shard_spec = Shard.parse(shard)
+    out = shard_output(out, shard_spec)
     echo_json(build_convert(list(inputs), out, opts, tokenizer, sequence_len, shard_spec))
 
 

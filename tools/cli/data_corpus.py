@@ -57,9 +57,7 @@ def corpus_options(f):
             help="Share of documents held out for --val-out (0 <= f < 1).",
         ),
         click.option("--seed", type=int, default=0, show_default=True),
-        shard_option(
-            "each file's path inside the folder given (arXiv: the id); outputs get a .shard-I-of-N suffix"
-        ),
+        shard_option("each file's path inside the folder given (arXiv: the id)"),
         click.option(
             "--workers",
             type=int,
@@ -370,15 +368,29 @@ def arxiv_abstracts(snapshot, categories, since, until, **kw) -> None:
     help="Estimated Jaccard similarity at or above which a document is a near duplicate.",
 )
 def merge_shards_cmd(out, val_out, no_dedup, near_threshold) -> None:
-    """Combine shard outputs (OUT.shard-I-of-N.jsonl) into OUT, deduplicating across shards.
+    """Combine shard outputs (OUT.shard-I-of-N.jsonl) of any `--shard` command into OUT.
+
+    A corpus's parts (`data corpus|arxiv`) are deduplicated across shards (exact and
+    near-duplicate documents, from their .docs.jsonl); records of `data convert` or
+    `data synth` are joined in shard order. Either way one manifest and rejects file.
 
     \b
-    Example:
+    Examples:
       cosmosage data merge-shards --out arxiv.jsonl --val-out arxiv.val.jsonl
+      cosmosage data merge-shards --out qa.chat.jsonl
     """
     from cosmosage.dataprep.corpus.merge_shards import merge_shards
+    from cosmosage.dataprep.corpus.pipeline import docs_path
+    from cosmosage.dataprep.io import check_outputs
+    from cosmosage.dataprep.shard import find_shards, merge_records
 
-    echo_json(merge_shards(out, val_out, dedup=not no_dedup, near_threshold=near_threshold))
+    check_outputs([], {"--out": out, "--val-out": val_out})
+    if docs_path(find_shards(out)[0]).exists():
+        echo_json(merge_shards(out, val_out, dedup=not no_dedup, near_threshold=near_threshold))
+        return
+    if val_out:
+        raise click.UsageError("--val-out: only a corpus's shards have a validation part")
+    echo_json(merge_records(out))
 
 
 COMMANDS = [data_corpus, arxiv, merge_shards_cmd]

@@ -4,13 +4,14 @@ by question."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from cosmosage.dataprep.io import DataError
+from cosmosage.tools import paths
 from cosmosage.tools.cli.common import runs_dir_option
+from cosmosage.tools.paths import RunFolder
 
 
 def resolve_model(spec: str, runs_dir: Path) -> tuple[str, str]:
@@ -20,12 +21,10 @@ def resolve_model(spec: str, runs_dir: Path) -> tuple[str, str]:
 
     label, _, what = spec.rpartition("=") if "=" in spec else ("", "", spec)
     p = Path(what)
-    if (p / "run.json").is_file():
-        stages = json.loads((p / "run.json").read_text()).get("stages") or {}
-        done = [s["model"] for s in stages.values() if s.get("status") == "complete"]
-        if not done:
+    if RunFolder.is_run(p):
+        if not (final := RunFolder(p).final_model()):
             raise DataError(f"{what}: this run has no finished stage")
-        return label or f"{p.parent.name}/{p.name}", done[-1]
+        return label or f"{p.parent.name}/{p.name}", final
     if (p / "config.json").is_file():
         return label or p.name, str(p)
     if found := registry.latest_model(runs_dir, what):
@@ -106,9 +105,10 @@ def eval_run(
     from cosmosage.tools.eval import generation
     from cosmosage.tools.eval.evaluate import evaluate
     from cosmosage.tools.eval.report import report_markdown
-    from cosmosage.tools.recipe.render import ROOT, parse_value
+    from cosmosage.tools.paths import ROOT
+    from cosmosage.tools.recipe.render import parse_value
 
-    runs_dir = runs_dir or ROOT / "runs"
+    runs_dir = paths.runs_dir(runs_dir)
     named = dict(resolve_model(m, runs_dir) for m in models)
     overrides = {}
     for item in sets:

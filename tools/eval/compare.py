@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 
 from cosmosage.dataprep.io import DataError
+from cosmosage.tools.paths import RunFolder
 
 
 def load_result(path: str | Path) -> dict:
     """scores.json, or a run folder (its eval/scores.json)."""
     p = Path(path)
     if p.is_dir():
-        p = p / "eval" / "scores.json"
+        p = RunFolder(p).scores
     if not p.is_file():
         raise DataError(f"{path}: no evaluation here (expected scores.json or a run folder)")
     return json.loads(p.read_text())

@@ -17,7 +17,6 @@ never printed or written.
 from __future__ import annotations
 
 import glob
-import json
 import os
 import re
 import shutil
@@ -27,9 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cosmosage.dataprep.io import DataError
+from cosmosage.tools.paths import RunFolder
 
-GGUF_DIR = "gguf"  # where `model quantize` writes a run's GGUF files
-UPLOAD_DIR = "upload"
+GGUF_DIR = "gguf"  # the GGUF files' folder in the published repository
 REPO_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 WEIGHTS = ("*.safetensors", "*.bin")
@@ -117,20 +116,18 @@ def check_tag(tag: str) -> None:
 def locate(source: str | Path, runs_dir: Path | None = None) -> tuple[Path, Path | None]:
     """(publish folder, run folder or None) for a run folder, a run's publish folder, a
     run id under runs_dir (`recipe/<id>`), or any folder holding a model and README.md."""
-    path = Path(source)
-    if not path.is_dir() and runs_dir is not None and (runs_dir / path).is_dir():
-        path = runs_dir / path
+    path = RunFolder.under(source, runs_dir)
     if not path.is_dir():
         raise DataError(f"{source}: no such run or folder")
-    if (path / "run.json").is_file():
-        return path / "publish", path
-    if (path.parent / "run.json").is_file() and path.name == "publish":
+    if RunFolder.is_run(path):
+        return RunFolder(path).publish, path
+    if RunFolder.is_run(path.parent) and path == RunFolder(path.parent).publish:
         return path, path.parent
     return path, None
 
 
 def check_run(run_dir: Path, force: bool) -> dict:
-    record = json.loads((run_dir / "run.json").read_text())
+    record = RunFolder(run_dir).record()
     status = record.get("status")
     if status == "failed thresholds":
         failures = "; ".join(record.get("threshold_failures") or []) or "see its summary.md"
@@ -160,7 +157,7 @@ def check_model(folder: Path) -> None:
 def gguf_files(run_dir: Path | None) -> list[Path]:
     if run_dir is None:
         raise DataError("--with-gguf needs a run folder (its GGUF files are in <run>/gguf)")
-    folder = run_dir / GGUF_DIR
+    folder = RunFolder(run_dir).gguf
     found = sorted(folder.glob("*.gguf")) if folder.is_dir() else []
     if not found:
         raise DataError(
@@ -190,7 +187,7 @@ def build_folder(publish_dir: Path, run_dir: Path | None, with_gguf: bool) -> Pa
         return publish_dir
     extra = gguf_files(run_dir)
     assert run_dir is not None
-    dst = run_dir / UPLOAD_DIR
+    dst = RunFolder(run_dir).upload
     shutil.rmtree(dst, ignore_errors=True)
     link_tree(publish_dir, dst)
     for f in extra:

@@ -38,8 +38,8 @@ from typing import Any
 import yaml
 
 from cosmosage.dataprep.io import DataError, load_yaml_text
+from cosmosage.tools.paths import ROOT
 
-ROOT = Path(os.environ.get("COSMOSAGE_ROOT") or Path(__file__).resolve().parents[2])
 RECIPES_DIR = ROOT / "recipes"
 BASE_DIR_NAME = "_base"
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")

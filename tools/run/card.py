@@ -20,7 +20,8 @@ from cosmosage.tools.eval.consistency import FLAG_THRESHOLD
 from cosmosage.tools.eval.report import INTERVALS, rate_text
 from cosmosage.tools.models.importer import RECORD as IMPORT_RECORD
 from cosmosage.tools.models.merge import link_or_copy
-from cosmosage.tools.recipe.render import ROOT, RecipeError, Rendered
+from cosmosage.tools.paths import ROOT, RunFolder
+from cosmosage.tools.recipe.render import RecipeError, Rendered
 
 # License identifiers the Hub knows (docs/hub/repositories-licenses); anything else is
 # written as `license: other` with its name in `license_name`.
@@ -443,14 +444,14 @@ def card_markdown(
             "the wordings used in training and in held-out wordings never trained on):",
             "",
         ]
-        scores_file = None if run_dir is None else run_dir / "eval" / "scores.json"
+        scores_file = None if run_dir is None else RunFolder(run_dir).scores
         counts = None
         if scores_file is not None and scores_file.is_file():
             counts = json.loads(scores_file.read_text()).get("counts")
         if counts:
             lines += [INTERVALS, ""]
         lines += eval_table(record["eval"], counts)
-        if (run_dir is not None) and (run_dir / "eval" / "scores.png").is_file():
+        if (run_dir is not None) and (RunFolder(run_dir).eval_dir / "scores.png").is_file():
             lines += ["", "![scores](scores.png)", "", "![loss](loss.png)", ""]
         for r in record.get("forgetting") or []:
             bits = []
@@ -480,15 +481,15 @@ def card_markdown(
 
 def write_publish_folder(run_dir: Path, record: dict, top: Rendered, model_dir: str) -> Path:
     """<run>/publish: the final model's files plus README.md (the card)."""
-    dst = run_dir / "publish"
+    dst = RunFolder(run_dir).publish
     shutil.rmtree(dst, ignore_errors=True)
     dst.mkdir(parents=True)
     for f in Path(model_dir).iterdir():
         if f.is_file() and f.name != "README.md":
             link_or_copy(f, dst / f.name)
     for png in ("scores.png", "loss.png", "calibration.png"):
-        if (run_dir / "eval" / png).is_file():
-            shutil.copyfile(run_dir / "eval" / png, dst / png)
+        if (RunFolder(run_dir).eval_dir / png).is_file():
+            shutil.copyfile(RunFolder(run_dir).eval_dir / png, dst / png)
     (dst / "README.md").write_text(card_markdown(record, top, run_dir, model_dir))
     return dst
 
@@ -505,7 +506,7 @@ def summary_markdown(run_dir: Path, record: dict) -> str:
         lines.append(
             f"| {key} | {_fmt(m['eval_loss_before'])} | {_fmt(m['eval_loss_best'])} | {best} | {m['steps']} | {m['wall_s']} | `{s['model']}` |"
         )
-    scores_file = run_dir / "eval" / "scores.json"
+    scores_file = RunFolder(run_dir).scores
     if record.get("eval") and scores_file.is_file():
         from cosmosage.tools.run.evaluation import summary_lines
 

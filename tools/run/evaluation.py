@@ -36,6 +36,7 @@ from cosmosage.dataprep.io import DataError, write_json, write_text
 from cosmosage.tools.eval import plots
 from cosmosage.tools.eval.evaluate import evaluate
 from cosmosage.tools.eval.report import INTERVALS, cell, report_markdown
+from cosmosage.tools.paths import RunFolder
 
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 _THRESHOLD_RE = re.compile(r"\s*(>=|<=|>|<)\s*([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)\s*(%?)\s*")
@@ -110,7 +111,7 @@ def evaluate_run(run_dir: Path, record: dict, meta: dict, base: str, root: Path,
                 f"recipe.eval.models: no model {', '.join(unknown)} (this run has {', '.join(models)})"
             )
         models = {m: p for m, p in models.items() if m in cfg["models"]}
-    out = run_dir / "eval"
+    out = RunFolder(run_dir).eval_dir
     judge = None
     if cfg.get("judge"):
         from cosmosage.tools.eval.judge import make_judge
@@ -153,11 +154,11 @@ def evaluate_run(run_dir: Path, record: dict, meta: dict, base: str, root: Path,
     result["threshold_failures"] = check_thresholds(
         {**result["scores"], "final": result["scores"][labels[-1]]}, cfg.get("thresholds") or {}
     )
-    write_json(out / "scores.json", result)
+    write_json(RunFolder(run_dir).scores, result)
     stage_metrics = {
-        key: json.loads((run_dir / key / "metrics.json").read_text())
+        key: json.loads((RunFolder(run_dir).stage(key).metrics).read_text())
         for key in record["stages"]
-        if (run_dir / key / "metrics.json").is_file()
+        if (RunFolder(run_dir).stage(key).metrics).is_file()
     }
     plots.plot_losses(stage_metrics, out / "loss.png")
     plots.plot_scores(result["scores"], SCORE_PLOT + mc_metrics(result), out / "scores.png")

@@ -20,19 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cosmosage.dataprep.io import write_json, write_yaml
+from cosmosage.tools import paths
+from cosmosage.tools.paths import ROOT, StageFolder
 from cosmosage.tools.recipe import check
-from cosmosage.tools.recipe.render import ROOT, Rendered
+from cosmosage.tools.recipe.render import Rendered
 from cosmosage.tools.run import registry
-from cosmosage.tools.run.launcher import (
-    LaunchError,
-    Stage,
-    axolotl_bin,
-    build_argv,
-    ensure_builds,
-    plan,
-    stage_config,
-    write_stage_config,
-)
+from cosmosage.tools.run.process import axolotl_bin, build_argv, ensure_builds
+from cosmosage.tools.run.stage import LaunchError, Stage, plan, stage_config, write_stage_config
 
 Echo = Callable[[str], None]
 
@@ -95,7 +89,7 @@ def prepare_recipe(
     """Run the builds of recipe `name` and write each stage's complete Axolotl config
     under `out`; returns what OUT/prepare.json holds. Errors of `recipe check` stop it."""
     out = Path(out).resolve()
-    runs_dir = runs_dir or root / "runs"
+    runs_dir = paths.runs_dir(runs_dir, root)
     _, stages = plan(name, sets, unsets, root)
     previous: dict[str, str] = {}
     written = []
@@ -150,14 +144,14 @@ def prepare_soup(
     """A soup stage prepared: its mergekit config, with the earlier stages' output folders
     as ingredients, and the command that makes it after they trained."""
     from cosmosage.tools.models import soup
-    from cosmosage.tools.run.launcher import soup_spec
+    from cosmosage.tools.run.soup_stage import soup_spec
 
     ingredients, kwargs = soup_spec(stage, previous, runs_dir, root)
     config = soup.mergekit_config(ingredients, **kwargs)
     stage_dir.mkdir(parents=True, exist_ok=True)
-    config_path = stage_dir / "mergekit.yaml"
+    config_path = StageFolder(stage_dir).mergekit_config
     write_yaml(config_path, config)
-    model = stage_dir / "model"
+    model = StageFolder(stage_dir).model
     return {
         "stage": stage.name,
         "config": str(config_path),

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from cosmosage.dataprep.io import atomic_writer
-from cosmosage.tools.recipe.render import ROOT
+from cosmosage.tools.paths import ROOT
 
 
 def registry_path(runs_dir: Path) -> Path:

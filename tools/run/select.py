@@ -18,8 +18,10 @@ given suites (and its drift from the stage's parent measured), and the rule pick
         scorer: module:function  # optional: score checkpoints with this instead of suites
 
 Among the checkpoints within every limit, the one with the highest `maximize` score wins
-(ties: the earlier step, which has drifted less). When none is within the limits, the
-one that breaks them least wins (smallest general drop, then KL), and the run says so.
+(ties: the earlier step, which has drifted less). When none is within the limits the
+rule's `otherwise` decides: `least-over` (default) keeps the one that breaks them least
+(smallest general drop, then KL), `best` the highest score anyway, `stop` none (the
+stage fails, the table written); the run says which.
 The table of every checkpoint's scores is `<stage>/select.json` and the run's summary.
 With `patience` the checkpoints are asked during training (tools/run/early_stop.py, an
 Axolotl plugin the launcher adds), training stops when the rule can no longer improve,
@@ -37,34 +39,10 @@ from pathlib import Path
 
 from cosmosage.dataprep.io import DataError, write_json
 from cosmosage.tools.models import merge
-
-RULE_KEYS = {"suites", "maximize", "general_drop", "kl", "max_new_tokens", "patience", "scorer"}
+from cosmosage.tools.paths import StageFolder
+from cosmosage.tools.recipe.check.select import check_rule
 
 Echo = Callable[[str], None]
-
-
-def check_rule(rule: dict, where: str = "recipe.select", soup: bool = False) -> None:
-    """A rule that cannot work, named as `where`; a soup's rule may name its `parent`."""
-    # a soup has no training to stop: no patience
-    known = (RULE_KEYS - {"patience"}) | {"parent"} if soup else RULE_KEYS
-    if not isinstance(rule, dict):
-        raise DataError(f"{where} must be a mapping (suites, maximize, general_drop, kl)")
-    unknown = set(rule) - known
-    if unknown:
-        raise DataError(
-            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
-        )
-    if not (rule.get("suites") or rule.get("scorer")) or not rule.get("maximize"):
-        raise DataError(f"{where} needs `suites` (or a `scorer`) and the score to `maximize`")
-    patience = rule.get("patience")
-    if patience is not None and (
-        isinstance(patience, bool) or not isinstance(patience, int) or patience < 1
-    ):
-        raise DataError(f"{where}.patience must be a whole number of checkpoints >= 1")
-    if rule.get("scorer") is not None and not (
-        isinstance(rule["scorer"], str) and ":" in rule["scorer"]
-    ):
-        raise DataError(f"{where}.scorer must be 'module:function'")
 
 
 def violation(row: dict, rule: dict) -> tuple[float, float]:
@@ -76,13 +54,16 @@ def violation(row: dict, rule: dict) -> tuple[float, float]:
 
 def choose(rows: list[dict], rule: dict) -> tuple[dict, bool]:
     """The chosen row of `rows` (each: step, scores, general_drop, kl) and whether it is
-    within every limit."""
+    within every limit. None within: `otherwise: best` takes the highest score anyway,
+    else (`least-over`, and `stop` before it stops) the one past the limits least."""
     if not rows:
         raise DataError("recipe.select: the stage saved no checkpoint to choose from")
     key = rule["maximize"]
     within = [r for r in rows if violation(r, rule) == (0.0, 0.0)]
     if within:
         return max(within, key=lambda r: (r["scores"].get(key, 0.0), -r["step"])), True
+    if rule.get("otherwise") == "best":
+        return max(rows, key=lambda r: (r["scores"].get(key, 0.0), -r["step"])), False
     return min(
         rows, key=lambda r: (*violation(r, rule), -r["scores"].get(key, 0.0), r["step"])
     ), False
@@ -133,8 +114,8 @@ def score_checkpoints(
 def candidate_model(cfg: dict, src: Path, dst: Path, stage_dir: Path) -> str:
     """A checkpoint as a plain model folder at `dst` (an adapter merged into its base)."""
     if merge.is_adapter(src):
-        return str(merge.merge_adapter(cfg["base_model"], src, dst, stage_dir / "output"))
-    return str(merge.copy_model(src, dst, stage_dir / "output"))
+        return str(merge.merge_adapter(cfg["base_model"], src, dst, StageFolder(stage_dir).output))
+    return str(merge.copy_model(src, dst, StageFolder(stage_dir).output))
 
 
 JOURNAL = "early_stop.json"
@@ -190,11 +171,19 @@ def select_checkpoint(
     rows = [scored[s] for s in sorted(scored) if s in kept]
     chosen, ok = choose(rows, rule)
     shutil.rmtree(work, ignore_errors=True)
+    stops = not ok and rule.get("otherwise") == "stop"
     write_json(
-        stage_dir / "select.json",
-        {"rule": rule, "parent": base, "checkpoints": rows, "chosen": chosen["step"], "within": ok},
+        StageFolder(stage_dir).select,
+        {
+            "rule": rule,
+            "parent": base,
+            "checkpoints": rows,
+            "chosen": None if stops else chosen["step"],
+            "within": ok,
+        },
     )
     report(rows, chosen, ok, rule, "step", "checkpoint", stage_dir, echo)
+    refuse_outside(ok, rule, "checkpoint", stage_dir)
     best = next(c for c in ckpts if c["step"] == chosen["step"])
     return {**best, "selected_by": rule["maximize"], "within_limits": ok}
 
@@ -212,7 +201,21 @@ def report(
             f"{(r.get('general_drop') or 0) * 100:+.0f} pts, KL {r.get('kl', 0):.4f}{mark}"
         )
     if not ok:
-        echo(f"select {stage_dir.name}: no {kind} keeps within the limits; the closest is kept")
+        kept = {"best": f"the one with the most {key}", "stop": "none: the run stops"}
+        echo(
+            f"select {stage_dir.name}: no {kind} keeps within the limits; kept: "
+            + kept.get(rule.get("otherwise"), "the one past them least")
+        )
+
+
+def refuse_outside(ok: bool, rule: dict, kind: str, stage_dir: Path) -> None:
+    """`otherwise: stop`: no candidate within the limits stops the run, the table kept."""
+    if not ok and rule.get("otherwise") == "stop":
+        raise DataError(
+            f"no {kind} keeps within the limits (general_drop {rule.get('general_drop')}, kl "
+            f"{rule.get('kl')}) and recipe.select.otherwise is stop: every {kind}'s scores are "
+            f"in {StageFolder(stage_dir).select}"
+        )
 
 
 def select_soup(
@@ -235,12 +238,19 @@ def select_soup(
     base, rows = score_checkpoints(parent, candidates, rule, root)
     chosen, ok = choose(rows, rule)
     report(rows, chosen, ok, rule, "weight", "soup", stage_dir, echo)
-    dst = stage_dir / "model"
+    if not ok and rule.get("otherwise") == "stop":
+        write_json(
+            StageFolder(stage_dir).select,
+            {"rule": rule, "parent": base, "soups": rows, "chosen": None, "within": ok},
+        )
+        shutil.rmtree(work, ignore_errors=True)
+    refuse_outside(ok, rule, "soup", stage_dir)
+    dst = StageFolder(stage_dir).model
     shutil.rmtree(dst, ignore_errors=True)
     shutil.move(dict(candidates)[chosen["step"]], dst)
     shutil.rmtree(work, ignore_errors=True)
     write_json(
-        stage_dir / "select.json",
+        StageFolder(stage_dir).select,
         {"rule": rule, "parent": base, "soups": rows, "chosen": chosen["step"], "within": ok},
     )
     return chosen["step"], {**chosen, "within_limits": ok}

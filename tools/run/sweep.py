@@ -36,10 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from cosmosage.dataprep.io import atomic_path, write_json, write_text
+from cosmosage.tools import paths
 from cosmosage.tools.eval.plots import COLORS
-from cosmosage.tools.recipe.render import ROOT, parse_value
+from cosmosage.tools.paths import ROOT, RunFolder
+from cosmosage.tools.recipe.render import parse_value
 from cosmosage.tools.run import launcher, registry
-from cosmosage.tools.run.launcher import Echo, LaunchError
+from cosmosage.tools.run.stage import Echo, LaunchError
 
 SWEEPS_DIR = "sweeps"
 FINISHED = ("complete", "failed thresholds")
@@ -145,7 +147,7 @@ def plan(
     before, else a new one with every combination pending. Renders every combination
     first, so a bad key or value stops the sweep before anything trains."""
     root = root or ROOT
-    runs_dir = runs_dir or root / "runs"
+    runs_dir = paths.runs_dir(runs_dir, root)
     sets, unsets = list(sets or []), list(unsets or [])
     _, stages = launcher.plan(recipe, sets, unsets, root)
     keys = {s.key for s in stages}
@@ -249,7 +251,7 @@ def load(folder: Path) -> dict:
 
 def read_counts(runs_dir: Path, run: str | None) -> dict:
     """[passed, scored] per model label and score key, from the run's eval/scores.json."""
-    path = runs_dir / run / "eval" / "scores.json" if run else None
+    path = RunFolder(runs_dir / run).scores if run else None
     if not path or not path.is_file():
         return {}
     try:
@@ -259,8 +261,7 @@ def read_counts(runs_dir: Path, run: str | None) -> dict:
 
 
 def read_run(runs_dir: Path, run: str | None) -> dict:
-    path = runs_dir / run / "run.json" if run else None
-    return json.loads(path.read_text()) if path and path.is_file() else {}
+    return RunFolder(runs_dir / run).record() if run else {}
 
 
 def find_run(
@@ -272,9 +273,9 @@ def find_run(
     if not base.is_dir():
         return None
     for d in sorted(base.iterdir(), reverse=True):
-        if d.name < since or not (d / "run.json").is_file():
+        if d.name < since or not RunFolder.is_run(d):
             continue
-        record = json.loads((d / "run.json").read_text())
+        record = RunFolder(d).record()
         if record.get("overrides") == {"set": sets, "unset": unsets}:
             return str(d.relative_to(runs_dir))
     return None
@@ -381,7 +382,7 @@ def run_sweep(
     """Run every combination not finished yet, then write results.md/.csv/.png. Returns
     {"dir", "doc", "ran", "skipped", and from `report`: "rows", "sort", "files"}."""
     root = root or ROOT
-    runs_dir = runs_dir or root / "runs"
+    runs_dir = paths.runs_dir(runs_dir, root)
     grid = parse_grid(grid_specs)
     folder, doc = plan(recipe, grid, sets, unsets, name, runs_dir, root)
     total = len(doc["combinations"])

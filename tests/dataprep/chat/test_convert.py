@@ -235,18 +235,11 @@ def test_shards_split_rows_without_overlap(tmp_path):
     for i in range(3):
         result = CliRunner().invoke(
             main,
-            [
-                "data",
-                "convert",
-                str(path),
-                "--shard",
-                f"{i}/3",
-                "--out",
-                str(tmp_path / f"s{i}.jsonl"),
-            ],
+            ["data", "convert", str(path), "--shard", f"{i}/3", "--out", str(tmp_path / "s.jsonl")],
         )
         assert result.exit_code == 0, result.output
-        outs.append([rec["source"] for _, rec in read_jsonl(tmp_path / f"s{i}.jsonl")])
+        part = tmp_path / f"s.shard-0000{i}-of-00003.jsonl"
+        outs.append([rec["source"] for _, rec in read_jsonl(part)])
     # rows go by their content hash (dataprep/shard.py); these are the pinned shards
     assert outs == [
         ["qa.jsonl:10"],
@@ -265,6 +258,49 @@ def test_shards_split_rows_without_overlap(tmp_path):
         main, ["data", "convert", str(path), "--shard", "3/3", "--out", str(tmp_path / "x.jsonl")]
     )
     assert bad.exit_code != 0 and "0 <= I < N" in bad.output
+
+
+def test_merge_shards_joins_converted_shards_into_what_one_job_writes(tmp_path):
+    rows = [{"instruction": f"Q{i}?", "output": f"A{i}."} for i in range(12)]
+    path = tmp_path / "qa.jsonl"
+    lines = [json.dumps(r) for r in rows]
+    lines.insert(5, "{not json")  # one unreadable line: rejected by exactly one shard
+    path.write_text("\n".join(lines) + "\n")
+    whole = CliRunner().invoke(
+        main, ["data", "convert", str(path), "--out", str(tmp_path / "w.jsonl")]
+    )
+    assert whole.exit_code == 0, whole.output
+    for i in range(3):
+        r = CliRunner().invoke(
+            main,
+            ["data", "convert", str(path), "--shard", f"{i}/3", "--out", str(tmp_path / "s.jsonl")],
+        )
+        assert r.exit_code == 0, r.output
+    early = CliRunner().invoke(main, ["data", "merge-shards", "--out", str(tmp_path / "x.jsonl")])
+    assert (
+        early.exit_code != 0
+        and "no shard outputs like x.shard-00000-of-0000N.jsonl" in early.output
+    )
+    merged = CliRunner().invoke(main, ["data", "merge-shards", "--out", str(tmp_path / "s.jsonl")])
+    assert merged.exit_code == 0, merged.output
+
+    def records(name):
+        return sorted(json.dumps(rec, sort_keys=True) for _, rec in read_jsonl(tmp_path / name))
+
+    assert records("s.jsonl") == records("w.jsonl") and len(records("s.jsonl")) == 12
+    assert records("s.rejects.jsonl") == records("w.rejects.jsonl")
+    assert len(records("s.rejects.jsonl")) == 1
+    got = json.loads((tmp_path / "s.manifest.json").read_text())
+    want = json.loads((tmp_path / "w.manifest.json").read_text())
+    for key in ("kept", "dropped", "dropped_total", "tokens", "format", "inputs", "kept_per_input"):
+        assert got[key] == want[key], key
+    assert len(got["shards"]) == 3 and "shard" not in got
+    # a missing shard is named, and nothing is written
+    (tmp_path / "s.shard-00001-of-00003.jsonl").unlink()
+    (tmp_path / "s.jsonl").unlink()
+    gap = CliRunner().invoke(main, ["data", "merge-shards", "--out", str(tmp_path / "s.jsonl")])
+    assert gap.exit_code != 0 and "shards [1] of 3 are missing" in gap.output
+    assert not (tmp_path / "s.jsonl").exists()
 
 
 def test_empty_system_turn_means_no_system_prompt():

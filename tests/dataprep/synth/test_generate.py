@@ -560,6 +560,10 @@ def test_records_trace_back_to_their_chunks(tmp_path):
             ],
         )
     assert r.exit_code == 0, r.output
+    # shard 0 of 1 holds every chunk, under the shard's name, until merge-shards joins it
+    assert not out.exists() and (tmp_path / "qa.shard-00000-of-00001.jsonl").is_file()
+    merged = CliRunner().invoke(main, ["data", "merge-shards", "--out", str(out)])
+    assert merged.exit_code == 0, merged.output
     sent = {digest(last_user(x["body"])): x["body"] for x in s.requests}
     assert all(
         b["temperature"] == 0.3 and b["seed"] == 5 and b["model"] == "w" for b in sent.values()

@@ -6,7 +6,7 @@ import yaml
 from click.testing import CliRunner
 
 from cosmosage.tools.cli.main import main
-from cosmosage.tools.run import launcher
+from cosmosage.tools.run import process
 
 
 def invoke(*args: str):
@@ -85,7 +85,7 @@ def test_debug_flag_shows_the_exception():
 
 def test_recipe_run_dry_run_prints_commands(monkeypatch):
     monkeypatch.setattr(
-        launcher,
+        process,
         "run_command",
         lambda *a, **k: (_ for _ in ()).throw(AssertionError("no training")),
     )
@@ -140,6 +140,6 @@ def test_recipe_run_refuses_a_recipe_whose_build_would_fail(tmp_path, monkeypatc
     (recipes / "r.yaml").write_text(
         "base_model: x\nrecipe:\n  builds:\n    - {output: o.jsonl, command: [data, chat, x]}\n"
     )
-    monkeypatch.setattr("cosmosage.tools.recipe.render.ROOT", tmp_path)
+    monkeypatch.setattr("cosmosage.tools.paths.ROOT", tmp_path)
     res = CliRunner().invoke(main, ["recipe", "run", str(recipes / "r.yaml"), "--dry-run"])
     assert res.exit_code == 1 and "`cosmosage data chat` is not a command" in res.output

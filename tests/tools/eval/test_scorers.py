@@ -129,7 +129,7 @@ def test_several_suites_keep_every_prompt_with_unique_ids(tmp_path):
 
 
 def test_bundled_suites_load():
-    from cosmosage.tools.recipe.render import ROOT
+    from cosmosage.tools.paths import ROOT
 
     for suite in sorted((ROOT / "samples" / "eval").glob("*.yaml")):
         assert load_suite(suite)

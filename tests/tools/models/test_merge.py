@@ -100,7 +100,7 @@ def test_the_launcher_stops_loudly_on_a_failed_merge_check(
     best = {"path": str(stage_dir / "output" / "checkpoint-6"), "step": 6}
     cfg = {"base_model": str(tiny_model)}
 
-    model = launcher.finalize_model(cfg, {}, stage_dir, best)
+    model = launcher.select_and_merge(cfg, stage_dir, best)
     found = json.loads((stage_dir / "merge_check.json").read_text())
     assert model == stage_dir / "model" and found["max_abs_diff"] <= found["tolerance"]
 
@@ -110,7 +110,7 @@ def test_the_launcher_stops_loudly_on_a_failed_merge_check(
         match=r"merge check failed for stage lora-facts: max \|logit difference\| [0-9.e-]+ "
         r".* above the tolerance",
     ):
-        launcher.finalize_model(cfg, {}, stage_dir, best)
+        launcher.select_and_merge(cfg, stage_dir, best)
 
 
 def test_a_lora_on_a_merged_model_merges_exactly_again(tiny_model, tmp_path):

@@ -304,15 +304,48 @@ def test_soup_weights_are_chosen_by_the_rule_not_the_last_one(
     assert any("weight 0.5" in s and "<- chosen" in s for s in said)
 
 
+def test_a_soup_rule_that_says_stop_keeps_no_soup_past_the_limits(
+    tiny_model, tuned, tmp_path, monkeypatch
+):
+    from cosmosage.tools.run import select as sel
+    from cosmosage.tools.run.stage import LaunchError
+
+    root, runs = tmp_path / "project", tmp_path / "runs"
+    soup_recipes(root, tiny_model)
+    path = root / "recipes" / "fam" / "soup.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["recipe"]["soup"]["weights"] = [0.3, 0.75]
+    doc["recipe"]["soup"]["select"] = {
+        "suites": [str(root / "suite.yaml")], "maximize": "domain", "general_drop": 0.05,
+        "otherwise": "stop",
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(doc))
+    registry.append(
+        runs,
+        {"run_id": "fam/tuned/1", "recipe": "fam/tuned", "parent_model": str(tiny_model),
+         "model": str(tuned)},
+    )  # fmt: skip
+    rows = [
+        {"step": 0.3, "scores": {"domain": 0.0}, "general_drop": 0.12},
+        {"step": 0.75, "scores": {"domain": 0.83}, "general_drop": 0.17},
+    ]
+    monkeypatch.setattr(sel, "score_checkpoints", lambda *a: ({"domain": 0.0}, rows))
+    with pytest.raises(LaunchError, match="no soup keeps within the limits"):
+        run_recipe("fam/soup", root=root, runs_dir=runs, echo=lambda s: None)
+    run_dir = next((runs / "fam" / "soup").iterdir())
+    table = json.loads((run_dir / "soup" / "select.json").read_text())
+    assert table["chosen"] is None and not table["within"]
+    assert not (run_dir / "soup" / "model").exists() and not (run_dir / "soup" / "select").exists()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+
+
 def test_recipe_check_reports_soup_weights_without_a_rule(tiny_model, tmp_path):
+    from cosmosage.tools.recipe.check import check_soup
     from cosmosage.tools.recipe.render import Rendered
-    from cosmosage.tools.run.launcher import Stage, check_soup
 
     spec = {"method": "linear", "models": [{"model": str(tiny_model), "weight": 0.5},
                                            {"model": str(tiny_model), "weight": 0.5}]}  # fmt: skip
     ok = {**spec, "weights": [0.5, 0.8], "select": {"suites": ["s.yaml"], "maximize": "all"}}
-    assert check_soup(Stage("s", "s", Rendered("s", {}, {"soup": ok})), tmp_path) == []
-    bad = check_soup(
-        Stage("s", "s", Rendered("s", {}, {"soup": {**spec, "weights": [0.5, 2]}})), tmp_path
-    )
+    assert check_soup(Rendered("s", {}, {"soup": ok}), tmp_path) == []
+    bad = check_soup(Rendered("s", {}, {"soup": {**spec, "weights": [0.5, 2]}}), tmp_path)
     assert any("recipe.soup.select must be a mapping" in p.message for p in bad)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from cosmosage.tools.paths import ROOT
 from cosmosage.tools.recipe.check import check_rendered
-from cosmosage.tools.recipe.render import ROOT, Rendered, list_recipes, render
+from cosmosage.tools.recipe.render import Rendered, list_recipes, render
 
 
 def stage(name: str) -> Rendered:
@@ -29,11 +30,11 @@ def built(tiny_model):
 
 @pytest.mark.parametrize("name", list_recipes())
 def test_every_bundled_recipe_passes_its_checks(name, built):
-    from cosmosage.tools.run.launcher import check_stage
+    from cosmosage.tools.recipe.check import check_stage
 
     top = render(name)
     for stage_name in top.stages or [name]:
-        problems = check_stage(stage_name, stage(stage_name), ROOT)
+        problems = check_stage(stage(stage_name), ROOT)
         assert [str(p) for p in problems if p.severity == "error"] == [], stage_name
 
 
@@ -264,8 +265,7 @@ def test_flash_attention_without_its_package_is_said_before_any_gpu_time(monkeyp
 def test_a_chat_stage_whose_tokenizer_is_not_on_disk_passes_check_but_stops_a_run(
     tmp_path, monkeypatch
 ):
-    from cosmosage.tools.recipe.check import check_end_of_turn
-    from cosmosage.tools.run.launcher import unchecked_end_of_turn
+    from cosmosage.tools.recipe.check import check_end_of_turn, unchecked_end_of_turn
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     cfg = {
@@ -281,8 +281,9 @@ def test_a_chat_stage_whose_tokenizer_is_not_on_disk_passes_check_but_stops_a_ru
 @pytest.mark.parametrize("preset", ["150m", "410m", "1b"])
 def test_scratch_fragments_carry_their_presets_shape_so_the_estimate_counts_logits(preset):
     from cosmosage.tools.models.init import PRESETS, count_params
+    from cosmosage.tools.paths import ROOT
     from cosmosage.tools.recipe.check import memory_estimate, params_from_config
-    from cosmosage.tools.recipe.render import ROOT, render
+    from cosmosage.tools.recipe.render import render
 
     r = render(f"scratch/{preset}")
     arch, p = r.meta["architecture"], PRESETS[preset]
@@ -301,8 +302,9 @@ def test_scratch_fragments_carry_their_presets_shape_so_the_estimate_counts_logi
 
 
 def test_gradient_checkpointing_that_buys_nothing_is_flagged():
+    from cosmosage.tools.paths import ROOT
     from cosmosage.tools.recipe.check import check_hardware
-    from cosmosage.tools.recipe.render import ROOT, render
+    from cosmosage.tools.recipe.render import render
 
     def flagged(r):
         return [

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cosmosage.tools.paths import ROOT
 from cosmosage.tools.recipe.check import (
     BYTES_PER_PARAM,
     GB,
@@ -36,7 +37,7 @@ from cosmosage.tools.recipe.check import (
     model_params,
     sharding,
 )
-from cosmosage.tools.recipe.render import ROOT, Rendered, list_recipes, render
+from cosmosage.tools.recipe.render import Rendered, list_recipes, render
 from tests.helpers import vocab
 
 # GPU stage recipes whose header comment states their memory and disk

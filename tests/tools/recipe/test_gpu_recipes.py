@@ -20,8 +20,9 @@ import yaml
 from click.testing import CliRunner
 
 from cosmosage.tools.cli.main import main
+from cosmosage.tools.paths import ROOT
 from cosmosage.tools.recipe.check import check_rendered
-from cosmosage.tools.recipe.render import ROOT, Rendered, list_recipes, render
+from cosmosage.tools.recipe.render import Rendered, list_recipes, render
 
 # GPU recipe -> its CPU twin (tests/e2e/test_gpu_recipes_cpu.py trains the twins)
 TWINS = {
@@ -44,10 +45,10 @@ def stages(name: str) -> list[tuple[str, Rendered]]:
 
 
 def errors(r: Rendered) -> list[str]:
-    from cosmosage.tools.run.launcher import check_stage
+    from cosmosage.tools.recipe.check import check_stage
 
     # a soup stage is checked as `recipe check` does: its soup block, not Axolotl keys
-    return [str(p) for p in check_stage(r.name, r, ROOT) if p.severity == "error"]
+    return [str(p) for p in check_stage(r, ROOT) if p.severity == "error"]
 
 
 @pytest.fixture(scope="module")

@@ -110,7 +110,7 @@ def test_an_imported_model_carries_its_hub_id_into_the_card(tmp_path):
 
 
 def test_card_names_no_machine_paths(tmp_path):
-    from cosmosage.tools.recipe.render import ROOT
+    from cosmosage.tools.paths import ROOT
 
     run_dir = tmp_path / "runs" / "fam" / "20260101-000000"
     parent = run_dir / "pretrain" / "model"
@@ -249,7 +249,7 @@ def test_non_commercial_data_is_stated_at_the_top(tmp_path, tiny_model):
 
 
 def test_a_soup_stage_is_named_as_a_mix_of_its_parents(tmp_path):
-    from cosmosage.tools.recipe.render import ROOT
+    from cosmosage.tools.paths import ROOT
 
     run_dir = tmp_path / "run"
     rec = record("org/base", {})

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cosmosage.tools.recipe.render import ROOT
-from cosmosage.tools.run import launcher
-from cosmosage.tools.run.launcher import LaunchError, build_argv, plan, run_recipe, stale_builds
+from cosmosage.tools.paths import ROOT
+from cosmosage.tools.run import launcher, process
+from cosmosage.tools.run.launcher import LaunchError, plan, run_recipe
+from cosmosage.tools.run.process import build_argv, stale_builds
 
 
 def test_build_argv_single_process_and_multi_gpu():
@@ -46,7 +47,7 @@ def test_dry_run_plans_without_building_or_training(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("dry run must not start processes")
 
-    monkeypatch.setattr(launcher, "run_command", boom)
+    monkeypatch.setattr(process, "run_command", boom)
     res = run_recipe(
         "quickstart-tiny",
         sets=["max_steps=3"],
@@ -76,7 +77,7 @@ def test_parent_outside_the_pipeline_needs_a_finished_run(tmp_path):
 def test_run_records_each_stage_with_the_argv_it_built(tmp_path, monkeypatch, tiny_model):
     """The trainer is replaced by a fake that writes what Axolotl would; all else is real."""
     calls = []
-    real_run_command = launcher.run_command
+    real_run_command = process.run_command
 
     def fake_train(argv, log_path, env=None, cwd=None, total_steps=None, desc="train"):
         if argv[1:3] == ["-m", "cosmosage.tools.cli.main"]:  # a data build: run it for real
@@ -102,7 +103,7 @@ def test_run_records_each_stage_with_the_argv_it_built(tmp_path, monkeypatch, ti
         assert env["HF_HUB_OFFLINE"] == "1" and env["WANDB_MODE"] == "disabled"
         return 0
 
-    monkeypatch.setattr(launcher, "run_command", fake_train)
+    monkeypatch.setattr(process, "run_command", fake_train)
     rec = run_recipe(
         "quickstart-tiny/pretrain", sets=["max_steps=2"], runs_dir=tmp_path, echo=lambda s: None
     )
@@ -141,7 +142,7 @@ def test_failed_training_reports_the_log_tail_and_marks_the_run(tmp_path, monkey
         log_path.write_text("line 1\nValueError: something Axolotl disliked\n")
         return 1
 
-    monkeypatch.setattr(launcher, "run_command", failing)
+    monkeypatch.setattr(process, "run_command", failing)
     with pytest.raises(LaunchError, match="(?s)exit 1.*something Axolotl disliked"):
         run_recipe("tiny/qlora", runs_dir=tmp_path, echo=lambda s: None)
     run_json = next(tmp_path.glob("tiny/qlora/*/run.json"))
@@ -154,9 +155,9 @@ def test_builds_are_stale_when_their_inputs_change(tmp_path):
     meta = {"builds": [build]}
     assert stale_builds(meta, tmp_path) == [build]  # output missing
     (tmp_path / "out.jsonl").write_text("{}")
-    stamp = launcher.build_stamp("out.jsonl", tmp_path)
+    stamp = process.build_stamp("out.jsonl", tmp_path)
     stamp.parent.mkdir(parents=True)
-    stamp.write_text(json.dumps(launcher.build_state(build, tmp_path)))
+    stamp.write_text(json.dumps(process.build_state(build, tmp_path)))
     assert stale_builds(meta, tmp_path) == []
     (tmp_path / "in.txt").write_text("changed")
     assert stale_builds(meta, tmp_path) == [build]
@@ -168,13 +169,13 @@ def test_repo_root_is_where_the_recipes_are():
 
 def test_builds_run_as_logged_subprocesses_from_the_project_root(tmp_path, monkeypatch):
     seen = []
-    real_run_command = launcher.run_command
+    real_run_command = process.run_command
 
     def spy(argv, log_path, env=None, cwd=None, total_steps=None, desc="train"):
         seen.append((argv, cwd, log_path))
         return real_run_command(argv, log_path, env=env, cwd=cwd, desc=desc)
 
-    monkeypatch.setattr(launcher, "run_command", spy)
+    monkeypatch.setattr(process, "run_command", spy)
     (tmp_path / "in").mkdir()
     meta = {
         "builds": [
@@ -198,7 +199,7 @@ def test_builds_run_as_logged_subprocesses_from_the_project_root(tmp_path, monke
         LaunchError,
         match=r"build of build/x.jsonl failed \(exit 2\); last lines of .*x.jsonl.log:\n.*in/nowhere.md",
     ):
-        launcher.ensure_builds(meta, tmp_path, echo=lambda s: None)
+        process.ensure_builds(meta, tmp_path, echo=lambda s: None)
     argv, cwd, log = seen[0]
     assert argv[1:5] == ["-m", "cosmosage.tools.cli.main", "data", "corpus"] and cwd == tmp_path
     assert log.parent == tmp_path / "build" / "logs" and "in/nowhere.md" in log.read_text()
@@ -208,7 +209,7 @@ def test_one_gpu_stages_are_pinned_to_one_device(tmp_path, monkeypatch):
     """A one-GPU stage runs as one process; Axolotl then loads with device_map: auto,
     which would spread a QLoRA model over every GPU of the machine."""
     from cosmosage.tools.recipe.render import render
-    from cosmosage.tools.run.launcher import build_env
+    from cosmosage.tools.run.process import build_env
 
     one = render("mistral-7b/instruct-qlora").meta  # hardware/1x24gb
     eight = render("mistral-7b/pretrain-full").meta  # hardware/8gpu-zero3
@@ -232,8 +233,8 @@ def test_one_gpu_stages_are_pinned_to_one_device(tmp_path, monkeypatch):
         return 1
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    monkeypatch.setattr(launcher, "run_command", fake)
+    monkeypatch.setattr(process, "run_command", fake)
     _, stages = plan("mistral-7b/instruct-qlora")
     with pytest.raises(LaunchError):
-        launcher.run_stage(stages[0], stages[0].rendered.config, tmp_path / "s", tmp_path, print)
+        launcher.train(stages[0], stages[0].rendered.config, tmp_path / "s", tmp_path, print)
     assert seen["CUDA_VISIBLE_DEVICES"] == "0"

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cosmosage.tools.paths import ROOT
 from cosmosage.tools.recipe.check import (
     MASTER_WEIGHTS_PLUGIN,
     check_master_weights,
     check_rendered,
     memory_estimate,
 )
-from cosmosage.tools.recipe.render import ROOT, render
+from cosmosage.tools.recipe.render import render
 
 # run in a fresh interpreter: Axolotl's plugin manager is a process-wide singleton
 PROBE = """

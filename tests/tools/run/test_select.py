@@ -35,10 +35,41 @@ def test_when_nothing_is_within_the_limits_the_least_breaking_one_is_kept_and_sa
     assert chosen["step"] == 20 and not ok
 
 
+def test_otherwise_best_keeps_the_highest_score_past_the_limits():
+    rows = [row(10, 0.0, 0.1202), row(20, 0.26, 0.125), row(30, 0.83, 0.1731)]
+    # the soups of docs/study.md: past the limit, least-over keeps a model with no recall
+    assert sel.choose(rows, RULE)[0]["step"] == 10
+    chosen, ok = sel.choose(rows, {**RULE, "otherwise": "best"})
+    assert chosen["step"] == 30 and not ok
+    # within the limits the rule is the same whatever `otherwise` says
+    rows.append(row(40, 0.5, 0.01))
+    assert sel.choose(rows, {**RULE, "otherwise": "best"}) == (rows[-1], True)
+
+
+def test_otherwise_stop_stops_with_the_table_written(stage, tiny_model, tmp_path, monkeypatch):
+    m = metrics.collect(stage / "output")
+    monkeypatch.setattr(
+        sel, "score_checkpoints", lambda *a: ({}, [row(2, 0.6, 0.3), row(4, 0.8, 0.25)])
+    )
+    rule = {**RULE, "otherwise": "stop"}
+    echoed = []
+    with pytest.raises(
+        DataError, match="no checkpoint keeps within the limits .*otherwise is stop"
+    ):
+        sel.select_checkpoint(
+            {"base_model": str(tiny_model)}, rule, stage, m, tmp_path, echoed.append
+        )
+    table = json.loads((stage / "select.json").read_text())
+    assert table["chosen"] is None and table["within"] is False
+    assert [r["step"] for r in table["checkpoints"]] == [2, 4]
+    assert any("kept: none: the run stops" in e for e in echoed)
+
+
 def test_a_bad_rule_is_refused():
     for bad, msg in [
         ({"suites": ["a"]}, "needs `suites`"),
         ({**RULE, "maximise": "x"}, "unknown key"),
+        ({**RULE, "otherwise": "last"}, "otherwise must be one of least-over, best, stop"),
     ]:
         with pytest.raises(DataError, match=msg):
             sel.check_rule(bad)
@@ -94,8 +125,8 @@ def test_checkpoints_are_really_asked_and_their_drift_measured(stage, tiny_model
 
 
 def test_recipe_check_reports_a_bad_rule_and_too_few_kept_checkpoints():
+    from cosmosage.tools.recipe.check import check_select
     from cosmosage.tools.recipe.render import Rendered
-    from cosmosage.tools.run.launcher import check_select
 
     ok = {"suites": ["s.yaml"], "maximize": "all"}
     cfg = {"max_steps": 60, "save_steps": 20, "save_total_limit": 1}
@@ -115,9 +146,9 @@ def test_recipe_check_reports_a_bad_rule_and_too_few_kept_checkpoints():
 
 
 def test_early_stopping_rules_are_checked():
+    from cosmosage.tools.recipe.check import check_select
     from cosmosage.tools.recipe.render import Rendered
     from cosmosage.tools.run.early_stop import should_stop
-    from cosmosage.tools.run.launcher import check_select
 
     rule = {"suites": ["s.yaml"], "maximize": "held_out", "general_drop": 0.05, "patience": 2}
     cfg = {"max_steps": 100, "save_steps": 10, "save_total_limit": 2}

@@ -15,7 +15,7 @@ import yaml
 from click.testing import CliRunner
 
 from cosmosage.tools.cli.main import main
-from cosmosage.tools.run import evaluation, launcher, registry, sweep
+from cosmosage.tools.run import evaluation, process, registry, sweep
 from cosmosage.tools.run.sweep import (
     SweepError,
     expand,
@@ -86,7 +86,7 @@ class FakeTrainer:
         self.configs: list[dict] = []
         self.fail_lrs = set(fail_lrs)
         self.interrupt_at = interrupt_at
-        self.real = launcher.run_command
+        self.real = process.run_command
         self.model = None
 
     def __call__(self, argv, log_path, env=None, cwd=None, total_steps=None, desc="train"):
@@ -141,7 +141,7 @@ def fake_evaluate(threshold: float | None = None):
 @pytest.fixture
 def trainer(monkeypatch, tiny_model) -> FakeTrainer:
     fake = FakeTrainer()
-    monkeypatch.setattr(launcher, "run_command", fake)
+    monkeypatch.setattr(process, "run_command", fake)
     monkeypatch.setattr(evaluation, "evaluate_run", fake_evaluate())
     return fake
 
@@ -365,7 +365,7 @@ def test_dry_run_lists_the_combinations_and_writes_nothing(tmp_path, root, monke
     def boom(*a, **k):
         raise AssertionError("a dry run trains nothing")
 
-    monkeypatch.setattr(launcher, "run_command", boom)
+    monkeypatch.setattr(process, "run_command", boom)
     res = CliRunner().invoke(
         main,
         ["sweep", "toy/pretrain", "--grid", "learning_rate=1e-3,1e-2", "--dry-run"]

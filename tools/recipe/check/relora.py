@@ -1,0 +1,95 @@
+"""ReLoRA restarts against the data the stage will see."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from cosmosage.dataprep.io import manifest_path
+from cosmosage.tools.recipe.check.base import Problem
+from cosmosage.tools.recipe.check.files import _local
+
+# --------------------------------------------------------------------------- ReLoRA
+
+
+def tokens_per_step(cfg: dict, meta: dict) -> int:
+    gpus = max(int((meta.get("hardware") or {}).get("gpus") or 1), 1)
+    return (
+        int(cfg.get("micro_batch_size") or 1)
+        * int(cfg.get("gradient_accumulation_steps") or 1)
+        * int(cfg.get("sequence_len") or 2048)
+        * gpus
+    )
+
+
+def data_tokens(cfg: dict, root: Path) -> tuple[int | None, str]:
+    """Training tokens from the manifests beside the data files (`tokens` field)."""
+    total = 0
+    for i, ds in enumerate(cfg.get("datasets") or []):
+        path = _local(str((ds or {}).get("path") or ""), root)
+        man = manifest_path(path) if path else None
+        if man is None or not man.is_file():
+            return None, f"datasets[{i}] ({ds.get('path')}) has no manifest with a token count"
+        tokens = json.loads(man.read_text()).get("tokens")
+        if not isinstance(tokens, int):
+            return None, f"the manifest of datasets[{i}] ({ds.get('path')}) counts no tokens"
+        total += tokens
+    return total, ""
+
+
+def check_relora(cfg: dict, meta: dict, root: Path) -> list[Problem]:
+    """ReLoRA is LoRA plus restarts: without a first warmup the first cycle starts at the
+    full learning rate (Axolotl's jagged scheduler warms up only after each restart), and
+    a run shorter than one cycle never restarts."""
+    if not cfg.get("relora"):
+        return []
+    problems = []
+    restart = int(cfg.get("jagged_restart_steps") or 0)
+    if not cfg.get("warmup_steps") and not cfg.get("warmup_ratio"):
+        problems.append(
+            Problem(
+                "relora",
+                f"no `warmup_steps`/`warmup_ratio`: the first cycle (steps 0-{restart}) starts at "
+                f"the full learning rate {cfg.get('learning_rate')} (Axolotl's jagged scheduler "
+                "warms up only after a restart); set a warmup for the first cycle",
+            )
+        )
+    if not restart:
+        return problems
+    per_step = tokens_per_step(cfg, meta)
+    epochs = float(cfg.get("num_epochs") or 1)
+    need = restart * per_step / epochs
+    if cfg.get("max_steps"):
+        steps, how = int(cfg["max_steps"]), "max_steps"
+    else:
+        tokens, why = data_tokens(cfg, root)
+        if tokens is None:
+            problems.append(
+                Problem(
+                    "relora",
+                    f"restarts not estimated: {why}; one restart every {restart} steps of "
+                    f"{per_step:,} tokens needs more than {need / 1e6:,.1f}M training tokens "
+                    f"over {epochs:g} epoch(s)",
+                    "info",
+                )
+            )
+            return problems
+        steps = math.ceil(tokens * epochs / per_step)
+        how = f"{tokens:,} tokens x {epochs:g} epoch(s) / {per_step:,} tokens a step"
+    restarts = (steps - 1) // restart if steps else 0
+    if restarts < 1:
+        problems.append(
+            Problem(
+                "relora",
+                f"about {steps} steps ({how}) but a restart every {restart} steps: no restart "
+                f"happens, so this trains plain LoRA; a restart needs more than "
+                f"{need / 1e6:,.1f}M tokens, or lower `jagged_restart_steps`",
+                "warning",
+            )
+        )
+    else:
+        problems.append(
+            Problem("relora", f"about {steps} steps ({how}): {restarts} restart(s)", "info")
+        )
+    return problems
