@@ -21,7 +21,7 @@ ALLOWED = {
     "dataprep.synth": {"dataprep.io", "dataprep.shard", "dataprep.steps", "dataprep.corpus"},
     "dataprep.papers": {"dataprep.io", "dataprep.steps"},
     "tools.paths": {"dataprep.io"},
-    "tools.recipe": {"dataprep.io", "tools.paths", "tools.models"},
+    "tools.recipe": {"dataprep.io", "dataprep.chat", "tools.paths", "tools.models"},
     "tools.models": {
         "dataprep.io",
         "dataprep.shard",

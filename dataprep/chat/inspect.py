@@ -21,27 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cosmosage.dataprep.chat import labels
 from cosmosage.dataprep.chat import messages as chatmod
+from cosmosage.dataprep.chat.labels import IGNORE, LABEL_KEYS, SHAPE_KEYS, TOKENIZER_KEYS
 from cosmosage.dataprep.io import DataError, Reject, read_records
 from cosmosage.dataprep.steps import Drops
 
-IGNORE = -100
-# dataset-entry keys that change how Axolotl's chat_template strategy labels tokens
-DS_KEYS = (
-    "field_messages", "message_property_mappings", "message_field_training",
-    "message_field_training_detail", "roles", "roles_to_train", "train_on_eos",
-    "train_on_eot", "drop_system_message", "chat_template", "chat_template_jinja",
-)  # fmt: skip
-CFG_KEYS = (
-    "chat_template",
-    "chat_template_jinja",
-    "train_on_inputs",
-    "sequence_len",
-    "eot_tokens",
-    "special_tokens",
-    "tokens",
-    "chat_template_kwargs",
-)
+# dataset-entry keys that change how Axolotl's chat_template strategy reads and labels a
+# record, and config keys that change the tokenizer or template (dataprep/chat/labels.py)
+DS_KEYS = SHAPE_KEYS + LABEL_KEYS
+CFG_KEYS = TOKENIZER_KEYS
 
 
 @dataclass
@@ -114,30 +103,20 @@ class Loaded:
 
     @property
     def eot_ids(self) -> set[int]:
-        tokens = self.settings.cfg.get("eot_tokens") or [self.tokenizer.eos_token]
-        ids = set()
-        for t in tokens:
-            enc = self.tokenizer.encode(t, add_special_tokens=False)
-            if len(enc) == 1:
-                ids.add(enc[0])
-        return ids
+        return labels.end_of_turn(self.tokenizer, self.strategy)[1]
 
     @property
     def eot_names(self) -> list[str]:
-        return list(self.settings.cfg.get("eot_tokens") or [self.tokenizer.eos_token])
+        return labels.end_of_turn(self.tokenizer, self.strategy)[0]
 
 
 def load(model: str | Path, settings: TemplateSettings) -> Loaded:
     """Axolotl's tokenizer loader and chat_template strategy for `model`."""
-    from axolotl.loaders.tokenizer import load_tokenizer
-    from axolotl.prompt_strategies import load as load_strategy
-    from axolotl.utils.dict import DictDefault
-
-    cfg = DictDefault({"base_model": str(model), "tokenizer_config": str(model), **settings.cfg})
-    tokenizer = load_tokenizer(cfg)
-    strategy = load_strategy("chat_template", tokenizer, cfg, dict(settings.ds))
-    if strategy is None:
-        raise DataError("Axolotl could not load its chat_template prompt strategy")
+    tokenizer = labels.load_tokenizer(settings.cfg, model)
+    try:
+        strategy = labels.load_strategy(tokenizer, settings.cfg, dict(settings.ds))
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
     return Loaded(tokenizer, strategy, settings)
 
 
@@ -184,14 +163,8 @@ def _content_spans(text: str, messages: list[dict]) -> list[tuple[int, int] | No
 def _offsets(
     loaded: Loaded, messages: list[dict], input_ids: list[int]
 ) -> tuple[str, list[tuple[int, int]]] | None:
-    tok = loaded.tokenizer
-    text = tok.apply_chat_template(
-        messages, tokenize=False, chat_template=loaded.strategy.prompter.chat_template
-    )
-    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-    if list(enc["input_ids"]) != list(input_ids):
-        return None
-    return text, [tuple(o) for o in enc["offset_mapping"]]
+    text, offsets = labels.rendered(loaded.tokenizer, loaded.strategy, messages, input_ids)
+    return None if offsets is None else (text, offsets)
 
 
 def inspect_record(

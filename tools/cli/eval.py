@@ -11,28 +11,6 @@ import click
 from cosmosage.dataprep.io import DataError
 from cosmosage.tools import paths
 from cosmosage.tools.cli.common import runs_dir_option
-from cosmosage.tools.paths import RunFolder
-
-
-def resolve_model(spec: str, runs_dir: Path) -> tuple[str, str]:
-    """LABEL=WHAT or WHAT, where WHAT is a model folder, a run folder (its final model) or
-    a recipe name in the registry (its newest model) -> (label, model folder)."""
-    from cosmosage.tools.run import registry
-
-    label, _, what = spec.rpartition("=") if "=" in spec else ("", "", spec)
-    p = Path(what)
-    if RunFolder.is_run(p):
-        if not (final := RunFolder(p).final_model()):
-            raise DataError(f"{what}: this run has no finished stage")
-        return label or f"{p.parent.name}/{p.name}", final
-    if (p / "config.json").is_file():
-        return label or p.name, str(p)
-    if found := registry.latest_model(runs_dir, what):
-        return label or what, found
-    raise DataError(
-        f"{what}: not a model folder, a run folder or a recipe with a finished run in "
-        f"{runs_dir / 'registry.jsonl'}"
-    )
 
 
 @click.command("run")
@@ -103,10 +81,12 @@ def eval_run(
       cosmosage eval quickstart --suite samples/eval/prompts.yaml --grid temperature=0.2,0.7 --out build/eval/grid
     """
     from cosmosage.tools.eval import generation
-    from cosmosage.tools.eval.evaluate import evaluate
-    from cosmosage.tools.eval.report import report_markdown
-    from cosmosage.tools.paths import ROOT
     from cosmosage.tools.recipe.render import parse_value
+    from cosmosage.tools.run.side_by_side import (
+        evaluate_side_by_side,
+        resolve_model,
+        write_outputs,
+    )
 
     runs_dir = paths.runs_dir(runs_dir)
     named = dict(resolve_model(m, runs_dir) for m in models)
@@ -122,71 +102,21 @@ def eval_run(
         from cosmosage.tools.eval.judge import make_judge
 
         judge = make_judge(judge_url, judge_model, (out or Path("build/eval")) / "judge.jsonl")
-    results = []
-    for point in generation.grid(settings, list(axes)):
-        res = (
-            evaluate(
-                named,
-                list(suites),
-                point,
-                samples=samples,
-                judge=judge,
-                cache_dir=ROOT / "build" / "cache" / "answers",
-            )
-            if suites
-            else {
-                "suites": [],
-                "preset": point,
-                "models": named,
-                "scores": {m: {} for m in named},
-                "answers": [],
-            }
-        )
-        extra_scores(res, named, benchmarks, mc_style, text)
-        results.append(res)
-        click.echo(report_markdown(res, f"Evaluation ({point['name']})").split("## Answers")[0])
+    results = evaluate_side_by_side(
+        named,
+        list(suites),
+        settings,
+        list(axes),
+        samples=samples,
+        benchmarks=list(benchmarks),
+        mc_style=mc_style,
+        text=text,
+        judge=judge,
+        echo=click.echo,
+    )
     if out:
         write_outputs(out, results)
         click.echo(f"wrote {out}/scores.json, report.md and plots")
-
-
-def extra_scores(res: dict, named: dict, benchmarks, mc_style: str, text: str | None) -> None:
-    for bench in benchmarks:
-        from cosmosage.tools.eval.multiple_choice import run_mc
-
-        name = Path(bench).stem
-        for label, path in named.items():
-            mc = run_mc(path, bench, style=mc_style)
-            res.setdefault("multiple_choice", {}).setdefault(name, {})[label] = mc
-            res["scores"][label][f"mc:{name}"] = mc["acc_norm"]
-    if text:
-        from cosmosage.tools.eval.perplexity import perplexity
-
-        for label, path in named.items():
-            res["scores"][label]["ppl"] = round(perplexity(path, text)["perplexity"], 4)
-
-
-def write_outputs(out: Path, results: list[dict]) -> None:
-    from cosmosage.dataprep.io import write_json, write_text
-    from cosmosage.tools.eval import plots
-    from cosmosage.tools.eval.report import report_markdown
-    from cosmosage.tools.run.evaluation import SCORE_PLOT, extra_tables, mc_metrics
-
-    write_json(out / "scores.json", results[0] if len(results) == 1 else {"grid": results})
-    parts = []
-    for i, res in enumerate(results):
-        suffix = "" if len(results) == 1 else f"-{i}"
-        png = plots.plot_scores(
-            res["scores"],
-            SCORE_PLOT + mc_metrics(res),
-            out / f"scores{suffix}.png",
-            title=f"Scores ({res['preset']['name']})",
-        )
-        parts.append(report_markdown(res, f"Evaluation ({res['preset']['name']})"))
-        parts.append(f"![scores]({png.name})\n\n" + "\n".join(extra_tables(res)))
-        if c := res.get("consistency"):
-            plots.plot_calibration(c["calibration"], out / f"calibration{suffix}.png", c["auroc"])
-    write_text(out / "report.md", "\n\n".join(parts))
 
 
 @click.command("compare")

@@ -178,28 +178,6 @@ def model_soup(models, method, out, base, density, dtype, runs_dir) -> None:
     click.echo(f"recorded {run_id} in {registry.registry_path(Path(runs_dir))}")
 
 
-def _evaluate_gguf(
-    files: dict[str, Path], tokenizer_dir: Path, suites: list[str], settings: dict
-) -> dict[str, dict]:
-    """Pass rates of each GGUF on the prompt suites, scored as `cosmosage eval` scores."""
-    from cosmosage.tools.eval.evaluate import ROW_KEYS, rates
-    from cosmosage.tools.eval.scorers import score
-    from cosmosage.tools.eval.suites import load_suites
-    from cosmosage.tools.models.quantize import GgufGenerator
-
-    prompts = [p for p in load_suites(suites) if p["score"] != "judge"]
-    rows = [{k: p[k] for k in ROW_KEYS if k in p} for p in prompts]
-    out = {}
-    for kind, path in files.items():
-        gen = GgufGenerator(path, tokenizer_dir)
-        answers = [a[0] for a in gen.answers(prompts, settings)]
-        for row, prompt, answer in zip(rows, prompts, answers, strict=True):
-            row[f"{kind}_pass"], _ = score(answer, prompt)
-        out[kind] = rates(rows, kind)
-        del gen
-    return out
-
-
 @click.command("quantize")
 @click.argument("source")
 @click.option(
@@ -235,44 +213,11 @@ def model_quantize(source, kinds, out, suites, no_eval, runs_dir) -> None:
     Example:
       cosmosage model quantize runs/smollm2/lora-facts/ID --gguf f16,q8_0,q4_K_M
     """
-    import json
+    from cosmosage.tools.run.gguf import quantize_source
 
-    from cosmosage.tools.eval.generation import preset
-    from cosmosage.tools.eval.report import pct
-    from cosmosage.tools.models.quantize import parse_types, quantize_model
-    from cosmosage.tools.paths import RunFolder
-
-    types = parse_types(kinds)
-    run_scores = None
-    if run := RunFolder.of(source, paths.runs_dir(runs_dir)):
-        model_dir, name = run.publish, run.record()["recipe"].rsplit("/", 1)[-1]
-        out = out or run.gguf
-        run_scores = run.read_scores()
-    else:
-        path = Path(source)
-        model_dir, name = path, path.name
-        out = out or path.with_name(path.name + "-gguf")
-    info = quantize_model(model_dir, out, types, name, echo=click.echo)
-    for f in info["files"].values():
-        click.echo(
-            f"  {f['file']:40} {f['bytes'] / 1e6:8.1f} MB  generates: {f['smoke'].strip()!r}"
-        )
-    suite_list = list(suites) or list((run_scores or {}).get("suites") or [])
-    if not no_eval and suite_list:
-        settings = preset((run_scores or {}).get("preset") or {"preset": "greedy"})
-        files = {k: Path(out) / f["file"] for k, f in info["files"].items()}
-        scores = _evaluate_gguf(files, model_dir, suite_list, settings)
-        if run_scores and not suites:
-            final = list(run_scores["models"])[-1]
-            scores = {f"{final} (transformers)": run_scores["scores"][final], **scores}
-        info["eval"] = {"suites": suite_list, "settings": settings, "scores": scores}
-        (Path(out) / "quantize.json").write_text(json.dumps(info, indent=2) + "\n")
-        keys = ["general", "trained", "held_out", "all"]
-        click.echo("| model | " + " | ".join(keys) + " |")
-        click.echo("|---" * (len(keys) + 1) + "|")
-        for label, s in scores.items():
-            click.echo(f"| {label} | " + " | ".join(pct(s.get(k)) for k in keys) + " |")
-    click.echo(f"wrote {out} (Modelfile for {info['files'][types[-1]]['file']})")
+    quantize_source(
+        source, kinds, out, list(suites), not no_eval, paths.runs_dir(runs_dir), echo=click.echo
+    )
 
 
 @click.command("publish")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cosmosage.dataprep.chat.labels import IGNORE, LABEL_KEYS, TOKENIZER_KEYS
 from cosmosage.tools.paths import ROOT
 from cosmosage.tools.recipe.check.base import (
     AXOLOTL_SAVE_TOTAL_LIMIT,
@@ -65,9 +66,6 @@ from cosmosage.tools.recipe.check.soup import check_soup, soup_block
 from cosmosage.tools.recipe.check.template import (
     AXOLOTL_EOT_WINDOW,
     CHAT_SAMPLE,
-    IGNORE,
-    LABEL_KEYS,
-    TOKENIZER_KEYS,
     TurnEnd,
     analyse_turn_end,
     check_chat_template,

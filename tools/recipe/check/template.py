@@ -4,11 +4,12 @@ end-of-turn token trains (asked of Axolotl's own tokenization)."""
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cosmosage.dataprep.chat import labels
+from cosmosage.dataprep.chat.labels import IGNORE, LABEL_KEYS
 from cosmosage.tools.recipe.check.base import Problem, _one_line, _quiet
 from cosmosage.tools.recipe.check.files import _local
 
@@ -180,17 +181,6 @@ def check_chat_template(cfg: dict, meta: dict, root: Path) -> list[Problem]:
 # --------------------------------------------------------------------------- end of turn
 
 # Config keys that Axolotl's tokenizer loader and chat_template strategy read.
-TOKENIZER_KEYS = (
-    "special_tokens", "tokens", "added_tokens_overrides", "chat_template",
-    "chat_template_jinja", "chat_template_kwargs", "default_system_message", "eot_tokens",
-    "tokenizer_use_fast", "tokenizer_legacy", "tokenizer_type", "adapter",
-    "lora_modules_to_save", "trust_remote_code", "train_on_inputs", "sequence_len",
-)  # fmt: skip
-# Dataset keys that change which tokens train in a chat_template dataset.
-LABEL_KEYS = (
-    "roles_to_train", "train_on_eos", "train_on_eot", "chat_template",
-    "chat_template_jinja", "drop_system_message",
-)  # fmt: skip
 # One conversation in the canonical shape, rendered through the recipe's template.
 CHAT_SAMPLE = [
     {"role": "system", "content": "You answer questions about cosmology."},
@@ -199,25 +189,13 @@ CHAT_SAMPLE = [
     {"role": "user", "content": "How hot is it today?"},
     {"role": "assistant", "content": "About 2.725 K."},
 ]
-IGNORE = -100
 AXOLOTL_EOT_WINDOW = 3  # Axolotl looks this many tokens past a turn for its terminator
 
 
 def load_axolotl_tokenizer(cfg: dict, folder: Path) -> Any:
-    """The tokenizer as Axolotl's loader builds it for this config (special tokens,
-    added tokens, chat template), read from `folder` instead of the Hub."""
-    from axolotl.loaders.tokenizer import load_tokenizer
-    from axolotl.utils.dict import DictDefault
-
-    with tempfile.TemporaryDirectory() as tmp, _quiet():
-        c = {k: cfg[k] for k in TOKENIZER_KEYS if k in cfg}
-        c.update(
-            base_model=str(folder),
-            base_model_config=str(folder),
-            tokenizer_config=str(folder),
-            output_dir=tmp,
-        )
-        return load_tokenizer(DictDefault(json.loads(json.dumps(c))))
+    """The tokenizer as Axolotl's loader builds it for this config, read from `folder`."""
+    with _quiet():
+        return labels.load_tokenizer(cfg, folder)
 
 
 @dataclass
@@ -242,34 +220,23 @@ def analyse_turn_end(tokenizer: Any, cfg: dict, ds: dict) -> TurnEnd:
     """Render CHAT_SAMPLE with Axolotl's chat_template strategy for dataset entry `ds`
     and find, after each assistant answer, the end-of-turn token and whether it trains
     (with the dataset's train_on_eos/train_on_eot as Axolotl applies them)."""
-    from axolotl.prompt_strategies.chat_template import load as load_chat
-    from axolotl.utils.dict import DictDefault
-
-    c = DictDefault(json.loads(json.dumps({k: cfg[k] for k in TOKENIZER_KEYS if k in cfg})))
-    c.setdefault("sequence_len", 4096)
+    c = {**cfg, "sequence_len": cfg.get("sequence_len") or 4096}
     ds_cfg = {k: ds[k] for k in LABEL_KEYS if k in ds}
-    ds_cfg.update(type="chat_template", field_messages="messages")
+    ds_cfg.update(field_messages="messages")  # the sample's own shape, not the dataset's
     with _quiet():
-        strategy = load_chat(tokenizer, c, ds_cfg)
+        strategy = labels.load_strategy(tokenizer, c, ds_cfg)
         messages = [dict(m) for m in CHAT_SAMPLE]
         try:
             out = strategy.tokenize_prompt({"messages": messages})
         except Exception:  # a template without a system role
             messages = [dict(m) for m in CHAT_SAMPLE if m["role"] != "system"]
             out = strategy.tokenize_prompt({"messages": messages})
-        template = strategy.prompter.chat_template
-        text = tokenizer.apply_chat_template(messages, tokenize=False, chat_template=template)
-    ids, labels = list(out["input_ids"]), list(out["labels"])
+        ids, labels_ = list(out["input_ids"]), list(out["labels"])
+        text, offsets = labels.rendered(tokenizer, strategy, messages, ids)
     # what Axolotl looks for after a turn: its eot_tokens that are one token, and eos
-    names = list(strategy.eot_tokens) or [tokenizer.eos_token]
-    eot_ids = {tokenizer.eos_token_id}
-    for token in strategy.eot_tokens:
-        enc = tokenizer.encode(token, add_special_tokens=False)
-        if len(enc) == 1:
-            eot_ids.add(enc[0])
+    names, eot_ids = labels.end_of_turn(tokenizer, strategy, with_eos=True)
     name = ds.get("chat_template") or cfg.get("chat_template") or "tokenizer_default"
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    offsets = [tuple(o) for o in enc["offset_mapping"]] if list(enc["input_ids"]) == ids else []
+    offsets = offsets or []
 
     # where each assistant answer ends, in characters, then in tokens
     ends, cursor = [], 0
@@ -295,7 +262,7 @@ def analyse_turn_end(tokenizer: Any, cfg: dict, ds: dict) -> TurnEnd:
             window = range(len(ids))
         hit = next((k for k in window if ids[k] in eot_ids), None)
         result.found.append(hit)
-        result.trained.append(hit is not None and labels[hit] != IGNORE)
+        result.trained.append(hit is not None and labels_[hit] != IGNORE)
         if hit is not None and result.terminator is None:
             result.terminator = tokenizer.convert_ids_to_tokens(ids[hit])
     return result
