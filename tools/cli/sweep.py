@@ -105,7 +105,7 @@ def sweep_report(sweep_dir: Path, sort: str | None) -> None:
     Example:
       cosmosage sweep report runs/sweeps/tiny/qlora/<name> --sort wall_s
     """
-    from cosmosage.tools.run.sweep import report
+    from cosmosage.tools.run.sweep_report import report
 
     echo_results(report(sweep_dir, sort))
 

@@ -16,13 +16,8 @@ from click.testing import CliRunner
 
 from cosmosage.tools.cli.main import main
 from cosmosage.tools.run import evaluation, process, registry, sweep
-from cosmosage.tools.run.sweep import (
-    SweepError,
-    expand,
-    parse_grid,
-    report,
-    run_sweep,
-)
+from cosmosage.tools.run.sweep import SweepError, expand, parse_grid, run_sweep
+from cosmosage.tools.run.sweep_report import report
 
 ROOT = Path(__file__).resolve().parents[3]
 SETS = ["max_steps=2"]  # fixed overrides of the fast sweeps, besides the grid
@@ -403,7 +398,8 @@ def test_sweep_trains_the_tiny_model_over_two_learning_rates(tmp_path, tiny_mode
 def test_the_report_gives_the_sort_metric_its_interval_where_the_run_kept_counts(tmp_path):
     import json
 
-    from cosmosage.tools.run.sweep import interval_lines, read_counts
+    from cosmosage.tools.run.sweep import read_counts
+    from cosmosage.tools.run.sweep_report import interval_lines
 
     run = tmp_path / "r" / "1"
     (run / "eval").mkdir(parents=True)
@@ -420,7 +416,7 @@ def test_the_report_gives_the_sort_metric_its_interval_where_the_run_kept_counts
 
 
 def test_a_seed_axis_gives_each_configuration_its_mean_and_spread():
-    from cosmosage.tools.run.sweep import seed_lines, seed_spread
+    from cosmosage.tools.run.sweep_report import seed_lines, seed_spread
 
     doc = {"grid": {"seed": ["1", "2", "3"], "lr": ["a", "b"]}, "stages": ["s"]}
     held = {("a", "1"): 1.0, ("a", "2"): 0.5, ("a", "3"): 0.75, ("b", "1"): 0.25}
