@@ -9,7 +9,6 @@ chunks into one train (and validation) file with one manifest and one rejects fi
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -22,20 +21,11 @@ from cosmosage.dataprep.io import (
     Manifest,
     Reject,
     check_outputs,
-    manifest_path,
     read_jsonl,
-    read_text,
     reason_group,
     rejects_path,
 )
-from cosmosage.dataprep.shard import find_shards
-
-
-def _read_manifest(output: Path) -> dict:
-    mp = manifest_path(output)
-    if not mp.exists():
-        raise DataError(f"{mp}: missing manifest (the shard job did not finish)")
-    return json.loads(read_text(mp))
+from cosmosage.dataprep.shard import find_shards, read_manifest
 
 
 def merge_shards(
@@ -47,7 +37,7 @@ def merge_shards(
     check_outputs([], {"--out": out, "--val-out": val_out})
     parts = find_shards(out)
     val_parts = find_shards(val_out) if val_out else []
-    manifests = [_read_manifest(p) for p in parts]
+    manifests = [read_manifest(p) for p in parts]
     cfg = manifests[0].get("config", {})
     num_perm = int(cfg.get("num_perm", NUM_PERM))
     if dedup:
