@@ -77,6 +77,20 @@ def settings_from_config(
     return settings, str(cfg.get("base_model"))
 
 
+def resolve_settings(
+    cfg: dict | None, name: str | None, dataset_index: int, model: str | None, **opts: Any
+) -> tuple[TemplateSettings, str]:
+    """What `data inspect` renders with: a rendered recipe's settings (`cfg`, one dataset
+    entry) or the defaults, the command line's options over them, and the model (the
+    one given, else the recipe's base model)."""
+    if cfg is not None:
+        settings, base = settings_from_config(cfg, name or "", dataset_index)
+        model = model or base
+    else:
+        settings = TemplateSettings()
+    return with_options(settings, **opts), str(model)
+
+
 def with_options(settings: TemplateSettings, **opts: Any) -> TemplateSettings:
     """Settings with command-line overrides applied (None leaves a key alone)."""
     cfg, ds = dict(settings.cfg), dict(settings.ds)

@@ -340,19 +340,15 @@ def data_inspect(
     from pathlib import Path
 
     from cosmosage.dataprep.chat import inspect as it
+    from cosmosage.tools.recipe.render import render
 
-    if recipe_name:
-        from cosmosage.tools.recipe.render import render
-
-        cfg = render(recipe_name).config
-        settings, base = it.settings_from_config(cfg, recipe_name, dataset_index)
-        model = model or base
-    else:
-        settings = it.TemplateSettings()
-    if not model:
+    if not (model or recipe_name):
         raise click.UsageError("give --model PATH or --recipe NAME")
-    settings = it.with_options(
-        settings,
+    settings, model = it.resolve_settings(
+        render(recipe_name).config if recipe_name else None,
+        recipe_name,
+        dataset_index,
+        model,
         train_on_inputs=train_on_inputs,
         roles_to_train=[r.strip() for r in roles_to_train.split(",") if r.strip()]
         if roles_to_train is not None
