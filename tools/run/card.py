@@ -22,6 +22,7 @@ from cosmosage.tools.models.importer import RECORD as IMPORT_RECORD
 from cosmosage.tools.models.merge import link_or_copy
 from cosmosage.tools.paths import ROOT, RunFolder
 from cosmosage.tools.recipe.render import RecipeError, Rendered
+from cosmosage.tools.run.card_prompt import prompt_lines
 
 # License identifiers the Hub knows (docs/hub/repositories-licenses); anything else is
 # written as `license: other` with its name in `license_name`.
@@ -257,90 +258,6 @@ def card_data(record: dict, top: Rendered):
         eval_results=results or None,
         ignore_metadata_errors=False,
     )
-
-
-def chat_template(model_dir: str | Path | None) -> str | None:
-    """The model's chat template: chat_template.jinja, else tokenizer_config.json's."""
-    if model_dir is None:
-        return None
-    folder = Path(model_dir)
-    if (folder / "chat_template.jinja").is_file():
-        return (folder / "chat_template.jinja").read_text()
-    cfg = folder / "tokenizer_config.json"
-    if cfg.is_file():
-        tpl = json.loads(cfg.read_text()).get("chat_template")
-        return tpl if isinstance(tpl, str) else None
-    return None
-
-
-def special_tokens(model_dir: str | Path | None) -> dict[str, str]:
-    """bos / eos / pad token strings from tokenizer_config.json."""
-    cfg = Path(model_dir or "") / "tokenizer_config.json"
-    if model_dir is None or not cfg.is_file():
-        return {}
-    data = json.loads(cfg.read_text())
-    out = {}
-    for key in ("bos_token", "eos_token", "pad_token"):
-        tok = data.get(key)
-        tok = tok.get("content") if isinstance(tok, dict) else tok
-        if isinstance(tok, str):
-            out[key] = tok
-    return out
-
-
-EXAMPLE_MESSAGES = [{"role": "user", "content": "What is the cosmic microwave background?"}]
-
-
-def render_prompt(template: str, tokens: dict[str, str]) -> str | None:
-    """The template applied to one user question, as the model sees it."""
-    from jinja2 import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    try:
-        return env.from_string(template).render(
-            messages=EXAMPLE_MESSAGES,
-            add_generation_prompt=True,
-            bos_token=tokens.get("bos_token", ""),
-            eos_token=tokens.get("eos_token", ""),
-        )
-    except TemplateError:
-        return None
-
-
-def prompt_lines(model_dir: str | Path | None) -> list[str]:
-    template = chat_template(model_dir)
-    if not template:
-        return [
-            "## How to prompt it",
-            "",
-            "The model has no chat template: give it plain text to continue.",
-            "",
-        ]
-    tokens = special_tokens(model_dir)
-    lines = [
-        "## How to prompt it",
-        "",
-        "Use the chat template shipped with the tokenizer (`chat_template.jinja`); with",
-        "transformers, `tokenizer.apply_chat_template(messages, add_generation_prompt=True)`.",
-    ]
-    if tokens.get("eos_token"):
-        lines.append(f"Generation ends at `{tokens['eos_token']}` (the end-of-turn token).")
-    example = render_prompt(template, tokens)
-    if example is not None:
-        lines += ["", "A question as the model sees it:", "", "```text", example, "```"]
-    lines += [
-        "",
-        "<details><summary>Chat template</summary>",
-        "",
-        "```jinja",
-        template.rstrip("\n"),
-        "```",
-        "",
-        "</details>",
-        "",
-    ]
-    return lines
 
 
 def lineage_line(s: dict, run_dir: Path | None) -> str:
