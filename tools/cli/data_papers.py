@@ -1,11 +1,21 @@
-"""`cosmosage data augment | cloze | closed-book`: the routes from papers to training data
-that teaches what the papers say, and the closed-book questions that test it."""
+"""`cosmosage data augment | cloze | questions | entigraph | closed-book`: the routes from
+papers to training data that teaches what the papers say (questions and entigraph ask a
+served model, with the job options of tools/cli/jobs.py), and the closed-book questions
+that test it."""
 
 from __future__ import annotations
+
+import json
 
 import click
 
 from cosmosage.tools.cli.common import echo_json
+from cosmosage.tools.cli.jobs import (
+    endpoint_options,
+    journaled_job,
+    run_async_command,
+    sampling_options,
+)
 
 papers_argument = click.argument("papers", nargs=-1, required=True, type=click.Path(exists=True))
 name_option = click.option(
@@ -190,4 +200,192 @@ def data_closed_book(questions, papers, out_dir, against) -> None:
     echo_json(build_closed_book(questions, found, out_dir, list(against)))
 
 
-COMMANDS = [data_augment, data_cloze, data_closed_book]
+@click.command("questions")
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Blanks: chat JSONL from `data cloze` (each record's document, sentence and span).",
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Chat JSONL to write.")
+@click.option(
+    "--questions",
+    "per_span",
+    type=click.IntRange(1),
+    default=2,
+    show_default=True,
+    help="Candidate questions asked per span; each request shows other worked examples "
+    "(one each, then pairs of them), so a greedy server writes different questions.",
+)
+@click.option(
+    "--answer",
+    type=click.Choice(["sentence", "span"]),
+    default="sentence",
+    show_default=True,
+    help="What each kept record answers with: the paper's sentence, or the span alone.",
+)
+@click.option(
+    "--round-trip/--no-round-trip",
+    default=True,
+    show_default=True,
+    help="Ask each question back with its sentence; keep it only if the answer names the span.",
+)
+@click.option(
+    "--against",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="An evaluation suite (YAML with `prompts:`): questions too close to one of its "
+    "prompts are refused. Repeatable.",
+)
+@click.option(
+    "--prompt",
+    default="question_for_span",
+    show_default=True,
+    help="Prompt YAML file, or the name of a bundled one, that writes a question.",
+)
+@click.option(
+    "--check-prompt",
+    default="answer_from_sentence",
+    show_default=True,
+    help="Prompt YAML file, or the name of a bundled one, of the round trip.",
+)
+@endpoint_options
+@sampling_options
+def data_questions(
+    input_path,
+    out,
+    per_span,
+    answer,
+    round_trip,
+    against,
+    prompt,
+    check_prompt,
+    **job,
+) -> None:
+    """Have a model write questions whose answers are the blanks of `data cloze`.
+
+    Each blank (a name, number or year of a paper's sentence) gets --questions candidate
+    questions; a candidate is refused if it is no question, names its own answer, is
+    about something else, or is too close to an evaluation prompt (--against); then it
+    is asked back with its sentence (--round-trip) and kept only if the answer names the
+    span. Kept records answer with the paper's own sentence. Both steps are journaled
+    (OUT.candidates.journal.jsonl, OUT.journal.jsonl): rerun the same command to
+    continue. docs/papers.md, "Questions written by a model".
+
+    \b
+    Example:
+      cosmosage data cloze papers/ --answer sentence --name-subjects --out blanks.jsonl
+      cosmosage data questions --input blanks.jsonl --out questions.jsonl \\
+        --serve build/models/smollm2-135m-instruct --against suite.yaml
+    """
+    from cosmosage.dataprep.synth.questions import QuestionsConfig, run_questions
+
+    with journaled_job(job) as (endpoint, common):
+        cfg = QuestionsConfig(
+            input=input_path,
+            out=out,
+            endpoint=endpoint,
+            prompt=prompt,
+            check_prompt=check_prompt,
+            questions=per_span,
+            answer=answer,
+            round_trip=round_trip,
+            against=list(against),
+            **common,
+        )
+        res = run_async_command(run_questions, cfg, echo=lambda m: click.echo(m, err=True))
+    click.echo(json.dumps(res))
+
+
+@click.command("entigraph")
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Chunk JSONL from `data corpus`.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="Completion JSONL of passages."
+)
+@click.option(
+    "--max-entities",
+    type=click.IntRange(2),
+    default=8,
+    show_default=True,
+    help="Entities kept per chunk (those listed that occur in the chunk, in order).",
+)
+@click.option(
+    "--max-pairs",
+    type=click.IntRange(1),
+    default=20,
+    show_default=True,
+    help="Pairs of entities written about per chunk (a seeded choice when there are more).",
+)
+@click.option(
+    "--min-grounding",
+    type=click.FloatRange(0, 1),
+    default=0.6,
+    show_default=True,
+    help="Refuse passages with a smaller share of their content words in the chunk.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Chooses the pairs.")
+@click.option(
+    "--prompt",
+    default="entigraph_entities",
+    show_default=True,
+    help="Prompt YAML file, or the name of a bundled one, that lists the entities.",
+)
+@click.option(
+    "--relation-prompt",
+    default="entigraph_relation",
+    show_default=True,
+    help="Prompt YAML file, or the name of a bundled one, that writes about a pair.",
+)
+@endpoint_options
+@sampling_options
+def data_entigraph(
+    input_path,
+    out,
+    max_entities,
+    max_pairs,
+    min_grounding,
+    seed,
+    prompt,
+    relation_prompt,
+    **job,
+) -> None:
+    """Rewrite chunks EntiGraph-style: a model lists each chunk's entities, then writes
+    a passage on how each pair of them is related, from the chunk alone.
+
+    Passages that do not name both entities, loop, or are not grounded in the chunk
+    (--min-grounding) go to OUT.rejects.jsonl; kept ones are completion records for
+    continued pretraining. Both steps are journaled (OUT.entities.journal.jsonl,
+    OUT.journal.jsonl): rerun the same command to continue. docs/papers.md.
+
+    \b
+    Example:
+      cosmosage data entigraph --input chunks.jsonl --out rewrites.jsonl \\
+        --base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-72B-Instruct --max-pairs 40
+    """
+    from cosmosage.dataprep.synth.entigraph import EntiGraphConfig, run_entigraph
+
+    with journaled_job(job) as (endpoint, common):
+        cfg = EntiGraphConfig(
+            input=input_path,
+            out=out,
+            endpoint=endpoint,
+            prompt=prompt,
+            relation_prompt=relation_prompt,
+            max_entities=max_entities,
+            max_pairs=max_pairs,
+            min_grounding=min_grounding,
+            seed=seed,
+            **common,
+        )
+        res = run_async_command(run_entigraph, cfg, echo=lambda m: click.echo(m, err=True))
+    click.echo(json.dumps(res))
+
+
+COMMANDS = [data_augment, data_cloze, data_questions, data_entigraph, data_closed_book]
