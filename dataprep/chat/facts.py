@@ -43,9 +43,20 @@ import random
 import re
 import string
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
+from cosmosage.dataprep.chat.fact_forms import (
+    HELD_OUT,
+    TRAINED,
+    Fact,
+    conversation_suite,
+    recall_suite,
+    render_chat,
+    render_dialogue,
+    render_qa,
+    render_statement,
+)
+from cosmosage.dataprep.chat.fact_relations import derived_questions, relation_patterns
 from cosmosage.dataprep.io import (
     DataError,
     Manifest,
@@ -61,135 +72,12 @@ from cosmosage.dataprep.io import (
     write_yaml,
 )
 
-TRAINED = "trained"
-HELD_OUT = "held_out"
-CONVERSATION = "conversation"
-CONVERSATION_SYSTEM = "You are a helpful research assistant for astronomers. Answer briefly."
-CONVERSATION_OPENER = "I am preparing a talk that mentions {subject}."
-CONVERSATION_REPLY = "That sounds interesting. How can I help?"
-
-
-@dataclass
-class Fact:
-    id: str
-    subject: str
-    relation: str
-    object: str
-    statement: str
-    questions: list[str]
-    """Wordings used in the training renderings (at least one)."""
-    held_out: list[str]
-    """Wordings kept out of training, asked only by the recall suite."""
-    expect: list[str]
-    line: int | None = None
-
-    @property
-    def question(self) -> str:
-        return self.questions[0]
-
-
 _REQUIRED = ("subject", "relation", "object")
 _STATEMENT_FIELDS = {"subject", "relation", "object"}
 _QUESTION_FIELDS = {"subject", "relation", "blank"}
 _RELATION_KEYS = {"statement", "question", "questions", "expect"}
 _FACT_KEYS = {*_REQUIRED, "pattern", "statement", "question", "questions", "expect", "id"}
 BLANK = "___"
-
-# ------------------------------------------------------------------ relations without patterns
-
-_BE = {"is", "was", "are", "were"}
-_HAVE = {"has": "is", "have": "is", "had": "was"}
-_AUX = _BE | set(_HAVE) | {"do", "does", "did", "can", "could", "will", "would", "may", "must"}
-_PREPOSITIONS = {"of", "in", "to", "by", "at", "on", "from", "with", "for", "after", "into", "as"}
-_ARTICLES = {"a", "an", "the"}
-
-
-def _verb_shaped(word: str) -> bool:
-    """An auxiliary, a past form (-ed) or a third-person form (-s, not -ss/-us/-is/-ics)."""
-    w = word.lower()
-    if w in _AUX:
-        return True
-    if w.endswith("ed") and not w.endswith("eed"):
-        return True
-    return w.endswith("s") and not w.endswith(("ss", "us", "is", "ics"))
-
-
-def _base_form(verb: str) -> str:
-    """orbits -> orbit, carries -> carry, reaches -> reach, goes -> go."""
-    if verb.endswith("ies") and len(verb) > 4:
-        return verb[:-3] + "y"
-    if verb.endswith(("sses", "ches", "shes", "xes", "zzes", "oes")):
-        return verb[:-2]
-    return verb[:-1]
-
-
-def _literal(text: str) -> str:
-    """Text to put into a pattern as it stands (braces doubled)."""
-    return text.replace("{", "{{").replace("}", "}}")
-
-
-def relation_is_name(relation: str) -> bool:
-    """True for a relation written as a name: one word, or words joined by `_`, that does
-    not start like a verb (is/has/..., -s, -ed) and does not end with a preposition."""
-    if " " in relation.strip():
-        return False
-    words = [w for w in relation.split("_") if w]
-    return bool(words) and not _verb_shaped(words[0]) and words[-1].lower() not in _PREPOSITIONS
-
-
-def relation_patterns(relation: str) -> tuple[str, list[str]]:
-    """The sentence pattern and the direct question patterns of a relation without a
-    sentence pattern of its own.
-
-    - a name (`temperature`, `comoving_size`): "The {relation} of {subject} is {object}.";
-      "What is the {relation} of {subject}?", "What is {subject}'s {relation}?";
-    - otherwise a verb phrase: "{subject} {relation} {object}."; a direct question when
-      the phrase has a known shape:
-      `is|was|are|were REST`          -> "What was {subject} REST?" ("Who" when REST ends in "by"),
-      `has|have|had [a|an|the] X of`  -> "What is the X of {subject}?" ("was" for "had"),
-      `VERBs REST` (orbits, belongs to) -> "What does {subject} VERB REST?";
-      none for other shapes (past forms such as "discovered", irregular verbs).
-    """
-    phrase = relation.replace("_", " ").strip()
-    words = phrase.split()
-    if not words:
-        return "{subject} {relation} {object}.", []
-    if relation_is_name(relation):
-        return "The {relation} of {subject} is {object}.", [
-            "What is the {relation} of {subject}?",
-            "What is {subject}'s {relation}?",
-        ]
-    first, rest = words[0].lower(), words[1:]
-    direct: list[str] = []
-    if first in _BE:
-        wh = "Who" if rest and rest[-1].lower() == "by" else "What"
-        tail = _literal(" ".join(rest))
-        direct.append(f"{wh} {first} {{subject}}{' ' + tail if tail else ''}?")
-    elif first in _HAVE and len(rest) >= 2 and rest[-1].lower() == "of":
-        middle = rest[1:-1] if rest[0].lower() in _ARTICLES else rest[:-1]
-        if middle:
-            direct.append(f"What {_HAVE[first]} the {_literal(' '.join(middle))} of {{subject}}?")
-    elif _verb_shaped(first) and first.endswith("s") and first not in _AUX:
-        tail = _literal(" ".join([_base_form(words[0]), *rest]))
-        direct.append(f"What does {{subject}} {tail}?")
-    return "{subject} {relation} {object}.", direct
-
-
-def derived_questions(statement_pat: str, direct: list[str], given: int) -> list[str]:
-    """Wordings added when fewer than two are given: the direct questions (only when none
-    is given), "SENTENCE-UP-TO-THE-OBJECT what?" when the object ends the sentence, and
-    "Fill in the blank: {blank}"; "What goes in the blank? {blank}" when still short."""
-    out = list(direct) if given == 0 else []
-    head = statement_pat.rstrip(" .!?")
-    if head.endswith("{object}"):
-        prefix = head[: -len("{object}")].rstrip()
-        if prefix and "{object}" not in prefix:
-            out.append(prefix + " what?")
-    out.append("Fill in the blank: {blank}")
-    if given + len(out) < 2:
-        out.append("What goes in the blank? {blank}")
-    return out
-
 
 # ----------------------------------------------------------------------------- one fact
 
@@ -452,107 +340,6 @@ def read_facts(path: str | Path, seed: int = 0, held_out: int = 1) -> Iterator[F
         seen.add(key)
         ids.add(fact.id)
         yield fact
-
-
-# --------------------------------------------------------------------------- renderings
-
-
-def render_statement(fact: Fact) -> dict:
-    return {"text": fact.statement, "fact": fact.id}
-
-
-def render_qa(fact: Fact) -> list[dict]:
-    """One Question/Answer record per trained wording."""
-    return [
-        {"text": f"Question: {q}\nAnswer: {fact.statement}", "fact": fact.id}
-        for q in fact.questions
-    ]
-
-
-def render_chat(fact: Fact) -> list[dict]:
-    """One conversation per trained wording."""
-    return [
-        {
-            "messages": [
-                {"role": "user", "content": q},
-                {"role": "assistant", "content": fact.statement},
-            ],
-            "fact": fact.id,
-        }
-        for q in fact.questions
-    ]
-
-
-OPENERS = [
-    "I have been reading about {subject}. Can I check a few things with you?",
-    "Do you have a minute? I have some questions about {subject}.",
-    "Let's go over what we know about {subject}.",
-]
-ASKS = ["{question}", "Another one: {question}", "And {question_lc}", "Next, {question_lc}"]
-REPLIES = ["Sure, go ahead.", "Happy to.", "Of course."]
-CLOSERS = ["Thanks, that clears it up.", "Great, that is what I needed.", "Thanks, that helps."]
-
-
-def render_dialogue(
-    subject: str, facts: list[Fact], speakers: tuple[str, str], rng: random.Random
-) -> dict:
-    """A conversation about one subject in which each of its facts is stated once.
-
-    The first speaker asks (one of the fact's trained wordings), the second answers with
-    the fact's sentence.
-    """
-    a, b = speakers
-    lines = [f"{a}: {rng.choice(OPENERS).format(subject=subject)}", f"{b}: {rng.choice(REPLIES)}"]
-    for i, fact in enumerate(facts):
-        q = rng.choice(fact.questions)
-        ask = ASKS[0] if i == 0 else rng.choice(ASKS)
-        lines.append(f"{a}: {ask.format(question=q, question_lc=q[:1].lower() + q[1:])}")
-        lines.append(f"{b}: {fact.statement}")
-    lines.append(f"{a}: {rng.choice(CLOSERS)}")
-    return {"text": "\n".join(lines), "facts": [f.id for f in facts], "subject": subject}
-
-
-def recall_suite(facts: list[Fact], kind: str = "domain") -> dict:
-    """Per fact, one prompt per trained wording then one per held-out wording."""
-    prompts = []
-    for f in facts:
-        for wording, questions in ((TRAINED, f.questions), (HELD_OUT, f.held_out)):
-            for i, q in enumerate(questions, start=1):
-                prompts.append(
-                    {
-                        "id": f"{f.id}/{wording}-{i}",
-                        "prompt": q,
-                        "expect": list(f.expect),
-                        "kind": kind,
-                        "fact": f.id,
-                        "wording": wording,
-                    }
-                )
-    return {"prompts": prompts}
-
-
-def conversation_suite(facts: list[Fact], kind: str = "domain") -> dict:
-    """Per fact, each held-out wording asked after a system message and an earlier
-    exchange that names the subject."""
-    prompts = []
-    for f in facts:
-        for i, q in enumerate(f.held_out, start=1):
-            prompts.append(
-                {
-                    "id": f"{f.id}/{CONVERSATION}-{i}",
-                    "system": CONVERSATION_SYSTEM,
-                    "history": [
-                        {"role": "user", "content": CONVERSATION_OPENER.format(subject=f.subject)},
-                        {"role": "assistant", "content": CONVERSATION_REPLY},
-                    ],
-                    "prompt": q,
-                    "expect": list(f.expect),
-                    "kind": kind,
-                    "fact": f.id,
-                    "wording": CONVERSATION,
-                }
-            )
-    return {"prompts": prompts}
 
 
 # the renderings build_facts writes into its folder, each as NAME.jsonl
