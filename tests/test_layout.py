@@ -169,7 +169,6 @@ KNOWN_LONG_FUNCTIONS = {
     "tools/cli/data_corpus.py:corpus_options": 98,
     "tools/eval/evaluate.py:evaluate": 85,
     "tools/recipe/check/memory.py:memory_estimate": 102,
-    "tools/run/card.py:card_markdown": 82,
     "tools/run/sweep_report.py:plot_sweep": 124,
 }
 

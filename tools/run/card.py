@@ -312,6 +312,44 @@ def limitation_lines(record: dict) -> list[str]:
     return lines
 
 
+def evaluation_lines(record: dict, run_dir: Path | None) -> list[str]:
+    """The card's Evaluation section: scores with intervals, plots, forgetting and the
+    self-consistency check; nothing for a run without an evaluation."""
+    if not record.get("eval"):
+        return []
+    lines: list[str] = []
+    lines += ["## Evaluation", ""]
+    lines += [
+        "Share of prompts passed per model (`base` is the starting model; recall is asked in",
+        "the wordings used in training and in held-out wordings never trained on):",
+        "",
+    ]
+    scores_file = None if run_dir is None else RunFolder(run_dir).scores
+    counts = None
+    if scores_file is not None and scores_file.is_file():
+        counts = json.loads(scores_file.read_text()).get("counts")
+    if counts:
+        lines += [INTERVALS, ""]
+    lines += eval_table(record["eval"], counts)
+    if (run_dir is not None) and (RunFolder(run_dir).eval_dir / "scores.png").is_file():
+        lines += ["", "![scores](scores.png)", "", "![loss](loss.png)", ""]
+    for r in record.get("forgetting") or []:
+        bits = []
+        if "general_drop" in r:
+            bits.append(f"general suite {-r['general_drop'] * 100:+.0f} pts")
+        if "ppl_rise" in r:
+            bits.append(f"general-text perplexity {r['ppl_rise']:+.1%}")
+        if bits:
+            lines.append(f"- Forgetting {r['before']} -> {r['after']}: {', '.join(bits)}")
+    if record.get("consistency_auroc") is not None:
+        lines.append(
+            f"- Self-consistency (regenerating answers to spot invented ones): agreement "
+            f"predicts correctness with AUROC {record['consistency_auroc']:.2f}"
+        )
+    lines.append("")
+    return lines
+
+
 def card_markdown(
     record: dict, top: Rendered, run_dir: Path | None = None, model_dir: str | Path | None = None
 ) -> str:
@@ -354,36 +392,7 @@ def card_markdown(
         )
     lines.append("")
     lines += prompt_lines(model_dir)
-    if record.get("eval"):
-        lines += ["## Evaluation", ""]
-        lines += [
-            "Share of prompts passed per model (`base` is the starting model; recall is asked in",
-            "the wordings used in training and in held-out wordings never trained on):",
-            "",
-        ]
-        scores_file = None if run_dir is None else RunFolder(run_dir).scores
-        counts = None
-        if scores_file is not None and scores_file.is_file():
-            counts = json.loads(scores_file.read_text()).get("counts")
-        if counts:
-            lines += [INTERVALS, ""]
-        lines += eval_table(record["eval"], counts)
-        if (run_dir is not None) and (RunFolder(run_dir).eval_dir / "scores.png").is_file():
-            lines += ["", "![scores](scores.png)", "", "![loss](loss.png)", ""]
-        for r in record.get("forgetting") or []:
-            bits = []
-            if "general_drop" in r:
-                bits.append(f"general suite {-r['general_drop'] * 100:+.0f} pts")
-            if "ppl_rise" in r:
-                bits.append(f"general-text perplexity {r['ppl_rise']:+.1%}")
-            if bits:
-                lines.append(f"- Forgetting {r['before']} -> {r['after']}: {', '.join(bits)}")
-        if record.get("consistency_auroc") is not None:
-            lines.append(
-                f"- Self-consistency (regenerating answers to spot invented ones): agreement "
-                f"predicts correctness with AUROC {record['consistency_auroc']:.2f}"
-            )
-        lines.append("")
+    lines += evaluation_lines(record, run_dir)
     lines += [
         "## Limitations",
         "",
