@@ -167,7 +167,6 @@ KNOWN_LONG_FUNCTIONS = {
     "dataprep/synth/jobs.py:journaled": 93,
     "tools/cli/data_chat.py:data_inspect": 89,
     "tools/cli/data_corpus.py:corpus_options": 98,
-    "tools/eval/evaluate.py:evaluate": 85,
     "tools/recipe/check/memory.py:memory_estimate": 102,
     "tools/run/sweep_report.py:plot_sweep": 124,
 }

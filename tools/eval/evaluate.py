@@ -123,33 +123,8 @@ def evaluate(
         scores[label] = rates(rows, label)
         tallies[label] = counts(rows, label)
         if sampling is not None:
-            picked = [
-                i for i, p in enumerate(prompts) if not sample_suites or p["suite"] in sample_suites
-            ]
-            sets = gen.answers(
-                [prompts[i] for i in picked],
-                sampling,
-                n=samples,
-                seed=seed + 1,
-                desc=f"sample {label}",
-            )
-            for i, got in zip(picked, sets, strict=True):
-                row = rows[i]
-                row[f"{label}_samples"] = got
-                row[f"{label}_agreement"] = round(sc.agreement(got), 4)
-                row[f"{label}_flagged"] = row[f"{label}_agreement"] < sc.FLAG_THRESHOLD
-            scored = [
-                r for r in rows if r.get(f"{label}_pass") is not None and f"{label}_agreement" in r
-            ]
-            scores[label]["flagged"] = sum(r[f"{label}_flagged"] for r in scored) / max(
-                len(scored), 1
-            )
-            auc = sc.auroc(
-                [r[f"{label}_agreement"] for r in scored],
-                [bool(r[f"{label}_pass"]) for r in scored],
-            )
-            if auc is not None:
-                scores[label]["consistency_auroc"] = round(auc, 4)
+            ask_samples(gen, prompts, rows, label, sampling, samples, seed, sample_suites)
+            scores[label].update(consistency_scores(rows, label))
         del gen
     result = {
         "suites": [str(s) for s in suites],
@@ -164,6 +139,35 @@ def evaluate(
     if cache.hits:
         result["cached_requests"] = cache.hits
     return result
+
+
+def ask_samples(
+    gen, prompts: list[dict], rows: list[dict], label: str, sampling: dict, n: int,
+    seed: int, sample_suites: list[str] | None,
+) -> None:  # fmt: skip
+    """Self-consistency: each prompt (of `sample_suites`, else all) answered `n` more times
+    with `sampling`; the samples, their agreement and the flag go into its row."""
+    picked = [i for i, p in enumerate(prompts) if not sample_suites or p["suite"] in sample_suites]
+    sets = gen.answers(
+        [prompts[i] for i in picked], sampling, n=n, seed=seed + 1, desc=f"sample {label}"
+    )
+    for i, got in zip(picked, sets, strict=True):
+        row = rows[i]
+        row[f"{label}_samples"] = got
+        row[f"{label}_agreement"] = round(sc.agreement(got), 4)
+        row[f"{label}_flagged"] = row[f"{label}_agreement"] < sc.FLAG_THRESHOLD
+
+
+def consistency_scores(rows: list[dict], label: str) -> dict:
+    """The share of scored answers flagged, and how well agreement predicts correctness."""
+    scored = [r for r in rows if r.get(f"{label}_pass") is not None and f"{label}_agreement" in r]
+    out = {"flagged": sum(r[f"{label}_flagged"] for r in scored) / max(len(scored), 1)}
+    auc = sc.auroc(
+        [r[f"{label}_agreement"] for r in scored], [bool(r[f"{label}_pass"]) for r in scored]
+    )
+    if auc is not None:
+        out["consistency_auroc"] = round(auc, 4)
+    return out
 
 
 def consistency_summary(rows: list[dict], labels: list[str], sampling: dict, n: int) -> dict:
