@@ -166,7 +166,6 @@ KNOWN_LONG_FUNCTIONS = {
     "dataprep/corpus/merge_shards.py:merge_shards": 111,
     "dataprep/synth/jobs.py:journaled": 93,
     "tools/cli/data_chat.py:data_inspect": 89,
-    "tools/cli/data_corpus.py:corpus_options": 98,
     "tools/recipe/check/memory.py:memory_estimate": 102,
     "tools/run/sweep_report.py:plot_sweep": 124,
 }

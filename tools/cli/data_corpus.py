@@ -26,100 +26,106 @@ def _date(ctx, param, value: str | None) -> date | None:
         raise click.BadParameter(f"{value!r}: expected YYYY-MM-DD") from exc
 
 
+# what a corpus command writes and how it chunks
+OUTPUT_OPTIONS = [
+    click.option(
+        "--out",
+        required=True,
+        type=click.Path(dir_okay=False),
+        help="Output JSONL ({'text': ...} per line).",
+    ),
+    click.option(
+        "--tokenizer",
+        required=True,
+        help="Tokenizer (model folder or Hub id) the chunks are measured with.",
+    ),
+    click.option(
+        "--sequence-len",
+        type=int,
+        required=True,
+        help="Training sequence length; chunks have sequence_len - 2 tokens (BOS/EOS).",
+    ),
+    click.option(
+        "--val-out", type=click.Path(dir_okay=False), help="Validation JSONL (whole documents)."
+    ),
+    click.option(
+        "--val-fraction",
+        type=click.FloatRange(0.0, 1.0, max_open=True),
+        default=0.0,
+        show_default=True,
+        help="Share of documents held out for --val-out (0 <= f < 1).",
+    ),
+    click.option("--seed", type=int, default=0, show_default=True),
+    shard_option("each file's path inside the folder given (arXiv: the id)"),
+    click.option(
+        "--workers",
+        type=int,
+        default=1,
+        show_default=True,
+        help="Processes for cleaning, filtering and hashing.",
+    ),
+    click.option(
+        "--overlap",
+        type=int,
+        default=0,
+        show_default=True,
+        help="Tokens repeated between consecutive chunks.",
+    ),
+    click.option(
+        "--paragraph-align",
+        is_flag=True,
+        help="End chunks at paragraph breaks when one lies in the second half.",
+    ),
+]
+# what it keeps: quality filters, deduplication, decontamination, verification
+CLEANING_OPTIONS = [
+    click.option(
+        "--min-words",
+        type=int,
+        default=50,
+        show_default=True,
+        help="Drop documents with fewer words.",
+    ),
+    click.option("--no-filter", is_flag=True, help="Skip the quality filters."),
+    click.option(
+        "--no-english-filter", is_flag=True, help="Keep documents that do not look English."
+    ),
+    click.option("--no-dedup", is_flag=True, help="Skip exact and near-duplicate removal."),
+    click.option(
+        "--near-threshold",
+        type=float,
+        default=NEAR_THRESHOLD,
+        show_default=True,
+        help=f"Estimated Jaccard similarity (word {SHINGLE}-grams) at or above which a "
+        "document is a near duplicate of an earlier one.",
+    ),
+    click.option(
+        "--decontaminate",
+        "prompt_files",
+        multiple=True,
+        type=click.Path(exists=True, dir_okay=False),
+        help="Eval prompt file (.yaml/.jsonl/.txt); chunks sharing an n-gram are dropped.",
+    ),
+    click.option(
+        "--decontam-n",
+        type=int,
+        default=8,
+        show_default=True,
+        help="n-gram length for decontamination.",
+    ),
+    click.option(
+        "--verify",
+        type=click.Choice(["sample", "all", "none"]),
+        default="sample",
+        show_default=True,
+        help="Re-encode chunks to confirm their token counts.",
+    ),
+]
+
+
 def corpus_options(f):
     """Options shared by every command that writes a chunked completion corpus."""
-    opts = [
-        click.option(
-            "--out",
-            required=True,
-            type=click.Path(dir_okay=False),
-            help="Output JSONL ({'text': ...} per line).",
-        ),
-        click.option(
-            "--tokenizer",
-            required=True,
-            help="Tokenizer (model folder or Hub id) the chunks are measured with.",
-        ),
-        click.option(
-            "--sequence-len",
-            type=int,
-            required=True,
-            help="Training sequence length; chunks have sequence_len - 2 tokens (BOS/EOS).",
-        ),
-        click.option(
-            "--val-out", type=click.Path(dir_okay=False), help="Validation JSONL (whole documents)."
-        ),
-        click.option(
-            "--val-fraction",
-            type=click.FloatRange(0.0, 1.0, max_open=True),
-            default=0.0,
-            show_default=True,
-            help="Share of documents held out for --val-out (0 <= f < 1).",
-        ),
-        click.option("--seed", type=int, default=0, show_default=True),
-        shard_option("each file's path inside the folder given (arXiv: the id)"),
-        click.option(
-            "--workers",
-            type=int,
-            default=1,
-            show_default=True,
-            help="Processes for cleaning, filtering and hashing.",
-        ),
-        click.option(
-            "--overlap",
-            type=int,
-            default=0,
-            show_default=True,
-            help="Tokens repeated between consecutive chunks.",
-        ),
-        click.option(
-            "--paragraph-align",
-            is_flag=True,
-            help="End chunks at paragraph breaks when one lies in the second half.",
-        ),
-        click.option(
-            "--min-words",
-            type=int,
-            default=50,
-            show_default=True,
-            help="Drop documents with fewer words.",
-        ),
-        click.option("--no-filter", is_flag=True, help="Skip the quality filters."),
-        click.option(
-            "--no-english-filter", is_flag=True, help="Keep documents that do not look English."
-        ),
-        click.option("--no-dedup", is_flag=True, help="Skip exact and near-duplicate removal."),
-        click.option(
-            "--near-threshold",
-            type=float,
-            default=NEAR_THRESHOLD,
-            show_default=True,
-            help=f"Estimated Jaccard similarity (word {SHINGLE}-grams) at or above which a "
-            "document is a near duplicate of an earlier one.",
-        ),
-        click.option(
-            "--decontaminate",
-            "prompt_files",
-            multiple=True,
-            type=click.Path(exists=True, dir_okay=False),
-            help="Eval prompt file (.yaml/.jsonl/.txt); chunks sharing an n-gram are dropped.",
-        ),
-        click.option(
-            "--decontam-n",
-            type=int,
-            default=8,
-            show_default=True,
-            help="n-gram length for decontamination.",
-        ),
-        click.option(
-            "--verify",
-            type=click.Choice(["sample", "all", "none"]),
-            default="sample",
-            show_default=True,
-            help="Re-encode chunks to confirm their token counts.",
-        ),
-    ]
-    for opt in reversed(opts):
+    for opt in reversed(OUTPUT_OPTIONS + CLEANING_OPTIONS):
         f = opt(f)
     return f
 
