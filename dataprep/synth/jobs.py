@@ -185,6 +185,33 @@ class JournaledJob(ABC, Generic[C]):
             outcome, usage, resume["items_from_earlier_runs"], manifest.kept, len(rejects)
         )
 
+    async def ask_once(
+        self, clients: list, payload: Any, sampling: dict, usage: Usage, rng: random.Random
+    ) -> dict:
+        """One request for an item and what its answer (or failure) puts in the journal."""
+        i, messages = self.request(payload)
+        try:
+            c = await complete(
+                clients[i], self.endpoints[i], messages, sampling, self.cfg.retry, usage, rng
+            )
+        except RequestFailed as exc:
+            failed = self.failure(payload, f"request failed: {exc.reason}", None)
+            return {"failed": "request", **failed}
+        used = {
+            "prompt_tokens": c.prompt_tokens,
+            "completion_tokens": c.completion_tokens,
+            "attempts": c.attempts,
+        }
+        answer = Answer(scrub(c.text, self.endpoints[i]), c.finish_reason)
+        try:
+            answer.obj, answer.notes = extract_output(
+                self.prompt.output, answer.text, answer.finish_reason, self.labels
+            )
+            got = self.answer(payload, answer)
+        except ParseError as exc:
+            got = {"failed": "parse", **self.failure(payload, exc.reason, answer)}
+        return {**got, "usage": used}
+
     def journaled(self, usage: Usage, echo: Callable[[str], None]) -> tuple[dict, dict]:
         """Skip what the journal says is done, ask about the rest, journal each entry as it
         comes; return the finished entry of every key and the resume statistics."""
@@ -193,32 +220,7 @@ class JournaledJob(ABC, Generic[C]):
         rng = random.Random()
 
         async def ask(payload: Any, sampling: dict) -> dict:
-            """One request for an item and what its answer (or failure) puts in the journal."""
-            i, messages = self.request(payload)
-            try:
-                c = await complete(
-                    clients[i], self.endpoints[i], messages, sampling, cfg.retry, usage, rng
-                )
-            except RequestFailed as exc:
-                failed = self.failure(payload, f"request failed: {exc.reason}", None)
-                return {"failed": "request", **failed}
-            used = {
-                "prompt_tokens": c.prompt_tokens,
-                "completion_tokens": c.completion_tokens,
-                "attempts": c.attempts,
-            }
-            answer = Answer(scrub(c.text, self.endpoints[i]), c.finish_reason)
-            try:
-                answer.obj, answer.notes = extract_output(
-                    self.prompt.output,
-                    answer.text,
-                    answer.finish_reason,
-                    self.labels,
-                )
-                got = self.answer(payload, answer)
-            except ParseError as exc:
-                got = {"failed": "parse", **self.failure(payload, exc.reason, answer)}
-            return {**got, "usage": used}
+            return await self.ask_once(clients, payload, sampling, usage, rng)
 
         async def work(item: tuple[str, Any]) -> dict:
             key, payload = item
