@@ -154,6 +154,8 @@ def test_the_run_folder_layout_is_written_in_one_module():
 
 # Size limits: a module over 500 lines or a function over 80 is split. The ones below
 # are over today; the limit holds them where they are so none grows and no new one joins.
+# dataprep/io.py stays whole by design: it is the one module that opens files (the
+# full-disk test replaces `open` there and nowhere else).
 MODULE_LINES, FUNCTION_LINES = 500, 80
 KNOWN_LONG_MODULES = {
     "dataprep/io.py": 662,
@@ -164,7 +166,7 @@ KNOWN_LONG_FUNCTIONS = {
     "dataprep/chat/mix_spec.py:parse_spec": 152,
     "dataprep/chat/mix.py:build_mix": 114,
     "dataprep/corpus/merge_shards.py:merge_shards": 111,
-    "tools/cli/data_chat.py:data_inspect": 89,
+    "tools/cli/data_chat.py:data_inspect": 85,
     "tools/recipe/check/memory.py:memory_estimate": 102,
     "tools/run/sweep_report.py:plot_sweep": 124,
 }
