@@ -364,23 +364,7 @@ def data_inspect(
     loaded = it.load(model, settings)
     summary = it.inspect_files(loaded, files, limit)
 
-    def style(piece: str, trained: bool) -> str:
-        return (
-            click.style(piece, fg="green", bold=True) if trained else click.style(piece, dim=True)
-        )
-
-    plain = color is False or (color is None and not sys.stdout.isatty())
-    for rec in summary.records[:show]:
-        click.echo(
-            f"--- {rec.source}:{rec.line}  ({len(rec.input_ids)} tokens, {rec.trained} trained)"
-        )
-        click.echo(it.render_tokens(rec, None if plain else style), color=None if plain else True)
-    if summary.records[:show]:
-        click.echo("--- trained tokens between « »" if plain else "--- trained tokens in green")
-    for r in summary.rejects:
-        click.echo(f"skip  {r.source}:{r.line}: {r.reason}")
-    for w in summary.warnings()[:20]:
-        click.echo(f"warn  {w}")
+    echo_records(summary, show, color is False or (color is None and not sys.stdout.isatty()))
     click.echo(
         f"checked {len(summary.records)} conversation(s) with {model}: "
         f"end-of-turn {summary.eot_names} trained after {summary.eot_trained} of {summary.eot_total} assistant turns"
@@ -397,6 +381,29 @@ def data_inspect(
         if not settings.train_on_inputs
         else "ok    assistant turns and end-of-turn tokens train"
     )
+
+
+def echo_records(summary, show: int, plain: bool) -> None:
+    """The first `show` records with their trained tokens marked (green, or « » when
+    plain), then the skipped records and the warnings."""
+    from cosmosage.dataprep.chat import inspect as it
+
+    def style(piece: str, trained: bool) -> str:
+        return (
+            click.style(piece, fg="green", bold=True) if trained else click.style(piece, dim=True)
+        )
+
+    for rec in summary.records[:show]:
+        click.echo(
+            f"--- {rec.source}:{rec.line}  ({len(rec.input_ids)} tokens, {rec.trained} trained)"
+        )
+        click.echo(it.render_tokens(rec, None if plain else style), color=None if plain else True)
+    if summary.records[:show]:
+        click.echo("--- trained tokens between « »" if plain else "--- trained tokens in green")
+    for r in summary.rejects:
+        click.echo(f"skip  {r.source}:{r.line}: {r.reason}")
+    for w in summary.warnings()[:20]:
+        click.echo(f"warn  {w}")
 
 
 COMMANDS = [data_convert, data_mix, data_facts, data_structured, data_inspect]
