@@ -139,6 +139,32 @@ def choose_held_out(patterns: list[str], n: int, key: str, seed: int) -> set[int
     return set(rng.sample(range(len(patterns)), n))
 
 
+def question_patterns(
+    row: dict, rel: dict, name: str, index: int, statement_pat: str, direct: list[str]
+) -> tuple[list[str], str]:
+    """The fact's question patterns (its own, else its relation's, topped up to two from
+    the sentence pattern) and the key that seeds which of them is held out."""
+    given = _text_list(row.get("questions"), "field 'questions'") + _text_list(
+        row.get("question"), "field 'question'"
+    )
+    key = f"fact {index}"
+    if not given:
+        given = _text_list(rel.get("questions"), f"relation {name!r}: questions") + _text_list(
+            rel.get("question"), f"relation {name!r}: question"
+        )
+        key = f"relation {name}"
+    for q in given:
+        if "object" in _placeholders(q):
+            raise ValueError(f"question pattern {q!r} gives the answer away ({{object}})")
+    patterns: list[str] = []
+    for p in given + (
+        derived_questions(statement_pat, direct, len(given)) if len(given) < 2 else []
+    ):
+        if p not in patterns:
+            patterns.append(p)
+    return patterns, key
+
+
 def make_fact(
     row: dict,
     relations: dict,
@@ -180,24 +206,7 @@ def make_fact(
         raise ValueError(
             f"sentence pattern {statement_pat!r} does not mention {{object}}, so the fact would not be stated"
         )
-    given = _text_list(row.get("questions"), "field 'questions'") + _text_list(
-        row.get("question"), "field 'question'"
-    )
-    key = f"fact {index}"
-    if not given:
-        given = _text_list(rel.get("questions"), f"relation {name!r}: questions") + _text_list(
-            rel.get("question"), f"relation {name!r}: question"
-        )
-        key = f"relation {name}"
-    for q in given:
-        if "object" in _placeholders(q):
-            raise ValueError(f"question pattern {q!r} gives the answer away ({{object}})")
-    patterns: list[str] = []
-    for p in given + (
-        derived_questions(statement_pat, direct, len(given)) if len(given) < 2 else []
-    ):
-        if p not in patterns:
-            patterns.append(p)
+    patterns, key = question_patterns(row, rel, name, index, statement_pat, direct)
     statement = _fill(statement_pat, values, _STATEMENT_FIELDS, "sentence")
     blank = _fill(statement_pat, {**values, "object": BLANK}, _STATEMENT_FIELDS, "sentence")
     hold = choose_held_out(patterns, held_out, key, seed)
