@@ -161,7 +161,6 @@ KNOWN_LONG_MODULES = {
     "dataprep/io.py": 662,
 }
 KNOWN_LONG_FUNCTIONS = {
-    "dataprep/chat/facts.py:build_facts": 97,
     "dataprep/chat/mix_spec.py:parse_spec": 152,
     "dataprep/chat/mix.py:build_mix": 114,
     "dataprep/corpus/merge_shards.py:merge_shards": 111,

@@ -367,6 +367,46 @@ def _make_out_dir(out_dir: Path) -> None:
         ) from exc
 
 
+def _read_table(
+    table: str | Path, seed: int, held_out: int, limit: int | None
+) -> tuple[list[Fact], list[Reject], int]:
+    """The table's usable facts (the first `limit`), its rejected rows, and how many
+    usable facts were over the limit."""
+    facts: list[Fact] = []
+    rejects: list[Reject] = []
+    over_limit = 0
+    for item in read_facts(table, seed, held_out):
+        if isinstance(item, Reject):
+            rejects.append(item)
+        elif limit is not None and len(facts) >= limit:
+            over_limit += 1
+        else:
+            facts.append(item)
+    return facts, rejects, over_limit
+
+
+def _drop_trained_wordings(facts: list[Fact], outputs: dict[str, list]) -> int:
+    """Leave out of each fact's held-out wordings those that occur in a training rendering
+    (case aside); how many were left out."""
+    trained_text = "\n".join(s.lower() for recs in outputs.values() for s in record_strings(recs))
+    overlap = 0
+    for f in facts:
+        kept = [q for q in f.held_out if q.lower() not in trained_text]
+        overlap += len(f.held_out) - len(kept)
+        f.held_out = kept
+    return overlap
+
+
+def _dropped(rejects: list[Reject], over_limit: int) -> dict[str, int]:
+    """What every rendering's manifest counts as dropped: rejects by reason, the limit."""
+    dropped: dict[str, int] = {}
+    for r in rejects:
+        dropped[reason_group(r.reason)] = dropped.get(reason_group(r.reason), 0) + 1
+    if over_limit:
+        dropped["over limit"] = over_limit
+    return dropped
+
+
 def build_facts(
     table: str | Path,
     out_dir: str | Path,
@@ -388,16 +428,7 @@ def build_facts(
     written += [f"{n}.manifest.json" for n in FACT_OUTPUTS]
     if Path(table).resolve() in {(out_dir / n).resolve() for n in written}:
         raise DataError(f"--out-dir {out_dir}: would overwrite the input {table}")
-    facts: list[Fact] = []
-    rejects: list[Reject] = []
-    over_limit = 0
-    for item in read_facts(table, seed, held_out):
-        if isinstance(item, Reject):
-            rejects.append(item)
-        elif limit is not None and len(facts) >= limit:
-            over_limit += 1
-        else:
-            facts.append(item)
+    facts, rejects, over_limit = _read_table(table, seed, held_out, limit)
     _make_out_dir(out_dir)
     write_rejects(out_dir / "facts.jsonl", rejects)
     if not facts:
@@ -417,17 +448,8 @@ def build_facts(
         "dialogue": [render_dialogue(s, fs, speakers, rng) for s, fs in by_subject.items()],
         "chat": [r for f in facts for r in render_chat(f)],
     }
-    trained_text = "\n".join(s.lower() for recs in outputs.values() for s in record_strings(recs))
-    overlap = 0
-    for f in facts:
-        kept = [q for q in f.held_out if q.lower() not in trained_text]
-        overlap += len(f.held_out) - len(kept)
-        f.held_out = kept
-    dropped: dict[str, int] = {}
-    for r in rejects:
-        dropped[reason_group(r.reason)] = dropped.get(reason_group(r.reason), 0) + 1
-    if over_limit:
-        dropped["over limit"] = over_limit
+    overlap = _drop_trained_wordings(facts, outputs)
+    dropped = _dropped(rejects, over_limit)
     n_trained = sum(len(f.questions) for f in facts)
     n_held = sum(len(f.held_out) for f in facts)
     result = {
