@@ -270,6 +270,44 @@ class MemoryEstimate:
         return f"~{self.total / GiB:.1f} GiB per {self.per_device_of} = {shown} GiB"
 
 
+def _training_states(
+    cfg: dict, arch: dict, method: str, params: float, d: int, embed: int
+) -> tuple[float, float, float, float]:
+    """Bytes of (weights, grads, optimizer states, adapters with their states) before
+    sharding: fp32 master weights for a full fine-tune under the plugin, 4- or 8-bit
+    frozen weights for QLoRA and 8-bit LoRA, fp32 adapters (PEFT) and full-size copies of
+    the modules LoRA saves."""
+    h, vocab = int(arch["hidden_size"]), int(arch["vocab_size"])
+    master = master_copy(cfg) if method == "full" else None
+    if method == "full" and master == "plugin":
+        # the weights, their gradients and AdamW's moments all fp32
+        weights, grads = params * 4, params * 4
+        optimizer = params * _optimizer_state_bytes(cfg, 4, False)
+        adapters = 0.0
+    elif method == "full":
+        weights, grads = params * d, params * d
+        optimizer = params * _optimizer_state_bytes(cfg, d, master == "deepspeed")
+        adapters = 0.0
+    else:
+        if method == "qlora" or _truthy(cfg.get("load_in_4bit")):
+            # NF4: 4 bits + ~0.03 bytes of (double-quantized) block constants per weight;
+            # embeddings and lm_head stay in the compute dtype
+            weights = (params - embed) * 0.53 + embed * d
+        elif _truthy(cfg.get("load_in_8bit")):
+            weights = (params - embed) * 1.0 + embed * d  # LLM.int8 weights
+        else:
+            weights = params * d
+        grads = 0.0
+        n_adapter = adapter_params(cfg, arch)
+        # PEFT keeps adapter weights in fp32: weight 4 + grad 4 + optimizer states
+        adapters = n_adapter * (8 + _optimizer_state_bytes(cfg, 4, False))
+        saved = [str(m) for m in cfg.get("lora_modules_to_save") or []]
+        copies = sum(vocab * h for m in saved if m in ("embed_tokens", "lm_head"))
+        adapters += copies * (2 * d + _optimizer_state_bytes(cfg, d, False))
+        optimizer = 0.0
+    return weights, grads, optimizer, adapters
+
+
 def memory_estimate(cfg: dict, meta: dict, root: Path) -> MemoryEstimate | None:
     """Memory per device: training states (weights, grads, optimizer, adapters; divided
     by the shards that hold them), activations kept for backward (batch x sequence x
@@ -300,35 +338,9 @@ def memory_estimate(cfg: dict, meta: dict, root: Path) -> MemoryEstimate | None:
     head_dim = int(arch.get("head_dim") or h // heads)
     kvd = int(arch.get("num_key_value_heads") or heads) * head_dim
     embed = vocab * h * (1 if arch.get("tie_word_embeddings") else 2)
-    master = master_copy(cfg) if method == "full" else None
 
     # training states
-    if method == "full" and master == "plugin":
-        # the weights, their gradients and AdamW's moments all fp32
-        weights, grads = params * 4, params * 4
-        optimizer = params * _optimizer_state_bytes(cfg, 4, False)
-        adapters = 0.0
-    elif method == "full":
-        weights, grads = params * d, params * d
-        optimizer = params * _optimizer_state_bytes(cfg, d, master == "deepspeed")
-        adapters = 0.0
-    else:
-        if method == "qlora" or _truthy(cfg.get("load_in_4bit")):
-            # NF4: 4 bits + ~0.03 bytes of (double-quantized) block constants per weight;
-            # embeddings and lm_head stay in the compute dtype
-            weights = (params - embed) * 0.53 + embed * d
-        elif _truthy(cfg.get("load_in_8bit")):
-            weights = (params - embed) * 1.0 + embed * d  # LLM.int8 weights
-        else:
-            weights = params * d
-        grads = 0.0
-        n_adapter = adapter_params(cfg, arch)
-        # PEFT keeps adapter weights in fp32: weight 4 + grad 4 + optimizer states
-        adapters = n_adapter * (8 + _optimizer_state_bytes(cfg, 4, False))
-        saved = [str(m) for m in cfg.get("lora_modules_to_save") or []]
-        copies = sum(vocab * h for m in saved if m in ("embed_tokens", "lm_head"))
-        adapters += copies * (2 * d + _optimizer_state_bytes(cfg, d, False))
-        optimizer = 0.0
+    weights, grads, optimizer, adapters = _training_states(cfg, arch, method, params, d, embed)
     if shard.offload_params:
         weights = 0.0
     if shard.offload_optimizer:
