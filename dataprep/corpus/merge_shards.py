@@ -28,6 +28,51 @@ from cosmosage.dataprep.io import (
 from cosmosage.dataprep.shard import find_shards, read_manifest
 
 
+def _write_part(
+    m: Manifest, sources: list[Path], dropped_docs: set[str], sequence_len: int
+) -> None:
+    """The kept chunks of `sources` (in shard order) into the manifest's output, then the
+    manifest with the token count and packing efficiency."""
+    hist: Counter = Counter()
+    tokens = 0
+    with JsonlWriter(m.output) as w:
+        for part in sources:
+            for lineno, rec in read_jsonl(part):
+                if isinstance(rec, Reject):
+                    raise DataError(f"{rec.source}:{lineno}: {rec.reason}")
+                if rec.get("doc_id") in dropped_docs:
+                    continue
+                w.write(rec)
+                n = int(rec.get("tokens", 0))
+                tokens += n
+                hist[n] += 1
+    m.kept, m.tokens = w.count, tokens
+    extra = dict(m.extra)
+    m.extra = {"sequence_len": sequence_len, **extra}
+    m.extra["packing_efficiency"] = packing_efficiency(hist, sequence_len) if sequence_len else None
+    m.write()
+
+
+def _check_same_minhash(out: str | Path, manifests: list[dict]) -> None:
+    """Signatures from different shingle sizes or permutation counts do not compare."""
+    kinds = {
+        (m.get("config", {}).get("num_perm"), m.get("config", {}).get("shingle")) for m in manifests
+    }
+    if len(kinds) > 1:
+        raise DataError(
+            f"{out}: shards were fingerprinted with different MinHash settings "
+            f"(num_perm, shingle) {sorted(kinds, key=str)}; rebuild them with one setting"
+        )
+
+
+def _copy_rejects(part: Path, rejects: JsonlWriter) -> None:
+    """A shard's own rejects into the merged rejects file."""
+    if rejects_path(part).exists():
+        for _, rec in read_jsonl(rejects_path(part)):
+            if isinstance(rec, dict):
+                rejects.write(rec)
+
+
 def merge_shards(
     out: str | Path,
     val_out: str | Path | None = None,
@@ -41,16 +86,7 @@ def merge_shards(
     cfg = manifests[0].get("config", {})
     num_perm = int(cfg.get("num_perm", NUM_PERM))
     if dedup:
-        # Signatures from different shingle sizes or permutation counts do not compare.
-        kinds = {
-            (m.get("config", {}).get("num_perm"), m.get("config", {}).get("shingle"))
-            for m in manifests
-        }
-        if len(kinds) > 1:
-            raise DataError(
-                f"{out}: shards were fingerprinted with different MinHash settings "
-                f"(num_perm, shingle) {sorted(kinds, key=str)}; rebuild them with one setting"
-            )
+        _check_same_minhash(out, manifests)
     sequence_len = int(manifests[0].get("sequence_len") or cfg.get("sequence_len") or 0)
     deduper = (
         Deduplicator(near=True, threshold=near_threshold, num_perm=num_perm) if dedup else None
@@ -67,11 +103,7 @@ def merge_shards(
     try:
         for part, man in zip(parts, manifests, strict=True):
             dropped.update(man.get("dropped", {}))
-            rp = rejects_path(part)
-            if rp.exists():
-                for _, rec in read_jsonl(rp):
-                    if isinstance(rec, dict):
-                        rejects.write(rec)
+            _copy_rejects(part, rejects)
             for lineno, rec in read_jsonl(docs_path(part)):
                 if isinstance(rec, Reject):
                     raise DataError(f"{rec.source}:{lineno}: {rec.reason}")
@@ -83,13 +115,9 @@ def merge_shards(
                     dropped_docs.add(rec["doc_id"])
                     dropped[reason_group(reason)] += 1
                     rejects.write(
-                        Reject(
-                            rec.get("path", str(part)),
-                            None,
-                            f"{reason} (across shards)",
-                            {"doc_id": rec["doc_id"]},
-                        ).to_json()
-                    )
+                        Reject(rec.get("path", str(part)), None, f"{reason} (across shards)",
+                               {"doc_id": rec["doc_id"]}).to_json()
+                    )  # fmt: skip
                     continue
                 side = rec.get("split", "train")
                 doc_count[side] += 1
@@ -103,34 +131,19 @@ def merge_shards(
         for side, target, sources in (("train", out, parts), ("val", val_out, val_parts)):
             if target is None:
                 continue
-            hist: Counter = Counter()
-            tokens = 0
-            with JsonlWriter(target) as w:
-                for part in sources:
-                    for lineno, rec in read_jsonl(part):
-                        if isinstance(rec, Reject):
-                            raise DataError(f"{rec.source}:{lineno}: {rec.reason}")
-                        if rec.get("doc_id") in dropped_docs:
-                            continue
-                        w.write(rec)
-                        n = int(rec.get("tokens", 0))
-                        tokens += n
-                        hist[n] += 1
-            m = Manifest(str(target), inputs=kept_inputs[side], kept=w.count, tokens=tokens)
+            m = Manifest(str(target), inputs=kept_inputs[side])
             m.dropped = dropped if side == "train" else Counter()
             m.extra.update(
-                sequence_len=sequence_len,
                 config=cfg,
                 tokenizer=manifests[0].get("tokenizer"),
                 documents=doc_count[side],
                 licenses=dict(licenses[side]),
                 docs=str(docs_path(out)),
                 shards=[str(p) for p in sources],
-                packing_efficiency=packing_efficiency(hist, sequence_len) if sequence_len else None,
             )
-            m.write()
-            result[f"{side}_records"] = w.count
-            result[f"{side}_tokens"] = tokens
+            _write_part(m, sources, dropped_docs, sequence_len)
+            result[f"{side}_records"] = m.kept
+            result[f"{side}_tokens"] = m.tokens
         rejects.commit()
         docs_out.commit()
     except BaseException:
