@@ -318,6 +318,63 @@ def _numeric(values: list[str]) -> list[float] | None:
     return None
 
 
+def _plot_against_axis(
+    ax2, rows: list[dict], metric: str, doc: dict, varying: list[str], x_axis: str,
+    present: list[tuple[int, dict]],
+) -> None:  # fmt: skip
+    """The metric against the numeric axis `x_axis`, one line per combination of the other
+    varying axes, the best point ringed."""
+    others = [k for k in varying if k != x_axis]
+    groups: dict[tuple, list[tuple[float, float, str]]] = {}
+    for row in rows:
+        value = row.get(metric)
+        group = tuple(row[k] for k in others)
+        groups.setdefault(group, [])
+        if isinstance(value, int | float):
+            groups[group].append((float(parse_value(row[x_axis])), float(value), row[x_axis]))
+    palette = [c for c in COLORS if c != COLORS[1]]  # red marks the best
+    order = {k: {v: i for i, v in enumerate(doc["grid"][k])} for k in others}
+
+    def grid_order(item: tuple[tuple, list]) -> list[int]:
+        return [order[k][v] for k, v in zip(others, item[0], strict=True)]
+
+    for j, (group, points) in enumerate(sorted(groups.items(), key=grid_order)):
+        points.sort()
+        label = ", ".join(f"{k}={v}" for k, v in zip(others, group, strict=True)) or metric
+        ax2.plot(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            marker="o",
+            ls=LINE_STYLES[j % len(LINE_STYLES)],  # identical lines stay visible
+            color=palette[j % len(palette)],
+            label=label,
+            lw=1.8 if j == 0 else 1.4,
+            ms=6,
+        )
+    xs = _numeric(doc["grid"][x_axis]) or []
+    if min(xs) > 0 and max(xs) / min(xs) >= 10:
+        ax2.set_xscale("log")
+    ax2.set_xticks(xs, doc["grid"][x_axis], fontsize=8)
+    ax2.minorticks_off()
+    if present:
+        best = rows[present[0][0]]
+        ax2.plot(
+            [float(parse_value(best[x_axis]))],
+            [float(best[metric])],
+            "o",
+            ms=14,
+            markerfacecolor="none",
+            markeredgecolor=COLORS[1],
+            markeredgewidth=2,
+            label="best",
+        )
+    ax2.set_xlabel(x_axis)
+    ax2.set_ylabel(metric)
+    ax2.set_title(f"{metric} against {x_axis}", fontsize=10)
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize=8, title=", ".join(others) or None, title_fontsize=8)
+
+
 def plot_sweep(rows: list[dict], metric: str, doc: dict, out: Path) -> Path:
     """Left: the metric per combination, best at the top. Right, when an axis has two or more
     numeric values: the metric against the first such axis, one line per combination of
@@ -385,56 +442,7 @@ def plot_sweep(rows: list[dict], metric: str, doc: dict, out: Path) -> Path:
     ax.grid(axis="x", alpha=0.3)
 
     if x_axis:
-        ax2 = axes[0][1]
-        others = [k for k in varying if k != x_axis]
-        groups: dict[tuple, list[tuple[float, float, str]]] = {}
-        for row in rows:
-            value = row.get(metric)
-            group = tuple(row[k] for k in others)
-            groups.setdefault(group, [])
-            if isinstance(value, int | float):
-                groups[group].append((float(parse_value(row[x_axis])), float(value), row[x_axis]))
-        palette = [c for c in COLORS if c != COLORS[1]]  # red marks the best
-        order = {k: {v: i for i, v in enumerate(doc["grid"][k])} for k in others}
-
-        def grid_order(item: tuple[tuple, list]) -> list[int]:
-            return [order[k][v] for k, v in zip(others, item[0], strict=True)]
-
-        for j, (group, points) in enumerate(sorted(groups.items(), key=grid_order)):
-            points.sort()
-            label = ", ".join(f"{k}={v}" for k, v in zip(others, group, strict=True)) or metric
-            ax2.plot(
-                [p[0] for p in points],
-                [p[1] for p in points],
-                marker="o",
-                ls=LINE_STYLES[j % len(LINE_STYLES)],  # identical lines stay visible
-                color=palette[j % len(palette)],
-                label=label,
-                lw=1.8 if j == 0 else 1.4,
-                ms=6,
-            )
-        xs = _numeric(doc["grid"][x_axis]) or []
-        if min(xs) > 0 and max(xs) / min(xs) >= 10:
-            ax2.set_xscale("log")
-        ax2.set_xticks(xs, doc["grid"][x_axis], fontsize=8)
-        ax2.minorticks_off()
-        if present:
-            best = rows[present[0][0]]
-            ax2.plot(
-                [float(parse_value(best[x_axis]))],
-                [float(best[metric])],
-                "o",
-                ms=14,
-                markerfacecolor="none",
-                markeredgecolor=COLORS[1],
-                markeredgewidth=2,
-                label="best",
-            )
-        ax2.set_xlabel(x_axis)
-        ax2.set_ylabel(metric)
-        ax2.set_title(f"{metric} against {x_axis}", fontsize=10)
-        ax2.grid(alpha=0.3)
-        ax2.legend(fontsize=8, title=", ".join(others) or None, title_fontsize=8)
+        _plot_against_axis(axes[0][1], rows, metric, doc, varying, x_axis, present)
     fig.suptitle(f"Sweep {doc['recipe']} / {doc['name']}", fontsize=11)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
