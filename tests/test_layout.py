@@ -162,7 +162,6 @@ KNOWN_LONG_MODULES = {
 }
 KNOWN_LONG_FUNCTIONS = {
     "dataprep/chat/mix_spec.py:parse_spec": 152,
-    "dataprep/chat/mix.py:build_mix": 114,
 }
 
 

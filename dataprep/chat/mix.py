@@ -332,6 +332,58 @@ def _strip(rec: dict) -> dict:
     return public(rec)
 
 
+def _add_inputs(manifest: Manifest, spec: MixSpec, members: list[Pool]) -> None:
+    """The spec and every source of the stage (a file, or a Hub dataset with its cache)
+    as the manifest's inputs, with what each source dropped."""
+    if Path(spec.path).is_file():
+        manifest.add_input(spec.path, role="spec")
+    for p in members:
+        if p.source.path:
+            manifest.add_input(p.source.path, source=p.source.name)
+        else:
+            entry = {
+                "dataset": p.source.dataset,
+                "split": p.source.split,
+                "config": p.source.config,
+                "revision": p.source.revision,
+                "source": p.source.name,
+            }
+            if spec.cache_dir and p.source.cache:
+                entry["cache"] = str(hub_cache_path(p.source, spec.cache_dir))
+            manifest.inputs.append(entry)
+        manifest.dropped.update(p.dropped)
+
+
+def _write_text_part(stage: Stage, texts: list[dict], inputs: list, report: dict) -> dict:
+    """A stage's completion-text records (`text_out`), with their manifest."""
+    tm = Manifest(
+        stage.text_out,
+        inputs=inputs,
+        extra={"stage": stage.name, "completion_of": stage.out, "sources": report},
+    )
+    tm.kept = write_jsonl(stage.text_out, (_strip(r) for r in texts))
+    tm.tokens = sum(r["_tokens"] for r in texts)
+    write_rejects(stage.text_out, [])
+    tm.write()
+    return {"text_output": stage.text_out, "text_records": tm.kept, "text_tokens": tm.tokens}
+
+
+def _write_val_part(stage: Stage, members: list[Pool], inputs: list, seed: int) -> dict:
+    """A stage's validation records: every member's held-out slice, shuffled by the seed."""
+    val = [r for p in members for r in p.val]
+    random.Random(f"{seed}:val:{stage.name}").shuffle(val)
+    vm = Manifest(
+        stage.val_out,
+        inputs=inputs,
+        extra={"stage": stage.name, "validation_of": stage.out},
+    )
+    vm.kept = write_jsonl(stage.val_out, (_strip(r) for r in val))
+    vm.tokens = sum(r["_tokens"] for r in val)
+    vm.extra["sources"] = {p.source.name: len(p.val) for p in members}
+    vm.write()
+    return {"val_output": stage.val_out, "val_records": vm.kept}
+
+
 def build_mix(spec: MixSpec, stage_names: list[str] | None = None) -> dict:
     """Write every stage's train (and validation) JSONL with manifest and rejects."""
     from cosmosage.dataprep.io import load_tokenizer
@@ -380,23 +432,7 @@ def build_mix(spec: MixSpec, stage_names: list[str] | None = None) -> dict:
                 "sources": report,
             },
         )
-        if Path(spec.path).is_file():
-            manifest.add_input(spec.path, role="spec")
-        for p in members:
-            if p.source.path:
-                manifest.add_input(p.source.path, source=p.source.name)
-            else:
-                entry = {
-                    "dataset": p.source.dataset,
-                    "split": p.source.split,
-                    "config": p.source.config,
-                    "revision": p.source.revision,
-                    "source": p.source.name,
-                }
-                if spec.cache_dir and p.source.cache:
-                    entry["cache"] = str(hub_cache_path(p.source, spec.cache_dir))
-                manifest.inputs.append(entry)
-            manifest.dropped.update(p.dropped)
+        _add_inputs(manifest, spec, members)
         chat = [r for r in train if "messages" in r]
         texts = [r for r in train if "messages" not in r]
         manifest.kept = write_jsonl(stage.out, (_strip(r) for r in chat))
@@ -414,32 +450,9 @@ def build_mix(spec: MixSpec, stage_names: list[str] | None = None) -> dict:
             },
         }
         if stage.text_out:
-            tm = Manifest(
-                stage.text_out,
-                inputs=manifest.inputs,
-                extra={"stage": stage.name, "completion_of": stage.out, "sources": report},
-            )
-            tm.kept = write_jsonl(stage.text_out, (_strip(r) for r in texts))
-            tm.tokens = sum(r["_tokens"] for r in texts)
-            write_rejects(stage.text_out, [])
-            tm.write()
-            result["text_output"] = stage.text_out
-            result["text_records"] = tm.kept
-            result["text_tokens"] = tm.tokens
+            result |= _write_text_part(stage, texts, manifest.inputs, report)
         if stage.val_out:
-            val = [r for p in members for r in p.val]
-            random.Random(f"{spec.seed}:val:{stage.name}").shuffle(val)
-            vm = Manifest(
-                stage.val_out,
-                inputs=manifest.inputs,
-                extra={"stage": stage.name, "validation_of": stage.out},
-            )
-            vm.kept = write_jsonl(stage.val_out, (_strip(r) for r in val))
-            vm.tokens = sum(r["_tokens"] for r in val)
-            vm.extra["sources"] = {p.source.name: len(p.val) for p in members}
-            vm.write()
-            result["val_output"] = stage.val_out
-            result["val_records"] = vm.kept
+            result |= _write_val_part(stage, members, manifest.inputs, spec.seed)
         results.append(result)
     if stage_names and not results:
         raise DataError(
