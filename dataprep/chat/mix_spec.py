@@ -97,95 +97,82 @@ def _check_keys(obj: dict, allowed: set[str], where: str) -> None:
         raise DataError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
 
 
-def parse_spec(data: Any, path: str = "<spec>", overrides: dict | None = None) -> MixSpec:
-    """A mix spec (already parsed YAML) -> MixSpec, with every mistake named."""
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a mapping with a `sources:` list")
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if data.get("stages") and ({"out", "val_out"} & set(overrides)):
+def _parse_source(raw: Any, i: int, path: str, names: set[str], default_val: float) -> Source:
+    """sources[i] of the spec -> Source; its name joins `names` (a repeat is an error)."""
+    at = f"{path}: sources[{i}]"
+    if not isinstance(raw, dict):
+        raise DataError(f"{at}: expected a mapping")
+    _check_keys(raw, SOURCE_KEYS, at)
+    if bool(raw.get("path")) == bool(raw.get("dataset")):
+        raise DataError(f"{at}: give exactly one of `path` (local file) or `dataset` (Hub id)")
+    if (raw.get("weight") is None) == (raw.get("count") is None):
         raise DataError(
-            f"{path}: the spec has stages, each with its own `out:`; --out/--val-out apply to single-output specs"
+            f"{at}: give exactly one of `weight` (share of tokens) or `count` (conversations)"
         )
-    data = {**data, **overrides}
-    _check_keys(data, SPEC_KEYS, path)
-    raw_sources = data.get("sources")
-    if not isinstance(raw_sources, list) or not raw_sources:
-        raise DataError(f"{path}: `sources:` must be a non-empty list")
-    default_val = float(data.get("validation") or 0.0)
-    sources, names = [], set()
-    for i, raw in enumerate(raw_sources):
-        at = f"{path}: sources[{i}]"
-        if not isinstance(raw, dict):
-            raise DataError(f"{at}: expected a mapping")
-        _check_keys(raw, SOURCE_KEYS, at)
-        if bool(raw.get("path")) == bool(raw.get("dataset")):
-            raise DataError(f"{at}: give exactly one of `path` (local file) or `dataset` (Hub id)")
-        if (raw.get("weight") is None) == (raw.get("count") is None):
-            raise DataError(
-                f"{at}: give exactly one of `weight` (share of tokens) or `count` (conversations)"
-            )
-        name = str(raw.get("name") or raw.get("path") or raw.get("dataset"))
-        if name in names:
-            raise DataError(f"{at}: duplicate source name {name!r}")
-        names.add(name)
-        tier = raw.get("tier", "medium")
-        if tier not in TIERS:
-            raise DataError(f"{at}.tier: {tier!r} is not one of {', '.join(TIERS)}")
-        weight = raw.get("weight")
-        if weight is not None and (not isinstance(weight, int | float) or weight <= 0):
-            raise DataError(
-                f"{at}.weight: must be a positive number (a share of tokens), got {weight!r}"
-            )
-        count = raw.get("count")
-        if count is not None and (not isinstance(count, int) or count < 0):
-            raise DataError(f"{at}.count: must be a whole number of conversations, got {count!r}")
-        kind = raw.get("type", "chat")
-        if kind not in TYPES:
-            raise DataError(f"{at}.type: {kind!r} is not one of {', '.join(TYPES)}")
-        if kind == "completion" and raw.get("validation"):
-            raise DataError(
-                f"{at}.validation: completion sources keep no validation slice (set it to 0)"
-            )
-        val = 0.0 if kind == "completion" else float(raw.get("validation", default_val) or 0.0)
-        if not 0.0 <= val < 1.0:
-            raise DataError(f"{at}.validation: a fraction in [0, 1), got {val}")
-        mapping = raw.get("map")
-        if mapping is not None and not isinstance(mapping, dict):
-            raise DataError(
-                f"{at}.map: expected a mapping role -> column, e.g. {{user: question, assistant: answer}}"
-            )
-        try:
-            rules = [chatmod.SystemRule.parse(r) for r in raw.get("system_rules") or []]
-            opts = ConvertOptions(
-                fmt=raw.get("format", "auto"),
-                mapping=mapping,
-                system_prompt=raw.get("system_prompt"),
-                system_rules=rules,
-                replace_system=bool(raw.get("replace_system", False)),
-            )
-        except ValueError as exc:
-            raise DataError(f"{at}: {exc}") from exc
-        sources.append(
-            Source(
-                name=name,
-                path=raw.get("path"),
-                dataset=raw.get("dataset"),
-                config=raw.get("config"),
-                split=raw.get("split", "train"),
-                data_files=raw.get("data_files"),
-                revision=raw.get("revision"),
-                streaming=bool(raw.get("streaming", True)),
-                max_records=raw.get("max_records"),
-                opts=opts,
-                weight=float(weight) if weight is not None else None,
-                count=count,
-                tier=tier,
-                validation=val,
-                repeat=bool(raw.get("repeat", False)),
-                cache=bool(raw.get("cache", True)),
-                type=kind,
-            )
+    name = str(raw.get("name") or raw.get("path") or raw.get("dataset"))
+    if name in names:
+        raise DataError(f"{at}: duplicate source name {name!r}")
+    names.add(name)
+    tier = raw.get("tier", "medium")
+    if tier not in TIERS:
+        raise DataError(f"{at}.tier: {tier!r} is not one of {', '.join(TIERS)}")
+    weight = raw.get("weight")
+    if weight is not None and (not isinstance(weight, int | float) or weight <= 0):
+        raise DataError(
+            f"{at}.weight: must be a positive number (a share of tokens), got {weight!r}"
         )
+    count = raw.get("count")
+    if count is not None and (not isinstance(count, int) or count < 0):
+        raise DataError(f"{at}.count: must be a whole number of conversations, got {count!r}")
+    kind = raw.get("type", "chat")
+    if kind not in TYPES:
+        raise DataError(f"{at}.type: {kind!r} is not one of {', '.join(TYPES)}")
+    if kind == "completion" and raw.get("validation"):
+        raise DataError(
+            f"{at}.validation: completion sources keep no validation slice (set it to 0)"
+        )
+    val = 0.0 if kind == "completion" else float(raw.get("validation", default_val) or 0.0)
+    if not 0.0 <= val < 1.0:
+        raise DataError(f"{at}.validation: a fraction in [0, 1), got {val}")
+    mapping = raw.get("map")
+    if mapping is not None and not isinstance(mapping, dict):
+        raise DataError(
+            f"{at}.map: expected a mapping role -> column, e.g. {{user: question, assistant: answer}}"
+        )
+    try:
+        rules = [chatmod.SystemRule.parse(r) for r in raw.get("system_rules") or []]
+        opts = ConvertOptions(
+            fmt=raw.get("format", "auto"),
+            mapping=mapping,
+            system_prompt=raw.get("system_prompt"),
+            system_rules=rules,
+            replace_system=bool(raw.get("replace_system", False)),
+        )
+    except ValueError as exc:
+        raise DataError(f"{at}: {exc}") from exc
+    return Source(
+        name=name,
+        path=raw.get("path"),
+        dataset=raw.get("dataset"),
+        config=raw.get("config"),
+        split=raw.get("split", "train"),
+        data_files=raw.get("data_files"),
+        revision=raw.get("revision"),
+        streaming=bool(raw.get("streaming", True)),
+        max_records=raw.get("max_records"),
+        opts=opts,
+        weight=float(weight) if weight is not None else None,
+        count=count,
+        tier=tier,
+        validation=val,
+        repeat=bool(raw.get("repeat", False)),
+        cache=bool(raw.get("cache", True)),
+        type=kind,
+    )
+
+
+def _parse_stages(data: dict, path: str) -> list[Stage]:
+    """`stages:` (each with its tiers and outputs), else the one stage `all` of `out:`."""
     stages = []
     raw_stages = data.get("stages")
     if raw_stages:
@@ -223,6 +210,12 @@ def parse_spec(data: Any, path: str = "<spec>", overrides: dict | None = None) -
                 data.get("text_out"),
             )
         )
+    return stages
+
+
+def _check_stages(stages: list[Stage], sources: list[Source], path: str) -> None:
+    """Every stage has sources; completion sources have a `text_out`; counts and weights
+    mix only with weights below 1 (or a `total_tokens`)."""
     for st in stages:
         members = [s for s in sources if s.tier in st.tiers]
         if not members:
@@ -239,6 +232,28 @@ def parse_spec(data: Any, path: str = "<spec>", overrides: dict | None = None) -
                 f"{path}: stage {st.name!r} mixes `count` and `weight` sources, so weights are shares of "
                 f"all tokens and must sum below 1 (they sum to {sum(s.weight for s in weighted):g})"
             )
+
+
+def parse_spec(data: Any, path: str = "<spec>", overrides: dict | None = None) -> MixSpec:
+    """A mix spec (already parsed YAML) -> MixSpec, with every mistake named."""
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a mapping with a `sources:` list")
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if data.get("stages") and ({"out", "val_out"} & set(overrides)):
+        raise DataError(
+            f"{path}: the spec has stages, each with its own `out:`; --out/--val-out apply to single-output specs"
+        )
+    data = {**data, **overrides}
+    _check_keys(data, SPEC_KEYS, path)
+    raw_sources = data.get("sources")
+    if not isinstance(raw_sources, list) or not raw_sources:
+        raise DataError(f"{path}: `sources:` must be a non-empty list")
+    default_val = float(data.get("validation") or 0.0)
+    sources, names = [], set()
+    for i, raw in enumerate(raw_sources):
+        sources.append(_parse_source(raw, i, path, names, default_val))
+    stages = _parse_stages(data, path)
+    _check_stages(stages, sources, path)
     seq = data.get("sequence_len")
     return MixSpec(
         sources,
