@@ -5,15 +5,12 @@ that test it."""
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from cosmosage.tools.cli.common import echo_json
 from cosmosage.tools.cli.jobs import (
     endpoint_options,
-    journaled_job,
-    run_async_command,
+    run_journaled,
     sampling_options,
 )
 
@@ -281,8 +278,8 @@ def data_questions(
     """
     from cosmosage.dataprep.synth.questions import QuestionsConfig, run_questions
 
-    with journaled_job(job) as (endpoint, common):
-        cfg = QuestionsConfig(
+    def config(endpoint, common):
+        return QuestionsConfig(
             input=input_path,
             out=out,
             endpoint=endpoint,
@@ -294,8 +291,8 @@ def data_questions(
             against=list(against),
             **common,
         )
-        res = run_async_command(run_questions, cfg, echo=lambda m: click.echo(m, err=True))
-    click.echo(json.dumps(res))
+
+    run_journaled(job, run_questions, config)
 
 
 @click.command("entigraph")
@@ -371,8 +368,8 @@ def data_entigraph(
     """
     from cosmosage.dataprep.synth.entigraph import EntiGraphConfig, run_entigraph
 
-    with journaled_job(job) as (endpoint, common):
-        cfg = EntiGraphConfig(
+    def config(endpoint, common):
+        return EntiGraphConfig(
             input=input_path,
             out=out,
             endpoint=endpoint,
@@ -384,8 +381,8 @@ def data_entigraph(
             seed=seed,
             **common,
         )
-        res = run_async_command(run_entigraph, cfg, echo=lambda m: click.echo(m, err=True))
-    click.echo(json.dumps(res))
+
+    run_journaled(job, run_entigraph, config)
 
 
 COMMANDS = [data_augment, data_cloze, data_questions, data_entigraph, data_closed_book]

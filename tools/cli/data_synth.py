@@ -10,8 +10,7 @@ import click
 from cosmosage.tools.cli.common import shard_option
 from cosmosage.tools.cli.jobs import (
     endpoint_options,
-    journaled_job,
-    run_async_command,
+    run_journaled,
     sampling_options,
 )
 
@@ -81,8 +80,8 @@ def data_synth(
     from cosmosage.dataprep.shard import Shard, shard_output
     from cosmosage.dataprep.synth.generate import SynthConfig, run_synth
 
-    with journaled_job(job) as (endpoint, common):
-        cfg = SynthConfig(
+    def config(endpoint, common):
+        return SynthConfig(
             input=input_path,
             out=str(shard_output(out, Shard.parse(shard))),
             endpoint=endpoint,
@@ -93,8 +92,8 @@ def data_synth(
             tries=tries,
             shard=shard,
         )
-        res = run_async_command(run_synth, cfg, echo=lambda m: click.echo(m, err=True))
-    click.echo(json.dumps(res))
+
+    run_journaled(job, run_synth, config)
 
 
 @click.command("grade")
@@ -188,7 +187,7 @@ def data_grade(
     from cosmosage.dataprep.synth.grade import GradeConfig, run_grade
     from cosmosage.dataprep.synth.llm import Endpoint
 
-    with journaled_job(job) as (judge, common):
+    def config(judge, common):
         judges = [judge]
         if second_model:
             judges.append(
@@ -199,7 +198,7 @@ def data_grade(
                     judge.timeout,
                 )
             )
-        cfg = GradeConfig(
+        return GradeConfig(
             input=input_path,
             out=out,
             judges=judges,
@@ -211,8 +210,8 @@ def data_grade(
             spot_check=spot_check,
             spot_check_seed=spot_check_seed,
         )
-        res = run_async_command(run_grade, cfg, echo=lambda m: click.echo(m, err=True))
-    click.echo(json.dumps(res))
+
+    run_journaled(job, run_grade, config)
 
 
 @click.command("metaqa")

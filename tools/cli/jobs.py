@@ -187,10 +187,19 @@ def journaled_job(job: dict):
         )
 
 
-def run_async_command(fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except KeyboardInterrupt:
-        raise click.ClickException(
-            "stopped; every finished item is in the journal: run the same command again to continue"
-        ) from None
+def run_journaled(job: dict, run, make_config) -> None:
+    """A journaled job from the shared options: its endpoint (a local server with
+    --serve), its config (`make_config(endpoint, common settings)`), the run with its
+    notes on stderr, its summary printed as JSON. Ctrl-C says how to continue."""
+    import json
+
+    with journaled_job(job) as (endpoint, common):
+        cfg = make_config(endpoint, common)
+        try:
+            res = run(cfg, echo=lambda m: click.echo(m, err=True))
+        except KeyboardInterrupt:
+            raise click.ClickException(
+                "stopped; every finished item is in the journal: run the same command again "
+                "to continue"
+            ) from None
+    click.echo(json.dumps(res))

@@ -721,3 +721,19 @@ def test_a_retry_shows_a_later_part_of_the_chunk(tmp_path):
     answer = Answer("Question: What is tau?\nAnswer: Tau is 0.054.", "stop")
     answer.obj, _ = extract_output("lines", answer.text, "stop", job.labels)
     assert len(job.answer(retry, answer)["records"]) == 1
+
+
+def test_a_stopped_job_says_how_to_continue_and_prints_no_summary(tmp_path, monkeypatch):
+    from cosmosage.dataprep.synth import generate
+
+    def stopped(cfg, echo):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate, "run_synth", stopped)
+    chunks = write_chunks(tmp_path / "chunks.jsonl", 1)
+    argv = ["data", "synth", "--input", str(chunks), "--out", str(tmp_path / "qa.jsonl"),
+            "--base-url", "http://127.0.0.1:9/v1", "--model", "m"]  # fmt: skip
+    r = CliRunner().invoke(main, argv)
+    assert r.exit_code == 1
+    assert "stopped; every finished item is in the journal" in r.output
+    assert '"records"' not in r.output
