@@ -171,14 +171,13 @@ def select_checkpoint(
     rows = [scored[s] for s in sorted(scored) if s in kept]
     chosen, ok = choose(rows, rule)
     shutil.rmtree(work, ignore_errors=True)
-    stops = not ok and rule.get("otherwise") == "stop"
     write_json(
         StageFolder(stage_dir).select,
         {
             "rule": rule,
             "parent": base,
             "checkpoints": rows,
-            "chosen": None if stops else chosen["step"],
+            "chosen": None if stops(ok, rule) else chosen["step"],
             "within": ok,
         },
     )
@@ -208,9 +207,14 @@ def report(
         )
 
 
+def stops(ok: bool, rule: dict) -> bool:
+    """Whether the rule keeps nothing: no candidate within the limits and `otherwise: stop`."""
+    return not ok and rule.get("otherwise") == "stop"
+
+
 def refuse_outside(ok: bool, rule: dict, kind: str, stage_dir: Path) -> None:
     """`otherwise: stop`: no candidate within the limits stops the run, the table kept."""
-    if not ok and rule.get("otherwise") == "stop":
+    if stops(ok, rule):
         raise DataError(
             f"no {kind} keeps within the limits (general_drop {rule.get('general_drop')}, kl "
             f"{rule.get('kl')}) and recipe.select.otherwise is stop: every {kind}'s scores are "
@@ -238,19 +242,20 @@ def select_soup(
     base, rows = score_checkpoints(parent, candidates, rule, root)
     chosen, ok = choose(rows, rule)
     report(rows, chosen, ok, rule, "weight", "soup", stage_dir, echo)
-    if not ok and rule.get("otherwise") == "stop":
-        write_json(
-            StageFolder(stage_dir).select,
-            {"rule": rule, "parent": base, "soups": rows, "chosen": None, "within": ok},
-        )
-        shutil.rmtree(work, ignore_errors=True)
-    refuse_outside(ok, rule, "soup", stage_dir)
-    dst = StageFolder(stage_dir).model
-    shutil.rmtree(dst, ignore_errors=True)
-    shutil.move(dict(candidates)[chosen["step"]], dst)
+    if not stops(ok, rule):
+        dst = StageFolder(stage_dir).model
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.move(dict(candidates)[chosen["step"]], dst)
     shutil.rmtree(work, ignore_errors=True)
     write_json(
         StageFolder(stage_dir).select,
-        {"rule": rule, "parent": base, "soups": rows, "chosen": chosen["step"], "within": ok},
+        {
+            "rule": rule,
+            "parent": base,
+            "soups": rows,
+            "chosen": None if stops(ok, rule) else chosen["step"],
+            "within": ok,
+        },
     )
+    refuse_outside(ok, rule, "soup", stage_dir)
     return chosen["step"], {**chosen, "within_limits": ok}
