@@ -135,6 +135,7 @@ RUN_FILE_NAMES = (
     '"mergekit.yaml"',
     '"train.log"',
     '"axolotl.yaml"',
+    '"early_stop.json"',
     '/ "runs"',
 )
 

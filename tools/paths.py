@@ -15,6 +15,8 @@ Every module that needs a path inside a run asks here, so the layout is written 
           prepared/            Axolotl's tokenized datasets
           model/               the selected checkpoint, merged into full weights
           select.json          what recipe.select asked of each checkpoint
+          select/              the candidates while they are asked (removed after)
+          early_stop.json      each checkpoint asked during training (early stopping)
           merge_check.json     a LoRA merge's logits against base + adapter (peft)
           mergekit.yaml        a soup stage (recipe.soup): what mergekit was given
         eval/                  scores.json, report.md and plots of the run's evaluation
@@ -45,10 +47,6 @@ class StageFolder:
     path: Path
 
     @property
-    def key(self) -> str:
-        return self.path.name
-
-    @property
     def config(self) -> Path:
         return self.path / "axolotl.yaml"
 
@@ -75,6 +73,16 @@ class StageFolder:
     @property
     def select(self) -> Path:
         return self.path / "select.json"
+
+    @property
+    def early_stop(self) -> Path:
+        return self.path / "early_stop.json"
+
+    @property
+    def candidates(self) -> Path:
+        """Where recipe.select puts the models it asks (merged checkpoints, soups) while
+        it asks them; removed afterwards."""
+        return self.path / "select"
 
     @property
     def merge_check(self) -> Path:

@@ -26,7 +26,8 @@ from axolotl.integrations.base import BasePlugin
 from transformers import TrainerCallback
 
 from cosmosage.dataprep.io import write_json
-from cosmosage.tools.run.select import JOURNAL, candidate_model, choose, score_checkpoints
+from cosmosage.tools.paths import StageFolder
+from cosmosage.tools.run.select import candidate_model, choose, score_checkpoints
 
 ENV = "COSMOSAGE_EARLY_STOP"
 PLUGIN = "cosmosage.tools.run.early_stop.EarlyStopOnRule"
@@ -34,7 +35,7 @@ PLUGIN = "cosmosage.tools.run.early_stop.EarlyStopOnRule"
 
 def write_spec(stage_dir: Path, rule: dict, cfg: dict, root: Path) -> Path:
     """The file the plugin reads and fills: the rule, the parent, where to find things."""
-    path = stage_dir / JOURNAL
+    path = StageFolder(stage_dir).early_stop
     write_json(
         path,
         {

@@ -118,12 +118,9 @@ def candidate_model(cfg: dict, src: Path, dst: Path, stage_dir: Path) -> str:
     return str(merge.copy_model(src, dst, StageFolder(stage_dir).output))
 
 
-JOURNAL = "early_stop.json"
-
-
 def read_journal(stage_dir: Path) -> dict:
     """What early stopping asked during training: {rule, parent, checkpoints, stopped}."""
-    path = stage_dir / JOURNAL
+    path = StageFolder(stage_dir).early_stop
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
@@ -145,7 +142,7 @@ def select_checkpoint(
     ckpts = m["checkpoints"]
     if not ckpts:
         return m["best_checkpoint"]
-    work = stage_dir / "select"
+    work = StageFolder(stage_dir).candidates
     shutil.rmtree(work, ignore_errors=True)
     # checkpoints already asked during training (early stopping) are not asked again
     scored = {r["step"]: r for r in journal_rows(stage_dir, rule)}
@@ -235,7 +232,7 @@ def select_soup(
     the rule's suites; the chosen soup moved to <stage>/model, the others removed, the
     table written to <stage>/select.json. Returns (chosen weight, its row)."""
     check_rule(rule, "recipe.soup.select", soup=True)
-    work = stage_dir / "select"
+    work = StageFolder(stage_dir).candidates
     shutil.rmtree(work, ignore_errors=True)
     candidates = [(w, make(w, work / f"weight-{w:g}")) for w in weights]
     echo(f"select {stage_dir.name}: asking {len(candidates)} soup(s) {', '.join(rule['suites'])}")
