@@ -51,19 +51,16 @@ def soup_spec(
 def soup_plan(
     stage: Stage, previous: dict[str, str], runs_dir: Path, root: Path, stage_dir: Path
 ) -> dict:
-    """What a dry run shows for a soup stage: the mergekit command and config."""
+    """What a dry run shows for a soup stage: the mergekit command (as `make_soup` runs
+    it) and config."""
     try:
         ingredients, kwargs = soup_spec(stage, previous, runs_dir, root)
         config = soup.mergekit_config(ingredients, **kwargs)
     except (LaunchError, soup.SoupError) as exc:
         config = {"error": str(exc)}
+    folder = StageFolder(stage_dir)
     return {
-        "stage": stage.name,
-        "argv": [
-            "mergekit-yaml",
-            str(StageFolder(stage_dir).mergekit_config),
-            str(StageFolder(stage_dir).model),
-        ],
+        "argv": soup.mergekit_argv(folder.mergekit_config, folder.model),
         "config": config,
     }
 

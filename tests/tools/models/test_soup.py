@@ -349,3 +349,22 @@ def test_recipe_check_reports_soup_weights_without_a_rule(tiny_model, tmp_path):
     assert check_soup(Rendered("s", {}, {"soup": ok}), tmp_path) == []
     bad = check_soup(Rendered("s", {}, {"soup": {**spec, "weights": [0.5, 2]}}), tmp_path)
     assert any("recipe.soup.select must be a mapping" in p.message for p in bad)
+
+
+def test_a_soup_stage_dry_run_shows_the_mergekit_command_it_would_run(tiny_model, tmp_path):
+    root, runs = tmp_path / "project", tmp_path / "runs"
+    soup_recipes(root, tiny_model)
+    plan = run_recipe("fam/soup", root=root, runs_dir=runs, dry_run=True, echo=lambda s: None)
+    (step,) = [s for s in plan["stages"] if s["stage"] == "fam/soup"]
+    assert "fam/tuned, which has no finished run yet" in step["config"]["error"]
+    registry.append(
+        runs,
+        {"run_id": "fam/tuned/1", "recipe": "fam/tuned", "parent_model": str(tiny_model),
+         "model": str(tiny_model)},
+    )  # fmt: skip
+    plan = run_recipe("fam/soup", root=root, runs_dir=runs, dry_run=True, echo=lambda s: None)
+    (step,) = [s for s in plan["stages"] if s["stage"] == "fam/soup"]
+    stage_dir = Path(plan["run_dir"]) / "soup"
+    assert step["argv"] == soup.mergekit_argv(stage_dir / "mergekit.yaml", stage_dir / "model")
+    assert step["builds"] == [] and "error" not in step["config"]
+    assert not (runs / "fam").exists()  # a dry run writes no run folder
