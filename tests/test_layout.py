@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # area -> the areas it may import (besides itself). Lower layers never import upper ones.
 ALLOWED = {
+    "dataprep.env": set(),
     "dataprep.io": set(),
     "dataprep.shard": {"dataprep.io"},
     "dataprep.steps": {"dataprep.io"},
@@ -67,13 +68,17 @@ def imports() -> list[tuple[str, str, str]]:
     return found
 
 
+# Below every area: the environment of the child processes (one offline rule).
+EVERY_AREA_MAY_IMPORT = {"dataprep.env"}
+
+
 def test_nothing_imports_upward():
     wrong = [
         f"{f}: {area(src)} imports {dst}"
         for f, src, dst in imports()
         if area(src) != area(dst)
         and not area(src).startswith("tools.cli")
-        and area(dst) not in ALLOWED[area(src)]
+        and area(dst) not in ALLOWED[area(src)] | EVERY_AREA_MAY_IMPORT
     ]
     assert wrong == []
     assert any(
@@ -149,6 +154,18 @@ def test_the_run_folder_layout_is_written_in_one_module():
         for n, line in enumerate(f.read_text().splitlines(), 1)
         for name in RUN_FILE_NAMES
         if name in line
+    ]
+    assert wrong == []
+
+
+def test_only_one_module_decides_when_a_child_process_goes_offline():
+    wrong = [
+        f"{f.relative_to(ROOT)}:{n}"
+        for top in ("dataprep", "tools")
+        for f in sorted((ROOT / top).rglob("*.py"))
+        if f != ROOT / "dataprep" / "env.py"
+        for n, line in enumerate(f.read_text().splitlines(), 1)
+        if '"HF_HUB_OFFLINE"' in line or '"HF_DATASETS_OFFLINE"' in line
     ]
     assert wrong == []
 

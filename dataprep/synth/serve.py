@@ -16,6 +16,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from cosmosage.dataprep.env import child_env
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -115,5 +117,5 @@ def transformers_serve(
     argv += ["--device", os.environ.get("COSMOSAGE_SERVE_DEVICE", "cpu")]
     argv += ["--continuous-batching"] if continuous_batching else []
     argv.append(str(model_dir))
-    env = {**os.environ, "HF_HUB_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1"}
+    env = child_env(local=True, HF_HUB_CACHE=str(cache_dir))
     return LocalServer(argv, port, "/health", str(model_dir), cache_dir / "serve.log", env)

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from cosmosage.dataprep.env import child_env
 from cosmosage.dataprep.io import DataError
 
 # name -> llama_ftype constant in llama_cpp (f16 comes straight from the converter)
@@ -189,7 +190,7 @@ def _run_converter(script: Path, model_dir: Path, out: Path, outtype: str) -> Pa
     log = out.with_suffix(".log")
     argv = [sys.executable, str(script), str(model_dir), "--outfile", str(out)]
     argv += ["--outtype", outtype]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = child_env(local=True)
     env.pop("NO_LOCAL_GGUF", None)  # the converter uses its own gguf-py, matched to it
     with open(log, "wb") as fh:
         fh.write(f"$ {' '.join(argv)}\n".encode())

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from cosmosage.dataprep.env import child_env
 from cosmosage.dataprep.io import DataError
 
 METHODS = ("linear", "ties", "dare_ties")
@@ -122,12 +123,8 @@ def config_digest(cfg: dict) -> str:
 
 
 def _env(cfg: dict) -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
     refs = [m["model"] for m in cfg["models"]] + [cfg.get("base_model") or "/"]
-    if all(Path(r).exists() for r in refs):
-        env.setdefault("HF_HUB_OFFLINE", "1")
-    return env
+    return child_env(local=all(Path(r).exists() for r in refs))
 
 
 def make_soup(

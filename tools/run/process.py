@@ -5,7 +5,6 @@ builds a recipe names, each rerun only when its command or inputs changed."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from cosmosage.dataprep.env import child_env
 from cosmosage.dataprep.io import write_json
 from cosmosage.tools.run.stage import Echo, LaunchError
 
@@ -35,15 +35,11 @@ def build_env(cfg: dict, root: Path, meta: dict | None = None) -> dict[str, str]
     pinned to one device (the first of CUDA_VISIBLE_DEVICES, else 0): it runs as a single
     process, and Axolotl then loads the model with `device_map: auto`, which would spread
     it over every GPU of the machine."""
-    env = dict(os.environ)
+    env = child_env(local=is_offline(cfg, root))
     env.setdefault("DO_NOT_TRACK", "1")
     env.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not cfg.get("wandb_project"):
         env.setdefault("WANDB_MODE", "disabled")
-    if is_offline(cfg, root):
-        env.setdefault("HF_HUB_OFFLINE", "1")
-        env.setdefault("HF_DATASETS_OFFLINE", "1")
     if int(((meta or {}).get("hardware") or {}).get("gpus") or 0) == 1:
         visible = [d.strip() for d in env.get("CUDA_VISIBLE_DEVICES", "0").split(",")]
         visible = [d for d in visible if d]

@@ -1,0 +1,25 @@
+"""The environment of every child process the project starts (the trainer, the merger,
+the GGUF converter, the local answer server): one rule for going offline.
+
+A child whose inputs are all local paths runs with the Hugging Face libraries offline,
+so a missing file fails at once with its name instead of after a wait on a network this
+machine may not reach. A value already set in the user's environment wins (export
+`HF_HUB_OFFLINE=0` to let a child download)."""
+
+from __future__ import annotations
+
+import os
+
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def child_env(*, local: bool, **extra: str) -> dict[str, str]:
+    """A copy of this process's environment for a child: tokenizers single-threaded (the
+    child forks or runs beside others), offline when `local`, then `extra` as given."""
+    env = dict(os.environ)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if local:
+        for key, value in OFFLINE.items():
+            env.setdefault(key, value)
+    env.update(extra)
+    return env
