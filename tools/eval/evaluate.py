@@ -79,7 +79,7 @@ def counts(rows: list[dict], label: str) -> dict[str, list[int]]:
     return {k: [sum(v), len(v)] for k, v in groups.items() if v}
 
 
-def evaluate(
+def score_models(
     models: dict[str, str | Path],
     suites: list[str | Path],
     settings: dict | str | None = None,

@@ -2,7 +2,7 @@
 says how well each answer agrees with the prompt's `reference`.
 
     judge = make_judge("http://127.0.0.1:8000/v1", "judge", "build/eval/judge.jsonl")
-    evaluate(models, suites, judge=judge)   # or judge(prompts, answers) directly
+    score_models(models, suites, judge=judge)   # or judge(prompts, answers) directly
 
 The judge reads the question, the reference and the answer through the prompt file
 `prompts/judge_answer.yaml` and replies with a score from 0 to 100 and a reason. An
@@ -53,7 +53,7 @@ cannot use one cache file at the same time (the second is refused).
 Why the shell's `journaled` and not `run`: `run` also writes an output,
 rejects and a manifest for an input file, which an evaluation has no use for; the
 journaled request loop is all the judge needs, and it is synchronous (it runs its own
-event loop), so `evaluate()` can call the judge directly, though not from inside a
+event loop), so `score_models()` can call the judge directly, though not from inside a
 running event loop.
 """
 
@@ -311,7 +311,7 @@ def make_judge(
     prompt: str | Path = "judge_answer",
     echo: Callable[[str], None] = _stderr,
 ) -> Judge:
-    """A judge for `evaluate(..., judge=...)`: a callable (prompts, answers) ->
+    """A judge for `score_models(..., judge=...)`: a callable (prompts, answers) ->
     [(passed, detail)] asking `model` at `base_url`, cached beside `cache`.
 
     The API key is read from the environment variable named `api_key_env` (none needed

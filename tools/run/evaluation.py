@@ -34,7 +34,7 @@ from pathlib import Path
 
 from cosmosage.dataprep.io import DataError, write_json, write_text
 from cosmosage.tools.eval import plots
-from cosmosage.tools.eval.evaluate import evaluate
+from cosmosage.tools.eval.evaluate import score_models
 from cosmosage.tools.eval.report import INTERVALS, cell, report_markdown
 from cosmosage.tools.paths import RunFolder
 
@@ -98,8 +98,9 @@ def check_thresholds(scores: dict[str, dict], thresholds: dict) -> list[str]:
     return failed
 
 
-def evaluate_run(run_dir: Path, record: dict, meta: dict, base: str, root: Path, echo) -> dict:
-    """Evaluate every model of a finished run; write eval/ (scores.json, report.md, PNGs)."""
+def recipe_eval(run_dir: Path, record: dict, meta: dict, base: str, root: Path, echo) -> dict:
+    """The recipe's `eval:` block on every model of a finished run (the launcher's
+    `evaluate_models` step); writes eval/ (scores.json, report.md, PNGs)."""
     cfg = dict(meta.get("eval") or {})
     suites = cfg.get("suites") or cfg.get("prompts") or []
     suites = [root / s for s in ([suites] if isinstance(suites, str) else suites)]
@@ -120,7 +121,7 @@ def evaluate_run(run_dir: Path, record: dict, meta: dict, base: str, root: Path,
     result: dict = {"suites": [], "models": models, "scores": {m: {} for m in models}}
     if suites:
         echo(f"eval   {', '.join(s.name for s in suites)}: {', '.join(models)}")
-        result = evaluate(
+        result = score_models(
             models,
             suites,
             cfg.get("preset"),

@@ -328,7 +328,7 @@ def evaluate_models(
     model; the scores join the record and the registry. The thresholds missed."""
     if not top.meta.get("eval"):
         return []
-    result = evaluation.evaluate_run(run.path, record, top.meta, first_base, root, echo)
+    result = evaluation.recipe_eval(run.path, record, top.meta, first_base, root, echo)
     record["eval"] = result["scores"]
     record["forgetting"] = result.get("forgetting", [])
     record["consistency_auroc"] = (result.get("consistency") or {}).get("auroc")

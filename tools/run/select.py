@@ -90,13 +90,13 @@ def score_checkpoints(
     if rule.get("scorer"):
         return custom_scorer(rule["scorer"])(parent, candidates, rule, root)
     from cosmosage.tools.eval.drift import general_items, kl_to_base
-    from cosmosage.tools.eval.evaluate import evaluate
+    from cosmosage.tools.eval.evaluate import score_models
     from cosmosage.tools.eval.generation import preset
 
     models = {"parent": parent, **{f"step-{s}": p for s, p in candidates}}
     suites = [root / s for s in rule["suites"]]
     settings = preset("greedy", max_new_tokens=int(rule.get("max_new_tokens", 32)))
-    result = evaluate(models, suites, settings, cache_dir=root / "build" / "cache" / "answers")
+    result = score_models(models, suites, settings, cache_dir=root / "build" / "cache" / "answers")
     base = result["scores"]["parent"]
     items = general_items(result["answers"], "parent")
     rows = []

@@ -46,13 +46,13 @@ def evaluate_side_by_side(
 ) -> list[dict]:
     """One result per point of the settings grid (`axes`), each echoed as its report."""
     from cosmosage.tools.eval import generation
-    from cosmosage.tools.eval.evaluate import evaluate
+    from cosmosage.tools.eval.evaluate import score_models
     from cosmosage.tools.eval.report import report_markdown
 
     results = []
     for point in generation.grid(settings, list(axes)):
         res = (
-            evaluate(
+            score_models(
                 named,
                 list(suites),
                 point,

@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from cosmosage.dataprep.io import DataError
 from cosmosage.tools.cli.main import main
 from cosmosage.tools.eval.compare import compare, compare_markdown
-from cosmosage.tools.eval.evaluate import evaluate, rates
+from cosmosage.tools.eval.evaluate import rates, score_models
 from cosmosage.tools.eval.generation import Generator, chat_ids, grid, preset
 from cosmosage.tools.eval.report import report_markdown
 from cosmosage.tools.eval.suites import load_suite
@@ -158,7 +158,7 @@ def test_evaluate_scores_every_model_with_self_consistency(tmp_path, tiny_model)
         "  - {id: a, prompt: 'What is the CMB?', expect: ['zzzz-never']}\n"
         "  - {id: b, prompt: Say hello., expect: ['qqqq-never'], kind: general}\n"
     )
-    res = evaluate(
+    res = score_models(
         {"m1": tiny_model, "m2": tiny_model}, [suite], preset("greedy", max_new_tokens=4), samples=3
     )
     assert res["scores"]["m1"]["all"] == 0.0 and res["scores"]["m1"]["general"] == 0.0
@@ -275,15 +275,15 @@ def test_answers_come_from_the_cache_without_loading_the_model(tmp_path, tiny_mo
 
     monkeypatch.setattr(ev, "Generator", counting)
     cache = tmp_path / "cache"
-    first = evaluate({"m": model}, [suite], settings, samples=2, cache_dir=cache)
+    first = score_models({"m": model}, [suite], settings, samples=2, cache_dir=cache)
     assert len(loads) == 1 and first["cached_requests"] == 0
-    again = evaluate({"m": model}, [suite], settings, samples=2, cache_dir=cache)
+    again = score_models({"m": model}, [suite], settings, samples=2, cache_dir=cache)
     assert len(loads) == 1, "a repeated request is answered from the cache"
     assert again["cached_requests"] == 2 and again["answers"] == first["answers"]
-    evaluate({"m": model}, [suite], preset("greedy", max_new_tokens=5), cache_dir=cache)
+    score_models({"m": model}, [suite], preset("greedy", max_new_tokens=5), cache_dir=cache)
     assert len(loads) == 2, "other settings are another request"
     os.utime(model / "config.json", ns=(1, 1))
-    evaluate({"m": model}, [suite], settings, cache_dir=cache)
+    score_models({"m": model}, [suite], settings, cache_dir=cache)
     assert len(loads) == 3, "a changed model folder is another model"
 
 
@@ -316,7 +316,7 @@ def test_an_unwritable_answer_cache_is_a_warning_not_a_lost_evaluation(
     suite.write_text("prompts:\n  - {id: a, prompt: 'Hi?', expect: ['zz-never']}\n")
     blocked = tmp_path / "a_file"
     blocked.write_text("")  # the cache folder would have to be inside a file
-    res = evaluate(
+    res = score_models(
         {"m": tiny_model}, [suite], preset("greedy", max_new_tokens=2), cache_dir=blocked / "cache"
     )
     assert res["scores"]["m"]["all"] == 0.0

@@ -1,6 +1,6 @@
 """Judge scoring: verdicts and details from a canned judge, the cache (reruns ask nothing,
 a changed answer asks once), unusable replies and failed requests, lenient reading of
-replies, `evaluate` with a judge on the tiny model, and a real `transformers serve`."""
+replies, `score_models` with a judge on the tiny model, and a real `transformers serve`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from cosmosage.dataprep.io import DataError
 from cosmosage.dataprep.synth.llm import RetryPolicy
 from cosmosage.dataprep.synth.parse import ParseError
 from cosmosage.dataprep.synth.serve import transformers_serve
-from cosmosage.tools.eval.evaluate import evaluate
+from cosmosage.tools.eval.evaluate import score_models
 from cosmosage.tools.eval.judge import cache_file, judge_key, make_judge, read_score
 from tests.helpers.scripted_server import ScriptedServer, judge_reply
 
@@ -257,7 +257,7 @@ def test_evaluate_with_a_judge_on_the_tiny_model(tiny_model, tmp_path):
     cache = tmp_path / "eval" / "judge.jsonl"
     with ScriptedServer(judge_reply) as s:
         judge = make_judge(s.base_url, "judge", cache, **QUIET)
-        res = evaluate({"tiny": tiny_model}, [suite], settings, judge=judge)
+        res = score_models({"tiny": tiny_model}, [suite], settings, judge=judge)
         assert len(s.requests) == 1  # only the judge prompt goes to the judge
         expected = json.loads(
             judge_reply(s.requests[0]["body"], 0).body["choices"][0]["message"]["content"]
@@ -272,7 +272,7 @@ def test_evaluate_with_a_judge_on_the_tiny_model(tiny_model, tmp_path):
             / 2
         )
         # Greedy answers are the same again, so the judge is not asked again.
-        again = evaluate({"tiny": tiny_model}, [suite], settings, judge=judge)
+        again = score_models({"tiny": tiny_model}, [suite], settings, judge=judge)
         assert len(s.requests) == 1 and again["answers"] == res["answers"]
 
 

@@ -116,7 +116,7 @@ class FakeTrainer:
 def fake_evaluate(threshold: float | None = None):
     """Scores of base and the stage; held-out recall falls as the learning rate rises."""
 
-    def evaluate_run(run_dir, record, meta, base, root, echo):
+    def recipe_eval(run_dir, record, meta, base, root, echo):
         lr = yaml.safe_load((run_dir / "pretrain" / "axolotl.yaml").read_text())["learning_rate"]
         final = {"all": 0.5, "held_out": held_out(lr), "ppl": 30.0 + 1000 * lr}
         failures = []
@@ -130,14 +130,14 @@ def fake_evaluate(threshold: float | None = None):
             "threshold_failures": failures,
         }
 
-    return evaluate_run
+    return recipe_eval
 
 
 @pytest.fixture
 def trainer(monkeypatch, tiny_model) -> FakeTrainer:
     fake = FakeTrainer()
     monkeypatch.setattr(process, "run_command", fake)
-    monkeypatch.setattr(evaluation, "evaluate_run", fake_evaluate())
+    monkeypatch.setattr(evaluation, "recipe_eval", fake_evaluate())
     return fake
 
 
@@ -314,7 +314,7 @@ def test_failed_combinations_are_recorded_and_the_sweep_goes_on(
 ):
     monkeypatch.setattr(sweep, "ROOT", root)  # the command line's project root
     trainer.fail_lrs = {3e-3}
-    monkeypatch.setattr(evaluation, "evaluate_run", fake_evaluate(threshold=0.6))
+    monkeypatch.setattr(evaluation, "recipe_eval", fake_evaluate(threshold=0.6))
     args = ["sweep", "toy/pretrain", "--grid", "learning_rate=1e-3,3e-3,1e-2"]
     args += [f"--set={s}" for s in SETS] + ["--runs-dir", str(tmp_path)]
     res = CliRunner().invoke(main, args)
