@@ -61,6 +61,27 @@ runs_dir_option = click.option(
 )
 
 
+def input_option(help: str):
+    """The required --input FILE of a command that reads one JSONL file."""
+    return click.option(
+        "--input",
+        "input_path",
+        required=True,
+        type=click.Path(exists=True, dir_okay=False),
+        help=help,
+    )
+
+
+def out_file_option(help: str | None = None):
+    """The required --out FILE a command writes (its manifest and rejects go beside it)."""
+    return click.option("--out", required=True, type=click.Path(dir_okay=False), help=help)
+
+
+def out_folder_option(help: str | None = None):
+    """The required --out FOLDER a command writes a model or a set of files into."""
+    return click.option("--out", required=True, type=click.Path(file_okay=False), help=help)
+
+
 def shard_option(key: str):
     """The one --shard option; `key` says what decides an item's shard for this command."""
     return click.option(

@@ -10,17 +10,12 @@ import sys
 
 import click
 
-from cosmosage.tools.cli.common import echo_json, shard_option
+from cosmosage.tools.cli.common import echo_json, out_file_option, shard_option
 
 
 @click.command("convert")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Output JSONL ({'messages': [...]} per line).",
-)
+@out_file_option("Output JSONL ({'messages': [...]} per line).")
 @click.option(
     "--format",
     "fmt",
@@ -217,7 +212,7 @@ def data_facts(table, out_dir, seed, held_out, speakers, kind, limit) -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="JSON Schema (.json or .yaml) every target must match.",
 )
-@click.option("--out", required=True, type=click.Path(dir_okay=False))
+@out_file_option()
 @click.option(
     "--instruction", default=None, help="System message telling the model what to extract."
 )

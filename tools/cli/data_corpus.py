@@ -14,7 +14,7 @@ from datetime import date
 import click
 
 from cosmosage.dataprep.corpus.dedup import NEAR_THRESHOLD, SHINGLE
-from cosmosage.tools.cli.common import echo_json, shard_option
+from cosmosage.tools.cli.common import echo_json, out_file_option, shard_option
 
 
 def _date(ctx, param, value: str | None) -> date | None:
@@ -356,12 +356,7 @@ def arxiv_abstracts(snapshot, categories, since, until, **kw) -> None:
 
 
 @click.command("merge-shards")
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="The --out the shard jobs were given.",
-)
+@out_file_option("The --out the shard jobs were given.")
 @click.option(
     "--val-out", type=click.Path(dir_okay=False), help="The --val-out the shard jobs were given."
 )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from cosmosage.tools.cli.common import echo_json
+from cosmosage.tools.cli.common import echo_json, input_option, out_file_option
 from cosmosage.tools.cli.jobs import (
     endpoint_options,
     run_journaled,
@@ -25,9 +25,7 @@ name_option = click.option(
 
 @click.command("augment")
 @papers_argument
-@click.option(
-    "--out", required=True, type=click.Path(dir_okay=False), help="Completion JSONL to write."
-)
+@out_file_option("Completion JSONL to write.")
 @click.option(
     "--rendering",
     "renderings",
@@ -58,7 +56,7 @@ def data_augment(papers, out, renderings, copies, seed, name_subjects) -> None:
 
 @click.command("cloze")
 @papers_argument
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Chat JSONL to write.")
+@out_file_option("Chat JSONL to write.")
 @click.option(
     "--answer",
     type=click.Choice(["span", "sentence"]),
@@ -198,14 +196,8 @@ def data_closed_book(questions, papers, out_dir, against) -> None:
 
 
 @click.command("questions")
-@click.option(
-    "--input",
-    "input_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="Blanks: chat JSONL from `data cloze` (each record's document, sentence and span).",
-)
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Chat JSONL to write.")
+@input_option("Blanks: chat JSONL from `data cloze` (each record's document, sentence and span).")
+@out_file_option("Chat JSONL to write.")
 @click.option(
     "--questions",
     "per_span",
@@ -296,16 +288,8 @@ def data_questions(
 
 
 @click.command("entigraph")
-@click.option(
-    "--input",
-    "input_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="Chunk JSONL from `data corpus`.",
-)
-@click.option(
-    "--out", required=True, type=click.Path(dir_okay=False), help="Completion JSONL of passages."
-)
+@input_option("Chunk JSONL from `data corpus`.")
+@out_file_option("Completion JSONL of passages.")
 @click.option(
     "--max-entities",
     type=click.IntRange(2),

@@ -7,7 +7,7 @@ import json
 
 import click
 
-from cosmosage.tools.cli.common import shard_option
+from cosmosage.tools.cli.common import input_option, out_file_option, shard_option
 from cosmosage.tools.cli.jobs import (
     endpoint_options,
     run_journaled,
@@ -16,19 +16,8 @@ from cosmosage.tools.cli.jobs import (
 
 
 @click.command("synth")
-@click.option(
-    "--input",
-    "input_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="Chunk JSONL from `data corpus`.",
-)
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Chat JSONL of question/answer records.",
-)
+@input_option("Chunk JSONL from `data corpus`.")
+@out_file_option("Chat JSONL of question/answer records.")
 @click.option(
     "--prompt",
     default="synth_qa",
@@ -97,19 +86,8 @@ def data_synth(
 
 
 @click.command("grade")
-@click.option(
-    "--input",
-    "input_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="Chat records from `data synth` (or any with source.chunk_sha).",
-)
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Kept records, each with its grade.",
-)
+@input_option("Chat records from `data synth` (or any with source.chunk_sha).")
+@out_file_option("Kept records, each with its grade.")
 @click.option(
     "--chunks",
     type=click.Path(exists=True, dir_okay=False),
@@ -216,12 +194,7 @@ def data_grade(
 
 @click.command("metaqa")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Chat JSONL of metadata question/answer records.",
-)
+@out_file_option("Chat JSONL of metadata question/answer records.")
 @click.option(
     "--templates",
     default="metaqa",
@@ -276,9 +249,7 @@ def data_metaqa(inputs, out, templates, seed) -> None:
     "(self-distillation), instead of answering prompts; a rewrite that loses a name or "
     "number of the original keeps the original.",
 )
-@click.option(
-    "--out", required=True, type=click.Path(dir_okay=False), help="Chat JSONL of the answers."
-)
+@out_file_option("Chat JSONL of the answers.")
 @click.option(
     "--preset",
     default="greedy",

@@ -9,12 +9,12 @@ from pathlib import Path
 import click
 
 from cosmosage.tools import paths
-from cosmosage.tools.cli.common import runs_dir_option
+from cosmosage.tools.cli.common import out_folder_option, runs_dir_option
 
 
 @click.command("tiny")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--out", required=True, type=click.Path(file_okay=False))
+@out_folder_option()
 @click.option("--vocab-size", type=int, default=1024, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Rebuild even if an identical model exists.")
@@ -30,7 +30,7 @@ def model_tiny(inputs, out, vocab_size, seed, force) -> None:
 
 @click.command("import")
 @click.argument("source")
-@click.option("--out", required=True, type=click.Path(file_okay=False))
+@out_folder_option()
 @click.option("--force", is_flag=True, help="Import again even if --out holds this import.")
 @click.option(
     "--hub-id",
@@ -85,7 +85,7 @@ def model_import(source, out, force, hub_id) -> None:
     help="Size: 150m, 410m, 1b (pretraining from scratch) or tiny (tests, CPU).",
 )
 @click.option("--tokenizer", required=True, help="Tokenizer to copy: a model folder or a Hub id.")
-@click.option("--out", required=True, type=click.Path(file_okay=False))
+@out_folder_option()
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--dtype",
@@ -131,7 +131,7 @@ def model_init(preset, tokenizer, out, seed, dtype, force) -> None:
     default="linear",
     show_default=True,
 )
-@click.option("--out", required=True, type=click.Path(file_okay=False))
+@out_folder_option()
 @click.option("--base", default=None, help="The base model of ties / dare_ties task vectors.")
 @click.option(
     "--density",
