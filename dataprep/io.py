@@ -2,8 +2,8 @@
 manifests and rejects.
 
 Readers yield records and never stop at a bad line: a line that is not valid JSON
-becomes a `Reject` naming the file and line, so the caller can write it to the
-rejects file and go on.
+becomes a `Reject` naming the file and line (dataprep/records.py parses it), so the
+caller can write it to the rejects file and go on.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import functools
 import hashlib
 import json
 import os
-import re
 import sys
 import tempfile
 from collections import Counter
@@ -24,29 +23,13 @@ from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
-
-class DataError(Exception):
-    """Bad input that stops a step; the message names file, line and field."""
-
-
-@dataclass
-class Reject:
-    """A record that was dropped, with where it came from and why."""
-
-    source: str
-    line: int | None
-    reason: str
-    record: Any = None
-
-    def to_json(self) -> dict:
-        out = {"source": self.source, "line": self.line, "reason": self.reason}
-        if self.record is not None:
-            out["record"] = self.record
-        return out
-
-
-def where(source: str | Path, line: int | None) -> str:
-    return f"{source}:{line}" if line is not None else str(source)
+from cosmosage.dataprep.records import (
+    DataError,
+    Reject,
+    load_yaml_text,
+    parse_json_line,
+    reason_group,
+)
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict | Reject]]:
@@ -54,71 +37,8 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict | Reject]]:
     path = Path(path)
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield (
-                    lineno,
-                    Reject(str(path), lineno, f"not UTF-8: {exc.reason} at byte {exc.start}"),
-                )
-                continue
-            if "\x00" in text:
-                yield lineno, Reject(str(path), lineno, "NUL byte in line")
-                continue
-            try:
-                obj = json.loads(text, parse_constant=_no_constant)
-            except _NotJSON as exc:
-                yield lineno, Reject(str(path), lineno, str(exc), text[:500])
-                continue
-            except json.JSONDecodeError as exc:
-                yield (
-                    lineno,
-                    Reject(
-                        str(path),
-                        lineno,
-                        f"invalid JSON: {exc.msg} (column {exc.colno})",
-                        text[:500],
-                    ),
-                )
-                continue
-            if not isinstance(obj, dict):
-                yield (
-                    lineno,
-                    Reject(
-                        str(path), lineno, f"expected a JSON object, got {type(obj).__name__}", obj
-                    ),
-                )
-                continue
-            bad = next((t for t in record_strings(obj) if _SURROGATE.search(t)), None)
-            if bad is not None:
-                code = f"\\u{ord(_SURROGATE.search(bad).group()):04x}"
-                yield (
-                    lineno,
-                    Reject(
-                        str(path),
-                        lineno,
-                        f"text holds a lone surrogate ({code}), which is not a character",
-                        text[:500],
-                    ),
-                )
-                continue
-            yield lineno, obj
-
-
-# a UTF-16 half without its pair: JSON's \ud800 escape gives one, no encoder takes it
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-class _NotJSON(ValueError):
-    pass
-
-
-def _no_constant(name: str) -> Any:
-    """NaN and Infinity are Python's extension, not JSON: refused, so nothing downstream
-    writes them back out."""
-    raise _NotJSON(f"not JSON: {name} is not a JSON number")
+            if raw.strip():
+                yield lineno, parse_json_line(raw, str(path), lineno)
 
 
 def read_text(path: str | Path) -> str:
@@ -220,19 +140,6 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def record_strings(obj: Any) -> Iterator[str]:
-    """Every string inside a record (values of mappings and items of lists, nested), for
-    checks that a text occurs nowhere in a training file."""
-    if isinstance(obj, str):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from record_strings(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from record_strings(v)
-
-
 def check_outputs(inputs: Iterable[str | Path], outputs: dict[str, str | Path | None]) -> None:
     """Refuse, before anything is read, an output that resolves (symlinks included) to an
     input or to another output (or to another output's rejects or manifest file);
@@ -331,13 +238,6 @@ def manifest_path(output: str | Path) -> Path:
     return sibling(output, ".manifest.json")
 
 
-def reason_group(reason: str) -> str:
-    """What a manifest counts a reject under: the reason before its first colon, list
-    indexes generalised ("messages[3].content: empty" -> "messages[].content"), so the
-    dropped counts of any two commands can be compared and summed."""
-    return re.sub(r"\[\d+\]", "[]", reason.split(":", 1)[0].strip())
-
-
 @dataclass
 class Manifest:
     """What an output was made from and what was kept and dropped, written beside it."""
@@ -424,79 +324,6 @@ def read_records(path: str | Path) -> Iterator[tuple[int, dict | Reject]]:
     if suffix in (".csv", ".tsv"):
         return read_csv(path)
     return read_jsonl(path)
-
-
-# the most nodes a YAML document may expand to once its aliases are followed: far above
-# any real recipe, suite or fact table, far below what a nest of anchors (a "billion
-# laughs" document of a few hundred bytes) would build in memory
-YAML_MAX_NODES = 1_000_000
-
-
-def expanded_nodes(node: Any, limit: int = YAML_MAX_NODES) -> int:
-    """How many nodes a composed YAML document stands for with every alias expanded,
-    counted without expanding anything (an alias is the same node object); stops
-    counting past `limit`."""
-    import yaml
-
-    sizes: dict[int, int] = {}
-    order: list[Any] = []
-    stack, seen = [node], set()
-    while stack:  # children before parents, without recursion
-        n = stack.pop()
-        if id(n) in seen:
-            continue
-        seen.add(id(n))
-        order.append(n)
-        if isinstance(n, yaml.SequenceNode):
-            stack += n.value
-        elif isinstance(n, yaml.MappingNode):
-            stack += [x for pair in n.value for x in pair]
-    for n in reversed(order):
-        if isinstance(n, yaml.SequenceNode):
-            kids = n.value
-        elif isinstance(n, yaml.MappingNode):
-            kids = [x for pair in n.value for x in pair]
-        else:
-            kids = []
-        sizes[id(n)] = min(limit + 1, 1 + sum(sizes.get(id(k), 1) for k in kids))
-    return sizes[id(node)]
-
-
-def load_yaml_text(text: str, source: str | Path, lines: bool = False) -> Any:
-    """Parse YAML text from `source`: syntax errors and documents that would expand past
-    YAML_MAX_NODES become a DataError naming the source and line.
-
-    With `lines`, every mapping gets a `__line__` key: the line it starts on, so later
-    checks can point at it."""
-    import yaml
-
-    class LineLoader(yaml.SafeLoader):
-        def construct_mapping(self, node, deep=False):
-            mapping = super().construct_mapping(node, deep=deep)
-            mapping["__line__"] = node.start_mark.line + 1
-            return mapping
-
-    loader = (LineLoader if lines else yaml.SafeLoader)(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        if expanded_nodes(node) > YAML_MAX_NODES:
-            raise DataError(
-                f"{where(source, node.start_mark.line + 1)}: the YAML expands to more than "
-                f"{YAML_MAX_NODES:,} values through its anchors and aliases; refused"
-            )
-        return loader.construct_document(node)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        raise DataError(
-            f"{where(source, line)}: invalid YAML: {exc.problem or exc.context}"
-        ) from exc
-    except yaml.YAMLError as exc:
-        raise DataError(f"{source}: invalid YAML: {exc}") from exc
-    finally:
-        loader.dispose()
 
 
 def read_yaml(path: str | Path, lines: bool = False) -> Any:

@@ -30,10 +30,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from cosmosage.dataprep.io import (
-    DataError,
     JsonlWriter,
     Manifest,
-    Reject,
     check_outputs,
     manifest_path,
     read_jsonl,
@@ -41,6 +39,7 @@ from cosmosage.dataprep.io import (
     rejects_path,
     sibling,
 )
+from cosmosage.dataprep.records import DataError, Reject
 
 _SPEC_RE = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cosmosage.dataprep.io import Reject, reason_group, write_rejects
+from cosmosage.dataprep.io import write_rejects
+from cosmosage.dataprep.records import Reject, reason_group
 
 T = TypeVar("T")
 

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # area -> the areas it may import (besides itself). Lower layers never import upper ones.
 ALLOWED = {
     "dataprep.env": set(),
+    "dataprep.records": set(),
     "dataprep.io": set(),
     "dataprep.shard": {"dataprep.io"},
     "dataprep.steps": {"dataprep.io"},
@@ -68,8 +69,9 @@ def imports() -> list[tuple[str, str, str]]:
     return found
 
 
-# Below every area: the environment of the child processes (one offline rule).
-EVERY_AREA_MAY_IMPORT = {"dataprep.env"}
+# Below every area: the environment of the child processes (one offline rule) and the
+# records and parsers that open no file (dataprep/records.py, under dataprep/io.py).
+EVERY_AREA_MAY_IMPORT = {"dataprep.env", "dataprep.records"}
 
 
 def test_nothing_imports_upward():
@@ -170,11 +172,9 @@ def test_only_one_module_decides_when_a_child_process_goes_offline():
     assert wrong == []
 
 
-# Size limits: no module over 500 lines, no function over 80. dataprep/io.py is over by
-# design: it is the one module that opens files (the full-disk test replaces `open` there
-# and nowhere else); it is held where it is.
+# Size limits: no module over 500 lines, no function over 80.
 MODULE_LINES, FUNCTION_LINES = 500, 80
-KNOWN_LONG_MODULES = {"dataprep/io.py": 662}
+KNOWN_LONG_MODULES: dict[str, int] = {}
 KNOWN_LONG_FUNCTIONS: dict[str, int] = {}
 
 

@@ -15,14 +15,13 @@ from pathlib import Path
 
 from cosmosage.dataprep.chat import messages as chatmod
 from cosmosage.dataprep.io import (
-    DataError,
     Manifest,
-    Reject,
     check_outputs,
     read_records,
     refuse_nothing_kept,
     write_jsonl,
 )
+from cosmosage.dataprep.records import DataError, Reject
 from cosmosage.dataprep.shard import Shard, in_shard, record_key, reject_key
 from cosmosage.dataprep.steps import Drops, numbered, step
 

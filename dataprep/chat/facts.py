@@ -58,19 +58,16 @@ from cosmosage.dataprep.chat.fact_forms import (
 )
 from cosmosage.dataprep.chat.fact_relations import derived_questions, relation_patterns
 from cosmosage.dataprep.io import (
-    DataError,
     Manifest,
-    Reject,
     check_outputs,
     read_csv,
     read_yaml,
-    reason_group,
-    record_strings,
     rejects_path,
     write_jsonl,
     write_rejects,
     write_yaml,
 )
+from cosmosage.dataprep.records import DataError, Reject, reason_group, record_strings
 
 _REQUIRED = ("subject", "relation", "object")
 _STATEMENT_FIELDS = {"subject", "relation", "object"}

@@ -24,7 +24,8 @@ from typing import Any
 from cosmosage.dataprep.chat import labels
 from cosmosage.dataprep.chat import messages as chatmod
 from cosmosage.dataprep.chat.labels import IGNORE, LABEL_KEYS, SHAPE_KEYS, TOKENIZER_KEYS
-from cosmosage.dataprep.io import DataError, Reject, read_records
+from cosmosage.dataprep.io import read_records
+from cosmosage.dataprep.records import DataError, Reject
 from cosmosage.dataprep.steps import Drops
 
 # dataset-entry keys that change how Axolotl's chat_template strategy reads and labels a

@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 
 SHAREGPT_ROLES = {
     "system": "system",

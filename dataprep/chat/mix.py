@@ -45,9 +45,7 @@ from cosmosage.dataprep.chat.mix_spec import (  # noqa: F401 (load_spec, parse_s
     parse_spec,
 )
 from cosmosage.dataprep.io import (
-    DataError,
     Manifest,
-    Reject,
     check_outputs,
     read_jsonl,
     read_records,
@@ -55,6 +53,7 @@ from cosmosage.dataprep.io import (
     write_jsonl,
     write_rejects,
 )
+from cosmosage.dataprep.records import DataError, Reject
 from cosmosage.dataprep.steps import Drops
 
 # --------------------------------------------------------------------------- reading

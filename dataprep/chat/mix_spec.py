@@ -12,10 +12,8 @@ from cosmosage.dataprep.chat import messages as chatmod
 from cosmosage.dataprep.chat.convert import (
     ConvertOptions,
 )
-from cosmosage.dataprep.io import (
-    DataError,
-    read_yaml,
-)
+from cosmosage.dataprep.io import read_yaml
+from cosmosage.dataprep.records import DataError
 
 TIERS = ("high", "medium", "low")
 DEFAULT_CACHE = "build/cache/hub"

@@ -22,15 +22,14 @@ from typing import Any
 
 from cosmosage.dataprep.chat.messages import validate_messages
 from cosmosage.dataprep.io import (
-    DataError,
     Manifest,
-    Reject,
     check_outputs,
     read_records,
     read_yaml,
     refuse_nothing_kept,
     write_jsonl,
 )
+from cosmosage.dataprep.records import DataError, Reject
 from cosmosage.dataprep.steps import Drops, numbered, step
 
 

@@ -270,7 +270,8 @@ def read_eval_prompts(path: str | Path) -> list[str]:
     """Evaluation prompts from a prompt suite (.yaml: `prompts: [{prompt: ...}]`), a
     JSONL file (prompt / question / instruction / messages fields) or plain text (one
     prompt per line)."""
-    from cosmosage.dataprep.io import DataError, Reject, read_jsonl, read_text, read_yaml
+    from cosmosage.dataprep.io import read_jsonl, read_text, read_yaml
+    from cosmosage.dataprep.records import DataError, Reject
 
     path = Path(path)
     suffix = path.suffix.lower()

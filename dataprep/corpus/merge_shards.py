@@ -15,16 +15,8 @@ from pathlib import Path
 from cosmosage.dataprep.corpus.chunk import packing_efficiency
 from cosmosage.dataprep.corpus.dedup import NEAR_THRESHOLD, NUM_PERM, Deduplicator
 from cosmosage.dataprep.corpus.pipeline import MAX_LISTED_INPUTS, decode_signature, docs_path
-from cosmosage.dataprep.io import (
-    DataError,
-    JsonlWriter,
-    Manifest,
-    Reject,
-    check_outputs,
-    read_jsonl,
-    reason_group,
-    rejects_path,
-)
+from cosmosage.dataprep.io import JsonlWriter, Manifest, check_outputs, read_jsonl, rejects_path
+from cosmosage.dataprep.records import DataError, Reject, reason_group
 from cosmosage.dataprep.shard import find_shards, read_manifest
 
 

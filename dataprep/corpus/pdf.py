@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 
 
 def pdf_to_text(data: bytes, source: str = "<pdf>") -> str:

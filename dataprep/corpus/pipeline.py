@@ -37,14 +37,8 @@ from cosmosage.dataprep.corpus.dedup import (
 )
 from cosmosage.dataprep.corpus.filters import QualityConfig, quality_reason
 from cosmosage.dataprep.corpus.sources import Document, is_validation
-from cosmosage.dataprep.io import (
-    JsonlWriter,
-    Manifest,
-    Reject,
-    manifest_path,
-    rejects_path,
-    sibling,
-)
+from cosmosage.dataprep.io import JsonlWriter, Manifest, manifest_path, rejects_path, sibling
+from cosmosage.dataprep.records import Reject
 
 # Manifests list at most this many inputs (memory stays flat); the `.docs.jsonl`
 # sidecar lists every kept document with path, hash and license.

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from cosmosage.dataprep.corpus.latex import latex_to_text, main_file
 from cosmosage.dataprep.corpus.pdf import pdf_to_text
-from cosmosage.dataprep.io import DataError, Reject, read_archive, read_bytes
+from cosmosage.dataprep.io import read_archive, read_bytes
+from cosmosage.dataprep.records import DataError, Reject
 from cosmosage.dataprep.shard import Shard, in_shard
 
 TEXT_KINDS = {".md": "markdown", ".mmd": "markdown", ".markdown": "markdown", ".txt": "text"}

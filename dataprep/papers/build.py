@@ -6,17 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cosmosage.dataprep.io import (
-    DataError,
-    Manifest,
-    check_outputs,
-    write_jsonl,
-    write_rejects,
-    write_yaml,
-)
+from cosmosage.dataprep.io import Manifest, check_outputs, write_jsonl, write_rejects, write_yaml
 from cosmosage.dataprep.papers import augment as aug
 from cosmosage.dataprep.papers import cloze as cz
 from cosmosage.dataprep.papers.documents import Paper, load_papers, with_named_subjects
+from cosmosage.dataprep.records import DataError
 
 
 def _papers(

@@ -31,13 +31,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from cosmosage.dataprep.io import (
-    DataError,
     Manifest,
-    Reject,
     check_outputs,
     read_jsonl,
     read_yaml,
-    record_strings,
     rejects_path,
     write_jsonl,
     write_rejects,
@@ -45,6 +42,7 @@ from cosmosage.dataprep.io import (
 )
 from cosmosage.dataprep.papers.cloze import normalise
 from cosmosage.dataprep.papers.documents import Paper
+from cosmosage.dataprep.records import DataError, Reject, record_strings
 
 SPLITS = {"qa": "qa_fact", "paper_only": "paper_only"}
 FACT_KEYS = {"id", "document", "sentence", "answer", "expect", "split", "train", "reply", "ask"}

@@ -16,7 +16,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cosmosage.dataprep.io import DataError, Reject, read_text
+from cosmosage.dataprep.io import read_text
+from cosmosage.dataprep.records import DataError, Reject
 
 SUFFIXES = (".md", ".markdown", ".txt")
 _ABBREVIATIONS = ("e.g.", "i.e.", "et al.", "Dr.", "Fig.", "Eq.", "approx.", "cf.", "vs.")

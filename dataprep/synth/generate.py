@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cosmosage.dataprep.io import DataError, Reject, read_jsonl
+from cosmosage.dataprep.io import read_jsonl
+from cosmosage.dataprep.records import DataError, Reject
 from cosmosage.dataprep.shard import Shard, in_shard, reject_key
 from cosmosage.dataprep.synth.jobs import Answer, JournaledJob, Outcome
 from cosmosage.dataprep.synth.llm import Endpoint, RetryPolicy

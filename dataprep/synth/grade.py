@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cosmosage.dataprep.io import (
-    DataError,
-    Reject,
     atomic_writer,
     manifest_path,
     read_jsonl,
@@ -35,6 +33,7 @@ from cosmosage.dataprep.io import (
     write_json,
     write_jsonl,
 )
+from cosmosage.dataprep.records import DataError, Reject
 from cosmosage.dataprep.synth.jobs import Answer, JournaledJob, Outcome
 from cosmosage.dataprep.synth.llm import Endpoint, RetryPolicy
 from cosmosage.dataprep.synth.parse import ParseError, as_number

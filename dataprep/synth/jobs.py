@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from cosmosage.dataprep.io import Manifest, Reject, check_outputs, write_jsonl, write_rejects
+from cosmosage.dataprep.io import Manifest, check_outputs, write_jsonl, write_rejects
+from cosmosage.dataprep.records import Reject
 from cosmosage.dataprep.synth.journal import Journal, journal_path, plan_resume, unversioned_edit
 from cosmosage.dataprep.synth.llm import (
     Endpoint,

@@ -23,7 +23,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cosmosage.dataprep.io import DataError, sibling
+from cosmosage.dataprep.io import sibling
+from cosmosage.dataprep.records import DataError
 
 FORMAT = 1
 PROMPT_CHANGE_POLICIES = ("stop", "continue", "regenerate")

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tqdm import tqdm
 
-from cosmosage.dataprep.io import DataError, reason_group
+from cosmosage.dataprep.records import DataError, reason_group
 
 DUMMY_KEY = "not-needed"  # local servers ignore the key, but the client insists on one
 RETRY_STATUS = {408, 409, 429}

@@ -19,15 +19,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from cosmosage.dataprep.corpus.sources import read_file_documents
-from cosmosage.dataprep.io import (
-    DataError,
-    Manifest,
-    Reject,
-    check_outputs,
-    read_jsonl,
-    write_jsonl,
-    write_rejects,
-)
+from cosmosage.dataprep.io import Manifest, check_outputs, read_jsonl, write_jsonl, write_rejects
+from cosmosage.dataprep.records import DataError, Reject
 from cosmosage.dataprep.synth.prompts import fill, load_yaml, placeholders
 
 _ID_RE = re.compile(r"^(?:\d{4}\.\d{4,5}|[a-z\-]+(?:\.[A-Z]{2})?/\d{7})$")

@@ -22,7 +22,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cosmosage.dataprep.io import DataError, read_yaml
+from cosmosage.dataprep.io import read_yaml
+from cosmosage.dataprep.records import DataError
 from cosmosage.dataprep.synth.parse import OUTPUT_KINDS
 
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"

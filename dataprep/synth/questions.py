@@ -38,7 +38,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cosmosage.dataprep.io import DataError, Reject, read_jsonl
+from cosmosage.dataprep.io import read_jsonl
+from cosmosage.dataprep.records import DataError, Reject
 from cosmosage.dataprep.synth.generate import content_words
 from cosmosage.dataprep.synth.jobs import Answer, Outcome, RecordsJob
 from cosmosage.dataprep.synth.llm import Endpoint, RetryPolicy

@@ -25,9 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cosmosage.dataprep.io import (
-    DataError,
     Manifest,
-    Reject,
     check_outputs,
     read_jsonl,
     read_text,
@@ -35,6 +33,7 @@ from cosmosage.dataprep.io import (
     write_jsonl,
     write_rejects,
 )
+from cosmosage.dataprep.records import DataError, Reject
 from cosmosage.dataprep.synth.generate import content_words
 from cosmosage.dataprep.synth.journal import Journal, journal_path
 

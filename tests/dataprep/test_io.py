@@ -56,7 +56,8 @@ def test_a_yaml_bomb_is_refused_everywhere_yaml_is_read_and_fast(tmp_path):
     import pytest
     from click.testing import CliRunner
 
-    from cosmosage.dataprep.io import DataError, expanded_nodes, load_yaml_text, read_yaml
+    from cosmosage.dataprep.io import read_yaml
+    from cosmosage.dataprep.records import DataError, expanded_nodes, load_yaml_text
     from cosmosage.tools.cli.main import main
     from cosmosage.tools.eval.suites import load_suite
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 from cosmosage.dataprep.shard import Shard, in_shard, record_key, shard_of, shard_output
 from cosmosage.tools.cli.main import main
 

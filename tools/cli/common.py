@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from cosmosage.dataprep.io import WRITE_ERRNOS, DataError, all_or_nothing
+from cosmosage.dataprep.io import WRITE_ERRNOS, all_or_nothing
+from cosmosage.dataprep.records import DataError
 from cosmosage.tools.models.publish import PublishError
 from cosmosage.tools.recipe.render import RecipeError
 from cosmosage.tools.run.stage import LaunchError

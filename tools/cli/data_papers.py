@@ -129,8 +129,9 @@ def data_cloze(
       cosmosage data cloze samples/study_papers --hold-out 0.2 --suite-out build/data/papers/cloze_eval.yaml \\
         --out build/data/papers/cloze.jsonl
     """
-    from cosmosage.dataprep.io import DataError, read_yaml
+    from cosmosage.dataprep.io import read_yaml
     from cosmosage.dataprep.papers.build import build_cloze
+    from cosmosage.dataprep.records import DataError
 
     exclude: list[str] = []
     for path in exclude_from:

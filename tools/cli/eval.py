@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 from cosmosage.tools import paths
 from cosmosage.tools.cli.common import runs_dir_option
 

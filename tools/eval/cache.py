@@ -19,7 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-from cosmosage.dataprep.io import DataError, write_json
+from cosmosage.dataprep.io import write_json
+from cosmosage.dataprep.records import DataError
 
 PROMPT_KEYS = ("prompt", "system", "history")
 CACHE_VERSION = 1

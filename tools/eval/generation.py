@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 
 PRESETS: dict[str, dict] = {
     "greedy": {"do_sample": False},

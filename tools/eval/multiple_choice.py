@@ -32,7 +32,8 @@ from typing import Any
 
 import yaml
 
-from cosmosage.dataprep.io import DataError, Reject, read_jsonl, where
+from cosmosage.dataprep.io import read_jsonl
+from cosmosage.dataprep.records import DataError, Reject, where
 
 STYLES = ("letters", "options")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cosmosage.dataprep.io import DataError, read_text
+from cosmosage.dataprep.io import read_text
+from cosmosage.dataprep.records import DataError
 
 
 def perplexity(

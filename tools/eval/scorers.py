@@ -23,7 +23,7 @@ import string
 from collections.abc import Callable
 from typing import Any
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 
 _NUMBER_RE = re.compile(r"[-+]?(?:\d[\d,]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _END_PUNCT = string.punctuation + " \n\t"

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cosmosage.dataprep.io import DataError, read_yaml
+from cosmosage.dataprep.io import read_yaml
+from cosmosage.dataprep.records import DataError
 from cosmosage.tools.eval.scorers import check_prompt
 
 

@@ -22,7 +22,8 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cosmosage.dataprep.io import DataError, atomic_path
+from cosmosage.dataprep.io import atomic_path
+from cosmosage.dataprep.records import DataError
 
 FORMAT = 1  # bump when the folder layout changes, so cached inits are rebuilt
 

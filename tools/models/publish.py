@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 from cosmosage.tools.paths import RunFolder
 
 GGUF_DIR = "gguf"  # the GGUF files' folder in the published repository

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cosmosage.dataprep.env import child_env
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 
 # name -> llama_ftype constant in llama_cpp (f16 comes straight from the converter)
 GGUF_TYPES = {

@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from cosmosage.dataprep.env import child_env
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 
 METHODS = ("linear", "ties", "dare_ties")
 NEEDS_BASE = ("ties", "dare_ties")

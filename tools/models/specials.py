@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 
 NO_LIMIT = 10**12
 

@@ -14,7 +14,8 @@ import shutil
 from pathlib import Path
 
 from cosmosage.dataprep.corpus.sources import iter_input_files
-from cosmosage.dataprep.io import DataError, atomic_path, read_text
+from cosmosage.dataprep.io import atomic_path, read_text
+from cosmosage.dataprep.records import DataError
 
 SPECIAL = ["<unk>", "<s>", "</s>", "<pad>"]
 BYTE_TOKENS = [f"<0x{i:02X}>" for i in range(256)]

@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from cosmosage.dataprep.io import DataError, load_yaml_text
+from cosmosage.dataprep.records import DataError, load_yaml_text
 from cosmosage.tools.paths import ROOT
 
 RECIPES_DIR = ROOT / "recipes"

@@ -32,7 +32,8 @@ import operator
 import re
 from pathlib import Path
 
-from cosmosage.dataprep.io import DataError, write_json, write_text
+from cosmosage.dataprep.io import write_json, write_text
+from cosmosage.dataprep.records import DataError
 from cosmosage.tools.eval import plots
 from cosmosage.tools.eval.evaluate import score_models
 from cosmosage.tools.eval.report import INTERVALS, cell, report_markdown

@@ -23,7 +23,8 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cosmosage.dataprep.io import DataError, write_json
+from cosmosage.dataprep.io import write_json
+from cosmosage.dataprep.records import DataError
 from cosmosage.tools import paths
 from cosmosage.tools.models import merge
 from cosmosage.tools.paths import ROOT, RunFolder, StageFolder

@@ -37,7 +37,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from cosmosage.dataprep.io import DataError, write_json
+from cosmosage.dataprep.io import write_json
+from cosmosage.dataprep.records import DataError
 from cosmosage.tools.models import merge
 from cosmosage.tools.paths import StageFolder
 from cosmosage.tools.recipe.check.select import check_rule

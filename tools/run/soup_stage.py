@@ -7,7 +7,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from cosmosage.dataprep.io import DataError, write_json
+from cosmosage.dataprep.io import write_json
+from cosmosage.dataprep.records import DataError
 from cosmosage.tools.models import soup
 from cosmosage.tools.paths import StageFolder
 from cosmosage.tools.recipe.check import soup_block

@@ -20,7 +20,7 @@ from cosmosage.dataprep.corpus.chunk.segmented import Batching, PartialWords, st
 from cosmosage.dataprep.corpus.chunk.verify import MODES, Verifier, VerifyQueue
 from cosmosage.dataprep.corpus.chunk.word_local import WordLocalCutter
 from cosmosage.dataprep.corpus.chunk.word_start import WordStartCutter
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 
 
 class Chunker:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 
 METHODS = ("auto", "word-local", "word-start", "candidates")
 

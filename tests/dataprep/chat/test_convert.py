@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from cosmosage.dataprep.chat import messages as chatmod
 from cosmosage.dataprep.chat.convert import ConvertOptions, build_convert, convert
-from cosmosage.dataprep.io import Reject, read_jsonl, read_records
+from cosmosage.dataprep.io import read_jsonl, read_records
+from cosmosage.dataprep.records import Reject
 from cosmosage.tools.cli.main import main
 
 # One record of each layout, as the public sets ship them.

@@ -13,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 from cosmosage.dataprep.chat.facts import build_facts, read_facts, relation_patterns
-from cosmosage.dataprep.io import Reject
+from cosmosage.dataprep.records import Reject
 from cosmosage.tools.cli.main import main
 from cosmosage.tools.eval.suites import load_suite
 

@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from cosmosage.dataprep.chat.mix import build_mix, parse_spec
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 from cosmosage.tools.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from cosmosage.dataprep.chat.structured import build_structured, load_schema
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 from cosmosage.tools.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[3]

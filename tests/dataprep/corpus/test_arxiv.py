@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from cosmosage.dataprep.corpus import arxiv
-from cosmosage.dataprep.io import DataError, Reject
+from cosmosage.dataprep.records import DataError, Reject
 from tests.dataprep.corpus.fixtures import (
     ATOM_ERROR,
     LATEX_MAIN,

@@ -8,7 +8,7 @@ import pytest
 
 from cosmosage.dataprep.corpus import clean
 from cosmosage.dataprep.corpus.filters import QualityConfig, quality_reason
-from cosmosage.dataprep.io import reason_group
+from cosmosage.dataprep.records import reason_group
 
 ROOT = Path(__file__).resolve().parents[3]
 

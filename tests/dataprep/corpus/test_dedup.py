@@ -22,7 +22,7 @@ from cosmosage.dataprep.corpus.dedup import (
     exact_key,
     lsh_params,
 )
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 
 ROOT = Path(__file__).resolve().parents[3]
 

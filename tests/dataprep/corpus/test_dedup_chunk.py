@@ -17,7 +17,7 @@ from cosmosage.dataprep.corpus.dedup import (
     exact_key,
     read_eval_prompts,
 )
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 from tests.dataprep.corpus.fixtures import prose
 
 ROOT = Path(__file__).resolve().parents[3]

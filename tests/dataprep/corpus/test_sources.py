@@ -12,7 +12,7 @@ from cosmosage.dataprep.corpus.sources import (
     archive_text,
     read_file_documents,
 )
-from cosmosage.dataprep.io import DataError, Reject
+from cosmosage.dataprep.records import DataError, Reject
 from tests.dataprep.corpus.fixtures import LATEX_MAIN, LATEX_METHOD, make_pdf, make_tarball, prose
 
 

@@ -3,10 +3,10 @@ from collections import Counter
 
 import pytest
 
-from cosmosage.dataprep.io import DataError
 from cosmosage.dataprep.papers.augment import augment, render
 from cosmosage.dataprep.papers.build import build_augment
 from cosmosage.dataprep.papers.documents import parse_paper, split_sentences
+from cosmosage.dataprep.records import DataError
 
 PAPER = """# The Orvane Survey
 

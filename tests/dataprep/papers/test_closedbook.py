@@ -4,9 +4,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from cosmosage.dataprep.io import DataError
 from cosmosage.dataprep.papers.closedbook import build_closed_book, decontaminate
 from cosmosage.dataprep.papers.documents import load_papers
+from cosmosage.dataprep.records import DataError
 from cosmosage.tools.cli.main import main
 
 PAPER = """# The Orvane Survey

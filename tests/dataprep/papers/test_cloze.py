@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from cosmosage.dataprep.io import DataError
 from cosmosage.dataprep.papers.build import build_cloze
 from cosmosage.dataprep.papers.cloze import BLANK, cloze_items, find_spans, mask
 from cosmosage.dataprep.papers.documents import parse_paper
+from cosmosage.dataprep.records import DataError
 
 PAPER = """# The Orvane Survey
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 from cosmosage.dataprep.synth.entigraph import EntiGraphConfig, pairs_of, run_entigraph
 from cosmosage.dataprep.synth.llm import Endpoint, RetryPolicy
 from cosmosage.tools.cli.main import main

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 from cosmosage.dataprep.synth.generate import SynthConfig, SynthJob, read_chunks, run_synth
 from cosmosage.dataprep.synth.jobs import Answer
 from cosmosage.dataprep.synth.llm import Endpoint, RetryPolicy

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cosmosage.dataprep.io import Reject
+from cosmosage.dataprep.records import Reject
 from cosmosage.dataprep.synth.jobs import Answer, JournaledJob, Outcome
 from cosmosage.dataprep.synth.llm import Endpoint, RetryPolicy
 from cosmosage.dataprep.synth.parse import ParseError

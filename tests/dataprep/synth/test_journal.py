@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 from cosmosage.dataprep.synth.journal import Journal, journal_path, plan_resume
 from cosmosage.dataprep.synth.llm import RetryPolicy, Usage, redact_argv, redact_url, run_pool
 

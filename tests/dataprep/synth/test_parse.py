@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 from cosmosage.dataprep.synth.generate import content_words, ground_pair, grounding, parse_pairs
 from cosmosage.dataprep.synth.grade import parse_grade
 from cosmosage.dataprep.synth.parse import (

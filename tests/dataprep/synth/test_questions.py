@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 from cosmosage.dataprep.synth.llm import Endpoint, RetryPolicy
 from cosmosage.dataprep.synth.questions import (
     QuestionHoldout,

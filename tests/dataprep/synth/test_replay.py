@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cosmosage.dataprep.io import DataError, read_yaml, record_strings
+from cosmosage.dataprep.io import read_yaml
+from cosmosage.dataprep.records import DataError, record_strings
 from cosmosage.dataprep.synth.replay import (
     Holdout,
     ReplayConfig,

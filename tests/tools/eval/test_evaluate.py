@@ -13,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 from cosmosage.tools.cli.main import main
 from cosmosage.tools.eval.compare import compare, compare_markdown
 from cosmosage.tools.eval.evaluate import rates, score_models
@@ -288,7 +288,7 @@ def test_answers_come_from_the_cache_without_loading_the_model(tmp_path, tiny_mo
 
 
 def test_a_suite_with_a_repeated_id_is_refused_naming_both(tmp_path):
-    from cosmosage.dataprep.io import DataError
+    from cosmosage.dataprep.records import DataError
     from cosmosage.tools.eval.suites import load_suite
 
     suite = tmp_path / "s.yaml"

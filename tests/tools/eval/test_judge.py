@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 from cosmosage.dataprep.synth.llm import RetryPolicy
 from cosmosage.dataprep.synth.parse import ParseError
 from cosmosage.dataprep.synth.serve import transformers_serve

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 from cosmosage.tools.eval.multiple_choice import STYLES, load_benchmark, run_mc, write_task
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 from cosmosage.tools.eval.perplexity import perplexity
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 from cosmosage.tools.eval.scorers import score
 from cosmosage.tools.eval.suites import load_suite, load_suites
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 from cosmosage.tools.cli.main import main
 from cosmosage.tools.models.publish import PublishError, publish
 from tests.helpers.fake_hub import FakeHub

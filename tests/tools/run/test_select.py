@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 from cosmosage.tools.run import metrics
 from cosmosage.tools.run import select as sel
 

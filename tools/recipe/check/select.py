@@ -3,7 +3,7 @@ stage that keeps the checkpoints it chooses among. tools/run/select.py applies i
 
 from __future__ import annotations
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 from cosmosage.tools.recipe.check.base import AXOLOTL_SAVE_TOTAL_LIMIT, Problem
 from cosmosage.tools.recipe.render import Rendered
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from cosmosage.dataprep.io import DataError
+from cosmosage.dataprep.records import DataError
 from cosmosage.tools.models import soup
 from cosmosage.tools.recipe.check.base import Problem
 from cosmosage.tools.recipe.check.select import check_rule
