@@ -188,9 +188,103 @@ def _run(kw: dict, items_for_shard, extra_meta: dict | None = None) -> dict:
     return result
 
 
+# where the work runs: this process (default) or datatrove's executors
+EXECUTOR_OPTIONS = [
+    click.option(
+        "--executor",
+        type=click.Choice(["local", "slurm"]),
+        default=None,
+        help="Run as datatrove tasks: `local` (a process pool here) or `slurm` (a job array "
+        "and a merge job); each task is one --shard, then one task merges them. Rerun the "
+        "same command after a kill: only unfinished tasks run. [default: one process]",
+    ),
+    click.option(
+        "--tasks",
+        type=click.IntRange(1),
+        default=1,
+        show_default=True,
+        help="With --executor: how many shards (tasks).",
+    ),
+    click.option("--partition", default=None, help="With --executor slurm: the partition."),
+    click.option(
+        "--time",
+        "time_limit",
+        default="24:00:00",
+        show_default=True,
+        help="With --executor slurm: each task's time limit.",
+    ),
+    click.option(
+        "--mem-per-cpu-gb",
+        type=click.IntRange(1),
+        default=4,
+        show_default=True,
+        help="With --executor slurm: memory per CPU of a shard task.",
+    ),
+    click.option(
+        "--dry-run",
+        is_flag=True,
+        help="With --executor slurm: print the sbatch scripts, submit nothing.",
+    ),
+]
+
+
+def executor_options(f):
+    for opt in reversed(EXECUTOR_OPTIONS):
+        f = opt(f)
+    return f
+
+
+def _run_shard(kw: dict, items_for_shard, extra_meta: dict | None, shard: str) -> dict:
+    """One datatrove task: `_run` as `--shard I/N` in one process (the executor runs
+    the tasks side by side)."""
+    return _run({**kw, "shard": shard, "workers": 1}, items_for_shard, extra_meta)
+
+
+def _run_on_executor(kw: dict, items_for_shard, extra_meta: dict | None = None) -> None:
+    from cosmosage.dataprep.corpus import executors
+    from cosmosage.dataprep.corpus.merge_shards import merge_shards
+
+    if kw["shard"]:
+        raise click.UsageError("--shard and --executor: the executor makes the shards (--tasks)")
+    if kw["val_fraction"] and not kw["val_out"]:
+        raise click.UsageError("--val-fraction needs --val-out: where the held-out documents go")
+    slurm = executors.Slurm(kw["partition"], kw["time_limit"], 1, kw["mem_per_cpu_gb"])
+    executor = executors.corpus_executor(
+        kw["executor"],
+        kw["out"],
+        functools.partial(_run_shard, kw, items_for_shard, extra_meta),
+        functools.partial(
+            merge_shards, kw["out"], kw["val_out"], not kw["no_dedup"], kw["near_threshold"]
+        ),
+        kw["tasks"],
+        kw["workers"],
+        slurm,
+    )
+    if kw["executor"] == "slurm" and kw["dry_run"]:
+        for script in executors.submitted_scripts(executor):
+            click.echo(script)
+        return
+    executor.run()
+    if kw["executor"] == "local":
+        from cosmosage.dataprep.shard import read_manifest
+
+        m = read_manifest(kw["out"])
+        echo_json(
+            {
+                "output": kw["out"],
+                "records": m.get("kept"),
+                "tokens": m.get("tokens"),
+                "documents": m.get("documents"),
+                "dropped": m.get("dropped"),
+                "logs": str(executors.logging_dir(kw["out"])),
+            }
+        )
+
+
 @click.command("corpus")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
 @corpus_options
+@executor_options
 def data_corpus(inputs, **kw) -> None:
     """Documents (md, mmd, txt, tex, pdf, source .tar.gz; files or folders) -> cleaned,
     deduplicated, token-exact completion JSONL, split by document.
@@ -207,9 +301,16 @@ def data_corpus(inputs, **kw) -> None:
     """
     from cosmosage.dataprep.corpus.sources import read_file_documents
 
-    echo_json(
-        _run({**kw, "inputs": list(inputs)}, functools.partial(read_file_documents, list(inputs)))
-    )
+    kw = {**kw, "inputs": list(inputs)}
+    items = functools.partial(read_file_documents, list(inputs))
+    if kw["dry_run"] and kw["executor"] != "slurm":
+        raise click.UsageError("--dry-run: only with --executor slurm")
+    if kw["tasks"] > 1 and not kw["executor"]:
+        raise click.UsageError("--tasks: only with --executor (or run each --shard I/N yourself)")
+    if kw["executor"]:
+        _run_on_executor(kw, items)
+        return
+    echo_json(_run(kw, items))
 
 
 # --------------------------------------------------------------------------- arxiv

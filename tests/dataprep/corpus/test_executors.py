@@ -1,0 +1,175 @@
+"""`data corpus --executor local|slurm`: datatrove runs the shards and the merge; the
+outputs equal `--shard i/N` runs joined by `merge-shards`, a rerun after a stop runs
+only the unfinished tasks, and the Slurm jobs (submitted to a stand-in sbatch, then run
+here as Slurm would run them) write the same corpus."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.dataprep.corpus.test_pipeline import cli
+
+pytest.importorskip("datatrove")
+
+OUTPUTS = ("c.jsonl", "c.val.jsonl", "c.rejects.jsonl", "c.docs.jsonl")
+
+
+def corpus(folder: Path, tiny_model: Path, source: Path, *extra: str) -> list[str]:
+    return [
+        "corpus",
+        str(source),
+        "--tokenizer",
+        str(tiny_model),
+        "--sequence-len",
+        "64",
+        "--val-fraction",
+        "0.3",
+        "--out",
+        str(folder / "c.jsonl"),
+        "--val-out",
+        str(folder / "c.val.jsonl"),
+        *extra,
+    ]
+
+
+def written(folder: Path) -> dict[str, object]:
+    """Every output's bytes, and the manifests without the command line (the folder
+    name read as DIR)."""
+    got = {n: (folder / n).read_text().replace(str(folder), "DIR") for n in OUTPUTS}
+    for n in ("c.manifest.json", "c.val.manifest.json"):
+        m = json.loads((folder / n).read_text().replace(str(folder), "DIR"))
+        m.pop("command")
+        got[n] = m
+    return got
+
+
+def by_hand(tmp_path: Path, tiny_model: Path, source: Path, n: int) -> dict:
+    folder = tmp_path / "by-hand"
+    for i in range(n):
+        cli(*corpus(folder, tiny_model, source, "--shard", f"{i}/{n}"))
+    cli("merge-shards", "--out", str(folder / "c.jsonl"), "--val-out", str(folder / "c.val.jsonl"))
+    return written(folder)
+
+
+def test_the_local_executor_writes_what_shards_and_merge_write(tmp_path, tiny_model, corpus_dir):
+    folder = tmp_path / "executor"
+    res = cli(*corpus(folder, tiny_model, corpus_dir, "--executor", "local", "--tasks", "3",
+                      "--workers", "2"))  # fmt: skip
+    assert (folder / "c.datatrove" / "shards" / "completions" / "00002").exists()
+    assert (folder / "c.datatrove" / "merge" / "completions" / "00000").exists()
+    assert written(folder) == by_hand(tmp_path, tiny_model, corpus_dir, 3)
+    assert res["records"] == len((folder / "c.jsonl").read_text().splitlines()) > 0
+    assert res["dropped"]  # the duplicates, the German and the short document
+
+
+def test_a_rerun_runs_only_the_tasks_that_did_not_finish(tmp_path, tiny_model, corpus_dir):
+    folder = tmp_path / "executor"
+    args = corpus(folder, tiny_model, corpus_dir, "--executor", "local", "--tasks", "3")
+    cli(*args)
+    before = written(folder)
+    logs = folder / "c.datatrove"
+    # as a kill during task 1 leaves it: no completion marker, no outputs of its own but
+    # a half-written temporary file, no merge
+    (logs / "shards" / "completions" / "00001").unlink()
+    for f in folder.glob("c*.shard-00001-of-00003.*"):
+        f.unlink()
+    dead = folder / ".c.shard-00001-of-00003.jsonl.killed.tmp"
+    dead.write_text('{"text": "half')
+    os.utime(dead, (1, 1))
+    (logs / "merge" / "completions" / "00000").unlink()
+    for n in (*OUTPUTS, "c.manifest.json", "c.val.manifest.json"):
+        (folder / n).unlink()
+    kept = folder / "c.shard-00000-of-00003.jsonl"
+    stamp = kept.stat().st_mtime_ns
+    cli(*args)
+    assert kept.stat().st_mtime_ns == stamp, "a finished task is not run again"
+    assert (folder / "c.shard-00001-of-00003.jsonl").exists() and not dead.exists()
+    assert written(folder) == before
+
+
+STAND_IN_SBATCH = """#!/bin/sh
+# records each submission (its arguments, then the script) and answers like sbatch
+n=$(ls "$SBATCH_LOG" | wc -l)
+n=$((n + 1))
+{ echo "$@"; cat "$(eval echo \\${$#})"; } > "$SBATCH_LOG/$n.sh"
+echo "Submitted batch job $n"
+"""
+
+
+def test_slurm_jobs_are_submitted_and_write_the_same_corpus(
+    tmp_path, tiny_model, corpus_dir, monkeypatch
+):
+    bin_dir, log = tmp_path / "bin", tmp_path / "submitted"
+    bin_dir.mkdir()
+    log.mkdir()
+    (bin_dir / "sbatch").write_text(STAND_IN_SBATCH)
+    # what a job asks Slurm for its nodes (`scontrol show hostnames $SLURM_NODELIST`)
+    (bin_dir / "scontrol").write_text("#!/bin/sh\necho localhost\n")
+    for tool in ("sbatch", "scontrol"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SBATCH_LOG", str(log))
+    folder = tmp_path / "slurm"
+    args = corpus(folder, tiny_model, corpus_dir, "--executor", "slurm", "--tasks", "2",
+                  "--partition", "astro", "--time", "02:00:00")  # fmt: skip
+    from cosmosage.tools.cli.main import main
+
+    res = CliRunner().invoke(main, ["data", *args])
+    assert res.exit_code == 0, res.output
+    scripts = {p.stem: p.read_text() for p in log.iterdir()}
+    shards = next(s for s in scripts.values() if "shards/executor.pik" in s)
+    merge = next(s for s in scripts.values() if "merge/executor.pik" in s)
+    assert "#SBATCH --array=0-1" in shards and "#SBATCH --partition=astro" in shards
+    assert "#SBATCH --time=02:00:00" in shards
+    shard_id = next(k for k, s in scripts.items() if s is shards)
+    assert merge.splitlines()[0].count(f"afterok:{shard_id}") == 1, "the merge waits for the shards"
+    assert not (folder / "c.jsonl").exists(), "nothing runs until Slurm starts the jobs"
+
+    # run the jobs here as Slurm would: every array task, then the merge
+    launch = Path(sys.executable).with_name("launch_pickled_pipeline")
+    logs = folder / "c.datatrove"
+    for stage, tasks in (("shards", 2), ("merge", 1)):
+        for i in range(tasks):
+            env = {**os.environ, "SLURM_ARRAY_TASK_ID": str(i), "SLURM_NODELIST": "localhost"}
+            subprocess.run([str(launch), str(logs / stage / "executor.pik")], env=env,
+                           check=True, capture_output=True)  # fmt: skip
+    assert written(folder) == by_hand(tmp_path, tiny_model, corpus_dir, 2)
+
+
+def test_a_slurm_dry_run_prints_the_scripts_and_submits_nothing(
+    tmp_path, tiny_model, corpus_dir, monkeypatch
+):
+    assert shutil.which("sbatch") is None
+    from cosmosage.tools.cli.main import main
+
+    folder = tmp_path / "dry"
+    args = corpus(folder, tiny_model, corpus_dir, "--executor", "slurm", "--tasks", "4",
+                  "--partition", "astro", "--dry-run")  # fmt: skip
+    res = CliRunner().invoke(main, ["data", *args])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("#!/bin/bash") >= 2
+    assert "#SBATCH --array=0-3" in res.output and "--dependency=afterok:" in res.output
+    assert not list(folder.glob("c*.jsonl"))
+
+
+def test_executor_settings_are_checked_before_anything_runs(tmp_path, tiny_model, corpus_dir):
+    from cosmosage.tools.cli.main import main
+
+    folder = tmp_path / "bad"
+    for extra, message in [
+        (["--executor", "slurm"], "--executor slurm needs --partition"),
+        (["--executor", "local", "--shard", "0/2"], "the executor makes the shards"),
+        (["--dry-run"], "--dry-run: only with --executor slurm"),
+        (["--tasks", "4"], "--tasks: only with --executor"),
+    ]:
+        res = CliRunner().invoke(main, ["data", *corpus(folder, tiny_model, corpus_dir, *extra)])
+        assert res.exit_code != 0 and message in res.output, (extra, res.output)
+    assert not folder.exists() or not list(folder.glob("c*.jsonl"))
