@@ -2,8 +2,9 @@
 (fetch / process / abstracts), merge-shards.
 
 Every corpus command streams, runs as shard i of n (`--shard i/n`, e.g. one Slurm array
-task each) with `--workers N` processes, and writes beside its output a manifest, a
-rejects file with the reason for every drop, and a document sidecar for the merge.
+task each) with `--workers N` processes, or as datatrove tasks (`--executor`,
+tools/cli/data_corpus_executor.py), and writes beside its output a manifest, a rejects
+file with the reason for every drop, and a document sidecar for the merge.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import click
 
 from cosmosage.dataprep.corpus.dedup import NEAR_THRESHOLD, SHINGLE
 from cosmosage.tools.cli.common import echo_json, out_file_option, shard_option
+from cosmosage.tools.cli.data_corpus_executor import executor_options, run_on_executor
 
 
 def _date(ctx, param, value: str | None) -> date | None:
@@ -188,97 +190,22 @@ def _run(kw: dict, items_for_shard, extra_meta: dict | None = None) -> dict:
     return result
 
 
-# where the work runs: this process (default) or datatrove's executors
-EXECUTOR_OPTIONS = [
-    click.option(
-        "--executor",
-        type=click.Choice(["local", "slurm"]),
-        default=None,
-        help="Run as datatrove tasks: `local` (a process pool here) or `slurm` (a job array "
-        "and a merge job); each task is one --shard, then one task merges them. Rerun the "
-        "same command after a kill: only unfinished tasks run. [default: one process]",
-    ),
-    click.option(
-        "--tasks",
-        type=click.IntRange(1),
-        default=1,
-        show_default=True,
-        help="With --executor: how many shards (tasks).",
-    ),
-    click.option("--partition", default=None, help="With --executor slurm: the partition."),
-    click.option(
-        "--time",
-        "time_limit",
-        default="24:00:00",
-        show_default=True,
-        help="With --executor slurm: each task's time limit.",
-    ),
-    click.option(
-        "--mem-per-cpu-gb",
-        type=click.IntRange(1),
-        default=4,
-        show_default=True,
-        help="With --executor slurm: memory per CPU of a shard task.",
-    ),
-    click.option(
-        "--dry-run",
-        is_flag=True,
-        help="With --executor slurm: print the sbatch scripts, submit nothing.",
-    ),
-]
-
-
-def executor_options(f):
-    for opt in reversed(EXECUTOR_OPTIONS):
-        f = opt(f)
-    return f
-
-
 def _run_shard(kw: dict, items_for_shard, extra_meta: dict | None, shard: str) -> dict:
     """One datatrove task: `_run` as `--shard I/N` in one process (the executor runs
     the tasks side by side)."""
     return _run({**kw, "shard": shard, "workers": 1}, items_for_shard, extra_meta)
 
 
-def _run_on_executor(kw: dict, items_for_shard, extra_meta: dict | None = None) -> None:
-    from cosmosage.dataprep.corpus import executors
-    from cosmosage.dataprep.corpus.merge_shards import merge_shards
-
-    if kw["shard"]:
-        raise click.UsageError("--shard and --executor: the executor makes the shards (--tasks)")
-    if kw["val_fraction"] and not kw["val_out"]:
-        raise click.UsageError("--val-fraction needs --val-out: where the held-out documents go")
-    slurm = executors.Slurm(kw["partition"], kw["time_limit"], 1, kw["mem_per_cpu_gb"])
-    executor = executors.corpus_executor(
-        kw["executor"],
-        kw["out"],
-        functools.partial(_run_shard, kw, items_for_shard, extra_meta),
-        functools.partial(
-            merge_shards, kw["out"], kw["val_out"], not kw["no_dedup"], kw["near_threshold"]
-        ),
-        kw["tasks"],
-        kw["workers"],
-        slurm,
-    )
-    if kw["executor"] == "slurm" and kw["dry_run"]:
-        for script in executors.submitted_scripts(executor):
-            click.echo(script)
-        return
-    executor.run()
-    if kw["executor"] == "local":
-        from cosmosage.dataprep.shard import read_manifest
-
-        m = read_manifest(kw["out"])
-        echo_json(
-            {
-                "output": kw["out"],
-                "records": m.get("kept"),
-                "tokens": m.get("tokens"),
-                "documents": m.get("documents"),
-                "dropped": m.get("dropped"),
-                "logs": str(executors.logging_dir(kw["out"])),
-            }
-        )
+def run_or_submit(kw: dict, items_for_shard, extra_meta: dict | None = None) -> None:
+    """Run here (one process, or the --shard given), or as datatrove tasks (--executor)."""
+    if kw["dry_run"] and kw["executor"] != "slurm":
+        raise click.UsageError("--dry-run: only with --executor slurm")
+    if kw["tasks"] > 1 and not kw["executor"]:
+        raise click.UsageError("--tasks: only with --executor (or run each --shard I/N yourself)")
+    if kw["executor"]:
+        run_on_executor(kw, functools.partial(_run_shard, kw, items_for_shard, extra_meta))
+    else:
+        echo_json(_run(kw, items_for_shard, extra_meta))
 
 
 @click.command("corpus")
@@ -301,16 +228,9 @@ def data_corpus(inputs, **kw) -> None:
     """
     from cosmosage.dataprep.corpus.sources import read_file_documents
 
-    kw = {**kw, "inputs": list(inputs)}
-    items = functools.partial(read_file_documents, list(inputs))
-    if kw["dry_run"] and kw["executor"] != "slurm":
-        raise click.UsageError("--dry-run: only with --executor slurm")
-    if kw["tasks"] > 1 and not kw["executor"]:
-        raise click.UsageError("--tasks: only with --executor (or run each --shard I/N yourself)")
-    if kw["executor"]:
-        _run_on_executor(kw, items)
-        return
-    echo_json(_run(kw, items))
+    run_or_submit(
+        {**kw, "inputs": list(inputs)}, functools.partial(read_file_documents, list(inputs))
+    )
 
 
 # --------------------------------------------------------------------------- arxiv
@@ -408,6 +328,7 @@ def arxiv_fetch(
     help="Use title + abstract for papers with no readable source.",
 )
 @corpus_options
+@executor_options
 def arxiv_process(cache, snapshot, abstract_fallback, **kw) -> None:
     """Cached papers (LaTeX source preferred, then .mmd/.md, then PDF) -> corpus, offline.
 
@@ -422,9 +343,7 @@ def arxiv_process(cache, snapshot, abstract_fallback, **kw) -> None:
     items = functools.partial(
         cache_documents, cache, licenses=licenses, abstract_fallback=abstract_fallback
     )
-    echo_json(
-        _run(kw, lambda shard: items(shard=shard), {"cache": str(cache), "metadata": snapshot})
-    )
+    run_or_submit(kw, lambda shard: items(shard=shard), {"cache": str(cache), "metadata": snapshot})
 
 
 @arxiv.command("abstracts")
@@ -435,6 +354,7 @@ def arxiv_process(cache, snapshot, abstract_fallback, **kw) -> None:
 @click.option("--since", callback=_date, help="First-version date from, YYYY-MM-DD.")
 @click.option("--until", callback=_date, help="First-version date to, YYYY-MM-DD.")
 @corpus_options
+@executor_options
 def arxiv_abstracts(snapshot, categories, since, until, **kw) -> None:
     """Bulk metadata snapshot (one JSON object per line) -> title + abstract corpus.
 
@@ -450,7 +370,7 @@ def arxiv_abstracts(snapshot, categories, since, until, **kw) -> None:
             read_snapshot(snapshot, categories, since, until, shard), snapshot
         )
 
-    echo_json(_run(kw, items, {"snapshot": snapshot, "categories": list(categories)}))
+    run_or_submit(kw, items, {"snapshot": snapshot, "categories": list(categories)})
 
 
 # --------------------------------------------------------------------------- shards

@@ -503,3 +503,27 @@ def test_fetch_then_process_commands_against_a_local_server(tmp_path, tiny_model
     assert all(
         i["license"] == "unknown" for i in m["inputs"]
     )  # the API gives none; --metadata adds them
+
+
+def test_abstracts_on_the_local_executor_equal_shards_merged_by_hand(
+    snapshot, tmp_path, tiny_model
+):
+    pytest.importorskip("datatrove")
+    from cosmosage.tools.cli.main import main
+
+    def run(*args):
+        res = CliRunner().invoke(main, ["data", *args])
+        assert res.exit_code == 0, res.output
+
+    def abstracts(folder, *extra):
+        run("arxiv", "abstracts", str(snapshot), "--category", "astro-ph.CO", "--min-words", "20",
+            "--tokenizer", str(tiny_model), "--sequence-len", "64",
+            "--out", str(folder / "abs.jsonl"), *extra)  # fmt: skip
+
+    abstracts(tmp_path / "exec", "--executor", "local", "--tasks", "2")
+    for i in range(2):
+        abstracts(tmp_path / "hand", "--shard", f"{i}/2")
+    run("merge-shards", "--out", str(tmp_path / "hand" / "abs.jsonl"))
+    for name in ("abs.jsonl", "abs.rejects.jsonl", "abs.docs.jsonl"):
+        assert (tmp_path / "exec" / name).read_bytes() == (tmp_path / "hand" / name).read_bytes()
+    assert (tmp_path / "exec" / "abs.jsonl").read_text().strip()
