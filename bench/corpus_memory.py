@@ -52,7 +52,17 @@ def write_corpus(folder: Path, mb: float, seed: int) -> tuple[int, float]:
     return len(docs), mbytes(docs)
 
 
-def measure(folder: Path, out: Path, tokenizer: str, seq: int, workers: int) -> dict:
+def measure(
+    folder: Path,
+    out: Path,
+    tokenizer: str,
+    seq: int,
+    workers: int,
+    script: str = __file__,
+    extra: tuple[str, ...] | list[str] = (),
+) -> dict:
+    """`data corpus` in a child process (`script --child ...`): peak memory, wall time,
+    CPU time (the child and every process it waited for), records and the manifest."""
     argv = [
         "data",
         "corpus",
@@ -65,17 +75,19 @@ def measure(folder: Path, out: Path, tokenizer: str, seq: int, workers: int) -> 
         str(out),
         "--workers",
         str(workers),
+        *extra,
     ]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "true", "HF_HUB_OFFLINE": "1"}
-    t0 = time.perf_counter()
+    t0, used0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", *argv],
+        [sys.executable, script, "--child", *argv],
         capture_output=True,
         text=True,
         env=env,
         cwd=ROOT,
     )
-    wall = time.perf_counter() - t0
+    wall, used = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = used.ru_utime + used.ru_stime - used0.ru_utime - used0.ru_stime
     if proc.returncode != 0:
         sys.exit(f"pipeline run failed:\n{proc.stderr[-3000:]}")
     report = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -84,7 +96,7 @@ def measure(folder: Path, out: Path, tokenizer: str, seq: int, workers: int) -> 
     from cosmosage.dataprep.io import manifest_path
 
     manifest = json.loads(manifest_path(out).read_text())
-    return {**report, "wall": wall, "records": manifest["kept"], "manifest": manifest}
+    return {**report, "wall": wall, "cpu": cpu, "records": manifest["kept"], "manifest": manifest}
 
 
 def main() -> None:

@@ -28,6 +28,13 @@ from cosmosage.dataprep.records import DataError
 EXECUTORS = ("local", "slurm")
 
 
+def peak_rss_mb() -> int:
+    """This process's peak resident memory so far (a task's stats say it)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
 class CorpusShard(PipelineStep):
     """One datatrove task: the corpus pipeline over shard rank/world_size."""
 
@@ -44,6 +51,7 @@ class CorpusShard(PipelineStep):
         self.stat_update("documents", value=int(result.get("documents", 0)))
         self.stat_update("records", value=int(result.get("records", 0)))
         self.stat_update("dropped", value=sum((result.get("dropped") or {}).values()))
+        self.stat_update("peak_rss_mb", value=peak_rss_mb())
         return None
 
 
@@ -62,6 +70,7 @@ class CorpusMerge(PipelineStep):
             result = self.merge()
         for side in ("train", "val"):
             self.stat_update(f"{side} records", value=int(result.get(f"{side}_records", 0)))
+        self.stat_update("peak_rss_mb", value=peak_rss_mb())
         return None
 
 

@@ -46,6 +46,13 @@ def test_corpus_memory_bench_runs_both_sizes(tiny_model):
     assert "-> peak memory" in out
 
 
+def test_corpus_executor_bench_runs_both_paths_on_both_sizes(tiny_model):
+    out = run("corpus_executor.py", "--mb", "0.3", "--factor", "2", "--docs-per-task", "5")
+    lines = [x for x in out.splitlines() if "tasks: one process" in x]
+    assert len(lines) == 2 and all("same documents kept: yes" in x for x in lines), out
+    assert "-> largest shard task" in out
+
+
 def test_dedup_bench_defaults_reach_their_target():
     # Unlike throughput, detection quality means something at toy size: checked here.
     out = run("dedup_bench.py", "--docs", "120")
