@@ -345,9 +345,12 @@ def generate(
     vocab_size: int = 40_000,
     topic_words: int = 600,
     docs_per_topic: int = 8,
+    chain: int = 1,
 ) -> Corpus:
     """`docs` distinct documents, then near-copies of `copy_share` x docs of them (a few
-    originals get two), each placed at a random point after its original."""
+    originals get two), each placed at a random point after its original. With `chain`
+    > 1 each copy is a revision chain instead: copy k is made from copy k - 1 (as v3 from
+    v2) and comes after it, so the last one has drifted `chain` edits from the original."""
     rng = random.Random(seed)
     vocab = Vocabulary.generate(rng, vocab_size)
     topics = []
@@ -365,8 +368,11 @@ def generate(
     sources += rng.choices(sources, k=n_copies - n_sources) if sources else []
     items: list[tuple[float, Doc, bool]] = [(float(i), d, False) for i, d in enumerate(originals)]
     for src in sources:
-        copy = perturb(originals[src], rng, doc_topic[src], vocab, rate)
-        items.append((rng.uniform(src + 0.5, docs), copy, True))
+        prev, at = originals[src], src + 0.5
+        for k in range(chain):
+            prev = perturb(prev, rng, doc_topic[src], vocab, rate)
+            at = rng.uniform(at, docs + k)
+            items.append((at, prev, True))
     items.sort(key=lambda x: x[0])
     texts, family, is_copy = [], [], []
     for _, d, c in items:
@@ -377,6 +383,7 @@ def generate(
         "docs": docs,
         "copies": sum(is_copy),
         "edit rate": rate,
+        "chain": chain,
         "seed": seed,
         "topics": len(topics),
     }
@@ -571,16 +578,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--copies", type=float, default=0.25, help="Near-copies per distinct document.")
     ap.add_argument("--edit-rate", type=float, default=0.03, help="Share of words edited.")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--chain",
+        type=int,
+        default=1,
+        help="Revisions per copy, each made from the last (default 1).",
+    )
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
-    corpus = generate(args.docs, args.copies, args.edit_rate, args.seed)
+    corpus = generate(args.docs, args.copies, args.edit_rate, args.seed, chain=args.chain)
     gen_s = time.perf_counter() - t0
     words = [len(t.split()) for t in corpus.texts]
     s = corpus.settings
     print(
         f"corpus: {len(corpus.texts)} documents ({s['docs']} distinct in {s['topics']} topics, "
-        f"{s['copies']} near-copies), {min(words)}-{max(words)} words, "
+        f"{s['copies']} near-copies, chains of {s['chain']}), {min(words)}-{max(words)} words, "
         f"{sum(words) / len(words):.0f} mean; edit rate {s['edit rate']}, one sentence "
         f"dropped or repeated, re-wrapped; seed {s['seed']}; generated in {gen_s:.1f} s"
     )

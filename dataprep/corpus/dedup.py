@@ -140,7 +140,13 @@ class NearDuplicateIndex:
 
     `params` (bands, rows) defaults to `lsh_params(threshold, num_perm)`; a candidate
     counts when its estimated Jaccard similarity is at least `threshold` (0 takes every
-    candidate, as pipelines without a check do)."""
+    candidate, as pipelines without a check do).
+
+    Clusters are transitive: a duplicate is indexed too, under the first document of its
+    cluster, so a revision chain (v1, v2 made from v1, v3 from v2) is one cluster even
+    when v3 has drifted too far from v1 to match it; `add` names the cluster's first
+    document and the member it matched. The index then holds every document it has seen,
+    kept or not."""
 
     def __init__(
         self,
@@ -155,6 +161,7 @@ class NearDuplicateIndex:
         self.params = params or lsh_params(threshold, num_perm)
         self.lsh = MinHashLSH(num_perm=num_perm, params=self.params)
         self._sigs: dict[str, np.ndarray] = {}
+        self._first: dict[str, str] = {}  # a duplicate -> the first document of its cluster
 
     def _lean(self, sig: np.ndarray):
         import numpy as np
@@ -162,20 +169,23 @@ class NearDuplicateIndex:
 
         return LeanMinHash(seed=1, hashvalues=sig.astype(np.uint64), scheme="legacy")
 
-    def add(self, key: str, sig: np.ndarray) -> tuple[str, float] | None:
-        """Insert `key` unless it is a near duplicate of an indexed key; then return that
-        key and the estimated Jaccard similarity."""
+    def add(self, key: str, sig: np.ndarray) -> tuple[str, float, str] | None:
+        """Insert `key`. When it is a near duplicate of an indexed key: that cluster's
+        first document, the estimated Jaccard similarity with the closest member, and
+        that member; else None."""
         m = self._lean(sig)
         best = None
         for other in self.lsh.query(m):
             sim = float((self._sigs[other] == sig).mean())
             if sim >= self.threshold and (best is None or sim > best[1]):
                 best = (other, sim)
-        if best is not None:
-            return best
         self.lsh.insert(key, m, check_duplication=False)
         self._sigs[key] = sig
-        return None
+        if best is None:
+            return None
+        first = self._first.get(best[0], best[0])
+        self._first[key] = first
+        return first, best[1], best[0]
 
     def __len__(self) -> int:
         return len(self._sigs)
@@ -202,7 +212,9 @@ class Deduplicator:
         self.exact[exact] = key
         if self.index is not None and sig is not None:
             if hit := self.index.add(key, sig):
-                return f"near duplicate: of {hit[0]} (Jaccard ~{hit[1]:.2f})"
+                first, sim, member = hit
+                via = "" if member == first else f" through {member}"
+                return f"near duplicate: of {first} (Jaccard ~{sim:.2f}{via})"
         return None
 
 

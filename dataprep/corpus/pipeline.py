@@ -3,7 +3,8 @@ chunks -> decontamination -> train/validation JSONL, streaming.
 
 Memory stays flat in corpus size: documents flow through in batches, outputs are written
 line by line to temp files renamed at the end. What grows is the dedup index: one hash
-and one MinHash signature (num_perm x 4 bytes) per kept document.
+per kept document and one MinHash signature (num_perm x 4 bytes) with its LSH entries per
+document seen (duplicates stay indexed, so revision chains are one cluster).
 
 Beside each output: `<name>.manifest.json`, and beside the train output
 `<name>.rejects.jsonl` (every dropped document or chunk with its reason) and

@@ -53,6 +53,38 @@ def test_defaults_find_perturbed_copies(corpus):
     assert sc.recall >= 0.95 and sc.precision >= 0.99, sc
 
 
+def test_revision_chains_are_one_cluster():
+    """Copies of copies (v2 from v1, v3 from v2): the later ones drift below the threshold
+    from the original but each is near its predecessor, and the whole chain is found."""
+    chains = bench.generate(docs=160, seed=2, chain=3)
+    assert chains.copies == 120
+    assert min(bench.copy_jaccards(chains, SHINGLE)) < NEAR_THRESHOLD  # drifted past it
+    sc = bench.score(chains, _defaults_hits(chains))
+    assert sc.recall >= 0.97 and sc.precision >= 0.99, sc
+
+
+def test_a_duplicate_names_its_clusters_first_document():
+    import random
+
+    rng = random.Random(5)
+    words = [f"w{rng.randrange(10**6)}" for _ in range(400)]
+    versions = [words]
+    for _ in range(4):  # each version edits 3% of the words of the one before
+        nxt = list(versions[-1])
+        for i in rng.sample(range(len(nxt)), 12):
+            nxt[i] = f"x{rng.randrange(10**6)}"
+        versions.append(nxt)
+    d, reasons = Deduplicator(), []
+    for i, v in enumerate(versions):
+        text = " ".join(v)
+        reasons.append(d.check(f"v{i + 1}", exact_key(text), d.hasher.signature(text)))
+    first, last = (d.hasher.signature(" ".join(v)) for v in (versions[0], versions[-1]))
+    assert float((first == last).mean()) < NEAR_THRESHOLD, "v5 alone would not match v1"
+    assert reasons[0] is None
+    assert all(r.startswith("near duplicate: of v1 (") for r in reasons[1:]), reasons
+    assert "through v4" in reasons[-1]
+
+
 def test_documents_that_only_share_boilerplate_are_kept(corpus):
     # The corpus has unrelated documents with identical acknowledgements, licenses and
     # headings, and their overlap is real (short notes are a third boilerplate or more).
