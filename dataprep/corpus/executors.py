@@ -82,6 +82,7 @@ class Slurm:
     time: str = "24:00:00"
     cpus_per_task: int = 1
     mem_per_cpu_gb: int = 4
+    merge_mem_gb: int = 8  # the merge holds every kept document's signature: ~7.7 KB each
     venv: str | None = None
     sbatch_args: dict = field(default_factory=dict)
 
@@ -140,7 +141,7 @@ def corpus_executor(
             [CorpusMerge(merge)],
             tasks=1,
             cpus_per_task=1,
-            mem_per_cpu_gb=max(slurm.mem_per_cpu_gb, 8),
+            mem_per_cpu_gb=slurm.merge_mem_gb,
             job_name="corpus-merge",
             logging_dir=str(logs / "merge"),
             depends=shards,

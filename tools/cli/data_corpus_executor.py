@@ -42,6 +42,13 @@ EXECUTOR_OPTIONS = [
         help="With --executor slurm: memory per CPU of a shard task.",
     ),
     click.option(
+        "--merge-mem-gb",
+        type=click.IntRange(1),
+        default=8,
+        show_default=True,
+        help="With --executor slurm: memory of the merge task (about 8 KB per kept document).",
+    ),
+    click.option(
         "--dry-run",
         is_flag=True,
         help="With --executor slurm: print the sbatch scripts, submit nothing.",
@@ -65,7 +72,9 @@ def run_on_executor(kw: dict, run_shard) -> None:
         raise click.UsageError("--shard and --executor: the executor makes the shards (--tasks)")
     if kw["val_fraction"] and not kw["val_out"]:
         raise click.UsageError("--val-fraction needs --val-out: where the held-out documents go")
-    slurm = executors.Slurm(kw["partition"], kw["time_limit"], 1, kw["mem_per_cpu_gb"])
+    slurm = executors.Slurm(
+        kw["partition"], kw["time_limit"], 1, kw["mem_per_cpu_gb"], kw["merge_mem_gb"]
+    )
     executor = executors.corpus_executor(
         kw["executor"],
         kw["out"],

@@ -119,7 +119,7 @@ def test_slurm_jobs_are_submitted_and_write_the_same_corpus(
     monkeypatch.setenv("SBATCH_LOG", str(log))
     folder = tmp_path / "slurm"
     args = corpus(folder, tiny_model, corpus_dir, "--executor", "slurm", "--tasks", "2",
-                  "--partition", "astro", "--time", "02:00:00")  # fmt: skip
+                  "--partition", "astro", "--time", "02:00:00", "--merge-mem-gb", "24")  # fmt: skip
     from cosmosage.tools.cli.main import main
 
     res = CliRunner().invoke(main, ["data", *args])
@@ -131,6 +131,7 @@ def test_slurm_jobs_are_submitted_and_write_the_same_corpus(
     assert "#SBATCH --time=02:00:00" in shards
     shard_id = next(k for k, s in scripts.items() if s is shards)
     assert merge.splitlines()[0].count(f"afterok:{shard_id}") == 1, "the merge waits for the shards"
+    assert "#SBATCH --mem-per-cpu=24G" in merge and "#SBATCH --mem-per-cpu=4G" in shards
     assert not (folder / "c.jsonl").exists(), "nothing runs until Slurm starts the jobs"
 
     # run the jobs here as Slurm would: every array task, then the merge
