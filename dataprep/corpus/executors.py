@@ -15,6 +15,7 @@ Requires the `scale` extra (datatrove).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 
+from cosmosage.dataprep.corpus.dedup import NEAR_THRESHOLD, NUM_PERM, SHINGLE
 from cosmosage.dataprep.io import sibling
 from cosmosage.dataprep.records import DataError
 
@@ -82,7 +84,7 @@ class Slurm:
     time: str = "24:00:00"
     cpus_per_task: int = 1
     mem_per_cpu_gb: int = 4
-    merge_mem_gb: int = 8  # the merge holds every kept document's signature: ~7.7 KB each
+    merge_mem_gb: int = 8  # the merge's exact-duplicate hashes and clustered signatures
     venv: str | None = None
     sbatch_args: dict = field(default_factory=dict)
 
@@ -92,62 +94,105 @@ def logging_dir(out: str | Path) -> Path:
     return sibling(out, ".datatrove")
 
 
+def merge_clustered(out, val_out, threshold: float, clusters: str, tasks: int) -> dict:
+    """The merge after datatrove's MinHash stages: their clusters decide near duplicates."""
+    from cosmosage.dataprep.corpus.executor_minhash import read_clusters
+    from cosmosage.dataprep.corpus.merge_shards import merge_shards
+
+    return merge_shards(out, val_out, True, threshold, clusters=read_clusters(clusters, tasks))
+
+
+def _stage(kind: str, pipeline: list, tasks: int, name: str, logs: Path, depends, workers: int,
+           slurm: Slurm | None, mem_gb: int | None = None):  # fmt: skip
+    """One datatrove stage on the chosen executor, after `depends`."""
+    if kind == "local":
+        return LocalPipelineExecutor(
+            pipeline,
+            tasks=tasks,
+            workers=max(1, min(workers, tasks)),
+            logging_dir=str(logs / name),
+            depends=depends,
+        )
+    return SlurmPipelineExecutor(
+        pipeline,
+        tasks=tasks,
+        workers=workers if workers > 1 else -1,
+        cpus_per_task=slurm.cpus_per_task,
+        mem_per_cpu_gb=mem_gb or slurm.mem_per_cpu_gb,
+        job_name=f"corpus-{name}",
+        logging_dir=str(logs / name),
+        depends=depends,
+        time=slurm.time,
+        partition=slurm.partition,
+        venv_path=slurm.venv,
+        sbatch_args=dict(slurm.sbatch_args) or None,
+        slurm_logs_folder=str(logs / "slurm"),
+    )
+
+
 def corpus_executor(
     kind: str,
     out: str | Path,
+    val_out: str | Path | None,
     run_shard: Callable[[str], dict],
-    merge: Callable[[], dict],
     tasks: int,
     workers: int = 1,
     slurm: Slurm | None = None,
+    dedup: bool = True,
+    near_threshold: float = NEAR_THRESHOLD,
 ):
-    """The datatrove executor of the merge stage, which depends on the shard stage:
-    `.run()` runs (local) or submits (slurm) both."""
+    """The datatrove executor of the last stage (the merge), which depends on the ones
+    before it: `.run()` runs (local) or submits (slurm) them all. With `dedup`: shards
+    (and their signatures), MinHash buckets, checked pairs and clusters, merge; without:
+    shards, merge."""
     if tasks < 1:
         raise DataError(f"--tasks {tasks}: at least one task")
+    if kind not in EXECUTORS:
+        raise DataError(f"--executor {kind}: choose one of {', '.join(EXECUTORS)}")
+    if kind == "slurm" and (slurm is None or not slurm.partition):
+        raise DataError("--executor slurm needs --partition")
     logs = logging_dir(out)
-    if kind == "local":
-        shards = LocalPipelineExecutor(
-            [CorpusShard(run_shard)],
-            tasks=tasks,
-            workers=max(1, min(workers, tasks)),
-            logging_dir=str(logs / "shards"),
-            start_method="spawn",
-        )
-        return LocalPipelineExecutor(
-            [CorpusMerge(merge)], tasks=1, logging_dir=str(logs / "merge"), depends=shards
-        )
-    if kind == "slurm":
-        if slurm is None or not slurm.partition:
-            raise DataError("--executor slurm needs --partition")
-        common = {
-            "time": slurm.time,
-            "partition": slurm.partition,
-            "venv_path": slurm.venv,
-            "sbatch_args": dict(slurm.sbatch_args) or None,
-            "slurm_logs_folder": str(logs / "slurm"),
-        }
-        shards = SlurmPipelineExecutor(
-            [CorpusShard(run_shard)],
-            tasks=tasks,
-            workers=workers if workers > 1 else -1,
-            cpus_per_task=slurm.cpus_per_task,
-            mem_per_cpu_gb=slurm.mem_per_cpu_gb,
-            job_name="corpus-shards",
-            logging_dir=str(logs / "shards"),
-            **common,
-        )
-        return SlurmPipelineExecutor(
-            [CorpusMerge(merge)],
-            tasks=1,
-            cpus_per_task=1,
-            mem_per_cpu_gb=slurm.merge_mem_gb,
-            job_name="corpus-merge",
-            logging_dir=str(logs / "merge"),
-            depends=shards,
-            **common,
-        )
-    raise DataError(f"--executor {kind}: choose one of {', '.join(EXECUTORS)}")
+    shard_steps: list = [CorpusShard(run_shard)]
+    if not dedup:
+        shards = _stage(kind, shard_steps, tasks, "shards", logs, None, workers, slurm)
+        merge = functools.partial(merge_shards_plain, out, val_out)
+        return _stage(kind, [CorpusMerge(merge)], 1, "merge", logs, shards, 1, slurm,
+                      slurm.merge_mem_gb if slurm else None)  # fmt: skip
+    from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets, MinhashDedupCluster
+
+    from cosmosage.dataprep.corpus import executor_minhash as mh
+
+    config = mh.minhash_config(near_threshold, NUM_PERM, SHINGLE)
+    folders = {
+        k: str(logs / "minhash" / k) for k in ("signatures", "candidates", "checked", "clusters")
+    }
+    shard_steps.append(mh.SidecarSignatures(out, tasks, folders["signatures"], config))
+    shards = _stage(kind, shard_steps, tasks, "shards", logs, None, workers, slurm)
+    buckets = _stage(
+        kind,
+        [MinhashDedupBuckets(folders["signatures"], folders["candidates"], config=config)],
+        config.num_buckets, "buckets", logs, shards, workers, slurm,
+    )  # fmt: skip
+    clusters = _stage(
+        kind,
+        [
+            mh.CheckedPairs(out, tasks, folders["candidates"], folders["checked"], near_threshold),
+            MinhashDedupCluster(folders["checked"], folders["clusters"], config=config,
+                                save_cluster_id=True),
+        ],
+        1, "clusters", logs, buckets, 1, slurm,
+    )  # fmt: skip
+    merge = functools.partial(
+        merge_clustered, out, val_out, near_threshold, folders["clusters"], tasks
+    )
+    return _stage(kind, [CorpusMerge(merge)], 1, "merge", logs, clusters, 1, slurm,
+                  slurm.merge_mem_gb if slurm else None)  # fmt: skip
+
+
+def merge_shards_plain(out, val_out) -> dict:
+    from cosmosage.dataprep.corpus.merge_shards import merge_shards
+
+    return merge_shards(out, val_out, dedup=False)
 
 
 def submitted_scripts(executor) -> list[str]:

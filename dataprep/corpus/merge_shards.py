@@ -65,12 +65,41 @@ def _copy_rejects(part: Path, rejects: JsonlWriter) -> None:
                 rejects.write(rec)
 
 
+class ClusterFirsts:
+    """The near-duplicate verdicts of clusters found elsewhere (datatrove's stages): the
+    first member of a cluster met in shard order is kept, a later one is named a
+    duplicate of it, with its similarity to the closest earlier member, as the in-memory
+    index names it. Holds the signatures of clustered documents only."""
+
+    def __init__(self, clusters: dict[int, dict[int, int]], threshold: float):
+        self.clusters, self.threshold = clusters, threshold
+        self.members: dict[int, list[tuple[str, object]]] = {}
+
+    def check(self, shard: int, index: int, doc_id: str, sig) -> str | None:
+        cluster = self.clusters.get(shard, {}).get(index)
+        if cluster is None or sig is None:
+            return None
+        earlier = self.members.setdefault(cluster, [])
+        earlier.append((doc_id, sig))
+        if len(earlier) == 1:
+            return None
+        first = earlier[0][0]
+        sim, member = max((float((s == sig).mean()), d) for d, s in earlier[:-1])
+        via = "" if member == first else f" through {member}"
+        return f"near duplicate: of {first} (Jaccard ~{sim:.2f}{via})"
+
+
 def merge_shards(
     out: str | Path,
     val_out: str | Path | None = None,
     dedup: bool = True,
     near_threshold: float = NEAR_THRESHOLD,
+    clusters: dict[int, dict[int, int]] | None = None,
 ) -> dict:
+    """Join the shards of OUT (and VAL_OUT), dropping documents that duplicate one in an
+    earlier shard. Near duplicates are found here in memory, or, with `clusters` ({shard:
+    {sidecar index: cluster}}, from datatrove's MinHash stages), taken from there: the
+    first document of each cluster in shard order is kept."""
     check_outputs([], {"--out": out, "--val-out": val_out})
     parts = find_shards(out)
     val_parts = find_shards(val_out) if val_out else []
@@ -81,8 +110,11 @@ def merge_shards(
         _check_same_minhash(out, manifests)
     sequence_len = int(manifests[0].get("sequence_len") or cfg.get("sequence_len") or 0)
     deduper = (
-        Deduplicator(near=True, threshold=near_threshold, num_perm=num_perm) if dedup else None
+        Deduplicator(near=clusters is None, threshold=near_threshold, num_perm=num_perm)
+        if dedup
+        else None
     )
+    clustered = ClusterFirsts(clusters, near_threshold) if dedup and clusters is not None else None
 
     out, val_out = Path(out), Path(val_out) if val_out else None
     rejects = JsonlWriter(rejects_path(out))
@@ -93,16 +125,18 @@ def merge_shards(
     docs_out = JsonlWriter(docs_path(out))
     doc_count = Counter()
     try:
-        for part, man in zip(parts, manifests, strict=True):
+        for shard, (part, man) in enumerate(zip(parts, manifests, strict=True)):
             dropped.update(man.get("dropped", {}))
             _copy_rejects(part, rejects)
-            for lineno, rec in read_jsonl(docs_path(part)):
+            for index, (lineno, rec) in enumerate(read_jsonl(docs_path(part))):
                 if isinstance(rec, Reject):
                     raise DataError(f"{rec.source}:{lineno}: {rec.reason}")
                 reason = None
                 if deduper is not None:
                     sig = decode_signature(rec["minhash"]) if rec.get("minhash") else None
                     reason = deduper.check(rec["doc_id"], rec.get("exact") or rec["doc_id"], sig)
+                    if reason is None and clustered is not None:
+                        reason = clustered.check(shard, index, rec["doc_id"], sig)
                 if reason:
                     dropped_docs.add(rec["doc_id"])
                     dropped[reason_group(reason)] += 1

@@ -3,8 +3,6 @@ merge to datatrove (dataprep/corpus/executors.py); the options and the glue."""
 
 from __future__ import annotations
 
-import functools
-
 import click
 
 from cosmosage.tools.cli.common import echo_json
@@ -66,7 +64,6 @@ def run_on_executor(kw: dict, run_shard) -> None:
     """The shards (`run_shard("I/N")` each) and their merge as datatrove tasks: run
     here (local), submitted (slurm) or printed (slurm --dry-run)."""
     from cosmosage.dataprep.corpus import executors
-    from cosmosage.dataprep.corpus.merge_shards import merge_shards
 
     if kw["shard"]:
         raise click.UsageError("--shard and --executor: the executor makes the shards (--tasks)")
@@ -78,13 +75,13 @@ def run_on_executor(kw: dict, run_shard) -> None:
     executor = executors.corpus_executor(
         kw["executor"],
         kw["out"],
+        kw["val_out"],
         run_shard,
-        functools.partial(
-            merge_shards, kw["out"], kw["val_out"], not kw["no_dedup"], kw["near_threshold"]
-        ),
         kw["tasks"],
         kw["workers"],
         slurm,
+        dedup=not kw["no_dedup"],
+        near_threshold=kw["near_threshold"],
     )
     if kw["executor"] == "slurm" and kw["dry_run"]:
         for script in executors.submitted_scripts(executor):

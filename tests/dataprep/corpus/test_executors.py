@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.dataprep.corpus.test_pipeline import cli
+from tests.dataprep.corpus.test_pipeline import cli, lines
 
 pytest.importorskip("datatrove")
 
@@ -66,6 +66,14 @@ def test_the_local_executor_writes_what_shards_and_merge_write(tmp_path, tiny_mo
     assert (folder / "c.datatrove" / "shards" / "completions" / "00002").exists()
     assert (folder / "c.datatrove" / "merge" / "completions" / "00000").exists()
     assert written(folder) == by_hand(tmp_path, tiny_model, corpus_dir, 3)
+    # the near copy is in another shard than its original: datatrove's stages found it
+    across = [r for r in lines(folder / "c.rejects.jsonl") if "(across shards)" in r["reason"]]
+    pair = {"docs/doc05.md", "docs/dup_near.md"}
+    assert [
+        r for r in across if r["reason"].startswith("near duplicate: of docs/") and
+        {r["record"]["doc_id"], r["reason"].split()[3]} == pair
+    ], across  # fmt: skip
+    assert list((folder / "c.datatrove" / "minhash" / "clusters").glob("*.clusters"))
     assert res["records"] == len((folder / "c.jsonl").read_text().splitlines()) > 0
     assert res["dropped"]  # the duplicates, the German and the short document
 
@@ -125,19 +133,24 @@ def test_slurm_jobs_are_submitted_and_write_the_same_corpus(
     res = CliRunner().invoke(main, ["data", *args])
     assert res.exit_code == 0, res.output
     scripts = {p.stem: p.read_text() for p in log.iterdir()}
-    shards = next(s for s in scripts.values() if "shards/executor.pik" in s)
-    merge = next(s for s in scripts.values() if "merge/executor.pik" in s)
+    job = {  # stage -> (job id, its sbatch arguments and script)
+        stage: next((k, s) for k, s in scripts.items() if f"{stage}/executor.pik" in s)
+        for stage in ("shards", "buckets", "clusters", "merge")
+    }
+    shards, merge = job["shards"][1], job["merge"][1]
     assert "#SBATCH --array=0-1" in shards and "#SBATCH --partition=astro" in shards
-    assert "#SBATCH --time=02:00:00" in shards
-    shard_id = next(k for k, s in scripts.items() if s is shards)
-    assert merge.splitlines()[0].count(f"afterok:{shard_id}") == 1, "the merge waits for the shards"
+    assert "#SBATCH --time=02:00:00" in shards and "#SBATCH --array=0-21" in job["buckets"][1]
+    for before, after in [("shards", "buckets"), ("buckets", "clusters"), ("clusters", "merge")]:
+        arguments = job[after][1].splitlines()[0]
+        assert f"--dependency=afterok:{job[before][0]}" in arguments, (before, after, arguments)
     assert "#SBATCH --mem-per-cpu=24G" in merge and "#SBATCH --mem-per-cpu=4G" in shards
     assert not (folder / "c.jsonl").exists(), "nothing runs until Slurm starts the jobs"
 
-    # run the jobs here as Slurm would: every array task, then the merge
+    # run the jobs here as Slurm would, each after the one it depends on: every shard,
+    # every MinHash band, the clusters, the merge
     launch = Path(sys.executable).with_name("launch_pickled_pipeline")
     logs = folder / "c.datatrove"
-    for stage, tasks in (("shards", 2), ("merge", 1)):
+    for stage, tasks in (("shards", 2), ("buckets", 22), ("clusters", 1), ("merge", 1)):
         for i in range(tasks):
             env = {**os.environ, "SLURM_ARRAY_TASK_ID": str(i), "SLURM_NODELIST": "localhost"}
             subprocess.run([str(launch), str(logs / stage / "executor.pik")], env=env,
@@ -174,3 +187,29 @@ def test_executor_settings_are_checked_before_anything_runs(tmp_path, tiny_model
         res = CliRunner().invoke(main, ["data", *corpus(folder, tiny_model, corpus_dir, *extra)])
         assert res.exit_code != 0 and message in res.output, (extra, res.output)
     assert not folder.exists() or not list(folder.glob("c*.jsonl"))
+
+
+def test_a_revision_chain_spread_over_shards_keeps_one_version(tmp_path, tiny_model):
+    """v2 from v1, v3 from v2, ...: each near its predecessor, the last far from the
+    first; wherever the versions land, datatrove's clusters keep one of them, and the
+    merge by hand agrees."""
+    import random
+
+    from tests.dataprep.corpus.fixtures import PROSE
+
+    rng = random.Random(7)
+    vocab = PROSE.split()
+    words = [rng.choice(vocab) for _ in range(600)]
+    source = tmp_path / "chain"
+    source.mkdir()
+    for v in range(1, 7):
+        (source / f"paper_v{v}.md").write_text(f"# Paper\n\n{' '.join(words)}\n")
+        for i in rng.sample(range(len(words)), 18):  # 3% of the words, each revision
+            words[i] = rng.choice(vocab)
+    folder = tmp_path / "executor"
+    cli(*corpus(folder, tiny_model, source, "--executor", "local", "--tasks", "3"))
+    kept = {r["doc_id"] for n in ("c.jsonl", "c.val.jsonl") for r in lines(folder / n)}
+    assert len(kept) == 1, kept
+    reasons = [r["reason"] for r in lines(folder / "c.rejects.jsonl")]
+    assert len(reasons) == 5 and any("(across shards)" in r for r in reasons), reasons
+    assert written(folder) == by_hand(tmp_path, tiny_model, source, 3)
