@@ -89,6 +89,24 @@ class ClusterFirsts:
         return f"near duplicate: of {first} (Jaccard ~{sim:.2f}{via})"
 
 
+def _duplicate_check(dedup: bool, threshold: float, num_perm: int, clusters):
+    """check(shard, sidecar index, record) -> why the document is a duplicate, or None:
+    exact duplicates here; near duplicates here in memory or from `clusters`."""
+    if not dedup:
+        return lambda shard, index, rec: None
+    deduper = Deduplicator(near=clusters is None, threshold=threshold, num_perm=num_perm)
+    clustered = ClusterFirsts(clusters, threshold) if clusters is not None else None
+
+    def check(shard: int, index: int, rec: dict) -> str | None:
+        sig = decode_signature(rec["minhash"]) if rec.get("minhash") else None
+        reason = deduper.check(rec["doc_id"], rec.get("exact") or rec["doc_id"], sig)
+        if reason is None and clustered is not None:
+            reason = clustered.check(shard, index, rec["doc_id"], sig)
+        return reason
+
+    return check
+
+
 def merge_shards(
     out: str | Path,
     val_out: str | Path | None = None,
@@ -109,12 +127,7 @@ def merge_shards(
     if dedup:
         _check_same_minhash(out, manifests)
     sequence_len = int(manifests[0].get("sequence_len") or cfg.get("sequence_len") or 0)
-    deduper = (
-        Deduplicator(near=clusters is None, threshold=near_threshold, num_perm=num_perm)
-        if dedup
-        else None
-    )
-    clustered = ClusterFirsts(clusters, near_threshold) if dedup and clusters is not None else None
+    duplicate = _duplicate_check(dedup, near_threshold, num_perm, clusters)
 
     out, val_out = Path(out), Path(val_out) if val_out else None
     rejects = JsonlWriter(rejects_path(out))
@@ -131,13 +144,7 @@ def merge_shards(
             for index, (lineno, rec) in enumerate(read_jsonl(docs_path(part))):
                 if isinstance(rec, Reject):
                     raise DataError(f"{rec.source}:{lineno}: {rec.reason}")
-                reason = None
-                if deduper is not None:
-                    sig = decode_signature(rec["minhash"]) if rec.get("minhash") else None
-                    reason = deduper.check(rec["doc_id"], rec.get("exact") or rec["doc_id"], sig)
-                    if reason is None and clustered is not None:
-                        reason = clustered.check(shard, index, rec["doc_id"], sig)
-                if reason:
+                if reason := duplicate(shard, index, rec):
                     dropped_docs.add(rec["doc_id"])
                     dropped[reason_group(reason)] += 1
                     rejects.write(

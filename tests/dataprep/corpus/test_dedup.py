@@ -145,7 +145,12 @@ def test_defaults_are_defined_once():
     d = Deduplicator()
     assert (d.index.threshold, d.index.params) == (NEAR_THRESHOLD, lsh_params())
     assert (d.hasher.shingle, d.hasher.num_perm) == (SHINGLE, NUM_PERM)
-    assert merge_shards.__defaults__[-1] == NEAR_THRESHOLD
+    import inspect
+
+    assert inspect.signature(merge_shards).parameters["near_threshold"].default == NEAR_THRESHOLD
+    from cosmosage.dataprep.corpus.executors import corpus_executor
+
+    assert inspect.signature(corpus_executor).parameters["near_threshold"].default == NEAR_THRESHOLD
     for cmd in (data_corpus, arxiv_process, merge_shards_cmd):
         (opt,) = [p for p in cmd.params if p.name == "near_threshold"]
         assert opt.default == NEAR_THRESHOLD
