@@ -2,13 +2,15 @@
 
 Task r of N does what `--shard r/N` does (the same reader, cleaning, quality filters
 with reasons, dedup within the shard, token-exact chunks, decontamination) and writes
-OUT.shard-r-of-N.*; a second datatrove stage of one task, started once every shard
-task has finished, joins them as `data merge-shards` does (exact and near-duplicate
-documents across shards, one manifest and one rejects file). Datatrove runs the tasks
-(a local process pool; or a Slurm job array and a job that depends on it) and keeps a
-completion marker per task under OUT.datatrove/: the same command run again after a
-kill runs only the tasks that have none, and the outputs equal those of a run that was
-never stopped (each shard's files are written atomically, at its end).
+OUT.shard-r-of-N.*. Then, each stage started once the one before has finished:
+datatrove's MinHash stages find near duplicates across shards (executor_minhash.py: its
+bucket stage, a check of each candidate pair, its union-find clusters), and one task
+joins the shards as `data merge-shards` does, keeping each cluster's first document
+(one manifest, one rejects file). Datatrove runs the tasks (a local process pool; or
+Slurm job arrays, each depending on the last) and keeps a completion marker per task
+under OUT.datatrove/: the same command run again after a kill runs only the tasks that
+have none, and the outputs equal those of a run that was never stopped (each shard's
+files are written atomically, at its end).
 
 Requires the `scale` extra (datatrove).
 """
@@ -112,6 +114,8 @@ def _stage(kind: str, pipeline: list, tasks: int, name: str, logs: Path, depends
             workers=max(1, min(workers, tasks)),
             logging_dir=str(logs / name),
             depends=depends,
+            # workers are this process's children, so their CPU time and memory are its
+            start_method="spawn",
         )
     return SlurmPipelineExecutor(
         pipeline,

@@ -13,9 +13,10 @@ EXECUTOR_OPTIONS = [
         "--executor",
         type=click.Choice(["local", "slurm"]),
         default=None,
-        help="Run as datatrove tasks: `local` (a process pool here) or `slurm` (a job array "
-        "and a merge job); each task is one --shard, then one task merges them. Rerun the "
-        "same command after a kill: only unfinished tasks run. [default: one process]",
+        help="Run as datatrove tasks: `local` (a process pool here) or `slurm` (job arrays); "
+        "each shard task is one --shard, datatrove's MinHash stages find near duplicates "
+        "across shards, one task merges. Rerun the same command after a kill: only "
+        "unfinished tasks run. [default: one process]",
     ),
     click.option(
         "--tasks",
@@ -44,7 +45,8 @@ EXECUTOR_OPTIONS = [
         type=click.IntRange(1),
         default=8,
         show_default=True,
-        help="With --executor slurm: memory of the merge task (about 8 KB per kept document).",
+        help="With --executor slurm: memory of the merge task (an exact-duplicate hash per kept "
+        "document, the signatures of clustered ones).",
     ),
     click.option(
         "--dry-run",

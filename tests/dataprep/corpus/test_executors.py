@@ -1,7 +1,8 @@
-"""`data corpus --executor local|slurm`: datatrove runs the shards and the merge; the
-outputs equal `--shard i/N` runs joined by `merge-shards`, a rerun after a stop runs
-only the unfinished tasks, and the Slurm jobs (submitted to a stand-in sbatch, then run
-here as Slurm would run them) write the same corpus."""
+"""`data corpus --executor local|slurm`: datatrove runs the shards, its MinHash stages
+and the merge; the outputs equal `--shard i/N` runs joined by `merge-shards`, a revision
+chain over shards keeps one version, a rerun after a stop runs only the unfinished
+tasks, and the Slurm jobs (submitted to a stand-in sbatch, then run here as Slurm would
+run them) write the same corpus."""
 
 from __future__ import annotations
 
