@@ -53,6 +53,16 @@ def test_corpus_executor_bench_runs_both_paths_on_both_sizes(tiny_model):
     assert "-> largest shard task" in out
 
 
+def test_corpus_scale_bench_scores_dedup_at_each_size(tiny_model):
+    out = run("corpus_scale.py", "--docs", "60", "120", "--docs-per-task", "30")
+    lines = [x for x in out.splitlines() if "shard tasks:" in x]
+    assert len(lines) == 2 and "baseline, one process" in out, out
+    # detection quality means something at toy size (throughput does not)
+    for line in lines:
+        p, r = (float(v) for v in re.search(r"P ([\d.]+) R ([\d.]+)", line).groups())
+        assert p >= 0.99 and r >= 0.95, line
+
+
 def test_dedup_bench_defaults_reach_their_target():
     # Unlike throughput, detection quality means something at toy size: checked here.
     out = run("dedup_bench.py", "--docs", "120")

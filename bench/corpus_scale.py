@@ -1,0 +1,116 @@
+"""`data corpus --executor local` at growing corpus sizes on the dedup benchmark's
+generator: memory per task, throughput and near-duplicate precision and recall.
+
+    .venv/bin/python bench/corpus_scale.py                       # 10k, 20k, 40k documents, ~10 minutes on 2 cores
+    .venv/bin/python bench/corpus_scale.py --docs 50000 100000 200000 --docs-per-task 5000
+
+Each size is a fresh corpus from bench/dedup_bench.py's generator (paper-like documents of
+a few hundred to about 2,000 words, a quarter of them copied as revision chains of
+--chain versions, each version from the one before) written as one markdown file per
+document. The baseline, today's single-process `data corpus`, runs on the smallest size
+in the same run (its throughput per CPU-second is the reference); every size then runs
+with `--executor local` and one task per --docs-per-task documents, --workers at once.
+Printed per size: wall and CPU time, MB per CPU-second against the baseline's (target >=
+0.67), the peak memory of the largest task of each stage kind (shard tasks from their
+stats; the main process runs the clusters and merge), and precision and recall of the
+documents dropped as duplicates (a drop is right when the document it names is of the
+same family; recall counts the copies: target P >= 0.99, R >= 0.95). Quality filters are
+off (`--no-filter`: the generator's made-up words are not English), so dedup is what drops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.corpus_executor import shard_peak_mb  # noqa: E402
+from bench.corpus_memory import child, measure  # noqa: E402
+from bench.dedup_bench import generate  # noqa: E402
+
+_NAMED = re.compile(r"(?:near|exact) duplicate: of \S*?doc(\d+)\.md")
+_DOC = re.compile(r"doc(\d+)\.md")
+
+
+def write(folder: Path, texts: list[str]) -> float:
+    folder.mkdir(parents=True)
+    for i, text in enumerate(texts):
+        (folder / f"doc{i:06d}.md").write_text(text)
+    return sum(len(t.encode()) for t in texts) / 1e6
+
+
+def dedup_score(out: Path, family: list[int], copies: int) -> tuple[float, float, int]:
+    rejects = out.with_name(out.stem + ".rejects.jsonl")
+    flagged = right = 0
+    for line in rejects.read_text().splitlines():
+        rec = json.loads(line)
+        named = _NAMED.match(rec["reason"])
+        if not named:
+            continue
+        flagged += 1
+        doc = int(_DOC.search(rec["record"]["doc_id"]).group(1))
+        right += family[doc] == family[int(named.group(1))]
+    return (right / flagged if flagged else 1.0), min(1.0, right / copies), flagged
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2:])
+        return
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--docs", type=int, nargs="+", default=[10_000, 20_000, 40_000])
+    ap.add_argument("--docs-per-task", type=int, default=2_500)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--chain", type=int, default=2)
+    ap.add_argument("--tokenizer", default=str(ROOT / "build/models/tiny-llama"))
+    ap.add_argument("--sequence-len", type=int, default=512)
+    args = ap.parse_args()
+    if not Path(args.tokenizer).exists():
+        from cosmosage.tools.models.tiny import build_tiny_model
+
+        build_tiny_model([str(ROOT / "samples")], args.tokenizer)
+    base_rate, rows = None, []
+    for k, n in enumerate(args.docs):
+        with tempfile.TemporaryDirectory(prefix="cosmosage-scale-") as tmp:
+            corpus = generate(docs=round(n / (1 + 0.25 * args.chain)), seed=k, chain=args.chain)
+            size = write(Path(tmp) / "docs", corpus.texts)
+            common = (Path(tmp) / "docs", args.tokenizer, args.sequence_len)
+            if base_rate is None:
+                base = measure(*common[:1], Path(tmp) / "one" / "c.jsonl", *common[1:], 1,
+                               script=__file__, extra=["--no-filter"])  # fmt: skip
+                base_rate = size / base["cpu"]
+                print(f"baseline, one process, {len(corpus.texts)} documents, {size:.0f} MB: "
+                      f"{base['wall']:.0f} s wall, {base['cpu']:.0f} s CPU, "
+                      f"{base_rate:.2f} MB per CPU-second, peak {base['peak_mb']:.0f} MB")  # fmt: skip
+            tasks = max(2, round(len(corpus.texts) / args.docs_per_task))
+            out = Path(tmp) / "many" / "c.jsonl"
+            ex = measure(*common[:1], out, *common[1:], args.workers, script=__file__,
+                         extra=["--no-filter", "--executor", "local", "--tasks", str(tasks)])  # fmt: skip
+            p, r, flagged = dedup_score(out, corpus.family, corpus.copies)
+            task_mb = shard_peak_mb(out)
+            rows.append((len(corpus.texts), task_mb, ex["peak_mb"]))
+            rate = size / ex["cpu"]
+            print(
+                f"{len(corpus.texts):7d} documents, {size:5.0f} MB, {tasks} shard tasks: "
+                f"{ex['wall']:.0f} s wall, {ex['cpu']:.0f} s CPU, {rate:.2f} MB per CPU-second "
+                f"({rate / base_rate:.2f}x the baseline's; target >= 0.67); largest shard task "
+                f"{task_mb:.0f} MB, clusters + merge {ex['peak_mb']:.0f} MB; duplicates "
+                f"dropped {flagged} of {corpus.copies} copies: P {p:.3f} R {r:.3f}"
+            )
+    (n0, t0, m0), (n1, t1, m1) = rows[0], rows[-1]
+    print(
+        f"\ncorpus {n1 / n0:.1f}x larger -> largest shard task {t1 / t0:.2f}x "
+        f"(flat: <= 1.25x), clusters + merge {m1 / m0:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
