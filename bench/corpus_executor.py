@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.corpus_memory import child, measure, write_corpus  # noqa: E402
+from bench.corpus_memory import child, ensure_tokenizer, measure, write_corpus  # noqa: E402
 
 
 def doc_ids(out: Path) -> set[str]:
@@ -58,10 +58,7 @@ def main() -> None:
     ap.add_argument("--tokenizer", default=str(ROOT / "build/models/tiny-llama"))
     ap.add_argument("--sequence-len", type=int, default=128)
     args = ap.parse_args()
-    if not Path(args.tokenizer).exists():
-        from cosmosage.tools.models.tiny import build_tiny_model
-
-        build_tiny_model([str(ROOT / "samples")], args.tokenizer)
+    ensure_tokenizer(args.tokenizer)
     rows = []
     with tempfile.TemporaryDirectory(prefix="cosmosage-exec-") as tmp:
         for k, mb in enumerate((args.mb, args.mb * args.factor)):

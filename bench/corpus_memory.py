@@ -41,6 +41,14 @@ def high_water_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def ensure_tokenizer(path: str) -> None:
+    """The tiny tokenizer the corpus benches measure with, built from samples/ if absent."""
+    if not Path(path).exists():
+        from cosmosage.tools.models.tiny import build_tiny_model
+
+        build_tiny_model([str(ROOT / "samples")], path)
+
+
 def child(argv: list[str]) -> None:
     """Run the CLI in this process, then report peak memory on the last line."""
     from cosmosage.tools.cli.main import main
@@ -125,10 +133,7 @@ def main() -> None:
     ap.add_argument("--sequence-len", type=int, default=128)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
-    if not Path(args.tokenizer).exists():
-        from cosmosage.tools.models.tiny import build_tiny_model
-
-        build_tiny_model([str(ROOT / "samples")], args.tokenizer)
+    ensure_tokenizer(args.tokenizer)
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="cosmosage-mem-") as tmp:

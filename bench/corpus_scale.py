@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.corpus_executor import shard_peak_mb  # noqa: E402
-from bench.corpus_memory import child, measure  # noqa: E402
+from bench.corpus_memory import child, ensure_tokenizer, measure  # noqa: E402
 from bench.dedup_bench import generate  # noqa: E402
 
 _NAMED = re.compile(r"(?:near|exact) duplicate: of \S*?doc(\d+)\.md")
@@ -73,10 +73,7 @@ def main() -> None:
     ap.add_argument("--tokenizer", default=str(ROOT / "build/models/tiny-llama"))
     ap.add_argument("--sequence-len", type=int, default=512)
     args = ap.parse_args()
-    if not Path(args.tokenizer).exists():
-        from cosmosage.tools.models.tiny import build_tiny_model
-
-        build_tiny_model([str(ROOT / "samples")], args.tokenizer)
+    ensure_tokenizer(args.tokenizer)
     base_rate, rows = None, []
     for k, n in enumerate(args.docs):
         with tempfile.TemporaryDirectory(prefix="cosmosage-scale-") as tmp:
