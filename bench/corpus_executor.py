@@ -16,7 +16,6 @@ and grows with the corpus), and checks that both paths keep the same documents.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.corpus_memory import child, ensure_tokenizer, measure, write_corpus  # noqa: E402
+from bench.corpus_memory import bench_main, ensure_tokenizer, measure, write_corpus  # noqa: E402
 
 
 def doc_ids(out: Path) -> set[str]:
@@ -45,18 +44,12 @@ def shard_peak_mb(out: Path) -> float:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(sys.argv[2:])
+    if (ap := bench_main(__doc__)) is None:
         return
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
     ap.add_argument("--mb", type=float, default=8, help="Smaller corpus, MB (default 8).")
     ap.add_argument("--factor", type=float, default=4, help="Larger corpus = factor x --mb.")
     ap.add_argument("--docs-per-task", type=int, default=150)
     ap.add_argument("--workers", type=int, default=2, help="Executor tasks at once.")
-    ap.add_argument("--tokenizer", default=str(ROOT / "build/models/tiny-llama"))
-    ap.add_argument("--sequence-len", type=int, default=128)
     args = ap.parse_args()
     ensure_tokenizer(args.tokenizer)
     rows = []

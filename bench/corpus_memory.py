@@ -28,17 +28,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def high_water_mb() -> float:
-    """This process's peak resident memory. Linux's VmHWM belongs to this program alone;
-    ru_maxrss also keeps the peak of the process this one was forked from (the bench,
-    holding its generated corpus) across the exec."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def bench_main(doc: str, sequence_len: int = 128) -> argparse.ArgumentParser | None:
+    """The start of a corpus bench's main: None when this process is the measured child
+    (`--child ARGV...`: the CLI has run and reported), else the bench's argument parser
+    with the options every corpus bench has (--tokenizer, --sequence-len)."""
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2:])
+        return None
+    ap = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--tokenizer", default=str(ROOT / "build/models/tiny-llama"))
+    ap.add_argument("--sequence-len", type=int, default=sequence_len)
+    return ap
 
 
 def ensure_tokenizer(path: str) -> None:
@@ -58,7 +60,9 @@ def child(argv: list[str]) -> None:
         main(argv, standalone_mode=False)
     except SystemExit as e:  # click exits on errors even without standalone mode
         code = int(e.code or 0)
-    own = high_water_mb()
+    from cosmosage.dataprep.env import peak_memory_mb
+
+    own = peak_memory_mb()
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps({"peak_mb": own, "worker_peak_mb": kids, "code": code}))
 
@@ -121,16 +125,10 @@ def measure(
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(sys.argv[2:])
+    if (ap := bench_main(__doc__)) is None:
         return
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
     ap.add_argument("--mb", type=float, default=16, help="Smaller corpus, MB (default 16).")
     ap.add_argument("--factor", type=float, default=4, help="Larger corpus = factor x --mb.")
-    ap.add_argument("--tokenizer", default=str(ROOT / "build/models/tiny-llama"))
-    ap.add_argument("--sequence-len", type=int, default=128)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     ensure_tokenizer(args.tokenizer)

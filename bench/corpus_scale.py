@@ -2,7 +2,7 @@
 generator: memory per task, throughput and near-duplicate precision and recall.
 
     .venv/bin/python bench/corpus_scale.py                       # 10k, 20k, 40k documents, ~10 minutes on 2 cores
-    .venv/bin/python bench/corpus_scale.py --docs 50000 100000 200000 --docs-per-task 5000
+    .venv/bin/python bench/corpus_scale.py --docs 50000 100000 200000
 
 Each size is a fresh corpus from bench/dedup_bench.py's generator (paper-like documents of
 a few hundred to about 2,000 words, a quarter of them copied as revision chains of
@@ -20,7 +20,6 @@ off (`--no-filter`: the generator's made-up words are not English), so dedup is 
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.corpus_executor import shard_peak_mb  # noqa: E402
-from bench.corpus_memory import child, ensure_tokenizer, measure  # noqa: E402
+from bench.corpus_memory import bench_main, ensure_tokenizer, measure  # noqa: E402
 from bench.dedup_bench import generate  # noqa: E402
 
 _NAMED = re.compile(r"(?:near|exact) duplicate: of \S*?doc(\d+)\.md")
@@ -60,18 +59,12 @@ def dedup_score(out: Path, family: list[int], copies: int) -> tuple[float, float
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(sys.argv[2:])
+    if (ap := bench_main(__doc__, sequence_len=512)) is None:
         return
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
     ap.add_argument("--docs", type=int, nargs="+", default=[10_000, 20_000, 40_000])
-    ap.add_argument("--docs-per-task", type=int, default=2_500)
+    ap.add_argument("--docs-per-task", type=int, default=5_000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--chain", type=int, default=2)
-    ap.add_argument("--tokenizer", default=str(ROOT / "build/models/tiny-llama"))
-    ap.add_argument("--sequence-len", type=int, default=512)
     args = ap.parse_args()
     ensure_tokenizer(args.tokenizer)
     base_rate, rows = None, []

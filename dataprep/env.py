@@ -1,5 +1,6 @@
 """The environment of every child process the project starts (the trainer, the merger,
-the GGUF converter, the local answer server): one rule for going offline.
+the GGUF converter, the local answer server): one rule for going offline; and what a
+process reports of itself (its peak memory).
 
 A child whose inputs are all local paths runs with the Hugging Face libraries offline,
 so a missing file fails at once with its name instead of after a wait on a network this
@@ -9,6 +10,8 @@ machine may not reach. A value already set in the user's environment wins (expor
 from __future__ import annotations
 
 import os
+import resource
+from pathlib import Path
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
@@ -23,3 +26,16 @@ def child_env(*, local: bool, **extra: str) -> dict[str, str]:
             env.setdefault(key, value)
     env.update(extra)
     return env
+
+
+def peak_memory_mb() -> float:
+    """This process's peak resident memory so far, MB: Linux's VmHWM, which is this
+    program's own (ru_maxrss also keeps the peak of the process it was forked from, across
+    the exec), else ru_maxrss."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

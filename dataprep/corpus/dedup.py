@@ -135,6 +135,11 @@ class MinHasher:
         return sig.astype(np.uint32)
 
 
+def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """The Jaccard similarity two MinHash signatures estimate: the share of equal values."""
+    return float((a == b).mean())
+
+
 class NearDuplicateIndex:
     """datasketch MinHashLSH over our signatures; `add` answers the earlier duplicate or None.
 
@@ -176,7 +181,7 @@ class NearDuplicateIndex:
         m = self._lean(sig)
         best = None
         for other in self.lsh.query(m):
-            sim = float((self._sigs[other] == sig).mean())
+            sim = estimated_jaccard(self._sigs[other], sig)
             if sim >= self.threshold and (best is None or sim > best[1]):
                 best = (other, sim)
         self.lsh.insert(key, m, check_duplication=False)

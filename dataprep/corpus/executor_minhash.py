@@ -32,7 +32,7 @@ from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignatur
 from datatrove.utils.binaryio import read_tuples_from_file
 from datatrove.utils.hashing import HashConfig
 
-from cosmosage.dataprep.corpus.dedup import lsh_params
+from cosmosage.dataprep.corpus.dedup import estimated_jaccard, lsh_params
 from cosmosage.dataprep.io import read_jsonl
 from cosmosage.dataprep.shard import shard_output
 
@@ -130,7 +130,7 @@ class CheckedPairs(PipelineStep):
         for name in files:
             with self.candidates.open(name, "rb") as fh, self.checked.open(name, "wb") as out:
                 for f1, d1, f2, d2 in read_tuples_from_file(fh, "4I"):
-                    sim = float((sigs[(f1, d1)] == sigs[(f2, d2)]).mean())
+                    sim = estimated_jaccard(sigs[(f1, d1)], sigs[(f2, d2)])
                     self.stat_update("candidates")
                     if sim >= self.threshold:
                         out.write(PAIR.pack(f1, d1, f2, d2))

@@ -19,32 +19,19 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 
 from cosmosage.dataprep.corpus.dedup import NEAR_THRESHOLD, NUM_PERM, SHINGLE
+from cosmosage.dataprep.corpus.merge_shards import merge_shards
+from cosmosage.dataprep.env import peak_memory_mb
 from cosmosage.dataprep.io import sibling
 from cosmosage.dataprep.records import DataError
 
 EXECUTORS = ("local", "slurm")
-
-
-def peak_rss_mb() -> int:
-    """This process's peak resident memory so far (a task's stats say it): Linux's VmHWM,
-    which is this program's own (ru_maxrss keeps the peak of the process it was forked
-    from), else ru_maxrss."""
-    import resource
-
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) // 1024
-    except OSError:
-        pass
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 class CorpusShard(PipelineStep):
@@ -63,7 +50,7 @@ class CorpusShard(PipelineStep):
         self.stat_update("documents", value=int(result.get("documents", 0)))
         self.stat_update("records", value=int(result.get("records", 0)))
         self.stat_update("dropped", value=sum((result.get("dropped") or {}).values()))
-        self.stat_update("peak_rss_mb", value=peak_rss_mb())
+        self.stat_update("peak_rss_mb", value=round(peak_memory_mb()))
         return None
 
 
@@ -82,21 +69,18 @@ class CorpusMerge(PipelineStep):
             result = self.merge()
         for side in ("train", "val"):
             self.stat_update(f"{side} records", value=int(result.get(f"{side}_records", 0)))
-        self.stat_update("peak_rss_mb", value=peak_rss_mb())
+        self.stat_update("peak_rss_mb", value=round(peak_memory_mb()))
         return None
 
 
 @dataclass
 class Slurm:
-    """What a Slurm submission needs beyond the task count."""
+    """What a Slurm submission needs beyond the task count (each task is one CPU)."""
 
     partition: str
     time: str = "24:00:00"
-    cpus_per_task: int = 1
     mem_per_cpu_gb: int = 4
     merge_mem_gb: int = 8  # the merge's exact-duplicate hashes and clustered signatures
-    venv: str | None = None
-    sbatch_args: dict = field(default_factory=dict)
 
 
 def logging_dir(out: str | Path) -> Path:
@@ -107,7 +91,6 @@ def logging_dir(out: str | Path) -> Path:
 def merge_clustered(out, val_out, threshold: float, clusters: str, tasks: int) -> dict:
     """The merge after datatrove's MinHash stages: their clusters decide near duplicates."""
     from cosmosage.dataprep.corpus.executor_minhash import read_clusters
-    from cosmosage.dataprep.corpus.merge_shards import merge_shards
 
     return merge_shards(out, val_out, True, threshold, clusters=read_clusters(clusters, tasks))
 
@@ -129,15 +112,13 @@ def _stage(kind: str, pipeline: list, tasks: int, name: str, logs: Path, depends
         pipeline,
         tasks=tasks,
         workers=workers if workers > 1 else -1,
-        cpus_per_task=slurm.cpus_per_task,
+        cpus_per_task=1,
         mem_per_cpu_gb=mem_gb or slurm.mem_per_cpu_gb,
         job_name=f"corpus-{name}",
         logging_dir=str(logs / name),
         depends=depends,
         time=slurm.time,
         partition=slurm.partition,
-        venv_path=slurm.venv,
-        sbatch_args=dict(slurm.sbatch_args) or None,
         slurm_logs_folder=str(logs / "slurm"),
     )
 
@@ -164,28 +145,40 @@ def corpus_executor(
     if kind == "slurm" and (slurm is None or not slurm.partition):
         raise DataError("--executor slurm needs --partition")
     logs = logging_dir(out)
-    shard_steps: list = [CorpusShard(run_shard)]
     if not dedup:
-        shards = _stage(kind, shard_steps, tasks, "shards", logs, None, workers, slurm)
-        merge = functools.partial(merge_shards_plain, out, val_out)
-        return _stage(kind, [CorpusMerge(merge)], 1, "merge", logs, shards, 1, slurm,
-                      slurm.merge_mem_gb if slurm else None)  # fmt: skip
+        last = _stage(kind, [CorpusShard(run_shard)], tasks, "shards", logs, None, workers, slurm)
+        merge = functools.partial(merge_shards, out, val_out, dedup=False)
+    else:
+        last = _minhash_stages(kind, run_shard, out, tasks, workers, slurm, near_threshold)
+        folder = str(logs / "minhash" / "clusters")
+        merge = functools.partial(merge_clustered, out, val_out, near_threshold, folder, tasks)
+    return _stage(kind, [CorpusMerge(merge)], 1, "merge", logs, last, 1, slurm,
+                  slurm.merge_mem_gb if slurm else None)  # fmt: skip
+
+
+def _minhash_stages(kind, run_shard, out, tasks: int, workers: int, slurm, near_threshold: float):
+    """The shard tasks (which hand their signatures to datatrove), datatrove's bucket
+    stage, then one task of checked pairs and datatrove's clusters: the last of them."""
     from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets, MinhashDedupCluster
 
     from cosmosage.dataprep.corpus import executor_minhash as mh
 
+    logs = logging_dir(out)
     config = mh.minhash_config(near_threshold, NUM_PERM, SHINGLE)
     folders = {
         k: str(logs / "minhash" / k) for k in ("signatures", "candidates", "checked", "clusters")
     }
-    shard_steps.append(mh.SidecarSignatures(out, tasks, folders["signatures"], config))
+    shard_steps = [
+        CorpusShard(run_shard),
+        mh.SidecarSignatures(out, tasks, folders["signatures"], config),
+    ]
     shards = _stage(kind, shard_steps, tasks, "shards", logs, None, workers, slurm)
     buckets = _stage(
         kind,
         [MinhashDedupBuckets(folders["signatures"], folders["candidates"], config=config)],
         config.num_buckets, "buckets", logs, shards, workers, slurm,
     )  # fmt: skip
-    clusters = _stage(
+    return _stage(
         kind,
         [
             mh.CheckedPairs(out, tasks, folders["candidates"], folders["checked"], near_threshold),
@@ -194,17 +187,6 @@ def corpus_executor(
         ],
         1, "clusters", logs, buckets, 1, slurm,
     )  # fmt: skip
-    merge = functools.partial(
-        merge_clustered, out, val_out, near_threshold, folders["clusters"], tasks
-    )
-    return _stage(kind, [CorpusMerge(merge)], 1, "merge", logs, clusters, 1, slurm,
-                  slurm.merge_mem_gb if slurm else None)  # fmt: skip
-
-
-def merge_shards_plain(out, val_out) -> dict:
-    from cosmosage.dataprep.corpus.merge_shards import merge_shards
-
-    return merge_shards(out, val_out, dedup=False)
 
 
 def submitted_scripts(executor) -> list[str]:

@@ -13,7 +13,12 @@ from collections import Counter
 from pathlib import Path
 
 from cosmosage.dataprep.corpus.chunk import packing_efficiency
-from cosmosage.dataprep.corpus.dedup import NEAR_THRESHOLD, NUM_PERM, Deduplicator
+from cosmosage.dataprep.corpus.dedup import (
+    NEAR_THRESHOLD,
+    NUM_PERM,
+    Deduplicator,
+    estimated_jaccard,
+)
 from cosmosage.dataprep.corpus.pipeline import MAX_LISTED_INPUTS, decode_signature, docs_path
 from cosmosage.dataprep.io import JsonlWriter, Manifest, check_outputs, read_jsonl, rejects_path
 from cosmosage.dataprep.records import DataError, Reject, reason_group
@@ -84,7 +89,7 @@ class ClusterFirsts:
         if len(earlier) == 1:
             return None
         first = earlier[0][0]
-        sim, member = max((float((s == sig).mean()), d) for d, s in earlier[:-1])
+        sim, member = max((estimated_jaccard(s, sig), d) for d, s in earlier[:-1])
         via = "" if member == first else f" through {member}"
         return f"near duplicate: of {first} (Jaccard ~{sim:.2f}{via})"
 

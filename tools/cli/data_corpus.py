@@ -160,8 +160,6 @@ def _run(kw: dict, items_for_shard, extra_meta: dict | None = None) -> dict:
     from cosmosage.dataprep.io import check_outputs, manifest_path
     from cosmosage.dataprep.shard import Shard, shard_output
 
-    if kw["val_fraction"] and not kw["val_out"]:
-        raise click.UsageError("--val-fraction needs --val-out: where the held-out documents go")
     shard = Shard.parse(kw["shard"])
     cfg = _config(kw)
     cfg.val_fallback = shard is None
@@ -198,6 +196,8 @@ def _run_shard(kw: dict, items_for_shard, extra_meta: dict | None, shard: str) -
 
 def run_or_submit(kw: dict, items_for_shard, extra_meta: dict | None = None) -> None:
     """Run here (one process, or the --shard given), or as datatrove tasks (--executor)."""
+    if kw["val_fraction"] and not kw["val_out"]:
+        raise click.UsageError("--val-fraction needs --val-out: where the held-out documents go")
     if kw["dry_run"] and kw["executor"] != "slurm":
         raise click.UsageError("--dry-run: only with --executor slurm")
     if kw["tasks"] > 1 and not kw["executor"]:

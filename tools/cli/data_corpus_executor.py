@@ -69,10 +69,8 @@ def run_on_executor(kw: dict, run_shard) -> None:
 
     if kw["shard"]:
         raise click.UsageError("--shard and --executor: the executor makes the shards (--tasks)")
-    if kw["val_fraction"] and not kw["val_out"]:
-        raise click.UsageError("--val-fraction needs --val-out: where the held-out documents go")
     slurm = executors.Slurm(
-        kw["partition"], kw["time_limit"], 1, kw["mem_per_cpu_gb"], kw["merge_mem_gb"]
+        kw["partition"], kw["time_limit"], kw["mem_per_cpu_gb"], kw["merge_mem_gb"]
     )
     executor = executors.corpus_executor(
         kw["executor"],
