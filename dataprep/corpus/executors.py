@@ -3,10 +3,11 @@
 Task r of N does what `--shard r/N` does (the same reader, cleaning, quality filters
 with reasons, dedup within the shard, token-exact chunks, decontamination) and writes
 OUT.shard-r-of-N.*. Then, each stage started once the one before has finished:
-datatrove's MinHash stages find near duplicates across shards (executor_minhash.py: its
-bucket stage, a check of each candidate pair, its union-find clusters), and one task
-joins the shards as `data merge-shards` does, keeping each cluster's first document
-(one manifest, one rejects file). Datatrove runs the tasks (a local process pool; or
+datatrove's exact-dedup stages find exact copies across shards (executor_exact.py) and
+its MinHash stages near duplicates (executor_minhash.py: its bucket stage, a check of
+each candidate pair, its union-find clusters), and one task joins the shards as `data
+merge-shards` does, keeping each group's or cluster's first document (one manifest, one
+rejects file). Datatrove runs the tasks (a local process pool; or
 Slurm job arrays, each depending on the last) and keeps a completion marker per task
 under OUT.datatrove/: the same command run again after a kill runs only the tasks that
 have none, and the outputs equal those of a run that was never stopped (each shard's
@@ -88,11 +89,15 @@ def logging_dir(out: str | Path) -> Path:
     return sibling(out, ".datatrove")
 
 
-def merge_clustered(out, val_out, threshold: float, clusters: str, tasks: int) -> dict:
-    """The merge after datatrove's MinHash stages: their clusters decide near duplicates."""
+def merge_clustered(out, val_out, threshold: float, folder: str, tasks: int) -> dict:
+    """The merge after datatrove's dedup stages (under `folder`): their exact groups and
+    MinHash clusters decide which documents are duplicates."""
+    from cosmosage.dataprep.corpus.executor_exact import read_exact
     from cosmosage.dataprep.corpus.executor_minhash import read_clusters
 
-    return merge_shards(out, val_out, True, threshold, clusters=read_clusters(clusters, tasks))
+    clusters = read_clusters(f"{folder}/clusters", tasks)
+    exact = read_exact(f"{folder}/exact-duplicates", tasks)
+    return merge_shards(out, val_out, True, threshold, clusters=clusters, exact=exact)
 
 
 def _stage(kind: str, pipeline: list, tasks: int, name: str, logs: Path, depends, workers: int,
@@ -150,32 +155,39 @@ def corpus_executor(
         merge = functools.partial(merge_shards, out, val_out, dedup=False)
     else:
         last = _minhash_stages(kind, run_shard, out, tasks, workers, slurm, near_threshold)
-        folder = str(logs / "minhash" / "clusters")
+        folder = str(logs / "minhash")
         merge = functools.partial(merge_clustered, out, val_out, near_threshold, folder, tasks)
     return _stage(kind, [CorpusMerge(merge)], 1, "merge", logs, last, 1, slurm,
                   slurm.merge_mem_gb if slurm else None)  # fmt: skip
 
 
 def _minhash_stages(kind, run_shard, out, tasks: int, workers: int, slurm, near_threshold: float):
-    """The shard tasks (which hand their signatures to datatrove), datatrove's bucket
-    stage, then one task of checked pairs and datatrove's clusters: the last of them."""
+    """The shard tasks (which hand their signatures and exact keys to datatrove), its
+    bucket and exact-finder stages (one task per band, each also one hash range of the
+    exact keys), then one task of checked pairs and datatrove's clusters: the last."""
+    from datatrove.pipeline.dedup.exact_dedup import ExactFindDedups
     from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets, MinhashDedupCluster
 
+    from cosmosage.dataprep.corpus import executor_exact as ex
     from cosmosage.dataprep.corpus import executor_minhash as mh
 
     logs = logging_dir(out)
     config = mh.minhash_config(near_threshold, NUM_PERM, SHINGLE)
-    folders = {
-        k: str(logs / "minhash" / k) for k in ("signatures", "candidates", "checked", "clusters")
-    }
+    names = ("signatures", "candidates", "checked", "clusters", "exact-hashes", "exact-duplicates")
+    folders = {k: str(logs / "minhash" / k) for k in names}
     shard_steps = [
         CorpusShard(run_shard),
         mh.SidecarSignatures(out, tasks, folders["signatures"], config),
+        ex.SidecarExactHashes(out, tasks, folders["exact-hashes"], config.num_buckets),
     ]
     shards = _stage(kind, shard_steps, tasks, "shards", logs, None, workers, slurm)
     buckets = _stage(
         kind,
-        [MinhashDedupBuckets(folders["signatures"], folders["candidates"], config=config)],
+        [
+            MinhashDedupBuckets(folders["signatures"], folders["candidates"], config=config),
+            ExactFindDedups(folders["exact-hashes"], folders["exact-duplicates"],
+                            config=ex.exact_config()),
+        ],
         config.num_buckets, "buckets", logs, shards, workers, slurm,
     )  # fmt: skip
     return _stage(

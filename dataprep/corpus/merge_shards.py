@@ -94,22 +94,48 @@ class ClusterFirsts:
         return f"near duplicate: of {first} (Jaccard ~{sim:.2f}{via})"
 
 
-def _duplicate_check(dedup: bool, threshold: float, num_perm: int, clusters):
+class ExactFirsts:
+    """The exact-duplicate verdicts of datatrove's exact stages: `firsts` and `duplicates`
+    ({shard: sidecar indices}) are the kept first and the later copies of every group of
+    equal keys; a copy is named a duplicate of the first met with its key. Holds the
+    keys of firsts only."""
+
+    def __init__(self, firsts: dict[int, set[int]], duplicates: dict[int, set[int]]):
+        self.firsts, self.duplicates = firsts, duplicates
+        self.first_of: dict[str, str] = {}
+
+    def check(self, shard: int, index: int, doc_id: str, key: str) -> str | None:
+        if index in self.firsts.get(shard, ()):
+            self.first_of.setdefault(key, doc_id)
+        elif index in self.duplicates.get(shard, ()) and (first := self.first_of.get(key)):
+            return f"exact duplicate: of {first}"
+        return None
+
+
+def _duplicate_check(dedup: bool, threshold: float, num_perm: int, clusters, exact):
     """check(shard, sidecar index, record) -> why the document is a duplicate, or None:
-    exact duplicates here; near duplicates here in memory or from `clusters`."""
+    exact then near duplicates, here in memory or from what datatrove's stages found
+    (`exact`: ExactFirsts' two maps; `clusters`: ClusterFirsts')."""
     if not dedup:
         return lambda shard, index, rec: None
-    deduper = Deduplicator(near=clusters is None, threshold=threshold, num_perm=num_perm)
-    clustered = ClusterFirsts(clusters, threshold) if clusters is not None else None
+    if clusters is None:
+        deduper = Deduplicator(near=True, threshold=threshold, num_perm=num_perm)
+        return lambda shard, index, rec: deduper.check(
+            rec["doc_id"], rec.get("exact") or rec["doc_id"], signature(rec)
+        )
+    exact_found = ExactFirsts(*exact)
+    clustered = ClusterFirsts(clusters, threshold)
 
     def check(shard: int, index: int, rec: dict) -> str | None:
-        sig = decode_signature(rec["minhash"]) if rec.get("minhash") else None
-        reason = deduper.check(rec["doc_id"], rec.get("exact") or rec["doc_id"], sig)
-        if reason is None and clustered is not None:
-            reason = clustered.check(shard, index, rec["doc_id"], sig)
-        return reason
+        key = rec.get("exact") or rec["doc_id"]
+        reason = exact_found.check(shard, index, rec["doc_id"], key)
+        return reason or clustered.check(shard, index, rec["doc_id"], signature(rec))
 
     return check
+
+
+def signature(rec: dict):
+    return decode_signature(rec["minhash"]) if rec.get("minhash") else None
 
 
 def merge_shards(
@@ -118,11 +144,15 @@ def merge_shards(
     dedup: bool = True,
     near_threshold: float = NEAR_THRESHOLD,
     clusters: dict[int, dict[int, int]] | None = None,
+    exact: tuple[dict[int, set[int]], dict[int, set[int]]] | None = None,
 ) -> dict:
     """Join the shards of OUT (and VAL_OUT), dropping documents that duplicate one in an
-    earlier shard. Near duplicates are found here in memory, or, with `clusters` ({shard:
-    {sidecar index: cluster}}, from datatrove's MinHash stages), taken from there: the
-    first document of each cluster in shard order is kept."""
+    earlier shard. Duplicates are found here in memory, or taken from datatrove's stages:
+    `clusters` ({shard: {sidecar index: cluster}}, its MinHash stages) and `exact`
+    (ExactFirsts' firsts and duplicates, its exact stages); the first document of each
+    cluster or group in shard order is kept."""
+    if (clusters is None) != (exact is None):
+        raise ValueError("clusters and exact come together, from datatrove's stages")
     check_outputs([], {"--out": out, "--val-out": val_out})
     parts = find_shards(out)
     val_parts = find_shards(val_out) if val_out else []
@@ -132,7 +162,7 @@ def merge_shards(
     if dedup:
         _check_same_minhash(out, manifests)
     sequence_len = int(manifests[0].get("sequence_len") or cfg.get("sequence_len") or 0)
-    duplicate = _duplicate_check(dedup, near_threshold, num_perm, clusters)
+    duplicate = _duplicate_check(dedup, near_threshold, num_perm, clusters, exact)
 
     out, val_out = Path(out), Path(val_out) if val_out else None
     rejects = JsonlWriter(rejects_path(out))

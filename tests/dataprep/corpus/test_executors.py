@@ -214,3 +214,45 @@ def test_a_revision_chain_spread_over_shards_keeps_one_version(tmp_path, tiny_mo
     reasons = [r["reason"] for r in lines(folder / "c.rejects.jsonl")]
     assert len(reasons) == 5 and any("(across shards)" in r for r in reasons), reasons
     assert written(folder) == by_hand(tmp_path, tiny_model, source, 3)
+
+
+def test_exact_copies_across_shards_are_found_by_datatroves_exact_stages(tmp_path, tiny_model):
+    """Copies of one paper (case and spacing changed) over three shards: the first in
+    shard order stays, every copy that crossed shards is named an exact duplicate of it
+    and was listed by datatrove's exact finder; the merge by hand agrees."""
+    from tests.dataprep.corpus.fixtures import prose
+
+    source = tmp_path / "copies"
+    source.mkdir()
+    text = "# Paper\n\n" + "\n\n".join(prose(k, 90) for k in range(3))
+    for i in range(6):
+        copy = text.upper() if i % 2 else text.replace(". ", ".  ")
+        (source / f"copy{i}.md").write_text(copy)
+    (source / "other.md").write_text("# Other\n\n" + "\n\n".join(prose(50 + k, 90) for k in range(3)))
+    folder = tmp_path / "executor"
+    cli(*corpus(folder, tiny_model, source, "--executor", "local", "--tasks", "3"))
+    kept = {r["doc_id"] for n in ("c.jsonl", "c.val.jsonl") for r in lines(folder / n)}
+    assert len(kept) == 2 and "copies/other.md" in kept, kept
+    (first,) = kept - {"copies/other.md"}
+    rejects = lines(folder / "c.rejects.jsonl")
+    assert len(rejects) == 5
+    assert all(r["reason"].startswith("exact duplicate: of copies/copy") for r in rejects)
+    # within a shard the shard's own first is named; across shards, the one kept
+    across = [r["reason"] for r in rejects if "(across shards)" in r["reason"]]
+    assert all(r.startswith(f"exact duplicate: of {first} ") for r in across), across
+    found = folder / "c.datatrove" / "minhash" / "exact-duplicates"
+    listed = sum(p.stat().st_size // 4 for p in found.rglob("*.c4_dup"))  # one uint32 each
+    assert len(across) >= 1 and listed == len(across), (across, listed)
+    assert written(folder) == by_hand(tmp_path, tiny_model, source, 3)
+
+
+def test_exact_verdicts_drop_only_copies_of_a_kept_key():
+    """A 64-bit hash shared by two different keys makes datatrove list a document that
+    is no copy: the merge checks the key itself and keeps it."""
+    from cosmosage.dataprep.corpus.merge_shards import ExactFirsts
+
+    found = ExactFirsts(firsts={0: {0}}, duplicates={1: {0, 1}})
+    assert found.check(0, 0, "a.md", "key-a") is None
+    assert found.check(1, 0, "b.md", "key-a") == "exact duplicate: of a.md"
+    assert found.check(1, 1, "c.md", "key-c") is None  # listed, but its key was never kept
+    assert found.check(1, 2, "d.md", "key-a") is None  # not listed by the finder
