@@ -22,7 +22,6 @@ from pathlib import Path
 
 from datatrove.data import Document
 from datatrove.io import get_datafolder
-from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.dedup.exact_dedup import ExactDedupConfig, ExactDedupSignature
 from datatrove.utils.binaryio import read_tuples_from_file
 from datatrove.utils.hashing import HashConfig

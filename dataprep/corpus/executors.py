@@ -12,8 +12,6 @@ Slurm job arrays, each depending on the last) and keeps a completion marker per 
 under OUT.datatrove/: the same command run again after a kill runs only the tasks that
 have none, and the outputs equal those of a run that was never stopped (each shard's
 files are written atomically, at its end).
-
-Requires the `scale` extra (datatrove).
 """
 
 from __future__ import annotations

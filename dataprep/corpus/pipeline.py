@@ -31,7 +31,6 @@ from cosmosage.dataprep.corpus.dedup import (
     NUM_PERM,
     SHINGLE,
     Decontaminator,
-    Deduplicator,
     MinHasher,
     exact_key,
     read_eval_prompts,
@@ -236,59 +235,21 @@ def run_corpus(
     val_out: str | Path | None = None,
     prompts: Iterable[str] = (),
     meta: dict | None = None,
+    filters: Iterable = (),
 ) -> dict:
-    """Run the whole pipeline over `items` and write outputs, rejects and manifests."""
+    """Run the whole pipeline over `items` and write outputs, rejects and manifests: the
+    datatrove steps of dataprep/corpus/steps.py, chained in this process. `filters`:
+    datatrove filters to run after the project's own (their drops join the rejects)."""
+    from cosmosage.dataprep.corpus.steps import Sink, corpus_steps, run_steps
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-    chunker = Chunker(
-        tokenizer, cfg.sequence_len - 2, cfg.overlap, cfg.paragraph, cfg.verify, cfg.batch_docs
-    )
-    dedup = (
-        Deduplicator(cfg.near_dedup, cfg.near_threshold, cfg.num_perm, cfg.shingle)
-        if cfg.dedup
-        else None
-    )
-    decon = Decontaminator(prompts, cfg.decontam_n)
     info = {"sequence_len": cfg.sequence_len, "config": cfg.describe(), **(meta or {})}
-    outs = Outputs(out, val_out, info)
-
-    def kept() -> Iterator[tuple[Prepared, str]]:
-        """Documents that pass filters and dedup; the rest go to the rejects file."""
-        for item in prepared(items, cfg):
-            if isinstance(item, Reject):
-                outs.reject(item)
-                continue
-            if item.reason is None and dedup is not None:
-                item.reason = dedup.check(item.doc.id, item.exact, item.sig)
-            if item.reason is not None:
-                outs.reject(Reject(item.doc.source, None, item.reason, {"doc_id": item.doc.id}))
-                continue
-            yield item, item.doc.text
-
-    try:
-        held = None  # the last train document, kept back for the tiny-corpus val fallback
-        for p, chunks in chunker.stream(kept()):
-            held = _write(p, chunks, chunker, decon, outs, cfg, held)
-        if held is not None:
-            side = "train"
-            if (
-                cfg.val_fallback
-                and outs.val is not None
-                and cfg.val_fraction > 0
-                and outs.val.count == 0
-                and outs.documents["train"] >= 1
-            ):
-                side = "val"
-            outs.write_doc(side, *held)
-        if chunker.stats["over_budget"]:
-            outs.manifest.dropped["chunk over budget"] += chunker.stats["over_budget"]
-        outs.manifest.extra["chunker"] = dict(chunker.stats)
-        return outs.commit(cfg.sequence_len)
-    except BaseException:
-        outs.abort()
-        raise
+    sink = Sink(out, val_out, info)
+    run_steps(corpus_steps(items, sink, tokenizer, cfg, prompts, filters))
+    return sink.result
 
 
-def _write(
+def write_chunks(
     p: Prepared,
     chunks: list,
     chunker: Chunker,

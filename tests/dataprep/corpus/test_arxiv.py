@@ -508,7 +508,6 @@ def test_fetch_then_process_commands_against_a_local_server(tmp_path, tiny_model
 def test_abstracts_on_the_local_executor_equal_shards_merged_by_hand(
     snapshot, tmp_path, tiny_model
 ):
-    pytest.importorskip("datatrove")
     from cosmosage.tools.cli.main import main
 
     def run(*args):

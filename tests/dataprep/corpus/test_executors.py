@@ -13,12 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from tests.dataprep.corpus.test_pipeline import cli, lines
-
-pytest.importorskip("datatrove")
 
 OUTPUTS = ("c.jsonl", "c.val.jsonl", "c.rejects.jsonl", "c.docs.jsonl")
 
@@ -228,7 +225,9 @@ def test_exact_copies_across_shards_are_found_by_datatroves_exact_stages(tmp_pat
     for i in range(6):
         copy = text.upper() if i % 2 else text.replace(". ", ".  ")
         (source / f"copy{i}.md").write_text(copy)
-    (source / "other.md").write_text("# Other\n\n" + "\n\n".join(prose(50 + k, 90) for k in range(3)))
+    (source / "other.md").write_text(
+        "# Other\n\n" + "\n\n".join(prose(50 + k, 90) for k in range(3))
+    )
     folder = tmp_path / "executor"
     cli(*corpus(folder, tiny_model, source, "--executor", "local", "--tasks", "3"))
     kept = {r["doc_id"] for n in ("c.jsonl", "c.val.jsonl") for r in lines(folder / n)}
