@@ -118,6 +118,8 @@ def _duplicate_check(dedup: bool, threshold: float, num_perm: int, clusters, exa
     (`exact`: ExactFirsts' two maps; `clusters`: ClusterFirsts')."""
     if not dedup:
         return lambda shard, index, rec: None
+    if (clusters is None) != (exact is None):
+        raise ValueError("clusters and exact come together, from datatrove's stages")
     if clusters is None:
         deduper = Deduplicator(near=True, threshold=threshold, num_perm=num_perm)
         return lambda shard, index, rec: deduper.check(
@@ -151,8 +153,6 @@ def merge_shards(
     `clusters` ({shard: {sidecar index: cluster}}, its MinHash stages) and `exact`
     (ExactFirsts' firsts and duplicates, its exact stages); the first document of each
     cluster or group in shard order is kept."""
-    if (clusters is None) != (exact is None):
-        raise ValueError("clusters and exact come together, from datatrove's stages")
     check_outputs([], {"--out": out, "--val-out": val_out})
     parts = find_shards(out)
     val_parts = find_shards(val_out) if val_out else []
