@@ -1,4 +1,4 @@
-"""`data corpus --executor local|slurm`: the corpus pipeline as datatrove tasks.
+"""`data corpus --executor local|slurm|ray`: the corpus pipeline as datatrove tasks.
 
 Task r of N does what `--shard r/N` does (the same reader, cleaning, quality filters
 with reasons, dedup within the shard, token-exact chunks, decontamination) and writes
@@ -7,8 +7,8 @@ datatrove's exact-dedup stages find exact copies across shards (executor_exact.p
 its MinHash stages near duplicates (executor_minhash.py: its bucket stage, a check of
 each candidate pair, its union-find clusters), and one task joins the shards as `data
 merge-shards` does, keeping each group's or cluster's first document (one manifest, one
-rejects file). Datatrove runs the tasks (a local process pool; or
-Slurm job arrays, each depending on the last) and keeps a completion marker per task
+rejects file). Datatrove runs the tasks (a local process pool; Slurm job arrays, each
+depending on the last; or Ray tasks on the cluster `ray.init` joined) and keeps a completion marker per task
 under OUT.datatrove/: the same command run again after a kill runs only the tasks that
 have none, and the outputs equal those of a run that was never stopped (each shard's
 files are written atomically, at its end).
@@ -30,7 +30,7 @@ from cosmosage.dataprep.env import peak_memory_mb
 from cosmosage.dataprep.io import sibling
 from cosmosage.dataprep.records import DataError
 
-EXECUTORS = ("local", "slurm")
+EXECUTORS = ("local", "slurm", "ray")
 
 
 class CorpusShard(PipelineStep):
@@ -73,13 +73,14 @@ class CorpusMerge(PipelineStep):
 
 
 @dataclass
-class Slurm:
-    """What a Slurm submission needs beyond the task count (each task is one CPU)."""
+class Resources:
+    """What a Slurm submission (partition, time, memories) or a Ray task (memories) asks
+    for beyond the task count; each task is one CPU."""
 
-    partition: str
+    partition: str | None = None
     time: str = "24:00:00"
     mem_per_cpu_gb: int = 4
-    merge_mem_gb: int = 8  # the merge's exact-duplicate hashes and clustered signatures
+    merge_mem_gb: int = 8  # the merge: the signatures of clustered documents, the chunks streamed
 
 
 def logging_dir(out: str | Path) -> Path:
@@ -99,8 +100,21 @@ def merge_clustered(out, val_out, threshold: float, folder: str, tasks: int) -> 
 
 
 def _stage(kind: str, pipeline: list, tasks: int, name: str, logs: Path, depends, workers: int,
-           slurm: Slurm | None, mem_gb: int | None = None):  # fmt: skip
+           res: Resources | None, mem_gb: int | None = None):  # fmt: skip
     """One datatrove stage on the chosen executor, after `depends`."""
+    res = res or Resources()
+    if kind == "ray":
+        from datatrove.executor.ray import RayPipelineExecutor
+
+        return RayPipelineExecutor(
+            pipeline,
+            tasks=tasks,
+            workers=workers if workers > 1 else -1,
+            depends=depends,
+            logging_dir=str(logs / name),
+            cpus_per_task=1,
+            mem_per_cpu_gb=mem_gb or res.mem_per_cpu_gb,
+        )
     if kind == "local":
         return LocalPipelineExecutor(
             pipeline,
@@ -116,12 +130,12 @@ def _stage(kind: str, pipeline: list, tasks: int, name: str, logs: Path, depends
         tasks=tasks,
         workers=workers if workers > 1 else -1,
         cpus_per_task=1,
-        mem_per_cpu_gb=mem_gb or slurm.mem_per_cpu_gb,
+        mem_per_cpu_gb=mem_gb or res.mem_per_cpu_gb,
         job_name=f"corpus-{name}",
         logging_dir=str(logs / name),
         depends=depends,
-        time=slurm.time,
-        partition=slurm.partition,
+        time=res.time,
+        partition=res.partition,
         slurm_logs_folder=str(logs / "slurm"),
     )
 
@@ -133,33 +147,34 @@ def corpus_executor(
     run_shard: Callable[[str], dict],
     tasks: int,
     workers: int = 1,
-    slurm: Slurm | None = None,
+    res: Resources | None = None,
     dedup: bool = True,
     near_threshold: float = NEAR_THRESHOLD,
 ):
     """The datatrove executor of the last stage (the merge), which depends on the ones
-    before it: `.run()` runs (local) or submits (slurm) them all. With `dedup`: shards
+    before it: `.run()` runs (local; ray, on the cluster `ray.init` joined) or submits
+    (slurm) them all. With `dedup`: shards
     (and their signatures), MinHash buckets, checked pairs and clusters, merge; without:
     shards, merge."""
     if tasks < 1:
         raise DataError(f"--tasks {tasks}: at least one task")
     if kind not in EXECUTORS:
         raise DataError(f"--executor {kind}: choose one of {', '.join(EXECUTORS)}")
-    if kind == "slurm" and (slurm is None or not slurm.partition):
+    if kind == "slurm" and (res is None or not res.partition):
         raise DataError("--executor slurm needs --partition")
     logs = logging_dir(out)
     if not dedup:
-        last = _stage(kind, [CorpusShard(run_shard)], tasks, "shards", logs, None, workers, slurm)
+        last = _stage(kind, [CorpusShard(run_shard)], tasks, "shards", logs, None, workers, res)
         merge = functools.partial(merge_shards, out, val_out, dedup=False)
     else:
-        last = _minhash_stages(kind, run_shard, out, tasks, workers, slurm, near_threshold)
+        last = _minhash_stages(kind, run_shard, out, tasks, workers, res, near_threshold)
         folder = str(logs / "minhash")
         merge = functools.partial(merge_clustered, out, val_out, near_threshold, folder, tasks)
-    return _stage(kind, [CorpusMerge(merge)], 1, "merge", logs, last, 1, slurm,
-                  slurm.merge_mem_gb if slurm else None)  # fmt: skip
+    return _stage(kind, [CorpusMerge(merge)], 1, "merge", logs, last, 1, res,
+                  res.merge_mem_gb if res else None)  # fmt: skip
 
 
-def _minhash_stages(kind, run_shard, out, tasks: int, workers: int, slurm, near_threshold: float):
+def _minhash_stages(kind, run_shard, out, tasks: int, workers: int, res, near_threshold: float):
     """The shard tasks (which hand their signatures and exact keys to datatrove), its
     bucket and exact-finder stages (one task per band, each also one hash range of the
     exact keys), then one task of checked pairs and datatrove's clusters: the last."""
@@ -178,7 +193,7 @@ def _minhash_stages(kind, run_shard, out, tasks: int, workers: int, slurm, near_
         mh.SidecarSignatures(out, tasks, folders["signatures"], config),
         ex.SidecarExactHashes(out, tasks, folders["exact-hashes"], config.num_buckets),
     ]
-    shards = _stage(kind, shard_steps, tasks, "shards", logs, None, workers, slurm)
+    shards = _stage(kind, shard_steps, tasks, "shards", logs, None, workers, res)
     buckets = _stage(
         kind,
         [
@@ -186,7 +201,7 @@ def _minhash_stages(kind, run_shard, out, tasks: int, workers: int, slurm, near_
             ExactFindDedups(folders["exact-hashes"], folders["exact-duplicates"],
                             config=ex.exact_config()),
         ],
-        config.num_buckets, "buckets", logs, shards, workers, slurm,
+        config.num_buckets, "buckets", logs, shards, workers, res,
     )  # fmt: skip
     return _stage(
         kind,
@@ -195,7 +210,7 @@ def _minhash_stages(kind, run_shard, out, tasks: int, workers: int, slurm, near_
             MinhashDedupCluster(folders["checked"], folders["clusters"], config=config,
                                 save_cluster_id=True),
         ],
-        1, "clusters", logs, buckets, 1, slurm,
+        1, "clusters", logs, buckets, 1, res,
     )  # fmt: skip
 
 

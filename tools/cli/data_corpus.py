@@ -10,6 +10,7 @@ file with the reason for every drop, and a document sidecar for the merge.
 from __future__ import annotations
 
 import functools
+import os
 from datetime import date
 
 import click
@@ -190,7 +191,10 @@ def _run(kw: dict, items_for_shard, extra_meta: dict | None = None) -> dict:
 
 def _run_shard(kw: dict, items_for_shard, extra_meta: dict | None, shard: str) -> dict:
     """One datatrove task: `_run` as `--shard I/N` in one process (the executor runs
-    the tasks side by side)."""
+    the tasks side by side). A task is one CPU (Slurm gives it one; locally --workers
+    run at once), so the tokenizer encodes on one thread: its thread pool on a CPU that
+    other tasks share spends CPU time waiting."""
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     return _run({**kw, "shard": shard, "workers": 1}, items_for_shard, extra_meta)
 
 

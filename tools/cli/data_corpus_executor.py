@@ -1,7 +1,9 @@
-"""Where a corpus command runs: `--executor local|slurm` hands its shards and their
+"""Where a corpus command runs: `--executor local|slurm|ray` hands its shards and their
 merge to datatrove (dataprep/corpus/executors.py); the options and the glue."""
 
 from __future__ import annotations
+
+import contextlib
 
 import click
 
@@ -11,12 +13,13 @@ from cosmosage.tools.cli.common import echo_json
 EXECUTOR_OPTIONS = [
     click.option(
         "--executor",
-        type=click.Choice(["local", "slurm"]),
+        type=click.Choice(["local", "slurm", "ray"]),
         default=None,
-        help="Run as datatrove tasks: `local` (a process pool here) or `slurm` (job arrays); "
-        "each shard task is one --shard, datatrove's MinHash stages find near duplicates "
-        "across shards, one task merges. Rerun the same command after a kill: only "
-        "unfinished tasks run. [default: one process]",
+        help="Run as datatrove tasks: `local` (a process pool here), `slurm` (job arrays) or "
+        "`ray` (a Ray cluster: --ray-address, else one started here); each shard task is "
+        "one --shard, datatrove's exact and MinHash stages find duplicates across shards, "
+        "one task merges. Rerun the same command after a kill: only unfinished tasks run. "
+        "[default: one process]",
     ),
     click.option(
         "--tasks",
@@ -38,15 +41,22 @@ EXECUTOR_OPTIONS = [
         type=click.IntRange(1),
         default=4,
         show_default=True,
-        help="With --executor slurm: memory per CPU of a shard task.",
+        help="With --executor slurm or ray: memory per CPU of a shard task.",
     ),
     click.option(
         "--merge-mem-gb",
         type=click.IntRange(1),
         default=8,
         show_default=True,
-        help="With --executor slurm: memory of the merge task (an exact-duplicate hash per kept "
-        "document, the signatures of clustered ones).",
+        help="With --executor slurm or ray: memory of the merge task (the signatures of "
+        "clustered documents, the keys of exact copies).",
+    ),
+    click.option(
+        "--ray-address",
+        default=None,
+        help="With --executor ray: the cluster to join (`auto`: the one this machine is part "
+        "of; or host:port). Unset: a Ray instance started here with --workers CPUs, stopped "
+        "at the end.",
     ),
     click.option(
         "--dry-run",
@@ -64,12 +74,14 @@ def executor_options(f):
 
 def run_on_executor(kw: dict, run_shard) -> None:
     """The shards (`run_shard("I/N")` each) and their merge as datatrove tasks: run
-    here (local), submitted (slurm) or printed (slurm --dry-run)."""
+    here (local), on a Ray cluster (ray), submitted (slurm) or printed (slurm --dry-run)."""
     from cosmosage.dataprep.corpus import executors
 
     if kw["shard"]:
         raise click.UsageError("--shard and --executor: the executor makes the shards (--tasks)")
-    slurm = executors.Slurm(
+    if kw["ray_address"] and kw["executor"] != "ray":
+        raise click.UsageError("--ray-address: only with --executor ray")
+    res = executors.Resources(
         kw["partition"], kw["time_limit"], kw["mem_per_cpu_gb"], kw["merge_mem_gb"]
     )
     executor = executors.corpus_executor(
@@ -79,7 +91,7 @@ def run_on_executor(kw: dict, run_shard) -> None:
         run_shard,
         kw["tasks"],
         kw["workers"],
-        slurm,
+        res,
         dedup=not kw["no_dedup"],
         near_threshold=kw["near_threshold"],
     )
@@ -87,8 +99,12 @@ def run_on_executor(kw: dict, run_shard) -> None:
         for script in executors.submitted_scripts(executor):
             click.echo(script)
         return
-    executor.run()
-    if kw["executor"] == "local":
+    if kw["executor"] == "ray":
+        with ray_cluster(kw["ray_address"], kw["workers"]):
+            executor.run()
+    else:
+        executor.run()
+    if kw["executor"] != "slurm":
         from cosmosage.dataprep.shard import read_manifest
 
         m = read_manifest(kw["out"])
@@ -102,3 +118,25 @@ def run_on_executor(kw: dict, run_shard) -> None:
                 "logs": str(executors.logging_dir(kw["out"])),
             }
         )
+
+
+@contextlib.contextmanager
+def ray_cluster(address: str | None, workers: int):
+    """Joined to the Ray cluster at `address`, or to one started here with `workers`
+    CPUs and stopped on leaving. Task output stays in datatrove's logs (OUT.datatrove/),
+    not on this command's stdout, which carries the JSON summary."""
+    try:
+        import ray
+    except ImportError:
+        raise click.UsageError(
+            "--executor ray needs Ray: pip install 'cosmosage[ray]' (make installs it)"
+        ) from None
+    started = not ray.is_initialized()
+    if started:
+        kwargs = {"address": address} if address else {"num_cpus": max(1, workers)}
+        ray.init(**kwargs, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()

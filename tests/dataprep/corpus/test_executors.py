@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from tests.dataprep.corpus.test_pipeline import cli, lines
@@ -255,3 +256,20 @@ def test_exact_verdicts_drop_only_copies_of_a_kept_key():
     assert found.check(1, 0, "b.md", "key-a") == "exact duplicate: of a.md"
     assert found.check(1, 1, "c.md", "key-c") is None  # listed, but its key was never kept
     assert found.check(1, 2, "d.md", "key-a") is None  # not listed by the finder
+
+
+def test_the_ray_executor_writes_what_shards_and_merge_write(tmp_path, tiny_model, corpus_dir):
+    """A Ray instance started here (2 CPUs) runs every stage; the outputs equal the
+    shards merged by hand, and a second run finds every task done and runs none."""
+    pytest.importorskip("ray")  # the `ray` extra, which make installs
+    folder = tmp_path / "ray"
+    args = corpus(folder, tiny_model, corpus_dir, "--executor", "ray", "--tasks", "3",
+                  "--workers", "2")  # fmt: skip
+    res = cli(*args)
+    assert written(folder) == by_hand(tmp_path, tiny_model, corpus_dir, 3)
+    assert res["records"] == len((folder / "c.jsonl").read_text().splitlines()) > 0
+    logs = folder / "c.datatrove"
+    assert len(list((logs / "buckets" / "completions").iterdir())) == 22
+    stamp = (folder / "c.jsonl").stat().st_mtime_ns
+    cli(*args)
+    assert (folder / "c.jsonl").stat().st_mtime_ns == stamp, "nothing ran again"
