@@ -238,9 +238,9 @@ def run_corpus(
     filters: Iterable = (),
 ) -> dict:
     """Run the whole pipeline over `items` and write outputs, rejects and manifests: the
-    datatrove steps of dataprep/corpus/steps.py, chained in this process. `filters`:
+    datatrove steps of dataprep/corpus/datatrove_steps.py, chained in this process. `filters`:
     datatrove filters to run after the project's own (their drops join the rejects)."""
-    from cosmosage.dataprep.corpus.steps import Sink, corpus_steps, run_steps
+    from cosmosage.dataprep.corpus.datatrove_steps import Sink, corpus_steps, run_steps
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     info = {"sequence_len": cfg.sequence_len, "config": cfg.describe(), **(meta or {})}
