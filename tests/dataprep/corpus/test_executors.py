@@ -1,8 +1,9 @@
-"""`data corpus --executor local|slurm`: datatrove runs the shards, its MinHash stages
-and the merge; the outputs equal `--shard i/N` runs joined by `merge-shards`, a revision
-chain over shards keeps one version, a rerun after a stop runs only the unfinished
-tasks, and the Slurm jobs (submitted to a stand-in sbatch, then run here as Slurm would
-run them) write the same corpus."""
+"""`data corpus --executor local|slurm|ray`: datatrove runs the shards, its exact and
+MinHash stages and the merge; the outputs equal `--shard i/N` runs joined by
+`merge-shards`, a revision chain or exact copies over shards keep one version, a rerun
+after a stop runs only the unfinished tasks, the Slurm jobs (submitted to a stand-in
+sbatch, then run here as Slurm would run them) and a Ray instance started here write the
+same corpus."""
 
 from __future__ import annotations
 
