@@ -53,6 +53,25 @@ class CorpusShard(PipelineStep):
         return None
 
 
+class PlanInputs(PipelineStep):
+    """The first task: the inputs walked once, each file assigned to its shard
+    (sources.plan_inputs), so that no shard task walks the whole corpus."""
+
+    name = "input plan"
+    type = "cosmosage"
+
+    def __init__(self, inputs: list[str], tasks: int, folder: str):
+        super().__init__()
+        self.inputs, self.tasks, self.folder = inputs, tasks, folder
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        from cosmosage.dataprep.corpus.sources import plan_inputs
+
+        with self.track_time():
+            self.stat_update("files", value=plan_inputs(self.inputs, self.tasks, self.folder))
+        return None
+
+
 class CorpusMerge(PipelineStep):
     """The last task: the shards joined into OUT (and VAL_OUT), deduplicated across."""
 
@@ -86,6 +105,11 @@ class Resources:
 def logging_dir(out: str | Path) -> Path:
     """Where datatrove keeps its logs, stats and completion markers for OUT."""
     return sibling(out, ".datatrove")
+
+
+def plan_folder(out: str | Path) -> Path:
+    """Where the input plan of OUT's shards is written (`read_file_documents(plan=)`)."""
+    return logging_dir(out) / "plan"
 
 
 def merge_clustered(out, val_out, threshold: float, folder: str, tasks: int) -> dict:
@@ -150,12 +174,14 @@ def corpus_executor(
     res: Resources | None = None,
     dedup: bool = True,
     near_threshold: float = NEAR_THRESHOLD,
+    inputs: list[str] | None = None,
 ):
     """The datatrove executor of the last stage (the merge), which depends on the ones
     before it: `.run()` runs (local; ray, on the cluster `ray.init` joined) or submits
     (slurm) them all. With `dedup`: shards
     (and their signatures), MinHash buckets, checked pairs and clusters, merge; without:
-    shards, merge."""
+    shards, merge. With `inputs` (files and folders), a first task plans which shard
+    reads which file (`run_shard` must then read the plan: plan_folder(out))."""
     if tasks < 1:
         raise DataError(f"--tasks {tasks}: at least one task")
     if kind not in EXECUTORS:
@@ -163,18 +189,23 @@ def corpus_executor(
     if kind == "slurm" and (res is None or not res.partition):
         raise DataError("--executor slurm needs --partition")
     logs = logging_dir(out)
+    first = None
+    if inputs is not None:
+        plan = PlanInputs(list(map(str, inputs)), tasks, str(plan_folder(out)))
+        first = _stage(kind, [plan], 1, "inputs", logs, None, 1, res)
     if not dedup:
-        last = _stage(kind, [CorpusShard(run_shard)], tasks, "shards", logs, None, workers, res)
+        last = _stage(kind, [CorpusShard(run_shard)], tasks, "shards", logs, first, workers, res)
         merge = functools.partial(merge_shards, out, val_out, dedup=False)
     else:
-        last = _minhash_stages(kind, run_shard, out, tasks, workers, res, near_threshold)
+        last = _minhash_stages(kind, run_shard, out, tasks, workers, res, near_threshold, first)
         folder = str(logs / "minhash")
         merge = functools.partial(merge_clustered, out, val_out, near_threshold, folder, tasks)
     return _stage(kind, [CorpusMerge(merge)], 1, "merge", logs, last, 1, res,
                   res.merge_mem_gb if res else None)  # fmt: skip
 
 
-def _minhash_stages(kind, run_shard, out, tasks: int, workers: int, res, near_threshold: float):
+def _minhash_stages(kind, run_shard, out, tasks: int, workers: int, res, near_threshold: float,
+                    first=None):  # fmt: skip
     """The shard tasks (which hand their signatures and exact keys to datatrove), its
     bucket and exact-finder stages (one task per band, each also one hash range of the
     exact keys), then one task of checked pairs and datatrove's clusters: the last."""
@@ -193,7 +224,7 @@ def _minhash_stages(kind, run_shard, out, tasks: int, workers: int, res, near_th
         mh.SidecarSignatures(out, tasks, folders["signatures"], config),
         ex.SidecarExactHashes(out, tasks, folders["exact-hashes"], config.num_buckets),
     ]
-    shards = _stage(kind, shard_steps, tasks, "shards", logs, None, workers, res)
+    shards = _stage(kind, shard_steps, tasks, "shards", logs, first, workers, res)
     buckets = _stage(
         kind,
         [

@@ -8,6 +8,7 @@ Sharding happens here, before a file is read, so shard i of n reads only its own
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -18,7 +19,7 @@ from cosmosage.dataprep.corpus.latex import latex_to_text, main_file
 from cosmosage.dataprep.corpus.pdf import pdf_to_text
 from cosmosage.dataprep.io import read_archive, read_bytes
 from cosmosage.dataprep.records import DataError, Reject
-from cosmosage.dataprep.shard import Shard, in_shard
+from cosmosage.dataprep.shard import Shard, in_shard, shard_of
 
 TEXT_KINDS = {".md": "markdown", ".mmd": "markdown", ".markdown": "markdown", ".txt": "text"}
 ALL_SUFFIXES = {*TEXT_KINDS, ".tex", ".pdf", ".gz", ".tgz", ".tar"}
@@ -49,10 +50,10 @@ def is_validation(doc_id: str, fraction: float, seed: int = 0) -> bool:
     return h / 0xFFFFFFFF < fraction
 
 
-def walk_files(folder: Path) -> list[Path]:
-    """Every file under `folder`, sorted, following symlinked sub-folders (a corpus is often
-    assembled from links) but never into a folder already walked, so a link cycle ends."""
-    out: list[Path] = []
+def _walk(folder: Path) -> Iterator[Path]:
+    """Every file under `folder`, in the file system's order, following symlinked
+    sub-folders (a corpus is often assembled from links) but never into a folder already
+    walked, so a link cycle ends."""
     seen: set[str] = set()
     for top, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(top)
@@ -60,8 +61,30 @@ def walk_files(folder: Path) -> list[Path]:
             dirs[:] = []
             continue
         seen.add(real)
-        out += [Path(top) / f for f in files if (Path(top) / f).is_file()]
-    return sorted(out)
+        yield from (Path(top) / f for f in files if (Path(top) / f).is_file())
+
+
+def walk_files(folder: Path) -> list[Path]:
+    """Every file under `folder` (as `_walk` finds them), sorted."""
+    return sorted(_walk(folder))
+
+
+def input_files(
+    inputs: Iterable[str | Path], walk=walk_files
+) -> Iterator[tuple[int, Path, str, bool]]:
+    """(input index, file, key, found in a folder) for the files and folders given; the
+    key is the path relative to the folder given, so it is the same wherever the corpus is
+    mounted; hidden files in a folder are ignored."""
+    for n, item in enumerate(inputs):
+        p = Path(item)
+        if p.is_dir():
+            for f in walk(p):
+                if not f.name.startswith("."):
+                    yield n, f, f"{p.name}/{f.relative_to(p)}", True
+        elif p.is_file():
+            yield n, p, p.name, False
+        else:
+            raise DataError(f"{p}: no such file or folder")
 
 
 def iter_input_files(
@@ -69,25 +92,60 @@ def iter_input_files(
     suffixes: set[str] = ALL_SUFFIXES,
     skipped: list[tuple[Path, str]] | None = None,
 ) -> Iterator[tuple[Path, str]]:
-    """(file, key) for files and folders (recursively, sorted); the key is the path
-    relative to the folder given, so it is the same wherever the corpus is mounted.
-    Files in a folder whose kind is not in `suffixes` are appended to `skipped` as
-    (file, key); hidden files are ignored."""
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            for f in walk_files(p):
-                if f.name.startswith("."):
-                    continue
-                key = f"{p.name}/{f.relative_to(p)}"
-                if f.suffix.lower() in suffixes:
-                    yield f, key
-                elif skipped is not None:
-                    skipped.append((f, key))
-        elif p.is_file():
-            yield p, p.name
-        else:
-            raise DataError(f"{p}: no such file or folder")
+    """(file, key) for files and folders (recursively, sorted). Files in a folder whose
+    kind is not in `suffixes` are appended to `skipped` as (file, key)."""
+    for _, f, key, in_folder in input_files(inputs):
+        if not in_folder or f.suffix.lower() in suffixes:
+            yield f, key
+        elif skipped is not None:
+            skipped.append((f, key))
+
+
+def plan_path(folder: str | Path, shard: Shard | tuple[int, int]) -> Path:
+    return Path(folder) / f"{shard[0]:05d}-of-{shard[1]:05d}.jsonl"
+
+
+def plan_inputs(inputs: Iterable[str | Path], count: int, folder: str | Path) -> int:
+    """Walk the inputs once and write, for each of `count` shards, the files it reads
+    (`plan_path`): one JSON line [input index, path, key, read or skipped] each. A shard
+    that reads its plan walks nothing itself, so the work and memory of a shard task
+    follow its own size, not the corpus's. Streams (a few thousand lines per shard held
+    at a time); returns the number of files."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):  # rewritten from scratch: no line of an older plan stays
+        plan_path(folder, (i, count)).write_text("")
+    held: dict[int, list[str]] = {}
+    total = 0
+
+    def flush(i: int) -> None:
+        with plan_path(folder, (i, count)).open("a", encoding="utf-8") as fh:
+            fh.writelines(held.pop(i))
+
+    for n, f, key, in_folder in input_files(inputs, walk=_walk):
+        read = not in_folder or f.suffix.lower() in ALL_SUFFIXES
+        i = shard_of(key, count)
+        held.setdefault(i, []).append(json.dumps([n, str(f), key, read]) + "\n")
+        total += 1
+        if len(held[i]) >= 4096:
+            flush(i)
+    for i in list(held):
+        flush(i)
+    return total
+
+
+def planned_files(plan: Path, skipped: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    """A shard's files from its plan, in the order `iter_input_files` gives them (input
+    by input, sorted within each); its skipped files appended to `skipped`."""
+    if not plan.exists():
+        raise DataError(f"{plan}: no input plan for this shard (the executor writes it first)")
+    entries = []
+    for line in plan.read_text(encoding="utf-8").splitlines():
+        n, path, key, read = json.loads(line)
+        entries.append((n, Path(path), key, read))
+    entries.sort(key=lambda e: (e[0], e[1]))
+    skipped += [(f, key) for _, f, key, read in entries if not read]
+    return [(f, key) for _, f, key, read in entries if read]
 
 
 def decode_text(data: bytes, source: str) -> str:
@@ -153,15 +211,19 @@ def file_text(path: Path, data: bytes) -> tuple[str, str]:
 
 
 def read_file_documents(
-    inputs: Iterable[str | Path], shard: Shard | None = None
+    inputs: Iterable[str | Path], shard: Shard | None = None, plan: str | Path | None = None
 ) -> Iterator[Document | Reject]:
     """One Document per file in this shard (or a Reject saying why it could not be read).
     Files of kinds it does not read, found in a folder, come last as Rejects whose reason
-    starts with "skipped file" (so they are listed in the manifest and said on the terminal)."""
+    starts with "skipped file" (so they are listed in the manifest and said on the terminal).
+    With `plan` (a folder `plan_inputs` wrote), the shard's files are read from its plan
+    instead of walking the inputs."""
     skipped: list[tuple[Path, str]] = []
-    for path, key in iter_input_files(inputs, skipped=skipped):
-        if not in_shard(key, shard):
-            continue
+    if plan is not None and shard is not None:
+        files = planned_files(plan_path(plan, shard), skipped)
+    else:
+        files = (f for f in iter_input_files(inputs, skipped=skipped) if in_shard(f[1], shard))
+    for path, key in files:
         try:
             data = read_bytes(path)
         except OSError as exc:
@@ -183,6 +245,6 @@ def read_file_documents(
         yield Document(id=doc_id, text=text, source=str(path), meta=meta)
     kinds = ", ".join(sorted(ALL_SUFFIXES))
     for path, key in skipped:
-        if in_shard(key, shard):
+        if plan is not None or in_shard(key, shard):
             kind = path.suffix.lower() or "no suffix"
             yield Reject(str(path), None, f"skipped file: {kind} is not a kind it reads ({kinds})")

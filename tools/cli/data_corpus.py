@@ -198,8 +198,11 @@ def _run_shard(kw: dict, items_for_shard, extra_meta: dict | None, shard: str) -
     return _run({**kw, "shard": shard, "workers": 1}, items_for_shard, extra_meta)
 
 
-def run_or_submit(kw: dict, items_for_shard, extra_meta: dict | None = None) -> None:
-    """Run here (one process, or the --shard given), or as datatrove tasks (--executor)."""
+def run_or_submit(
+    kw: dict, items_for_shard, extra_meta: dict | None = None, inputs: list[str] | None = None
+) -> None:
+    """Run here (one process, or the --shard given), or as datatrove tasks (--executor;
+    with `inputs`, the files and folders a first task plans the shards of)."""
     if kw["val_fraction"] and not kw["val_out"]:
         raise click.UsageError("--val-fraction needs --val-out: where the held-out documents go")
     if kw["dry_run"] and kw["executor"] != "slurm":
@@ -207,7 +210,8 @@ def run_or_submit(kw: dict, items_for_shard, extra_meta: dict | None = None) -> 
     if kw["tasks"] > 1 and not kw["executor"]:
         raise click.UsageError("--tasks: only with --executor (or run each --shard I/N yourself)")
     if kw["executor"]:
-        run_on_executor(kw, functools.partial(_run_shard, kw, items_for_shard, extra_meta))
+        run = functools.partial(_run_shard, kw, items_for_shard, extra_meta)
+        run_on_executor(kw, run, inputs)
     else:
         echo_json(_run(kw, items_for_shard, extra_meta))
 
@@ -232,9 +236,14 @@ def data_corpus(inputs, **kw) -> None:
     """
     from cosmosage.dataprep.corpus.sources import read_file_documents
 
-    run_or_submit(
-        {**kw, "inputs": list(inputs)}, functools.partial(read_file_documents, list(inputs))
-    )
+    inputs = list(inputs)
+    plan = None
+    if kw["executor"]:  # a first task walks the inputs once; each shard reads its plan
+        from cosmosage.dataprep.corpus.executors import plan_folder
+
+        plan = str(plan_folder(kw["out"]))
+    items = functools.partial(read_file_documents, inputs, plan=plan)
+    run_or_submit({**kw, "inputs": inputs}, items, inputs=inputs if plan else None)
 
 
 # --------------------------------------------------------------------------- arxiv

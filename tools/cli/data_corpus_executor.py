@@ -72,9 +72,10 @@ def executor_options(f):
     return f
 
 
-def run_on_executor(kw: dict, run_shard) -> None:
+def run_on_executor(kw: dict, run_shard, inputs: list[str] | None = None) -> None:
     """The shards (`run_shard("I/N")` each) and their merge as datatrove tasks: run
-    here (local), on a Ray cluster (ray), submitted (slurm) or printed (slurm --dry-run)."""
+    here (local), on a Ray cluster (ray), submitted (slurm) or printed (slurm --dry-run).
+    With `inputs`, a first task plans which shard reads which file."""
     from cosmosage.dataprep.corpus import executors
 
     if kw["shard"]:
@@ -94,6 +95,7 @@ def run_on_executor(kw: dict, run_shard) -> None:
         res,
         dedup=not kw["no_dedup"],
         near_threshold=kw["near_threshold"],
+        inputs=inputs,
     )
     if kw["executor"] == "slurm" and kw["dry_run"]:
         for script in executors.submitted_scripts(executor):

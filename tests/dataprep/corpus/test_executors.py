@@ -7,6 +7,7 @@ same corpus."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -135,22 +136,29 @@ def test_slurm_jobs_are_submitted_and_write_the_same_corpus(
     scripts = {p.stem: p.read_text() for p in log.iterdir()}
     job = {  # stage -> (job id, its sbatch arguments and script)
         stage: next((k, s) for k, s in scripts.items() if f"{stage}/executor.pik" in s)
-        for stage in ("shards", "buckets", "clusters", "merge")
+        for stage in ("inputs", "shards", "buckets", "clusters", "merge")
     }
     shards, merge = job["shards"][1], job["merge"][1]
     assert "#SBATCH --array=0-1" in shards and "#SBATCH --partition=astro" in shards
     assert "#SBATCH --time=02:00:00" in shards and "#SBATCH --array=0-21" in job["buckets"][1]
-    for before, after in [("shards", "buckets"), ("buckets", "clusters"), ("clusters", "merge")]:
+    stages = ["inputs", "shards", "buckets", "clusters", "merge"]
+    for before, after in itertools.pairwise(stages):
         arguments = job[after][1].splitlines()[0]
         assert f"--dependency=afterok:{job[before][0]}" in arguments, (before, after, arguments)
     assert "#SBATCH --mem-per-cpu=24G" in merge and "#SBATCH --mem-per-cpu=4G" in shards
     assert not (folder / "c.jsonl").exists(), "nothing runs until Slurm starts the jobs"
 
-    # run the jobs here as Slurm would, each after the one it depends on: every shard,
-    # every MinHash band, the clusters, the merge
+    # run the jobs here as Slurm would, each after the one it depends on: the input
+    # plan, every shard, every MinHash band (and exact-hash range), the clusters, the merge
     launch = Path(sys.executable).with_name("launch_pickled_pipeline")
     logs = folder / "c.datatrove"
-    for stage, tasks in (("shards", 2), ("buckets", 22), ("clusters", 1), ("merge", 1)):
+    for stage, tasks in (
+        ("inputs", 1),
+        ("shards", 2),
+        ("buckets", 22),
+        ("clusters", 1),
+        ("merge", 1),
+    ):
         for i in range(tasks):
             env = {**os.environ, "SLURM_ARRAY_TASK_ID": str(i), "SLURM_NODELIST": "localhost"}
             subprocess.run([str(launch), str(logs / stage / "executor.pik")], env=env,

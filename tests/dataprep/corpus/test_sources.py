@@ -177,3 +177,37 @@ def test_symlinked_sub_folders_are_read_and_a_link_cycle_ends(tmp_path):
     os.symlink(corpus, corpus / "linked_again")  # a cycle back to the top
     keys = [k for _, k in iter_input_files([corpus])]
     assert keys == ["corpus/b.md", "corpus/linked/a.md"]
+
+
+def test_a_shard_reads_its_plan_as_it_would_walk_the_inputs(tmp_path):
+    """The executor walks the inputs once (plan_inputs); a shard reading its plan gets
+    the same documents and skipped files in the same order as one walking everything,
+    and walks nothing itself (its inputs may be gone from the list)."""
+    from cosmosage.dataprep.corpus.sources import plan_inputs
+
+    papers = tmp_path / "papers"
+    for sub in ("", "b", "b/deep", "a"):
+        (papers / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(24):
+        sub = ("", "b", "b/deep", "a")[i % 4]
+        (papers / sub / f"p{i:02d}.md").write_text(f"# Paper {i}\n\nText of paper {i}.\n")
+    (papers / "b" / "figure.png").write_bytes(b"\x89PNG")
+    (papers / ".hidden.md").write_text("# hidden\n")
+    single = tmp_path / "extra.txt"
+    single.write_text("One more document.\n")
+    inputs = [str(papers), str(single)]
+    plan = tmp_path / "plan"
+    assert plan_inputs(inputs, 3, plan) == 26  # 24 papers, the figure, the single file
+
+    def seen(docs):  # a document's source, id and text; a reject's source and reason
+        return [(d.source, d.reason) if isinstance(d, Reject) else (d.source, d.id, d.text)
+                for d in docs]  # fmt: skip
+
+    for i in range(3):
+        walked = seen(read_file_documents(inputs, (i, 3)))
+        assert seen(read_file_documents([], (i, 3), plan=plan)) == walked
+        assert walked
+    every = sorted(s for i in range(3) for s in seen(read_file_documents([], (i, 3), plan=plan)))
+    assert every == sorted(seen(read_file_documents(inputs)))
+    with pytest.raises(DataError, match="no input plan"):
+        list(read_file_documents([], (0, 4), plan=plan))
