@@ -39,3 +39,38 @@ def peak_memory_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory_mb() -> float:
+    """This process's resident memory now, MB (Linux's VmRSS; 0 where unknown)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def reset_peak_memory() -> bool:
+    """Start the peak (`peak_memory_mb`) afresh from the memory held now, so a worker
+    that runs one task after another reports each task's own peak (Linux: writing 5 to
+    /proc/self/clear_refs). False where the system cannot."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the system (glibc's
+    malloc_trim), so the next task in this process starts from what is really held."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -28,7 +28,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from cosmosage.dataprep.corpus.dedup import NEAR_THRESHOLD, NUM_PERM, SHINGLE
 from cosmosage.dataprep.corpus.merge_shards import merge_shards
-from cosmosage.dataprep.env import peak_memory_mb
+from cosmosage.dataprep.env import memory_mb, peak_memory_mb, release_memory, reset_peak_memory
 from cosmosage.dataprep.io import sibling
 from cosmosage.dataprep.records import DataError
 
@@ -46,6 +46,11 @@ class CorpusShard(PipelineStep):
         self.run_shard = run_shard
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
+        # a local worker runs task after task: each starts from what is really held,
+        # and reports its own peak
+        release_memory()
+        reset_peak_memory()
+        self.stat_update("start_rss_mb", value=round(memory_mb()))
         with self.track_time():
             result = self.run_shard(f"{rank}/{world_size}")
         self.stat_update("documents", value=int(result.get("documents", 0)))
