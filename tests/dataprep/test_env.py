@@ -15,3 +15,27 @@ def test_a_child_with_only_local_inputs_runs_offline(monkeypatch):
 def test_the_users_own_setting_wins(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     assert child_env(local=True)["HF_HUB_OFFLINE"] == "0"
+
+
+def test_a_task_after_a_bigger_one_reports_its_own_peak():
+    """A worker that ran a task holding 200 MB, then one holding little: after the
+    release and the reset, the second task's peak is near what it holds, not 200 MB up."""
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np
+from cosmosage.dataprep.env import memory_mb, peak_memory_mb, release_memory, reset_peak_memory
+big = np.ones(200 * 2**20 // 8)          # the first task: 200 MB
+first = peak_memory_mb()
+del big
+release_memory()
+assert reset_peak_memory()
+start = memory_mb()
+small = np.ones(10 * 2**20 // 8)         # the second task: 10 MB
+print(first, start, peak_memory_mb())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    first, start, second = map(float, out.stdout.split())
+    assert first - start > 180  # the 200 MB were handed back
+    assert start + 5 < second < start + 40  # the second task's 10 MB, not the first's 200
