@@ -28,28 +28,28 @@ def child_env(*, local: bool, **extra: str) -> dict[str, str]:
     return env
 
 
+def _status_mb(field: str) -> float | None:
+    """A memory line of Linux's /proc/self/status (VmHWM, VmRSS), MB; None elsewhere."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def peak_memory_mb() -> float:
     """This process's peak resident memory so far, MB: Linux's VmHWM, which is this
     program's own (ru_maxrss also keeps the peak of the process it was forked from, across
     the exec), else ru_maxrss."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def memory_mb() -> float:
     """This process's resident memory now, MB (Linux's VmRSS; 0 where unknown)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return _status_mb("VmRSS") or 0.0
 
 
 def reset_peak_memory() -> bool:
