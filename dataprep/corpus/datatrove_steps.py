@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from datatrove.data import Document as Doc
@@ -40,10 +41,13 @@ from cosmosage.dataprep.corpus.sources import Document
 from cosmosage.dataprep.records import Reject
 
 
-def carried(item: Prepared | Reject) -> Doc:
-    """A datatrove Document carrying a prepared document of ours, or a reader's Reject."""
+def carried(item: Document | Prepared | Reject) -> Doc:
+    """A datatrove Document carrying one of ours: a document as read, a prepared one, or
+    a reader's Reject (`_ours` takes it back out)."""
     if isinstance(item, Reject):
         return Doc(text="", id=item.source, metadata={"reject": item})
+    if isinstance(item, Document):
+        return Doc(text=item.text, id=item.id, metadata={"document": item})
     return Doc(text=item.doc.text, id=item.doc.id, metadata={"prepared": item})
 
 
@@ -109,10 +113,7 @@ class CorpusReader(PipelineStep):
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         for item in self.items:
             self.stat_update(StatHints.total)
-            if isinstance(item, Reject):
-                yield Doc(text="", id=item.source, metadata={"reject": item})
-            else:
-                yield Doc(text=item.text, id=item.id, metadata={"document": item})
+            yield carried(item)
 
 
 class CleanAndFilter(BaseFilter):
@@ -128,7 +129,7 @@ class CleanAndFilter(BaseFilter):
         self.cfg = cfg
 
     def filter(self, doc: Doc) -> bool | tuple[bool, str]:
-        (item,) = prepared([_ours(doc)], self.cfg)
+        (item,) = prepared([_ours(doc)], replace(self.cfg, workers=1))  # no pool per document
         doc.metadata = carried(item).metadata
         return True if item.reason is None else (False, item.reason)
 

@@ -140,8 +140,14 @@ def planned_files(plan: Path, skipped: list[tuple[Path, str]]) -> list[tuple[Pat
     if not plan.exists():
         raise DataError(f"{plan}: no input plan for this shard (the executor writes it first)")
     entries = []
-    for line in plan.read_text(encoding="utf-8").splitlines():
-        n, path, key, read = json.loads(line)
+    for lineno, line in enumerate(plan.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            n, path, key, read = json.loads(line)
+        except ValueError as exc:  # not JSON, or not four fields
+            raise DataError(
+                f"{plan}:{lineno}: not a plan line [input, path, key, read] ({exc}); "
+                "delete the plan folder and run the command again"
+            ) from exc
         entries.append((n, Path(path), key, read))
     entries.sort(key=lambda e: (e[0], e[1]))
     skipped += [(f, key) for _, f, key, read in entries if not read]

@@ -52,3 +52,17 @@ def test_datatrove_filters_drop_into_the_rejects_file(tmp_path, tiny_tokenizer, 
     m = json.loads((tmp_path / "c.manifest.json").read_text())
     assert m["dropped"]["RegexFilter"] == 4 and m["dropped"]["odd heading 5"] == 2
     assert res["documents"] == 4
+
+
+def test_clean_and_filter_one_document_at_a_time(corpus_dir):
+    """`filter` (datatrove's one-document entry) gives the same verdicts as the streamed
+    run, with no process pool per document even when the run has workers."""
+    from cosmosage.dataprep.corpus.datatrove_steps import CleanAndFilter, carried
+
+    cfg = CorpusConfig(sequence_len=64, quality=QualityConfig(), workers=2)
+    step = CleanAndFilter(cfg, exclusion_writer=None)
+    docs = {d.id: d for d in read_file_documents([str(corpus_dir)])}
+    kept = carried(docs["docs/doc01.md"])
+    assert step.filter(kept) is True and kept.metadata["prepared"].sig is not None
+    verdict = step.filter(carried(docs["docs/short.md"]))
+    assert verdict[0] is False and verdict[1].startswith("too short")

@@ -211,3 +211,7 @@ def test_a_shard_reads_its_plan_as_it_would_walk_the_inputs(tmp_path):
     assert every == sorted(seen(read_file_documents(inputs)))
     with pytest.raises(DataError, match="no input plan"):
         list(read_file_documents([], (0, 4), plan=plan))
+    damaged = plan / "00001-of-00003.jsonl"
+    damaged.write_text(damaged.read_text() + '[0, "half a line\n')
+    with pytest.raises(DataError, match=r"00001-of-00003.jsonl:\d+: not a plan line"):
+        list(read_file_documents([], (1, 3), plan=plan))
