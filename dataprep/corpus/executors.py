@@ -19,9 +19,14 @@ are written atomically, at its end).
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import dill
 
 from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
@@ -98,6 +103,36 @@ class CorpusMerge(PipelineStep):
         return None
 
 
+class TaskPerProcessExecutor(LocalPipelineExecutor):
+    """datatrove's local executor with every task in a Python process of its own.
+
+    datatrove's pool hands task after task to the same few workers, and a worker keeps
+    some of what each task left behind (a few MB a task, measured), so the peak of a
+    task grew with the number of tasks before it, that is with the corpus. Here a pool
+    worker only starts a fresh interpreter for its task and waits: each task's memory is
+    its own, at the cost of starting Python and importing the pipeline (about a second).
+    Completion markers, logs and stats are datatrove's, written by the task itself."""
+
+    def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
+        with tempfile.TemporaryDirectory(prefix="cosmosage-task-") as tmp:
+            task, stats = Path(tmp, "task.pkl"), Path(tmp, "stats.pkl")
+            task.write_bytes(dill.dumps((self, rank, local_rank, node_rank)))
+            code = "from cosmosage.dataprep.corpus.executors import run_task_file as r; r()"
+            done = subprocess.run([sys.executable, "-c", code, str(task), str(stats)], check=False)
+            if done.returncode != 0:
+                log = Path(str(self.logging_dir.path)) / "logs" / f"task_{rank:05d}.log"
+                raise DataError(f"{log}: task {rank} stopped with exit status {done.returncode}")
+            return dill.loads(stats.read_bytes())
+
+
+def run_task_file(argv: list[str] | None = None) -> None:
+    """The fresh process's side of TaskPerProcessExecutor: TASK_PICKLE STATS_PICKLE."""
+    task, stats = argv or sys.argv[1:]
+    executor, rank, local_rank, node_rank = dill.loads(Path(task).read_bytes())
+    result = LocalPipelineExecutor._run_for_rank(executor, rank, local_rank, node_rank)
+    Path(stats).write_bytes(dill.dumps(result))
+
+
 @dataclass
 class Resources:
     """What a Slurm submission (partition, time, memories) or a Ray task (memories) asks
@@ -147,7 +182,7 @@ def _stage(kind: str, pipeline: list, tasks: int, name: str, logs: Path, depends
             mem_per_cpu_gb=mem_gb or res.mem_per_cpu_gb,
         )
     if kind == "local":
-        return LocalPipelineExecutor(
+        return TaskPerProcessExecutor(
             pipeline,
             tasks=tasks,
             workers=max(1, min(workers, tasks)),

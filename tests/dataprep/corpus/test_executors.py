@@ -104,6 +104,46 @@ def test_a_rerun_runs_only_the_tasks_that_did_not_finish(tmp_path, tiny_model, c
     assert written(folder) == before
 
 
+STEP = """import os
+
+
+def record(data, rank, world_size, folder):
+    if rank == 1 and os.environ.get("FAIL_TASK_1"):
+        raise RuntimeError("task 1 fails")
+    with open(f"{folder}/{rank}", "w") as f:
+        f.write(str(os.getpid()))
+"""
+
+
+def test_each_local_task_runs_in_a_process_of_its_own(tmp_path, monkeypatch):
+    """A worker that ran earlier tasks keeps some of their memory; a fresh process per
+    task makes each task's peak its own (and a failing task names its log)."""
+    import functools
+
+    from cosmosage.dataprep.corpus.executors import TaskPerProcessExecutor
+    from cosmosage.dataprep.records import DataError
+
+    (tmp_path / "pid_step.py").write_text(STEP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), *sys.path]))
+    import pid_step
+
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    step = functools.partial(pid_step.record, folder=str(pids))
+    logs = tmp_path / "logs"
+    TaskPerProcessExecutor([step], tasks=3, workers=1, logging_dir=str(logs)).run()
+    seen = [int((pids / str(r)).read_text()) for r in range(3)]
+    assert len(set(seen)) == 3 and os.getpid() not in seen, seen
+    assert sorted(p.name for p in (logs / "completions").iterdir()) == ["00000", "00001", "00002"]
+    assert (logs / "logs" / "task_00002.log").read_text(), "each task writes its own log"
+
+    monkeypatch.setenv("FAIL_TASK_1", "1")
+    again = TaskPerProcessExecutor([step], tasks=3, workers=1, logging_dir=str(tmp_path / "logs2"))
+    with pytest.raises(DataError, match=r"task_00001\.log: task 1 stopped"):
+        again.run()
+
+
 STAND_IN_SBATCH = """#!/bin/sh
 # records each submission (its arguments, then the script) and answers like sbatch
 n=$(ls "$SBATCH_LOG" | wc -l)
