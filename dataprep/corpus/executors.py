@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dill
-
 from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 
