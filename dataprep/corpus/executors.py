@@ -9,8 +9,9 @@ each candidate pair, its union-find clusters), and one task joins the shards as 
 merge-shards` does, keeping each group's or cluster's first document (one manifest, one
 rejects file). For `data corpus`, a first task walks the inputs and writes each shard's
 list of files (sources.plan_inputs), so no shard task walks the whole corpus. Datatrove
-runs the tasks (a local process pool; Slurm job arrays, each depending on the last; or
-Ray tasks on the cluster `ray.init` joined) and keeps a completion marker per task under
+runs the tasks (a local process pool, each task in a fresh interpreter; Slurm job
+arrays, each depending on the last; or Ray tasks on the cluster `ray.init` joined) and
+keeps a completion marker per task under
 OUT.datatrove/: the same command run again after a kill runs only the tasks that have
 none, and the outputs equal those of a run that was never stopped (each shard's files
 are written atomically, at its end).
