@@ -204,6 +204,18 @@ def test_the_bundled_prompts_are_many_kinds_and_hold_out_every_bundled_suite(tmp
     assert Holdout([suites[0]]).items
 
 
+def test_the_bundled_short_questions_hold_out_every_bundled_suite(tmp_path):
+    suites, questions = held_out_questions()
+    extra = tmp_path / "questions.yaml"
+    extra.write_text(json.dumps({"prompts": [{"prompt": q} for q in questions]}))
+    short = ROOT / "samples" / "replay" / "short.yaml"
+    cfg = ReplayConfig(
+        out="x", prompts=[str(short)], model="m", settings={}, against=[*suites, str(extra)]
+    )
+    kept, rejects, kinds = select_prompts(cfg)
+    assert [r.reason for r in rejects] == [] and len(kept) >= 240 and len(kinds) == 8
+
+
 def test_replay_cli_with_a_real_model_journals_answers_and_says_when_cut_off(
     tiny_model, tmp_path, files
 ):
