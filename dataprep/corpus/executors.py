@@ -9,7 +9,7 @@ each candidate pair, its union-find clusters), and one task joins the shards as 
 merge-shards` does, keeping each group's or cluster's first document (one manifest, one
 rejects file). For `data corpus`, a first task walks the inputs and writes each shard's
 list of files (sources.plan_inputs), so no shard task walks the whole corpus. Datatrove
-runs the tasks (a local process pool, each task in a fresh interpreter; Slurm job
+runs the tasks (a local process pool, each shard task in a fresh interpreter; Slurm job
 arrays, each depending on the last; or Ray tasks on the cluster `ray.init` joined) and
 keeps a completion marker per task under
 OUT.datatrove/: the same command run again after a kill runs only the tasks that have
@@ -182,7 +182,11 @@ def _stage(kind: str, pipeline: list, tasks: int, name: str, logs: Path, depends
             mem_per_cpu_gb=mem_gb or res.mem_per_cpu_gb,
         )
     if kind == "local":
-        return TaskPerProcessExecutor(
+        # a shard task holds its documents' index, so each gets a fresh interpreter; the
+        # other stages' tasks are small and many (22 bands), where one would cost more
+        # than it saves
+        executor = TaskPerProcessExecutor if name == "shards" else LocalPipelineExecutor
+        return executor(
             pipeline,
             tasks=tasks,
             workers=max(1, min(workers, tasks)),

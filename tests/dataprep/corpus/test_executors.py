@@ -138,6 +138,20 @@ def test_each_local_task_runs_in_a_process_of_its_own(tmp_path, monkeypatch):
     assert sorted(p.name for p in (logs / "completions").iterdir()) == ["00000", "00001", "00002"]
     assert (logs / "logs" / "task_00002.log").read_text(), "each task writes its own log"
 
+    # the local executor gives the shard tasks their own interpreters, not the small
+    # tasks of the other stages
+    from datatrove.executor import LocalPipelineExecutor
+
+    from cosmosage.dataprep.corpus.executors import corpus_executor
+
+    stage, kinds = corpus_executor("local", tmp_path / "c.jsonl", None, print, 3, 2), {}
+    while stage is not None:
+        kinds[Path(str(stage.logging_dir.path)).name] = type(stage)
+        stage = stage.depends
+    assert kinds.pop("shards") is TaskPerProcessExecutor
+    assert set(kinds) == {"buckets", "clusters", "merge"}
+    assert set(kinds.values()) == {LocalPipelineExecutor}
+
     monkeypatch.setenv("FAIL_TASK_1", "1")
     again = TaskPerProcessExecutor([step], tasks=3, workers=1, logging_dir=str(tmp_path / "logs2"))
     with pytest.raises(DataError, match=r"task_00001\.log: task 1 stopped"):
