@@ -11,10 +11,9 @@ rejects file). For `data corpus`, a first task walks the inputs and writes each 
 list of files (sources.plan_inputs), so no shard task walks the whole corpus. Datatrove
 runs the tasks (a local process pool, each shard task in a fresh interpreter; Slurm job
 arrays, each depending on the last; or Ray tasks on the cluster `ray.init` joined) and
-keeps a completion marker per task under
-OUT.datatrove/: the same command run again after a kill runs only the tasks that have
-none, and the outputs equal those of a run that was never stopped (each shard's files
-are written atomically, at its end).
+keeps a completion marker per task under OUT.datatrove/: the same command run again
+after a kill runs only the tasks that have none, and the outputs equal those of a run
+that was never stopped (each shard's files are written atomically, at its end).
 """
 
 from __future__ import annotations
@@ -51,8 +50,8 @@ class CorpusShard(PipelineStep):
         self.run_shard = run_shard
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
-        # a local worker runs task after task: each starts from what is really held,
-        # and reports its own peak
+        # a Ray worker may run task after task (a local shard task has a process of its
+        # own): each starts from what is really held, and reports its own peak
         release_memory()
         reset_peak_memory()
         self.stat_update("start_rss_mb", value=round(memory_mb()))
