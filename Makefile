@@ -35,7 +35,22 @@ test-fast: $(STAMP)
 
 # The GGUF tests need llama-cpp-python (the `gguf` extra), which compiles llama.cpp on
 # install (~5 minutes on 2 cores): `make test` skips them without it, CI runs this too.
-test-gguf: $(STAMP) tokenizers
+# llama.cpp's default build is -march=native: on a virtual machine whose CPU lists AMX
+# but whose kernel does not grant the tiles, its first matrix product dies with SIGILL
+# (and pip's wheel cache hands that build to every later install). So the wheel is built
+# here once, portable (AVX2, FMA, F16C; no AVX-512, no AMX), and installed from build/.
+LLAMA_CPP   := llama-cpp-python==0.3.36
+LLAMA_WHEEL := build/wheels/llama-cpp/.portable
+
+$(LLAMA_WHEEL): | $(STAMP)
+	rm -rf $(@D)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip wheel --quiet --disable-pip-version-check \
+	  --no-deps --no-cache-dir -w $(@D) '$(LLAMA_CPP)'
+	touch $@
+
+test-gguf: $(STAMP) tokenizers $(LLAMA_WHEEL)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --force-reinstall \
+	  $(dir $(LLAMA_WHEEL))llama_cpp_python-*.whl
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[gguf]'
 	$(BIN)/python -m pytest -m gguf $(ARGS)
 

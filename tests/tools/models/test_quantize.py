@@ -4,6 +4,8 @@ file loads and generates; the Ollama Modelfile carries the chat template and sto
 from __future__ import annotations
 
 import json
+import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,8 @@ import yaml
 from click.testing import CliRunner
 
 from cosmosage.tools.models import quantize
+
+ROOT = Path(__file__).resolve().parents[3]
 
 CHATML = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -125,3 +129,19 @@ def test_a_byte_level_bpe_marked_byte_fallback_is_repaired_for_the_converter(tmp
     assert view == tmp_path / "view" and len(repairs) == 1
     assert (view / "config.json").resolve() == (model / "config.json").resolve()
     assert json.loads((view / "tokenizer.json").read_text()) == fixed
+
+
+def test_make_test_gguf_builds_the_pinned_llama_cpp_portable():
+    """The gguf extra's pin and the wheel `make test-gguf` builds are one version, and that
+    build is not -march=native (which dies with SIGILL where the CPU lists AMX that the
+    kernel does not grant), nor a native build that pip's wheel cache kept."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pin = extras["optional-dependencies"]["gguf"][0]
+    out = subprocess.run(
+        ["make", "-n", "-B", "test-gguf"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    build = out.index("pip wheel")
+    assert 'CMAKE_ARGS="-DGGML_NATIVE=OFF"' in out[out.rindex("\n", 0, build) : build]
+    assert "--no-cache-dir" in out[build:] and f"'{pin}'" in out[build:]
+    install = out.index("--force-reinstall")
+    assert build < install < out.index("-m pytest -m gguf")
