@@ -42,12 +42,18 @@ OVERLAP = 0.6
 MAX_PROMPT_CHARS = 2000
 
 
+# the keys of a prompt that say how to check its answer, as in an evaluation suite
+CHECK_KEYS = ("expect", "score", "tolerance")
+
+
 @dataclass
 class Prompt:
     text: str
     kind: str
     source: str
     line: int | None
+    # {expect: [...], score: ...}: the answer must pass it to be replayed (None: no check)
+    check: dict | None = None
 
     @property
     def key(self) -> str:
@@ -94,37 +100,55 @@ def _item_lines(path: Path) -> dict[tuple[str, int], int]:
     return lines
 
 
+def answer_check(item: dict, where: str) -> dict | None:
+    """The `expect:` (with `score:`, `tolerance:`) of a prompt, checked for shape: a
+    non-empty list of non-empty answers; None when the prompt has none."""
+    if "expect" not in item:
+        return None
+    expect = item["expect"]
+    if not isinstance(expect, list) or not expect:
+        raise DataError(f"{where}: expect must be a non-empty list of accepted answers")
+    for j, e in enumerate(expect):
+        if not isinstance(e, str | int | float) or not str(e).strip():
+            raise DataError(f"{where}: expect[{j}] is empty or not text; it would pass any answer")
+    return {k: item[k] for k in CHECK_KEYS if k in item}
+
+
 def read_prompts(path: str | Path) -> Iterator[Prompt | Reject]:
     """The prompts of one file: YAML (`kinds: {KIND: [prompt, ...]}`, or `prompts:` as a
     list of strings or mappings with `prompt`), JSONL (a `prompt` field, or a chat record
-    whose first user turn is the prompt) or plain text (one prompt per line)."""
+    whose first user turn is the prompt) or plain text (one prompt per line). A mapping or
+    JSONL record may carry `expect:` (accepted answers, as in an evaluation suite): the
+    answer is then checked before it is replayed."""
     path = Path(path)
     src = str(path)
     if path.suffix in (".yaml", ".yml"):
         doc = read_yaml(path, lines=True)
         if isinstance(doc, dict) and isinstance(doc.get("kinds"), dict):
-            groups = [(k, v) for k, v in doc["kinds"].items() if k != "__line__"]
+            groups = [(k, v, f"kinds.{k}") for k, v in doc["kinds"].items() if k != "__line__"]
         elif isinstance(doc, dict) and isinstance(doc.get("prompts"), list):
-            groups = [(path.stem, doc["prompts"])]
+            groups = [(path.stem, doc["prompts"], "prompts")]
         elif isinstance(doc, list):
-            groups = [(path.stem, doc)]
+            groups = [(path.stem, doc, "")]
         else:
             raise DataError(f"{src}: expected `kinds:` (kind -> list of prompts) or `prompts:`")
         lines = _item_lines(path)
-        for kind, items in groups:
+        for kind, items, field_name in groups:
             if not isinstance(items, list):
                 raise DataError(f"{src}: kinds.{kind} must be a list of prompts")
             for i, item in enumerate(items):
                 line = lines.get((str(kind), i))
+                check = None
                 if isinstance(item, dict):
                     item = {k: v for k, v in item.items() if k != "__line__"}
                     text, kind_i = item.get("prompt"), str(item.get("kind", kind))
+                    check = answer_check(item, f"{src}:{line}: {field_name}[{i}]")
                 else:
                     text, kind_i = item, str(kind)
                 if not isinstance(text, str):
                     yield Reject(src, line, f"{kind}: the prompt must be text", item)
                     continue
-                yield Prompt(text, kind_i, src, line)
+                yield Prompt(text, kind_i, src, line, check)
     elif path.suffix == ".jsonl":
         for line, rec in read_jsonl(path):
             if isinstance(rec, Reject):
@@ -136,7 +160,8 @@ def read_prompts(path: str | Path) -> Iterator[Prompt | Reject]:
             if text is None:
                 yield Reject(src, line, "no `prompt` field and no user turn", rec)
                 continue
-            yield Prompt(text, str(rec.get("kind", path.stem)), src, line)
+            check = answer_check(rec, f"{src}:{line}")
+            yield Prompt(text, str(rec.get("kind", path.stem)), src, line, check)
     else:
         for i, text in enumerate(read_text(path).splitlines(), start=1):
             if text.strip() and not text.lstrip().startswith("#"):
@@ -214,6 +239,8 @@ class ReplayConfig:
 
 # (prompt texts) -> [(answer, finished)], finished False when the token limit cut it off
 AnswerFn = Callable[[list[str]], list[tuple[str, bool]]]
+# (answer, {expect, score, ...}) -> (passed, detail): the evaluation suites' scorer
+CheckFn = Callable[[str, dict], tuple[bool, str]]
 
 
 def select_prompts(cfg: ReplayConfig) -> tuple[list[Prompt], list[Reject], Counter]:
@@ -314,14 +341,26 @@ def write_outputs(
 
 
 def run_replay(
-    cfg: ReplayConfig, answer: AnswerFn, echo: Callable[[str], None] = print
+    cfg: ReplayConfig,
+    answer: AnswerFn,
+    echo: Callable[[str], None] = print,
+    check: CheckFn | None = None,
 ) -> dict[str, Any]:
-    """Ask what the journal lacks, then write the chat records, rejects and manifest."""
+    """Ask what the journal lacks, then write the chat records, rejects and manifest.
+    A prompt with `expect:` keeps its answer only if `check` passes it (the evaluation
+    suites' scorer): a small model's wrong answers, replayed, teach it its own mistakes.
+    Without `check` the expectations are ignored and every answer is kept as before."""
 
     check_outputs(cfg.prompts + cfg.against, {"--out": cfg.out})
     prompts, rejects, kinds = select_prompts(cfg)
     if not prompts:
         raise DataError(f"no prompts left to ask from {', '.join(cfg.prompts)}")
+    checked = [p for p in prompts if p.check] if check is not None else []
+    for p in checked:  # a bad `score:` or pattern fails here, before any answer is asked
+        try:
+            check("", p.check)
+        except DataError as exc:
+            raise DataError(f"{p.source}:{p.line}: {exc}") from None
     done = ask_journaled(
         cfg, [(p.key, p.text) for p in prompts], answer, echo, kind="replay", unit="prompts"
     )
@@ -332,6 +371,11 @@ def run_replay(
         why = answer_problem(text, e["finished"], cfg.min_answer_chars)
         if why is None and normalise(text) in seen_answers:
             why = f"the same answer as the prompt at {seen_answers[normalise(text)]}"
+        if why is None and p.check and check is not None:  # (no scorer: --no-check)
+            passed, _ = check(text, p.check)
+            if not passed:
+                accepted = ", ".join(map(str, p.check["expect"]))
+                why = f"wrong answer: none of the expected ({accepted}); not replayed"
         if why:
             rejects.append(Reject(p.source, p.line, why, {"prompt": p.text, "answer": text}))
             kinds[p.kind] -= 1
@@ -350,12 +394,14 @@ def run_replay(
         step="replay",
         kinds={k: v for k, v in sorted(kinds.items()) if v > 0},
         held_out_against=list(cfg.against),
+        checked=len(checked),
     )  # fmt: skip
     return {
         "out": str(cfg.out),
         "kept": manifest.kept,
         "rejected": len(rejects),
         "asked": len(prompts),
+        "checked": len(checked),
         "kinds": manifest.extra["kinds"],
     }
 

@@ -266,15 +266,24 @@ def data_metaqa(inputs, out, templates, seed) -> None:
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Prompts per batch.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of sampled presets.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, mps.")
+@click.option(
+    "--check/--no-check",
+    default=True,
+    show_default=True,
+    help="Reject a wrong answer to a prompt with `expect:` (--no-check replays it).",
+)
 def data_replay(
-    model_path, prompts, against, rewrite, out, preset, max_new_tokens, batch_size, seed, device
-) -> None:
+    model_path, prompts, against, rewrite, out, preset, max_new_tokens, batch_size, seed, device,
+    check,
+) -> None:  # fmt: skip
     """Self-replay: the model's own answers to everyday instructions, as chat records.
 
     Mixed beside what a run teaches (`data mix`, any token share), they pull the tuned
     model back toward what it already said, in its own words, with no foreign data.
     Prompts too close to an evaluation suite's are rejected; answers that are empty, cut
-    off, looping or repeated are rejected; every reject goes to OUT's rejects file with
+    off, looping or repeated are rejected, and so is a wrong answer to a prompt that
+    gives `expect:` (accepted answers, scored as in an evaluation suite): a small model
+    replaying its own mistakes learns them. Every reject goes to OUT's rejects file with
     its reason. Answers are journaled as they come: a killed run, started again with the
     same command, asks only what is left.
 
@@ -293,7 +302,12 @@ def data_replay(
     from cosmosage.dataprep.synth.replay import ReplayConfig, run_replay, run_rewrite
     from cosmosage.tools.eval.generation import Generator
     from cosmosage.tools.eval.generation import preset as make_preset
+    from cosmosage.tools.eval.scorers import check_prompt, score
     from cosmosage.tools.paths import ROOT
+
+    def checker(text: str, spec: dict) -> tuple[bool, str]:
+        check_prompt(spec, "expect")
+        return score(text, spec)
 
     settings = make_preset(preset, max_new_tokens=max_new_tokens)
     cfg = ReplayConfig(
@@ -327,7 +341,9 @@ def data_replay(
             raise click.UsageError("--rewrite and --prompts: give one or the other")
         click.echo(json.dumps(run_rewrite(cfg, list(rewrite), answer, echo=click.echo)))
     else:
-        click.echo(json.dumps(run_replay(cfg, answer, echo=click.echo)))
+        click.echo(
+            json.dumps(run_replay(cfg, answer, echo=click.echo, check=checker if check else None))
+        )
 
 
 COMMANDS = [data_synth, data_grade, data_metaqa, data_replay]

@@ -150,6 +150,59 @@ def test_output_over_an_input_is_refused(files):
         run_replay(cfg, Scripted(), **QUIET)
 
 
+def test_a_wrong_answer_to_a_prompt_with_expect_is_not_replayed(tmp_path):
+    """The scorer is the evaluation suites' own (the CLI passes it): a small model's
+    mistakes, replayed, would teach it those mistakes."""
+    from cosmosage.tools.eval.scorers import score
+
+    prompts = tmp_path / "p.yaml"
+    prompts.write_text(
+        "kinds:\n"
+        "  facts:\n"
+        "    - {prompt: 'What is the capital of Italy?', expect: [Rome]}\n"  # 3: right
+        "    - {prompt: 'What is 6 times 7?', expect: ['42'], score: numeric}\n"  # 4: wrong
+        "    - Say something twice.\n"  # 5: no check
+    )
+    script = {
+        "What is the capital of Italy?": ("The capital of Italy is Rome.", True),
+        "What is 6 times 7?": ("6 times 7 is 36.", True),
+        "Say something twice.": ("Twice, something.", True),
+    }
+    out = tmp_path / "r.jsonl"
+    cfg = ReplayConfig(out=str(out), prompts=[str(prompts)], model="m", settings={})
+    got = run_replay(cfg, lambda ts: [script[t] for t in ts], check=score, **QUIET)
+    assert [r["messages"][1]["content"] for r in lines(out)] == [
+        "The capital of Italy is Rome.",
+        "Twice, something.",
+    ]
+    (reject,) = lines(tmp_path / "r.rejects.jsonl")
+    assert reject["line"] == 4 and reject["reason"].startswith("wrong answer: none of the expected")
+    assert got["checked"] == 2 and got["kept"] == 2
+    assert json.loads((tmp_path / "r.manifest.json").read_text())["checked"] == 2
+    # without a scorer (--no-check) the wrong answer is replayed as before
+    got = run_replay(
+        ReplayConfig(out=str(tmp_path / "all.jsonl"), prompts=[str(prompts)], model="m",
+                     settings={}),
+        lambda ts: [script[t] for t in ts], **QUIET,
+    )  # fmt: skip
+    assert got["kept"] == 3 and got["checked"] == 0
+    # a scorer the suites do not know, or an empty expectation: nothing is asked
+    asked = []
+    prompts.write_text("prompts:\n  - {prompt: 'Hi?', expect: [a], score: nearly}\n")
+    from cosmosage.tools.eval.scorers import check_prompt
+
+    def checker(text, spec):
+        check_prompt(spec, "expect")
+        return score(text, spec)
+
+    with pytest.raises(DataError, match=f"{prompts}:2: expect.score: unknown scorer 'nearly'"):
+        run_replay(cfg, lambda ts: asked.append(ts), check=checker, **QUIET)
+    prompts.write_text("prompts:\n  - {prompt: 'Hi?', expect: []}\n")
+    with pytest.raises(DataError, match=r"p.yaml:2: prompts\[0\]: expect must be a non-empty"):
+        run_replay(cfg, lambda ts: asked.append(ts), check=checker, **QUIET)
+    assert asked == []
+
+
 def test_prompts_read_from_jsonl_chat_records_and_text(tmp_path):
     j = tmp_path / "p.jsonl"
     j.write_text(
@@ -214,6 +267,25 @@ def test_the_bundled_short_questions_hold_out_every_bundled_suite(tmp_path):
     )
     kept, rejects, kinds = select_prompts(cfg)
     assert [r.reason for r in rejects] == [] and len(kept) >= 240 and len(kinds) == 8
+
+
+@pytest.mark.parametrize("name", ["prompts.yaml", "short.yaml"])
+def test_the_bundled_expectations_are_ones_the_suites_scorer_takes(name):
+    """Checked answers (`expect:`) in the bundled prompts: each is a valid suite check,
+    and the right answer of a few passes it while the base model's known wrong one does
+    not."""
+    from cosmosage.tools.eval.scorers import check_prompt, score
+
+    prompts = [p for p in read_prompts(ROOT / "samples" / "replay" / name) if p.check]
+    assert len(prompts) >= 100
+    for p in prompts:
+        check_prompt(p.check, f"{p.source}:{p.line}")
+    by_text = {p.text: p.check for p in prompts}
+    if name == "prompts.yaml":
+        assert score("The capital of Italy is Rome.", by_text["What is the capital of Italy?"])[0]
+        assert not score("Il Coriobella, Italy.", by_text["What is the capital of Italy?"])[0]
+        assert not score("15 + 27 = 32.", by_text["What is 15 plus 27?"])[0]
+        assert score("15 + 27 = 42.", by_text["What is 15 plus 27?"])[0]
 
 
 def test_replay_cli_with_a_real_model_journals_answers_and_says_when_cut_off(
