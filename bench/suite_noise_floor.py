@@ -73,7 +73,6 @@ def main() -> None:
     ap.add_argument("--levels", default="0.001,0.004,0.01", help="noise / tensor RMS")
     ap.add_argument("--seeds", default="1,2", help="noise seeds, one model per level and seed")
     ap.add_argument("--trained", action="append", default=[], help="trained models to compare")
-    ap.add_argument("--batch-size", type=int, default=16)
     args = ap.parse_args()
 
     from cosmosage.tools.eval.evaluate import score_models
@@ -88,8 +87,8 @@ def main() -> None:
             for seed in seeds:
                 out = Path(tmp) / f"noise-{level}-{seed}"
                 models[f"noise {level:g} seed {seed}"] = perturbed(args.model, out, level, seed)
-        for i, path in enumerate(args.trained):
-            models[f"trained {i + 1}"] = Path(path)
+        trained = {f"trained {i + 1}": Path(p) for i, p in enumerate(args.trained)}
+        models.update(trained)
         sizes = {label: displacement(args.model, path) for label, path in models.items()}
         result = score_models({k: str(v) for k, v in models.items()}, args.suite)
     base_rate = result["scores"]["unperturbed"]["all"]
@@ -104,8 +103,8 @@ def main() -> None:
             f"| {label} | {glob:.2%}, {med:.2%} | {rate:.0%} [{low:.0%}-{high:.0%}] "
             f"({passed}/{asked}) | {100 * (rate - base_rate):+.0f} pts |"
         )
-    for path in args.trained:
-        print(f"trained {args.trained.index(path) + 1}: {path}")
+    for label, path in trained.items():
+        print(f"{label}: {path}")
 
 
 if __name__ == "__main__":

@@ -100,18 +100,10 @@ def _item_lines(path: Path) -> dict[tuple[str, int], int]:
     return lines
 
 
-def answer_check(item: dict, where: str) -> dict | None:
-    """The `expect:` (with `score:`, `tolerance:`) of a prompt, checked for shape: a
-    non-empty list of non-empty answers; None when the prompt has none."""
-    if "expect" not in item:
-        return None
-    expect = item["expect"]
-    if not isinstance(expect, list) or not expect:
-        raise DataError(f"{where}: expect must be a non-empty list of accepted answers")
-    for j, e in enumerate(expect):
-        if not isinstance(e, str | int | float) or not str(e).strip():
-            raise DataError(f"{where}: expect[{j}] is empty or not text; it would pass any answer")
-    return {k: item[k] for k in CHECK_KEYS if k in item}
+def answer_check(item: dict) -> dict | None:
+    """The `expect:` (with `score:`, `tolerance:`) of a prompt, None when it has none; the
+    scorer `run_replay` is given checks them before anything is asked."""
+    return {k: item[k] for k in CHECK_KEYS if k in item} if "expect" in item else None
 
 
 def read_prompts(path: str | Path) -> Iterator[Prompt | Reject]:
@@ -125,15 +117,15 @@ def read_prompts(path: str | Path) -> Iterator[Prompt | Reject]:
     if path.suffix in (".yaml", ".yml"):
         doc = read_yaml(path, lines=True)
         if isinstance(doc, dict) and isinstance(doc.get("kinds"), dict):
-            groups = [(k, v, f"kinds.{k}") for k, v in doc["kinds"].items() if k != "__line__"]
+            groups = [(k, v) for k, v in doc["kinds"].items() if k != "__line__"]
         elif isinstance(doc, dict) and isinstance(doc.get("prompts"), list):
-            groups = [(path.stem, doc["prompts"], "prompts")]
+            groups = [(path.stem, doc["prompts"])]
         elif isinstance(doc, list):
-            groups = [(path.stem, doc, "")]
+            groups = [(path.stem, doc)]
         else:
             raise DataError(f"{src}: expected `kinds:` (kind -> list of prompts) or `prompts:`")
         lines = _item_lines(path)
-        for kind, items, field_name in groups:
+        for kind, items in groups:
             if not isinstance(items, list):
                 raise DataError(f"{src}: kinds.{kind} must be a list of prompts")
             for i, item in enumerate(items):
@@ -142,7 +134,7 @@ def read_prompts(path: str | Path) -> Iterator[Prompt | Reject]:
                 if isinstance(item, dict):
                     item = {k: v for k, v in item.items() if k != "__line__"}
                     text, kind_i = item.get("prompt"), str(item.get("kind", kind))
-                    check = answer_check(item, f"{src}:{line}: {field_name}[{i}]")
+                    check = answer_check(item)
                 else:
                     text, kind_i = item, str(kind)
                 if not isinstance(text, str):
@@ -160,7 +152,7 @@ def read_prompts(path: str | Path) -> Iterator[Prompt | Reject]:
             if text is None:
                 yield Reject(src, line, "no `prompt` field and no user turn", rec)
                 continue
-            check = answer_check(rec, f"{src}:{line}")
+            check = answer_check(rec)
             yield Prompt(text, str(rec.get("kind", path.stem)), src, line, check)
     else:
         for i, text in enumerate(read_text(path).splitlines(), start=1):
@@ -356,7 +348,7 @@ def run_replay(
     if not prompts:
         raise DataError(f"no prompts left to ask from {', '.join(cfg.prompts)}")
     checked = [p for p in prompts if p.check] if check is not None else []
-    for p in checked:  # a bad `score:` or pattern fails here, before any answer is asked
+    for p in checked:  # a bad `expect:` or `score:` fails here, before anything is asked
         try:
             check("", p.check)
         except DataError as exc:

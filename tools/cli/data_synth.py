@@ -302,12 +302,8 @@ def data_replay(
     from cosmosage.dataprep.synth.replay import ReplayConfig, run_replay, run_rewrite
     from cosmosage.tools.eval.generation import Generator
     from cosmosage.tools.eval.generation import preset as make_preset
-    from cosmosage.tools.eval.scorers import check_prompt, score
+    from cosmosage.tools.eval.scorers import checked_score
     from cosmosage.tools.paths import ROOT
-
-    def checker(text: str, spec: dict) -> tuple[bool, str]:
-        check_prompt(spec, "expect")
-        return score(text, spec)
 
     settings = make_preset(preset, max_new_tokens=max_new_tokens)
     cfg = ReplayConfig(
@@ -342,7 +338,9 @@ def data_replay(
         click.echo(json.dumps(run_rewrite(cfg, list(rewrite), answer, echo=click.echo)))
     else:
         click.echo(
-            json.dumps(run_replay(cfg, answer, echo=click.echo, check=checker if check else None))
+            json.dumps(
+                run_replay(cfg, answer, echo=click.echo, check=checked_score if check else None)
+            )
         )
 
 

@@ -168,6 +168,13 @@ def check_prompt(prompt: dict, where: str) -> None:
         raise DataError(f"{where}.reference: the judge needs a reference answer")
 
 
+def checked_score(answer: str, prompt: dict) -> tuple[bool, str]:
+    """`score` after `check_prompt`: for expectations read from elsewhere than a suite
+    (`data replay`'s prompts); a DataError names the field at fault."""
+    check_prompt(prompt, "prompt")
+    return score(answer, prompt)
+
+
 def score(answer: str, prompt: dict) -> tuple[bool, str]:
     """Score one answer with the prompt's scorer (judge prompts are scored elsewhere)."""
     kind = prompt.get("score", "contains")

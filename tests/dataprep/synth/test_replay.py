@@ -189,17 +189,13 @@ def test_a_wrong_answer_to_a_prompt_with_expect_is_not_replayed(tmp_path):
     # a scorer the suites do not know, or an empty expectation: nothing is asked
     asked = []
     prompts.write_text("prompts:\n  - {prompt: 'Hi?', expect: [a], score: nearly}\n")
-    from cosmosage.tools.eval.scorers import check_prompt
+    from cosmosage.tools.eval.scorers import checked_score
 
-    def checker(text, spec):
-        check_prompt(spec, "expect")
-        return score(text, spec)
-
-    with pytest.raises(DataError, match=f"{prompts}:2: expect.score: unknown scorer 'nearly'"):
-        run_replay(cfg, lambda ts: asked.append(ts), check=checker, **QUIET)
+    with pytest.raises(DataError, match=f"{prompts}:2: prompt.score: unknown scorer 'nearly'"):
+        run_replay(cfg, lambda ts: asked.append(ts), check=checked_score, **QUIET)
     prompts.write_text("prompts:\n  - {prompt: 'Hi?', expect: []}\n")
-    with pytest.raises(DataError, match=r"p.yaml:2: prompts\[0\]: expect must be a non-empty"):
-        run_replay(cfg, lambda ts: asked.append(ts), check=checker, **QUIET)
+    with pytest.raises(DataError, match=r"p.yaml:2: prompt.expect: a non-empty list is needed"):
+        run_replay(cfg, lambda ts: asked.append(ts), check=checked_score, **QUIET)
     assert asked == []
 
 
