@@ -35,9 +35,10 @@ def doc_ids(out: Path) -> set[str]:
     return ids
 
 
-def shard_peak_mb(out: Path) -> float:
+def stage_peak_mb(out: Path, stage: str = "shards") -> float:
+    """The largest peak memory a task of `stage` reported (its stats.json)."""
     stats = json.loads(
-        out.with_name(out.stem + ".datatrove").joinpath("shards/stats.json").read_text()
+        out.with_name(out.stem + ".datatrove").joinpath(f"{stage}/stats.json").read_text()
     )
     peaks = [s["stats"]["peak_rss_mb"] for s in stats if "peak_rss_mb" in s["stats"]]
     return max(p.get("max", p.get("mean", 0)) if isinstance(p, dict) else p for p in peaks)
@@ -65,7 +66,7 @@ def main() -> None:
                          extra=["--executor", "local", "--tasks", str(tasks)])  # fmt: skip
             per_core = base["cpu"] / ex["cpu"]  # MB per CPU-second, executor / baseline
             same = doc_ids(one) == doc_ids(many)
-            task_mb = shard_peak_mb(many)
+            task_mb = stage_peak_mb(many)
             rows.append((n_docs, task_mb, ex["peak_mb"]))
             print(
                 f"{size:6.1f} MB, {n_docs:5d} documents, {tasks} tasks: one process {base['wall']:.1f} s "

@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.corpus_executor import shard_peak_mb  # noqa: E402
+from bench.corpus_executor import stage_peak_mb  # noqa: E402
 from bench.corpus_memory import bench_main, ensure_tokenizer, measure  # noqa: E402
 from bench.dedup_bench import generate  # noqa: E402
 
@@ -85,20 +85,21 @@ def main() -> None:
             ex = measure(*common[:1], out, *common[1:], args.workers, script=__file__,
                          extra=["--no-filter", "--executor", "local", "--tasks", str(tasks)])  # fmt: skip
             p, r, flagged = dedup_score(out, corpus.family, corpus.copies)
-            task_mb = shard_peak_mb(out)
-            rows.append((len(corpus.texts), task_mb, ex["peak_mb"]))
+            task_mb, band_mb = stage_peak_mb(out), stage_peak_mb(out, "buckets")
+            rows.append((len(corpus.texts), task_mb, band_mb, ex["peak_mb"]))
             rate = size / ex["cpu"]
             print(
                 f"{len(corpus.texts):7d} documents, {size:5.0f} MB, {tasks} shard tasks: "
                 f"{ex['wall']:.0f} s wall, {ex['cpu']:.0f} s CPU, {rate:.2f} MB per CPU-second "
                 f"({rate / base_rate:.2f}x the baseline's; target >= 0.67); largest shard task "
-                f"{task_mb:.0f} MB, clusters + merge {ex['peak_mb']:.0f} MB; duplicates "
+                f"{task_mb:.0f} MB, largest band task {band_mb:.0f} MB, clusters + merge "
+                f"{ex['peak_mb']:.0f} MB; duplicates "
                 f"dropped {flagged} of {corpus.copies} copies: P {p:.3f} R {r:.3f}"
             )
-    (n0, t0, m0), (n1, t1, m1) = rows[0], rows[-1]
+    (n0, t0, b0, m0), (n1, t1, b1, m1) = rows[0], rows[-1]
     print(
         f"\ncorpus {n1 / n0:.1f}x larger -> largest shard task {t1 / t0:.2f}x "
-        f"(flat: <= 1.25x), clusters + merge {m1 / m0:.2f}x"
+        f"(flat: <= 1.25x), largest band task {b1 / b0:.2f}x, clusters + merge {m1 / m0:.2f}x"
     )
 
 

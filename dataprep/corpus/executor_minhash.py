@@ -5,23 +5,28 @@ Each shard task has already fingerprinted its kept documents (the `minhash` of i
 bands). Then, as datatrove's stages, with bounded memory:
 
 1. `SidecarSignatures` (in each shard task): datatrove's signature stage, fed those
-   signatures instead of recomputing them, writes them into its sorted per-band files;
+   signatures instead of recomputing them, writes them into its sorted per-band files,
+   and the whole signatures, one fixed-size row per document, into the shard's
+   `SignatureFile` (read back by position, so no later task holds them all);
 2. datatrove's `MinhashDedupBuckets` (one task per band) lists every pair of documents
    that share a band: the LSH candidates;
-3. `CheckedPairs` keeps a candidate pair only when the estimated Jaccard similarity of
-   the two full signatures reaches the threshold (datatrove's stage takes every
-   candidate, which at these bands drops unrelated documents that share boilerplate:
-   docs/corpus.md), loading only the signatures of documents that are in a pair;
+3. `CheckedPairs` (in the same band task, after it) keeps a candidate pair only when the
+   estimated Jaccard similarity of the two full signatures reaches the threshold
+   (datatrove's stage takes every candidate, which at these bands drops unrelated
+   documents that share boilerplate: docs/corpus.md), reading the two signatures from
+   the shards' signature files: its memory does not grow with the corpus;
 4. datatrove's `MinhashDedupCluster` joins the checked pairs into clusters (union-find:
-   a revision chain is one cluster) and names each document's cluster;
+   a revision chain is one cluster) and names each document's cluster: it holds the
+   documents that are in a pair, the only task whose memory grows, with the duplicates;
 5. the merge keeps the first document of each cluster in shard order and drops the
-   others (dataprep/corpus/merge_shards.py, `clusters=`).
+   others (dataprep/corpus/merge_shards.py, `ClusterFirsts`), reading one shard's
+   clusters at a time.
 """
 
 from __future__ import annotations
 
 import struct
-from collections import defaultdict
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +38,7 @@ from datatrove.utils.binaryio import read_tuples_from_file
 from datatrove.utils.hashing import HashConfig
 
 from cosmosage.dataprep.corpus.dedup import estimated_jaccard, lsh_params
+from cosmosage.dataprep.env import peak_memory_mb, reset_peak_memory
 from cosmosage.dataprep.io import read_jsonl
 from cosmosage.dataprep.shard import shard_output
 
@@ -56,14 +62,14 @@ def sidecar(out: str | Path, rank: int, tasks: int) -> Path:
     return docs_path(shard_output(out, (rank, tasks)))
 
 
-def signatures(out: str | Path, rank: int, tasks: int, wanted: set[int] | None = None):
+def signatures(out: str | Path, rank: int, tasks: int):
     """(line index, signature) of shard `rank`'s kept documents, in sidecar order."""
     from cosmosage.dataprep.corpus.pipeline import decode_signature
 
     index = -1
     for _, rec in read_jsonl(sidecar(out, rank, tasks)):
         index += 1
-        if isinstance(rec, dict) and rec.get("minhash") and (wanted is None or index in wanted):
+        if isinstance(rec, dict) and rec.get("minhash"):
             yield index, decode_signature(rec["minhash"])
 
 
@@ -73,10 +79,11 @@ class SidecarSignatures(MinhashDedupSignature):
 
     name = "sidecar signatures"
 
-    def __init__(self, out: str | Path, tasks: int, folder: str, config: MinhashConfig):
+    def __init__(self, out: str | Path, tasks: int, folder: str, whole: str, config: MinhashConfig):
         PipelineStep.__init__(self)  # the parent's would load a word tokenizer it needs not
         self.out, self.tasks = str(out), tasks
         self.output_folder = get_datafolder(folder)
+        self.whole = whole
         self.config = config
         self.num_hashes = config.num_buckets * config.hashes_per_bucket
         self._parameters = None
@@ -87,6 +94,7 @@ class SidecarSignatures(MinhashDedupSignature):
         # datatrove numbers documents by their place in the stream: one per sidecar line,
         # the line's index as the text the shingles are looked up by
         count = max(self._sigs, default=-1) + 1
+        SignatureFile.write(self.whole, rank, count, self._sigs)
         stream = (Document(text=str(i), id=str(i)) for i in range(count))
         return super().run(stream, rank, world_size)
 
@@ -100,50 +108,89 @@ class SidecarSignatures(MinhashDedupSignature):
         return [flat[b * rows : (b + 1) * rows].tolist() for b in range(self.config.num_buckets)]
 
 
+class SignatureFile:
+    """Every shard's whole signatures, one row of `width` little-endian uint32 per sidecar
+    line (zeros where a document has none), after a header that gives the width: any
+    document's signature is one read at a known place, on any filesystem datatrove
+    reaches. `get` keeps a few files open (the least recently used is closed)."""
+
+    HEADER = struct.Struct("<I")
+
+    def __init__(self, folder: str, keep_open: int = 16):
+        self.folder, self.keep_open = get_datafolder(folder), keep_open
+        self.open_files: OrderedDict[int, tuple[object, int]] = OrderedDict()
+
+    @staticmethod
+    def name(rank: int) -> str:
+        return f"{rank:06d}.sigs"
+
+    @classmethod
+    def write(cls, folder: str, rank: int, count: int, sigs: dict[int, np.ndarray]) -> None:
+        width = len(next(iter(sigs.values()))) if sigs else 0
+        rows = np.zeros((count, width), "<u4")
+        for index, sig in sigs.items():
+            rows[index] = sig
+        with get_datafolder(folder).open(cls.name(rank), "wb") as fh:
+            fh.write(cls.HEADER.pack(width))
+            fh.write(rows.tobytes())
+
+    def get(self, rank: int, index: int) -> np.ndarray:
+        if rank in self.open_files:
+            self.open_files.move_to_end(rank)
+        else:
+            if len(self.open_files) >= self.keep_open:
+                self.open_files.popitem(last=False)[1][0].close()
+            fh = self.folder.open(self.name(rank), "rb")
+            (width,) = self.HEADER.unpack(fh.read(self.HEADER.size))
+            self.open_files[rank] = (fh, width)
+        fh, width = self.open_files[rank]
+        fh.seek(self.HEADER.size + 4 * width * index)
+        return np.frombuffer(fh.read(4 * width), "<u4")
+
+    def close(self) -> None:
+        while self.open_files:
+            self.open_files.popitem()[1][0].close()
+
+
 class CheckedPairs(PipelineStep):
-    """The candidate pairs whose estimated Jaccard similarity reaches `threshold`,
-    written where datatrove's cluster stage reads them (same file names)."""
+    """A band task's candidate pairs whose estimated Jaccard similarity reaches
+    `threshold`, written where datatrove's cluster stage reads them (same file names);
+    runs after `MinhashDedupBuckets` in the same task, on the files it wrote."""
 
     name = "checked pairs"
     type = "cosmosage"
 
-    def __init__(
-        self, out: str | Path, tasks: int, candidates: str, checked: str, threshold: float
-    ):
+    def __init__(self, whole: str, candidates: str, checked: str, threshold: float, bands: int):
         super().__init__()
-        self.out, self.tasks, self.threshold = str(out), tasks, threshold
+        self.whole, self.threshold, self.bands = whole, threshold, bands
         self.candidates, self.checked = get_datafolder(candidates), get_datafolder(checked)
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
-        files = self.candidates.list_files(glob_pattern="*.dups")
-        wanted: dict[int, set[int]] = defaultdict(set)
-        for name in files:
-            with self.candidates.open(name, "rb") as fh:
-                for f1, d1, f2, d2 in read_tuples_from_file(fh, "4I"):
-                    wanted[f1].add(d1)
-                    wanted[f2].add(d2)
-        sigs = {
-            (rank_, i): sig
-            for rank_, docs in wanted.items()
-            for i, sig in signatures(self.out, rank_, self.tasks, docs)
-        }
-        for name in files:
+        for _ in data or ():  # the steps before this one in the task
+            pass
+        bucket, worker = divmod(rank, world_size // self.bands)
+        name = f"{bucket:05d}_{worker:02d}.dups"  # what the bucket stage's task wrote
+        sigs = SignatureFile(self.whole)
+        with self.track_time():
             with self.candidates.open(name, "rb") as fh, self.checked.open(name, "wb") as out:
                 for f1, d1, f2, d2 in read_tuples_from_file(fh, "4I"):
-                    sim = estimated_jaccard(sigs[(f1, d1)], sigs[(f2, d2)])
+                    sim = estimated_jaccard(sigs.get(f1, d1), sigs.get(f2, d2))
                     self.stat_update("candidates")
                     if sim >= self.threshold:
                         out.write(PAIR.pack(f1, d1, f2, d2))
                         self.stat_update("duplicates")
+            sigs.close()
+        # the whole band task's peak (buckets, exact finder, check); the next task a pool
+        # worker runs starts its own
+        self.stat_update("peak_rss_mb", value=round(peak_memory_mb()))
+        reset_peak_memory()
         return None
 
 
-def read_clusters(folder: str, tasks: int) -> dict[int, dict[int, int]]:
-    """{shard: {sidecar index: cluster id}} from datatrove's `.clusters` files."""
+def read_clusters(folder: str, rank: int) -> dict[int, int]:
+    """{sidecar index: cluster id} of shard `rank`, from datatrove's `.clusters` file."""
     root = get_datafolder(folder)
-    found: dict[int, dict[int, int]] = {}
-    for rank in range(tasks):
-        if root.exists(f"{rank:06d}.clusters"):
-            with root.open(f"{rank:06d}.clusters", "rb") as fh:
-                found[rank] = dict(read_tuples_from_file(fh, "I", "I"))
-    return found
+    if not root.exists(f"{rank:06d}.clusters"):
+        return {}
+    with root.open(f"{rank:06d}.clusters", "rb") as fh:
+        return dict(read_tuples_from_file(fh, "I", "I"))

@@ -31,7 +31,7 @@ from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 
 from cosmosage.dataprep.corpus.dedup import NEAR_THRESHOLD, NUM_PERM, SHINGLE
-from cosmosage.dataprep.corpus.merge_shards import merge_shards
+from cosmosage.dataprep.corpus.merge_shards import ClusterFirsts, merge_shards
 from cosmosage.dataprep.env import memory_mb, peak_memory_mb, release_memory, reset_peak_memory
 from cosmosage.dataprep.io import sibling
 from cosmosage.dataprep.records import DataError
@@ -157,11 +157,15 @@ def merge_clustered(out, val_out, threshold: float, folder: str, tasks: int) -> 
     """The merge after datatrove's dedup stages (under `folder`): their exact groups and
     MinHash clusters decide which documents are duplicates."""
     from cosmosage.dataprep.corpus.executor_exact import read_exact
-    from cosmosage.dataprep.corpus.executor_minhash import read_clusters
+    from cosmosage.dataprep.corpus.executor_minhash import SignatureFile, read_clusters
 
-    clusters = read_clusters(f"{folder}/clusters", tasks)
-    exact = read_exact(f"{folder}/exact-duplicates", tasks)
-    return merge_shards(out, val_out, True, threshold, clusters=clusters, exact=exact)
+    sigs = SignatureFile(f"{folder}/whole-signatures")
+    try:
+        clusters = ClusterFirsts(functools.partial(read_clusters, f"{folder}/clusters"), sigs.get)
+        exact = read_exact(f"{folder}/exact-duplicates", tasks)
+        return merge_shards(out, val_out, True, threshold, clusters=clusters, exact=exact)
+    finally:
+        sigs.close()
 
 
 def _stage(kind: str, pipeline: list, tasks: int, name: str, logs: Path, depends, workers: int,
@@ -253,7 +257,8 @@ def _minhash_stages(kind, run_shard, out, tasks: int, workers: int, res, near_th
                     first=None):  # fmt: skip
     """The shard tasks (which hand their signatures and exact keys to datatrove), its
     bucket and exact-finder stages (one task per band, each also one hash range of the
-    exact keys), then one task of checked pairs and datatrove's clusters: the last."""
+    exact keys, and the band's candidate pairs checked), then datatrove's clusters (one
+    task): the last."""
     from datatrove.pipeline.dedup.exact_dedup import ExactFindDedups
     from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets, MinhashDedupCluster
 
@@ -262,11 +267,14 @@ def _minhash_stages(kind, run_shard, out, tasks: int, workers: int, res, near_th
 
     logs = logging_dir(out)
     config = mh.minhash_config(near_threshold, NUM_PERM, SHINGLE)
-    names = ("signatures", "candidates", "checked", "clusters", "exact-hashes", "exact-duplicates")
+    names = ("signatures", "whole-signatures", "candidates", "checked", "clusters",
+             "exact-hashes", "exact-duplicates")  # fmt: skip
     folders = {k: str(logs / "minhash" / k) for k in names}
     shard_steps = [
         CorpusShard(run_shard),
-        mh.SidecarSignatures(out, tasks, folders["signatures"], config),
+        mh.SidecarSignatures(
+            out, tasks, folders["signatures"], folders["whole-signatures"], config
+        ),
         ex.SidecarExactHashes(out, tasks, folders["exact-hashes"], config.num_buckets),
     ]
     shards = _stage(kind, shard_steps, tasks, "shards", logs, first, workers, res)
@@ -276,13 +284,14 @@ def _minhash_stages(kind, run_shard, out, tasks: int, workers: int, res, near_th
             MinhashDedupBuckets(folders["signatures"], folders["candidates"], config=config),
             ExactFindDedups(folders["exact-hashes"], folders["exact-duplicates"],
                             config=ex.exact_config()),
+            mh.CheckedPairs(folders["whole-signatures"], folders["candidates"],
+                            folders["checked"], near_threshold, config.num_buckets),
         ],
         config.num_buckets, "buckets", logs, shards, workers, res,
     )  # fmt: skip
     return _stage(
         kind,
         [
-            mh.CheckedPairs(out, tasks, folders["candidates"], folders["checked"], near_threshold),
             MinhashDedupCluster(folders["checked"], folders["clusters"], config=config,
                                 save_cluster_id=True),
         ],

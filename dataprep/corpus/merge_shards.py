@@ -10,6 +10,7 @@ chunks into one train (and validation) file with one manifest and one rejects fi
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from cosmosage.dataprep.corpus.chunk import packing_efficiency
@@ -74,22 +75,34 @@ class ClusterFirsts:
     """The near-duplicate verdicts of clusters found elsewhere (datatrove's stages): the
     first member of a cluster met in shard order is kept, a later one is named a
     duplicate of it, with its similarity to the closest earlier member, as the in-memory
-    index names it. Holds the signatures of clustered documents only."""
+    index names it. `clusters(shard)` gives a shard's {sidecar index: cluster}, read as
+    the merge reaches the shard; `signature(shard, index)` reads an earlier member's
+    signature back. Holds one shard's clusters and each clustered document's name and
+    place, not its signature."""
 
-    def __init__(self, clusters: dict[int, dict[int, int]], threshold: float):
-        self.clusters, self.threshold = clusters, threshold
-        self.members: dict[int, list[tuple[str, object]]] = {}
+    def __init__(
+        self,
+        clusters: Callable[[int], dict[int, int]],
+        signature: Callable[[int, int], object],
+    ):
+        self.clusters_of, self.signature = clusters, signature
+        self.shard, self.clusters = None, {}
+        self.members: dict[int, list[tuple[str, int, int]]] = {}
 
     def check(self, shard: int, index: int, doc_id: str, sig) -> str | None:
-        cluster = self.clusters.get(shard, {}).get(index)
+        if shard != self.shard:
+            self.shard, self.clusters = shard, self.clusters_of(shard)
+        cluster = self.clusters.get(index)
         if cluster is None or sig is None:
             return None
         earlier = self.members.setdefault(cluster, [])
-        earlier.append((doc_id, sig))
+        earlier.append((doc_id, shard, index))
         if len(earlier) == 1:
             return None
         first = earlier[0][0]
-        sim, member = max((estimated_jaccard(s, sig), d) for d, s in earlier[:-1])
+        sim, member = max(
+            (estimated_jaccard(self.signature(s, i), sig), d) for d, s, i in earlier[:-1]
+        )
         via = "" if member == first else f" through {member}"
         return f"near duplicate: of {first} (Jaccard ~{sim:.2f}{via})"
 
@@ -115,7 +128,7 @@ class ExactFirsts:
 def _duplicate_check(dedup: bool, threshold: float, num_perm: int, clusters, exact):
     """check(shard, sidecar index, record) -> why the document is a duplicate, or None:
     exact then near duplicates, here in memory or from what datatrove's stages found
-    (`exact`: ExactFirsts' two maps; `clusters`: ClusterFirsts')."""
+    (`exact`: ExactFirsts' two maps; `clusters`: a ClusterFirsts)."""
     if not dedup:
         return lambda shard, index, rec: None
     if (clusters is None) != (exact is None):
@@ -126,12 +139,11 @@ def _duplicate_check(dedup: bool, threshold: float, num_perm: int, clusters, exa
             rec["doc_id"], rec.get("exact") or rec["doc_id"], signature(rec)
         )
     exact_found = ExactFirsts(*exact)
-    clustered = ClusterFirsts(clusters, threshold)
 
     def check(shard: int, index: int, rec: dict) -> str | None:
         key = rec.get("exact") or rec["doc_id"]
         reason = exact_found.check(shard, index, rec["doc_id"], key)
-        return reason or clustered.check(shard, index, rec["doc_id"], signature(rec))
+        return reason or clusters.check(shard, index, rec["doc_id"], signature(rec))
 
     return check
 
@@ -145,12 +157,12 @@ def merge_shards(
     val_out: str | Path | None = None,
     dedup: bool = True,
     near_threshold: float = NEAR_THRESHOLD,
-    clusters: dict[int, dict[int, int]] | None = None,
+    clusters: ClusterFirsts | None = None,
     exact: tuple[dict[int, set[int]], dict[int, set[int]]] | None = None,
 ) -> dict:
     """Join the shards of OUT (and VAL_OUT), dropping documents that duplicate one in an
     earlier shard. Duplicates are found here in memory, or taken from datatrove's stages:
-    `clusters` ({shard: {sidecar index: cluster}}, its MinHash stages) and `exact`
+    `clusters` (ClusterFirsts over its MinHash stages' clusters) and `exact`
     (ExactFirsts' firsts and duplicates, its exact stages); the first document of each
     cluster or group in shard order is kept."""
     check_outputs([], {"--out": out, "--val-out": val_out})
