@@ -321,6 +321,66 @@ def test_exact_verdicts_drop_only_copies_of_a_kept_key():
     assert found.check(1, 2, "d.md", "key-a") is None  # not listed by the finder
 
 
+def test_whole_signatures_are_read_back_by_position_with_few_files_open(tmp_path):
+    """The band tasks and the merge read a document's signature from its shard's file by
+    position (no task holds them all): every row comes back as written, a document
+    without a signature reads as zeros, and only `keep_open` files stay open."""
+    import numpy as np
+
+    from cosmosage.dataprep.corpus.executor_minhash import SignatureFile
+
+    rng = np.random.default_rng(0)
+
+    def row():
+        return rng.integers(0, 2**32, 128, dtype=np.uint64).astype(np.uint32)
+
+    written_sigs = {rank: {i: row() for i in range(7) if i != 3} for rank in range(5)}
+    for rank, sigs in written_sigs.items():
+        SignatureFile.write(str(tmp_path), rank, 8, sigs)
+    assert (tmp_path / "000004.sigs").stat().st_size == 4 + 8 * 128 * 4
+    files = SignatureFile(str(tmp_path), keep_open=2)
+    for rank in (0, 4, 1, 0, 2):
+        for i, sig in written_sigs[rank].items():
+            assert np.array_equal(files.get(rank, i), sig), (rank, i)
+        assert not files.get(rank, 3).any() and not files.get(rank, 7).any()
+        assert len(files.open_files) <= 2
+    files.close()
+    assert not files.open_files
+
+
+def test_cluster_verdicts_read_one_shard_and_earlier_signatures_back():
+    """The merge asks for a shard's clusters once, as it reaches the shard, and reads an
+    earlier member's signature back by (shard, index) to name the closest one; the
+    first member met is kept."""
+    import numpy as np
+
+    from cosmosage.dataprep.corpus.merge_shards import ClusterFirsts
+
+    base = np.arange(128, dtype=np.uint32)
+    near, nearer = base.copy(), base.copy()
+    near[:32] += 1000  # 96 of 128 values shared with base
+    nearer[:8] += 1000  # 120 of 128 shared with base, 104 with near
+    sigs = {(0, 2): base, (1, 0): near, (2, 5): nearer}
+    asked_shards, asked_sigs = [], []
+
+    def clusters(shard):
+        asked_shards.append(shard)
+        return {0: {2: 7}, 1: {0: 7}, 2: {5: 7, 6: 8}}[shard]
+
+    def signature(shard, index):
+        asked_sigs.append((shard, index))
+        return sigs[(shard, index)]
+
+    found = ClusterFirsts(clusters, signature)
+    assert found.check(0, 1, "x.md", base) is None  # not in a cluster
+    assert found.check(0, 2, "v1.md", base) is None  # the first of cluster 7: kept
+    assert found.check(1, 0, "v2.md", near) == "near duplicate: of v1.md (Jaccard ~0.75)"
+    assert found.check(2, 5, "v3.md", nearer) == "near duplicate: of v1.md (Jaccard ~0.94)"
+    assert found.check(2, 6, "w.md", base) is None  # the first of cluster 8
+    assert asked_shards == [0, 1, 2]
+    assert asked_sigs == [(0, 2), (0, 2), (1, 0)]
+
+
 def test_the_ray_executor_writes_what_shards_and_merge_write(tmp_path, tiny_model, corpus_dir):
     """A Ray instance started here (2 CPUs) runs every stage; the outputs equal the
     shards merged by hand, and a second run finds every task done and runs none."""
