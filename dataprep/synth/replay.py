@@ -227,6 +227,9 @@ class ReplayConfig:
     batch_size: int = 16
     max_prompt_chars: int = MAX_PROMPT_CHARS
     min_answer_chars: int = 1
+    # answers drawn per prompt (more than one only with a sampled preset): several draws
+    # of the model's own distribution instead of one answer repeated by the mix
+    samples: int = 1
 
 
 # (prompt texts) -> [(answer, finished)], finished False when the token limit cut it off
@@ -303,6 +306,12 @@ def ask_journaled(
     return done
 
 
+def sample_key(p: Prompt, j: int) -> str:
+    """A draw's journal key: the prompt's own for the first (a one-answer journal resumes
+    as it always did), `#j` after it for the others."""
+    return p.key if j == 0 else f"{p.key}#{j}"
+
+
 def answer_problem(text: str, finished: bool, min_chars: int = 1) -> str | None:
     """Why an answer cannot be kept (None if it can)."""
     if len(text) < min_chars:
@@ -353,15 +362,27 @@ def run_replay(
             check("", p.check)
         except DataError as exc:
             raise DataError(f"{p.source}:{p.line}: {exc}") from None
+    if cfg.samples < 1:
+        raise DataError(f"--samples {cfg.samples}: at least 1")
+    if cfg.samples > 1 and not cfg.settings.get("do_sample"):
+        raise DataError(
+            f"--samples {cfg.samples} with a greedy preset would ask for one answer "
+            f"{cfg.samples} times; choose a sampled preset (ancestral draws from the model)"
+        )
+    asked = [(p, j) for p in prompts for j in range(cfg.samples)]  # a prompt's draws together
     done = ask_journaled(
-        cfg, [(p.key, p.text) for p in prompts], answer, echo, kind="replay", unit="prompts"
-    )
-    kept, seen_answers = [], {}
-    for p in prompts:
-        e = done[p.key]
+        cfg, [(sample_key(p, j), p.text) for p, j in asked], answer, echo,
+        kind="replay", unit="answers" if cfg.samples > 1 else "prompts",
+    )  # fmt: skip
+    kept, seen_answers, answered = [], {}, {}
+    for p, j in asked:
+        e = done[sample_key(p, j)]
         text = e["answer"].strip()
         why = answer_problem(text, e["finished"], cfg.min_answer_chars)
-        if why is None and normalise(text) in seen_answers:
+        where = f"{p.source}:{p.line}"
+        # the same answer to another prompt is generic; drawn twice for one prompt, it is
+        # what the model most often says there, and both draws are kept
+        if why is None and seen_answers.get(normalise(text), where) != where:
             why = f"the same answer as the prompt at {seen_answers[normalise(text)]}"
         if why is None and p.check and check is not None:  # (no scorer: --no-check)
             passed, _ = check(text, p.check)
@@ -370,9 +391,10 @@ def run_replay(
                 why = f"wrong answer: none of the expected ({accepted}); not replayed"
         if why:
             rejects.append(Reject(p.source, p.line, why, {"prompt": p.text, "answer": text}))
-            kinds[p.kind] -= 1
+            answered[p.key] = answered.get(p.key, False)
             continue
-        seen_answers[normalise(text)] = f"{p.source}:{p.line}"
+        answered[p.key] = True
+        seen_answers[normalise(text)] = where
         kept.append(
             {
                 "messages": [
@@ -381,18 +403,21 @@ def run_replay(
                 ]
             }
         )
+    kinds.subtract(p.kind for p in prompts if not answered[p.key])  # no answer kept
     manifest = write_outputs(
         cfg, kept, rejects, cfg.prompts + cfg.against,
         step="replay",
         kinds={k: v for k, v in sorted(kinds.items()) if v > 0},
         held_out_against=list(cfg.against),
         checked=len(checked),
+        samples=cfg.samples,
     )  # fmt: skip
     return {
         "out": str(cfg.out),
         "kept": manifest.kept,
         "rejected": len(rejects),
         "asked": len(prompts),
+        "samples": cfg.samples,
         "checked": len(checked),
         "kinds": manifest.extra["kinds"],
     }

@@ -264,6 +264,14 @@ def data_metaqa(inputs, out, templates, seed) -> None:
     help="Longest answer; an answer the limit cuts off is rejected, not kept half-said.",
 )
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Prompts per batch.")
+@click.option(
+    "--samples",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Answers drawn per prompt, with a sampled preset (ancestral: the model's own "
+    "distribution, which training pulls the model back toward).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of sampled presets.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, mps.")
 @click.option(
@@ -273,8 +281,8 @@ def data_metaqa(inputs, out, templates, seed) -> None:
     help="Reject a wrong answer to a prompt with `expect:` (--no-check replays it).",
 )
 def data_replay(
-    model_path, prompts, against, rewrite, out, preset, max_new_tokens, batch_size, seed, device,
-    check,
+    model_path, prompts, against, rewrite, out, preset, max_new_tokens, batch_size, samples, seed,
+    device, check,
 ) -> None:  # fmt: skip
     """Self-replay: the model's own answers to everyday instructions, as chat records.
 
@@ -286,6 +294,13 @@ def data_replay(
     replaying its own mistakes learns them. Every reject goes to OUT's rejects file with
     its reason. Answers are journaled as they come: a killed run, started again with the
     same command, asks only what is left.
+
+    \b
+    Greedy answers (the default) are the model's single best ones; training on them
+    sharpens the model toward them, which moves it too. `--preset ancestral --samples N`
+    draws N answers per prompt from the model's own distribution (temperature 1, no
+    truncation): training on draws of the base pulls the tuned model back toward the
+    base's distribution (their expected gradient is that of the KL to it).
 
     \b
     With --rewrite, the model instead rewrites the answers of a chat file in its own
@@ -314,18 +329,20 @@ def data_replay(
         against=list(against)
         or [str(p) for p in sorted((ROOT / "samples" / "eval").glob("*.yaml"))],
         batch_size=batch_size,
+        samples=samples,
     )
-    gen = None
+    gen, calls = None, 0
 
     def answer(texts: list[str]) -> list[tuple[str, bool]]:
-        nonlocal gen
+        nonlocal gen, calls
         if gen is None:
             gen = Generator(model_path, device=device)
         ended: list[bool] = []
+        calls += 1  # each batch its own draws (one seed for all would repeat them)
         got = gen.answers(
             [{"prompt": t} for t in texts],
             settings,
-            seed=seed,
+            seed=seed + 100_003 * calls,
             batch_size=batch_size,
             finished=ended,
             progress=False,
@@ -335,6 +352,8 @@ def data_replay(
     if rewrite:
         if prompts:
             raise click.UsageError("--rewrite and --prompts: give one or the other")
+        if samples != 1:
+            raise click.UsageError("--samples: only when answering prompts, not with --rewrite")
         click.echo(json.dumps(run_rewrite(cfg, list(rewrite), answer, echo=click.echo)))
     else:
         click.echo(

@@ -10,6 +10,7 @@ Presets (`--preset NAME`, or `key=value` overrides on top of one):
 | creative | temperature 1.0, top_p 0.95, top_k 50      | the findings under looser sampling    |
 | strict   | none, repetition_penalty 1.3               | small models that loop                |
 | consistency | temperature 0.8, top_p 0.95             | self-consistency samples (tools/eval/consistency.py) |
+| ancestral | temperature 1.0, no top_p or top_k       | draws from the model's own distribution (`data replay`) |
 
 All presets give at most `max_new_tokens` 48 unless overridden.
 """
@@ -27,6 +28,8 @@ PRESETS: dict[str, dict] = {
     "creative": {"do_sample": True, "temperature": 1.0, "top_p": 0.95, "top_k": 50},
     "strict": {"do_sample": False, "repetition_penalty": 1.3},
     "consistency": {"do_sample": True, "temperature": 0.8, "top_p": 0.95},
+    # top_k 0 and top_p 1.0 switch off the truncation a model's generation_config may set
+    "ancestral": {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0},
 }
 GENERATION_KEYS = {
     "do_sample",

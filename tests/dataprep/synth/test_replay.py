@@ -141,6 +141,62 @@ def test_a_killed_run_resumes_with_only_what_is_left_and_the_same_output(files, 
         run_replay(ReplayConfig(out=str(out), **{**cfg, "settings": {"t": 1}}), Scripted(), **QUIET)
 
 
+class Drawn(Scripted):
+    """Draws of a sampled model: the n-th time a prompt is asked it answers the n-th of
+    its scripted draws."""
+
+    DRAWS = {
+        "What is the capital of Italy?": ["Rome.", "Rome.", "It is Rome."],
+        "What is 6 times 7?": ["42.", "Rome.", "6 times 7 is 42."],
+    }
+
+    def __call__(self, texts):
+        self.asked += texts
+        return [
+            (self.DRAWS[t][self.asked[: len(self.asked) - len(texts) + k].count(t)], True)
+            if t in self.DRAWS
+            else SCRIPT[t]
+            for k, t in enumerate(texts)
+        ]
+
+
+def test_several_draws_per_prompt_keep_the_models_repeats_and_resume(files, tmp_path):
+    """--samples 3: each prompt is asked three times (its draws side by side in a batch),
+    an answer drawn twice for one prompt is kept twice (the model's own frequency), the
+    same answer to another prompt is still refused, and a rerun asks nothing again."""
+    prompts, suite = files
+    out = tmp_path / "drawn.jsonl"
+    cfg = ReplayConfig(out=str(out), prompts=[str(prompts)], model="m",
+                       settings={"do_sample": True}, against=[str(suite)], batch_size=4,
+                       samples=3)  # fmt: skip
+    model = Drawn()
+    got = run_replay(cfg, model, **QUIET)
+    assert len(model.asked) == 18 and model.asked[:4] == [model.asked[0]] * 3 + [model.asked[3]]
+    pairs = [(r["messages"][0]["content"], r["messages"][1]["content"]) for r in lines(out)]
+    italy, times = "What is the capital of Italy?", "What is 6 times 7?"
+    twice = ("Say something twice.", "The capital of Italy is Rome.")  # the same each draw
+    assert pairs == [(italy, "Rome."), (italy, "Rome."), (italy, "It is Rome."),
+                     (times, "42."), (times, "6 times 7 is 42."), twice, twice, twice]  # fmt: skip
+    reasons = [(r["line"], r["reason"]) for r in lines(tmp_path / "drawn.rejects.jsonl")]
+    assert (8, f"the same answer as the prompt at {prompts}:3") in reasons
+    assert got["samples"] == 3 and got["kept"] == 8
+    manifest = json.loads((tmp_path / "drawn.manifest.json").read_text())
+    assert manifest["samples"] == 3 and manifest["kinds"] == {"facts": 1, "maths": 2}
+    again = Drawn()
+    run_replay(cfg, again, **QUIET)
+    assert again.asked == []
+
+
+def test_several_draws_of_a_greedy_preset_are_refused_before_asking(files, tmp_path):
+    prompts, suite = files
+    cfg = ReplayConfig(out=str(tmp_path / "g.jsonl"), prompts=[str(prompts)], model="m",
+                       settings={"do_sample": False}, against=[str(suite)], samples=2)  # fmt: skip
+    model = Scripted()
+    with pytest.raises(DataError, match="--samples 2 with a greedy preset"):
+        run_replay(cfg, model, **QUIET)
+    assert model.asked == []
+
+
 def test_output_over_an_input_is_refused(files):
     prompts, suite = files
     cfg = ReplayConfig(
@@ -341,6 +397,33 @@ def test_batched_answers_are_the_answers_asked_one_at_a_time(tiny_model, tmp_pat
         assert res.exit_code == 0, res.output
         got.append({e["key"]: e["answer"] for e in lines(tmp_path / f"b{batch}.journal.jsonl")[1:]})
     assert got[0] == got[1] and len(got[0]) == 6
+
+
+def test_ancestral_draws_differ_from_batch_to_batch_and_repeat_with_the_seed(
+    tiny_model, tmp_path, files
+):
+    """The ancestral preset samples the whole distribution (no top-k or top-p); each
+    batch has its own draws, so a prompt's three draws are not one draw thrice, and the
+    same seed draws the same answers again."""
+    from cosmosage.tools.eval.generation import preset
+
+    assert preset("ancestral") == {"name": "ancestral", "max_new_tokens": 48, "do_sample": True,
+                                   "temperature": 1.0, "top_p": 1.0, "top_k": 0}  # fmt: skip
+    prompts, suite = files
+    got = []
+    for name in ("a", "b"):
+        res = CliRunner().invoke(main, ["data", "replay", "--model", str(tiny_model),
+                                        "--prompts", str(prompts), "--against", str(suite),
+                                        "--out", str(tmp_path / f"{name}.jsonl"), "--preset",
+                                        "ancestral", "--samples", "3", "--max-new-tokens", "6",
+                                        "--batch-size", "2"])  # fmt: skip
+        assert res.exit_code == 0, res.output
+        got.append(lines(tmp_path / f"{name}.journal.jsonl")[1:])
+    assert got[0] == got[1] and len(got[0]) == 18
+    draws: dict[str, set] = {}
+    for e in got[0]:
+        draws.setdefault(e["key"].split("#")[0], set()).add(e["answer"])
+    assert all(len(d) > 1 for d in draws.values()), draws
 
 
 def test_rewrites_keep_names_and_numbers_or_the_original_stays(tmp_path):
