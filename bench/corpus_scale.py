@@ -11,8 +11,8 @@ document. The baseline, today's single-process `data corpus`, runs on the smalle
 in the same run (its throughput per CPU-second is the reference); every size then runs
 with `--executor local` and one task per --docs-per-task documents, --workers at once.
 Printed per size: wall and CPU time, MB per CPU-second against the baseline's (target >=
-0.67), the peak memory of the largest task of each stage kind (shard tasks from their
-stats; the main process runs the clusters and merge), and precision and recall of the
+0.67), the peak memory of the largest task of each stage kind (shard and band tasks from
+their stats; the main process runs the clusters and merge), and precision and recall of the
 documents dropped as duplicates (a drop is right when the document it names is of the
 same family; recall counts the copies: target P >= 0.99, R >= 0.95). Quality filters are
 off (`--no-filter`: the generator's made-up words are not English), so dedup is what drops.
