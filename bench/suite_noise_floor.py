@@ -9,7 +9,10 @@ gets Gaussian noise of `level` times its own RMS (several levels and seeds), and
 weights are also rounded to bfloat16; each perturbed model is asked the suite as the
 study asks it (greedy). With `--trained`, the relative size of each trained model's
 change from the base is printed beside them, so a trained model's drop can be read
-against random noise of the same size.
+against random noise of the same size. Every model's drift from the unperturbed one is
+printed too, as the study reports it (tools/eval/drift.py: mean per-token KL over the
+unperturbed model's own answers to the suite's general prompts, and the share of those
+answers that changed), so a drop can also be read against noise of the same KL.
 
     python bench/suite_noise_floor.py --model build/models/smollm2-135m-instruct \
         --suite samples/eval/general_large.yaml --levels 0.001,0.004,0.01 --seeds 1,2 \
@@ -75,6 +78,7 @@ def main() -> None:
     ap.add_argument("--trained", action="append", default=[], help="trained models to compare")
     args = ap.parse_args()
 
+    from cosmosage.tools.eval.drift import changed_share, general_items, kl_to_base
     from cosmosage.tools.eval.evaluate import score_models
     from cosmosage.tools.eval.report import interval
 
@@ -91,17 +95,29 @@ def main() -> None:
         models.update(trained)
         sizes = {label: displacement(args.model, path) for label, path in models.items()}
         result = score_models({k: str(v) for k, v in models.items()}, args.suite)
+        items = general_items(result["answers"], "unperturbed")
+        drift = {
+            label: (kl_to_base(args.model, path, items)["kl"] if items else float("nan"),
+                    changed_share(result["answers"], label, "unperturbed"))
+            for label, path in models.items()
+        }  # fmt: skip
     base_rate = result["scores"]["unperturbed"]["all"]
-    print("| model | weight change (global, median tensor) | pass rate [95%] | vs unperturbed |")
-    print("|---|---|---|---|")
+    print(
+        "| model | weight change (global, median tensor) | KL to unperturbed | answers changed "
+        "| pass rate [95%] | vs unperturbed |"
+    )
+    print("|---|---|---|---|---|---|")
     for label in models:
         passed, asked = result["counts"][label]["all"]
         low, high = interval(passed, asked)
         rate = passed / asked
         glob, med = sizes[label]
+        kl, changed = drift[label]
+        changed_text = "n/a" if changed is None else f"{changed:.0%}"
         print(
-            f"| {label} | {glob:.2%}, {med:.2%} | {rate:.0%} [{low:.0%}-{high:.0%}] "
-            f"({passed}/{asked}) | {100 * (rate - base_rate):+.0f} pts |"
+            f"| {label} | {glob:.2%}, {med:.2%} | {kl:.4f} | {changed_text} "
+            f"| {rate:.0%} [{low:.0%}-{high:.0%}] ({passed}/{asked}) "
+            f"| {100 * (rate - base_rate):+.0f} pts |"
         )
     for label, path in trained.items():
         print(f"{label}: {path}")

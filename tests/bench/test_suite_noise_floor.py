@@ -26,11 +26,12 @@ def test_the_noise_floor_bench_prints_every_model_with_its_change(tiny_model, tm
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {
-        line.split("|")[1].strip(): line.split("|")[2].strip()
+    cells = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
         for line in proc.stdout.splitlines()
         if line.startswith("| ") and "---" not in line and "model" not in line.split("|")[1]
     }
+    rows = {k: v[0] for k, v in cells.items()}
     assert set(rows) == {"unperturbed", "bf16 rounding", "noise 0.01 seed 1",
                          "noise 0.5 seed 1", "trained 1"}  # fmt: skip
     assert rows["unperturbed"] == rows["trained 1"] == "0.00%, 0.00%"
@@ -41,3 +42,8 @@ def test_the_noise_floor_bench_prints_every_model_with_its_change(tiny_model, tm
     assert re.search(
         r"\| unperturbed \|.*\| \d+% \[\d+%-\d+%\] \(\d/2\) \| \+0 pts \|", proc.stdout
     )
+    # drift from the unperturbed model's own answers: none for itself and the same
+    # weights, some for noise of half the weights' size
+    kl = {k: float(v[1]) for k, v in cells.items()}
+    assert kl["unperturbed"] == kl["trained 1"] == 0.0 and kl["noise 0.5 seed 1"] > 0.01
+    assert cells["unperturbed"][2] == "0%" and cells["noise 0.5 seed 1"][2] != "n/a"
