@@ -314,8 +314,8 @@ def data_replay(
       cosmosage data replay --model build/models/smollm2-135m-instruct \\
         --rewrite build/data/papers/qa.jsonl --out build/data/papers/qa.own.jsonl
     """
-    from cosmosage.dataprep.synth.replay import ReplayConfig, run_replay, run_rewrite
-    from cosmosage.tools.eval.generation import Generator
+    from cosmosage.dataprep.synth.replay import ReplayConfig, run_replay
+    from cosmosage.dataprep.synth.rewrite import run_rewrite
     from cosmosage.tools.eval.generation import preset as make_preset
     from cosmosage.tools.eval.scorers import checked_score
     from cosmosage.tools.paths import ROOT
@@ -331,23 +331,7 @@ def data_replay(
         batch_size=batch_size,
         samples=samples,
     )
-    gen, calls = None, 0
-
-    def answer(texts: list[str]) -> list[tuple[str, bool]]:
-        nonlocal gen, calls
-        if gen is None:
-            gen = Generator(model_path, device=device)
-        ended: list[bool] = []
-        calls += 1  # each batch its own draws (one seed for all would repeat them)
-        got = gen.answers(
-            [{"prompt": t} for t in texts],
-            settings,
-            seed=seed + 100_003 * calls,
-            batch_size=batch_size,
-            finished=ended,
-            progress=False,
-        )
-        return [(a[0], e) for a, e in zip(got, ended, strict=True)]
+    answer = model_answers(model_path, device, settings, seed, batch_size)
 
     if rewrite:
         if prompts:
@@ -361,6 +345,33 @@ def data_replay(
                 run_replay(cfg, answer, echo=click.echo, check=checked_score if check else None)
             )
         )
+
+
+def model_answers(model_path, device: str, settings: dict, seed: int, batch_size: int):
+    """The answering function of `data replay`: the model, loaded at the first batch,
+    answers a batch of prompts -> [(answer, ended by itself)]; each batch draws with its
+    own seed (one seed for all would repeat a sampled preset's draws)."""
+    from cosmosage.tools.eval.generation import Generator
+
+    gen, calls = None, 0
+
+    def answer(texts: list[str]) -> list[tuple[str, bool]]:
+        nonlocal gen, calls
+        if gen is None:
+            gen = Generator(model_path, device=device)
+        ended: list[bool] = []
+        calls += 1
+        got = gen.answers(
+            [{"prompt": t} for t in texts],
+            settings,
+            seed=seed + 100_003 * calls,
+            batch_size=batch_size,
+            finished=ended,
+            progress=False,
+        )
+        return [(a[0], e) for a, e in zip(got, ended, strict=True)]
+
+    return answer
 
 
 COMMANDS = [data_synth, data_grade, data_metaqa, data_replay]

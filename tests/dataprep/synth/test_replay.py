@@ -427,7 +427,7 @@ def test_ancestral_draws_differ_from_batch_to_batch_and_repeat_with_the_seed(
 
 
 def test_rewrites_keep_names_and_numbers_or_the_original_stays(tmp_path):
-    from cosmosage.dataprep.synth.replay import REWRITE, key_terms, run_rewrite
+    from cosmosage.dataprep.synth.rewrite import REWRITE, key_terms, run_rewrite
 
     src = tmp_path / "qa.jsonl"
     recs = [
