@@ -172,14 +172,19 @@ class CheckedPairs(PipelineStep):
         name = f"{bucket:05d}_{worker:02d}.dups"  # what the bucket stage's task wrote
         sigs = SignatureFile(self.whole)
         with self.track_time():
-            with self.candidates.open(name, "rb") as fh, self.checked.open(name, "wb") as out:
-                for f1, d1, f2, d2 in read_tuples_from_file(fh, "4I"):
-                    sim = estimated_jaccard(sigs.get(f1, d1), sigs.get(f2, d2))
-                    self.stat_update("candidates")
-                    if sim >= self.threshold:
-                        out.write(PAIR.pack(f1, d1, f2, d2))
-                        self.stat_update("duplicates")
-            sigs.close()
+            try:
+                with (
+                    self.candidates.open(name, "rb") as fh,
+                    self.checked.open(name, "wb") as out,
+                ):
+                    for f1, d1, f2, d2 in read_tuples_from_file(fh, "4I"):
+                        sim = estimated_jaccard(sigs.get(f1, d1), sigs.get(f2, d2))
+                        self.stat_update("candidates")
+                        if sim >= self.threshold:
+                            out.write(PAIR.pack(f1, d1, f2, d2))
+                            self.stat_update("duplicates")
+            finally:
+                sigs.close()
         # the whole band task's peak (buckets, exact finder, check); the next task a pool
         # worker runs starts its own
         self.stat_update("peak_rss_mb", value=round(peak_memory_mb()))

@@ -374,7 +374,7 @@ def run_replay(
         cfg, [(sample_key(p, j), p.text) for p, j in asked], answer, echo,
         kind="replay", unit="answers" if cfg.samples > 1 else "prompts",
     )  # fmt: skip
-    kept, seen_answers, answered = [], {}, {}
+    kept, seen_answers, answered = [], {}, set()  # answered: prompts with a kept answer
     for p, j in asked:
         e = done[sample_key(p, j)]
         text = e["answer"].strip()
@@ -391,9 +391,8 @@ def run_replay(
                 why = f"wrong answer: none of the expected ({accepted}); not replayed"
         if why:
             rejects.append(Reject(p.source, p.line, why, {"prompt": p.text, "answer": text}))
-            answered[p.key] = answered.get(p.key, False)
             continue
-        answered[p.key] = True
+        answered.add(p.key)
         seen_answers[normalise(text)] = where
         kept.append(
             {
@@ -403,7 +402,7 @@ def run_replay(
                 ]
             }
         )
-    kinds.subtract(p.kind for p in prompts if not answered[p.key])  # no answer kept
+    kinds.subtract(p.kind for p in prompts if p.key not in answered)
     manifest = write_outputs(
         cfg, kept, rejects, cfg.prompts + cfg.against,
         step="replay",
