@@ -374,4 +374,69 @@ def model_answers(model_path, device: str, settings: dict, seed: int, batch_size
     return answer
 
 
-COMMANDS = [data_synth, data_grade, data_metaqa, data_replay]
+@click.command("distill")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--model",
+    "model_path",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="The teacher: for replay against forgetting, the base model of the run.",
+)
+@out_file_option("Chat JSONL with the teacher's top-k log-probabilities (Axolotl KD format).")
+@click.option("--top-k", type=int, default=16, show_default=True, help="Entries per position.")
+@click.option(
+    "--gold",
+    multiple=True,
+    help="A `data mix` source name (or an input file's stem) whose records are what the "
+    "run teaches: their answers are the target (cross-entropy), not the teacher's "
+    "distribution. Repeatable.",
+)
+@click.option(
+    "--chat-template",
+    default="tokenizer_default",
+    show_default=True,
+    help="The recipe's `chat_template`: the rows must match the tokens Axolotl makes.",
+)
+@click.option("--sequence-len", type=int, default=2048, show_default=True,
+              help="The recipe's `sequence_len`; a longer record is rejected.")  # fmt: skip
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Records per forward pass.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, mps.")
+def data_distill(
+    inputs, model_path, out, top_k, gold, chat_template, sequence_len, batch_size, device
+) -> None:
+    """Knowledge distillation data: the teacher's next-token distribution on every record.
+
+    Each chat record gains, at every token position, the teacher's top-k next tokens and
+    log-probabilities, in the form Axolotl's KD trainer reads (`plugins:
+    [axolotl.integrations.kd.KDPlugin]`, dataset `type:
+    axolotl.integrations.kd.chat_template`, `logprobs_field: logprobs`). With the base
+    model as teacher on self-replay records, training pulls the tuned model toward the
+    base's whole distribution on those prompts (the exact KL), not toward one answer.
+    Records of a `--gold` source keep their own answer as the target. Tokenisation is
+    Axolotl's chat-template strategy with the given template and length, so the rows line
+    up with the trainer's tokens. Records that cannot be tokenised, have no assistant
+    turn or are too long go to the rejects file; a killed run resumes.
+
+    \b
+    Example (the facts study's `chat-replay50-distilled` format):
+      cosmosage data distill build/data/facts/replay50-drawn.jsonl --gold facts \\
+        --model build/models/smollm2-135m-instruct --sequence-len 256 \\
+        --out build/data/facts/replay50-distilled.jsonl
+    """
+    from transformers import AutoModelForCausalLM
+
+    from cosmosage.dataprep.io import load_tokenizer
+    from cosmosage.dataprep.synth.distill import DistillConfig, run_distill
+
+    cfg = DistillConfig(
+        inputs=list(inputs), out=out, model=str(model_path), top_k=top_k, gold=tuple(gold),
+        chat_template=chat_template, sequence_len=sequence_len, batch_size=batch_size,
+        device=device,
+    )  # fmt: skip
+    tokenizer = load_tokenizer(str(model_path))
+    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype="float32").to(device)
+    click.echo(json.dumps(run_distill(cfg, model.eval(), tokenizer, echo=click.echo)))
+
+
+COMMANDS = [data_synth, data_grade, data_metaqa, data_replay, data_distill]

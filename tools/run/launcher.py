@@ -74,7 +74,7 @@ def run_recipe(
                 echo(f"skip   {stage.name}: already complete in this run")
                 entry = done
             else:
-                process.ensure_builds(stage.rendered.meta, root, echo)
+                process.ensure_builds(stage.rendered.meta, root, echo, stage.rendered.config)
                 if stage.rendered.meta.get("soup"):
                     entry = soup_stage.run_soup_stage(
                         stage, previous, runs_dir, root, run.stage(stage.key).path, echo

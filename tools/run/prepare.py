@@ -95,7 +95,7 @@ def prepare_recipe(
     written = []
     for stage in stages:
         if build:
-            ensure_builds(stage.rendered.meta, root, echo)
+            ensure_builds(stage.rendered.meta, root, echo, stage.rendered.config)
         if stage.rendered.meta.get("soup") is not None:
             written.append(prepare_soup(stage, previous, runs_dir, root, out / stage.key))
             previous[stage.name] = written[-1]["model"]

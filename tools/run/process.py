@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -161,11 +162,52 @@ def cosmosage_argv(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "cosmosage.tools.cli.main", *map(str, args)]
 
 
-def ensure_builds(meta: dict, root: Path, echo: Echo) -> list[str]:
+def _strings(node: Any) -> set[str]:
+    if isinstance(node, str):
+        return {node}
+    if isinstance(node, dict):
+        return set().union(*map(_strings, node.values())) if node else set()
+    if isinstance(node, list):
+        return set().union(*map(_strings, node)) if node else set()
+    return set()
+
+
+def needed_builds(meta: dict, config: dict) -> tuple[list[dict], list[dict]]:
+    """(builds to keep, builds skipped): a build is skipped when its outputs are named only
+    by choices the run did not pick (`recipe.choices`) or by skipped builds, and neither
+    the run nor a kept build reads them. A recipe of many choices (the facts study's
+    formats) builds what its run trains on; a build nothing names is always kept."""
+    choices, chosen = meta.get("choices") or {}, meta.get("choose") or {}
+    unchosen = _strings(
+        [b for axis, bundles in choices.items() if isinstance(bundles, dict)
+         for name, b in bundles.items() if str(name) != str(chosen.get(axis))]
+    )  # fmt: skip
+    used = _strings(config) | _strings({k: v for k, v in meta.items() if k not in ("choices", "builds")})
+    keep, skip, read, read_by_skipped = [], [], set(), set()
+    for b in reversed(meta.get("builds") or []):
+        outs = {str(b["output"]), *map(str, b.get("extra_outputs") or [])}
+        args = set(map(str, b.get("command") or []))
+        if outs & (unchosen | read_by_skipped) and not outs & (used | read):
+            skip.append(b)
+            read_by_skipped |= args
+        else:
+            keep.append(b)
+            read |= args
+    return keep[::-1], skip[::-1]
+
+
+def ensure_builds(meta: dict, root: Path, echo: Echo, config: dict | None = None) -> list[str]:
     """Run the `cosmosage ...` command of every missing or stale build, in order, each as
-    a subprocess from the project root with its output in build/logs/."""
+    a subprocess from the project root with its output in build/logs/. Given the stage's
+    rendered `config`, builds that only unchosen choices use are left alone."""
+    builds = meta.get("builds") or []
+    if config is not None:
+        builds, skipped = needed_builds(meta, config)
+        for b in skipped:
+            if b in stale_builds({"builds": [b]}, root):
+                echo(f"skip   build {b['output']}: only choices this run did not pick use it")
     done = []
-    for b in meta.get("builds") or []:
+    for b in builds:
         if b not in stale_builds({"builds": [b]}, root):
             continue
         args = [str(a) for a in b.get("command", [])]

@@ -238,3 +238,41 @@ def test_one_gpu_stages_are_pinned_to_one_device(tmp_path, monkeypatch):
     with pytest.raises(LaunchError):
         launcher.train(stages[0], stages[0].rendered.config, tmp_path / "s", tmp_path, print)
     assert seen["CUDA_VISIBLE_DEVICES"] == "0"
+
+
+def test_a_run_builds_only_what_its_choices_use(tmp_path, monkeypatch):
+    """The facts study's formats each mix their own data: a run of one format must not
+    build (or ask a model for) the data of the others, but keeps what its data is built
+    from and any build that no choice names."""
+    built = []
+
+    def records(argv, log_path, **kw):
+        built.append(argv[argv.index("--out") + 1])
+        (tmp_path / argv[argv.index("--out") + 1]).write_text("{}")
+        return 0
+
+    monkeypatch.setattr(process, "run_command", records)
+
+    def build(out, *inputs):
+        return {"output": out, "command": ["data", "x", *inputs, "--out", out]}
+
+    meta = {
+        "builds": [
+            build("model"), build("answers-a"), build("answers-b"),
+            build("mix-a", "answers-a"), build("mix-b", "answers-b"), build("shared", "answers-b"),
+        ],
+        "choices": {"format": {"a": {"datasets": [{"path": "mix-a"}]},
+                               "b": {"datasets": [{"path": "mix-b"}]}}},
+        "choose": {"format": "a"},
+    }  # fmt: skip
+    config = {"base_model": "model", "datasets": [{"path": "mix-a"}]}
+    said = []
+    process.ensure_builds(meta, tmp_path, said.append, config)
+    # `shared` is named by no choice: kept, and so is what it reads
+    assert built == ["model", "answers-a", "answers-b", "mix-a", "shared"]
+    assert [s for s in said if s.startswith("skip")] == [
+        "skip   build mix-b: only choices this run did not pick use it"
+    ]
+    built.clear()
+    process.ensure_builds(meta, tmp_path, said.append)  # no config: every build, as before
+    assert built == ["mix-b"]  # the others are up to date
