@@ -11,7 +11,7 @@ and disk formulas.
 
 One module per section: base (`Problem`, the constants), schema, files, template
 (tokenizer, chat template, end of turn), checkpoints, memory (size, sharding, memory),
-disk, relora, select and soup. `check_rendered` runs them all on one stage.
+disk, distill, relora, select and soup. `check_rendered` runs them all on one stage.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from cosmosage.tools.recipe.check.base import (
     Problem,
 )
 from cosmosage.tools.recipe.check.checkpoints import check_checkpoints, has_eval
+from cosmosage.tools.recipe.check.distill import check_distillation
 from cosmosage.tools.recipe.check.disk import check_disk, checkpoint_bytes, disk_estimate
 from cosmosage.tools.recipe.check.files import build_outputs, check_files
 from cosmosage.tools.recipe.check.memory import (
@@ -109,6 +110,7 @@ __all__ = [
     "check_completion_eos",
     "check_deprecated",
     "check_disk",
+    "check_distillation",
     "check_end_of_turn",
     "check_files",
     "check_flash_attention",
@@ -171,6 +173,7 @@ def check_rendered(r: Rendered, root: Path = ROOT, schema: bool = True) -> list[
     problems += check_relora(cfg, meta, root)
     problems += check_hardware(cfg, meta, root)
     problems += check_disk(cfg, meta, root)
+    problems += check_distillation(cfg, meta, root)
     return problems
 
 
