@@ -14,6 +14,7 @@ A recipe is a YAML file of Axolotl keys plus a reserved `recipe:` block:
           full: {adapter: null, learning_rate: 1.0e-4, recipe: {method: full}}
       choose: {method: lora-r8}        # ...and which bundle each axis takes
       lr_scale: 2                      # optional: learning_rate x this, after everything
+      env: {TORCH_COMPILE_DISABLE: "1"}  # optional: variables of the training process
 
 Rendering deep-merges the fragments (in order), then the recipe, then the chosen bundle
 of each axis, then `--set`/`--unset` overrides; a key set to null removes what an earlier

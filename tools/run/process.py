@@ -35,12 +35,14 @@ def build_env(cfg: dict, root: Path, meta: dict | None = None) -> dict[str, str]
     """The training process's environment. A stage whose hardware profile has one GPU is
     pinned to one device (the first of CUDA_VISIBLE_DEVICES, else 0): it runs as a single
     process, and Axolotl then loads the model with `device_map: auto`, which would spread
-    it over every GPU of the machine."""
+    it over every GPU of the machine. `recipe.env` adds variables of the recipe's own."""
     env = child_env(local=is_offline(cfg, root))
     env.setdefault("DO_NOT_TRACK", "1")
     env.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
     if not cfg.get("wandb_project"):
         env.setdefault("WANDB_MODE", "disabled")
+    for key, value in ((meta or {}).get("env") or {}).items():  # the recipe's `recipe.env`
+        env[str(key)] = str(value)
     if int(((meta or {}).get("hardware") or {}).get("gpus") or 0) == 1:
         visible = [d.strip() for d in env.get("CUDA_VISIBLE_DEVICES", "0").split(",")]
         visible = [d for d in visible if d]

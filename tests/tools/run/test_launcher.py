@@ -276,3 +276,10 @@ def test_a_run_builds_only_what_its_choices_use(tmp_path, monkeypatch):
     built.clear()
     process.ensure_builds(meta, tmp_path, said.append)  # no config: every build, as before
     assert built == ["mix-b"]  # the others are up to date
+
+
+def test_recipe_env_reaches_the_training_process(tmp_path):
+    meta = {"env": {"TORCH_COMPILE_DISABLE": 1, "OMP_NUM_THREADS": "2"}}
+    env = process.build_env({"base_model": "x"}, tmp_path, meta)
+    assert env["TORCH_COMPILE_DISABLE"] == "1" and env["OMP_NUM_THREADS"] == "2"
+    assert "TORCH_COMPILE_DISABLE" not in process.build_env({"base_model": "x"}, tmp_path, {})
