@@ -136,11 +136,20 @@ def build_stamp(output: str, root: Path) -> Path:
     return root / "build" / ".stamps" / (re.sub(r"[^A-Za-z0-9._-]+", "_", output) + ".json")
 
 
+# options whose value is where a build writes (`--out`, `--out-dir`, `--val-out`): never
+# an input, or a folder that several builds write into would make each of them stale
+# whenever another one wrote there
+_OUTPUT_OPTION = re.compile(r"^--([\w-]+-)?out(-dir)?$")
+
+
 def build_state(build: dict, root: Path) -> dict:
     args = [str(a) for a in build.get("command", [])]
     outputs = {str(build["output"]), *map(str, build.get("extra_outputs") or [])}
+    written = {b for a, b in zip(args, args[1:], strict=False) if _OUTPUT_OPTION.match(a)}
     inputs = [
-        root / a for a in args if a not in outputs and not a.startswith("-") and (root / a).exists()
+        root / a
+        for a in args
+        if a not in outputs | written and not a.startswith("-") and (root / a).exists()
     ]
     return {"command": args, "inputs": _fingerprint(inputs)}
 

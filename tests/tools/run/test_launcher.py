@@ -283,3 +283,21 @@ def test_recipe_env_reaches_the_training_process(tmp_path):
     env = process.build_env({"base_model": "x"}, tmp_path, meta)
     assert env["TORCH_COMPILE_DISABLE"] == "1" and env["OMP_NUM_THREADS"] == "2"
     assert "TORCH_COMPILE_DISABLE" not in process.build_env({"base_model": "x"}, tmp_path, {})
+
+
+def test_a_build_is_not_stale_because_another_wrote_into_its_output_folder(tmp_path):
+    """`data facts ... --out-dir build/data/facts` writes a folder other builds write into
+    too: their outputs must not make it stale (it rebuilt, rewrote its suites, and every
+    build reading them rebuilt in turn, on every run)."""
+    (tmp_path / "table.yaml").write_text("a")
+    (tmp_path / "out").mkdir()
+    build = {"output": "out/x.jsonl",
+             "command": ["data", "facts", "table.yaml", "--out-dir", "out"]}  # fmt: skip
+    (tmp_path / "out" / "x.jsonl").write_text("{}")
+    stamp = process.build_stamp("out/x.jsonl", tmp_path)
+    stamp.parent.mkdir(parents=True)
+    stamp.write_text(json.dumps(process.build_state(build, tmp_path)))
+    (tmp_path / "out" / "another-build.jsonl").write_text("{}")
+    assert stale_builds({"builds": [build]}, tmp_path) == []
+    (tmp_path / "table.yaml").write_text("changed")  # its real input still counts
+    assert stale_builds({"builds": [build]}, tmp_path) == [build]
