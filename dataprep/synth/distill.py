@@ -83,7 +83,6 @@ class Item:
     input_ids: list[int]
     labels: list[int]
     gold: bool
-    source: str
 
 
 def is_gold(rec: dict, path: str, gold: tuple[str, ...]) -> bool:
@@ -110,7 +109,6 @@ def read_items(cfg: DistillConfig, tokenize: Callable[[dict], dict]) -> Iterator
             if isinstance(rec, Reject):
                 yield rec
                 continue
-            where = f"{path}:{line}"
             turns = rec.get(cfg.field_messages)
             if not isinstance(turns, list) or not turns:
                 yield Reject(path, line, f"no chat turns in `{cfg.field_messages}`")
@@ -127,8 +125,7 @@ def read_items(cfg: DistillConfig, tokenize: Callable[[dict], dict]) -> Iterator
             if all(lab == -100 for lab in labels):
                 yield Reject(path, line, "no trained token (no assistant turn)")
                 continue
-            src = rec.get("mix_source") or Path(path).stem
-            yield Item(rec, ids, labels, is_gold(rec, path, cfg.gold), f"{where}:{src}")
+            yield Item(rec, ids, labels, is_gold(rec, path, cfg.gold))
 
 
 def teacher_rows(logprobs, item: Item, top_k: int) -> tuple[list[list[int]], list[list[float]]]:

@@ -10,12 +10,12 @@ import subprocess
 import sys
 from collections import deque
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
 from cosmosage.dataprep.env import child_env
 from cosmosage.dataprep.io import write_json
+from cosmosage.dataprep.records import record_strings
 from cosmosage.tools.run.stage import Echo, LaunchError
 
 
@@ -173,27 +173,18 @@ def cosmosage_argv(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "cosmosage.tools.cli.main", *map(str, args)]
 
 
-def _strings(node: Any) -> set[str]:
-    if isinstance(node, str):
-        return {node}
-    if isinstance(node, dict):
-        return set().union(*map(_strings, node.values())) if node else set()
-    if isinstance(node, list):
-        return set().union(*map(_strings, node)) if node else set()
-    return set()
-
-
 def needed_builds(meta: dict, config: dict) -> tuple[list[dict], list[dict]]:
     """(builds to keep, builds skipped): a build is skipped when its outputs are named only
     by choices the run did not pick (`recipe.choices`) or by skipped builds, and neither
     the run nor a kept build reads them. A recipe of many choices (the facts study's
     formats) builds what its run trains on; a build nothing names is always kept."""
     choices, chosen = meta.get("choices") or {}, meta.get("choose") or {}
-    unchosen = _strings(
+    unchosen = set(record_strings(
         [b for axis, bundles in choices.items() if isinstance(bundles, dict)
          for name, b in bundles.items() if str(name) != str(chosen.get(axis))]
-    )  # fmt: skip
-    used = _strings(config) | _strings({k: v for k, v in meta.items() if k not in ("choices", "builds")})
+    ))  # fmt: skip
+    rest = {k: v for k, v in meta.items() if k not in ("choices", "builds")}
+    used = set(record_strings(config)) | set(record_strings(rest))
     keep, skip, read, read_by_skipped = [], [], set(), set()
     for b in reversed(meta.get("builds") or []):
         outs = {str(b["output"]), *map(str, b.get("extra_outputs") or [])}

@@ -62,3 +62,11 @@ def test_the_plugin_and_trainer_are_required_and_packing_is_warned(tiny_model, d
     assert ("warning", "sample_packing with a distillation dataset") in got
     # and a recipe with no distillation dataset is not looked at
     assert check_distillation({"datasets": [{"path": "x", "type": "chat_template"}]}, {}, tmp_path) == []
+
+
+def test_a_malformed_line_is_an_error_naming_file_and_line(tiny_model, distilled, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(distilled.read_text().splitlines()[0] + "\n{not json\n")
+    problems = check_distillation(config(tiny_model, bad), {}, tmp_path)
+    assert len(problems) == 1 and problems[0].severity == "error"
+    assert problems[0].message.startswith(f"datasets[0]: {bad}:2: ")

@@ -10,10 +10,11 @@ tokenised here with the recipe's settings and compared.
 
 from __future__ import annotations
 
-import json
 from itertools import islice
 from pathlib import Path
 
+from cosmosage.dataprep.io import read_jsonl
+from cosmosage.dataprep.records import Reject
 from cosmosage.tools.recipe.check.base import Problem, _one_line, _quiet
 from cosmosage.tools.recipe.check.files import _local
 from cosmosage.tools.recipe.check.template import tokenizer_folder
@@ -73,17 +74,17 @@ def _aligned(cfg: dict, ds: dict, where: str, path: Path, folder: Path) -> list[
         return [Problem("distill", f"{where}: could not tokenise to compare: {_one_line(exc)}",
                         severity="warning")]  # fmt: skip
     field = ds.get("logprobs_field") or "logprobs"
-    with open(path, encoding="utf-8") as fh:
-        for line, raw in islice(enumerate(fh, start=1), SAMPLED):
-            rec = json.loads(raw)
-            rows = len(rec.get(field) or [])
-            turns = {k: v for k, v in rec.items() if k not in (field, "target_token_ids")}
-            with _quiet():
-                tokens = len(tokenize(turns)["input_ids"])
-            if rows != tokens:
-                return [Problem("distill", (
-                    f"{where}: {ds.get('path')}:{line}: {rows} teacher rows, but this recipe's chat "
-                    f"template makes {tokens} tokens of the record: every row would sit "
-                    f"{abs(tokens - rows)} token(s) off; rebuild it with `cosmosage data "
-                    "distill --chat-template ... --sequence-len ...` as the recipe sets them"))]  # fmt: skip
+    for line, rec in islice(read_jsonl(path), SAMPLED):
+        if isinstance(rec, Reject):
+            return [Problem("distill", f"{where}: {ds.get('path')}:{line}: {rec.reason}")]
+        rows = len(rec.get(field) or [])
+        turns = {k: v for k, v in rec.items() if k not in (field, "target_token_ids")}
+        with _quiet():
+            tokens = len(tokenize(turns)["input_ids"])
+        if rows != tokens:
+            return [Problem("distill", (
+                f"{where}: {ds.get('path')}:{line}: {rows} teacher rows, but this recipe's chat "
+                f"template makes {tokens} tokens of the record: every row would sit "
+                f"{abs(tokens - rows)} token(s) off; rebuild it with `cosmosage data "
+                "distill --chat-template ... --sequence-len ...` as the recipe sets them"))]  # fmt: skip
     return []
