@@ -83,6 +83,7 @@ class Item:
     input_ids: list[int]
     labels: list[int]
     gold: bool
+    path: str
 
 
 def is_gold(rec: dict, path: str, gold: tuple[str, ...]) -> bool:
@@ -125,7 +126,7 @@ def read_items(cfg: DistillConfig, tokenize: Callable[[dict], dict]) -> Iterator
             if all(lab == -100 for lab in labels):
                 yield Reject(path, line, "no trained token (no assistant turn)")
                 continue
-            yield Item(rec, ids, labels, is_gold(rec, path, cfg.gold))
+            yield Item(rec, ids, labels, is_gold(rec, path, cfg.gold), path)
 
 
 def teacher_rows(logprobs, item: Item, top_k: int) -> tuple[list[list[int]], list[list[float]]]:
@@ -196,6 +197,11 @@ def run_distill(
     if not items:
         write_rejects(cfg.out, rejects)
         raise DataError(f"no record left to distil from {', '.join(cfg.inputs)}")
+    missing = set(cfg.gold) - {g for it in items for g in cfg.gold if is_gold(it.record, it.path, (g,))}
+    if missing:  # a misspelt source would distil the taught answers toward the teacher
+        sources = sorted({it.record.get("mix_source") or Path(it.path).stem for it in items})
+        raise DataError(f"--gold {', '.join(sorted(missing))}: no record of that source "
+                        f"(the inputs' sources: {', '.join(sources)})")  # fmt: skip
     _resume(cfg, _state_key(cfg))
     partial = sibling(cfg.out, ".partial.jsonl")
     with JsonlAppender(partial) as sink:  # opening cuts a line a kill left half-written

@@ -174,6 +174,9 @@ def test_nothing_to_distil_is_an_error_naming_the_inputs(teacher, tmp_path):
     src.write_text(json.dumps({"text": "no turns"}) + "\n")
     with pytest.raises(DataError, match=r"no record left to distil from .*in.jsonl"):
         run_distill(DistillConfig([str(src)], str(tmp_path / "o.jsonl"), "t"), model, tokenizer, **QUIET)
+    with pytest.raises(DataError, match=r"--gold fact: no record of that source \(the inputs' sources: in\)"):
+        src.write_text(json.dumps(chat("Hi?", "Hello.")) + "\n")
+        run_distill(DistillConfig([str(src)], str(tmp_path / "o.jsonl"), "t", gold=("fact",)), model, tokenizer, **QUIET)
     with pytest.raises(DataError, match="--top-k 0"):
         DistillConfig([str(src)], "o.jsonl", "t", top_k=0)
 
