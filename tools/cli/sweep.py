@@ -110,4 +110,49 @@ def sweep_report(sweep_dir: Path, sort: str | None) -> None:
     echo_results(report(sweep_dir, sort))
 
 
-COMMANDS = [sweep_run, sweep_report]
+@click.command("tradeoff")
+@click.argument(
+    "sweep_dirs", nargs=-1, required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)  # fmt: skip
+@click.option(
+    "--x", "x", default="general", show_default=True, metavar="METRIC",
+    help="Horizontal axis: what the runs keep (final.general, kl, general_drop, ppl ...).",
+)  # fmt: skip
+@click.option(
+    "--y", "y", default="held_out", show_default=True, metavar="METRIC",
+    help="Vertical axis: what the runs learn (final.held_out, paper_only ...).",
+)  # fmt: skip
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("tradeoff.png"),
+    show_default=True, help="The plot (.png); the table is written beside it as .md.",
+)  # fmt: skip
+@click.option("--goal-x", type=float, default=None, help="Draw the goal's threshold on x.")
+@click.option("--goal-y", type=float, default=None, help="Draw the goal's threshold on y.")
+def sweep_tradeoff(
+    sweep_dirs: tuple[Path, ...],
+    x: str,
+    y: str,
+    out: Path,
+    goal_x: float | None,
+    goal_y: float | None,
+) -> None:
+    """Place every configuration of SWEEP_DIRS on two metrics, what was learned against what
+    was kept: runs of one configuration that differ only in their seed are pooled (mean,
+    with the range over seeds; one run gets its 95% interval where its suite kept counts),
+    and the configurations no other one beats on both are joined as the front.
+
+    \b
+    Example:
+      cosmosage sweep tradeoff runs/sweeps/study/facts/* --x general --y held_out \\
+        --goal-x 0.95 --goal-y 0.95 --out docs/study-facts-tradeoff.png
+    """
+    from cosmosage.tools.run.sweep_tradeoff import tradeoff
+
+    result = tradeoff(list(sweep_dirs), x, y, out, (goal_x, goal_y))
+    click.echo(result["files"][1].read_text())
+    click.echo("front: " + "; ".join(p.label for p in result["front"]))
+    click.echo("wrote " + ", ".join(str(f) for f in result["files"]))
+
+
+COMMANDS = [sweep_run, sweep_report, sweep_tradeoff]

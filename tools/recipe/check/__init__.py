@@ -31,8 +31,8 @@ from cosmosage.tools.recipe.check.base import (
     Problem,
 )
 from cosmosage.tools.recipe.check.checkpoints import check_checkpoints, has_eval
-from cosmosage.tools.recipe.check.distill import check_distillation
 from cosmosage.tools.recipe.check.disk import check_disk, checkpoint_bytes, disk_estimate
+from cosmosage.tools.recipe.check.distill import check_distillation
 from cosmosage.tools.recipe.check.files import build_outputs, check_files
 from cosmosage.tools.recipe.check.memory import (
     MASTER_WEIGHTS_PLUGIN,
