@@ -23,7 +23,8 @@ from cosmosage.tools.run.sweep import (
     values_text,
 )
 
-LOWER_IS_BETTER = {"eval_loss", "loss", "ppl", "wall_s", "flagged"}
+# the drift from the base (KL, share of general answers changed) is forgetting too
+LOWER_IS_BETTER = {"eval_loss", "loss", "ppl", "wall_s", "flagged", "kl", "changed"}
 LOWER_IS_BETTER_SUFFIXES = ("_loss", "_rise", "_drop", "_flag")
 
 STATUS_NOTE = {"failed thresholds": "thresholds not met"}

@@ -85,7 +85,12 @@ def test_the_front_holds_what_no_other_beats_on_both(sweeps):
     points, _, _ = gather(sweeps, "general", "held_out")
     front = mark_front(points, x_lower=False, y_lower=False)
     assert [p.label for p in front] == ["format=a", "format=b"]  # ordered along x
-    # with KL on x, lower is better: the same check turns its direction
+    # with KL on x, lower is better (as for any drift from the base): the check turns
+    from cosmosage.tools.run.sweep_report import lower_is_better
+
+    assert lower_is_better("final.kl", {"grid": {}}) and lower_is_better(
+        "final.changed", {"grid": {}}
+    )
     p = {q.label: q for q in points}
     p["format=a, learning_rate=0.3"].xs = [0.1]
     front = mark_front(points, x_lower=True, y_lower=False)
