@@ -38,3 +38,36 @@ def test_sample_builds_clean_and_held_out(tmp_path):
         assert any(
             s == p["sentence"] and any(e in span for e in p["expect"]) for s, span in blanks
         ), p["id"]
+
+
+def test_the_quickstart_papers_questions_ask_only_what_its_trained_papers_state(tmp_path):
+    """samples/eval/papers_closed_book.yaml: every fact checks out against a paper the
+    quickstart's corpus trains on (not its held-out validation document), and no answer
+    is in any chat source the quickstart trains, so recall can only come from the papers."""
+    import re
+
+    from cosmosage.dataprep.corpus.sources import is_validation
+
+    papers_dir = ROOT / "samples" / "papers"
+    papers, rejects = load_papers([papers_dir])
+    assert not rejects
+    result = build_closed_book(ROOT / "samples/eval/papers_closed_book.yaml", papers, tmp_path, [])
+    assert result["rejected"] == 0 and result["groups"] == {"paper_only": result["prompts"]}
+    suite = yaml.safe_load((tmp_path / "closed_book.yaml").read_text())["prompts"]
+    corpus = yaml.safe_load((ROOT / "recipes/_base/data/quickstart-corpus.yaml").read_text())
+    command = corpus["recipe"]["builds"][0]["command"]
+    fraction = float(command[command.index("--val-fraction") + 1])
+    for name in {p["document"] for p in suite}:
+        doc_id = re.search(r"^arXiv: (\S+)", (papers_dir / name).read_text(), re.M).group(1)
+        assert not is_validation(doc_id, fraction), f"{name} is the corpus's validation document"
+    chat = ROOT / "recipes/_base/data/quickstart-chat.yaml"
+    sources = [
+        ROOT / s for s in re.findall(r"samples/(?:qa|general)/[\w.]+\.jsonl", chat.read_text())
+    ]
+    assert len(sources) == 2
+    trained = " ".join(s.read_text().lower() for s in sources)
+    for p in suite:  # as a whole number or word: "400" is not in "3400" or "6,400"
+        for e in p["expect"]:
+            assert not re.search(rf"(?<![\w.,]){re.escape(e.lower())}(?!\w|[.,]\d)", trained), p[
+                "id"
+            ]
