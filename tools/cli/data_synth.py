@@ -400,7 +400,9 @@ def model_answers(model_path, device: str, settings: dict, seed: int, batch_size
 )
 @click.option("--sequence-len", type=int, default=2048, show_default=True,
               help="The recipe's `sequence_len`; a longer record is rejected.")  # fmt: skip
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Records per forward pass.")
+@click.option(
+    "--batch-size", type=int, default=8, show_default=True, help="Records per forward pass."
+)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, mps.")
 def data_distill(
     inputs, model_path, out, top_k, gold, chat_template, sequence_len, batch_size, device

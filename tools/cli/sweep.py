@@ -129,6 +129,10 @@ def sweep_report(sweep_dir: Path, sort: str | None) -> None:
 )  # fmt: skip
 @click.option("--goal-x", type=float, default=None, help="Draw the goal's threshold on x.")
 @click.option("--goal-y", type=float, default=None, help="Draw the goal's threshold on y.")
+@click.option(
+    "--skip", "skip", multiple=True, metavar="KEY=VALUE",
+    help="Leave out runs with this setting (repeat), e.g. learning_rate=1.0 for a diverged one.",
+)  # fmt: skip
 def sweep_tradeoff(
     sweep_dirs: tuple[Path, ...],
     x: str,
@@ -136,6 +140,7 @@ def sweep_tradeoff(
     out: Path,
     goal_x: float | None,
     goal_y: float | None,
+    skip: tuple[str, ...],
 ) -> None:
     """Place every configuration of SWEEP_DIRS on two metrics, what was learned against what
     was kept: runs of one configuration that differ only in their seed are pooled (mean,
@@ -149,7 +154,7 @@ def sweep_tradeoff(
     """
     from cosmosage.tools.run.sweep_tradeoff import tradeoff
 
-    result = tradeoff(list(sweep_dirs), x, y, out, (goal_x, goal_y))
+    result = tradeoff(list(sweep_dirs), x, y, out, (goal_x, goal_y), list(skip))
     click.echo(result["files"][1].read_text())
     click.echo("front: " + "; ".join(p.label for p in result["front"]))
     click.echo("wrote " + ", ".join(str(f) for f in result["files"]))

@@ -67,9 +67,23 @@ def _metric_pair(folder: Path, rows: list[dict], doc: dict, x: str, y: str) -> t
         raise SweepError(f"{folder}: " + str(exc).replace("--sort", "--x/--y", 1)) from None
 
 
-def gather(folders: list[Path], x: str, y: str) -> tuple[list[Point], dict, tuple[str, str]]:
+def skipped(settings: dict[str, str], skip: list[str]) -> bool:
+    """Whether a run's settings hold one of the KEY=VALUE pairs of `skip` (a choice may be
+    named without `recipe.choose.`)."""
+    for item in skip:
+        key, _, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if value in (settings.get(key), settings.get(CHOICE_PREFIX + key)):
+            return True
+    return False
+
+
+def gather(
+    folders: list[Path], x: str, y: str, skip: list[str] | None = None
+) -> tuple[list[Point], dict, tuple[str, str]]:
     """(points, the base model's {column: value}, (x column, y column)): every finished run
-    of every sweep with both metrics, grouped by configuration."""
+    of every sweep with both metrics, grouped by configuration, but the runs `skip` names
+    (KEY=VALUE settings, e.g. a diverged learning rate)."""
     points: dict[tuple, Point] = {}
     base: dict[str, float] = {}
     pair: tuple[str, str] | None = None
@@ -90,6 +104,8 @@ def gather(folders: list[Path], x: str, y: str) -> tuple[list[Point], dict, tupl
             if not _number(xv) or not _number(yv):
                 continue
             settings = run_settings(doc, by_index[row["combination"]])
+            if skipped(settings, skip or []):
+                continue
             seed = next((settings.pop(k) for k in REPEAT_AXES if k in settings), "")
             key = (doc["recipe"], tuple(sorted(settings.items())))
             point = points.setdefault(key, Point(settings={"recipe": doc["recipe"], **settings}))
@@ -274,13 +290,13 @@ def plot_tradeoff(
 
 def tradeoff(
     folders: list[Path], x: str, y: str, out: Path,
-    goal: tuple[float | None, float | None] = (None, None),
+    goal: tuple[float | None, float | None] = (None, None), skip: list[str] | None = None,
 ) -> dict:  # fmt: skip
-    """Write OUT (the plot) and OUT with .md (the table) for the runs of `folders`; `goal`
-    (x, y thresholds, either None) is drawn on the plot."""
+    """Write OUT (the plot) and OUT with .md (the table) for the runs of `folders` but
+    those `skip` names; `goal` (x, y thresholds, either None) is drawn on the plot."""
     if out.suffix.lower() != ".png":
         raise SweepError(f"--out {out}: the plot is a .png file (the table goes beside it as .md)")
-    points, base, pair = gather(folders, x, y)
+    points, base, pair = gather(folders, x, y, skip)
     front = mark_front(
         points, lower_is_better(pair[0], {"grid": {}}), lower_is_better(pair[1], {"grid": {}})
     )

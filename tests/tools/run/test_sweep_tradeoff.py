@@ -79,6 +79,10 @@ def test_seeds_of_one_configuration_pool_and_failed_runs_are_left_out(sweeps):
     lo, hi, kind = spread_bar(by_label["format=b"].ys, by_label["format=b"].y_counts)
     assert kind == "95% interval" and lo < 0.5 < hi
     assert spread_bar([0.9], [None]) == (0.9, 0.9, "")
+    # --skip leaves out runs by a setting, a choice named with or without its prefix
+    kept, _, _ = gather(sweeps, "general", "held_out", skip=["format=b", "learning_rate=0.3"])
+    assert [p.label for p in kept] == ["study/facts"]  # one point left: named by its recipe
+    assert kept[0].seeds == ["1", "2"]
 
 
 def test_the_front_holds_what_no_other_beats_on_both(sweeps):

@@ -69,7 +69,9 @@ def _aligned(cfg: dict, ds: dict, where: str, path: Path, folder: Path) -> list[
             tokenizer = AutoTokenizer.from_pretrained(folder)
             acfg = DictDefault({k: cfg.get(k) for k in ("chat_template", "chat_template_jinja",
                                                         "train_on_inputs", "sequence_len")})  # fmt: skip
-            tokenize = load(tokenizer, acfg, {k: v for k, v in ds.items() if k != "type"}).tokenize_prompt
+            tokenize = load(
+                tokenizer, acfg, {k: v for k, v in ds.items() if k != "type"}
+            ).tokenize_prompt
     except Exception as exc:  # the schema check reports a bad template
         return [Problem("distill", f"{where}: could not tokenise to compare: {_one_line(exc)}",
                         severity="warning")]  # fmt: skip
