@@ -61,7 +61,7 @@ def plot_losses(stages: dict[str, dict], out: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_scores(
@@ -110,7 +110,7 @@ def plot_scores(
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_calibration(bins: list[dict], out: str | Path, auroc: float | None = None) -> Path:
@@ -140,10 +140,11 @@ def plot_calibration(bins: list[dict], out: str | Path, auroc: float | None = No
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
-def _save(fig, out: str | Path) -> Path:
+def save_figure(fig, out: str | Path) -> Path:
+    """Write a figure as PNG atomically (a reader never sees half a file) and close it."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.png")

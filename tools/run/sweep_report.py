@@ -9,8 +9,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from cosmosage.dataprep.io import atomic_path, write_text
-from cosmosage.tools.eval.plots import COLORS
+from cosmosage.dataprep.io import write_text
+from cosmosage.tools.eval.plots import COLORS, save_figure
 from cosmosage.tools.recipe.render import parse_value
 from cosmosage.tools.run.stage import Echo
 from cosmosage.tools.run.sweep import (
@@ -446,11 +446,7 @@ def plot_sweep(rows: list[dict], metric: str, doc: dict, out: Path) -> Path:
         _plot_against_axis(axes[0][1], rows, metric, doc, varying, x_axis, present)
     fig.suptitle(f"Sweep {doc['recipe']} / {doc['name']}", fontsize=11)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 # --------------------------------------------------------------------------- report

@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cosmosage.dataprep.io import atomic_path, write_text
-from cosmosage.tools.eval.plots import COLORS
+from cosmosage.dataprep.io import write_text
+from cosmosage.tools.eval.plots import COLORS, save_figure
 from cosmosage.tools.run.sweep import FINISHED, SweepError, load, runs_dir_of
 from cosmosage.tools.run.sweep_report import (
     REPEAT_AXES,
@@ -281,11 +281,7 @@ def plot_tradeoff(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def tradeoff(
