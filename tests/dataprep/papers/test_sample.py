@@ -41,7 +41,7 @@ def test_sample_builds_clean_and_held_out(tmp_path):
 
 
 def test_the_quickstart_papers_questions_ask_only_what_its_trained_papers_state(tmp_path):
-    """samples/eval/papers_closed_book.yaml: every fact checks out against a paper the
+    """samples/closed_book/quickstart_papers.yaml: every fact checks out against a paper the
     quickstart's corpus trains on (not its held-out validation document), and no answer
     is in any chat source the quickstart trains, so recall can only come from the papers."""
     import re
@@ -51,7 +51,7 @@ def test_the_quickstart_papers_questions_ask_only_what_its_trained_papers_state(
     papers_dir = ROOT / "samples" / "papers"
     papers, rejects = load_papers([papers_dir])
     assert not rejects
-    result = build_closed_book(ROOT / "samples/eval/papers_closed_book.yaml", papers, tmp_path, [])
+    result = build_closed_book(ROOT / "samples/closed_book/quickstart_papers.yaml", papers, tmp_path, [])
     assert result["rejected"] == 0 and result["groups"] == {"paper_only": result["prompts"]}
     suite = yaml.safe_load((tmp_path / "closed_book.yaml").read_text())["prompts"]
     corpus = yaml.safe_load((ROOT / "recipes/_base/data/quickstart-corpus.yaml").read_text())
