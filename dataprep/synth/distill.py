@@ -115,7 +115,9 @@ def read_items(cfg: DistillConfig, tokenize: Callable[[dict], dict]) -> Iterator
                 yield Reject(path, line, f"no chat turns in `{cfg.field_messages}`")
                 continue
             try:
-                tok = tokenize({k: v for k, v in rec.items() if k not in ("logprobs", "target_token_ids")})
+                tok = tokenize(
+                    {k: v for k, v in rec.items() if k not in ("logprobs", "target_token_ids")}
+                )
             except Exception as exc:  # Axolotl raises plain errors on malformed turns
                 yield Reject(path, line, f"not tokenisable by the chat template: {exc}"[:300])
                 continue
@@ -197,7 +199,9 @@ def run_distill(
     if not items:
         write_rejects(cfg.out, rejects)
         raise DataError(f"no record left to distil from {', '.join(cfg.inputs)}")
-    missing = set(cfg.gold) - {g for it in items for g in cfg.gold if is_gold(it.record, it.path, (g,))}
+    missing = set(cfg.gold) - {
+        g for it in items for g in cfg.gold if is_gold(it.record, it.path, (g,))
+    }
     if missing:  # a misspelt source would distil the taught answers toward the teacher
         sources = sorted({it.record.get("mix_source") or Path(it.path).stem for it in items})
         raise DataError(f"--gold {', '.join(sorted(missing))}: no record of that source "

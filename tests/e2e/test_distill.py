@@ -32,5 +32,8 @@ def test_a_distillation_recipe_trains_with_the_kd_trainer(tmp_path, tiny_model):
     assert losses and min(losses) < 1e-3 < max(losses), losses
     model = AutoModelForCausalLM.from_pretrained(stage["model"])
     base = AutoModelForCausalLM.from_pretrained(tiny_model)
-    moved = [(a - b).abs().max().item() for a, b in zip(model.parameters(), base.parameters(), strict=True)]
+    moved = [
+        (a - b).abs().max().item()
+        for a, b in zip(model.parameters(), base.parameters(), strict=True)
+    ]
     assert max(moved) > 0

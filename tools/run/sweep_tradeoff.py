@@ -13,11 +13,14 @@ from pathlib import Path
 
 from cosmosage.dataprep.io import write_text
 from cosmosage.tools.eval.plots import COLORS, save_figure
+from cosmosage.tools.eval.report import interval, rate_text
+from cosmosage.tools.recipe.render import parse_value
 from cosmosage.tools.run.sweep import FINISHED, SweepError, load, runs_dir_of
 from cosmosage.tools.run.sweep_report import (
     REPEAT_AXES,
     collect,
     columns,
+    fmt,
     lower_is_better,
     resolve_metric,
 )
@@ -67,13 +70,18 @@ def _metric_pair(folder: Path, rows: list[dict], doc: dict, x: str, y: str) -> t
         raise SweepError(f"{folder}: " + str(exc).replace("--sort", "--x/--y", 1)) from None
 
 
+def same_value(a: str | None, b: str | None) -> bool:
+    """Two settings as typed mean the same (`1.0e-4` and `0.0001`, `true` and `True`)."""
+    return a is not None and b is not None and parse_value(a) == parse_value(b)
+
+
 def skipped(settings: dict[str, str], skip: list[str]) -> bool:
     """Whether a run's settings hold one of the KEY=VALUE pairs of `skip` (a choice may be
     named without `recipe.choose.`)."""
     for item in skip:
         key, _, value = item.partition("=")
         key, value = key.strip(), value.strip()
-        if value in (settings.get(key), settings.get(CHOICE_PREFIX + key)):
+        if any(same_value(value, settings.get(k)) for k in (key, CHOICE_PREFIX + key)):
             return True
     return False
 
@@ -107,7 +115,10 @@ def gather(
             if skipped(settings, skip or []):
                 continue
             seed = next((settings.pop(k) for k in REPEAT_AXES if k in settings), "")
-            key = (doc["recipe"], tuple(sorted(settings.items())))
+            key = (
+                doc["recipe"],
+                tuple(sorted((k, repr(parse_value(v))) for k, v in settings.items())),
+            )
             point = points.setdefault(key, Point(settings={"recipe": doc["recipe"], **settings}))
             point.runs.append(row["run"])
             point.seeds.append(seed)
@@ -157,8 +168,6 @@ def mark_front(points: list[Point], x_lower: bool, y_lower: bool) -> list[Point]
 def spread_bar(values: list[float], counts: list[list[int] | None]) -> tuple[float, float, str]:
     """(low, high, kind) of a point's error bar: the lowest and highest run over several
     seeds, the 95% interval of one run's counts, or none."""
-    from cosmosage.tools.eval.report import interval
-
     if len(values) > 1:
         return min(values), max(values), "runs"
     if counts and counts[0] and counts[0][1]:
@@ -170,23 +179,22 @@ def spread_bar(values: list[float], counts: list[list[int] | None]) -> tuple[flo
 NOT_RATES = ("kl", "ppl", "wall_s")
 
 
-def _fmt(column: str, value: float, rate: bool) -> str:
-    from cosmosage.tools.run.sweep_report import fmt
-
-    return f"{value * 100:.0f}%" if rate else fmt(column, value)
-
-
 def _value_text(column: str, values: list[float], counts: list[list[int] | None]) -> str:
-    """`mean [low-high]`: shares as percentages, the bar the plot draws in brackets."""
+    """`mean [low-high]`, the bar the plot draws: shares in percent as every report writes
+    them (`rate_text`), other metrics as the sweep table does."""
     last = column.rsplit(".", 1)[-1]
     rate = last not in NOT_RATES and not last.endswith("_loss") and all(0 <= v <= 1 for v in values)
     mean = sum(values) / len(values)
     lo, hi, kind = spread_bar(values, counts)
-    text = _fmt(column, mean, rate)
-    if kind:
-        over = " over runs" if kind == "runs" else ""
-        text += f" [{_fmt(column, lo, rate)}-{_fmt(column, hi, rate)}{over}]"
-    return text
+    if kind == "95% interval":
+        return (
+            rate_text(mean, counts[0])
+            if rate
+            else f"{fmt(column, mean)} [{fmt(column, lo)}-{fmt(column, hi)}]"
+        )
+    if rate:
+        return f"{mean:.0%}" + (f" [{lo * 100:.0f}-{hi * 100:.0f} over runs]" if kind else "")
+    return fmt(column, mean) + (f" [{fmt(column, lo)}-{fmt(column, hi)} over runs]" if kind else "")
 
 
 def ordered(points: list[Point]) -> list[Point]:
@@ -220,8 +228,13 @@ def table_markdown(points: list[Point], base: dict, pair: tuple[str, str]) -> st
 MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
 
 
+def _lower(column: str) -> bool:
+    """Lower is better for this score column (no grid key is ever an axis here)."""
+    return lower_is_better(column, {"grid": {}})
+
+
 def _direction(column: str) -> str:
-    return "lower" if lower_is_better(column, {"grid": {}}) else "higher"
+    return "lower" if _lower(column) else "higher"
 
 
 def _draw_goal(ax, pair: tuple[str, str], goal: tuple[float | None, float | None]) -> None:
@@ -293,9 +306,7 @@ def tradeoff(
     if out.suffix.lower() != ".png":
         raise SweepError(f"--out {out}: the plot is a .png file (the table goes beside it as .md)")
     points, base, pair = gather(folders, x, y, skip)
-    front = mark_front(
-        points, lower_is_better(pair[0], {"grid": {}}), lower_is_better(pair[1], {"grid": {}})
-    )
+    front = mark_front(points, _lower(pair[0]), _lower(pair[1]))
     table = out.with_suffix(".md")
     write_text(table, table_markdown(points, base, pair))
     plot_tradeoff(points, base, pair, front, out, goal)

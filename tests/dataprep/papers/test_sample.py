@@ -51,7 +51,9 @@ def test_the_quickstart_papers_questions_ask_only_what_its_trained_papers_state(
     papers_dir = ROOT / "samples" / "papers"
     papers, rejects = load_papers([papers_dir])
     assert not rejects
-    result = build_closed_book(ROOT / "samples/closed_book/quickstart_papers.yaml", papers, tmp_path, [])
+    result = build_closed_book(
+        ROOT / "samples/closed_book/quickstart_papers.yaml", papers, tmp_path, []
+    )
     assert result["rejected"] == 0 and result["groups"] == {"paper_only": result["prompts"]}
     suite = yaml.safe_load((tmp_path / "closed_book.yaml").read_text())["prompts"]
     corpus = yaml.safe_load((ROOT / "recipes/_base/data/quickstart-corpus.yaml").read_text())

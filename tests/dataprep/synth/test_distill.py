@@ -25,7 +25,10 @@ def lines(path) -> list[dict]:
 
 
 def chat(q: str, a: str, **extra) -> dict:
-    return {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}], **extra}
+    return {
+        "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+        **extra,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,9 @@ def records(tmp_path) -> Path:
     path = tmp_path / "mix.jsonl"
     recs = [
         chat("What is the capital of Italy?", "Rome is the capital.", mix_source="replay"),
-        chat("Where does the Halvard array stand?", "On the Sennick Salt Flats.", mix_source="facts"),
+        chat(
+            "Where does the Halvard array stand?", "On the Sennick Salt Flats.", mix_source="facts"
+        ),
         chat("Name a colour.", "Blue, like the sky at noon.", mix_source="replay"),
         chat("When did it see first light?", "It saw first light in 2031.", mix_source="facts"),
         chat("Say hello.", "Hello there.", mix_source="replay"),
@@ -54,7 +59,9 @@ def axolotl_tokens(tokenizer, rec: dict, sequence_len: int = 256) -> tuple[list[
     from axolotl.prompt_strategies.chat_template import load
     from axolotl.utils.dict import DictDefault
 
-    cfg = DictDefault(chat_template="tokenizer_default", train_on_inputs=False, sequence_len=sequence_len)
+    cfg = DictDefault(
+        chat_template="tokenizer_default", train_on_inputs=False, sequence_len=sequence_len
+    )
     tok = load(tokenizer, cfg, {"field_messages": "messages"}).tokenize_prompt(dict(rec))
     return list(tok["input_ids"]), list(tok["labels"])
 
@@ -62,7 +69,9 @@ def axolotl_tokens(tokenizer, rec: dict, sequence_len: int = 256) -> tuple[list[
 def test_row_t_is_the_teachers_distribution_of_token_t_plus_one(teacher, records, tmp_path):
     model, tokenizer = teacher
     out = tmp_path / "out.jsonl"
-    manifest = run_distill(DistillConfig([str(records)], str(out), "tiny", top_k=4), model, tokenizer, **QUIET)
+    manifest = run_distill(
+        DistillConfig([str(records)], str(out), "tiny", top_k=4), model, tokenizer, **QUIET
+    )
     got = lines(out)
     assert manifest["kept"] == 5 and manifest["records_by_target"] == {"teacher": 5}
     for rec in got:
@@ -79,9 +88,14 @@ def test_a_gold_records_answer_rows_are_its_own_next_tokens(teacher, records, tm
     model, tokenizer = teacher
     out = tmp_path / "out.jsonl"
     cfg = DistillConfig([str(records)], str(out), "tiny", top_k=4, gold=("facts",))
-    assert run_distill(cfg, model, tokenizer, **QUIET)["records_by_target"] == {"gold": 2, "teacher": 3}
+    assert run_distill(cfg, model, tokenizer, **QUIET)["records_by_target"] == {
+        "gold": 2,
+        "teacher": 3,
+    }
     plain = tmp_path / "plain.jsonl"
-    run_distill(DistillConfig([str(records)], str(plain), "tiny", top_k=4), model, tokenizer, **QUIET)
+    run_distill(
+        DistillConfig([str(records)], str(plain), "tiny", top_k=4), model, tokenizer, **QUIET
+    )
     for rec, ref in zip(lines(out), lines(plain), strict=True):
         ids, labels = axolotl_tokens(tokenizer, {"messages": rec["messages"]})
         answer_rows = [t for t in range(len(ids) - 1) if labels[t + 1] != -100]
@@ -98,8 +112,18 @@ def test_a_gold_records_answer_rows_are_its_own_next_tokens(teacher, records, tm
 def test_batching_gives_the_rows_of_one_record_at_a_time(teacher, records, tmp_path):
     model, tokenizer = teacher
     one, many = tmp_path / "one.jsonl", tmp_path / "many.jsonl"
-    run_distill(DistillConfig([str(records)], str(one), "t", top_k=4, batch_size=1), model, tokenizer, **QUIET)
-    run_distill(DistillConfig([str(records)], str(many), "t", top_k=4, batch_size=4), model, tokenizer, **QUIET)
+    run_distill(
+        DistillConfig([str(records)], str(one), "t", top_k=4, batch_size=1),
+        model,
+        tokenizer,
+        **QUIET,
+    )
+    run_distill(
+        DistillConfig([str(records)], str(many), "t", top_k=4, batch_size=4),
+        model,
+        tokenizer,
+        **QUIET,
+    )
     for a, b in zip(lines(one), lines(many), strict=True):
         assert a["target_token_ids"] == b["target_token_ids"]
         assert torch.allclose(torch.tensor(a["logprobs"]), torch.tensor(b["logprobs"]), atol=2e-4)
@@ -108,7 +132,12 @@ def test_batching_gives_the_rows_of_one_record_at_a_time(teacher, records, tmp_p
 def test_a_killed_run_resumes_with_only_what_is_left(teacher, records, tmp_path, monkeypatch):
     model, tokenizer = teacher
     whole = tmp_path / "whole.jsonl"
-    run_distill(DistillConfig([str(records)], str(whole), "t", top_k=4, batch_size=2), model, tokenizer, **QUIET)
+    run_distill(
+        DistillConfig([str(records)], str(whole), "t", top_k=4, batch_size=2),
+        model,
+        tokenizer,
+        **QUIET,
+    )
 
     out = tmp_path / "out.jsonl"
     cfg = DistillConfig([str(records)], str(out), "t", top_k=4, batch_size=2)
@@ -125,7 +154,9 @@ def test_a_killed_run_resumes_with_only_what_is_left(teacher, records, tmp_path,
         run_distill(cfg, model, tokenizer, **QUIET)
     assert not out.exists()  # nothing half-written where a run reads
     asked.clear()
-    monkeypatch.setattr(distill, "batch_logprobs", lambda m, b, d: asked.append(len(b)) or real(m, b, d))
+    monkeypatch.setattr(
+        distill, "batch_logprobs", lambda m, b, d: asked.append(len(b)) or real(m, b, d)
+    )
     said = []
     run_distill(cfg, model, tokenizer, echo=said.append)
     assert asked == [2, 1]  # the 3 records left, not the 2 done
@@ -156,7 +187,12 @@ def test_bad_records_go_to_the_rejects_file_with_file_line_and_reason(teacher, t
         + json.dumps(chat("Long?", "word " * 400)) + "\n"
     )  # fmt: skip
     out = tmp_path / "out.jsonl"
-    manifest = run_distill(DistillConfig([str(src)], str(out), "t", top_k=2, sequence_len=128), model, tokenizer, **QUIET)
+    manifest = run_distill(
+        DistillConfig([str(src)], str(out), "t", top_k=2, sequence_len=128),
+        model,
+        tokenizer,
+        **QUIET,
+    )
     rejects = lines(tmp_path / "out.rejects.jsonl")
     assert manifest["kept"] == 1 and manifest["dropped_total"] == 4
     assert [r["line"] for r in rejects] == [2, 3, 4, 5]
@@ -173,10 +209,19 @@ def test_nothing_to_distil_is_an_error_naming_the_inputs(teacher, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps({"text": "no turns"}) + "\n")
     with pytest.raises(DataError, match=r"no record left to distil from .*in.jsonl"):
-        run_distill(DistillConfig([str(src)], str(tmp_path / "o.jsonl"), "t"), model, tokenizer, **QUIET)
-    with pytest.raises(DataError, match=r"--gold fact: no record of that source \(the inputs' sources: in\)"):
+        run_distill(
+            DistillConfig([str(src)], str(tmp_path / "o.jsonl"), "t"), model, tokenizer, **QUIET
+        )
+    with pytest.raises(
+        DataError, match=r"--gold fact: no record of that source \(the inputs' sources: in\)"
+    ):
         src.write_text(json.dumps(chat("Hi?", "Hello.")) + "\n")
-        run_distill(DistillConfig([str(src)], str(tmp_path / "o.jsonl"), "t", gold=("fact",)), model, tokenizer, **QUIET)
+        run_distill(
+            DistillConfig([str(src)], str(tmp_path / "o.jsonl"), "t", gold=("fact",)),
+            model,
+            tokenizer,
+            **QUIET,
+        )
     with pytest.raises(DataError, match="--top-k 0"):
         DistillConfig([str(src)], "o.jsonl", "t", top_k=0)
 
@@ -201,7 +246,9 @@ def test_axolotls_kd_strategy_reads_the_rows_in_place(teacher, records, tmp_path
     ds_cfg = {"field_messages": "messages", "logprobs_field": "logprobs", "temperature": 1.0}
     strategy = load(tokenizer, cfg, ds_cfg)
     for rec in lines(out):
-        sample = strategy.tokenize_prompt({k: rec[k] for k in ("messages", "logprobs", "target_token_ids")})
+        sample = strategy.tokenize_prompt(
+            {k: rec[k] for k in ("messages", "logprobs", "target_token_ids")}
+        )
         assert len(sample["input_ids"]) == rec["kd_tokens"] == len(sample["target_token_ids"])
         assert sample["target_token_ids"] == rec["target_token_ids"]
         assert [m[0] for m in sample["target_mask"]] == [int(x != -100) for x in sample["labels"]]

@@ -49,8 +49,12 @@ def test_rows_made_with_the_recipes_template_pass(tiny_model, distilled, tmp_pat
     assert check_distillation(config(tiny_model, distilled), {}, tmp_path) == []
 
 
-def test_another_chat_template_is_an_error_naming_file_line_and_offset(tiny_model, distilled, tmp_path):
-    problems = check_distillation(config(tiny_model, distilled, chat_template="chatml"), {}, tmp_path)
+def test_another_chat_template_is_an_error_naming_file_line_and_offset(
+    tiny_model, distilled, tmp_path
+):
+    problems = check_distillation(
+        config(tiny_model, distilled, chat_template="chatml"), {}, tmp_path
+    )
     assert len(problems) == 1 and problems[0].severity == "error"
     assert f"{distilled}:1:" in problems[0].message and "token(s) off" in problems[0].message
 
@@ -61,7 +65,10 @@ def test_the_plugin_and_trainer_are_required_and_packing_is_warned(tiny_model, d
     assert ("error", "datasets[0] is a distillation dataset") in got
     assert ("warning", "sample_packing with a distillation dataset") in got
     # and a recipe with no distillation dataset is not looked at
-    assert check_distillation({"datasets": [{"path": "x", "type": "chat_template"}]}, {}, tmp_path) == []
+    assert (
+        check_distillation({"datasets": [{"path": "x", "type": "chat_template"}]}, {}, tmp_path)
+        == []
+    )
 
 
 def test_a_malformed_line_is_an_error_naming_file_and_line(tiny_model, distilled, tmp_path):

@@ -80,7 +80,8 @@ def test_seeds_of_one_configuration_pool_and_failed_runs_are_left_out(sweeps):
     assert kind == "95% interval" and lo < 0.5 < hi
     assert spread_bar([0.9], [None]) == (0.9, 0.9, "")
     # --skip leaves out runs by a setting, a choice named with or without its prefix
-    kept, _, _ = gather(sweeps, "general", "held_out", skip=["format=b", "learning_rate=0.3"])
+    # (values compare as values: 3.0e-1 is the run's 0.3)
+    kept, _, _ = gather(sweeps, "general", "held_out", skip=["format=b", "learning_rate=3.0e-1"])
     assert [p.label for p in kept] == ["study/facts"]  # one point left: named by its recipe
     assert kept[0].seeds == ["1", "2"]
 
@@ -115,7 +116,7 @@ def test_tradeoff_writes_the_table_and_plot_and_the_cli_prints_the_front(sweeps,
     assert table[2] == "| | base model | - | 0% | 100% | |"
     assert (
         table[3]
-        == "| 1 | format=a | 2 (1, 2) | 95% [90%-100% over runs] | 75% [70%-80% over runs] | yes |"
+        == "| 1 | format=a | 2 (1, 2) | 95% [90-100 over runs] | 75% [70-80 over runs] | yes |"
     )
     assert table[4].startswith("| 2 | format=a, learning_rate=0.3 | 1 (1) | 60% [")
     assert table[4].endswith("| 70% |  |")
@@ -132,3 +133,12 @@ def test_unknown_metric_and_nothing_finished_are_errors_naming_the_folder(sweeps
         gather([empty], "general", "held_out")
     with pytest.raises(SweepError, match=r"\.png"):
         tradeoff(sweeps, "general", "held_out", tmp_path / "t.svg")
+
+
+def test_one_setting_typed_two_ways_is_one_configuration(tmp_path):
+    one = make_sweep(tmp_path, "a", ["learning_rate=3e-4"],
+                     [{"sets": ["seed=1"], "general": 0.8, "held_out": 0.9}])  # fmt: skip
+    two = make_sweep(tmp_path, "b", ["seed=2"],
+                     [{"sets": ["learning_rate=3.0e-4"], "general": 0.6, "held_out": 0.7}])  # fmt: skip
+    (point,), _, _ = gather([one, two], "general", "held_out")
+    assert point.seeds == ["1", "2"] and point.x == pytest.approx(0.7)
