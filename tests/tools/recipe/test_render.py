@@ -271,6 +271,16 @@ def test_the_papers_study_renders_every_route_and_method():
             ("cloze_prefix.jsonl", "chat_template"),
             ("qa.jsonl", "chat_template"),
         ],
+        # token-share mixes with self-replay: the renderings go to the text file, the Q&A,
+        # written questions and replayed answers to the chat file
+        "augmented-replay50": [
+            ("replay50_mix.text.jsonl", "completion"),
+            ("replay50_mix.chat.jsonl", "chat_template"),
+        ],
+        "questions-augmented-replay": [
+            ("questions_augmented_replay_mix.text.jsonl", "completion"),
+            ("questions_augmented_replay_mix.chat.jsonl", "chat_template"),
+        ],
     }
     for route, want in routes.items():
         for method in ("lora-r64", "full"):
@@ -295,7 +305,18 @@ def test_the_papers_study_renders_every_route_and_method():
         for name, _ in files:
             assert f"build/data/papers/{name}" in built
             # the suite is checked against the route's own files, or against what they are made of
-            made_of = {"mixed.text.jsonl": "documents.jsonl", "mixed.chat.jsonl": "qa.jsonl"}.get(
-                name, name
-            )
+            made_of = {
+                "mixed.text.jsonl": "documents.jsonl",
+                "mixed.chat.jsonl": "qa.jsonl",
+                "replay50_mix.text.jsonl": "augmented.jsonl",
+                "replay50_mix.chat.jsonl": "qa.jsonl",
+                "questions_augmented_replay_mix.text.jsonl": "augmented.jsonl",
+                "questions_augmented_replay_mix.chat.jsonl": "qa.jsonl",
+            }.get(name, name)
             assert made_of == "qa.jsonl" or f"build/data/papers/{made_of}" in against, name
+    # what the mixes' chat files hold besides the Q&A is built after the suite and checked
+    # against it at its own build: the written questions and the replayed answers
+    for output in ("build/data/papers/questions.jsonl", "build/data/replay/smollm2.jsonl"):
+        command = next(b["command"] for b in meta["builds"] if b["output"] == output)
+        checked = [a for a, prev in zip(command[1:], command, strict=False) if prev == "--against"]
+        assert "build/data/papers/closed_book.yaml" in checked, output
