@@ -15,9 +15,11 @@ bands). Then, as datatrove's stages, with bounded memory:
    (datatrove's stage takes every candidate, which at these bands drops unrelated
    documents that share boilerplate: docs/corpus.md), reading the two signatures from
    the shards' signature files: its memory does not grow with the corpus;
-4. datatrove's `MinhashDedupCluster` joins the checked pairs into clusters (union-find:
-   a revision chain is one cluster) and names each document's cluster: it holds the
-   documents that are in a pair, the only task whose memory grows, with the duplicates;
+4. `FlatClusters`, datatrove's cluster stage with its union-find in flat arrays, joins
+   the checked pairs into clusters (a revision chain is one cluster) and writes each
+   clustered document's cluster in datatrove's `.clusters` files (the same bytes as
+   datatrove's `MinhashDedupCluster`): 4 bytes a document of the corpus, where
+   datatrove's dict holds a few hundred bytes a clustered document;
 5. the merge keeps the first document of each cluster in shard order and drops the
    others (dataprep/corpus/merge_shards.py, `ClusterFirsts`), reading one shard's
    clusters at a time.
@@ -26,6 +28,7 @@ bands). Then, as datatrove's stages, with bounded memory:
 from __future__ import annotations
 
 import struct
+from array import array
 from collections import OrderedDict
 from pathlib import Path
 
@@ -33,12 +36,16 @@ import numpy as np
 from datatrove.data import Document
 from datatrove.io import get_datafolder
 from datatrove.pipeline.base import PipelineStep
-from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
+from datatrove.pipeline.dedup.minhash import (
+    MinhashConfig,
+    MinhashDedupCluster,
+    MinhashDedupSignature,
+)
 from datatrove.utils.binaryio import read_tuples_from_file
 from datatrove.utils.hashing import HashConfig
 
 from cosmosage.dataprep.corpus.dedup import estimated_jaccard, lsh_params
-from cosmosage.dataprep.env import peak_memory_mb, reset_peak_memory
+from cosmosage.dataprep.env import peak_memory_mb, release_memory, reset_peak_memory
 from cosmosage.dataprep.io import read_jsonl
 from cosmosage.dataprep.shard import shard_output
 
@@ -190,6 +197,84 @@ class CheckedPairs(PipelineStep):
         self.stat_update("peak_rss_mb", value=round(peak_memory_mb()))
         reset_peak_memory()
         return None
+
+
+def _pair_chunks(folder, name: str, rows: int = 1 << 16):
+    """A `.dups` file's pairs, `rows` at a time, as rows (file 1, doc 1, file 2, doc 2)."""
+    with folder.open(name, "rb") as fh:
+        while chunk := fh.read(PAIR.size * rows):
+            yield np.frombuffer(chunk, "<u4").reshape(-1, 4).astype(np.int64)
+
+
+def _find(parent, x: int) -> int:
+    while parent[x] != x:
+        parent[x] = parent[parent[x]]  # path halving
+        x = parent[x]
+    return x
+
+
+class FlatClusters(MinhashDedupCluster):
+    """datatrove's cluster stage (same `.dups` input, the same `.clusters` output bytes)
+    with its union-find in flat arrays over every document's place in shard order: the
+    root of a cluster is its first document, a document costs 4 bytes whether it is in a
+    pair or not, and nothing is held per pair (a band file is read at a time). datatrove's
+    own holds a dict entry and a tuple per clustered document, which at 2.4 million
+    papers with a third of them in clusters is most of a gigabyte."""
+
+    name = "flat clusters"
+
+    def __init__(self, input_folder: str, output_folder: str, config: MinhashConfig):
+        super().__init__(input_folder, output_folder, config=config, save_cluster_id=True)
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        for _ in data or ():  # the steps before this one in the task
+            pass
+        release_memory()
+        reset_peak_memory()
+        names = self.input_folder.list_files(glob_pattern="*.dups")
+        with self.track_time():
+            tops = np.zeros(0, np.int64)  # per shard: 1 + the highest document a pair names
+            for name in names:
+                for rows in _pair_chunks(self.input_folder, name):
+                    need = int(max(rows[:, 0].max(), rows[:, 2].max())) + 1
+                    tops = np.pad(tops, (0, max(0, need - len(tops))))
+                    np.maximum.at(tops, rows[:, 0], rows[:, 1] + 1)
+                    np.maximum.at(tops, rows[:, 2], rows[:, 3] + 1)
+            files = np.flatnonzero(tops).tolist()
+            counts = {f: int(tops[f]) for f in files}
+            starts = dict(zip(files, np.cumsum([0] + [counts[f] for f in files]).tolist()))
+            parent, unions = array("i", range(sum(counts.values()))), 0
+            for name in names:
+                for rows in _pair_chunks(self.input_folder, name):
+                    for f1, d1, f2, d2 in rows.tolist():
+                        a = _find(parent, starts[f1] + d1)
+                        b = _find(parent, starts[f2] + d2)
+                        if a != b:
+                            parent[max(a, b)] = min(a, b)  # the first in shard order: root
+                            unions += 1
+            self.stat_update("unions", value=unions)
+            self._write(np.frombuffer(parent, np.int32), files, starts, counts)
+        self.stat_update("peak_rss_mb", value=round(peak_memory_mb()))
+
+    def _write(self, parent: np.ndarray, files: list[int], starts: dict, counts: dict) -> None:
+        while not np.array_equal(parent[parent], parent):  # every document to its root
+            parent[:] = parent[parent]
+        place = np.arange(len(parent), dtype=np.int32)
+        clustered = parent != place
+        clustered[parent[clustered]] = True
+        # cluster ids as datatrove numbers them: by each cluster's first document in order
+        cluster_of_root = np.cumsum(clustered & (parent == place), dtype=np.int32) - 1
+        for f in files:
+            part = slice(starts[f], starts[f] + counts[f])
+            docs = np.flatnonzero(clustered[part])
+            if not len(docs):
+                continue
+            rows = np.empty((len(docs), 2), "<u4")
+            rows[:, 0], rows[:, 1] = docs, cluster_of_root[parent[part][docs]]
+            with self.output_folder.open(f"{f:06d}.clusters", "wb") as fh:
+                fh.write(rows.tobytes())
+            self.stat_update("duplicates", value=len(docs))
+        self.stat_update("clusters", value=int(cluster_of_root[-1] + 1) if len(parent) else 0)
 
 
 def read_clusters(folder: str, rank: int) -> dict[int, int]:

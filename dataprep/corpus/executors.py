@@ -5,11 +5,12 @@ with reasons, dedup within the shard, token-exact chunks, decontamination) and w
 OUT.shard-r-of-N.*. Then, each stage started once the one before has finished:
 datatrove's exact-dedup stages find exact copies across shards (executor_exact.py) and
 its MinHash stages near duplicates (executor_minhash.py: its bucket stage, a check of
-each candidate pair, its union-find clusters), and one task joins the shards as `data
+each candidate pair, its cluster stage's union-find in flat arrays), and one task joins the shards as `data
 merge-shards` does, keeping each group's or cluster's first document (one manifest, one
 rejects file). For `data corpus`, a first task walks the inputs and writes each shard's
 list of files (sources.plan_inputs), so no shard task walks the whole corpus. Datatrove
-runs the tasks (a local process pool, each shard task in a fresh interpreter; Slurm job
+runs the tasks (a local process pool, each task but the band tasks in a fresh
+interpreter; Slurm job
 arrays, each depending on the last; or Ray tasks on the cluster `ray.init` joined) and
 keeps a completion marker per task under OUT.datatrove/: the same command run again
 after a kill runs only the tasks that have none, and the outputs equal those of a run
@@ -78,8 +79,10 @@ class PlanInputs(PipelineStep):
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         from cosmosage.dataprep.corpus.sources import plan_inputs
 
+        reset_peak_memory()
         with self.track_time():
             self.stat_update("files", value=plan_inputs(self.inputs, self.tasks, self.folder))
+        self.stat_update("peak_rss_mb", value=round(peak_memory_mb()))
         return None
 
 
@@ -94,6 +97,7 @@ class CorpusMerge(PipelineStep):
         self.merge = merge
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
+        reset_peak_memory()
         with self.track_time():
             result = self.merge()
         for side in ("train", "val"):
@@ -185,10 +189,11 @@ def _stage(kind: str, pipeline: list, tasks: int, name: str, logs: Path, depends
             mem_per_cpu_gb=mem_gb or res.mem_per_cpu_gb,
         )
     if kind == "local":
-        # a shard task holds its documents' index, so each gets a fresh interpreter; the
-        # other stages' tasks are small and many (22 bands), where one would cost more
-        # than it saves
-        executor = TaskPerProcessExecutor if name == "shards" else LocalPipelineExecutor
+        # a shard task holds its documents' index, and the one task of the input plan,
+        # the clusters and the merge would otherwise run in this process, beside what it
+        # holds: each gets a fresh interpreter. The band tasks are small and many (22),
+        # where one would cost more than it saves
+        executor = LocalPipelineExecutor if name == "buckets" else TaskPerProcessExecutor
         return executor(
             pipeline,
             tasks=tasks,
@@ -260,7 +265,7 @@ def _minhash_stages(kind, run_shard, out, tasks: int, workers: int, res, near_th
     exact keys, and the band's candidate pairs checked), then datatrove's clusters (one
     task): the last."""
     from datatrove.pipeline.dedup.exact_dedup import ExactFindDedups
-    from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets, MinhashDedupCluster
+    from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets
 
     from cosmosage.dataprep.corpus import executor_exact as ex
     from cosmosage.dataprep.corpus import executor_minhash as mh
@@ -292,8 +297,7 @@ def _minhash_stages(kind, run_shard, out, tasks: int, workers: int, res, near_th
     return _stage(
         kind,
         [
-            MinhashDedupCluster(folders["checked"], folders["clusters"], config=config,
-                                save_cluster_id=True),
+            mh.FlatClusters(folders["checked"], folders["clusters"], config=config),
         ],
         1, "clusters", logs, buckets, 1, res,
     )  # fmt: skip

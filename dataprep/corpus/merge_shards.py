@@ -9,6 +9,7 @@ chunks into one train (and validation) file with one manifest and one rejects fi
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -26,29 +27,35 @@ from cosmosage.dataprep.records import DataError, Reject, reason_group
 from cosmosage.dataprep.shard import find_shards, read_manifest
 
 
-def _write_part(
-    m: Manifest, sources: list[Path], dropped_docs: set[str], sequence_len: int
-) -> None:
-    """The kept chunks of `sources` (in shard order) into the manifest's output, then the
-    manifest with the token count and packing efficiency."""
-    hist: Counter = Counter()
-    tokens = 0
-    with JsonlWriter(m.output) as w:
-        for part in sources:
-            for lineno, rec in read_jsonl(part):
-                if isinstance(rec, Reject):
-                    raise DataError(f"{rec.source}:{lineno}: {rec.reason}")
-                if rec.get("doc_id") in dropped_docs:
-                    continue
-                w.write(rec)
-                n = int(rec.get("tokens", 0))
-                tokens += n
-                hist[n] += 1
-    m.kept, m.tokens = w.count, tokens
-    extra = dict(m.extra)
-    m.extra = {"sequence_len": sequence_len, **extra}
-    m.extra["packing_efficiency"] = packing_efficiency(hist, sequence_len) if sequence_len else None
-    m.write()
+class PartWriter:
+    """One merged output (train or val): the kept chunks of each shard's part, streamed
+    as the merge reaches the shard, then its manifest with the token count and packing
+    efficiency."""
+
+    def __init__(self, manifest: Manifest, sequence_len: int):
+        self.m, self.sequence_len = manifest, sequence_len
+        self.writer = JsonlWriter(manifest.output)
+        self.hist: Counter = Counter()
+        self.tokens = 0
+
+    def add(self, part: Path, dropped_docs: set[str]) -> None:
+        for lineno, rec in read_jsonl(part):
+            if isinstance(rec, Reject):
+                raise DataError(f"{rec.source}:{lineno}: {rec.reason}")
+            if rec.get("doc_id") in dropped_docs:
+                continue
+            self.writer.write(rec)
+            n = int(rec.get("tokens", 0))
+            self.tokens += n
+            self.hist[n] += 1
+
+    def finish(self, **extra) -> None:
+        m, seq = self.m, self.sequence_len
+        m.kept, m.tokens = self.writer.count, self.tokens
+        m.extra = {"sequence_len": seq, **m.extra, **extra}
+        m.extra["packing_efficiency"] = packing_efficiency(self.hist, seq) if seq else None
+        self.writer.commit()
+        m.write()
 
 
 def _check_same_minhash(out: str | Path, manifests: list[dict]) -> None:
@@ -77,8 +84,8 @@ class ClusterFirsts:
     duplicate of it, with its similarity to the closest earlier member, as the in-memory
     index names it. `clusters(shard)` gives a shard's {sidecar index: cluster}, read as
     the merge reaches the shard; `signature(shard, index)` reads an earlier member's
-    signature back. Holds one shard's clusters and each clustered document's name and
-    place, not its signature."""
+    signature back. Holds one shard's clusters and, per clustered document met, its place
+    and name in flat arrays (about 20 bytes and the name's), not its signature."""
 
     def __init__(
         self,
@@ -87,7 +94,14 @@ class ClusterFirsts:
     ):
         self.clusters_of, self.signature = clusters, signature
         self.shard, self.clusters = None, {}
-        self.members: dict[int, list[tuple[str, int, int]]] = {}
+        # member k: its shard, index, the member met before it in its cluster (or -1),
+        # and its name, names[name_end[k - 1]:name_end[k]]
+        self.m_shard, self.m_index, self.m_prev = array("i"), array("i"), array("i")
+        self.name_end, self.names = array("q"), bytearray()
+        self.last = array("i")  # per cluster id: its latest member, or -1
+
+    def _name(self, k: int) -> str:
+        return self.names[self.name_end[k - 1] if k else 0 : self.name_end[k]].decode()
 
     def check(self, shard: int, index: int, doc_id: str, sig) -> str | None:
         if shard != self.shard:
@@ -95,14 +109,28 @@ class ClusterFirsts:
         cluster = self.clusters.get(index)
         if cluster is None or sig is None:
             return None
-        earlier = self.members.setdefault(cluster, [])
-        earlier.append((doc_id, shard, index))
-        if len(earlier) == 1:
+        if cluster >= len(self.last):
+            self.last.extend([-1] * (cluster + 1 - len(self.last)))
+        prev = self.last[cluster]
+        self.last[cluster] = len(self.m_shard)
+        self.m_shard.append(shard)
+        self.m_index.append(index)
+        self.m_prev.append(prev)
+        self.names += doc_id.encode()
+        self.name_end.append(len(self.names))
+        if prev < 0:
             return None
-        first = earlier[0][0]
+        earlier = []
+        while prev >= 0:
+            earlier.append(prev)
+            prev = self.m_prev[prev]
+        earlier.reverse()  # in the order met
+        first = self._name(earlier[0])
         sim, member = max(
-            (estimated_jaccard(self.signature(s, i), sig), d) for d, s, i in earlier[:-1]
-        )
+            (estimated_jaccard(self.signature(self.m_shard[k], self.m_index[k]), sig),
+             self._name(k))
+            for k in earlier
+        )  # fmt: skip
         via = "" if member == first else f" through {member}"
         return f"near duplicate: of {first} (Jaccard ~{sim:.2f}{via})"
 
@@ -177,17 +205,23 @@ def merge_shards(
     duplicate = _duplicate_check(dedup, near_threshold, num_perm, clusters, exact)
 
     out, val_out = Path(out), Path(val_out) if val_out else None
+    if val_out and len(val_parts) != len(parts):
+        raise DataError(f"{val_out}: {len(val_parts)} shard parts, {out} has {len(parts)}")
+    sides = {"train": PartWriter(Manifest(str(out)), sequence_len)}
+    if val_out:
+        sides["val"] = PartWriter(Manifest(str(val_out)), sequence_len)
     rejects = JsonlWriter(rejects_path(out))
-    dropped_docs: set[str] = set()
-    dropped = Counter()
+    docs_out = JsonlWriter(docs_path(out))
+    writers = [rejects, docs_out, *(side.writer for side in sides.values())]
+    dropped, across = Counter(), 0
     kept_inputs = {"train": [], "val": []}
     licenses = {"train": Counter(), "val": Counter()}
-    docs_out = JsonlWriter(docs_path(out))
     doc_count = Counter()
     try:
         for shard, (part, man) in enumerate(zip(parts, manifests, strict=True)):
             dropped.update(man.get("dropped", {}))
             _copy_rejects(part, rejects)
+            dropped_docs: set[str] = set()  # this shard's: its chunks follow below
             for index, (lineno, rec) in enumerate(read_jsonl(docs_path(part))):
                 if isinstance(rec, Reject):
                     raise DataError(f"{rec.source}:{lineno}: {rec.reason}")
@@ -207,28 +241,29 @@ def merge_shards(
                     kept_inputs[side].append(
                         {k: rec[k] for k in ("path", "doc_id", "license", "sha256") if k in rec}
                     )
-        result = {"shards": len(parts), "dropped_across_shards": len(dropped_docs)}
-        for side, target, sources in (("train", out, parts), ("val", val_out, val_parts)):
-            if target is None:
-                continue
-            m = Manifest(str(target), inputs=kept_inputs[side])
-            m.dropped = dropped if side == "train" else Counter()
-            m.extra.update(
+            across += len(dropped_docs)
+            sides["train"].add(part, dropped_docs)
+            if "val" in sides:
+                sides["val"].add(val_parts[shard], dropped_docs)
+        result = {"shards": len(parts), "dropped_across_shards": across}
+        for side, writer in sides.items():
+            writer.m.inputs = kept_inputs[side]
+            writer.m.dropped = dropped if side == "train" else Counter()
+            writer.finish(
                 config=cfg,
                 tokenizer=manifests[0].get("tokenizer"),
                 documents=doc_count[side],
                 licenses=dict(licenses[side]),
                 docs=str(docs_path(out)),
-                shards=[str(p) for p in sources],
+                shards=[str(p) for p in (parts if side == "train" else val_parts)],
             )
-            _write_part(m, sources, dropped_docs, sequence_len)
-            result[f"{side}_records"] = m.kept
-            result[f"{side}_tokens"] = m.tokens
+            result[f"{side}_records"] = writer.m.kept
+            result[f"{side}_tokens"] = writer.m.tokens
         rejects.commit()
         docs_out.commit()
     except BaseException:
-        rejects.abort()
-        docs_out.abort()
+        for w in writers:
+            w.abort()
         raise
     result["output"] = str(out)
     return result

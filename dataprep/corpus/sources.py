@@ -53,15 +53,27 @@ def is_validation(doc_id: str, fraction: float, seed: int = 0) -> bool:
 def _walk(folder: Path) -> Iterator[Path]:
     """Every file under `folder`, in the file system's order, following symlinked
     sub-folders (a corpus is often assembled from links) but never into a folder already
-    walked, so a link cycle ends."""
+    walked, so a link cycle ends. Streams: a folder of a million files is never listed
+    whole (os.walk would hold its names), only the folders still to walk are held."""
     seen: set[str] = set()
-    for top, dirs, files in os.walk(folder, followlinks=True):
+    todo = [str(folder)]
+    while todo:
+        top = todo.pop()
         real = os.path.realpath(top)
         if real in seen:
-            dirs[:] = []
             continue
         seen.add(real)
-        yield from (Path(top) / f for f in files if (Path(top) / f).is_file())
+        subfolders = []
+        try:
+            with os.scandir(top) as entries:
+                for entry in entries:
+                    if entry.is_dir():
+                        subfolders.append(entry.path)
+                    elif entry.is_file():
+                        yield Path(entry.path)
+        except OSError:  # unreadable or gone (os.walk skips it too)
+            continue
+        todo.extend(reversed(subfolders))
 
 
 def walk_files(folder: Path) -> list[Path]:
@@ -105,12 +117,15 @@ def plan_path(folder: str | Path, shard: Shard | tuple[int, int]) -> Path:
     return Path(folder) / f"{shard[0]:05d}-of-{shard[1]:05d}.jsonl"
 
 
+HELD_PLAN_LINES = 16384
+
+
 def plan_inputs(inputs: Iterable[str | Path], count: int, folder: str | Path) -> int:
     """Walk the inputs once and write, for each of `count` shards, the files it reads
     (`plan_path`): one JSON line [input index, path, key, read or skipped] each. A shard
     that reads its plan walks nothing itself, so the work and memory of a shard task
-    follow its own size, not the corpus's. Streams (a few thousand lines per shard held
-    at a time); returns the number of files."""
+    follow its own size, not the corpus's. Streams: at most `HELD_PLAN_LINES` lines are
+    held over all shards, whatever their number; returns the number of files."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):  # rewritten from scratch: no line of an older plan stays
@@ -127,8 +142,9 @@ def plan_inputs(inputs: Iterable[str | Path], count: int, folder: str | Path) ->
         i = shard_of(key, count)
         held.setdefault(i, []).append(json.dumps([n, str(f), key, read]) + "\n")
         total += 1
-        if len(held[i]) >= 4096:
-            flush(i)
+        if total % HELD_PLAN_LINES == 0:
+            for i in list(held):
+                flush(i)
     for i in list(held):
         flush(i)
     return total

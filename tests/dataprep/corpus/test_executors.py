@@ -138,19 +138,20 @@ def test_each_local_task_runs_in_a_process_of_its_own(tmp_path, monkeypatch):
     assert sorted(p.name for p in (logs / "completions").iterdir()) == ["00000", "00001", "00002"]
     assert (logs / "logs" / "task_00002.log").read_text(), "each task writes its own log"
 
-    # the local executor gives the shard tasks their own interpreters, not the small
-    # tasks of the other stages
+    # the local executor gives every task its own interpreter (the single tasks of the
+    # input plan, the clusters and the merge would otherwise share this process's
+    # memory) but the small, many band tasks
     from datatrove.executor import LocalPipelineExecutor
 
     from cosmosage.dataprep.corpus.executors import corpus_executor
 
-    stage, kinds = corpus_executor("local", tmp_path / "c.jsonl", None, print, 3, 2), {}
+    stage = corpus_executor("local", tmp_path / "c.jsonl", None, print, 3, 2, inputs=[tmp_path])
+    kinds = {}
     while stage is not None:
         kinds[Path(str(stage.logging_dir.path)).name] = type(stage)
         stage = stage.depends
-    assert kinds.pop("shards") is TaskPerProcessExecutor
-    assert set(kinds) == {"buckets", "clusters", "merge"}
-    assert set(kinds.values()) == {LocalPipelineExecutor}
+    assert kinds.pop("buckets") is LocalPipelineExecutor
+    assert kinds == dict.fromkeys(["merge", "clusters", "shards", "inputs"], TaskPerProcessExecutor)
 
     monkeypatch.setenv("FAIL_TASK_1", "1")
     again = TaskPerProcessExecutor([step], tasks=3, workers=1, logging_dir=str(tmp_path / "logs2"))
@@ -346,6 +347,42 @@ def test_whole_signatures_are_read_back_by_position_with_few_files_open(tmp_path
         assert len(files.open_files) <= 2
     files.close()
     assert not files.open_files
+
+
+def test_flat_clusters_write_what_datatroves_cluster_stage_writes(tmp_path):
+    """The cluster stage with its union-find in flat arrays writes the same `.clusters`
+    bytes as datatrove's own, over band files of random pairs across shards (chains,
+    a pair seen in several bands, shards with no pair, a shard with one document)."""
+    import numpy as np
+    from datatrove.pipeline.dedup.minhash import MinhashDedupCluster
+
+    from cosmosage.dataprep.corpus.executor_minhash import FlatClusters, minhash_config
+
+    config = minhash_config(0.6, 128, 4)
+    rng = np.random.default_rng(1)
+    sizes = [300, 0, 250, 1, 400]  # shard 1 has no pair
+    docs = [(f, d) for f, n in enumerate(sizes) for d in range(n)]
+    pairs = [sorted((docs[a], docs[b])) for a, b in rng.integers(0, len(docs), (400, 2)) if a != b]
+    pairs += [[(0, 5), (2, 7)], [(2, 7), (4, 9)], [(0, 5), (3, 0)]]  # a chain over shards
+    (tmp_path / "pairs").mkdir()
+    for band in range(config.num_buckets):
+        chosen = [p for p in pairs if rng.random() < 0.3 or p[0] == (0, 5)]
+        rows = np.array([[*a, *b] for a, b in chosen], "<u4")
+        (tmp_path / "pairs" / f"{band:05d}_00.dups").write_bytes(rows.tobytes())
+    theirs, ours = tmp_path / "theirs", tmp_path / "ours"
+    MinhashDedupCluster(str(tmp_path / "pairs"), str(theirs), config=config,
+                        save_cluster_id=True).run()  # fmt: skip
+    FlatClusters(str(tmp_path / "pairs"), str(ours), config=config).run()
+    expected = sorted(p.name for p in theirs.glob("*.clusters"))
+    assert expected == ["000000.clusters", "000002.clusters", "000003.clusters", "000004.clusters"]
+    assert sorted(p.name for p in ours.glob("*.clusters")) == expected
+    for name in expected:
+        assert (ours / name).read_bytes() == (theirs / name).read_bytes(), name
+    # the chain is one cluster
+    from cosmosage.dataprep.corpus.executor_minhash import read_clusters
+
+    chain = {read_clusters(str(ours), f)[d] for f, d in [(0, 5), (2, 7), (4, 9), (3, 0)]}
+    assert len(chain) == 1
 
 
 def test_cluster_verdicts_read_one_shard_and_earlier_signatures_back():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import pytest
 
@@ -179,6 +180,22 @@ def test_symlinked_sub_folders_are_read_and_a_link_cycle_ends(tmp_path):
     assert keys == ["corpus/b.md", "corpus/linked/a.md"]
 
 
+def test_the_walk_streams_what_os_walk_finds_in_its_order(tmp_path):
+    """The plan's walk lists a folder as it reads it (os.walk would hold every name of a
+    folder of a million files): the same files, in os.walk's order."""
+    import os
+
+    from cosmosage.dataprep.corpus.sources import _walk
+
+    for i in range(60):
+        sub = tmp_path / ("", "x", "x/y", "z")[i % 4]
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"f{i}.md").write_text("x")
+    expected = [Path(top) / f for top, _, files in os.walk(tmp_path) for f in files]
+    assert list(_walk(tmp_path)) == expected
+    assert len(expected) == 60
+
+
 def test_a_shard_reads_its_plan_as_it_would_walk_the_inputs(tmp_path):
     """The executor walks the inputs once (plan_inputs); a shard reading its plan gets
     the same documents and skipped files in the same order as one walking everything,
@@ -211,6 +228,17 @@ def test_a_shard_reads_its_plan_as_it_would_walk_the_inputs(tmp_path):
     assert every == sorted(seen(read_file_documents(inputs)))
     with pytest.raises(DataError, match="no input plan"):
         list(read_file_documents([], (0, 4), plan=plan))
+    # however few lines are held between writes, the plan is the same (the cap is over
+    # all shards, so the memory held does not grow with their number)
+    from cosmosage.dataprep.corpus import sources
+
+    sources.HELD_PLAN_LINES, held = 2, sources.HELD_PLAN_LINES
+    try:
+        assert plan_inputs(inputs, 3, tmp_path / "plan-2") == 26
+    finally:
+        sources.HELD_PLAN_LINES = held
+    for name in ("00000-of-00003.jsonl", "00001-of-00003.jsonl", "00002-of-00003.jsonl"):
+        assert (tmp_path / "plan-2" / name).read_text() == (plan / name).read_text()
     damaged = plan / "00001-of-00003.jsonl"
     damaged.write_text(damaged.read_text() + '[0, "half a line\n')
     with pytest.raises(DataError, match=r"00001-of-00003.jsonl:\d+: not a plan line"):
