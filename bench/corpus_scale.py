@@ -60,6 +60,36 @@ def dedup_score(out: Path, family: list[int], copies: int) -> tuple[float, float
     return (right / flagged if flagged else 1.0), min(1.0, right / copies), flagged
 
 
+def chunks_by_doc(out: Path) -> dict[str, list[str]]:
+    """Every chunk's text (train and val) under its document's id, in file order."""
+    found: dict[str, list[str]] = {}
+    for path in (out, out.with_name(out.stem + ".val.jsonl")):
+        if path.exists():
+            for line in path.read_text().splitlines():
+                rec = json.loads(line)
+                found.setdefault(rec["doc_id"], []).append(rec["text"])
+    return found
+
+
+def compare_with_one_process(one: Path, many: Path, family: list[int]) -> str:
+    """What the executor kept against the one-process run on the same corpus: the same
+    documents, or for each difference whether it is the other member of the same family
+    (the first copy in shard order kept instead of the first in input order); and whether
+    a document both kept has the same chunks."""
+    a, b = chunks_by_doc(one), chunks_by_doc(many)
+    fam = {d: family[int(_DOC.search(d).group(1))] for d in a.keys() | b.keys()}
+    only_a, only_b = a.keys() - b.keys(), b.keys() - a.keys()
+    swapped = {fam[d] for d in only_a} & {fam[d] for d in only_b}
+    unexplained = [d for d in only_a | only_b if fam[d] not in swapped]
+    same_chunks = sum(a[d] == b[d] for d in a.keys() & b.keys())
+    return (
+        f"against one process: {len(a)} and {len(b)} documents kept, {len(a.keys() & b.keys())} "
+        f"the same; {len(only_a)} differ only in which member of a family is kept (the first "
+        f"in shard order, not input order), {len(unexplained)} otherwise; chunks identical for "
+        f"{same_chunks} of {len(a.keys() & b.keys())} documents kept by both"
+    )
+
+
 def main() -> None:
     if (ap := bench_main(__doc__, sequence_len=512)) is None:
         return
@@ -75,8 +105,10 @@ def main() -> None:
             corpus = generate(docs=round(n / (1 + 0.25 * args.chain)), seed=k, chain=args.chain)
             size = write(Path(tmp) / "docs", corpus.texts)
             common = (Path(tmp) / "docs", args.tokenizer, args.sequence_len)
+            one = None
             if base_rate is None:
-                base = measure(*common[:1], Path(tmp) / "one" / "c.jsonl", *common[1:], 1,
+                one = Path(tmp) / "one" / "c.jsonl"
+                base = measure(*common[:1], one, *common[1:], 1,
                                script=__file__, extra=["--no-filter"])  # fmt: skip
                 base_rate = size / base["cpu"]
                 print(f"baseline, one process, {len(corpus.texts)} documents, {size:.0f} MB: "
@@ -87,6 +119,8 @@ def main() -> None:
             ex = measure(*common[:1], out, *common[1:], args.workers, script=__file__,
                          extra=["--no-filter", "--executor", "local", "--tasks", str(tasks)])  # fmt: skip
             p, r, flagged = dedup_score(out, corpus.family, corpus.copies)
+            if one is not None:
+                print(compare_with_one_process(one, out, corpus.family))
             peaks = {stage: stage_peak_mb(out, stage) for stage in STAGES}
             rows.append((len(corpus.texts), peaks))
             rate = size / ex["cpu"]

@@ -85,12 +85,28 @@ def _indices(root, ext: str, rank: int, fmt: str) -> set[int]:
     return found
 
 
-def read_exact(folder: str, tasks: int) -> tuple[dict[int, set[int]], dict[int, set[int]]]:
+class OneShard:
+    """{shard: sidecar indices} read from the finder files as the merge reaches a shard
+    (`.get(shard, default)`), holding one shard's at a time."""
+
+    def __init__(self, root, ext: str, fmt: str):
+        self.root, self.ext, self.fmt = root, ext, fmt
+        self.shard, self.held = None, set()
+
+    def get(self, shard: int, default=()):
+        if shard != self.shard:
+            self.shard, self.held = shard, _indices(self.root, self.ext, shard, self.fmt)
+        return self.held or default
+
+
+def read_exact(folder: str) -> tuple[OneShard | dict, OneShard | dict]:
     """({shard: sidecar indices kept as the first of a group}, {shard: indices that
-    duplicate an earlier one}) from datatrove's exact finder files."""
+    duplicate an earlier one}) from datatrove's exact finder files, read a shard at a
+    time as they are asked for."""
     root = get_datafolder(folder)
     if not root.exists(""):
         return {}, {}
-    firsts = {r: _indices(root, ExtensionHelperSD.stage_2_counts, r, "2I") for r in range(tasks)}
-    dups = {r: _indices(root, ExtensionHelperSD.stage_2_duplicates, r, "I") for r in range(tasks)}
-    return firsts, dups
+    return (
+        OneShard(root, ExtensionHelperSD.stage_2_counts, "2I"),
+        OneShard(root, ExtensionHelperSD.stage_2_duplicates, "I"),
+    )

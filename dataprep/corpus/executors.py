@@ -144,7 +144,7 @@ class Resources:
     partition: str | None = None
     time: str = "24:00:00"
     mem_per_cpu_gb: int = 4
-    merge_mem_gb: int = 8  # the merge: the signatures of clustered documents, the chunks streamed
+    merge_mem_gb: int = 8  # the merge: a few bytes and the name of each clustered document
 
 
 def logging_dir(out: str | Path) -> Path:
@@ -157,7 +157,7 @@ def plan_folder(out: str | Path) -> Path:
     return logging_dir(out) / "plan"
 
 
-def merge_clustered(out, val_out, threshold: float, folder: str, tasks: int) -> dict:
+def merge_clustered(out, val_out, threshold: float, folder: str) -> dict:
     """The merge after datatrove's dedup stages (under `folder`): their exact groups and
     MinHash clusters decide which documents are duplicates."""
     from cosmosage.dataprep.corpus.executor_exact import read_exact
@@ -166,7 +166,7 @@ def merge_clustered(out, val_out, threshold: float, folder: str, tasks: int) -> 
     sigs = SignatureFile(f"{folder}/whole-signatures")
     try:
         clusters = ClusterFirsts(functools.partial(read_clusters, f"{folder}/clusters"), sigs.get)
-        exact = read_exact(f"{folder}/exact-duplicates", tasks)
+        exact = read_exact(f"{folder}/exact-duplicates")
         return merge_shards(out, val_out, True, threshold, clusters=clusters, exact=exact)
     finally:
         sigs.close()
@@ -253,7 +253,7 @@ def corpus_executor(
     else:
         last = _minhash_stages(kind, run_shard, out, tasks, workers, res, near_threshold, first)
         folder = str(logs / "minhash")
-        merge = functools.partial(merge_clustered, out, val_out, near_threshold, folder, tasks)
+        merge = functools.partial(merge_clustered, out, val_out, near_threshold, folder)
     return _stage(kind, [CorpusMerge(merge)], 1, "merge", logs, last, 1, res,
                   res.merge_mem_gb if res else None)  # fmt: skip
 

@@ -58,6 +58,9 @@ class PartWriter:
         m.write()
 
 
+MANIFEST_FIELDS = ("config", "dropped", "tokenizer", "sequence_len")
+
+
 def _check_same_minhash(out: str | Path, manifests: list[dict]) -> None:
     """Signatures from different shingle sizes or permutation counts do not compare."""
     kinds = {
@@ -196,7 +199,11 @@ def merge_shards(
     check_outputs([], {"--out": out, "--val-out": val_out})
     parts = find_shards(out)
     val_parts = find_shards(val_out) if val_out else []
-    manifests = [read_manifest(p) for p in parts]
+    # what the merge uses of each shard's manifest: not its list of inputs (up to 10,000
+    # entries a shard, which held for every shard made the merge grow with the corpus)
+    manifests = [
+        {k: v for k, v in read_manifest(p).items() if k in MANIFEST_FIELDS} for p in parts
+    ]
     cfg = manifests[0].get("config", {})
     num_perm = int(cfg.get("num_perm", NUM_PERM))
     if dedup:

@@ -61,6 +61,13 @@ def test_corpus_scale_bench_scores_dedup_at_each_size(tiny_model):
     for line in lines:
         p, r = (float(v) for v in re.search(r"P ([\d.]+) R ([\d.]+)", line).groups())
         assert p >= 0.99 and r >= 0.95, line
+    # against the one-process run: every difference in what is kept is the other member
+    # of the same family, and a document both kept has the same chunks
+    cmp = re.search(r"(\d+) otherwise; chunks identical for (\d+) of (\d+)", out)
+    assert cmp and cmp.group(1) == "0" and cmp.group(2) == cmp.group(3), out
+    ratios = re.search(r"peak of the largest task: inputs [\d.]+x, shards [\d.]+x, buckets "
+                       r"[\d.]+x, clusters [\d.]+x, merge [\d.]+x; any task ([\d.]+)x", out)  # fmt: skip
+    assert ratios, out
 
 
 def test_dedup_bench_defaults_reach_their_target():

@@ -48,8 +48,8 @@ EXECUTOR_OPTIONS = [
         type=click.IntRange(1),
         default=8,
         show_default=True,
-        help="With --executor slurm or ray: memory of the merge task (the signatures of "
-        "clustered documents, the keys of exact copies).",
+        help="With --executor slurm or ray: memory of the merge task (a few bytes and the "
+        "name of each clustered document, the first of each group of exact copies).",
     ),
     click.option(
         "--ray-address",
