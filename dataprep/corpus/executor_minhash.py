@@ -184,12 +184,16 @@ class CheckedPairs(PipelineStep):
                     self.candidates.open(name, "rb") as fh,
                     self.checked.open(name, "wb") as out,
                 ):
+                    # datatrove lists the documents that share a band value as a chain of
+                    # neighbours in sorted order (A-B, B-C, ...): one group at a time
+                    group: list[tuple[int, int]] = []
                     for f1, d1, f2, d2 in read_tuples_from_file(fh, "4I"):
-                        sim = estimated_jaccard(sigs.get(f1, d1), sigs.get(f2, d2))
-                        self.stat_update("candidates")
-                        if sim >= self.threshold:
-                            out.write(PAIR.pack(f1, d1, f2, d2))
-                            self.stat_update("duplicates")
+                        if group and group[-1] == (f1, d1):
+                            group.append((f2, d2))
+                        else:
+                            self._check(group, sigs, out)
+                            group = [(f1, d1), (f2, d2)]
+                    self._check(group, sigs, out)
             finally:
                 sigs.close()
         # the whole band task's peak (buckets, exact finder, check); the next task a pool
@@ -197,6 +201,22 @@ class CheckedPairs(PipelineStep):
         self.stat_update("peak_rss_mb", value=round(peak_memory_mb()))
         reset_peak_memory()
         return None
+
+    def _check(self, group: list[tuple[int, int]], sigs: SignatureFile, out) -> None:
+        """Every pair of one group of documents that share a band value, each pair whose
+        estimated Jaccard similarity reaches the threshold written (earlier, later), as
+        the one-process index checks every candidate: checking neighbours only would
+        lose A-C when an unrelated B (shared boilerplate) sorts between them."""
+        if not group:
+            return
+        held = np.stack([sigs.get(f, d) for f, d in group])  # 512 bytes a document
+        self.stat_update("candidates", value=len(group) * (len(group) - 1) // 2)
+        self.stat_update("largest group", value=len(group), unit="group")
+        for j in range(1, len(group)):
+            sims = (held[:j] == held[j]).mean(axis=1)
+            for i in np.flatnonzero(sims >= self.threshold).tolist():
+                out.write(PAIR.pack(*group[i], *group[j]))
+                self.stat_update("duplicates")
 
 
 def _pair_chunks(folder, name: str, rows: int = 1 << 16):

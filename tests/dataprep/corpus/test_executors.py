@@ -433,3 +433,30 @@ def test_the_ray_executor_writes_what_shards_and_merge_write(tmp_path, tiny_mode
     stamp = (folder / "c.jsonl").stat().st_mtime_ns
     cli(*args)
     assert (folder / "c.jsonl").stat().st_mtime_ns == stamp, "nothing ran again"
+
+
+def test_a_band_group_is_checked_pair_by_pair_not_only_neighbours(tmp_path):
+    """datatrove's bucket stage lists a group of documents with one band value as a chain
+    of neighbours in sorted order (A-B, B-A'); when B is unrelated boilerplate, checking
+    only those pairs would lose A-A'. Every pair of the group is checked, as the
+    one-process index checks every candidate."""
+    import numpy as np
+
+    from cosmosage.dataprep.corpus.executor_minhash import PAIR, CheckedPairs, SignatureFile
+
+    rng = np.random.default_rng(3)
+    base, other = (rng.integers(0, 2**32, 128, dtype=np.uint64).astype(np.uint32) for _ in "ab")
+    near = base.copy()
+    near[:8] += 1  # 120 of 128 values shared
+    SignatureFile.write(str(tmp_path / "whole"), 0, 2, {0: base, 1: other})
+    SignatureFile.write(str(tmp_path / "whole"), 1, 1, {0: other})
+    SignatureFile.write(str(tmp_path / "whole"), 2, 2, {0: near, 1: near})
+    (tmp_path / "candidates").mkdir()
+    chain = [(0, 0, 1, 0), (1, 0, 2, 0), (0, 1, 2, 1)]  # group A, B, A'; then group B2, A''
+    (tmp_path / "candidates" / "00000_00.dups").write_bytes(b"".join(PAIR.pack(*p) for p in chain))
+    step = CheckedPairs(str(tmp_path / "whole"), str(tmp_path / "candidates"),
+                        str(tmp_path / "checked"), 0.6, 1)  # fmt: skip
+    step.run(rank=0, world_size=1)
+    written = (tmp_path / "checked" / "00000_00.dups").read_bytes()
+    found = [PAIR.unpack_from(written, i) for i in range(0, len(written), PAIR.size)]
+    assert found == [(0, 0, 2, 0)]  # A-A' kept; A-B, B-A' and B2-A'' (unrelated) not
