@@ -12,6 +12,7 @@ from __future__ import annotations
 from array import array
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cosmosage.dataprep.corpus.chunk import packing_efficiency
@@ -183,6 +184,45 @@ def signature(rec: dict):
     return decode_signature(rec["minhash"]) if rec.get("minhash") else None
 
 
+@dataclass
+class KeptDocs:
+    """The documents the merge keeps on one side (train or val): their number, licenses
+    and the first MAX_LISTED_INPUTS of them, for the manifest."""
+
+    count: int = 0
+    licenses: Counter = field(default_factory=Counter)
+    inputs: list[dict] = field(default_factory=list)
+
+    def add(self, rec: dict) -> None:
+        self.count += 1
+        self.licenses[rec.get("license", "unknown")] += 1
+        if len(self.inputs) < MAX_LISTED_INPUTS:
+            self.inputs.append(
+                {k: rec[k] for k in ("path", "doc_id", "license", "sha256") if k in rec}
+            )
+
+
+def _shard_docs(shard: int, part: Path, duplicate, rejects: JsonlWriter, docs_out: JsonlWriter,
+                kept: dict[str, KeptDocs], dropped: Counter) -> set[str]:  # fmt: skip
+    """One shard's documents through the duplicate check: the kept ones into the merged
+    sidecar, the others into the rejects; returns the ids of the dropped ones."""
+    dropped_docs: set[str] = set()
+    for index, (lineno, rec) in enumerate(read_jsonl(docs_path(part))):
+        if isinstance(rec, Reject):
+            raise DataError(f"{rec.source}:{lineno}: {rec.reason}")
+        if reason := duplicate(shard, index, rec):
+            dropped_docs.add(rec["doc_id"])
+            dropped[reason_group(reason)] += 1
+            rejects.write(
+                Reject(rec.get("path", str(part)), None, f"{reason} (across shards)",
+                       {"doc_id": rec["doc_id"]}).to_json()
+            )  # fmt: skip
+            continue
+        docs_out.write(rec)
+        kept[rec.get("split", "train")].add(rec)
+    return dropped_docs
+
+
 def merge_shards(
     out: str | Path,
     val_out: str | Path | None = None,
@@ -201,9 +241,7 @@ def merge_shards(
     val_parts = find_shards(val_out) if val_out else []
     # what the merge uses of each shard's manifest: not its list of inputs (up to 10,000
     # entries a shard, which held for every shard made the merge grow with the corpus)
-    manifests = [
-        {k: v for k, v in read_manifest(p).items() if k in MANIFEST_FIELDS} for p in parts
-    ]
+    manifests = [{k: v for k, v in read_manifest(p).items() if k in MANIFEST_FIELDS} for p in parts]
     cfg = manifests[0].get("config", {})
     num_perm = int(cfg.get("num_perm", NUM_PERM))
     if dedup:
@@ -221,46 +259,26 @@ def merge_shards(
     docs_out = JsonlWriter(docs_path(out))
     writers = [rejects, docs_out, *(side.writer for side in sides.values())]
     dropped, across = Counter(), 0
-    kept_inputs = {"train": [], "val": []}
-    licenses = {"train": Counter(), "val": Counter()}
-    doc_count = Counter()
+    kept = {"train": KeptDocs(), "val": KeptDocs()}
     try:
         for shard, (part, man) in enumerate(zip(parts, manifests, strict=True)):
             dropped.update(man.get("dropped", {}))
             _copy_rejects(part, rejects)
-            dropped_docs: set[str] = set()  # this shard's: its chunks follow below
-            for index, (lineno, rec) in enumerate(read_jsonl(docs_path(part))):
-                if isinstance(rec, Reject):
-                    raise DataError(f"{rec.source}:{lineno}: {rec.reason}")
-                if reason := duplicate(shard, index, rec):
-                    dropped_docs.add(rec["doc_id"])
-                    dropped[reason_group(reason)] += 1
-                    rejects.write(
-                        Reject(rec.get("path", str(part)), None, f"{reason} (across shards)",
-                               {"doc_id": rec["doc_id"]}).to_json()
-                    )  # fmt: skip
-                    continue
-                side = rec.get("split", "train")
-                doc_count[side] += 1
-                docs_out.write(rec)
-                licenses[side][rec.get("license", "unknown")] += 1
-                if len(kept_inputs[side]) < MAX_LISTED_INPUTS:
-                    kept_inputs[side].append(
-                        {k: rec[k] for k in ("path", "doc_id", "license", "sha256") if k in rec}
-                    )
+            # this shard's dropped documents: its chunks follow below
+            dropped_docs = _shard_docs(shard, part, duplicate, rejects, docs_out, kept, dropped)
             across += len(dropped_docs)
             sides["train"].add(part, dropped_docs)
             if "val" in sides:
                 sides["val"].add(val_parts[shard], dropped_docs)
         result = {"shards": len(parts), "dropped_across_shards": across}
         for side, writer in sides.items():
-            writer.m.inputs = kept_inputs[side]
+            writer.m.inputs = kept[side].inputs
             writer.m.dropped = dropped if side == "train" else Counter()
             writer.finish(
                 config=cfg,
                 tokenizer=manifests[0].get("tokenizer"),
-                documents=doc_count[side],
-                licenses=dict(licenses[side]),
+                documents=kept[side].count,
+                licenses=dict(kept[side].licenses),
                 docs=str(docs_path(out)),
                 shards=[str(p) for p in (parts if side == "train" else val_parts)],
             )
