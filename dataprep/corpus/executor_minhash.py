@@ -44,7 +44,7 @@ from datatrove.pipeline.dedup.minhash import (
 from datatrove.utils.binaryio import read_tuples_from_file
 from datatrove.utils.hashing import HashConfig
 
-from cosmosage.dataprep.corpus.dedup import estimated_jaccard, lsh_params
+from cosmosage.dataprep.corpus.dedup import lsh_params
 from cosmosage.dataprep.env import peak_memory_mb, release_memory, reset_peak_memory
 from cosmosage.dataprep.io import read_jsonl
 from cosmosage.dataprep.shard import shard_output
@@ -213,7 +213,7 @@ class CheckedPairs(PipelineStep):
         self.stat_update("candidates", value=len(group) * (len(group) - 1) // 2)
         self.stat_update("largest group", value=len(group), unit="group")
         for j in range(1, len(group)):
-            sims = (held[:j] == held[j]).mean(axis=1)
+            sims = (held[:j] == held[j]).mean(axis=1)  # estimated_jaccard against each earlier one
             for i in np.flatnonzero(sims >= self.threshold).tolist():
                 out.write(PAIR.pack(*group[i], *group[j]))
                 self.stat_update("duplicates")
@@ -262,7 +262,8 @@ class FlatClusters(MinhashDedupCluster):
                     np.maximum.at(tops, rows[:, 2], rows[:, 3] + 1)
             files = np.flatnonzero(tops).tolist()
             counts = {f: int(tops[f]) for f in files}
-            starts = dict(zip(files, np.cumsum([0] + [counts[f] for f in files]).tolist()))
+            offsets = np.cumsum([0] + [counts[f] for f in files]).tolist()
+            starts = dict(zip(files, offsets[:-1], strict=True))
             parent, unions = array("i", range(sum(counts.values()))), 0
             for name in names:
                 for rows in _pair_chunks(self.input_folder, name):
