@@ -10,8 +10,10 @@ bands). Then, as datatrove's stages, with bounded memory:
    `SignatureFile` (read back by position, so no later task holds them all);
 2. datatrove's `MinhashDedupBuckets` (one task per band) lists every pair of documents
    that share a band: the LSH candidates;
-3. `CheckedPairs` (in the same band task, after it) keeps a candidate pair only when the
-   estimated Jaccard similarity of the two full signatures reaches the threshold
+3. `CheckedPairs` (in the same band task, after it) takes each group of documents that
+   share a band value (datatrove lists it as neighbours in sorted order) and keeps every
+   pair in it whose estimated Jaccard similarity of the two full signatures reaches the
+   threshold
    (datatrove's stage takes every candidate, which at these bands drops unrelated
    documents that share boilerplate: docs/corpus.md), reading the two signatures from
    the shards' signature files: its memory does not grow with the corpus;
@@ -160,8 +162,9 @@ class SignatureFile:
 
 
 class CheckedPairs(PipelineStep):
-    """A band task's candidate pairs whose estimated Jaccard similarity reaches
-    `threshold`, written where datatrove's cluster stage reads them (same file names);
+    """Every pair of documents that share a band value in a band task's candidates whose
+    estimated Jaccard similarity reaches `threshold`, written where datatrove's cluster
+    stage reads them (same file names);
     runs after `MinhashDedupBuckets` in the same task, on the files it wrote."""
 
     name = "checked pairs"
@@ -237,9 +240,9 @@ class FlatClusters(MinhashDedupCluster):
     """datatrove's cluster stage (same `.dups` input, the same `.clusters` output bytes)
     with its union-find in flat arrays over every document's place in shard order: the
     root of a cluster is its first document, a document costs 4 bytes whether it is in a
-    pair or not, and nothing is held per pair (a band file is read at a time). datatrove's
-    own holds a dict entry and a tuple per clustered document, which at 2.4 million
-    papers with a third of them in clusters is most of a gigabyte."""
+    pair or not, and nothing is held per pair (a band file is read 65,536 pairs at a
+    time). datatrove's own holds a dict entry and a tuple per clustered document, a few
+    hundred bytes each, so it grew with the near duplicates."""
 
     name = "flat clusters"
 

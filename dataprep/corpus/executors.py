@@ -5,13 +5,13 @@ with reasons, dedup within the shard, token-exact chunks, decontamination) and w
 OUT.shard-r-of-N.*. Then, each stage started once the one before has finished:
 datatrove's exact-dedup stages find exact copies across shards (executor_exact.py) and
 its MinHash stages near duplicates (executor_minhash.py: its bucket stage, a check of
-each candidate pair, its cluster stage's union-find in flat arrays), and one task joins the shards as `data
-merge-shards` does, keeping each group's or cluster's first document (one manifest, one
-rejects file). For `data corpus`, a first task walks the inputs and writes each shard's
-list of files (sources.plan_inputs), so no shard task walks the whole corpus. Datatrove
-runs the tasks (a local process pool, each task but the band tasks in a fresh
-interpreter; Slurm job
-arrays, each depending on the last; or Ray tasks on the cluster `ray.init` joined) and
+the candidates, its cluster stage with the union-find in flat arrays), and one task
+joins the shards as `data merge-shards` does, keeping each group's or cluster's first
+document (one manifest, one rejects file). For `data corpus`, a first task walks the
+inputs and writes each shard's list of files (sources.plan_inputs), so no shard task
+walks the whole corpus. Datatrove runs the tasks (a local process pool, each task but
+the band tasks in a fresh interpreter; Slurm job arrays, each depending on the last; or
+Ray tasks on the cluster `ray.init` joined) and
 keeps a completion marker per task under OUT.datatrove/: the same command run again
 after a kill runs only the tasks that have none, and the outputs equal those of a run
 that was never stopped (each shard's files are written atomically, at its end).

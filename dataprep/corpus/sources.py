@@ -143,10 +143,10 @@ def plan_inputs(inputs: Iterable[str | Path], count: int, folder: str | Path) ->
         held.setdefault(i, []).append(json.dumps([n, str(f), key, read]) + "\n")
         total += 1
         if total % HELD_PLAN_LINES == 0:
-            for i in list(held):
-                flush(i)
-    for i in list(held):
-        flush(i)
+            for shard in list(held):
+                flush(shard)
+    for shard in list(held):
+        flush(shard)
     return total
 
 
