@@ -34,7 +34,7 @@ from bench.corpus_memory import bench_main, ensure_tokenizer, measure  # noqa: E
 from bench.dedup_bench import generate  # noqa: E402
 
 # every stage's tasks report their own peak (each a process of its own but the bands')
-STAGES = ("inputs", "shards", "buckets", "clusters", "merge")
+STAGES = ("inputs", "shards", "buckets", "clusters", "chunks", "merge")
 _NAMED = re.compile(r"(?:near|exact) duplicate: of \S*?doc(\d+)\.md")
 _DOC = re.compile(r"doc(\d+)\.md")
 

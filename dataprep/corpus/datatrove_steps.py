@@ -59,6 +59,7 @@ class Sink:
         self.out, self.val_out, self.meta = out, val_out, meta
         self.outs: Outputs | None = None
         self.result: dict | None = None
+        self.late: list[Reject] = []  # rejects written after every document's
 
     def open(self) -> Outputs:
         self.outs = Outputs(self.out, self.val_out, self.meta)
@@ -210,6 +211,8 @@ class CorpusWriter(PipelineStep):
             if chunker.stats["over_budget"]:
                 outs.manifest.dropped["chunk over budget"] += chunker.stats["over_budget"]
             outs.manifest.extra["chunker"] = dict(chunker.stats)
+            for rej in self.sink.late:
+                outs.reject(rej)
             self.sink.result = outs.commit(cfg.sequence_len)
         except BaseException:
             outs.abort()

@@ -49,7 +49,6 @@ from datatrove.utils.hashing import HashConfig
 from cosmosage.dataprep.corpus.dedup import lsh_params
 from cosmosage.dataprep.env import peak_memory_mb, release_memory, reset_peak_memory
 from cosmosage.dataprep.io import read_jsonl
-from cosmosage.dataprep.shard import shard_output
 
 PAIR = struct.Struct("<4I")
 
@@ -66,9 +65,10 @@ def minhash_config(threshold: float, num_perm: int, shingle: int) -> MinhashConf
 
 
 def sidecar(out: str | Path, rank: int, tasks: int) -> Path:
-    from cosmosage.dataprep.corpus.pipeline import docs_path
+    """Shard `rank`'s kept documents with their fingerprints, from its first pass."""
+    from cosmosage.dataprep.corpus.prepared import prepared_path
 
-    return docs_path(shard_output(out, (rank, tasks)))
+    return prepared_path(out, rank, "docs.jsonl")
 
 
 def signatures(out: str | Path, rank: int, tasks: int):

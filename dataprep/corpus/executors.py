@@ -33,22 +33,29 @@ from datatrove.pipeline.base import PipelineStep
 
 from cosmosage.dataprep.corpus.dedup import NEAR_THRESHOLD, NUM_PERM, SHINGLE
 from cosmosage.dataprep.corpus.merge_shards import ClusterFirsts, merge_shards
+from cosmosage.dataprep.corpus.prepared import (
+    prepared_path,
+    remove_texts,
+    state_dir,
+    verdicts_path,
+)
 from cosmosage.dataprep.env import memory_mb, peak_memory_mb, release_memory, reset_peak_memory
-from cosmosage.dataprep.io import sibling
-from cosmosage.dataprep.records import DataError
+from cosmosage.dataprep.io import JsonlWriter, read_jsonl
+from cosmosage.dataprep.records import DataError, Reject
 
 EXECUTORS = ("local", "slurm", "ray")
 
 
 class CorpusShard(PipelineStep):
-    """One datatrove task: the corpus pipeline over shard rank/world_size."""
+    """One datatrove task: the corpus pipeline over shard rank/world_size, whole or one of
+    its two passes (`phase`: dataprep/corpus/prepared.py)."""
 
     name = "corpus shard"
     type = "cosmosage"
 
-    def __init__(self, run_shard: Callable[[str], dict]):
+    def __init__(self, run_shard: Callable[..., dict], phase: str | None = None):
         super().__init__()
-        self.run_shard = run_shard
+        self.run_shard, self.phase = run_shard, phase
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         # a Ray worker may run task after task (a local shard task has a process of its
@@ -57,7 +64,8 @@ class CorpusShard(PipelineStep):
         reset_peak_memory()
         self.stat_update("start_rss_mb", value=round(memory_mb()))
         with self.track_time():
-            result = self.run_shard(f"{rank}/{world_size}")
+            shard = f"{rank}/{world_size}"
+            result = self.run_shard(shard, self.phase) if self.phase else self.run_shard(shard)
         self.stat_update("documents", value=int(result.get("documents", 0)))
         self.stat_update("records", value=int(result.get("records", 0)))
         self.stat_update("dropped", value=sum((result.get("dropped") or {}).values()))
@@ -149,7 +157,7 @@ class Resources:
 
 def logging_dir(out: str | Path) -> Path:
     """Where datatrove keeps its logs, stats and completion markers for OUT."""
-    return sibling(out, ".datatrove")
+    return state_dir(out)
 
 
 def plan_folder(out: str | Path) -> Path:
@@ -157,19 +165,63 @@ def plan_folder(out: str | Path) -> Path:
     return logging_dir(out) / "plan"
 
 
-def merge_clustered(out, val_out, threshold: float, folder: str) -> dict:
-    """The merge after datatrove's dedup stages (under `folder`): their exact groups and
-    MinHash clusters decide which documents are duplicates."""
-    from cosmosage.dataprep.corpus.executor_exact import read_exact
-    from cosmosage.dataprep.corpus.executor_minhash import SignatureFile, read_clusters
+class CrossShardVerdicts(PipelineStep):
+    """After the clusters, in the same task: shard by shard in order, which kept documents
+    duplicate one met before (datatrove's exact groups and MinHash clusters; the first in
+    shard order is kept, as `merge-shards` keeps it), written per shard with the reason
+    (prepared.verdicts_path) for the shards' second pass. Holds one shard's clusters and
+    exact lists and a few bytes per clustered document (merge_shards.ClusterFirsts)."""
 
-    sigs = SignatureFile(f"{folder}/whole-signatures")
-    try:
-        clusters = ClusterFirsts(functools.partial(read_clusters, f"{folder}/clusters"), sigs.get)
-        exact = read_exact(f"{folder}/exact-duplicates")
-        return merge_shards(out, val_out, True, threshold, clusters=clusters, exact=exact)
-    finally:
-        sigs.close()
+    name = "cross-shard verdicts"
+    type = "cosmosage"
+
+    def __init__(self, out: str | Path, tasks: int, folder: str, threshold: float):
+        super().__init__()
+        self.out, self.tasks, self.folder, self.threshold = str(out), tasks, folder, threshold
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        from cosmosage.dataprep.corpus.executor_exact import read_exact
+        from cosmosage.dataprep.corpus.executor_minhash import SignatureFile, read_clusters
+        from cosmosage.dataprep.corpus.merge_shards import duplicate_check
+
+        with self.track_time():
+            sigs = SignatureFile(f"{self.folder}/whole-signatures")
+            try:
+                clusters = ClusterFirsts(
+                    functools.partial(read_clusters, f"{self.folder}/clusters"), sigs.get
+                )
+                exact = read_exact(f"{self.folder}/exact-duplicates")
+                duplicate = duplicate_check(True, self.threshold, NUM_PERM, clusters, exact)
+                for shard in range(self.tasks):
+                    self.stat_update("duplicates", value=self._shard(shard, duplicate))
+            finally:
+                sigs.close()
+        self.stat_update("peak_rss_mb", value=round(peak_memory_mb()))
+        return None
+
+    def _shard(self, shard: int, duplicate) -> int:
+        writer = JsonlWriter(verdicts_path(self.out, shard))
+        try:
+            for index, (lineno, rec) in enumerate(
+                read_jsonl(prepared_path(self.out, shard, "docs.jsonl"))
+            ):
+                if isinstance(rec, Reject):
+                    raise DataError(f"{rec.source}:{lineno}: {rec.reason}")
+                if reason := duplicate(shard, index, rec):
+                    writer.write({"index": index, "doc_id": rec["doc_id"], "reason": reason})
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.count
+
+
+def merge_written(out, val_out) -> dict:
+    """The merge after the shards' second pass: they hold only what is kept, so it joins
+    them; then the first passes' cleaned texts are removed."""
+    result = merge_shards(out, val_out, dedup=False)
+    remove_texts(out)
+    return result
 
 
 def _stage(kind: str, pipeline: list, tasks: int, name: str, logs: Path, depends, workers: int,
@@ -252,8 +304,7 @@ def corpus_executor(
         merge = functools.partial(merge_shards, out, val_out, dedup=False)
     else:
         last = _minhash_stages(kind, run_shard, out, tasks, workers, res, near_threshold, first)
-        folder = str(logs / "minhash")
-        merge = functools.partial(merge_clustered, out, val_out, near_threshold, folder)
+        merge = functools.partial(merge_written, out, val_out)
     return _stage(kind, [CorpusMerge(merge)], 1, "merge", logs, last, 1, res,
                   res.merge_mem_gb if res else None)  # fmt: skip
 
@@ -276,7 +327,7 @@ def _minhash_stages(kind, run_shard, out, tasks: int, workers: int, res, near_th
              "exact-hashes", "exact-duplicates")  # fmt: skip
     folders = {k: str(logs / "minhash" / k) for k in names}
     shard_steps = [
-        CorpusShard(run_shard),
+        CorpusShard(run_shard, "prepare"),
         mh.SidecarSignatures(
             out, tasks, folders["signatures"], folders["whole-signatures"], config
         ),
@@ -294,13 +345,16 @@ def _minhash_stages(kind, run_shard, out, tasks: int, workers: int, res, near_th
         ],
         config.num_buckets, "buckets", logs, shards, workers, res,
     )  # fmt: skip
-    return _stage(
+    clusters = _stage(
         kind,
         [
             mh.FlatClusters(folders["checked"], folders["clusters"], config=config),
+            CrossShardVerdicts(out, tasks, str(logs / "minhash"), near_threshold),
         ],
         1, "clusters", logs, buckets, 1, res,
     )  # fmt: skip
+    return _stage(kind, [CorpusShard(run_shard, "write")], tasks, "chunks", logs, clusters,
+                  workers, res)  # fmt: skip
 
 
 def submitted_scripts(executor) -> list[str]:

@@ -157,7 +157,7 @@ class ExactFirsts:
         return None
 
 
-def _duplicate_check(dedup: bool, threshold: float, num_perm: int, clusters, exact):
+def duplicate_check(dedup: bool, threshold: float, num_perm: int, clusters, exact):
     """check(shard, sidecar index, record) -> why the document is a duplicate, or None:
     exact then near duplicates, here in memory or from what datatrove's stages found
     (`exact`: ExactFirsts' two maps; `clusters`: a ClusterFirsts)."""
@@ -247,7 +247,7 @@ def merge_shards(
     if dedup:
         _check_same_minhash(out, manifests)
     sequence_len = int(manifests[0].get("sequence_len") or cfg.get("sequence_len") or 0)
-    duplicate = _duplicate_check(dedup, near_threshold, num_perm, clusters, exact)
+    duplicate = duplicate_check(dedup, near_threshold, num_perm, clusters, exact)
 
     out, val_out = Path(out), Path(val_out) if val_out else None
     if val_out and len(val_parts) != len(parts):

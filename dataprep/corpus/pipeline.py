@@ -236,16 +236,33 @@ def run_corpus(
     prompts: Iterable[str] = (),
     meta: dict | None = None,
     filters: Iterable = (),
+    two_pass=None,
 ) -> dict:
     """Run the whole pipeline over `items` and write outputs, rejects and manifests: the
     datatrove steps of dataprep/corpus/datatrove_steps.py, chained in this process. `filters`:
-    datatrove filters to run after the project's own (their drops join the rejects)."""
-    from cosmosage.dataprep.corpus.datatrove_steps import Sink, corpus_steps, run_steps
+    datatrove filters to run after the project's own (their drops join the rejects).
+    `two_pass` (a prepared.TwoPass, for an executor's shard task): its first pass stops
+    before tokenizing and writes what it kept; its second reads that back (not `items`)
+    and writes the shard's outputs."""
+    from cosmosage.dataprep.corpus.datatrove_steps import (
+        CorpusWriter,
+        Sink,
+        corpus_steps,
+        run_steps,
+    )
+    from cosmosage.dataprep.corpus.prepared import PreparedReader, PreparedWriter
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     info = {"sequence_len": cfg.sequence_len, "config": cfg.describe(), **(meta or {})}
     sink = Sink(out, val_out, info)
-    run_steps(corpus_steps(items, sink, tokenizer, cfg, prompts, filters))
+    if two_pass is None:
+        steps = corpus_steps(items, sink, tokenizer, cfg, prompts, filters)
+    elif two_pass.phase == "prepare":
+        steps = [*corpus_steps(items, sink, tokenizer, cfg, (), filters)[:-1],
+                 PreparedWriter(sink, two_pass)]  # fmt: skip
+    else:
+        steps = [PreparedReader(sink, two_pass), CorpusWriter(sink, tokenizer, cfg, prompts)]
+    run_steps(steps)
     return sink.result
 
 

@@ -66,7 +66,7 @@ def test_corpus_scale_bench_scores_dedup_at_each_size(tiny_model):
     cmp = re.search(r"(\d+) otherwise; chunks identical for (\d+) of (\d+)", out)
     assert cmp and cmp.group(1) == "0" and cmp.group(2) == cmp.group(3), out
     ratios = re.search(r"peak of the largest task: inputs [\d.]+x, shards [\d.]+x, buckets "
-                       r"[\d.]+x, clusters [\d.]+x, merge [\d.]+x; any task ([\d.]+)x", out)  # fmt: skip
+                       r"[\d.]+x, clusters [\d.]+x, chunks [\d.]+x, merge [\d.]+x; any task ([\d.]+)x", out)  # fmt: skip
     assert ratios, out
 
 

@@ -154,8 +154,9 @@ def _config(kw: dict):
     )
 
 
-def _run(kw: dict, items_for_shard, extra_meta: dict | None = None) -> dict:
-    """Resolve shard and output names, then run the pipeline over `items_for_shard(shard)`."""
+def _run(kw: dict, items_for_shard, extra_meta: dict | None = None, phase: str | None = None) -> dict:
+    """Resolve shard and output names, then run the pipeline over `items_for_shard(shard)`
+    (`phase`: which pass of an executor's shard task, dataprep/corpus/prepared.py)."""
     from cosmosage.dataprep.corpus.dedup import read_eval_prompts
     from cosmosage.dataprep.corpus.pipeline import run_corpus
     from cosmosage.dataprep.io import check_outputs, manifest_path
@@ -176,7 +177,16 @@ def _run(kw: dict, items_for_shard, extra_meta: dict | None = None) -> dict:
         "prompt_files": list(kw["prompt_files"]),
         **(extra_meta or {}),
     }
-    result = run_corpus(items_for_shard(shard), out, kw["tokenizer"], cfg, val_out, prompts, meta)
+    two_pass, items = None, ()
+    if phase:
+        from cosmosage.dataprep.corpus.prepared import TwoPass
+
+        two_pass = TwoPass(str(kw["out"]), shard.index, phase)
+    if phase != "write":  # the second pass reads what the first kept
+        items = items_for_shard(shard)
+    result = run_corpus(
+        items, out, kw["tokenizer"], cfg, val_out, prompts, meta, two_pass=two_pass
+    )
     if skipped := result.get("skipped_files"):
         shown = ", ".join(skipped[:3]) + (
             f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
@@ -189,13 +199,15 @@ def _run(kw: dict, items_for_shard, extra_meta: dict | None = None) -> dict:
     return result
 
 
-def _run_shard(kw: dict, items_for_shard, extra_meta: dict | None, shard: str) -> dict:
+def _run_shard(
+    kw: dict, items_for_shard, extra_meta: dict | None, shard: str, phase: str | None = None
+) -> dict:
     """One datatrove task: `_run` as `--shard I/N` in one process (the executor runs
-    the tasks side by side). A task is one CPU (Slurm gives it one; locally --workers
-    run at once), so the tokenizer encodes on one thread: its thread pool on a CPU that
-    other tasks share spends CPU time waiting."""
+    the tasks side by side), or one of its two passes. A task is one CPU (Slurm gives it
+    one; locally --workers run at once), so the tokenizer encodes on one thread: its
+    thread pool on a CPU that other tasks share spends CPU time waiting."""
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    return _run({**kw, "shard": shard, "workers": 1}, items_for_shard, extra_meta)
+    return _run({**kw, "shard": shard, "workers": 1}, items_for_shard, extra_meta, phase)
 
 
 def run_or_submit(

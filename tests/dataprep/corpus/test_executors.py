@@ -80,28 +80,33 @@ def test_the_local_executor_writes_what_shards_and_merge_write(tmp_path, tiny_mo
 
 
 def test_a_rerun_runs_only_the_tasks_that_did_not_finish(tmp_path, tiny_model, corpus_dir):
+    """Shard 1's second pass stops before its outputs are written (a folder stands where
+    its document sidecar goes), as a kill would stop it: the command fails and nothing is
+    merged; the same command run again runs only the tasks without a completion marker
+    and writes what a run that never stopped writes."""
     folder = tmp_path / "executor"
     args = corpus(folder, tiny_model, corpus_dir, "--executor", "local", "--tasks", "3")
-    cli(*args)
-    before = written(folder)
-    logs = folder / "c.datatrove"
-    # as a kill during task 1 leaves it: no completion marker, no outputs of its own but
-    # a half-written temporary file, no merge
-    (logs / "shards" / "completions" / "00001").unlink()
-    for f in folder.glob("c*.shard-00001-of-00003.*"):
-        f.unlink()
+    blocker = folder / "c.shard-00001-of-00003.docs.jsonl"
+    blocker.mkdir(parents=True)
     dead = folder / ".c.shard-00001-of-00003.jsonl.killed.tmp"
     dead.write_text('{"text": "half')
     os.utime(dead, (1, 1))
-    (logs / "merge" / "completions" / "00000").unlink()
-    for n in (*OUTPUTS, "c.manifest.json", "c.val.manifest.json"):
-        (folder / n).unlink()
-    kept = folder / "c.shard-00000-of-00003.jsonl"
-    stamp = kept.stat().st_mtime_ns
+    from cosmosage.tools.cli.main import main
+
+    res = CliRunner().invoke(main, ["data", *args])
+    assert res.exit_code != 0 and "task 1 stopped" in res.output, res.output
+    logs = folder / "c.datatrove"
+    assert (logs / "chunks" / "completions" / "00000").exists()
+    assert not (logs / "chunks" / "completions" / "00001").exists()
+    assert not (folder / "c.jsonl").exists() and not (logs / "merge" / "completions").exists()
+    kept = [folder / "c.shard-00000-of-00003.jsonl", logs / "prepared" / "00001.docs.jsonl"]
+    stamps = [f.stat().st_mtime_ns for f in kept]
+    blocker.rmdir()
     cli(*args)
-    assert kept.stat().st_mtime_ns == stamp, "a finished task is not run again"
+    assert [f.stat().st_mtime_ns for f in kept] == stamps, "a finished task is not run again"
     assert (folder / "c.shard-00001-of-00003.jsonl").exists() and not dead.exists()
-    assert written(folder) == before
+    assert not list((logs / "prepared").glob("*.text.pkl")), "the merge removes the texts"
+    assert written(folder) == by_hand(tmp_path, tiny_model, corpus_dir, 3)
 
 
 STEP = """import os
@@ -151,7 +156,8 @@ def test_each_local_task_runs_in_a_process_of_its_own(tmp_path, monkeypatch):
         kinds[Path(str(stage.logging_dir.path)).name] = type(stage)
         stage = stage.depends
     assert kinds.pop("buckets") is LocalPipelineExecutor
-    assert kinds == dict.fromkeys(["merge", "clusters", "shards", "inputs"], TaskPerProcessExecutor)
+    stages = ["merge", "chunks", "clusters", "shards", "inputs"]
+    assert kinds == dict.fromkeys(stages, TaskPerProcessExecutor)
 
     monkeypatch.setenv("FAIL_TASK_1", "1")
     again = TaskPerProcessExecutor([step], tasks=3, workers=1, logging_dir=str(tmp_path / "logs2"))
@@ -191,12 +197,12 @@ def test_slurm_jobs_are_submitted_and_write_the_same_corpus(
     scripts = {p.stem: p.read_text() for p in log.iterdir()}
     job = {  # stage -> (job id, its sbatch arguments and script)
         stage: next((k, s) for k, s in scripts.items() if f"{stage}/executor.pik" in s)
-        for stage in ("inputs", "shards", "buckets", "clusters", "merge")
+        for stage in ("inputs", "shards", "buckets", "clusters", "chunks", "merge")
     }
     shards, merge = job["shards"][1], job["merge"][1]
     assert "#SBATCH --array=0-1" in shards and "#SBATCH --partition=astro" in shards
     assert "#SBATCH --time=02:00:00" in shards and "#SBATCH --array=0-21" in job["buckets"][1]
-    stages = ["inputs", "shards", "buckets", "clusters", "merge"]
+    stages = ["inputs", "shards", "buckets", "clusters", "chunks", "merge"]
     for before, after in itertools.pairwise(stages):
         arguments = job[after][1].splitlines()[0]
         assert f"--dependency=afterok:{job[before][0]}" in arguments, (before, after, arguments)
@@ -204,7 +210,8 @@ def test_slurm_jobs_are_submitted_and_write_the_same_corpus(
     assert not (folder / "c.jsonl").exists(), "nothing runs until Slurm starts the jobs"
 
     # run the jobs here as Slurm would, each after the one it depends on: the input
-    # plan, every shard, every MinHash band (and exact-hash range), the clusters, the merge
+    # plan, every shard's first pass, every MinHash band (and exact-hash range), the
+    # clusters (and the verdicts), every shard's second pass, the merge
     launch = Path(sys.executable).with_name("launch_pickled_pipeline")
     logs = folder / "c.datatrove"
     for stage, tasks in (
@@ -212,6 +219,7 @@ def test_slurm_jobs_are_submitted_and_write_the_same_corpus(
         ("shards", 2),
         ("buckets", 22),
         ("clusters", 1),
+        ("chunks", 2),
         ("merge", 1),
     ):
         for i in range(tasks):

@@ -1,0 +1,202 @@
+"""The two passes of an executor's shard task: duplicates across shards are dropped
+before they are tokenized.
+
+Under `--executor` with dedup on, shard task r runs twice:
+
+1. *prepare* (stage `shards`): read, clean, filter, deduplicate within the shard and
+   fingerprint, as `--shard r/N` does, then write what it kept under
+   `OUT.datatrove/prepared/`: `r.docs.jsonl` (per kept document, in order: its id,
+   path, exact key and MinHash signature; datatrove's exact and MinHash stages read it),
+   `r.text.pkl` (its cleaned text and metadata) and `r.rejects.pkl` (what the pass
+   dropped, with the reasons);
+2. *write* (stage `chunks`, after the clusters): the documents the cross-shard verdicts
+   (`OUT.datatrove/minhash/verdicts/r.jsonl`) leave, tokenized into token-exact chunks
+   and written as `--shard r/N` writes them (train, validation, rejects, document sidecar,
+   manifest), with the first pass's rejects first and the documents dropped across shards
+   last, as `merge-shards` lists them.
+
+So the copies of a document in another shard are never tokenized (the tokenizer is most
+of a shard task's time); the merge only joins the shards. Every file is written
+atomically when its pass ends. The `.text.pkl` files hold the corpus's cleaned text and
+are removed once the merge has written the corpus.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from datatrove.data import Document as Doc
+from datatrove.pipeline.base import PipelineStep
+from datatrove.utils.typeshelper import StatHints
+
+from cosmosage.dataprep.corpus.datatrove_steps import Sink, carried
+from cosmosage.dataprep.corpus.pipeline import Prepared, decode_signature, encode_signature
+from cosmosage.dataprep.corpus.sources import Document
+from cosmosage.dataprep.io import JsonlWriter, read_jsonl, sibling, temp_beside
+from cosmosage.dataprep.records import DataError, Reject, reason_group
+
+PHASES = ("prepare", "write")
+
+
+def state_dir(out: str | Path) -> Path:
+    """Where datatrove keeps its logs, stats and completion markers for OUT, and the
+    executor what passes between its stages."""
+    return sibling(out, ".datatrove")
+
+
+def prepared_path(out: str | Path, rank: int, kind: str) -> Path:
+    """Shard `rank`'s first-pass file of `kind` (docs.jsonl, text.pkl, rejects.pkl)."""
+    return state_dir(out) / "prepared" / f"{rank:05d}.{kind}"
+
+
+def verdicts_path(out: str | Path, rank: int) -> Path:
+    """Shard `rank`'s documents that duplicate one kept in an earlier place, with why."""
+    return state_dir(out) / "minhash" / "verdicts" / f"{rank:05d}.jsonl"
+
+
+@dataclass(frozen=True)
+class TwoPass:
+    """Which pass of shard `rank` of OUT (the merged output's name) runs."""
+
+    out: str
+    rank: int
+    phase: str
+
+    def __post_init__(self):
+        if self.phase not in PHASES:
+            raise ValueError(f"phase {self.phase!r}: one of {PHASES}")
+
+
+class PickleWriter:
+    """Objects pickled one after another into a temporary file renamed over `path` on
+    `commit()` (any text, as cleaned, round-trips exactly)."""
+
+    def __init__(self, path: Path):
+        self.path, self.tmp = path, temp_beside(path)
+        self.fh = open(self.tmp, "wb")
+
+    def write(self, obj) -> None:
+        pickle.dump(obj, self.fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def commit(self) -> None:
+        self.fh.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.fh.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def read_pickles(path: Path) -> Iterator:
+    if not path.exists():
+        raise DataError(f"{path}: missing; the first pass of this shard (stage shards) did not finish")
+    with open(path, "rb") as fh:
+        while True:
+            try:
+                yield pickle.load(fh)
+            except EOFError:
+                return
+
+
+class PreparedOutputs:
+    """What the first pass writes (in place of `Outputs`; the filters' `RejectsWriter`s
+    write their drops through `reject`)."""
+
+    def __init__(self, where: TwoPass):
+        out, rank = where.out, where.rank
+        self.docs = JsonlWriter(prepared_path(out, rank, "docs.jsonl"))
+        self.text = PickleWriter(prepared_path(out, rank, "text.pkl"))
+        self.rejects = PickleWriter(prepared_path(out, rank, "rejects.pkl"))
+        self.dropped: Counter = Counter()
+        self.kept = 0
+
+    def reject(self, rej: Reject) -> None:
+        self.rejects.write(rej)
+        self.dropped[reason_group(rej.reason)] += 1
+
+    def write(self, p: Prepared) -> None:
+        d = p.doc
+        rec = {"doc_id": d.id, "path": d.source, "exact": p.exact}
+        if p.sig is not None:
+            rec["minhash"] = encode_signature(p.sig)
+        self.docs.write(rec)
+        self.text.write((d.id, d.text, d.source, d.meta))
+        self.kept += 1
+
+    def commit(self) -> dict:
+        for w in (self.docs, self.text, self.rejects):
+            w.commit()
+        return {"documents": self.kept, "dropped": dict(self.dropped)}
+
+    def abort(self) -> None:
+        for w in (self.docs, self.text, self.rejects):
+            w.abort()
+
+
+class PreparedWriter(PipelineStep):
+    """The end of the first pass: the documents the shard keeps, cleaned and fingerprinted,
+    written for the second (and for datatrove's dedup stages)."""
+
+    name = "prepared writer"
+    type = "cosmosage"
+
+    def __init__(self, sink: Sink, where: TwoPass):
+        super().__init__()
+        self.sink, self.where = sink, where
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        outs = self.sink.outs = PreparedOutputs(self.where)
+        try:
+            for doc in data:
+                outs.write(doc.metadata["prepared"])
+                self.stat_update(StatHints.forwarded)
+            self.sink.result = outs.commit()
+        except BaseException:
+            outs.abort()
+            raise
+        return None
+
+
+class PreparedReader(PipelineStep):
+    """The start of the second pass: the first pass's rejects into this shard's rejects,
+    then the documents it kept, but those the verdicts name, which join the rejects last
+    (as `merge-shards` lists them after the shard's own)."""
+
+    name = "prepared reader"
+    type = "cosmosage"
+
+    def __init__(self, sink: Sink, where: TwoPass):
+        super().__init__()
+        self.sink, self.where = sink, where
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1) -> Iterator[Doc]:
+        out, r = self.where.out, self.where.rank
+        outs = self.sink.outs  # opened by the writer before it asks for documents
+        for rej in read_pickles(prepared_path(out, r, "rejects.pkl")):
+            outs.reject(rej)
+        if not verdicts_path(out, r).exists():
+            raise DataError(f"{verdicts_path(out, r)}: missing; the clusters stage did not finish")
+        verdicts = {rec["index"]: rec["reason"] for _, rec in read_jsonl(verdicts_path(out, r))}
+        texts = read_pickles(prepared_path(out, r, "text.pkl"))
+        fingerprints = read_jsonl(prepared_path(out, r, "docs.jsonl"))
+        for index, ((doc_id, text, source, meta), (_, fp)) in enumerate(zip(texts, fingerprints, strict=True)):
+            if reason := verdicts.get(index):
+                self.sink.late.append(
+                    Reject(source, None, f"{reason} (across shards)", {"doc_id": doc_id})
+                )
+                self.stat_update(StatHints.dropped)
+                continue
+            sig = decode_signature(fp["minhash"]) if fp.get("minhash") else None
+            self.stat_update(StatHints.forwarded)
+            yield carried(Prepared(Document(doc_id, text, source, meta), None, fp.get("exact"), sig))
+
+
+def remove_texts(out: str | Path) -> None:
+    """The first passes' cleaned texts, once the corpus is written (the size of the corpus)."""
+    for f in (state_dir(out) / "prepared").glob("*.text.pkl"):
+        f.unlink(missing_ok=True)
