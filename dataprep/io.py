@@ -437,8 +437,13 @@ class JsonlWriter:
         self.count = 0
 
     def write(self, record: dict) -> None:
+        self.write_line(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
+
+    def write_line(self, line: str) -> None:
+        """One line as it is (a record read from a file this writer's kind wrote, passed
+        on without parsing and dumping it again)."""
         try:
-            self._fh.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
+            self._fh.write(line if line.endswith("\n") else line + "\n")
         except OSError as exc:
             self.abort()
             if exc.errno in WRITE_ERRNOS:

@@ -1,7 +1,8 @@
 """Exact duplicates across shards on datatrove's exact-dedup stages, for `--executor`.
 
-Each shard task has already removed exact copies within its shard and written each kept
-document's exact key (a hash of its normalised text) in its `.docs.jsonl` sidecar. Then,
+Each shard task's first pass has already removed exact copies within its shard and
+written each kept document's exact key (a hash of its normalised text) in its
+`prepared/r.docs.jsonl`. Then,
 as datatrove's stages, with memory that does not grow with the corpus:
 
 1. `SidecarExactHashes` (in each shard task): datatrove's exact signature stage over those
@@ -11,9 +12,9 @@ as datatrove's stages, with memory that does not grow with the corpus:
    after the first (the first: highest priority, then lowest index; the priority is the
    shard order, so the first copy in shard order wins, as in `merge-shards`) and the first
    itself (its cluster count);
-3. the merge drops the duplicates, naming the first by its key (`exact_verdicts`): only
-   documents that are in a group are held, and a 64-bit collision between different keys
-   drops nothing.
+3. the cluster task's verdicts name the duplicates, each with the first met with its key
+   (merge_shards.ExactFirsts): only documents that are in a group are held, and a 64-bit
+   collision between different keys drops nothing.
 """
 
 from __future__ import annotations

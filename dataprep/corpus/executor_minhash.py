@@ -1,8 +1,8 @@
 """Near duplicates across shards on datatrove's MinHash stages, for `--executor`.
 
-Each shard task has already fingerprinted its kept documents (the `minhash` of its
-`.docs.jsonl` sidecar: our signatures, with the calibrated shingles, permutations and
-bands). Then, as datatrove's stages, with bounded memory:
+Each shard task's first pass has already fingerprinted its kept documents (the
+`minhash` of its `prepared/r.docs.jsonl`: our signatures, with the calibrated
+shingles, permutations and bands). Then, as datatrove's stages, with bounded memory:
 
 1. `SidecarSignatures` (in each shard task): datatrove's signature stage, fed those
    signatures instead of recomputing them, writes them into its sorted per-band files,
@@ -22,9 +22,9 @@ bands). Then, as datatrove's stages, with bounded memory:
    clustered document's cluster in datatrove's `.clusters` files (the same bytes as
    datatrove's `MinhashDedupCluster`): 4 bytes a document of the corpus, where
    datatrove's dict holds a few hundred bytes a clustered document;
-5. the merge keeps the first document of each cluster in shard order and drops the
-   others (dataprep/corpus/merge_shards.py, `ClusterFirsts`), reading one shard's
-   clusters at a time.
+5. in the same task, the verdicts keep the first document of each cluster in shard
+   order and name the others for the shards' second pass (executors.CrossShardVerdicts
+   with merge_shards.ClusterFirsts), reading one shard's clusters at a time.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def sidecar(out: str | Path, rank: int, tasks: int) -> Path:
 
 
 def signatures(out: str | Path, rank: int, tasks: int):
-    """(line index, signature) of shard `rank`'s kept documents, in sidecar order."""
+    """(line index, signature) of shard `rank`'s kept documents, in their order."""
     from cosmosage.dataprep.corpus.pipeline import decode_signature
 
     index = -1

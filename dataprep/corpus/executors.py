@@ -1,15 +1,19 @@
 """`data corpus --executor local|slurm|ray`: the corpus pipeline as datatrove tasks.
 
-Task r of N does what `--shard r/N` does (the same reader, cleaning, quality filters
+Shard r of N does what `--shard r/N` does (the same reader, cleaning, quality filters
 with reasons, dedup within the shard, token-exact chunks, decontamination) and writes
-OUT.shard-r-of-N.*. Then, each stage started once the one before has finished:
-datatrove's exact-dedup stages find exact copies across shards (executor_exact.py) and
-its MinHash stages near duplicates (executor_minhash.py: its bucket stage, a check of
-the candidates, its cluster stage with the union-find in flat arrays), and one task
-joins the shards as `data merge-shards` does, keeping each group's or cluster's first
-document (one manifest, one rejects file). For `data corpus`, a first task walks the
-inputs and writes each shard's list of files (sources.plan_inputs), so no shard task
-walks the whole corpus. Datatrove runs the tasks (a local process pool, each task but
+OUT.shard-r-of-N.*, in two passes around the stages that look across shards
+(prepared.py), each stage started once the one before has finished: the shards' first
+pass (clean, filter, fingerprint: stage `shards`); datatrove's exact-dedup stages
+(executor_exact.py) and MinHash stages (executor_minhash.py: its bucket stage, a check
+of the candidates, its cluster stage with the union-find in flat arrays), after which
+the cluster task names, shard by shard, the documents that duplicate one met before
+(`CrossShardVerdicts`: each group's or cluster's first in shard order is kept, as
+`merge-shards` keeps it); the shards' second pass, which tokenizes only what is kept
+(stage `chunks`); one task that joins the shards (one manifest, one rejects file). With
+`--no-dedup` a shard runs in one pass, then the join. For `data corpus`, a first task
+walks the inputs and writes each shard's list of files (sources.plan_inputs), so no
+shard task walks the whole corpus. Datatrove runs the tasks (a local process pool, each task but
 the band tasks in a fresh interpreter; Slurm job arrays, each depending on the last; or
 Ray tasks on the cluster `ray.init` joined) and
 keeps a completion marker per task under OUT.datatrove/: the same command run again

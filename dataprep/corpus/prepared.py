@@ -94,7 +94,9 @@ class PickleWriter:
 
 def read_pickles(path: Path) -> Iterator:
     if not path.exists():
-        raise DataError(f"{path}: missing; the first pass of this shard (stage shards) did not finish")
+        raise DataError(
+            f"{path}: missing; the first pass of this shard (stage shards) did not finish"
+        )
     with open(path, "rb") as fh:
         while True:
             try:
@@ -184,7 +186,9 @@ class PreparedReader(PipelineStep):
         verdicts = {rec["index"]: rec["reason"] for _, rec in read_jsonl(verdicts_path(out, r))}
         texts = read_pickles(prepared_path(out, r, "text.pkl"))
         fingerprints = read_jsonl(prepared_path(out, r, "docs.jsonl"))
-        for index, ((doc_id, text, source, meta), (_, fp)) in enumerate(zip(texts, fingerprints, strict=True)):
+        for index, ((doc_id, text, source, meta), (_, fp)) in enumerate(
+            zip(texts, fingerprints, strict=True)
+        ):
             if reason := verdicts.get(index):
                 self.sink.late.append(
                     Reject(source, None, f"{reason} (across shards)", {"doc_id": doc_id})
@@ -193,7 +197,9 @@ class PreparedReader(PipelineStep):
                 continue
             sig = decode_signature(fp["minhash"]) if fp.get("minhash") else None
             self.stat_update(StatHints.forwarded)
-            yield carried(Prepared(Document(doc_id, text, source, meta), None, fp.get("exact"), sig))
+            yield carried(
+                Prepared(Document(doc_id, text, source, meta), None, fp.get("exact"), sig)
+            )
 
 
 def remove_texts(out: str | Path) -> None:

@@ -154,7 +154,9 @@ def _config(kw: dict):
     )
 
 
-def _run(kw: dict, items_for_shard, extra_meta: dict | None = None, phase: str | None = None) -> dict:
+def _run(
+    kw: dict, items_for_shard, extra_meta: dict | None = None, phase: str | None = None
+) -> dict:
     """Resolve shard and output names, then run the pipeline over `items_for_shard(shard)`
     (`phase`: which pass of an executor's shard task, dataprep/corpus/prepared.py)."""
     from cosmosage.dataprep.corpus.dedup import read_eval_prompts
@@ -184,9 +186,7 @@ def _run(kw: dict, items_for_shard, extra_meta: dict | None = None, phase: str |
         two_pass = TwoPass(str(kw["out"]), shard.index, phase)
     if phase != "write":  # the second pass reads what the first kept
         items = items_for_shard(shard)
-    result = run_corpus(
-        items, out, kw["tokenizer"], cfg, val_out, prompts, meta, two_pass=two_pass
-    )
+    result = run_corpus(items, out, kw["tokenizer"], cfg, val_out, prompts, meta, two_pass=two_pass)
     if skipped := result.get("skipped_files"):
         shown = ", ".join(skipped[:3]) + (
             f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""

@@ -52,10 +52,10 @@ def written(folder: Path) -> dict[str, object]:
     return got
 
 
-def by_hand(tmp_path: Path, tiny_model: Path, source: Path, n: int) -> dict:
+def by_hand(tmp_path: Path, tiny_model: Path, source: Path, n: int, *extra: str) -> dict:
     folder = tmp_path / "by-hand"
     for i in range(n):
-        cli(*corpus(folder, tiny_model, source, "--shard", f"{i}/{n}"))
+        cli(*corpus(folder, tiny_model, source, "--shard", f"{i}/{n}", *extra))
     cli("merge-shards", "--out", str(folder / "c.jsonl"), "--val-out", str(folder / "c.val.jsonl"))
     return written(folder)
 
@@ -77,6 +77,42 @@ def test_the_local_executor_writes_what_shards_and_merge_write(tmp_path, tiny_mo
     assert list((folder / "c.datatrove" / "minhash" / "clusters").glob("*.clusters"))
     assert res["records"] == len((folder / "c.jsonl").read_text().splitlines()) > 0
     assert res["dropped"]  # the duplicates, the German and the short document
+
+
+def test_a_copy_dropped_across_shards_is_never_tokenized(tmp_path, tiny_model, corpus_dir):
+    """Each shard's second pass tokenizes only what the cross-shard verdicts leave: the
+    near copy of doc05, in another shard, has no chunk in any shard's output, and an
+    evaluation passage leaked into both is reported once, for the version kept.
+    `merge-shards` joins shards that tokenized every document, so it also reports the
+    copy's leaked chunks before dropping the copy: that is the one difference, and the
+    corpus, its sidecar and every other reject are the same."""
+    pair = {"docs/doc05.md", "docs/dup_near.md"}
+    prompts = tmp_path / "eval.jsonl"
+    leaked = " ".join((corpus_dir / "doc05.md").read_text().split()[60:100])
+    prompts.write_text(json.dumps({"prompt": leaked}) + "\n")
+    extra = ("--decontaminate", str(prompts))
+    folder = tmp_path / "executor"
+    cli(*corpus(folder, tiny_model, corpus_dir, "--executor", "local", "--tasks", "3", *extra))
+    got = written(folder)
+    rejects = lines(folder / "c.rejects.jsonl")
+    (copy,) = [r["record"]["doc_id"] for r in rejects
+               if "(across shards)" in r["reason"] and r["record"]["doc_id"] in pair]  # fmt: skip
+    shard_chunks = [r for f in folder.glob("c*.shard-*-of-00003.jsonl") for r in lines(f)]
+    assert shard_chunks and copy not in {r["doc_id"] for r in shard_chunks}
+    overlap = [r["record"]["doc_id"] for r in rejects if r["reason"].startswith("eval overlap")]
+    assert overlap and set(overlap) == pair - {copy}, overlap
+
+    hand = by_hand(tmp_path, tiny_model, corpus_dir, 3, *extra)
+    hand_rejects = [json.loads(x) for x in hand["c.rejects.jsonl"].splitlines()]
+    copy_leaks = [r for r in hand_rejects
+                  if r["reason"].startswith("eval overlap") and r["record"]["doc_id"] == copy]  # fmt: skip
+    assert copy_leaks
+    assert [r for r in hand_rejects if r not in copy_leaks] == rejects
+    for name in ("c.jsonl", "c.val.jsonl", "c.docs.jsonl"):
+        assert got[name] == hand[name], name
+    dropped, hand_dropped = got["c.manifest.json"]["dropped"], hand["c.manifest.json"]["dropped"]
+    assert hand_dropped.pop("eval overlap") - dropped.pop("eval overlap") == len(copy_leaks)
+    assert dropped == hand_dropped
 
 
 def test_a_rerun_runs_only_the_tasks_that_did_not_finish(tmp_path, tiny_model, corpus_dir):

@@ -258,6 +258,21 @@ def test_merge_reports_missing_shards(tmp_path, tiny_model, corpus_dir):
     assert res.exit_code != 0 and "shards [0, 2] of 3 are missing" in res.output
 
 
+def test_merge_names_a_cut_line_in_a_shard_and_writes_nothing(tmp_path, tiny_model, corpus_dir):
+    from cosmosage.tools.cli.main import main
+
+    for i in range(2):
+        cli("corpus", str(corpus_dir), "--tokenizer", str(tiny_model), "--sequence-len", "64",
+            "--out", str(tmp_path / "s.jsonl"), "--shard", f"{i}/2")  # fmt: skip
+    part = tmp_path / "s.shard-00001-of-00002.jsonl"
+    rows = part.read_text().splitlines()
+    part.write_text("\n".join(rows[:-1]) + "\n" + rows[-1][: len(rows[-1]) // 2] + "\n")
+    res = CliRunner().invoke(main, ["data", "merge-shards", "--out", str(tmp_path / "s.jsonl")])
+    assert res.exit_code != 0, res.output
+    assert f"{part}:{len(rows)}: not JSON" in res.output and "rebuild this shard" in res.output
+    assert not (tmp_path / "s.jsonl").exists() and not list(tmp_path.glob(".s.jsonl.*"))
+
+
 def test_a_crash_leaves_no_partial_output_and_a_rerun_completes(
     tmp_path, tiny_tokenizer, corpus_dir, monkeypatch
 ):
