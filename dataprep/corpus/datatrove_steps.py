@@ -12,7 +12,11 @@ other outputs when the task ends. So a datatrove filter of a user's (a `RegexFil
 file (`run_corpus(..., filters=[...])`).
 
 `run_corpus` (dataprep/corpus/pipeline.py) runs these steps in one process; under
-`--executor` each shard task does (dataprep/corpus/executors.py).
+`--executor` each shard does (dataprep/corpus/executors.py), in two passes around the
+stages across shards (dataprep/corpus/prepared.py):
+
+    CorpusReader -> CleanAndFilter -> [filters] -> ShardDedup -> PreparedWriter
+    PreparedReader -> CrossShardDrop -> CorpusWriter
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ class Sink:
         self.out, self.val_out, self.meta = out, val_out, meta
         self.outs: Outputs | None = None
         self.result: dict | None = None
-        self.late: list[Reject] = []  # rejects written after every document's
+        self.late: list[Reject] = []  # rejects listed after every document's own
 
     def open(self) -> Outputs:
         self.outs = Outputs(self.out, self.val_out, self.meta)
@@ -70,14 +74,16 @@ class RejectsWriter(DiskWriter):
     """A filter's exclusion writer: each dropped document becomes a line of the task's
     rejects file, with the reason the filter gave (`metadata["filter_reason"]`) or, for a
     filter that gives none, `reason`. It writes into the task's atomic outputs, which
-    commit or roll back together, so entering and leaving it opens and closes nothing."""
+    commit or roll back together, so entering and leaving it opens and closes nothing.
+    With `later`, the lines wait until every document's own rejects are written (the
+    order `merge-shards` lists the documents it drops across shards in)."""
 
     name = "rejects"
     type = "cosmosage"
 
-    def __init__(self, sink: Sink, reason: str = "dropped"):
+    def __init__(self, sink: Sink, reason: str = "dropped", later: bool = False):
         PipelineStep.__init__(self)  # datatrove's opens a folder of its own files
-        self.sink, self.reason = sink, reason
+        self.sink, self.reason, self.later = sink, reason, later
 
     def __enter__(self):
         return self
@@ -97,7 +103,10 @@ class RejectsWriter(DiskWriter):
             p: Prepared = md["prepared"]
             why = p.reason or md.get("filter_reason") or self.reason
             rej = Reject(p.doc.source, None, why, {"doc_id": p.doc.id})
-        self.sink.outs.reject(rej)
+        if self.later:
+            self.sink.late.append(rej)
+        else:
+            self.sink.outs.reject(rej)
         self.stat_update(StatHints.total)
 
 

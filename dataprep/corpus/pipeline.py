@@ -246,11 +246,12 @@ def run_corpus(
     and writes the shard's outputs."""
     from cosmosage.dataprep.corpus.datatrove_steps import (
         CorpusWriter,
+        RejectsWriter,
         Sink,
         corpus_steps,
         run_steps,
     )
-    from cosmosage.dataprep.corpus.prepared import PreparedReader, PreparedWriter
+    from cosmosage.dataprep.corpus.prepared import CrossShardDrop, PreparedReader, PreparedWriter
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     info = {"sequence_len": cfg.sequence_len, "config": cfg.describe(), **(meta or {})}
@@ -261,7 +262,11 @@ def run_corpus(
         steps = [*corpus_steps(items, sink, tokenizer, cfg, (), filters)[:-1],
                  PreparedWriter(sink, two_pass)]  # fmt: skip
     else:
-        steps = [PreparedReader(sink, two_pass), CorpusWriter(sink, tokenizer, cfg, prompts)]
+        steps = [
+            PreparedReader(sink, two_pass),
+            CrossShardDrop(two_pass, RejectsWriter(sink, later=True)),
+            CorpusWriter(sink, tokenizer, cfg, prompts),
+        ]
     run_steps(steps)
     return sink.result
 

@@ -10,10 +10,11 @@ Under `--executor` with dedup on, shard task r runs twice:
    `r.text.pkl` (its cleaned text and metadata) and `r.rejects.pkl` (what the pass
    dropped, with the reasons);
 2. *write* (stage `chunks`, after the clusters): the documents the cross-shard verdicts
-   (`OUT.datatrove/minhash/verdicts/r.jsonl`) leave, tokenized into token-exact chunks
-   and written as `--shard r/N` writes them (train, validation, rejects, document sidecar,
-   manifest), with the first pass's rejects first and the documents dropped across shards
-   last, as `merge-shards` lists them.
+   (`OUT.datatrove/minhash/verdicts/r.jsonl`) leave (`CrossShardDrop`, a datatrove filter
+   whose exclusion writer lists the others), tokenized into token-exact chunks and
+   written as `--shard r/N` writes them (train, validation, rejects, document sidecar,
+   manifest), with the first pass's rejects first and the documents dropped across
+   shards last, as `merge-shards` lists them.
 
 So the copies of a document in another shard are never tokenized (the tokenizer is most
 of a shard task's time); the merge only joins the shards. Every file is written
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from datatrove.data import Document as Doc
 from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.utils.typeshelper import StatHints
 
 from cosmosage.dataprep.corpus.datatrove_steps import Sink, carried
@@ -166,8 +168,8 @@ class PreparedWriter(PipelineStep):
 
 class PreparedReader(PipelineStep):
     """The start of the second pass: the first pass's rejects into this shard's rejects,
-    then the documents it kept, but those the verdicts name, which join the rejects last
-    (as `merge-shards` lists them after the shard's own)."""
+    then the documents it kept, each with its index in the shard (what the verdicts name
+    it by)."""
 
     name = "prepared reader"
     type = "cosmosage"
@@ -181,25 +183,43 @@ class PreparedReader(PipelineStep):
         outs = self.sink.outs  # opened by the writer before it asks for documents
         for rej in read_pickles(prepared_path(out, r, "rejects.pkl")):
             outs.reject(rej)
-        if not verdicts_path(out, r).exists():
-            raise DataError(f"{verdicts_path(out, r)}: missing; the clusters stage did not finish")
-        verdicts = {rec["index"]: rec["reason"] for _, rec in read_jsonl(verdicts_path(out, r))}
         texts = read_pickles(prepared_path(out, r, "text.pkl"))
         fingerprints = read_jsonl(prepared_path(out, r, "docs.jsonl"))
         for index, ((doc_id, text, source, meta), (_, fp)) in enumerate(
             zip(texts, fingerprints, strict=True)
         ):
-            if reason := verdicts.get(index):
-                self.sink.late.append(
-                    Reject(source, None, f"{reason} (across shards)", {"doc_id": doc_id})
-                )
-                self.stat_update(StatHints.dropped)
-                continue
             sig = decode_signature(fp["minhash"]) if fp.get("minhash") else None
-            self.stat_update(StatHints.forwarded)
-            yield carried(
+            doc = carried(
                 Prepared(Document(doc_id, text, source, meta), None, fp.get("exact"), sig)
             )
+            doc.metadata["index"] = index
+            self.stat_update(StatHints.total)
+            yield doc
+
+
+class CrossShardDrop(BaseFilter):
+    """The second pass's filter: a document the cross-shard verdicts name is dropped, with
+    their reason and "(across shards)", through its exclusion writer (a RejectsWriter that
+    lists them after the shard's own rejects)."""
+
+    name = "cross-shard drop"
+    type = "cosmosage"
+
+    def __init__(self, where: TwoPass, exclusion_writer):
+        super().__init__(exclusion_writer)
+        self.where, self.verdicts = where, None
+
+    def filter(self, doc: Doc) -> bool | tuple[bool, str]:
+        if (why := self.verdicts.get(doc.metadata["index"])) is None:
+            return True
+        return False, f"{why} (across shards)"
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        path = verdicts_path(self.where.out, self.where.rank)
+        if not path.exists():
+            raise DataError(f"{path}: missing; the clusters stage did not finish")
+        self.verdicts = {rec["index"]: rec["reason"] for _, rec in read_jsonl(path)}
+        yield from super().run(data, rank, world_size)
 
 
 def remove_texts(out: str | Path) -> None:

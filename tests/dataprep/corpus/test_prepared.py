@@ -11,9 +11,10 @@ import pytest
 
 
 def test_the_second_pass_reads_back_what_the_first_kept(tmp_path):
-    from cosmosage.dataprep.corpus.datatrove_steps import Sink, carried
+    from cosmosage.dataprep.corpus.datatrove_steps import RejectsWriter, Sink, carried
     from cosmosage.dataprep.corpus.pipeline import Prepared
     from cosmosage.dataprep.corpus.prepared import (
+        CrossShardDrop,
         PreparedReader,
         PreparedWriter,
         TwoPass,
@@ -55,22 +56,28 @@ def test_the_second_pass_reads_back_what_the_first_kept(tmp_path):
             self.rejected.append(rej)
 
     second.outs = Outs()
-    reader = PreparedReader(second, TwoPass(str(out), 2, "write"))
+    where = TwoPass(str(out), 2, "write")
+    reader = PreparedReader(second, where)
+
+    def second_pass():  # the reader, then the verdicts' filter with its exclusion writer
+        drop = CrossShardDrop(where, RejectsWriter(second, later=True))
+        return [d.metadata["prepared"] for d in drop.run(reader.run())]
+
     with pytest.raises(Exception, match=r"verdicts/00002\.jsonl: missing"):
-        list(reader.run())
+        second_pass()
     why = "near duplicate: of z.md (Jaccard ~0.91)"
     verdicts_path(out, 2).parent.mkdir(parents=True)
     verdicts_path(out, 2).write_text(json.dumps({"index": 1, "doc_id": "b.md", "reason": why}))
     second.outs.rejected.clear()
-    got = [d.metadata["prepared"] for d in reader.run()]
+    got = second_pass()
     assert [p.doc for p in got] == [kept[0].doc, kept[2].doc]
     assert [p.exact for p in got] == ["key-a", "key-c"] and all(p.reason is None for p in got)
     assert all(np.array_equal(p.sig, sig) for p in got)
-    assert second.outs.rejected == [short]
+    assert second.outs.rejected == [short], "the first pass's rejects, in place"
     assert second.late == [Reject("in/b.md", None, f"{why} (across shards)", {"doc_id": "b.md"})]
 
     prepared_path(out, 2, "text.pkl").unlink()
     with pytest.raises(Exception, match=r"00002\.text\.pkl: missing; the first pass"):
-        list(reader.run())
+        list(reader.run())  # the reader alone
     with pytest.raises(ValueError, match="phase"):
         TwoPass(str(out), 0, "tokenize")
