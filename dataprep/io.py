@@ -425,6 +425,8 @@ class JsonlWriter:
     """Streaming atomic JSONL writer: lines go to a temp file renamed over `path` on
     `commit()`; `abort()` (or leaving a `with` block by an exception) removes it."""
 
+    binary = False  # True: a subclass that writes bytes (corpus.prepared.PickleWriter)
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
         try:
@@ -433,7 +435,7 @@ class JsonlWriter:
             if exc.errno in WRITE_ERRNOS:
                 raise write_failed(self.path, exc) from exc
             raise
-        self._fh = open(self._tmp, "w", encoding="utf-8")
+        self._fh = open(self._tmp, "wb") if self.binary else open(self._tmp, "w", encoding="utf-8")
         self.count = 0
 
     def write(self, record: dict) -> None:
@@ -442,8 +444,11 @@ class JsonlWriter:
     def write_line(self, line: str) -> None:
         """One line as it is (a record read from a file this writer's kind wrote, passed
         on without parsing and dumping it again)."""
+        self._put(line if line.endswith("\n") else line + "\n")
+
+    def _put(self, data: str | bytes) -> None:
         try:
-            self._fh.write(line if line.endswith("\n") else line + "\n")
+            self._fh.write(data)
         except OSError as exc:
             self.abort()
             if exc.errno in WRITE_ERRNOS:

@@ -43,11 +43,12 @@ def exact_config() -> ExactDedupConfig:
     return ExactDedupConfig(content_getter=_text, hash_config=HashConfig(64, "sha1"))
 
 
-def exact_keys(out: str | Path, rank: int, tasks: int):
-    """(sidecar line index, exact key) of shard `rank`'s kept documents."""
-    from cosmosage.dataprep.corpus.executor_minhash import sidecar
+def exact_keys(out: str | Path, rank: int):
+    """(line index, exact key) of shard `rank`'s kept documents (its first pass's
+    fingerprints)."""
+    from cosmosage.dataprep.corpus.prepared import prepared_path
 
-    for index, (_, rec) in enumerate(read_jsonl(sidecar(out, rank, tasks))):
+    for index, (_, rec) in enumerate(read_jsonl(prepared_path(out, rank, "docs.jsonl"))):
         if isinstance(rec, dict):
             yield index, rec.get("exact") or rec["doc_id"]
 
@@ -62,14 +63,14 @@ class SidecarExactHashes(ExactDedupSignature):
         if tasks > TOP_PRIORITY:
             raise DataError(f"--tasks {tasks}: at most {TOP_PRIORITY} with --executor")
         super().__init__(folder, exact_config(), finder_workers=finders)
-        self.out, self.tasks = str(out), tasks
+        self.out = str(out)
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         for _ in data or ():  # the steps before this one in the task
             pass
         hashes = []
         with self.track_time():
-            for index, key in exact_keys(self.out, rank, self.tasks):
+            for index, key in exact_keys(self.out, rank):
                 hashes.append((self.hash_fc(key), TOP_PRIORITY - rank, index))
                 self.stat_update("documents")
             self.save_hashes(rank, hashes)

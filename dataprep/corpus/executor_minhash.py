@@ -64,19 +64,14 @@ def minhash_config(threshold: float, num_perm: int, shingle: int) -> MinhashConf
     )
 
 
-def sidecar(out: str | Path, rank: int, tasks: int) -> Path:
-    """Shard `rank`'s kept documents with their fingerprints, from its first pass."""
+def signatures(out: str | Path, rank: int):
+    """(line index, signature) of shard `rank`'s kept documents, in their order (its first
+    pass's fingerprints)."""
+    from cosmosage.dataprep.corpus.pipeline import decode_signature
     from cosmosage.dataprep.corpus.prepared import prepared_path
 
-    return prepared_path(out, rank, "docs.jsonl")
-
-
-def signatures(out: str | Path, rank: int, tasks: int):
-    """(line index, signature) of shard `rank`'s kept documents, in their order."""
-    from cosmosage.dataprep.corpus.pipeline import decode_signature
-
     index = -1
-    for _, rec in read_jsonl(sidecar(out, rank, tasks)):
+    for _, rec in read_jsonl(prepared_path(out, rank, "docs.jsonl")):
         index += 1
         if isinstance(rec, dict) and rec.get("minhash"):
             yield index, decode_signature(rec["minhash"])
@@ -88,9 +83,9 @@ class SidecarSignatures(MinhashDedupSignature):
 
     name = "sidecar signatures"
 
-    def __init__(self, out: str | Path, tasks: int, folder: str, whole: str, config: MinhashConfig):
+    def __init__(self, out: str | Path, folder: str, whole: str, config: MinhashConfig):
         PipelineStep.__init__(self)  # the parent's would load a word tokenizer it needs not
-        self.out, self.tasks = str(out), tasks
+        self.out = str(out)
         self.output_folder = get_datafolder(folder)
         self.whole = whole
         self.config = config
@@ -99,7 +94,7 @@ class SidecarSignatures(MinhashDedupSignature):
         self.skip_existing_sigs = False
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
-        self._sigs = dict(signatures(self.out, rank, self.tasks))
+        self._sigs = dict(signatures(self.out, rank))
         # datatrove numbers documents by their place in the stream: one per sidecar line,
         # the line's index as the text the shingles are looked up by
         count = max(self._sigs, default=-1) + 1

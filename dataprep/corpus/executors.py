@@ -57,7 +57,7 @@ class CorpusShard(PipelineStep):
     name = "corpus shard"
     type = "cosmosage"
 
-    def __init__(self, run_shard: Callable[..., dict], phase: str | None = None):
+    def __init__(self, run_shard: Callable[[str, str | None], dict], phase: str | None = None):
         super().__init__()
         self.run_shard, self.phase = run_shard, phase
 
@@ -68,8 +68,7 @@ class CorpusShard(PipelineStep):
         reset_peak_memory()
         self.stat_update("start_rss_mb", value=round(memory_mb()))
         with self.track_time():
-            shard = f"{rank}/{world_size}"
-            result = self.run_shard(shard, self.phase) if self.phase else self.run_shard(shard)
+            result = self.run_shard(f"{rank}/{world_size}", self.phase)
         self.stat_update("documents", value=int(result.get("documents", 0)))
         self.stat_update("records", value=int(result.get("records", 0)))
         self.stat_update("dropped", value=sum((result.get("dropped") or {}).values()))
@@ -332,9 +331,7 @@ def _minhash_stages(kind, run_shard, out, tasks: int, workers: int, res, near_th
     folders = {k: str(logs / "minhash" / k) for k in names}
     shard_steps = [
         CorpusShard(run_shard, "prepare"),
-        mh.SidecarSignatures(
-            out, tasks, folders["signatures"], folders["whole-signatures"], config
-        ),
+        mh.SidecarSignatures(out, folders["signatures"], folders["whole-signatures"], config),
         ex.SidecarExactHashes(out, tasks, folders["exact-hashes"], config.num_buckets),
     ]
     shards = _stage(kind, shard_steps, tasks, "shards", logs, first, workers, res)

@@ -24,7 +24,6 @@ are removed once the merge has written the corpus.
 
 from __future__ import annotations
 
-import os
 import pickle
 from collections import Counter
 from collections.abc import Iterator
@@ -39,7 +38,7 @@ from datatrove.utils.typeshelper import StatHints
 from cosmosage.dataprep.corpus.datatrove_steps import Sink, carried
 from cosmosage.dataprep.corpus.pipeline import Prepared, decode_signature, encode_signature
 from cosmosage.dataprep.corpus.sources import Document
-from cosmosage.dataprep.io import JsonlWriter, read_jsonl, sibling, temp_beside
+from cosmosage.dataprep.io import JsonlWriter, read_jsonl, sibling
 from cosmosage.dataprep.records import DataError, Reject, reason_group
 
 PHASES = ("prepare", "write")
@@ -74,24 +73,14 @@ class TwoPass:
             raise ValueError(f"phase {self.phase!r}: one of {PHASES}")
 
 
-class PickleWriter:
-    """Objects pickled one after another into a temporary file renamed over `path` on
-    `commit()` (any text, as cleaned, round-trips exactly)."""
+class PickleWriter(JsonlWriter):
+    """JsonlWriter's atomic file (and its errors on a full disk), holding objects pickled
+    one after another (any text, as cleaned, round-trips exactly)."""
 
-    def __init__(self, path: Path):
-        self.path, self.tmp = path, temp_beside(path)
-        self.fh = open(self.tmp, "wb")
+    binary = True
 
     def write(self, obj) -> None:
-        pickle.dump(obj, self.fh, protocol=pickle.HIGHEST_PROTOCOL)
-
-    def commit(self) -> None:
-        self.fh.close()
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        self.fh.close()
-        self.tmp.unlink(missing_ok=True)
+        self._put(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def read_pickles(path: Path) -> Iterator:

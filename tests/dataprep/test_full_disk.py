@@ -125,3 +125,16 @@ def test_a_read_only_output_folder_is_refused_before_any_work(tmp_path, tiny_mod
         assert f"cannot write into {ro} (a read-only file system or no permission)" in res.output, (
             name
         )
+
+
+def test_the_executors_first_pass_files_fail_as_every_output_does(full_disk, tmp_path):
+    """The cleaned texts a shard's first pass keeps for its second go through the same
+    atomic writer: a full disk is one error naming the file, and nothing is left."""
+    from cosmosage.dataprep.corpus.prepared import PickleWriter
+    from cosmosage.dataprep.records import DataError
+
+    full_disk[0] = 64
+    writer = PickleWriter(tmp_path / "00003.text.pkl")
+    with pytest.raises(DataError, match=r"00003\.text\.pkl.* could not be written: No space"):
+        writer.write(("a.md", "text " * 50, "in/a.md", {"kind": "markdown"}))
+    assert sorted(tmp_path.iterdir()) == []
