@@ -24,6 +24,7 @@ are removed once the merge has written the corpus.
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from collections import Counter
 from collections.abc import Iterator
@@ -89,11 +90,16 @@ def read_pickles(path: Path) -> Iterator:
             f"{path}: missing; the first pass of this shard (stage shards) did not finish"
         )
     with open(path, "rb") as fh:
-        while True:
+        for n in itertools.count(1):
             try:
                 yield pickle.load(fh)
             except EOFError:
                 return
+            except (pickle.UnpicklingError, ValueError) as exc:
+                raise DataError(
+                    f"{path}: record {n}: cut or corrupt ({exc}); delete it and the shard's "
+                    "completion marker under shards/completions/, and run the command again"
+                ) from None
 
 
 class PreparedOutputs:
@@ -174,9 +180,16 @@ class PreparedReader(PipelineStep):
             outs.reject(rej)
         texts = read_pickles(prepared_path(out, r, "text.pkl"))
         fingerprints = read_jsonl(prepared_path(out, r, "docs.jsonl"))
-        for index, ((doc_id, text, source, meta), (_, fp)) in enumerate(
-            zip(texts, fingerprints, strict=True)
-        ):
+        for index, pair in enumerate(itertools.zip_longest(texts, fingerprints)):
+            if None in pair:
+                raise DataError(
+                    f"{prepared_path(out, r, 'docs.jsonl')}: its lines and the records of "
+                    f"{prepared_path(out, r, 'text.pkl')} differ in number (from record "
+                    f"{index + 1}): run this shard's first pass again"
+                )
+            (doc_id, text, source, meta), (lineno, fp) = pair
+            if isinstance(fp, Reject):
+                raise DataError(f"{fp.source}:{lineno}: {fp.reason}")
             sig = decode_signature(fp["minhash"]) if fp.get("minhash") else None
             doc = carried(
                 Prepared(Document(doc_id, text, source, meta), None, fp.get("exact"), sig)
@@ -207,7 +220,12 @@ class CrossShardDrop(BaseFilter):
         path = verdicts_path(self.where.out, self.where.rank)
         if not path.exists():
             raise DataError(f"{path}: missing; the clusters stage did not finish")
-        self.verdicts = {rec["index"]: rec["reason"] for _, rec in read_jsonl(path)}
+        self.verdicts = {}
+        for lineno, rec in read_jsonl(path):
+            if isinstance(rec, Reject) or not {"index", "reason"} <= rec.keys():
+                why = rec.reason if isinstance(rec, Reject) else "no index or reason"
+                raise DataError(f"{path}:{lineno}: {why}")
+            self.verdicts[rec["index"]] = rec["reason"]
         yield from super().run(data, rank, world_size)
 
 

@@ -81,3 +81,56 @@ def test_the_second_pass_reads_back_what_the_first_kept(tmp_path):
         list(reader.run())  # the reader alone
     with pytest.raises(ValueError, match="phase"):
         TwoPass(str(out), 0, "tokenize")
+
+
+def test_a_cut_or_mismatched_first_pass_file_is_named(tmp_path):
+    """The second pass reads files the first wrote atomically; should one be cut or the
+    two disagree, the error names the file (and line or record) and what to run."""
+    from cosmosage.dataprep.corpus.datatrove_steps import RejectsWriter, Sink, carried
+    from cosmosage.dataprep.corpus.pipeline import Prepared
+    from cosmosage.dataprep.corpus.prepared import (
+        CrossShardDrop,
+        PreparedReader,
+        PreparedWriter,
+        TwoPass,
+        prepared_path,
+        verdicts_path,
+    )
+    from cosmosage.dataprep.corpus.sources import Document
+    from cosmosage.dataprep.records import DataError
+
+    out = tmp_path / "c.jsonl"
+    docs = [Prepared(Document(f"{k}.md", f"text {k}", f"in/{k}.md", {}), None, f"key-{k}", None)
+            for k in "abc"]  # fmt: skip
+    first = Sink(out, None, {})
+    PreparedWriter(first, TwoPass(str(out), 0, "prepare")).run(map(carried, docs))
+    where = TwoPass(str(out), 0, "write")
+
+    def second_pass():
+        sink = Sink(out, None, {})
+        sink.outs = type("Outs", (), {"reject": lambda self, rej: None})()
+        drop = CrossShardDrop(where, RejectsWriter(sink, later=True))
+        return list(drop.run(PreparedReader(sink, where).run()))
+
+    verdicts = verdicts_path(out, 0)
+    verdicts.parent.mkdir(parents=True)
+    verdicts.write_text('{"index": 1}\n')
+    with pytest.raises(DataError, match=r"verdicts/00000\.jsonl:1: no index or reason"):
+        second_pass()
+    verdicts.write_text("")
+    assert len(second_pass()) == 3
+
+    text = prepared_path(out, 0, "text.pkl")
+    whole = text.read_bytes()
+    text.write_bytes(whole[: len(whole) - 5])
+    with pytest.raises(DataError, match=r"00000\.text\.pkl: record 3: cut or corrupt"):
+        second_pass()
+    fingerprints = prepared_path(out, 0, "docs.jsonl")
+    text.write_bytes(whole)
+    lines = fingerprints.read_text().splitlines()
+    fingerprints.write_text("\n".join(lines[:2]) + "\n")
+    with pytest.raises(DataError, match=r"differ in number \(from record 3\)"):
+        second_pass()
+    fingerprints.write_text(lines[0] + "\n" + lines[1][:20] + "\n" + lines[2] + "\n")
+    with pytest.raises(DataError, match=r"00000\.docs\.jsonl:2: "):
+        second_pass()
