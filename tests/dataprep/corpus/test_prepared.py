@@ -9,20 +9,21 @@ import json
 import numpy as np
 import pytest
 
+from cosmosage.dataprep.corpus.datatrove_steps import RejectsWriter, Sink, carried
+from cosmosage.dataprep.corpus.pipeline import Prepared
+from cosmosage.dataprep.corpus.prepared import (
+    CrossShardDrop,
+    PreparedReader,
+    PreparedWriter,
+    TwoPass,
+    prepared_path,
+    verdicts_path,
+)
+from cosmosage.dataprep.corpus.sources import Document
+from cosmosage.dataprep.records import DataError, Reject
+
 
 def test_the_second_pass_reads_back_what_the_first_kept(tmp_path):
-    from cosmosage.dataprep.corpus.datatrove_steps import RejectsWriter, Sink, carried
-    from cosmosage.dataprep.corpus.pipeline import Prepared
-    from cosmosage.dataprep.corpus.prepared import (
-        CrossShardDrop,
-        PreparedReader,
-        PreparedWriter,
-        TwoPass,
-        prepared_path,
-        verdicts_path,
-    )
-    from cosmosage.dataprep.corpus.sources import Document
-    from cosmosage.dataprep.records import Reject
 
     out = tmp_path / "c.jsonl"
     sig = (np.arange(7, 7 + 128, dtype=np.uint64) * 2654435761 % 2**32).astype(np.uint32)
@@ -86,18 +87,6 @@ def test_the_second_pass_reads_back_what_the_first_kept(tmp_path):
 def test_a_cut_or_mismatched_first_pass_file_is_named(tmp_path):
     """The second pass reads files the first wrote atomically; should one be cut or the
     two disagree, the error names the file (and line or record) and what to run."""
-    from cosmosage.dataprep.corpus.datatrove_steps import RejectsWriter, Sink, carried
-    from cosmosage.dataprep.corpus.pipeline import Prepared
-    from cosmosage.dataprep.corpus.prepared import (
-        CrossShardDrop,
-        PreparedReader,
-        PreparedWriter,
-        TwoPass,
-        prepared_path,
-        verdicts_path,
-    )
-    from cosmosage.dataprep.corpus.sources import Document
-    from cosmosage.dataprep.records import DataError
 
     out = tmp_path / "c.jsonl"
     docs = [Prepared(Document(f"{k}.md", f"text {k}", f"in/{k}.md", {}), None, f"key-{k}", None)
