@@ -38,6 +38,7 @@ from cosmosage.dataprep.corpus.pipeline import (
     CorpusConfig,
     Outputs,
     Prepared,
+    near_dropped_line,
     prepared,
     write_chunks,
 )
@@ -167,19 +168,23 @@ def _ours(doc: Doc) -> Document | Reject:
 
 class ShardDedup(BaseFilter):
     """Exact and near duplicates among the documents of this run (or shard task), first
-    copy kept; across shards the executor's datatrove stages take over."""
+    copy kept; across shards the executor's datatrove stages or `merge-shards` take over,
+    from the shard's document sidecar (with `cfg.list_near_dropped`, the near duplicates
+    dropped here are listed there too, as members of their clusters)."""
 
     name = "dedup"
     type = "cosmosage"
 
-    def __init__(self, cfg: CorpusConfig, exclusion_writer: DiskWriter):
+    def __init__(self, cfg: CorpusConfig, exclusion_writer: DiskWriter, sink: Sink):
         super().__init__(exclusion_writer)
-        self.cfg = cfg
+        self.cfg, self.sink = cfg, sink
         self.dedup: Deduplicator | None = None
 
     def filter(self, doc: Doc) -> bool | tuple[bool, str]:
         p: Prepared = doc.metadata["prepared"]
         if reason := self.dedup.check(p.doc.id, p.exact, p.sig):
+            if self.cfg.list_near_dropped and reason.startswith("near duplicate"):
+                self.sink.outs.near_dropped.append(near_dropped_line(p.doc, p.sig))
             return False, reason
         return True
 
@@ -248,7 +253,7 @@ def corpus_steps(
         f.exclusion_writer = f.exclusion_writer or RejectsWriter(sink, type(f).__name__)
         steps.append(f)
     if cfg.dedup:
-        steps.append(ShardDedup(cfg, RejectsWriter(sink)))
+        steps.append(ShardDedup(cfg, RejectsWriter(sink), sink))
     steps.append(CorpusWriter(sink, tokenizer, cfg, prompts))
     return steps
 

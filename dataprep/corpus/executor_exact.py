@@ -45,11 +45,11 @@ def exact_config() -> ExactDedupConfig:
 
 def exact_keys(out: str | Path, rank: int):
     """(line index, exact key) of shard `rank`'s kept documents (its first pass's
-    fingerprints)."""
+    fingerprints; the near duplicates it dropped, listed after them, have none)."""
     from cosmosage.dataprep.corpus.prepared import prepared_path
 
     for index, (_, rec) in enumerate(read_jsonl(prepared_path(out, rank, "docs.jsonl"))):
-        if isinstance(rec, dict):
+        if isinstance(rec, dict) and not rec.get("dropped"):
             yield index, rec.get("exact") or rec["doc_id"]
 
 

@@ -65,8 +65,10 @@ def minhash_config(threshold: float, num_perm: int, shingle: int) -> MinhashConf
 
 
 def signatures(out: str | Path, rank: int):
-    """(line index, signature) of shard `rank`'s kept documents, in their order (its first
-    pass's fingerprints)."""
+    """(line index, signature) of shard `rank`'s kept documents, in their order, then of the
+    near duplicates it dropped (its first pass's fingerprints): a dropped one joins its
+    cluster to a later shard's version that matches only it, as one process's index
+    does, and the verdicts never name it."""
     from cosmosage.dataprep.corpus.pipeline import decode_signature
     from cosmosage.dataprep.corpus.prepared import prepared_path
 

@@ -172,7 +172,8 @@ class ExactFirsts:
 
 def duplicate_check(dedup: bool, threshold: float, num_perm: int, clusters=None, exact=None):
     """check(shard, sidecar index, record) -> why the document is a duplicate, or None:
-    exact then near duplicates, here in memory (`merge-shards`) or from what datatrove's
+    exact then near duplicates (a near duplicate its shard dropped, `"dropped": true`,
+    after the shard's kept documents, joins its cluster and is never named), here in memory (`merge-shards`) or from what datatrove's
     stages found (executors.CrossShardVerdicts; `exact`: ExactFirsts' two maps;
     `clusters`: a ClusterFirsts)."""
     if not dedup:
@@ -181,12 +182,20 @@ def duplicate_check(dedup: bool, threshold: float, num_perm: int, clusters=None,
         raise ValueError("clusters and exact come together, from datatrove's stages")
     if clusters is None:
         deduper = Deduplicator(near=True, threshold=threshold, num_perm=num_perm)
-        return lambda shard, index, rec: deduper.check(
-            rec["doc_id"], rec.get("exact") or rec["doc_id"], signature(rec)
-        )
+
+        def in_memory(shard: int, index: int, rec: dict) -> str | None:
+            if rec.get("dropped"):
+                deduper.index.add(rec["doc_id"], signature(rec))
+                return None
+            return deduper.check(rec["doc_id"], rec.get("exact") or rec["doc_id"], signature(rec))
+
+        return in_memory
     exact_found = ExactFirsts(*exact)
 
     def check(shard: int, index: int, rec: dict) -> str | None:
+        if rec.get("dropped"):
+            clusters.check(shard, index, rec["doc_id"], signature(rec))
+            return None
         key = rec.get("exact") or rec["doc_id"]
         reason = exact_found.check(shard, index, rec["doc_id"], key)
         return reason or clusters.check(shard, index, rec["doc_id"], signature(rec))
@@ -224,6 +233,9 @@ def _shard_docs(shard: int, part: Path, duplicate, rejects: JsonlWriter, docs_ou
     for index, (lineno, rec) in enumerate(read_jsonl(docs_path(part))):
         if isinstance(rec, Reject):
             raise DataError(f"{rec.source}:{lineno}: {rec.reason}")
+        if rec.get("dropped"):  # dropped in its shard: a member of its cluster only
+            duplicate(shard, index, rec)
+            continue
         if reason := duplicate(shard, index, rec):
             dropped_docs.add(rec["doc_id"])
             dropped[reason_group(reason)] += 1

@@ -9,7 +9,10 @@ document seen (duplicates stay indexed, so revision chains are one cluster).
 Beside each output: `<name>.manifest.json`, and beside the train output
 `<name>.rejects.jsonl` (every dropped document or chunk with its reason) and
 `<name>.docs.jsonl` (kept documents with hash, signature and license, which the shard
-merge uses to deduplicate across shards).
+merge uses to deduplicate across shards; a shard's also lists, after them, the near
+duplicates it dropped, each marked `"dropped": true`, so that the merge joins clusters
+through them as one process's index does: a later version whose only near match was
+dropped inside an earlier shard is still found).
 """
 
 from __future__ import annotations
@@ -67,6 +70,9 @@ class CorpusConfig:
     # With a validation output and no document drawn for it, move the last one there
     # (tiny corpora); off for shards, where each shard would do it.
     val_fallback: bool = True
+    # Shards: the document sidecar also lists the near duplicates dropped (after the kept
+    # documents), for the dedup across shards.
+    list_near_dropped: bool = False
 
     def describe(self) -> dict:
         return asdict(self)
@@ -82,6 +88,12 @@ def encode_signature(sig: np.ndarray) -> str:
 
 def decode_signature(s: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(s), dtype="<u4").astype(np.uint32)
+
+
+def near_dropped_line(doc: Document, sig: np.ndarray) -> dict:
+    """A shard's sidecar line for a near duplicate it dropped: a member of its cluster for
+    the dedup across shards (never kept, never written to the corpus)."""
+    return {"doc_id": doc.id, "path": doc.source, "dropped": True, "minhash": encode_signature(sig)}
 
 
 @dataclass
@@ -148,6 +160,7 @@ class Outputs:
         self.lengths = {"train": Counter(), "val": Counter()}
         self.documents = Counter()
         self.licenses = {"train": Counter(), "val": Counter()}
+        self.near_dropped: list[dict] = []  # sidecar lines written after the kept documents
 
     def reject(self, rej: Reject) -> None:
         self.rejects.write(rej.to_json())
@@ -183,6 +196,8 @@ class Outputs:
         self.docs.write(side_rec)
 
     def commit(self, sequence_len: int) -> dict:
+        for line in self.near_dropped:
+            self.docs.write(line)
         for w in (self.train, self.val, self.rejects, self.docs):
             if w is not None:
                 w.commit()

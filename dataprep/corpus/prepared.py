@@ -6,7 +6,9 @@ Under `--executor` with dedup on, shard task r runs twice:
 1. *prepare* (stage `shards`): read, clean, filter, deduplicate within the shard and
    fingerprint, as `--shard r/N` does, then write what it kept under
    `OUT.datatrove/prepared/`: `r.docs.jsonl` (per kept document, in order: its id,
-   path, exact key and MinHash signature; datatrove's exact and MinHash stages read it),
+   path, exact key and MinHash signature; then the near duplicates the shard dropped,
+   marked `dropped`, members of their clusters only; datatrove's exact and MinHash
+   stages read it),
    `r.text.pkl` (its cleaned text and metadata) and `r.rejects.pkl` (what the pass
    dropped, with the reasons);
 2. *write* (stage `chunks`, after the clusters): the documents the cross-shard verdicts
@@ -113,6 +115,7 @@ class PreparedOutputs:
         self.rejects = PickleWriter(prepared_path(out, rank, "rejects.pkl"))
         self.dropped: Counter = Counter()
         self.kept = 0
+        self.near_dropped: list[dict] = []  # ShardDedup's; after the kept documents
 
     def reject(self, rej: Reject) -> None:
         self.rejects.write(rej)
@@ -128,6 +131,8 @@ class PreparedOutputs:
         self.kept += 1
 
     def commit(self) -> dict:
+        for line in self.near_dropped:
+            self.docs.write(line)
         for w in (self.docs, self.text, self.rejects):
             w.commit()
         return {"documents": self.kept, "dropped": dict(self.dropped)}
@@ -164,7 +169,8 @@ class PreparedWriter(PipelineStep):
 class PreparedReader(PipelineStep):
     """The start of the second pass: the first pass's rejects into this shard's rejects,
     then the documents it kept, each with its index in the shard (what the verdicts name
-    it by)."""
+    it by); the near duplicates it dropped, listed after them in its fingerprints, go
+    into this shard's sidecar again, as `--shard` lists them."""
 
     name = "prepared reader"
     type = "cosmosage"
@@ -179,17 +185,17 @@ class PreparedReader(PipelineStep):
         for rej in read_pickles(prepared_path(out, r, "rejects.pkl")):
             outs.reject(rej)
         texts = read_pickles(prepared_path(out, r, "text.pkl"))
-        fingerprints = read_jsonl(prepared_path(out, r, "docs.jsonl"))
-        for index, pair in enumerate(itertools.zip_longest(texts, fingerprints)):
-            if None in pair:
-                raise DataError(
-                    f"{prepared_path(out, r, 'docs.jsonl')}: its lines and the records of "
-                    f"{prepared_path(out, r, 'text.pkl')} differ in number (from record "
-                    f"{index + 1}): run this shard's first pass again"
-                )
-            (doc_id, text, source, meta), (lineno, fp) = pair
+        kept, record = 0, ()  # record: None once a kept line finds no text
+        for index, (lineno, fp) in enumerate(read_jsonl(prepared_path(out, r, "docs.jsonl"))):
             if isinstance(fp, Reject):
                 raise DataError(f"{fp.source}:{lineno}: {fp.reason}")
+            if fp.get("dropped"):  # a near duplicate the first pass dropped: listed again
+                outs.near_dropped.append(fp)
+                continue
+            if (record := next(texts, None)) is None:
+                break
+            kept += 1
+            doc_id, text, source, meta = record
             sig = decode_signature(fp["minhash"]) if fp.get("minhash") else None
             doc = carried(
                 Prepared(Document(doc_id, text, source, meta), None, fp.get("exact"), sig)
@@ -197,6 +203,12 @@ class PreparedReader(PipelineStep):
             doc.metadata["index"] = index
             self.stat_update(StatHints.total)
             yield doc
+        if record is None or next(texts, None) is not None:
+            raise DataError(
+                f"{prepared_path(out, r, 'docs.jsonl')}: its kept documents and the records "
+                f"of {prepared_path(out, r, 'text.pkl')} differ in number (from record "
+                f"{kept + 1}): run this shard's first pass again"
+            )
 
 
 class CrossShardDrop(BaseFilter):

@@ -167,6 +167,7 @@ def _run(
     shard = Shard.parse(kw["shard"])
     cfg = _config(kw)
     cfg.val_fallback = shard is None
+    cfg.list_near_dropped = shard is not None  # for the dedup across shards
     out = shard_output(kw["out"], shard)
     val_out = shard_output(kw["val_out"], shard)
     check_outputs(

@@ -322,6 +322,65 @@ def test_a_revision_chain_spread_over_shards_keeps_one_version(tmp_path, tiny_mo
     assert written(folder) == by_hand(tmp_path, tiny_model, source, 3)
 
 
+def test_a_version_whose_only_match_was_dropped_in_its_shard_is_found(tmp_path, tiny_model):
+    """v1 and v2 (near v1) in shard 0, v3 (near v2, far from v1) in shard 1: shard 0
+    drops v2, and v3 matches nothing it keeps. One process drops v3 (its index holds v2);
+    so do the executor and `merge-shards`, because a shard's sidecar lists the near
+    duplicates it dropped, after its kept documents, as members of their clusters."""
+    import random
+
+    from cosmosage.dataprep.corpus.dedup import NEAR_THRESHOLD, MinHasher, estimated_jaccard
+    from cosmosage.dataprep.shard import shard_of
+    from tests.dataprep.corpus.fixtures import PROSE
+
+    rng = random.Random(2)
+    vocab = PROSE.split()
+    words = [rng.choice(vocab) for _ in range(600)]
+    texts = []
+    for _ in range(3):
+        texts.append(f"# Paper\n\n{' '.join(words)}\n")
+        for i in rng.sample(range(len(words)), 36):  # 6% of the words, each revision
+            words[i] = rng.choice(vocab)
+    sigs = [MinHasher().signature(t) for t in texts]
+    assert estimated_jaccard(sigs[0], sigs[1]) >= NEAR_THRESHOLD
+    assert estimated_jaccard(sigs[1], sigs[2]) >= NEAR_THRESHOLD
+    assert estimated_jaccard(sigs[0], sigs[2]) < NEAR_THRESHOLD  # v3 matches only v2
+
+    def named(v: int, shard: int) -> str:  # v1 and v2 in shard 0 (v1 read first), v3 in 1
+        return next(n for k in range(99) if shard_of(f"papers/{(n := f'v{v}_{k}.md')}", 2) == shard)
+
+    source = tmp_path / "papers"
+    source.mkdir()
+    ids = [f"papers/{named(v, s)}" for v, s in ((1, 0), (2, 0), (3, 1))]
+    for doc_id, text in zip(ids, texts, strict=True):
+        (tmp_path / doc_id).write_text(text)
+
+    def kept(folder: Path) -> set[str]:
+        return {r["doc_id"] for n in ("c.jsonl", "c.val.jsonl") for r in lines(folder / n)}
+
+    one = tmp_path / "one"
+    cli(*corpus(one, tiny_model, source))
+    assert kept(one) == {ids[0]}
+    hand = by_hand(tmp_path, tiny_model, source, 2)
+    shard0 = lines(tmp_path / "by-hand" / "c.shard-00000-of-00002.docs.jsonl")
+    assert [(r["doc_id"], r.get("dropped")) for r in shard0] == [(ids[0], None), (ids[1], True)]
+    assert kept(tmp_path / "by-hand") == {ids[0]}
+    across = [r for r in lines(tmp_path / "by-hand" / "c.rejects.jsonl")
+              if "(across shards)" in r["reason"]]  # fmt: skip
+    assert [r["record"]["doc_id"] for r in across] == [ids[2]]
+    assert across[0]["reason"].startswith(f"near duplicate: of {ids[0]} ")
+    assert f"through {ids[1]}" in across[0]["reason"]
+    assert ids[1] not in hand["c.docs.jsonl"]  # the merged sidecar lists kept documents only
+
+    folder = tmp_path / "executor"
+    cli(*corpus(folder, tiny_model, source, "--executor", "local", "--tasks", "2"))
+    assert written(folder) == hand
+    # shard 0's second pass lists v2 again, as `--shard` does (shard 1's differs: v3 was
+    # dropped before it was tokenized)
+    name = "c.shard-00000-of-00002.docs.jsonl"
+    assert (folder / name).read_text() == (tmp_path / "by-hand" / name).read_text()
+
+
 def test_exact_copies_across_shards_are_found_by_datatroves_exact_stages(tmp_path, tiny_model):
     """Copies of one paper (case and spacing changed) over three shards: the first in
     shard order stays, every copy that crossed shards is named an exact duplicate of it
