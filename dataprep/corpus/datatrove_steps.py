@@ -184,7 +184,7 @@ class ShardDedup(BaseFilter):
         p: Prepared = doc.metadata["prepared"]
         if reason := self.dedup.check(p.doc.id, p.exact, p.sig):
             if self.cfg.list_near_dropped and reason.startswith("near duplicate"):
-                self.sink.outs.near_dropped.append(near_dropped_line(p.doc, p.sig))
+                self.sink.outs.near_dropped.write(near_dropped_line(p.doc, p.sig))
             return False, reason
         return True
 

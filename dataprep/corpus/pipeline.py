@@ -40,7 +40,15 @@ from cosmosage.dataprep.corpus.dedup import (
 )
 from cosmosage.dataprep.corpus.filters import QualityConfig, quality_reason
 from cosmosage.dataprep.corpus.sources import Document, is_validation
-from cosmosage.dataprep.io import JsonlWriter, Manifest, manifest_path, rejects_path, sibling
+from cosmosage.dataprep.io import (
+    WRITE_ERRNOS,
+    JsonlWriter,
+    Manifest,
+    manifest_path,
+    rejects_path,
+    sibling,
+    write_failed,
+)
 from cosmosage.dataprep.records import Reject
 
 # Manifests list at most this many inputs (memory stays flat); the `.docs.jsonl`
@@ -88,6 +96,28 @@ def encode_signature(sig: np.ndarray) -> str:
 
 def decode_signature(s: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(s), dtype="<u4").astype(np.uint32)
+
+
+class HeldLines(JsonlWriter):
+    """JSON lines kept aside in a temporary file beside `path` (not in memory, with the
+    writer's errors on a full disk) and written into another writer of the same outputs
+    when they commit: a shard's near duplicates dropped, after its kept documents in the
+    sidecar. The file itself is removed, never committed."""
+
+    def write_into(self, writer: JsonlWriter) -> None:
+        try:
+            self._fh.close()  # flushing may find the disk full
+        except OSError as exc:
+            self.abort()
+            if exc.errno in WRITE_ERRNOS:
+                raise write_failed(self.path, exc) from exc
+            raise
+        try:
+            with open(self._tmp, encoding="utf-8", newline="") as fh:
+                for line in fh:
+                    writer.write_line(line)
+        finally:
+            self.abort()
 
 
 def near_dropped_line(doc: Document, sig: np.ndarray) -> dict:
@@ -160,7 +190,7 @@ class Outputs:
         self.lengths = {"train": Counter(), "val": Counter()}
         self.documents = Counter()
         self.licenses = {"train": Counter(), "val": Counter()}
-        self.near_dropped: list[dict] = []  # sidecar lines written after the kept documents
+        self.near_dropped = HeldLines(docs_path(self.out))  # after the kept documents
 
     def reject(self, rej: Reject) -> None:
         self.rejects.write(rej.to_json())
@@ -196,8 +226,7 @@ class Outputs:
         self.docs.write(side_rec)
 
     def commit(self, sequence_len: int) -> dict:
-        for line in self.near_dropped:
-            self.docs.write(line)
+        self.near_dropped.write_into(self.docs)
         for w in (self.train, self.val, self.rejects, self.docs):
             if w is not None:
                 w.commit()
@@ -237,6 +266,7 @@ class Outputs:
         return result
 
     def abort(self) -> None:
+        self.near_dropped.abort()
         for w in (self.train, self.val, self.rejects, self.docs):
             if w is not None:
                 w.abort()

@@ -39,7 +39,12 @@ from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.utils.typeshelper import StatHints
 
 from cosmosage.dataprep.corpus.datatrove_steps import Sink, carried
-from cosmosage.dataprep.corpus.pipeline import Prepared, decode_signature, encode_signature
+from cosmosage.dataprep.corpus.pipeline import (
+    HeldLines,
+    Prepared,
+    decode_signature,
+    encode_signature,
+)
 from cosmosage.dataprep.corpus.sources import Document
 from cosmosage.dataprep.io import JsonlWriter, read_jsonl, sibling
 from cosmosage.dataprep.records import DataError, Reject, reason_group
@@ -115,7 +120,7 @@ class PreparedOutputs:
         self.rejects = PickleWriter(prepared_path(out, rank, "rejects.pkl"))
         self.dropped: Counter = Counter()
         self.kept = 0
-        self.near_dropped: list[dict] = []  # ShardDedup's; after the kept documents
+        self.near_dropped = HeldLines(prepared_path(out, rank, "docs.jsonl"))  # after the kept
 
     def reject(self, rej: Reject) -> None:
         self.rejects.write(rej)
@@ -131,13 +136,13 @@ class PreparedOutputs:
         self.kept += 1
 
     def commit(self) -> dict:
-        for line in self.near_dropped:
-            self.docs.write(line)
+        self.near_dropped.write_into(self.docs)
         for w in (self.docs, self.text, self.rejects):
             w.commit()
         return {"documents": self.kept, "dropped": dict(self.dropped)}
 
     def abort(self) -> None:
+        self.near_dropped.abort()
         for w in (self.docs, self.text, self.rejects):
             w.abort()
 
@@ -190,7 +195,7 @@ class PreparedReader(PipelineStep):
             if isinstance(fp, Reject):
                 raise DataError(f"{fp.source}:{lineno}: {fp.reason}")
             if fp.get("dropped"):  # a near duplicate the first pass dropped: listed again
-                outs.near_dropped.append(fp)
+                outs.near_dropped.write(fp)
                 continue
             if (record := next(texts, None)) is None:
                 break

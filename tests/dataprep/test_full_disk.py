@@ -138,3 +138,38 @@ def test_the_executors_first_pass_files_fail_as_every_output_does(full_disk, tmp
     with pytest.raises(DataError, match=r"00003\.text\.pkl.* could not be written: No space"):
         writer.write(("a.md", "text " * 50, "in/a.md", {"kind": "markdown"}))
     assert sorted(tmp_path.iterdir()) == []
+
+
+def test_a_shards_held_sidecar_lines_fail_as_every_output_does(full_disk, tmp_path):
+    """The near duplicates a shard dropped wait in a temporary file beside its sidecar
+    and follow its kept documents there; a full disk, while they wait or when they are
+    flushed, is one error naming the sidecar, and nothing is left."""
+    from cosmosage.dataprep.corpus.pipeline import HeldLines
+    from cosmosage.dataprep.io import JsonlWriter
+    from cosmosage.dataprep.records import DataError
+
+    sidecar = tmp_path / "c.shard-00000-of-00002.docs.jsonl"
+    full_disk[0] = 10**6
+    held, docs = HeldLines(sidecar), JsonlWriter(sidecar)
+    held.write({"doc_id": "v2.md", "dropped": True})
+    docs.write({"doc_id": "v1.md"})
+    held.write_into(docs)
+    docs.commit()
+    assert [json.loads(x)["doc_id"] for x in sidecar.read_text().splitlines()] == ["v1.md", "v2.md"]
+    assert sorted(tmp_path.iterdir()) == [sidecar]
+
+    sidecar.unlink()
+    full_disk[0] = 64
+    held = HeldLines(sidecar)
+    with pytest.raises(DataError, match=r"docs\.jsonl.* could not be written: No space"):
+        held.write({"doc_id": "v2.md", "dropped": True, "minhash": "A" * 100})
+    assert sorted(tmp_path.iterdir()) == []
+
+    full_disk[0] = 10**6
+    held, docs = HeldLines(sidecar), JsonlWriter(sidecar)
+    held.write({"doc_id": "v2.md", "dropped": True})
+    held._fh.dirty = True  # the line is buffered, and flushing it finds the disk full
+    with pytest.raises(DataError, match=r"docs\.jsonl.* could not be written: No space"):
+        held.write_into(docs)
+    docs.abort()
+    assert sorted(tmp_path.iterdir()) == []
