@@ -172,10 +172,10 @@ class ExactFirsts:
 
 def duplicate_check(dedup: bool, threshold: float, num_perm: int, clusters=None, exact=None):
     """check(shard, sidecar index, record) -> why the document is a duplicate, or None:
-    exact then near duplicates (a near duplicate its shard dropped, `"dropped": true`,
-    after the shard's kept documents, joins its cluster and is never named), here in memory (`merge-shards`) or from what datatrove's
+    exact then near duplicates, here in memory (`merge-shards`) or from what datatrove's
     stages found (executors.CrossShardVerdicts; `exact`: ExactFirsts' two maps;
-    `clusters`: a ClusterFirsts)."""
+    `clusters`: a ClusterFirsts). A near duplicate its shard dropped (`"dropped": true`,
+    listed after the shard's kept documents) joins its cluster and is never named."""
     if not dedup:
         return lambda shard, index, rec: None
     if (clusters is None) != (exact is None):

@@ -1,10 +1,11 @@
 """`cosmosage data` commands for completion corpora: corpus, arxiv (fetch / process /
 abstracts), merge-shards.
 
-Every corpus command but `arxiv fetch` streams, runs as shard i of n (`--shard i/n`, e.g. one Slurm array
-task each) with `--workers N` processes, or as datatrove tasks (`--executor`,
-tools/cli/data_corpus_executor.py), and writes beside its output a manifest, a rejects
-file with the reason for every drop, and a document sidecar for the merge.
+Every corpus command but `arxiv fetch` streams, runs as shard i of n (`--shard i/n`, e.g.
+one Slurm array task each) with `--workers N` processes, or as datatrove tasks
+(`--executor`, tools/cli/data_corpus_executor.py), and writes beside its output a
+manifest, a rejects file with the reason for every drop, and a document sidecar for the
+merge.
 """
 
 from __future__ import annotations
