@@ -185,7 +185,8 @@ def duplicate_check(dedup: bool, threshold: float, num_perm: int, clusters=None,
 
         def in_memory(shard: int, index: int, rec: dict) -> str | None:
             if rec.get("dropped"):
-                deduper.index.add(rec["doc_id"], signature(rec))
+                if (sig := signature(rec)) is not None:  # as ClusterFirsts: none, no link
+                    deduper.index.add(rec["doc_id"], sig)
                 return None
             return deduper.check(rec["doc_id"], rec.get("exact") or rec["doc_id"], signature(rec))
 
@@ -233,10 +234,10 @@ def _shard_docs(shard: int, part: Path, duplicate, rejects: JsonlWriter, docs_ou
     for index, (lineno, rec) in enumerate(read_jsonl(docs_path(part))):
         if isinstance(rec, Reject):
             raise DataError(f"{rec.source}:{lineno}: {rec.reason}")
+        reason = duplicate(shard, index, rec)
         if rec.get("dropped"):  # dropped in its shard: a member of its cluster only
-            duplicate(shard, index, rec)
             continue
-        if reason := duplicate(shard, index, rec):
+        if reason:
             dropped_docs.add(rec["doc_id"])
             dropped[reason_group(reason)] += 1
             rejects.write(

@@ -563,3 +563,29 @@ def test_a_band_group_is_checked_pair_by_pair_not_only_neighbours(tmp_path):
     written = (tmp_path / "checked" / "00000_00.dups").read_bytes()
     found = [PAIR.unpack_from(written, i) for i in range(0, len(written), PAIR.size)]
     assert found == [(0, 0, 2, 0)]  # A-A' kept; A-B, B-A' and B2-A'' (unrelated) not
+
+
+def test_a_dropped_line_links_its_cluster_in_memory_and_is_never_named():
+    """`merge-shards`' in-memory check: a shard's dropped near duplicate joins the index
+    (a later version matching only it is named through it) but gets no verdict itself;
+    a dropped line without a signature links nothing and stops nothing."""
+    import numpy as np
+
+    from cosmosage.dataprep.corpus.merge_shards import duplicate_check
+    from cosmosage.dataprep.corpus.pipeline import encode_signature
+
+    rng = np.random.default_rng(1)
+    v1 = rng.integers(0, 2**32, 128, dtype=np.uint64).astype(np.uint32)
+    v2, v3 = v1.copy(), v1.copy()
+    v2[:40] = rng.integers(0, 2**32, 40, dtype=np.uint64)  # v1-v2: 0.69
+    v3[:40], v3[40:80] = v2[:40], rng.integers(0, 2**32, 40, dtype=np.uint64)  # v2-v3 0.69
+    check = duplicate_check(True, 0.6, 128)
+
+    def line(name, sig, **extra):
+        return {"doc_id": name, "exact": name, "minhash": encode_signature(sig), **extra}
+
+    assert check(0, 0, line("v1", v1)) is None
+    assert check(0, 1, {"doc_id": "bare", "dropped": True}) is None
+    assert check(0, 2, line("v2", v2, dropped=True)) is None
+    reason = check(1, 0, line("v3", v3))
+    assert reason and reason.startswith("near duplicate: of v1 ") and "through v2" in reason
