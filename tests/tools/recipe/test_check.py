@@ -301,6 +301,16 @@ def test_scratch_fragments_carry_their_presets_shape_so_the_estimate_counts_logi
     assert abs(stated - est.total / 2**30) < 1.0, (header, est.total / 2**30)
 
 
+def test_the_smoke_recipe_carries_the_shape_model_init_gives_it(tiny_tokenizer):
+    """smoke/1gpu builds preset 150m with the tiny tokenizer: the vocabulary stays the
+    preset's (the tokenizer is smaller), so its shape is scratch/150m's."""
+    from cosmosage.tools.models.init import PRESETS, vocab_size
+
+    arch = render("smoke/1gpu").meta["architecture"]
+    assert arch["vocab_size"] == vocab_size(PRESETS["150m"], len(tiny_tokenizer))
+    assert arch == render("scratch/150m").meta["architecture"]
+
+
 def test_gradient_checkpointing_that_buys_nothing_is_flagged():
     from cosmosage.tools.paths import ROOT
     from cosmosage.tools.recipe.check import check_hardware
@@ -318,3 +328,33 @@ def test_gradient_checkpointing_that_buys_nothing_is_flagged():
     assert on and on[0].severity == "warning" and "of 80 per device" in on[0].message
     # an 8B full fine-tune needs it: not flagged
     assert flagged(render("llama-3.1-8b/pretrain-full")) == []
+
+
+def gpu_stages() -> list[str]:
+    return [
+        n
+        for n in list_recipes()
+        if not render(n).stages and render(n).meta.get("hardware", {}).get("gpus")
+    ]
+
+
+@pytest.mark.parametrize("name", gpu_stages())
+def test_every_gpu_recipe_is_estimated_from_its_architecture_as_its_header_says(name):
+    """Each GPU stage's estimate comes from the model's shape (no rule of thumb), its
+    header's `~N GiB` is that estimate, and the check has no memory advice against it
+    (gradient checkpointing that the estimate does not need)."""
+    from cosmosage.tools.recipe.check import check_hardware, memory_estimate
+
+    r = render(name)
+    est = memory_estimate(r.config, r.meta, ROOT)
+    assert not any("rule of thumb" in k for k in est.parts), (name, est.describe())
+    header = (ROOT / "recipes" / f"{name}.yaml").read_text().splitlines()[0]
+    stated = re.search(r"~(\d+(?:\.\d+)?) GiB", header)
+    assert stated, f"{name}: header states no memory: {header}"
+    assert abs(float(stated.group(1)) - est.total / 2**30) < 1.0, (header, est.total / 2**30)
+    advice = [
+        p
+        for p in check_hardware(r.config, r.meta, ROOT)
+        if p.check in ("memory", "hardware") and p.severity != "info"
+    ]
+    assert advice == [], [str(p) for p in advice]
