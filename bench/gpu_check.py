@@ -5,10 +5,13 @@ through `axolotl train` on one device, beside `recipe check`'s memory estimate.
     python bench/gpu_check.py --device cpu --preset tiny       # toy size on a CPU (tests)
 
 Nothing is downloaded: the tokenizer is built from samples/ (the tiny model's), the model
-is a random `model init` preset, the data is the bundled papers cut to full rows. Each
-method runs `axolotl train` for --steps steps (its data preparation comes before the
-first step, so it never counts in tokens/s) with sample packing (rows padded to the
-sequence length, so every step sees micro_batch x seq_len tokens). Reported per method:
+is a random `model init` preset, the data is the bundled papers cut into documents that
+fill a row exactly, one to a row or --docs-per-row N to a row (as packed corpora are:
+with sdpa each such row carries a block-diagonal mask, flash attention runs it as N
+sequences). Each method runs `axolotl train` for --steps steps (its data preparation
+comes before the first step, so it never counts in tokens/s) with sample packing (rows
+padded to the sequence length, so every step sees micro_batch x seq_len tokens).
+Reported per method:
 
   tokens/s      median of Axolotl's per-step tokens/train_per_sec_per_gpu after --warmup
                 steps (else tokens over train_runtime)
@@ -106,9 +109,10 @@ def tokenizer_dir(work: Path) -> Path:
     return out
 
 
-def write_rows(tok_path: Path, out: Path, seq_len: int, rows: int) -> Path:
-    """Completion rows of seq_len - 2 tokens cut from the bundled papers and textbook,
-    repeated until there are `rows` of them."""
+def write_rows(tok_path: Path, out: Path, seq_len: int, rows: int, docs_per_row: int = 1) -> Path:
+    """Documents cut from the bundled papers and textbook, `docs_per_row` to a packed row
+    of seq_len tokens (each seq_len // docs_per_row - 2 tokens, its BOS and EOS making up
+    the rest), repeated until they fill `rows` rows."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tok_path)
@@ -118,13 +122,25 @@ def write_rows(tok_path: Path, out: Path, seq_len: int, rows: int) -> Path:
         if p.parent.name in ("papers", "textbook")
     )
     ids = tok(text, add_special_tokens=False)["input_ids"]
-    size = seq_len - 2
+    size = seq_len // docs_per_row - 2
     pieces = [ids[i : i + size] for i in range(0, len(ids) - size + 1, size)] or [ids]
+    docs = [fit_text(tok, piece, size) for piece in pieces]
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as fh:
-        for i in range(rows):
-            fh.write(json.dumps({"text": tok.decode(pieces[i % len(pieces)])}) + "\n")
+        for i in range(rows * docs_per_row):
+            fh.write(json.dumps({"text": docs[i % len(docs)]}) + "\n")
     return out
+
+
+def fit_text(tok, piece: list[int], size: int) -> str:
+    """The text of `piece`, shortened until it tokenizes again to at most `size` tokens
+    (a cut mid-word can come back a token longer, and a row would then hold one document
+    fewer)."""
+    while True:
+        text = tok.decode(piece)
+        if len(tok(text, add_special_tokens=False)["input_ids"]) <= size:
+            return text
+        piece = piece[:-1]
 
 
 def apply_sets(cfg: dict, sets: list[str]) -> dict:
@@ -401,6 +417,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="steps left out of tokens/s")
     p.add_argument("--seq-len", type=int, default=None, help="default 2048 (cuda), 128 (cpu)")
     p.add_argument("--micro-batch", type=int, default=None, help="default 4 (cuda), 2 (cpu)")
+    p.add_argument(
+        "--docs-per-row",
+        type=int,
+        default=1,
+        help="documents packed into each row (default 1: one document fills a row); real "
+        "corpora pack several, and with sdpa their rows carry a block-diagonal mask",
+    )
     p.add_argument("--attn", default="auto", help="attn_implementation (auto: flash if any)")
     p.add_argument("--peak-tflops", type=float, default=None)
     p.add_argument("--work", type=Path, default=ROOT / "build" / "gpu_check")
@@ -419,6 +442,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     cuda = args.device == "cuda"
     args.seq_len = args.seq_len or (2048 if cuda else 128)
     args.micro_batch = args.micro_batch or (4 if cuda else 2)
+    if args.docs_per_row < 1 or args.seq_len // args.docs_per_row - 2 < 8:
+        p.error(
+            f"--docs-per-row {args.docs_per_row}: documents under 8 tokens in rows of {args.seq_len}"
+        )
     bad = [m for m in args.methods.split(",") if m not in METHODS]
     if bad:
         p.error(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
@@ -444,7 +471,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     model_dir = work / f"model-{args.preset}"
     model = init_model(args.preset, str(tok), model_dir, dtype=dtype)
     rows = (args.steps + 2) * args.micro_batch * 2
-    data = write_rows(tok, work / f"data-{args.seq_len}.jsonl", args.seq_len, rows)
+    name = f"data-{args.seq_len}-{args.docs_per_row}.jsonl"
+    data = write_rows(tok, work / name, args.seq_len, rows, args.docs_per_row)
     peak, peak_src = peak_tflops(args.device, args.peak_tflops)
     info = {
         "params": model["params"],
@@ -455,7 +483,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(
         f"gpu_check: {args.device}, preset {args.preset} ({model['params']:,} parameters, "
         f"{dtype}), seq {args.seq_len} x micro-batch {args.micro_batch}, {args.steps} steps, "
-        f"packing on, attention {args.attn}; peak {peak:.2f} TFLOP/s from {peak_src}; "
+        f"packing on, {args.docs_per_row} document(s) a row, attention {args.attn}; peak {peak:.2f} TFLOP/s from {peak_src}; "
         f"set-up {time.time() - t0:.0f} s",
         flush=True,
     )
@@ -482,6 +510,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     "device": args.device,
                     "preset": args.preset,
                     "attn": args.attn,
+                    "docs_per_row": args.docs_per_row,
                     "peak_tflops": peak,
                     "peak_source": peak_src,
                     "results": results,

@@ -3,8 +3,12 @@
 # session (about 1 minute per line on an H200; each line is one `axolotl train` of 12
 # steps): the baseline, then one change at a time, so the ratio to the baseline printed
 # by each line says what that change buys. The baseline keeps fp32 master weights, as
-# every full recipe does (recipes/_base/methods/full.yaml); `pure-bf16` is without. Writes build/mfu/<name>.json per candidate.
-#   bash bench/mfu_candidates.sh [--wheels WHEEL_DIR]
+# every full recipe does (recipes/_base/methods/full.yaml); `pure-bf16` is without.
+# Every candidate packs DOCS documents into each 2048-token row (default 4), as packed
+# corpora do (with sdpa such rows carry a block-diagonal mask); `full-rows` is the
+# baseline with one document a row, the rows of the 33.8% measurement. Writes
+# build/mfu/<name>.json per candidate.
+#   bash bench/mfu_candidates.sh [--wheels WHEEL_DIR]        # DOCS=8 bash ... for 8
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=build/mfu
@@ -12,10 +16,12 @@ mkdir -p "$out"
 run() {
   local name=$1; shift
   echo "== $name"
-  python bench/gpu_check.py --methods full --preset 1b --json "$out/$name.json" "$@" || echo "$name failed"
+  python bench/gpu_check.py --methods full --preset 1b --json "$out/$name.json" \
+    --docs-per-row "${DOCS:-4}" "$@" || echo "$name failed"
 }
 run baseline-sdpa --attn sdpa "$@"
-# the configuration of the 33.8% measurement: bf16 weights, no fp32 master copy
+run full-rows --attn sdpa --docs-per-row 1 "$@"
+# the weights of the 33.8% measurement: bf16, no fp32 master copy
 run pure-bf16 --attn sdpa --set 'plugins=[]' "$@"
 run flash-attn --attn flash_attention_2 "$@"
 run torch-compile --attn sdpa --set torch_compile=true "$@"
@@ -33,5 +39,5 @@ for name, r in rows.items():
         print(f"{name:16} failed: {res['error']}")
         continue
     ratio = f"x{res['tokens_per_s'] / base:.2f}" if base else "-"
-    print(f"{name:16} {res['tokens_per_s']:>10,.0f} tokens/s  MFU {res['mfu'] * 100:5.1f}%  {ratio} of baseline  peak {res['peak_memory_gib']:.1f} GiB")
+    print(f"{name:16} {r.get('docs_per_row', 1)} a row {res['tokens_per_s']:>10,.0f} tokens/s  MFU {res['mfu'] * 100:5.1f}%  {ratio} of baseline  peak {res['peak_memory_gib']:.1f} GiB")
 PY

@@ -92,7 +92,7 @@ def test_gpu_check_runs_at_toy_size_on_the_cpu(tmp_path, tiny_model):
     out = tmp_path / "results.json"
     results = gpu_check.main(
         ["--device", "cpu", "--preset", "tiny", "--steps", "3", "--warmup", "1"]
-        + ["--work", str(tmp_path / "work"), "--json", str(out)]
+        + ["--docs-per-row", "2", "--work", str(tmp_path / "work"), "--json", str(out)]
     )
     assert [r["method"] for r in results] == ["full", "lora", "qlora"]
     for r in results:
@@ -101,4 +101,10 @@ def test_gpu_check_runs_at_toy_size_on_the_cpu(tmp_path, tiny_model):
         assert r["peak_memory_gib"] > 0 and r["check_estimate_gib"] > 0, r
         assert math.isfinite(r["final_loss"]), r
     saved = json.loads(out.read_text())
-    assert saved["attn"] == "sdpa" and saved["results"] == results
+    assert saved["attn"] == "sdpa" and saved["docs_per_row"] == 2 and saved["results"] == results
+    # what Axolotl tokenized: every document exactly half of a 128-token row, BOS to EOS
+    import datasets
+
+    (prepared,) = [p.parent for p in (tmp_path / "work" / "full" / "prepared").glob("*/state.json")]
+    rows = datasets.load_from_disk(str(prepared))["input_ids"]
+    assert rows and {len(r) for r in rows} == {64}
