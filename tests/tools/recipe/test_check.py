@@ -328,33 +328,3 @@ def test_gradient_checkpointing_that_buys_nothing_is_flagged():
     assert on and on[0].severity == "warning" and "of 80 per device" in on[0].message
     # an 8B full fine-tune needs it: not flagged
     assert flagged(render("llama-3.1-8b/pretrain-full")) == []
-
-
-def gpu_stages() -> list[str]:
-    return [
-        n
-        for n in list_recipes()
-        if not render(n).stages and render(n).meta.get("hardware", {}).get("gpus")
-    ]
-
-
-@pytest.mark.parametrize("name", gpu_stages())
-def test_every_gpu_recipe_is_estimated_from_its_architecture_as_its_header_says(name):
-    """Each GPU stage's estimate comes from the model's shape (no rule of thumb), its
-    header's `~N GiB` is that estimate, and the check has no memory advice against it
-    (gradient checkpointing that the estimate does not need)."""
-    from cosmosage.tools.recipe.check import check_hardware, memory_estimate
-
-    r = render(name)
-    est = memory_estimate(r.config, r.meta, ROOT)
-    assert not any("rule of thumb" in k for k in est.parts), (name, est.describe())
-    header = (ROOT / "recipes" / f"{name}.yaml").read_text().splitlines()[0]
-    stated = re.search(r"~(\d+(?:\.\d+)?) GiB", header)
-    assert stated, f"{name}: header states no memory: {header}"
-    assert abs(float(stated.group(1)) - est.total / 2**30) < 1.0, (header, est.total / 2**30)
-    advice = [
-        p
-        for p in check_hardware(r.config, r.meta, ROOT)
-        if p.check in ("memory", "hardware") and p.severity != "info"
-    ]
-    assert advice == [], [str(p) for p in advice]

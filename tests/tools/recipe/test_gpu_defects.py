@@ -30,6 +30,7 @@ from cosmosage.tools.recipe.check import (
     check_checkpoints,
     check_deprecated,
     check_end_of_turn,
+    check_hardware,
     check_relora,
     check_rendered,
     disk_estimate,
@@ -41,16 +42,11 @@ from cosmosage.tools.recipe.render import Rendered, list_recipes, render
 from tests.helpers import vocab
 
 # GPU stage recipes whose header comment states their memory and disk
+# every GPU stage (a recipe of its own with a hardware profile that has GPUs)
 HEADERS = [
-    "mistral-7b/pretrain-full",
-    "mistral-7b/instruct-qlora",
-    "mistral-7b/relora",
-    "llama-3.2-1b/qlora-1x24gb",
-    "llama-3.1-8b/pretrain-full",
-    "llama-3.1-8b/instruct-full",
-    "llama-3.1-8b/instruct-lora-8bit",
-    "llama-3.1-8b/fsdp-full",
-    "llama-3.1-8b/fsdp-qlora",
+    n
+    for n in list_recipes()
+    if not render(n).stages and (render(n).meta.get("hardware") or {}).get("gpus")
 ]
 
 
@@ -294,16 +290,34 @@ def test_disk_is_printed_and_a_zero3_7b_checkpoint_is_about_100_gb():
     assert any(p.check == "disk" and p.severity == "info" for p in check_rendered(r))
 
 
+def test_disk_counts_only_the_checkpoints_a_run_of_max_steps_writes():
+    r = stage("smoke/1gpu")  # 20 steps, a save every 20: one checkpoint, not the limit's 4
+    assert ": 1 checkpoint x " in disk_estimate(r.config, r.meta, ROOT)[1]
+    r.config.update(max_steps=50, save_steps=20)  # saves at 20, 40 and the last step
+    assert ": 3 checkpoints x " in disk_estimate(r.config, r.meta, ROOT)[1]
+    r.config.update(max_steps=None, num_epochs=2)  # steps unknown here: the limit
+    assert ": 4 checkpoints x " in disk_estimate(r.config, r.meta, ROOT)[1]
+
+
 @pytest.mark.parametrize("name", HEADERS)
 def test_each_gpu_header_states_the_memory_and_disk_the_check_computes(name):
+    """Every GPU stage: the estimate comes from the model's shape (no rule of thumb), the
+    header states it and the disk, and the check gives no memory advice against the
+    recipe (such as gradient checkpointing that the estimate does not need)."""
     r = stage(name)
     header = (ROOT / "recipes" / f"{name}.yaml").read_text().splitlines()[0]
     mem = re.search(r"~(\d+(?:\.\d+)?) GiB", header)
     disk = re.search(r"disk ~(\d+(?:\.\d+)?) GB", header)
     assert mem and disk, header
-    assert abs(float(mem.group(1)) - memory_estimate(r.config, r.meta, ROOT).total / GiB) <= max(
-        1.0, 0.1 * float(mem.group(1))
-    )
+    est = memory_estimate(r.config, r.meta, ROOT)
+    assert not any("rule of thumb" in k for k in est.parts), (name, est.describe())
+    assert abs(float(mem.group(1)) - est.total / GiB) <= max(1.0, 0.1 * float(mem.group(1)))
+    advice = [
+        str(p)
+        for p in check_hardware(r.config, r.meta, ROOT)
+        if p.check in ("memory", "hardware") and p.severity != "info"
+    ]
+    assert advice == [], advice
     assert abs(float(disk.group(1)) - disk_estimate(r.config, r.meta, ROOT)[0] / GB) <= max(
         1.0, 0.1 * float(disk.group(1))
     )

@@ -61,14 +61,27 @@ def disk_estimate(cfg: dict, meta: dict, root: Path) -> tuple[float, str] | None
     ckpt, final, what = sizes
     keep = int(cfg.get("save_total_limit") or AXOLOTL_SAVE_TOTAL_LIMIT)
     keep = max(keep, 2) if cfg.get("metric_for_best_model") else keep  # best + newest
+    saves = planned_saves(cfg)
+    keep = min(keep, saves) if saves else keep
     params = model_params(cfg, meta, root) or 0
     selected = params * 2
     total = keep * ckpt + final + selected
     text = (
-        f"~{total / GB:,.0f} GB: {keep} checkpoints x {ckpt / GB:,.1f} GB ({what}) + final save "
+        f"~{total / GB:,.0f} GB: {keep} checkpoint{'s' if keep != 1 else ''} x "
+        f"{ckpt / GB:,.1f} GB ({what}) + final save "
         f"{final / GB:,.1f} GB + selected model {selected / GB:,.1f} GB"
     )
     return total, text
+
+
+def planned_saves(cfg: dict) -> int | None:
+    """How many checkpoints a run with `max_steps` and a whole-number `save_steps` writes
+    at most (one every save_steps, the last step counted); None when the step count is
+    not in the config."""
+    steps, every = cfg.get("max_steps"), cfg.get("save_steps")
+    if not (isinstance(steps, int) and isinstance(every, int)) or steps < 1 or every < 1:
+        return None
+    return -(-steps // every)
 
 
 def check_disk(cfg: dict, meta: dict, root: Path) -> list[Problem]:
