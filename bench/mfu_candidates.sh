@@ -9,13 +9,18 @@
 # baseline with one document a row, the rows of the 33.8% measurement. Writes
 # build/mfu/<name>.json per candidate.
 #   bash bench/mfu_candidates.sh [--wheels WHEEL_DIR]        # DOCS=8 bash ... for 8
+#   ONLY="baseline-sdpa flash-attn" bash bench/mfu_candidates.sh   # some candidates only
+# One device command runs at most 10 minutes: with torch_compile's compilation the seven
+# candidates can take longer, so run them in two calls with ONLY (the table at the end
+# reads every build/mfu/*.json there, the first call's too on the same machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=build/mfu
 mkdir -p "$out"
 run() {
   local name=$1; shift
-  echo "== $name"
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return 0; fi
+  echo "== $name ($(date +%T))"
   python bench/gpu_check.py --methods full --preset 1b --json "$out/$name.json" \
     --docs-per-row "${DOCS:-4}" "$@" || echo "$name failed"
 }
