@@ -282,6 +282,19 @@ def test_saves_where_no_eval_ran_fail():
     assert "counted differently" in found(check_checkpoints(r.config), "checkpoints")[0]
 
 
+def test_evals_between_saves_are_flagged():
+    r = stage("scratch/150m")  # eval and save every 1000 steps: nothing to say
+    assert not found(check_checkpoints(r.config), "checkpoints", "warning")
+    r.config.update(eval_steps=500)  # as the recipe had it: every other eval unselectable
+    (msg,) = found(check_checkpoints(r.config), "checkpoints", "warning")
+    assert "2 times per save" in msg and "set `eval_steps: 1000`" in msg
+    r.config.update(eval_steps=None, save_steps=None, saves_per_epoch=2, evals_per_epoch=8)
+    (msg,) = found(check_checkpoints(r.config), "checkpoints", "warning")
+    assert "4 times per save" in msg and "evals_per_epoch: 2" in msg
+    r.config.update(evals_per_epoch=2)
+    assert not found(check_checkpoints(r.config), "checkpoints", "warning")
+
+
 def test_disk_is_printed_and_a_zero3_7b_checkpoint_is_about_100_gb():
     r = stage("mistral-7b/pretrain-full")
     total, text = disk_estimate(r.config, r.meta, ROOT)

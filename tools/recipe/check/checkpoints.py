@@ -62,7 +62,8 @@ def check_checkpoints(cfg: dict) -> list[Problem]:
         misaligned = f"evals_per_epoch {evals} is not a multiple of saves_per_epoch {saves}"
     elif (save_steps and evals) or (saves and eval_steps):
         misaligned = "saves and evals are counted differently (steps vs per epoch)"
-    if not problems and not misaligned:
+    between = None if misaligned else evals_between_saves(save_steps, eval_steps, saves, evals)
+    if not problems and not misaligned and not between:
         problems.append(
             Problem(
                 "checkpoints",
@@ -71,6 +72,8 @@ def check_checkpoints(cfg: dict) -> list[Problem]:
                 "info",
             )
         )
+    if between:
+        problems.append(Problem("checkpoints", between, "warning"))
     if misaligned:
         problems.append(
             Problem(
@@ -80,3 +83,23 @@ def check_checkpoints(cfg: dict) -> list[Problem]:
             )
         )
     return problems
+
+
+def evals_between_saves(save_steps, eval_steps, saves, evals) -> str | None:
+    """Evals more often than saves (a whole multiple): the lowest eval loss can fall on a
+    step with no checkpoint, which can be neither protected nor selected."""
+    if save_steps and eval_steps and (float(save_steps) < 1) == (float(eval_steps) < 1):
+        every, what = float(save_steps) / float(eval_steps), f"eval_steps {eval_steps}"
+        fix = f"set `eval_steps: {save_steps}`"
+    elif saves and evals:
+        every, what = int(evals) / int(saves), f"evals_per_epoch {evals}"
+        fix = f"set `evals_per_epoch: {saves}`"
+    else:
+        return None
+    if not _is_multiple(every, 1) or round(every) < 2:
+        return None
+    return (
+        f"{what} evaluates {round(every)} times per save: the lowest eval loss can fall where no "
+        f"checkpoint is written, and selection then sees 1 eval in {round(every)}; {fix}, or "
+        "save as often as you evaluate"
+    )
