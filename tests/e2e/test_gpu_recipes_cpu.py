@@ -59,6 +59,15 @@ def test_lora_8bit_twin_trains_over_an_8bit_base(tmp_path, tiny_model):
     assert quant.get("quant_method") == "bitsandbytes", config
     assert quant.get("load_in_8bit") is True and quant.get("load_in_4bit") is False, quant
     assert (run_dir / "lora-8bit" / "output" / "adapter_config.json").is_file()
+    # peft_trainable_token_indices: row 2 (</s>) of the embedding trained beside the adapter
+    # and was merged into the model; every other row is the base's
+    from safetensors.torch import load_file
+
+    key = "model.embed_tokens.weight"
+    base = load_file(str(tiny_model / "model.safetensors"))[key]
+    (merged,) = (run_dir / "lora-8bit" / "model").glob("*.safetensors")
+    changed = (load_file(str(merged))[key] - base).abs().sum(dim=1).nonzero().flatten().tolist()
+    assert changed == [2], changed
 
 
 def test_curriculum_twin_adds_a_tier_per_stage_from_a_random_init(tmp_path, tiny_model):

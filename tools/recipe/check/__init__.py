@@ -10,8 +10,8 @@ an estimate the check prints (disk, memory, restarts). docs/gpu.md explains the 
 and disk formulas.
 
 One module per section: base (`Problem`, the constants), schema, files, template
-(tokenizer, chat template, end of turn), checkpoints, memory (size, sharding, memory),
-disk, distill, relora, select and soup. `check_rendered` runs them all on one stage.
+(tokenizer, chat template, end of turn), untrained (chat tokens an adapter keeps frozen),
+checkpoints, memory (size, sharding, memory), disk, distill, relora, select and soup. `check_rendered` runs them all on one stage.
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ from cosmosage.tools.recipe.check.template import (
     tokenizer_specials,
     unchecked_end_of_turn,
 )
+from cosmosage.tools.recipe.check.untrained import check_untrained_tokens
 from cosmosage.tools.recipe.render import Rendered
 
 __all__ = [
@@ -124,6 +125,7 @@ __all__ = [
     "check_soup",
     "check_stage",
     "check_tokens",
+    "check_untrained_tokens",
     "checkpoint_bytes",
     "checkpointing",
     "data_tokens",
@@ -167,6 +169,7 @@ def check_rendered(r: Rendered, root: Path = ROOT, schema: bool = True) -> list[
     problems += check_completion_eos(cfg, meta)
     problems += check_chat_template(cfg, meta, root)
     problems += check_end_of_turn(cfg, meta, root)
+    problems += check_untrained_tokens(cfg, meta, root)
     problems += check_files(cfg, meta, root)
     problems += check_checkpoints(cfg)
     problems += check_master_weights(cfg, meta)
