@@ -71,6 +71,13 @@ def check_restarts(stage_dir: Path) -> None:
         if "'num_lora_restarts': " in line
     ]
     assert counts and int(counts[-1]) == len(restarts), counts[-3:]
+    # the stage's model is the final weights, and the run record says so: the final step,
+    # with the eval loss measured there (not an earlier checkpoint's, which was not used)
+    metrics = json.loads((stage_dir / "metrics.json").read_text())
+    final = metrics["best_checkpoint"]
+    assert final["step"] == max_steps and final["path"] == str(stage_dir / "output"), final
+    evals = {e["step"]: e["eval_loss"] for e in metrics["eval_loss"]}
+    assert final["eval_loss"] == evals[max_steps] == metrics["eval_loss_best"]
 
 
 CHECKS = {"qlora": check_4bit_base, "relora": check_restarts}

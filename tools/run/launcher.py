@@ -256,6 +256,8 @@ def choose_checkpoint(
     """The checkpoint the stage keeps: by `recipe.select`'s rule when it has one, else
     the lowest eval loss (metrics' choice)."""
     best = m["best_checkpoint"]
+    if cfg.get("relora"):
+        return relora_final(m, stage_dir, stage.key, echo)
     if stage.rendered.meta.get("select"):
         from cosmosage.tools.run.select import select_checkpoint
 
@@ -268,6 +270,21 @@ def choose_checkpoint(
         f"(eval loss {m['eval_loss_before']} -> {m['eval_loss_best']})"
     )
     return best
+
+
+def relora_final(m: dict, stage_dir: Path, key: str, echo: Echo) -> dict:
+    """ReLoRA's model is its final weights: the adapter is merged into them at every
+    restart, and a checkpoint holds only the adapter since the last one."""
+    final = {"step": m["steps"], "path": str(StageFolder(stage_dir).output), "eval_loss": None}
+    final["eval_loss"] = next(
+        (e["eval_loss"] for e in reversed(m["eval_loss"]) if e["step"] == m["steps"]), None
+    )
+    m["eval_loss_best"] = final["eval_loss"]
+    echo(
+        f"select {key}: the final weights, step {m['steps']} (ReLoRA merges its adapter at every "
+        f"restart; eval loss {m['eval_loss_before']} -> {final['eval_loss']})"
+    )
+    return final
 
 
 def select_and_merge(cfg: dict, stage_dir: Path, best: dict | None) -> Path:

@@ -63,7 +63,7 @@ def check_checkpoints(cfg: dict) -> list[Problem]:
     elif (save_steps and evals) or (saves and eval_steps):
         misaligned = "saves and evals are counted differently (steps vs per epoch)"
     between = None if misaligned else evals_between_saves(save_steps, eval_steps, saves, evals)
-    if not problems and not misaligned and not between:
+    if not problems and not misaligned and not between and not cfg.get("relora"):
         problems.append(
             Problem(
                 "checkpoints",

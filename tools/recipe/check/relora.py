@@ -57,6 +57,7 @@ def check_relora(cfg: dict, meta: dict, root: Path) -> list[Problem]:
         )
     if not restart:
         return problems
+    saves = _saves_at_restarts(cfg, restart)
     per_step = tokens_per_step(cfg, meta)
     epochs = float(cfg.get("num_epochs") or 1)
     need = restart * per_step / epochs
@@ -74,7 +75,7 @@ def check_relora(cfg: dict, meta: dict, root: Path) -> list[Problem]:
                     "info",
                 )
             )
-            return problems
+            return problems + saves
         steps = math.ceil(tokens * epochs / per_step)
         how = f"{tokens:,} tokens x {epochs:g} epoch(s) / {per_step:,} tokens a step"
     restarts = (steps - 1) // restart if steps else 0
@@ -92,4 +93,45 @@ def check_relora(cfg: dict, meta: dict, root: Path) -> list[Problem]:
         problems.append(
             Problem("relora", f"about {steps} steps ({how}): {restarts} restart(s)", "info")
         )
+    return problems + saves
+
+
+def _saves_at_restarts(cfg: dict, restart: int) -> list[Problem]:
+    """Each restart writes `checkpoint-N/adapter`; where N is no save step, that folder
+    holds nothing else: it counts toward save_total_limit (real checkpoints rotate away
+    sooner) and Axolotl's auto-resume takes the highest-numbered checkpoint-*, this one.
+    And the stage's model is the final weights (merged at every restart), never a
+    checkpoint chosen by eval loss."""
+    problems = [
+        Problem(
+            "relora",
+            "the stage's model is the final weights (the adapter is merged into them at every "
+            "restart; a checkpoint holds only the adapter since the last one), not a "
+            "checkpoint chosen by eval loss; checkpoints serve resuming",
+            "info",
+        )
+    ]
+    if cfg.get("save_strategy") == "no":
+        return problems
+    save = cfg.get("save_steps")
+    if isinstance(save, int) and save >= 1 and restart % save == 0:
+        return problems
+    how = (
+        f"save_steps {save}"
+        if save
+        else "saves_per_epoch"
+        if cfg.get("saves_per_epoch")
+        else ("saves once an epoch")
+    )
+    problems.append(
+        Problem(
+            "relora",
+            f"{how} does not save at every restart (jagged_restart_steps {restart}): each "
+            "restart between saves leaves a checkpoint-N folder holding only the adapter (no "
+            "trainer state), which counts toward save_total_limit and which `--resume` would "
+            "start from (Axolotl resumes from the highest-numbered checkpoint-*); set "
+            f"`save_steps: {restart}` (or a divisor of it)",
+            "warning",
+        )
+    )
     return problems
