@@ -1,8 +1,11 @@
-"""ReLoRA's checkpoints: its model is the final weights, and its saves must fall on its
-restarts (each restart writes checkpoint-N/adapter, a folder that holds nothing else
-where N is not a save step)."""
+"""Schedules against checkpoints and data: ReLoRA's model is the final weights and its
+saves must fall on its restarts (each restart writes checkpoint-N/adapter, a folder that
+holds nothing else where N is not a save step); a fixed warmup must not take much of the
+run the data gives."""
 
 from __future__ import annotations
+
+import json
 
 from cosmosage.tools.paths import ROOT
 from cosmosage.tools.recipe.check import check_checkpoints, check_relora
@@ -34,3 +37,26 @@ def test_relora_is_not_said_to_keep_a_checkpoint_for_selection():
     assert found(check_checkpoints(r.config), "checkpoints", "info") == []
     lora = stage("tiny/qlora")  # other methods still are
     assert "kept until selection" in found(check_checkpoints(lora.config), "checkpoints", "info")[0]
+
+
+def test_a_warmup_that_takes_much_of_a_short_run_is_flagged(tmp_path):
+    from cosmosage.tools.recipe.check import check_warmup
+
+    r = stage("scratch/150m")  # warmup_steps 1000, 16 x 16 x 2048 = 524,288 tokens a step
+    assert r.config["warmup_steps"] == 1000
+    assert check_warmup(r.config, r.meta, tmp_path) == []  # no data yet: steps unknown
+    data = tmp_path / "build" / "data" / "scratch"
+    data.mkdir(parents=True)
+
+    def corpus(tokens: int) -> None:
+        for tier in ("tier1", "tier2", "tier3"):
+            (data / f"{tier}.jsonl").write_text('{"text": "x"}\n')
+            (data / f"{tier}.manifest.json").write_text(json.dumps({"tokens": tokens // 3}))
+
+    corpus(1_500_000_000)  # ~2,862 steps: warmup is 35% of the run
+    (msg,) = [p.message for p in check_warmup(r.config, r.meta, tmp_path)]
+    assert "warmup_steps 1000 is 35% of the ~2,862 steps" in msg and "warmup_ratio" in msg
+    corpus(15_000_000_000)  # ten times the data: 3.5%, nothing to say
+    assert check_warmup(r.config, r.meta, tmp_path) == []
+    r.config.update(max_steps=6, warmup_steps=2)  # a toy run's few warmup steps never matter
+    assert check_warmup(r.config, r.meta, tmp_path) == []

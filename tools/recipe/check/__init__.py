@@ -52,7 +52,12 @@ from cosmosage.tools.recipe.check.memory import (
     params_from_config,
     sharding,
 )
-from cosmosage.tools.recipe.check.relora import check_relora, data_tokens, tokens_per_step
+from cosmosage.tools.recipe.check.relora import (
+    check_relora,
+    check_warmup,
+    data_tokens,
+    tokens_per_step,
+)
 from cosmosage.tools.recipe.check.schema import (
     RENAMED,
     check_axolotl_schema,
@@ -126,6 +131,7 @@ __all__ = [
     "check_stage",
     "check_tokens",
     "check_untrained_tokens",
+    "check_warmup",
     "checkpoint_bytes",
     "checkpointing",
     "data_tokens",
@@ -174,6 +180,7 @@ def check_rendered(r: Rendered, root: Path = ROOT, schema: bool = True) -> list[
     problems += check_checkpoints(cfg)
     problems += check_master_weights(cfg, meta)
     problems += check_relora(cfg, meta, root)
+    problems += check_warmup(cfg, meta, root)
     problems += check_hardware(cfg, meta, root)
     problems += check_disk(cfg, meta, root)
     problems += check_distillation(cfg, meta, root)

@@ -1,4 +1,4 @@
-"""ReLoRA restarts against the data the stage will see."""
+"""Schedules against the data the stage will see: ReLoRA restarts, warmup."""
 
 from __future__ import annotations
 
@@ -135,3 +135,40 @@ def _saves_at_restarts(cfg: dict, restart: int) -> list[Problem]:
         )
     )
     return problems
+
+
+# a warmup longer than this share of the run peaks late and leaves the decay unfinished
+WARMUP_SHARE = 0.25
+
+
+def planned_steps(cfg: dict, meta: dict, root: Path) -> tuple[int | None, str]:
+    """Optimizer steps of the stage: max_steps, else the data's tokens (manifests) over
+    the tokens of a step, times the epochs; None when the data has no token count."""
+    if cfg.get("max_steps"):
+        return int(cfg["max_steps"]), "max_steps"
+    tokens, _ = data_tokens(cfg, root)
+    if not tokens:
+        return None, ""
+    per_step, epochs = tokens_per_step(cfg, meta), float(cfg.get("num_epochs") or 1)
+    steps = math.ceil(tokens * epochs / per_step)
+    return steps, f"{tokens:,} tokens x {epochs:g} epoch(s) / {per_step:,} tokens a step"
+
+
+def check_warmup(cfg: dict, meta: dict, root: Path) -> list[Problem]:
+    """A fixed `warmup_steps` that takes much of a short run: the learning rate peaks
+    late or never and the schedule's decay does not finish."""
+    warmup = cfg.get("warmup_steps")
+    if not isinstance(warmup, int) or warmup < 10:  # a few steps never matter
+        return []
+    steps, how = planned_steps(cfg, meta, root)
+    if not steps or warmup <= WARMUP_SHARE * steps:
+        return []
+    return [
+        Problem(
+            "schedule",
+            f"warmup_steps {warmup} is {warmup / steps:.0%} of the ~{steps:,} steps of this "
+            f"stage ({how}): the learning rate peaks late{' or never' if warmup >= steps else ''}"
+            " and its decay does not finish; use `warmup_ratio` (e.g. 0.02) or fewer warmup steps",
+            "warning",
+        )
+    ]
