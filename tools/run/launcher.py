@@ -253,8 +253,8 @@ def train(stage: Stage, cfg: dict, stage_dir: Path, root: Path, echo: Echo) -> d
 def choose_checkpoint(
     stage: Stage, cfg: dict, stage_dir: Path, m: dict, root: Path, echo: Echo
 ) -> dict | None:
-    """The checkpoint the stage keeps: by `recipe.select`'s rule when it has one, else
-    the lowest eval loss (metrics' choice)."""
+    """The checkpoint the stage keeps: ReLoRA's final weights, else by `recipe.select`'s
+    rule when it has one, else the lowest eval loss (metrics' choice)."""
     best = m["best_checkpoint"]
     if cfg.get("relora"):
         return relora_final(m, stage_dir, stage.key, echo)
@@ -275,11 +275,9 @@ def choose_checkpoint(
 def relora_final(m: dict, stage_dir: Path, key: str, echo: Echo) -> dict:
     """ReLoRA's model is its final weights: the adapter is merged into them at every
     restart, and a checkpoint holds only the adapter since the last one."""
-    final = {"step": m["steps"], "path": str(StageFolder(stage_dir).output), "eval_loss": None}
-    final["eval_loss"] = next(
-        (e["eval_loss"] for e in reversed(m["eval_loss"]) if e["step"] == m["steps"]), None
-    )
-    m["eval_loss_best"] = final["eval_loss"]
+    loss = next((e["eval_loss"] for e in m["eval_loss"] if e["step"] == m["steps"]), None)
+    final = {"step": m["steps"], "path": str(StageFolder(stage_dir).output), "eval_loss": loss}
+    m["eval_loss_best"] = loss
     echo(
         f"select {key}: the final weights, step {m['steps']} (ReLoRA merges its adapter at every "
         f"restart; eval loss {m['eval_loss_before']} -> {final['eval_loss']})"

@@ -303,13 +303,18 @@ def test_disk_is_printed_and_a_zero3_7b_checkpoint_is_about_100_gb():
     assert any(p.check == "disk" and p.severity == "info" for p in check_rendered(r))
 
 
-def test_disk_counts_only_the_checkpoints_a_run_of_max_steps_writes():
+def test_disk_counts_only_the_checkpoints_a_run_writes(tmp_path):
     r = stage("smoke/1gpu")  # 20 steps, a save every 20: one checkpoint, not the limit's 4
-    assert ": 1 checkpoint x " in disk_estimate(r.config, r.meta, ROOT)[1]
+    assert ": 1 checkpoint x " in disk_estimate(r.config, r.meta, tmp_path)[1]
     r.config.update(max_steps=50, save_steps=20)  # saves at 20, 40 and the last step
-    assert ": 3 checkpoints x " in disk_estimate(r.config, r.meta, ROOT)[1]
-    r.config.update(max_steps=None, num_epochs=2)  # steps unknown here: the limit
-    assert ": 4 checkpoints x " in disk_estimate(r.config, r.meta, ROOT)[1]
+    assert ": 3 checkpoints x " in disk_estimate(r.config, r.meta, tmp_path)[1]
+    r.config.update(max_steps=None, num_epochs=1)  # no data yet: steps unknown, the limit
+    assert ": 4 checkpoints x " in disk_estimate(r.config, r.meta, tmp_path)[1]
+    data = tmp_path / "build" / "data" / "quickstart-tiny"  # 2 rows x 1024 tokens a step
+    data.mkdir(parents=True)
+    (data / "corpus.jsonl").write_text('{"text": "x"}\n')
+    (data / "corpus.manifest.json").write_text(json.dumps({"tokens": 40 * 2048}))
+    assert ": 2 checkpoints x " in disk_estimate(r.config, r.meta, tmp_path)[1]  # 40 steps
 
 
 @pytest.mark.parametrize("name", HEADERS)

@@ -60,3 +60,13 @@ def test_a_warmup_that_takes_much_of_a_short_run_is_flagged(tmp_path):
     assert check_warmup(r.config, r.meta, tmp_path) == []
     r.config.update(max_steps=6, warmup_steps=2)  # a toy run's few warmup steps never matter
     assert check_warmup(r.config, r.meta, tmp_path) == []
+
+
+def test_a_select_rule_on_relora_fails_the_check():
+    from cosmosage.tools.recipe.check import check_select
+
+    r = stage("tiny/relora")
+    assert check_select(r) == []
+    r.meta["select"] = {"suites": ["samples/eval/general.yaml"], "maximize": "held_out"}
+    (msg,) = [p.message for p in check_select(r) if p.severity == "error"]
+    assert "cannot choose a ReLoRA checkpoint" in msg

@@ -11,7 +11,8 @@ and disk formulas.
 
 One module per section: base (`Problem`, the constants), schema, files, template
 (tokenizer, chat template, end of turn), untrained (chat tokens an adapter keeps frozen),
-checkpoints, memory (size, sharding, memory), disk, distill, relora, select and soup. `check_rendered` runs them all on one stage.
+checkpoints, memory (size, sharding, memory), disk, distill, relora (restarts, warmup),
+select and soup. `check_rendered` runs them all on one stage.
 """
 
 from __future__ import annotations

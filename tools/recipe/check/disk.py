@@ -14,6 +14,7 @@ from cosmosage.tools.recipe.check.memory import (
     model_architecture,
     model_params,
 )
+from cosmosage.tools.recipe.check.relora import planned_steps
 
 # --------------------------------------------------------------------------- disk
 
@@ -61,7 +62,7 @@ def disk_estimate(cfg: dict, meta: dict, root: Path) -> tuple[float, str] | None
     ckpt, final, what = sizes
     keep = int(cfg.get("save_total_limit") or AXOLOTL_SAVE_TOTAL_LIMIT)
     keep = max(keep, 2) if cfg.get("metric_for_best_model") else keep  # best + newest
-    saves = planned_saves(cfg)
+    saves = planned_saves(cfg, meta, root)
     keep = min(keep, saves) if saves else keep
     params = model_params(cfg, meta, root) or 0
     selected = params * 2
@@ -74,12 +75,12 @@ def disk_estimate(cfg: dict, meta: dict, root: Path) -> tuple[float, str] | None
     return total, text
 
 
-def planned_saves(cfg: dict) -> int | None:
-    """How many checkpoints a run with `max_steps` and a whole-number `save_steps` writes
-    at most (one every save_steps, the last step counted); None when the step count is
-    not in the config."""
-    steps, every = cfg.get("max_steps"), cfg.get("save_steps")
-    if not (isinstance(steps, int) and isinstance(every, int)) or steps < 1 or every < 1:
+def planned_saves(cfg: dict, meta: dict, root: Path) -> int | None:
+    """How many checkpoints a whole-number `save_steps` writes at most over the stage's
+    steps (one every save_steps, the last step counted); None when either is unknown."""
+    every = cfg.get("save_steps")
+    steps, _ = planned_steps(cfg, meta, root)
+    if not isinstance(every, int) or every < 1 or not steps:
         return None
     return -(-steps // every)
 

@@ -38,12 +38,41 @@ def data_tokens(cfg: dict, root: Path) -> tuple[int | None, str]:
     return total, ""
 
 
+def planned_steps(cfg: dict, meta: dict, root: Path) -> tuple[int | None, str]:
+    """Optimizer steps of the stage and how they were counted: max_steps, else the data's
+    tokens (manifests) over the tokens of a step, times the epochs; (None, why) when the
+    data has no token count."""
+    if cfg.get("max_steps"):
+        return int(cfg["max_steps"]), "max_steps"
+    tokens, why = data_tokens(cfg, root)
+    if tokens is None:
+        return None, why
+    per_step, epochs = tokens_per_step(cfg, meta), float(cfg.get("num_epochs") or 1)
+    steps = math.ceil(tokens * epochs / per_step)
+    return steps, f"{tokens:,} tokens x {epochs:g} epoch(s) / {per_step:,} tokens a step"
+
+
 def check_relora(cfg: dict, meta: dict, root: Path) -> list[Problem]:
     """ReLoRA is LoRA plus restarts: without a first warmup the first cycle starts at the
-    full learning rate (Axolotl's jagged scheduler warms up only after each restart), and
-    a run shorter than one cycle never restarts."""
+    full learning rate (Axolotl's jagged scheduler warms up only after each restart), a
+    run shorter than one cycle never restarts, and restarts between saves leave folders
+    that hold only an adapter. Its model is the final weights, never a chosen checkpoint."""
     if not cfg.get("relora"):
         return []
+    problems = _restarts(cfg, meta, root)
+    problems.append(
+        Problem(
+            "relora",
+            "the stage's model is the final weights (the adapter is merged into them at every "
+            "restart; a checkpoint holds only the adapter since the last one), not a "
+            "checkpoint chosen by eval loss; checkpoints serve resuming",
+            "info",
+        )
+    )
+    return problems
+
+
+def _restarts(cfg: dict, meta: dict, root: Path) -> list[Problem]:
     problems = []
     restart = int(cfg.get("jagged_restart_steps") or 0)
     if not cfg.get("warmup_steps") and not cfg.get("warmup_ratio"):
@@ -57,27 +86,22 @@ def check_relora(cfg: dict, meta: dict, root: Path) -> list[Problem]:
         )
     if not restart:
         return problems
-    saves = _saves_at_restarts(cfg, restart)
+    problems += _saves_between_restarts(cfg, restart)
     per_step = tokens_per_step(cfg, meta)
     epochs = float(cfg.get("num_epochs") or 1)
     need = restart * per_step / epochs
-    if cfg.get("max_steps"):
-        steps, how = int(cfg["max_steps"]), "max_steps"
-    else:
-        tokens, why = data_tokens(cfg, root)
-        if tokens is None:
-            problems.append(
-                Problem(
-                    "relora",
-                    f"restarts not estimated: {why}; one restart every {restart} steps of "
-                    f"{per_step:,} tokens needs more than {need / 1e6:,.1f}M training tokens "
-                    f"over {epochs:g} epoch(s)",
-                    "info",
-                )
+    steps, how = planned_steps(cfg, meta, root)
+    if steps is None:
+        problems.append(
+            Problem(
+                "relora",
+                f"restarts not estimated: {how}; one restart every {restart} steps of "
+                f"{per_step:,} tokens needs more than {need / 1e6:,.1f}M training tokens "
+                f"over {epochs:g} epoch(s)",
+                "info",
             )
-            return problems + saves
-        steps = math.ceil(tokens * epochs / per_step)
-        how = f"{tokens:,} tokens x {epochs:g} epoch(s) / {per_step:,} tokens a step"
+        )
+        return problems
     restarts = (steps - 1) // restart if steps else 0
     if restarts < 1:
         problems.append(
@@ -93,37 +117,26 @@ def check_relora(cfg: dict, meta: dict, root: Path) -> list[Problem]:
         problems.append(
             Problem("relora", f"about {steps} steps ({how}): {restarts} restart(s)", "info")
         )
-    return problems + saves
+    return problems
 
 
-def _saves_at_restarts(cfg: dict, restart: int) -> list[Problem]:
+def _saves_between_restarts(cfg: dict, restart: int) -> list[Problem]:
     """Each restart writes `checkpoint-N/adapter`; where N is no save step, that folder
     holds nothing else: it counts toward save_total_limit (real checkpoints rotate away
-    sooner) and Axolotl's auto-resume takes the highest-numbered checkpoint-*, this one.
-    And the stage's model is the final weights (merged at every restart), never a
-    checkpoint chosen by eval loss."""
-    problems = [
-        Problem(
-            "relora",
-            "the stage's model is the final weights (the adapter is merged into them at every "
-            "restart; a checkpoint holds only the adapter since the last one), not a "
-            "checkpoint chosen by eval loss; checkpoints serve resuming",
-            "info",
-        )
-    ]
-    if cfg.get("save_strategy") == "no":
-        return problems
+    sooner) and Axolotl's auto-resume takes the highest-numbered checkpoint-*, this one."""
     save = cfg.get("save_steps")
-    if isinstance(save, int) and save >= 1 and restart % save == 0:
-        return problems
+    if cfg.get("save_strategy") == "no" or (
+        isinstance(save, int) and save >= 1 and restart % save == 0
+    ):
+        return []
     how = (
         f"save_steps {save}"
         if save
         else "saves_per_epoch"
         if cfg.get("saves_per_epoch")
-        else ("saves once an epoch")
+        else ("the default save schedule")
     )
-    problems.append(
+    return [
         Problem(
             "relora",
             f"{how} does not save at every restart (jagged_restart_steps {restart}): each "
@@ -133,25 +146,11 @@ def _saves_at_restarts(cfg: dict, restart: int) -> list[Problem]:
             f"`save_steps: {restart}` (or a divisor of it)",
             "warning",
         )
-    )
-    return problems
+    ]
 
 
 # a warmup longer than this share of the run peaks late and leaves the decay unfinished
 WARMUP_SHARE = 0.25
-
-
-def planned_steps(cfg: dict, meta: dict, root: Path) -> tuple[int | None, str]:
-    """Optimizer steps of the stage: max_steps, else the data's tokens (manifests) over
-    the tokens of a step, times the epochs; None when the data has no token count."""
-    if cfg.get("max_steps"):
-        return int(cfg["max_steps"]), "max_steps"
-    tokens, _ = data_tokens(cfg, root)
-    if not tokens:
-        return None, ""
-    per_step, epochs = tokens_per_step(cfg, meta), float(cfg.get("num_epochs") or 1)
-    steps = math.ceil(tokens * epochs / per_step)
-    return steps, f"{tokens:,} tokens x {epochs:g} epoch(s) / {per_step:,} tokens a step"
 
 
 def check_warmup(cfg: dict, meta: dict, root: Path) -> list[Problem]:

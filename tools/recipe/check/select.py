@@ -57,6 +57,14 @@ def check_select(r: Rendered) -> list[Problem]:
         check_rule(rule)
     except DataError as exc:
         return [Problem("select", str(exc))]
+    if r.config.get("relora"):
+        return [
+            Problem(
+                "select",
+                "`recipe.select` cannot choose a ReLoRA checkpoint: the stage's model is its "
+                "final weights (the adapter is merged into them at every restart); remove the rule",
+            )
+        ]
     steps, every = r.config.get("max_steps"), r.config.get("save_steps")
     # unset (or null, which rendering drops), Axolotl keeps 4
     limit = r.config.get("save_total_limit") or AXOLOTL_SAVE_TOTAL_LIMIT

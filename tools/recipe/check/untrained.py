@@ -21,26 +21,20 @@ from cosmosage.tools.recipe.check.template import (
 ADAPTER_METHODS = ("lora", "qlora", "relora")
 
 
-def trainable_rows(cfg: dict) -> dict[str, set[int]]:
-    """`peft_trainable_token_indices` as layer -> token ids (a plain list is the input
-    embedding's, as PEFT reads it); layers in `lora_modules_to_save` train every row."""
+def frozen_rows(cfg: dict, layers: list[str], ids: list[int]) -> dict[str, list[int]]:
+    """Per layer, the ids whose rows stay frozen: not in `peft_trainable_token_indices` (a
+    plain list is the input embedding's, as PEFT reads it) and the layer not saved whole
+    (`lora_modules_to_save`)."""
     given = cfg.get("peft_trainable_token_indices") or {}
-    if isinstance(given, list | tuple | int):
+    if not isinstance(given, dict):
         given = {"embed_tokens": given if isinstance(given, list | tuple) else [given]}
-    rows = {str(layer): {int(i) for i in ids} for layer, ids in dict(given).items()}
-    for layer in cfg.get("lora_modules_to_save") or []:
-        rows[str(layer)] = ALL
-    return rows
-
-
-class _All(set):
-    """Every row of a layer (a module saved whole)."""
-
-    def __contains__(self, item: object) -> bool:
-        return True
-
-
-ALL = _All()
+    saved = set(cfg.get("lora_modules_to_save") or [])
+    frozen = {
+        layer: [i for i in ids if i not in {int(x) for x in given.get(layer) or []}]
+        for layer in layers
+        if layer not in saved
+    }
+    return {layer: rows for layer, rows in frozen.items() if rows}
 
 
 def check_untrained_tokens(cfg: dict, meta: dict, root: Path) -> list[Problem]:
@@ -58,12 +52,7 @@ def check_untrained_tokens(cfg: dict, meta: dict, root: Path) -> list[Problem]:
     ids = [int(tokenizer.convert_tokens_to_ids(n)) for n in names]
     tied = bool((model_architecture(cfg, meta, root) or {}).get("tie_word_embeddings"))
     layers = ["embed_tokens"] if tied else ["embed_tokens", "lm_head"]
-    rows = trainable_rows(cfg)
-    frozen = {
-        layer: [i for i in ids if i not in rows.get(layer, set())]
-        for layer in layers
-        if any(i not in rows.get(layer, set()) for i in ids)
-    }
+    frozen = frozen_rows(cfg, layers, ids)
     if not frozen:
         return [
             Problem(
