@@ -17,6 +17,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=build/mfu
 mkdir -p "$out"
+known="baseline-sdpa full-rows pure-bf16 flash-attn torch-compile micro-batch-8 liger"
+for name in ${ONLY:-}; do
+  [[ " $known " == *" $name "* ]] || { echo "ONLY: unknown candidate $name (known: $known)" >&2; exit 2; }
+done
 run() {
   local name=$1; shift
   if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return 0; fi
