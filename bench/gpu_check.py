@@ -7,8 +7,8 @@ through `axolotl train` on one device, beside `recipe check`'s memory estimate.
 Nothing is downloaded: the tokenizer is built from samples/ (the tiny model's), the model
 is a random `model init` preset, the data is the bundled papers cut into documents that
 fill a row exactly, one to a row or --docs-per-row N to a row (as packed corpora are:
-with sdpa each such row carries a block-diagonal mask, flash attention runs it as N
-sequences). Each method runs `axolotl train` for --steps steps (its data preparation
+flash attention, xformers and Axolotl's `sdpa_varlen` (sdpa on CUDA in bf16, torch >=
+2.10) run such a row as N sequences; sdpa otherwise gives it a block-diagonal mask). Each method runs `axolotl train` for --steps steps (its data preparation
 comes before the first step, so it never counts in tokens/s) with sample packing (rows
 padded to the sequence length, so every step sees micro_batch x seq_len tokens).
 Reported per method:
@@ -25,8 +25,9 @@ Reported per method:
   estimate      `recipe check`'s memory estimate of the same config on one device
 
 A GPU machine with PyTorch but not the project's packages: the script installs them
-from a folder of wheels (--wheels, default shared/wheels or wheels/) with pip
---no-index and starts again; bench/README.md says how to fill that folder.
+from a folder of wheels (--wheels, default wheels/ or shared/wheels) into --work/site
+with pip --no-index --no-deps --target and starts again with it on PYTHONPATH;
+`python bench/device_bundle.py` fills that folder (bench/README.md).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -72,25 +74,34 @@ def have_packages() -> bool:
     return True
 
 
-def ensure_installed(wheels: Path | None) -> None:
-    """Install the project and its dependencies from a wheel folder when they are
-    missing, then run this script again in a fresh interpreter."""
+def ensure_installed(wheels: Path | None, work: Path) -> None:
+    """When Axolotl or cosmosage is missing, install a folder of wheels (bench/
+    device_bundle.py makes one) into work/site with pip --no-index --no-deps --target,
+    which leaves the machine's own packages alone, and run this script again with that
+    folder first on PYTHONPATH. A second run over the same wheels reuses work/site."""
     if have_packages():
         return
-    candidates = [wheels] if wheels else [ROOT / "shared" / "wheels", ROOT / "wheels"]
+    candidates = [wheels] if wheels else [ROOT / "wheels", ROOT / "shared" / "wheels"]
     found = next((c for c in candidates if c and c.is_dir()), None)
     if found is None or os.environ.get("GPU_CHECK_INSTALLED"):
         sys.exit(
             "gpu_check: axolotl or cosmosage is not installed and no wheel folder was found "
             f"(looked in {', '.join(map(str, candidates))}); see bench/README.md"
         )
-    print(f"installing cosmosage and its dependencies from {found} (no index)", flush=True)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(found)]
-        + ["-e", str(ROOT)],
-        check=True,
-    )
-    env = {**os.environ, "GPU_CHECK_INSTALLED": "1"}
+    site = work.resolve() / "site"
+    files = sorted(found.glob("*.whl"))
+    stamp = "\n".join(f"{w.name} {w.stat().st_size}" for w in files)
+    if not (site / ".wheels").is_file() or (site / ".wheels").read_text() != stamp:
+        print(f"installing {len(files)} wheels from {found} into {site} (no index)", flush=True)
+        shutil.rmtree(site, ignore_errors=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps"]
+            + ["--no-compile", "--target", str(site), *map(str, files)],
+            check=True,
+        )
+        (site / ".wheels").write_text(stamp)
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "GPU_CHECK_INSTALLED": "1", "PYTHONPATH": path}
     os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
@@ -422,7 +433,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=1,
         help="documents packed into each row (default 1: one document fills a row); real "
-        "corpora pack several, and with sdpa their rows carry a block-diagonal mask",
+        "corpora pack several (variable-length attention runs them as separate "
+        "sequences; a dense mask covers the whole row)",
     )
     p.add_argument("--attn", default="auto", help="attn_implementation (auto: flash if any)")
     p.add_argument("--peak-tflops", type=float, default=None)
@@ -454,7 +466,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    ensure_installed(args.wheels)
+    ensure_installed(args.wheels, args.work)
     import torch
 
     from cosmosage.tools.models.init import get_preset, init_model

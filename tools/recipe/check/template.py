@@ -87,7 +87,9 @@ def check_flash_attention(cfg: dict) -> list[Problem]:
             "attention",
             "`attn_implementation: flash_attention_2` but the flash-attn package is not "
             "installed here: install the `gpu` extra (README, GPU install) or use the "
-            "docker image, or run with `--set attn_implementation=sdpa`",
+            "docker image, or run with `--set attn_implementation=sdpa` (with packing on "
+            "CUDA in bf16 and torch >= 2.10, Axolotl runs packed sdpa rows through "
+            "PyTorch's variable-length flash kernel, its `sdpa_varlen`)",
             "error" if cuda else "warning",
         )
     ]

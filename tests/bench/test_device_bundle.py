@@ -1,0 +1,140 @@
+"""bench/device_bundle.py: which wheels travel to a GPU machine that has PyTorch but not
+Axolotl, and the trimmed wheels pip still installs. (`--check`, which downloads wheels
+and runs gpu_check in a venv holding only the bundle, is a bench: bench/README.md.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_bundle():
+    spec = importlib.util.spec_from_file_location(
+        "device_bundle", ROOT / "bench" / "device_bundle.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_plan_carries_what_the_image_lacks_and_its_pinned_packages():
+    bundle = load_bundle()
+    imported = {
+        "axolotl": ("axolotl", "0.19.0"),
+        "transformers": ("transformers", "5.16.1"),
+        "numpy": ("numpy", "2.3.5"),
+        "zstandard": ("zstandard", "0.22.0"),
+        "cosmosage": ("cosmosage", "0.1.0"),
+    }
+    rows = bundle.plan(
+        imported,
+        on_device={"transformers", "numpy", "torch"},
+        pins={"transformers"},
+        extra={"liger-kernel": ("liger-kernel", "0.8.1")},
+        leave_out={"zstandard"},
+    )
+    assert [(name, version) for name, version, _ in rows] == [
+        ("axolotl", "0.19.0"),
+        ("liger-kernel", "0.8.1"),
+        ("transformers", "5.16.1"),
+    ]
+    why = {name: reason for name, _, reason in rows}
+    assert "not in the image" in why["axolotl"] and "pinned" in why["transformers"]
+
+
+def test_pinned_names_axolotls_exact_versions_not_its_ranges():
+    pins = load_bundle().pinned()
+    assert {"transformers", "peft", "accelerate", "bitsandbytes"} <= pins
+    assert "torch" not in pins and "numpy" not in pins  # ranges: the image's own serve
+
+
+def test_the_image_list_is_names_only():
+    names = load_bundle().device_packages()
+    assert {"torch", "transformers", "triton", "numpy"} <= names and len(names) > 150
+    assert not any(n.startswith("#") or " " in n for n in names)
+
+
+def fake_wheel(folder: Path, files: dict[str, bytes]) -> Path:
+    """A minimal bitsandbytes wheel: the files, METADATA, WHEEL and a RECORD naming all."""
+    info = "bitsandbytes-0.50.2.dist-info"
+    files = {
+        **files,
+        f"{info}/METADATA": b"Metadata-Version: 2.1\nName: bitsandbytes\nVersion: 0.50.2\n",
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: false\nTag: py3-none-any\n",
+    }
+    record = "".join(f"{name},,\n" for name in files) + f"{info}/RECORD,,\n"
+    path = folder / "bitsandbytes-0.50.2-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+        z.writestr(f"{info}/RECORD", record)
+    return path
+
+
+def test_trimmed_bitsandbytes_keeps_one_cuda_library_and_still_installs(tmp_path):
+    bundle = load_bundle()
+    libs = ["cpu", "cuda118", "cuda128", "cuda130", "cuda132", "rocm72", "xpu2026"]
+    files = {"bitsandbytes/__init__.py": b"LOADED = 'yes'\n"}
+    files |= {f"bitsandbytes/libbitsandbytes_{lib}.so": b"\0" * 64 for lib in libs}
+    wheel = fake_wheel(tmp_path, files)
+    drop, note = bundle.trimmed("bitsandbytes", "130")
+    bundle.trim_wheel(wheel, drop)
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        record = z.read("bitsandbytes-0.50.2.dist-info/RECORD").decode()
+    kept = {n.rsplit("/", 1)[-1] for n in names if "libbitsandbytes_" in n}
+    assert kept == {"libbitsandbytes_cpu.so", "libbitsandbytes_cuda130.so"} and "CUDA 130" in note
+    assert "cuda128" not in record and "libbitsandbytes_cuda130.so" in record
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps"]
+        + ["--target", str(target), str(wheel)],
+        check=True,
+    )  # fmt: skip
+    installed = sorted(p.name for p in (target / "bitsandbytes").glob("*.so"))
+    assert installed == ["libbitsandbytes_cpu.so", "libbitsandbytes_cuda130.so"]
+    probe = [sys.executable, "-c", "import bitsandbytes; print(bitsandbytes.LOADED)"]
+    out = subprocess.run(probe, env={"PYTHONPATH": str(target)}, capture_output=True, text=True)
+    assert out.stdout.strip() == "yes", out.stderr
+
+
+def test_wandb_loses_only_its_service_binaries():
+    drop, _ = load_bundle().trimmed("wandb", "130")
+    assert drop("wandb/bin/wandb-core") and drop("wandb/bin/librust_parquet_ffi.so")
+    assert not drop("wandb/__init__.py") and not drop("wandb/sdk/wandb_run.py")
+    assert load_bundle().trimmed("transformers", "130") is None
+
+
+def test_gpu_check_installs_a_wheel_folder_once_and_runs_again_on_pythonpath(tmp_path, monkeypatch):
+    """gpu_check --wheels on a machine without Axolotl: pip --no-deps --target <work>/site,
+    then the script again with that folder on PYTHONPATH; a second run reuses the folder."""
+    from tests.bench.test_gpu_check import load_gpu_check
+
+    gpu_check = load_gpu_check()
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    fake_wheel(wheels, {"bitsandbytes/__init__.py": b"LOADED = 'yes'\n"})
+    execs, pips = [], []
+    real_run = subprocess.run
+
+    def run(cmd, **kw):
+        pips.append(cmd)
+        return real_run(cmd, **kw)
+
+    monkeypatch.setattr(gpu_check, "have_packages", lambda: False)
+    monkeypatch.setattr(gpu_check.subprocess, "run", run)
+    monkeypatch.setattr(gpu_check.os, "execve", lambda exe, argv, env: execs.append(env))
+    monkeypatch.delenv("GPU_CHECK_INSTALLED", raising=False)
+    for _ in range(2):
+        gpu_check.ensure_installed(wheels, tmp_path / "work")
+    site = tmp_path / "work" / "site"
+    assert (site / "bitsandbytes" / "__init__.py").is_file()
+    assert len(pips) == 1 and "--no-deps" in pips[0] and "--no-index" in pips[0]
+    assert len(execs) == 2 and all(e["PYTHONPATH"].split(os.pathsep)[0] == str(site) for e in execs)
+    assert all(e["GPU_CHECK_INSTALLED"] == "1" for e in execs)
