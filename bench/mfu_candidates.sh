@@ -16,7 +16,7 @@
 # it is skipped where that is missing. Writes build/mfu/<name>.json per candidate.
 #   bash bench/mfu_candidates.sh [--wheels WHEEL_DIR]        # DOCS=8 bash ... for 8
 #   ONLY="baseline-sdpa xformers" bash bench/mfu_candidates.sh     # some candidates only
-# On a machine without Axolotl: `python bench/device_bundle.py` here fills wheels/ (36 MiB),
+# On a machine without Axolotl: `python bench/device_bundle.py` here fills wheels/ (39 MiB),
 # which gpu_check.py installs once, on the first line (carry wheels with the working tree).
 # PYTHON picks the interpreter (default: python3, the one with PyTorch on the lent machines).
 # One device command runs at most 10 minutes, so run the ten candidates in two calls, in
