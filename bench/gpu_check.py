@@ -102,6 +102,7 @@ def ensure_installed(wheels: Path | None, work: Path) -> None:
         (site / ".wheels").write_text(stamp)
     path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "GPU_CHECK_INSTALLED": "1", "PYTHONPATH": path}
+    env.setdefault("COSMOSAGE_ROOT", str(ROOT))  # recipes/ and samples/ of this checkout
     os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 

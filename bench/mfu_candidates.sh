@@ -13,7 +13,8 @@
 # through xformers (a 3 MiB wheel; without flash-attn it calls PyTorch's flash kernel),
 # `flex-attention` through PyTorch's FlexAttention with a block mask; `flash-attn` needs
 # the flash-attn package, which PyPI has only as source (the docker image builds it), so
-# it is skipped where that is missing. Writes build/mfu/<name>.json per candidate.
+# it is skipped where that is missing. Writes build/mfu/<name>.json per candidate
+# (MFU_DIR=... elsewhere).
 #   bash bench/mfu_candidates.sh [--wheels WHEEL_DIR]        # DOCS=8 bash ... for 8
 #   ONLY="baseline-sdpa xformers" bash bench/mfu_candidates.sh     # some candidates only
 # On a machine without Axolotl: `python bench/device_bundle.py` here fills wheels/ (39 MiB),
@@ -24,9 +25,11 @@
 # there, the first call's too on the same warm machine):
 #   ONLY="baseline-sdpa sdpa-dense-mask xformers flex-attention micro-batch-8 liger"
 #   ONLY="torch-compile full-rows pure-bf16 flash-attn"
+# Where OUT names a folder (the device tool's $OUT, which returns at most 8 files), the
+# table and one JSON file holding every candidate's (build/mfu.json) are copied there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=build/mfu
+out=${MFU_DIR:-build/mfu}   # where each candidate's JSON goes
 mkdir -p "$out"
 py=${PYTHON:-python3}
 known="baseline-sdpa sdpa-dense-mask xformers flex-attention micro-batch-8 liger torch-compile full-rows pure-bf16 flash-attn"
@@ -57,9 +60,10 @@ if "$py" -c "import flash_attn" 2>/dev/null; then
 elif [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" flash-attn "* ]]; then
   echo "== flash-attn skipped: the flash-attn package is not installed (PyPI has it only as source)"
 fi
-"$py" - "$out" <<'PY'
+"$py" - "$out" <<'PY' | tee "$out/table.txt"
 import json, pathlib, sys
 rows = {p.stem: json.loads(p.read_text()) for p in sorted(pathlib.Path(sys.argv[1]).glob("*.json"))}
+pathlib.Path(sys.argv[1] + ".json").write_text(json.dumps(rows, indent=1))
 base = rows.get("baseline-sdpa", {}).get("results", [{}])[0].get("tokens_per_s")
 for name, r in rows.items():
     res = r["results"][0]
@@ -69,3 +73,4 @@ for name, r in rows.items():
     ratio = f"x{res['tokens_per_s'] / base:.2f}" if base else "-"
     print(f"{name:16} {r.get('docs_per_row', 1)} a row {res['tokens_per_s']:>10,.0f} tokens/s  MFU {res['mfu'] * 100:5.1f}%  {ratio} of baseline  peak {res['peak_memory_gib']:.1f} GiB")
 PY
+if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then cp "$out.json" "$out/table.txt" "$OUT"/; fi

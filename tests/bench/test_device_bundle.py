@@ -131,6 +131,7 @@ def test_gpu_check_installs_a_wheel_folder_once_and_runs_again_on_pythonpath(tmp
     monkeypatch.setattr(gpu_check.subprocess, "run", run)
     monkeypatch.setattr(gpu_check.os, "execve", lambda exe, argv, env: execs.append(env))
     monkeypatch.delenv("GPU_CHECK_INSTALLED", raising=False)
+    monkeypatch.delenv("COSMOSAGE_ROOT", raising=False)
     for _ in range(2):
         gpu_check.ensure_installed(wheels, tmp_path / "work")
     site = tmp_path / "work" / "site"
@@ -138,3 +139,4 @@ def test_gpu_check_installs_a_wheel_folder_once_and_runs_again_on_pythonpath(tmp
     assert len(pips) == 1 and "--no-deps" in pips[0] and "--no-index" in pips[0]
     assert len(execs) == 2 and all(e["PYTHONPATH"].split(os.pathsep)[0] == str(site) for e in execs)
     assert all(e["GPU_CHECK_INSTALLED"] == "1" for e in execs)
+    assert all(e["COSMOSAGE_ROOT"] == str(ROOT) for e in execs)  # recipes/ of this checkout
