@@ -39,13 +39,27 @@ test-fast: $(STAMP)
 # but whose kernel does not grant the tiles, its first matrix product dies with SIGILL
 # (and pip's wheel cache hands that build to every later install). So the wheel is built
 # here once, portable (AVX2, FMA, F16C; no AVX-512, no AMX), and installed from build/.
+# The portable wheel is also kept in the user's cache (COSMOSAGE_CACHE, else
+# ~/.cache/cosmosage, where `model quantize` keeps llama.cpp's sources), under a name
+# that holds the version and the build flags, so a fresh clone on the same machine
+# copies it instead of compiling again; a cached file that is not a whole zip is rebuilt.
 LLAMA_CPP   := llama-cpp-python==0.3.36
+LLAMA_FLAGS := -DGGML_NATIVE=OFF
 LLAMA_WHEEL := build/wheels/llama-cpp/.portable
+LLAMA_CACHE := $(or $(COSMOSAGE_CACHE),$(HOME)/.cache/cosmosage)/wheels/llama-cpp-python-0.3.36$(subst =,-,$(LLAMA_FLAGS))
 
 $(LLAMA_WHEEL): | $(STAMP)
-	rm -rf $(@D)
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip wheel --quiet --disable-pip-version-check \
-	  --no-deps --no-cache-dir -w $(@D) '$(LLAMA_CPP)'
+	rm -rf $(@D) && mkdir -p $(@D)
+	if $(BIN)/python -m zipfile -t $(LLAMA_CACHE)/llama_cpp_python-*.whl >/dev/null 2>&1; then \
+	  echo "llama-cpp-python: the portable wheel from $(LLAMA_CACHE)"; \
+	  cp $(LLAMA_CACHE)/llama_cpp_python-*.whl $(@D)/; \
+	else \
+	  CMAKE_ARGS="$(LLAMA_FLAGS)" $(BIN)/pip wheel --quiet --disable-pip-version-check \
+	    --no-deps --no-cache-dir -w $(@D) '$(LLAMA_CPP)' && \
+	  rm -rf $(LLAMA_CACHE).tmp && mkdir -p $(LLAMA_CACHE).tmp && \
+	  cp $(@D)/llama_cpp_python-*.whl $(LLAMA_CACHE).tmp/ && \
+	  rm -rf $(LLAMA_CACHE) && mv $(LLAMA_CACHE).tmp $(LLAMA_CACHE); \
+	fi
 	touch $@
 
 test-gguf: $(STAMP) tokenizers $(LLAMA_WHEEL)
