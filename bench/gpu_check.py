@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -87,6 +88,15 @@ def ensure_installed(wheels: Path | None, work: Path) -> None:
         sys.exit(
             "gpu_check: axolotl or cosmosage is not installed and no wheel folder was found "
             f"(looked in {', '.join(map(str, candidates))}); see bench/README.md"
+        )
+    bundle = found / "BUNDLE.txt"
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    named = re.search(r"CPython (\d+\.\d+)", bundle.read_text()) if bundle.is_file() else None
+    made_for = named.group(1) if named else here
+    if made_for != here:
+        sys.exit(
+            f"gpu_check: the wheels in {found} are for CPython {made_for}, this is {here}: "
+            f"make them again with `python bench/device_bundle.py --python-version {here}`"
         )
     site = work.resolve() / "site"
     files = sorted(found.glob("*.whl"))

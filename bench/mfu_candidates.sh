@@ -32,6 +32,8 @@ cd "$(dirname "$0")/.."
 out=${MFU_DIR:-build/mfu}   # where each candidate's JSON goes
 mkdir -p "$out"
 py=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+"$py" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA')" || true
 known="baseline-sdpa sdpa-dense-mask xformers flex-attention micro-batch-8 liger torch-compile full-rows pure-bf16 flash-attn"
 for name in ${ONLY:-}; do
   [[ " $known " == *" $name "* ]] || { echo "ONLY: unknown candidate $name (known: $known)" >&2; exit 2; }

@@ -140,3 +140,22 @@ def test_gpu_check_installs_a_wheel_folder_once_and_runs_again_on_pythonpath(tmp
     assert len(execs) == 2 and all(e["PYTHONPATH"].split(os.pathsep)[0] == str(site) for e in execs)
     assert all(e["GPU_CHECK_INSTALLED"] == "1" for e in execs)
     assert all(e["COSMOSAGE_ROOT"] == str(ROOT) for e in execs)  # recipes/ of this checkout
+
+
+def test_gpu_check_refuses_wheels_made_for_another_python(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    from tests.bench.test_gpu_check import load_gpu_check
+
+    gpu_check = load_gpu_check()
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "BUNDLE.txt").write_text("# wheels for CPython 3.9, x86_64; device_bundle\n")
+    monkeypatch.setattr(gpu_check, "have_packages", lambda: False)
+    monkeypatch.delenv("GPU_CHECK_INSTALLED", raising=False)
+    with pytest.raises(SystemExit) as stop:
+        gpu_check.ensure_installed(wheels, tmp_path / "work")
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert "for CPython 3.9, this is " + here in str(stop.value)
+    assert f"--python-version {here}" in str(stop.value)
+    assert not (tmp_path / "work" / "site").exists()
