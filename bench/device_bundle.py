@@ -178,9 +178,24 @@ def download(rows: list[tuple[str, str, str]], dest: Path, python_version: str) 
         print(f"  {spec}: no wheel on the index, built here from source (pure Python)", flush=True)
 
 
+def tracked_files() -> list[str]:
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
+    return [f for f in out.stdout.decode().split("\0") if f and (ROOT / f).is_file()]
+
+
 def build_self(dest: Path) -> None:
+    """cosmosage's wheel, built from a copy of the tracked files: setuptools' in-place
+    build keeps build/lib between builds, where a module since removed would linger."""
+    source = dest.parent / f".{dest.name}-source"
+    shutil.rmtree(source, ignore_errors=True)
+    for name in tracked_files():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
     cmd = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
-    subprocess.run(cmd + ["--wheel-dir", str(dest), str(ROOT)], check=True)
+    try:
+        subprocess.run(cmd + ["--wheel-dir", str(dest), str(source)], check=True)
+    finally:
+        shutil.rmtree(source, ignore_errors=True)
 
 
 def trimmed(key: str, cuda: str):
@@ -219,10 +234,7 @@ def trim_wheel(wheel: Path, dropped) -> None:
 
 def tree_bytes() -> int:
     """Bytes of the tracked files, which travel with every device call."""
-    out = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
-    ).stdout.decode()
-    return sum((ROOT / f).stat().st_size for f in out.split("\0") if f and (ROOT / f).is_file())
+    return sum((ROOT / f).stat().st_size for f in tracked_files())
 
 
 def wheel_key(path: Path) -> str:

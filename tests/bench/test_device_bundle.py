@@ -159,3 +159,29 @@ def test_gpu_check_refuses_wheels_made_for_another_python(tmp_path, monkeypatch,
     assert "for CPython 3.9, this is " + here in str(stop.value)
     assert f"--python-version {here}" in str(stop.value)
     assert not (tmp_path / "work" / "site").exists()
+
+
+def test_the_projects_wheel_holds_only_tracked_modules(tmp_path):
+    """cosmosage's wheel is built from a copy of the tracked files, so nothing setuptools
+    left in build/lib (a module since removed) can travel to the device."""
+    bundle = load_bundle()
+    dest = tmp_path / "wheels"
+    dest.mkdir()
+    stale = ROOT / "build" / "lib" / "cosmosage" / "tools" / "stale_module_of_a_test.py"
+    made = not stale.exists()
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text("GONE = True\n")  # what an in-place build would package
+    try:
+        bundle.build_self(dest)
+    finally:
+        if made:
+            stale.unlink()
+    (wheel,) = dest.glob("cosmosage-*.whl")
+    tracked = set(bundle.tracked_files())
+    mapped = {"cosmosage/tools/": "tools/", "cosmosage/dataprep/": "dataprep/"}
+    modules = [n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".py")]
+    assert "cosmosage/tools/recipe/check/untrained.py" in modules
+    for name in modules:
+        prefix = next(p for p in mapped if name.startswith(p))
+        assert mapped[prefix] + name[len(prefix) :] in tracked, name
+    assert [p.name for p in tmp_path.iterdir()] == ["wheels"]  # the copy is gone
