@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -167,15 +168,18 @@ def test_the_projects_wheel_holds_only_tracked_modules(tmp_path):
     bundle = load_bundle()
     dest = tmp_path / "wheels"
     dest.mkdir()
-    stale = ROOT / "build" / "lib" / "cosmosage" / "tools" / "stale_module_of_a_test.py"
-    made = not stale.exists()
+    lib = ROOT / "build" / "lib"
+    had_lib = lib.exists()
+    stale = lib / "cosmosage" / "tools" / "stale_module_of_a_test.py"
     stale.parent.mkdir(parents=True, exist_ok=True)
     stale.write_text("GONE = True\n")  # what an in-place build would package
     try:
         bundle.build_self(dest)
     finally:
-        if made:
+        if had_lib:
             stale.unlink()
+        else:
+            shutil.rmtree(lib)
     (wheel,) = dest.glob("cosmosage-*.whl")
     tracked = set(bundle.tracked_files())
     mapped = {"cosmosage/tools/": "tools/", "cosmosage/dataprep/": "dataprep/"}
