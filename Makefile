@@ -46,7 +46,7 @@ test-fast: $(STAMP)
 LLAMA_CPP   := llama-cpp-python==0.3.36
 LLAMA_FLAGS := -DGGML_NATIVE=OFF
 LLAMA_WHEEL := build/wheels/llama-cpp/.portable
-LLAMA_CACHE := $(or $(COSMOSAGE_CACHE),$(HOME)/.cache/cosmosage)/wheels/llama-cpp-python-0.3.36$(subst =,-,$(LLAMA_FLAGS))
+LLAMA_CACHE := $(or $(COSMOSAGE_CACHE),$(HOME)/.cache/cosmosage)/wheels/$(subst ==,-,$(LLAMA_CPP))$(subst =,-,$(LLAMA_FLAGS))
 
 $(LLAMA_WHEEL): | $(STAMP)
 	rm -rf $(@D) && mkdir -p $(@D)

@@ -19,9 +19,11 @@ What goes in, at the versions this environment resolved:
 Two wheels are trimmed of native code a device check never loads (both are imported by
 Axolotl for every method): bitsandbytes keeps its libraries for --cuda (default 130, the
 image's torch) and the CPU (4 of 41 MiB), wandb drops its service binaries (1 of 19 MiB).
-The script fails when the wheels and the tracked tree together pass --budget-mib. It writes
-wheels/BUNDLE.txt (each wheel, its size and why it travels); gpu_check.py --wheels installs
-the folder with pip --no-index --no-deps --target build/site and runs on PYTHONPATH.
+The script fails when the wheels and the tracked tree together pass --budget-mib. It fills
+the folder beside it and moves it into place only when complete, with BUNDLE.txt (each
+wheel, its size and why it travels); gpu_check.py --wheels installs it with pip
+--no-index --no-deps --target into its work folder (build/gpu_check/site) and runs on
+PYTHONPATH.
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ from __future__ import annotations
 import argparse
 import importlib.metadata as md
 import os
-import re
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+from packaging.utils import canonicalize_name as canon
+from packaging.utils import parse_wheel_filename
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE_PACKAGES = ROOT / "bench" / "device_packages.txt"
@@ -56,10 +60,6 @@ def _cosmosage_trace():
         f.write("\\n".join(names))
 atexit.register(_cosmosage_trace)
 """
-
-
-def canon(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 # --------------------------------------------------------------------------- what travels
@@ -200,7 +200,8 @@ def build_self(dest: Path) -> None:
 
 def trimmed(key: str, cuda: str):
     """For a package whose wheel carries native code a device check never loads: a
-    test of the paths inside the wheel to drop, and what stays, else None.
+    test of the paths inside the wheel to drop, what stays, and the file name the wheel
+    must hold for the trim to make sense (None: any); else None.
     bitsandbytes: the libraries of other CUDA, ROCm and XPU versions (it loads the one
     for the running torch's CUDA). wandb: its service binaries, started only by
     wandb.init (Axolotl imports wandb for every run; recipes here do not log to it)."""
@@ -211,9 +212,14 @@ def trimmed(key: str, cuda: str):
             base = name.rsplit("/", 1)[-1]
             return base.startswith("libbitsandbytes_") and base not in keep
 
-        return drop_bnb, f"native code for CUDA {cuda} and the CPU only"
+        note = f"native code for CUDA {cuda} and the CPU only"
+        return drop_bnb, note, f"libbitsandbytes_cuda{cuda}.so"
     if key == "wandb":
-        return (lambda name: name.startswith("wandb/bin/")), "without wandb/bin (no wandb.init)"
+        return (
+            (lambda name: name.startswith("wandb/bin/")),
+            "without wandb/bin (no wandb.init)",
+            None,
+        )
     return None
 
 
@@ -238,53 +244,68 @@ def tree_bytes() -> int:
 
 
 def wheel_key(path: Path) -> str:
-    return canon(path.name.split("-")[0])
+    return parse_wheel_filename(path.name)[0]
 
 
-def write_folder(rows, dest: Path, python_version: str, budget_mib: float, cuda: str = CUDA) -> int:
-    """Fill dest (a folder this script made, or a new one) and return the bytes of its
-    wheels; exits when wheels + tree pass the budget."""
-    if dest.exists() and any(dest.iterdir()) and not (dest / "BUNDLE.txt").is_file():
-        sys.exit(f"device_bundle: {dest} holds files this script did not write; choose --out")
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
-    download(rows, dest, python_version)
-    build_self(dest)
-    wheels = {wheel_key(p): p for p in dest.glob("*.whl")}
-    notes = {}
-    for key, path in wheels.items():
-        trim = trimmed(key, cuda)
-        if trim is not None:
-            if key == "bitsandbytes" and not any(
-                n.endswith(f"_cuda{cuda}.so") for n in zipfile.ZipFile(path).namelist()
-            ):
-                sys.exit(f"device_bundle: {path.name} has no library for CUDA {cuda} (--cuda)")
-            trim_wheel(path, trim[0])
-            notes[key] = trim[1]
-    missing = [name for name, _, _ in rows if canon(name) not in wheels]
-    if missing:
-        sys.exit(f"device_bundle: no wheel arrived for {missing}")
-    why = {canon(name): f"{version}  {reason}" for name, version, reason in rows}
-    why["cosmosage"] = "this checkout, built here"
-    for key, note in notes.items():
-        why[key] += f"; {note}"
+def bundle_lines(wheels: dict[str, Path], why: dict[str, str], python_version: str):
+    """BUNDLE.txt's lines (the Python first: gpu_check reads it), largest wheel first,
+    and the wheels' total bytes."""
     lines = [f"# wheels for CPython {python_version}, x86_64; bench/device_bundle.py wrote this"]
     total = 0
     for key, path in sorted(wheels.items(), key=lambda kv: -kv[1].stat().st_size):
         size = path.stat().st_size
         total += size
         lines.append(f"{size / 2**20:7.2f} MiB  {path.name}  ({why.get(key, '')})")
-    tree = tree_bytes()
-    lines.append(
-        f"{total / 2**20:7.2f} MiB  in {len(wheels)} wheels; tracked tree {tree / 2**20:.2f} MiB"
-    )
-    (dest / "BUNDLE.txt").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    if (total + tree) / 2**20 > budget_mib:
-        sys.exit(
-            f"device_bundle: wheels {total / 2**20:.1f} MiB + tree {tree / 2**20:.1f} MiB pass "
-            f"the {budget_mib:g} MiB budget; leave more out (--leave-out) or carry less"
+    return lines, total
+
+
+def write_folder(rows, dest: Path, python_version: str, budget_mib: float, cuda: str = CUDA) -> int:
+    """Fill dest (a folder this script made, or a new one) and return the bytes of its
+    wheels. Everything is written to a folder beside it, which replaces dest only when
+    whole and within the budget: a failed run leaves dest as it was, and no other folder."""
+    if dest.exists() and any(dest.iterdir()) and not (dest / "BUNDLE.txt").is_file():
+        sys.exit(f"device_bundle: {dest} holds files this script did not write; choose --out")
+    part = dest.with_name(f".{dest.name}.part")
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir(parents=True)
+    try:
+        download(rows, part, python_version)
+        build_self(part)
+        wheels = {wheel_key(p): p for p in part.glob("*.whl")}
+        missing = [name for name, _, _ in rows if canon(name) not in wheels]
+        if missing:
+            sys.exit(f"device_bundle: no wheel arrived for {missing}")
+        why = {canon(name): f"{version}  {reason}" for name, version, reason in rows}
+        why["cosmosage"] = "this checkout, built here"
+        for key, path in wheels.items():
+            trim = trimmed(key, cuda)
+            if trim is None:
+                continue
+            drop, note, needed = trim
+            if needed and not any(
+                n.endswith("/" + needed) for n in zipfile.ZipFile(path).namelist()
+            ):
+                sys.exit(f"device_bundle: {path.name} has no {needed} (--cuda)")
+            trim_wheel(path, drop)
+            why[key] += f"; {note}"
+        lines, total = bundle_lines(wheels, why, python_version)
+        tree = tree_bytes()
+        lines.append(
+            f"{total / 2**20:7.2f} MiB  in {len(wheels)} wheels; tracked tree {tree / 2**20:.2f} MiB"
         )
+        (part / "BUNDLE.txt").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        if (total + tree) / 2**20 > budget_mib:
+            sys.exit(
+                f"device_bundle: wheels {total / 2**20:.1f} MiB + tree {tree / 2**20:.1f} MiB pass "
+                f"the {budget_mib:g} MiB budget; leave more out (--leave-out) or carry less "
+                f"({dest} left as it was)"
+            )
+    except BaseException:
+        shutil.rmtree(part, ignore_errors=True)  # nothing half-made stays beside dest
+        raise
+    shutil.rmtree(dest, ignore_errors=True)
+    part.replace(dest)
     return total
 
 

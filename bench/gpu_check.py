@@ -8,7 +8,8 @@ Nothing is downloaded: the tokenizer is built from samples/ (the tiny model's), 
 is a random `model init` preset, the data is the bundled papers cut into documents that
 fill a row exactly, one to a row or --docs-per-row N to a row (as packed corpora are:
 flash attention, xformers and Axolotl's `sdpa_varlen` (sdpa on CUDA in bf16, torch >=
-2.10) run such a row as N sequences; sdpa otherwise gives it a block-diagonal mask). Each method runs `axolotl train` for --steps steps (its data preparation
+2.10) run such a row as N sequences; sdpa otherwise gives it a block-diagonal mask).
+Each method runs `axolotl train` for --steps steps (its data preparation
 comes before the first step, so it never counts in tokens/s) with sample packing (rows
 padded to the sequence length, so every step sees micro_batch x seq_len tokens).
 Reported per method:

@@ -26,18 +26,19 @@
 #   ONLY="baseline-sdpa sdpa-dense-mask xformers flex-attention micro-batch-8 liger"
 #   ONLY="torch-compile full-rows pure-bf16 flash-attn"
 # Where OUT names a folder (the device tool's $OUT, which returns at most 8 files), the
-# table and one JSON file holding every candidate's (build/mfu.json) are copied there.
+# table and one JSON file holding every candidate's (build/mfu.json, or MFU_DIR.json) are
+# copied there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${MFU_DIR:-build/mfu}   # where each candidate's JSON goes
 mkdir -p "$out"
 py=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
-"$py" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA')" || true
 known="baseline-sdpa sdpa-dense-mask xformers flex-attention micro-batch-8 liger torch-compile full-rows pure-bf16 flash-attn"
 for name in ${ONLY:-}; do
   [[ " $known " == *" $name "* ]] || { echo "ONLY: unknown candidate $name (known: $known)" >&2; exit 2; }
 done
+"$py" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA')" || true
 run() {
   local name=$1; shift
   if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return 0; fi

@@ -84,7 +84,8 @@ def test_trimmed_bitsandbytes_keeps_one_cuda_library_and_still_installs(tmp_path
     files = {"bitsandbytes/__init__.py": b"LOADED = 'yes'\n"}
     files |= {f"bitsandbytes/libbitsandbytes_{lib}.so": b"\0" * 64 for lib in libs}
     wheel = fake_wheel(tmp_path, files)
-    drop, note = bundle.trimmed("bitsandbytes", "130")
+    drop, note, needed = bundle.trimmed("bitsandbytes", "130")
+    assert needed == "libbitsandbytes_cuda130.so"
     bundle.trim_wheel(wheel, drop)
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
@@ -106,7 +107,8 @@ def test_trimmed_bitsandbytes_keeps_one_cuda_library_and_still_installs(tmp_path
 
 
 def test_wandb_loses_only_its_service_binaries():
-    drop, _ = load_bundle().trimmed("wandb", "130")
+    drop, _, needed = load_bundle().trimmed("wandb", "130")
+    assert needed is None
     assert drop("wandb/bin/wandb-core") and drop("wandb/bin/librust_parquet_ffi.so")
     assert not drop("wandb/__init__.py") and not drop("wandb/sdk/wandb_run.py")
     assert load_bundle().trimmed("transformers", "130") is None
@@ -189,3 +191,47 @@ def test_the_projects_wheel_holds_only_tracked_modules(tmp_path):
         prefix = next(p for p in mapped if name.startswith(p))
         assert mapped[prefix] + name[len(prefix) :] in tracked, name
     assert [p.name for p in tmp_path.iterdir()] == ["wheels"]  # the copy is gone
+
+
+def test_the_folder_is_replaced_only_when_whole_and_within_budget(tmp_path, monkeypatch):
+    """write_folder with the downloads stood in for (fake wheels): a run past the budget
+    or without the asked-for CUDA library leaves the old folder as it was; a good run
+    replaces it, trimmed, with BUNDLE.txt; a folder of someone else's is refused."""
+    import pytest
+
+    bundle = load_bundle()
+    libs = {
+        f"bitsandbytes/libbitsandbytes_{x}.so": b"\0" * 4096 for x in ("cpu", "cuda130", "cuda128")
+    }
+
+    def download(rows, dest, python_version):
+        fake_wheel(dest, {"bitsandbytes/__init__.py": b"", **libs})
+
+    monkeypatch.setattr(bundle, "download", download)
+    monkeypatch.setattr(bundle, "build_self", lambda dest: None)
+    monkeypatch.setattr(bundle, "tree_bytes", lambda: 1000)
+    rows = [("bitsandbytes", "0.50.2", "imported")]
+    dest = tmp_path / "wheels"
+    dest.mkdir()
+    (dest / "BUNDLE.txt").write_text("# wheels for CPython 3.12, the old folder\n")
+    with pytest.raises(SystemExit, match="budget"):
+        bundle.write_folder(rows, dest, "3.12", budget_mib=0.0001)
+    with pytest.raises(SystemExit, match="libbitsandbytes_cuda126.so"):
+        bundle.write_folder(rows, dest, "3.12", budget_mib=60, cuda="126")
+    assert [p.name for p in dest.iterdir()] == ["BUNDLE.txt"]
+    assert "the old folder" in (dest / "BUNDLE.txt").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wheels"]  # no half-made folder
+
+    bundle.write_folder(rows, dest, "3.12", budget_mib=60)
+    (wheel,) = dest.glob("*.whl")
+    kept = [n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".so")]
+    assert sorted(kept) == sorted(n for n in libs if "cuda128" not in n)
+    assert "CPython 3.12" in (dest / "BUNDLE.txt").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wheels"]  # no part folder left
+
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit, match="did not write"):
+        bundle.write_folder(rows, other, "3.12", budget_mib=60)
+    assert (other / "notes.txt").read_text() == "keep me"
