@@ -233,7 +233,11 @@ def method_config(method: str, args: argparse.Namespace, model: Path, data: Path
     if not cuda:
         # the Triton LoRA kernels Axolotl turns on by default assert CUDA
         cfg.update({"lora_mlp_kernel": False, "lora_qkv_kernel": False, "lora_o_kernel": False})
-    return cfg
+        cfg.setdefault("dataset_num_proc", 1)  # as recipes/_base/hardware/cpu.yaml
+    # as `recipe run` gives every stage (tools/run/gc_freeze.py)
+    from cosmosage.tools.run.process import with_gc_freeze
+
+    return with_gc_freeze(cfg)
 
 
 def pick_attention(device: str, wanted: str) -> str:

@@ -16,6 +16,7 @@ import yaml
 from click.testing import CliRunner
 
 from cosmosage.tools.cli.main import main
+from cosmosage.tools.run.process import GC_FREEZE
 
 pytestmark = pytest.mark.train
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,6 +93,11 @@ def test_smoke_twin_saves_once(tmp_path, tiny_model):
     finite(record["stages"]["smoke"])
     checkpoints = sorted(p.name for p in (run_dir / "smoke" / "output").glob("checkpoint-*"))
     assert checkpoints == ["checkpoint-4"]
+    # the stage ran with the gc.freeze plugin first, and it froze inside Axolotl
+    cfg = yaml.safe_load((run_dir / "smoke" / "axolotl.yaml").read_text())
+    assert cfg["plugins"][0] == GC_FREEZE and cfg["dataset_num_proc"] == 1
+    log = (run_dir / "smoke" / "train.log").read_text()
+    assert "gc.freeze after the imports" in log and "gc.freeze before the model loads" in log
 
 
 def test_gpu_check_runs_at_toy_size_on_the_cpu(tmp_path, tiny_model):

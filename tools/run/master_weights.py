@@ -24,7 +24,8 @@ import logging
 import torch
 from axolotl.integrations.base import BasePlugin
 
-LOG = logging.getLogger(__name__)
+# under "axolotl.": Axolotl's logging passes only warnings from other loggers
+LOG = logging.getLogger(f"axolotl.{__name__}")
 
 HALF = (torch.bfloat16, torch.float16)
 
