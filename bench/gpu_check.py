@@ -324,7 +324,8 @@ def run_measured(argv: list[str], log: Path, env: dict) -> tuple[int, float, int
     wrapper = (
         "import resource, subprocess, sys\n"
         "rc = subprocess.call(sys.argv[1:])\n"
-        "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        # on a line of its own: the child's last output may not end one
+        "print('\\nPEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
         "sys.exit(rc)\n"
     )
     t0 = time.time()

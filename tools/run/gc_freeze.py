@@ -13,12 +13,14 @@ The plugin freezes twice: when Axolotl registers it (its own and the trainer's m
 are imported by then) and just before the model is loaded (the datasets are built).
 Never after: the model's and the trainer's tensors stay collectable, so the collections
 Axolotl makes to free accelerator memory still free it. The price is that a reference
-cycle that was already garbage at a freeze is never freed; in a process that trains
-once and exits that is nothing.
+cycle that was already garbage at a freeze is not freed before the process exits
+(`gc.unfreeze()` then hands the frozen objects back to the interpreter's final
+collections); in a process that trains once and exits that is nothing.
 """
 
 from __future__ import annotations
 
+import atexit
 import gc
 import logging
 
@@ -31,6 +33,11 @@ LOG = logging.getLogger(f"axolotl.{__name__}")
 def freeze(moment: str) -> int:
     """Move every object the collector tracks into the permanent generation; returns how
     many the permanent generation holds now."""
+    if not gc.get_freeze_count():
+        # back before the interpreter's own final collections: native extensions that
+        # count what is still alive at exit (nanobind, under Triton) would otherwise
+        # list every frozen object of theirs as leaked, hundreds of lines of train.log
+        atexit.register(gc.unfreeze)
     gc.freeze()
     frozen = gc.get_freeze_count()
     LOG.info("gc.freeze %s: %d objects that collections now skip", moment, frozen)

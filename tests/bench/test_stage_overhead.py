@@ -1,0 +1,25 @@
+"""bench/stage_overhead.py's three forms of one stage's config: Axolotl's defaults (no
+gc.freeze plugin, no dataset_num_proc; the other plugins kept), one dataset process, and
+the config as `recipe run` wrote it."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_baseline_drops_only_what_recipe_run_adds_for_speed():
+    spec = importlib.util.spec_from_file_location("so", ROOT / "bench" / "stage_overhead.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from cosmosage.tools.run.process import GC_FREEZE, with_gc_freeze
+
+    written = with_gc_freeze({"base_model": "m", "plugins": ["x.Y"], "dataset_num_proc": 1})
+    base, one, as_run = bench.forms(written).values()
+    assert base == {"base_model": "m", "plugins": ["x.Y"]}
+    assert one == {**base, "dataset_num_proc": 1}
+    assert as_run is written and as_run["plugins"] == [GC_FREEZE, "x.Y"]
+    alone = bench.forms(with_gc_freeze({"base_model": "m", "dataset_num_proc": 1}))
+    assert next(iter(alone.values())) == {"base_model": "m"}  # no empty `plugins:` left
