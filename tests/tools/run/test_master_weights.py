@@ -60,7 +60,7 @@ def probe(cfg: dict, tmp_path: Path) -> dict:
     )
     line = next((x for x in res.stdout.splitlines() if x.startswith("PROBE ")), None)
     assert res.returncode == 0 and line, res.stdout[-2000:] + res.stderr[-4000:]
-    return json.loads(line.removeprefix("PROBE "))
+    return {**json.loads(line.removeprefix("PROBE ")), "output": res.stdout + res.stderr}
 
 
 def gpu_like(tiny_model: Path, tmp_path: Path, plugins: bool) -> dict:
@@ -133,3 +133,6 @@ def test_axolotl_loads_bf16_weights_and_the_plugin_gives_the_optimizer_fp32(tiny
     assert sum(after["optimizer"].values()) == sum(before["optimizer"].values())
     # the final save (no FSDP) is in the dtype the weights were loaded in
     assert after["saved"] == ["torch.bfloat16"]
+    # and the log says so (Axolotl's logging passes only axolotl.* below warnings)
+    assert "fp32 master weights:" in after["output"] and "upcast from bfloat16" in after["output"]
+    assert "fp32 master weights:" not in before["output"]
