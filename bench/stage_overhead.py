@@ -26,7 +26,8 @@ from pathlib import Path
 
 import yaml
 
-from cosmosage.tools.run.process import GC_FREEZE, build_env
+from cosmosage.tools.run.process import build_argv, build_env, tail
+from cosmosage.tools.run.stage import GC_FREEZE
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -54,14 +55,10 @@ def timed_train(cfg: dict, work: Path, env: dict) -> float:
     t0 = time.perf_counter()
     with open(work / "train.log", "wb") as log:
         rc = subprocess.run(
-            [str(BIN / "axolotl"), "train", str(path), "--launcher", "python"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            build_argv(path, {}), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         ).returncode
-    if rc:
-        raise SystemExit(f"axolotl train failed (exit {rc}); see {work / 'train.log'}")
+    if rc:  # the folder is removed on the way out: the log's end goes with the error
+        raise SystemExit(f"axolotl train failed (exit {rc}):\n{tail(work / 'train.log')}")
     return time.perf_counter() - t0
 
 
@@ -74,12 +71,10 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="cosmosage-stage-"))
     try:
-        subprocess.run(
-            [str(BIN / "cosmosage"), "recipe", "run", args.recipe, "--runs-dir", str(tmp / "runs")],
-            cwd=ROOT,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        first = [str(BIN / "cosmosage"), "recipe", "run", args.recipe]
+        done = subprocess.run(first + ["--runs-dir", str(tmp / "runs")], cwd=ROOT)
+        if done.returncode:  # recipe run has said why, above
+            raise SystemExit(f"stage_overhead: `{' '.join(first[1:])}` failed")
         written = sorted((tmp / "runs").rglob("axolotl.yaml"))
         if len(written) != 1:
             raise SystemExit(

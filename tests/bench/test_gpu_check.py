@@ -25,7 +25,7 @@ def test_gpu_check_runs_as_recipe_run_does(tmp_path):
     """The gc.freeze plugin `recipe run` gives every stage, also when --set replaces the
     plugins (the liger and pure-bf16 candidates); one dataset process on the CPU only."""
     from cosmosage.tools.recipe.check import MASTER_WEIGHTS_PLUGIN
-    from cosmosage.tools.run.process import GC_FREEZE
+    from cosmosage.tools.run.stage import GC_FREEZE
 
     gpu_check = load_gpu_check()
     where = (tmp_path / "m", tmp_path / "d.jsonl", tmp_path)

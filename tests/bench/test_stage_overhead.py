@@ -14,7 +14,7 @@ def test_the_baseline_drops_only_what_recipe_run_adds_for_speed():
     spec = importlib.util.spec_from_file_location("so", ROOT / "bench" / "stage_overhead.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    from cosmosage.tools.run.process import GC_FREEZE, with_gc_freeze
+    from cosmosage.tools.run.stage import GC_FREEZE, with_gc_freeze
 
     written = with_gc_freeze({"base_model": "m", "plugins": ["x.Y"], "dataset_num_proc": 1})
     base, one, as_run = bench.forms(written).values()

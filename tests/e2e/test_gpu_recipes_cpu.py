@@ -16,7 +16,7 @@ import yaml
 from click.testing import CliRunner
 
 from cosmosage.tools.cli.main import main
-from cosmosage.tools.run.process import GC_FREEZE
+from cosmosage.tools.run.stage import GC_FREEZE
 
 pytestmark = pytest.mark.train
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,5 +1,5 @@
 """Collections that skip what the imports built: an Axolotl plugin `recipe run` adds to
-every stage's config (tools/run/process.py: with_gc_freeze).
+every stage's config (tools/run/stage.py: write_stage_config).
 
 Axolotl calls `gc.collect()` itself: after each batch plan of the sample-packing sampler
 (eleven times in a 4-step run with one evaluation), after loading the model and at

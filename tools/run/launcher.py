@@ -218,12 +218,11 @@ def train_stage(
 
 
 def train(stage: Stage, cfg: dict, stage_dir: Path, root: Path, echo: Echo) -> dict:
-    """`axolotl train` on the stage's config (with the gc.freeze plugin, and the
+    """`axolotl train` on the stage's config (written with the gc.freeze plugin, and the
     early-stopping plugin when the select rule has patience); the metrics of its output
     folder."""
     folder = StageFolder(stage_dir)
     env = process.build_env(cfg, root, stage.rendered.meta)
-    cfg = process.with_gc_freeze(cfg)
     rule = stage.rendered.meta.get("select") or {}
     if isinstance(rule, dict) and rule.get("patience"):
         # early stopping on the rule: the plugin asks each checkpoint as it is saved

@@ -25,7 +25,7 @@ from cosmosage.tools.paths import ROOT, StageFolder
 from cosmosage.tools.recipe import check
 from cosmosage.tools.recipe.render import Rendered
 from cosmosage.tools.run import registry
-from cosmosage.tools.run.process import axolotl_bin, build_argv, ensure_builds, with_gc_freeze
+from cosmosage.tools.run.process import axolotl_bin, build_argv, ensure_builds
 from cosmosage.tools.run.stage import LaunchError, Stage, plan, stage_config, write_stage_config
 
 Echo = Callable[[str], None]
@@ -119,8 +119,7 @@ def prepare_recipe(
             raise LaunchError(
                 f"{stage.name} failed its checks:\n" + "\n".join(f"  {p}" for p in problems)
             )
-        # as `recipe run` gives Axolotl (tools/run/gc_freeze.py)
-        cfg_path = write_stage_config(stage, with_gc_freeze(cfg), stage_dir, verb="prepared")
+        cfg_path = write_stage_config(stage, cfg, stage_dir, verb="prepared")
         previous[stage.name] = stage_output_model(cfg)
         written.append(
             {

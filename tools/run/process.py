@@ -56,16 +56,6 @@ def axolotl_bin() -> str:
     return str(exe) if exe.exists() else "axolotl"
 
 
-GC_FREEZE = "cosmosage.tools.run.gc_freeze.FreezeBeforeTraining"
-
-
-def with_gc_freeze(cfg: dict) -> dict:
-    """The stage's Axolotl config with the gc.freeze plugin first in `plugins:`, once
-    (tools/run/gc_freeze.py: collections that skip the imports' objects)."""
-    plugins = [p for p in (cfg.get("plugins") or []) if p != GC_FREEZE]
-    return {**cfg, "plugins": [GC_FREEZE, *plugins]}
-
-
 def build_argv(config_path: str | Path, meta: dict) -> list[str]:
     """The training command for a rendered stage; pure."""
     hw = meta.get("hardware") or {}

@@ -74,13 +74,25 @@ def stage_config(stage: Stage, base_model: str | None, stage_dir: Path, resume: 
     return cfg
 
 
+GC_FREEZE = "cosmosage.tools.run.gc_freeze.FreezeBeforeTraining"
+
+
+def with_gc_freeze(cfg: dict) -> dict:
+    """The config with the gc.freeze plugin first in `plugins:`, once (tools/run/
+    gc_freeze.py: collections that skip the imports' objects)."""
+    plugins = [p for p in (cfg.get("plugins") or []) if p != GC_FREEZE]
+    return {**cfg, "plugins": [GC_FREEZE, *plugins]}
+
+
 def write_stage_config(stage: Stage, cfg: dict, stage_dir: Path, verb: str = "rendered") -> Path:
     """The stage's complete Axolotl config as stage_dir/axolotl.yaml, with a header naming
-    the recipe files it came from."""
+    the recipe files it came from; every stage's gets the gc.freeze plugin (`recipe run`
+    and `recipe prepare` alike; not before, so checks never register it here)."""
     cfg_path = StageFolder(stage_dir).config
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
     files = ", ".join(stage.rendered.files)
-    cfg_path.write_text(to_yaml(cfg, header=f"{verb} from recipe {stage.name}; files: {files}"))
+    header = f"{verb} from recipe {stage.name}; files: {files}"
+    cfg_path.write_text(to_yaml(with_gc_freeze(cfg), header=header))
     return cfg_path
 
 

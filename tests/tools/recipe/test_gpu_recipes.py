@@ -23,7 +23,7 @@ from cosmosage.tools.cli.main import main
 from cosmosage.tools.paths import ROOT
 from cosmosage.tools.recipe.check import MASTER_WEIGHTS_PLUGIN, check_rendered
 from cosmosage.tools.recipe.render import Rendered, list_recipes, render
-from cosmosage.tools.run.process import GC_FREEZE
+from cosmosage.tools.run.stage import GC_FREEZE
 
 # GPU recipe -> its CPU twin (tests/e2e/test_gpu_recipes_cpu.py trains the twins)
 TWINS = {

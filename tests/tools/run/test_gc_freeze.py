@@ -13,7 +13,7 @@ import sys
 import yaml
 
 from cosmosage.tools.paths import ROOT
-from cosmosage.tools.run.process import GC_FREEZE, with_gc_freeze
+from cosmosage.tools.run.stage import GC_FREEZE, with_gc_freeze
 
 
 def test_the_plugin_comes_first_once_and_keeps_the_others():
