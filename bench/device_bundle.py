@@ -1,11 +1,12 @@
 """Wheels for a GPU machine that has PyTorch but not Axolotl or cosmosage, few enough to
-travel with the working tree (the lent machines take 64 MiB in all and reach no index).
+travel with the working tree (for a GPU machine that takes 64 MiB in all with the tree
+and reaches no package index).
 
-    python bench/device_bundle.py            # wheels/ for CPython 3.12, the lent machines'
+    python bench/device_bundle.py            # wheels/ for CPython 3.12, the GPU image's
     python bench/device_bundle.py --check    # and show here that it is enough: a fresh venv
                                              # with only the image's packages and a 3.11
                                              # bundle runs gpu_check at toy size
-    # on the GPU machine (name wheels in the device tool's carry):
+    # on the GPU machine (with wheels/ copied beside the working tree):
     bash bench/mfu_candidates.sh --wheels wheels
 
 What goes in, at the versions this environment resolved:
@@ -44,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEVICE_PACKAGES = ROOT / "bench" / "device_packages.txt"
 # imported when installed, skipped when not (transformers and Axolotl test for them)
 LEAVE_OUT = ("mistral-common", "pycountry", "torchao", "zstandard")
-# the lent machines' torch is built for CUDA 13.0: bitsandbytes loads libbitsandbytes_cuda130
+# the GPU image's torch is built for CUDA 13.0: bitsandbytes loads libbitsandbytes_cuda130
 CUDA = "130"
 WITH = ("liger-kernel", "xformers")
 METHODS = ("full", "lora", "qlora")

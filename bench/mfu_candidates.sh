@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The 1B preset's full fine-tune, tried with each throughput candidate in one device
-# session (about 1 minute per line on an H200; each line is one `axolotl train` of 12
+# The 1B preset's full fine-tune, tried with each throughput candidate in one sitting on
+# a GPU machine (about 1 minute per line on an H200; each line is one `axolotl train` of 12
 # steps): the baseline, then one change at a time, so the ratio to the baseline printed
 # by each line says what that change buys. The baseline keeps fp32 master weights, as
 # every full recipe does (recipes/_base/methods/full.yaml); `pure-bf16` is without.
@@ -19,15 +19,15 @@
 #   ONLY="baseline-sdpa xformers" bash bench/mfu_candidates.sh     # some candidates only
 # On a machine without Axolotl: `python bench/device_bundle.py` here fills wheels/ (39 MiB),
 # which gpu_check.py installs once, on the first line (carry wheels with the working tree).
-# PYTHON picks the interpreter (default: python3, the one with PyTorch on the lent machines).
-# One device command runs at most 10 minutes, so run the ten candidates in two calls, in
+# PYTHON picks the interpreter (default: python3, where a bare GPU image has PyTorch).
+# Where one command may run at most 10 minutes, run the ten candidates in two calls, in
 # the order below (most telling first; the table at the end reads every build/mfu/*.json
-# there, the first call's too on the same warm machine):
+# there, the first call's too on the same machine):
 #   ONLY="baseline-sdpa sdpa-dense-mask xformers flex-attention micro-batch-8 liger"
 #   ONLY="torch-compile full-rows pure-bf16 flash-attn"
-# Where OUT names a folder (the device tool's $OUT, which returns at most 8 files), the
-# table and one JSON file holding every candidate's (build/mfu.json, or MFU_DIR.json) are
-# copied there.
+# Where OUT names a folder (for a remote machine whose results come back from one folder
+# with a limit on files), the table and one JSON file holding every candidate's
+# (build/mfu.json, or MFU_DIR.json) are copied there: two files, however many candidates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${MFU_DIR:-build/mfu}   # where each candidate's JSON goes

@@ -1,7 +1,7 @@
 """bench/mfu_candidates.sh's plumbing, with gpu_check replaced by a stand-in that writes
 the JSON it would (the real one needs a GPU): ONLY picks candidates, each candidate's
 flags reach gpu_check, the table gives each one's ratio to the baseline, and with OUT
-set the table and one JSON file come back (the device tool returns at most 8 files)."""
+set the table and one JSON file come back (two files, however many candidates)."""
 
 from __future__ import annotations
 

@@ -83,7 +83,8 @@ def test_installs_the_declared_dependencies():
     assert "--no-deps" not in runs
     assert re.search(r"pip install[^;&]*-e '\.\[gpu\]'", runs), runs
     assert "--no-build-isolation" in runs  # flash-attn and DeepSpeed build against torch
-    assert "docker/check_versions.py pyproject.toml" in runs
+    # the gpu extra's pins (flash-attn) are checked too, not only [project]'s
+    assert "docker/check_versions.py pyproject.toml --extra gpu" in runs
     assert "import flash_attn" in runs  # the image checks it really has flash-attn
 
 
