@@ -21,10 +21,12 @@ Two styles:
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import math
 import re
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,13 +142,22 @@ def _write_task(questions: list[dict], name: str, style: str, folder: str | Path
 
 @contextlib.contextmanager
 def quiet_lm_eval() -> Iterator[None]:
-    """Keep lm-eval's info and warning messages out of the way; errors still show."""
+    """Keep lm-eval's info and warning messages out of the way; errors still show.
+
+    Its progress bars (and datasets' "Generating test split") go to a buffer instead of
+    the terminal: on a 20-question file they last a second and, in a log, each is a line
+    of carriage-returned fragments. Where lm-eval fails, what it wrote is printed first."""
     loggers = [logging.getLogger(n) for n in ("lm_eval", "lm-eval")]
     before = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
+    captured = io.StringIO()
     try:
-        yield
+        with contextlib.redirect_stderr(captured):
+            yield
+    except BaseException:
+        sys.stderr.write(captured.getvalue())
+        raise
     finally:
         for lg, level in zip(loggers, before, strict=True):
             lg.setLevel(level)

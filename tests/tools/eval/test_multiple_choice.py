@@ -175,3 +175,12 @@ def test_smollm2_knows_everyday_facts_better_than_chance(smollm2):
     assert res["n"] == 20
     assert res["acc"] >= 0.8 and res["acc_norm"] >= 0.8
     assert not math.isnan(res["acc_stderr"])
+
+
+def test_lm_evals_progress_bars_stay_off_the_terminal(tiny_model, capfd):
+    """A recipe run's output shows our lines, not lm-eval's and datasets' bars."""
+    res = run_mc(tiny_model, GENERAL, limit=2, batch_size=2)
+    assert res["n"] == 2
+    err = capfd.readouterr().err
+    assert "loglikelihood requests" not in err, err
+    assert "Generating test split" not in err, err
