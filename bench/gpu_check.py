@@ -235,9 +235,9 @@ def method_config(method: str, args: argparse.Namespace, model: Path, data: Path
         cfg.update({"lora_mlp_kernel": False, "lora_qkv_kernel": False, "lora_o_kernel": False})
         cfg.setdefault("dataset_num_proc", 1)  # as recipes/_base/hardware/cpu.yaml
     # as `recipe run` gives every stage (tools/run/gc_freeze.py)
-    from cosmosage.tools.run.stage import with_gc_freeze
+    from cosmosage.tools.run.stage import with_stage_plugins
 
-    return with_gc_freeze(cfg)
+    return with_stage_plugins(cfg)
 
 
 def pick_attention(device: str, wanted: str) -> str:

@@ -1,12 +1,14 @@
-"""What one CPU training stage costs beyond its training steps, with and without the two
+"""What one CPU training stage costs beyond its training steps, with and without the
 settings `recipe run` gives CPU stages: `dataset_num_proc: 1` (recipes/_base/hardware/
-cpu.yaml) and the gc.freeze plugin (tools/run/gc_freeze.py).
+cpu.yaml), the gc.freeze plugin (tools/run/gc_freeze.py) and the plugin that saves
+prepared splits without a spawned pool (tools/run/save_in_process.py).
 
 Runs the recipe once with `recipe run` (data built, the stage's Axolotl config written),
-then times `axolotl train` on that config in three forms, taking turns, `--rounds` times
+then times `axolotl train` on that config in four forms, taking turns, `--rounds` times
 each: Axolotl's defaults (one dataset process per core, no plugin: the baseline), one
-dataset process, and the config as `recipe run` writes it (both). Prints each form's
-median wall time and its ratio to the baseline, measured in the same run.
+dataset process, that with the gc.freeze plugin, and the config as `recipe run` writes
+it (all three). Prints each form's median wall time and its ratio to the baseline,
+measured in the same run.
 
     .venv/bin/python bench/stage_overhead.py                 # tiny/smoke, 3 rounds
     .venv/bin/python bench/stage_overhead.py --recipe tiny/qlora --rounds 5
@@ -27,22 +29,25 @@ from pathlib import Path
 import yaml
 
 from cosmosage.tools.run.process import build_argv, build_env, tail
-from cosmosage.tools.run.stage import GC_FREEZE
+from cosmosage.tools.run.stage import GC_FREEZE, STAGE_PLUGINS
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
 def forms(cfg: dict) -> dict[str, dict]:
-    """The stage's config as Axolotl's defaults, with one dataset process, and as written."""
-    plain = {k: v for k, v in cfg.items() if k != "dataset_num_proc"}
-    plain["plugins"] = [p for p in cfg.get("plugins") or [] if p != GC_FREEZE]
-    if not plain["plugins"]:
-        del plain["plugins"]
+    """The stage's config as Axolotl's defaults, with one dataset process, with the
+    gc.freeze plugin too, and as written."""
+    others = [p for p in cfg.get("plugins") or [] if p not in STAGE_PLUGINS]
+    plain = {k: v for k, v in cfg.items() if k not in ("dataset_num_proc", "plugins")}
+    if others:
+        plain["plugins"] = others
+    one = {**plain, "dataset_num_proc": 1}
     return {
         "Axolotl's defaults (baseline)": plain,
-        "dataset_num_proc: 1": {**plain, "dataset_num_proc": 1},
-        "+ gc.freeze plugin (recipe run)": cfg,
+        "dataset_num_proc: 1": one,
+        "+ gc.freeze plugin": {**one, "plugins": [GC_FREEZE, *others]},
+        "+ save in process (recipe run)": cfg,
     }
 
 

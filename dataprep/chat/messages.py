@@ -143,6 +143,15 @@ def parse_mapping(items: list[str] | tuple[str, ...]) -> dict[str, str]:
         role, sep, column = item.partition("=")
         if not sep or not role.strip() or not column:
             raise DataError(f"column mapping {item!r}: expected ROLE=COLUMN, e.g. user=question")
+        if ("{" in column or "}" in column) and (
+            not _FIELD.search(column)
+            or "{" in _FIELD.sub("", column)
+            or "}" in _FIELD.sub("", column)
+        ):
+            raise DataError(
+                f"column mapping {item!r}: a pattern names columns in braces, each closed, "
+                "e.g. 'user={question}\\n\\n{context}'"
+            )
         out[role.strip()] = column
     return out
 

@@ -25,15 +25,17 @@ def test_gpu_check_runs_as_recipe_run_does(tmp_path):
     """The gc.freeze plugin `recipe run` gives every stage, also when --set replaces the
     plugins (the liger and pure-bf16 candidates); one dataset process on the CPU only."""
     from cosmosage.tools.recipe.check import MASTER_WEIGHTS_PLUGIN
-    from cosmosage.tools.run.stage import GC_FREEZE
+    from cosmosage.tools.run.stage import STAGE_PLUGINS
 
     gpu_check = load_gpu_check()
     where = (tmp_path / "m", tmp_path / "d.jsonl", tmp_path)
     cpu = gpu_check.method_config("full", gpu_check.parse_args(["--device", "cpu"]), *where)
-    assert cpu["plugins"] == [GC_FREEZE, MASTER_WEIGHTS_PLUGIN] and cpu["dataset_num_proc"] == 1
+    assert (
+        cpu["plugins"] == [*STAGE_PLUGINS, MASTER_WEIGHTS_PLUGIN] and cpu["dataset_num_proc"] == 1
+    )
     cuda = gpu_check.parse_args(["--device", "cuda", "--set", "plugins=[]"])
     cfg = gpu_check.method_config("full", cuda, *where)
-    assert cfg["plugins"] == [GC_FREEZE] and "dataset_num_proc" not in cfg
+    assert cfg["plugins"] == list(STAGE_PLUGINS) and "dataset_num_proc" not in cfg
 
 
 def load_gpu_check():

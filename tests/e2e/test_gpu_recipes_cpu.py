@@ -16,7 +16,7 @@ import yaml
 from click.testing import CliRunner
 
 from cosmosage.tools.cli.main import main
-from cosmosage.tools.run.stage import GC_FREEZE
+from cosmosage.tools.run.stage import STAGE_PLUGINS
 
 pytestmark = pytest.mark.train
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,6 +84,12 @@ def test_curriculum_twin_adds_a_tier_per_stage_from_a_random_init(tmp_path, tiny
         finite(stage)
         cfg = yaml.safe_load((run_dir / key / "axolotl.yaml").read_text())
         assert len(cfg["datasets"]) == keys.index(key) + 1
+        # the held-out document is in no tier: every stage's eval loss is on unseen text
+        (val,) = [ROOT / d["path"] for d in cfg["test_datasets"]]
+        held_out = {json.loads(line)["doc_id"] for line in val.read_text().splitlines()}
+        for ds in cfg["datasets"]:
+            trained = (ROOT / ds["path"]).read_text().splitlines()
+            assert not held_out & {json.loads(line)["doc_id"] for line in trained}, ds["path"]
     # a random model at ln(vocab) learns something in the first stage
     assert stages[0]["metrics"]["eval_loss_best"] < stages[0]["metrics"]["eval_loss_before"]
 
@@ -93,11 +99,14 @@ def test_smoke_twin_saves_once(tmp_path, tiny_model):
     finite(record["stages"]["smoke"])
     checkpoints = sorted(p.name for p in (run_dir / "smoke" / "output").glob("checkpoint-*"))
     assert checkpoints == ["checkpoint-4"]
-    # the stage ran with the gc.freeze plugin first, and it froze inside Axolotl
+    # the stage ran with the stage plugins first: it froze inside Axolotl, and saved its
+    # prepared splits in the process (one shard each, no spawned pool)
     cfg = yaml.safe_load((run_dir / "smoke" / "axolotl.yaml").read_text())
-    assert cfg["plugins"][0] == GC_FREEZE and cfg["dataset_num_proc"] == 1
+    assert cfg["plugins"][:2] == list(STAGE_PLUGINS) and cfg["dataset_num_proc"] == 1
     log = (run_dir / "smoke" / "train.log").read_text()
     assert "gc.freeze after the imports" in log and "gc.freeze before the model loads" in log
+    assert "save_to_disk writes a one-process save in this process" in log
+    assert "Saving the dataset (1/1 shards)" in log
     # and thawed at exit: no native extension lists frozen objects as leaked
     assert "leaked" not in log, log[-2000:]
 

@@ -13,6 +13,16 @@ import click
 from cosmosage.tools.cli.common import echo_json, out_file_option, shard_option
 
 
+def system_rules(specs) -> list:
+    """`--system-rule` values parsed; a malformed one is a usage error naming it."""
+    from cosmosage.dataprep.chat.messages import SystemRule
+
+    try:
+        return [SystemRule.parse(r) for r in specs]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--system-rule") from None
+
+
 @click.command("convert")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @out_file_option("Output JSONL ({'messages': [...]} per line).")
@@ -68,14 +78,14 @@ def data_convert(
       cosmosage data convert qa.csv --map user=question --map assistant=answer --out qa.chat.jsonl
     """
     from cosmosage.dataprep.chat.convert import ConvertOptions, build_convert
-    from cosmosage.dataprep.chat.messages import SystemRule, parse_mapping
+    from cosmosage.dataprep.chat.messages import parse_mapping
     from cosmosage.dataprep.shard import Shard, shard_output
 
     opts = ConvertOptions(
         fmt=fmt,
         mapping=parse_mapping(mapping) if mapping else None,
         system_prompt=system_prompt,
-        system_rules=[SystemRule.parse(r) for r in rules],
+        system_rules=system_rules(rules),
         replace_system=replace_system,
     )
     shard_spec = Shard.parse(shard)

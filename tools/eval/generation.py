@@ -40,6 +40,36 @@ GENERATION_KEYS = {
     "max_new_tokens",
 }
 DEFAULT_MAX_NEW_TOKENS = 48
+# each setting's type and least value (top_k 0 and top_p 1.0 switch truncation off)
+SETTING_TYPES = {
+    "temperature": (float, 0.0),
+    "top_p": (float, 0.0),
+    "repetition_penalty": (float, 0.0),
+    "top_k": (int, 0),
+    "max_new_tokens": (int, 1),
+}
+
+
+def setting(key: str, value):
+    """A generation setting as its type, or a DataError naming the key and the value."""
+    if key == "do_sample":
+        if isinstance(value, bool):
+            return value
+        raise DataError(f"generation setting do_sample={value!r}: expected true or false")
+    if key not in SETTING_TYPES:
+        return value
+    kind, least = SETTING_TYPES[key]
+    try:
+        if isinstance(value, bool) or (kind is int and float(value) != int(float(value))):
+            raise ValueError
+        number = kind(float(value)) if kind is int else kind(value)
+    except (TypeError, ValueError):
+        raise DataError(
+            f"generation setting {key}={value!r}: expected {'an integer' if kind is int else 'a number'}"
+        ) from None
+    if number < least:
+        raise DataError(f"generation setting {key}={value!r}: must be at least {least}")
+    return number
 
 
 def preset(spec: str | dict | None = None, **overrides) -> dict:
@@ -58,8 +88,8 @@ def preset(spec: str | dict | None = None, **overrides) -> dict:
             raise DataError(
                 f"unknown generation setting {key!r}; use {', '.join(sorted(GENERATION_KEYS))}"
             )
-        base[key] = value
-    if "temperature" in overrides and float(overrides["temperature"]) > 0:
+        base[key] = setting(key, value)
+    if "temperature" in overrides and base["temperature"] > 0:
         base["do_sample"] = True
     return base
 

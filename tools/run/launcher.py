@@ -1,6 +1,7 @@
 """`recipe run`: a recipe (or pipeline) from plan to published folder, as named steps.
 
     run_recipe
+      precheck           every stage's errors that no build mends, before anything runs
       open_run           the run folder: new, or the unfinished one with --resume
       plan_run           --dry-run stops here: what each stage would get
       for each stage:
@@ -58,6 +59,7 @@ def run_recipe(
     """Run a recipe (or pipeline) end to end; returns the run record."""
     runs_dir = paths.runs_dir(runs_dir, root)
     top, stages = plan(name, sets, unsets, root)
+    precheck(stages, root)
     run = open_run(runs_dir, name, resume, echo)
     record = start_record(run, name, top, sets, unsets)
     if dry_run:
@@ -148,6 +150,27 @@ def save(run: RunFolder, record: dict) -> None:
 
 
 # --------------------------------------------------------------------------- the plan
+
+
+def precheck(stages: list[Stage], root: Path) -> None:
+    """Every stage's errors that no build or earlier stage can mend (Axolotl's schema, a
+    key of the wrong type, the method against the hardware, ...), before any data is
+    built or any stage trains, and in a dry run too. Files are left out here: the builds
+    and the earlier stages make them, and each stage's whole check runs again, files
+    included, just before it trains."""
+    found = []
+    for stage in stages:
+        if stage.rendered.meta.get("soup"):
+            continue  # checked when it runs: its models are the earlier stages' outputs
+        found += [
+            f"  {stage.name}: {p}"
+            for p in check.check_rendered(stage.rendered, root)
+            if p.severity == "error" and p.check != "files"
+        ]
+    if found:
+        raise LaunchError(
+            "the recipe failed its checks (nothing was built or run):\n" + "\n".join(found)
+        )
 
 
 def plan_run(stages: list[Stage], run: RunFolder, runs_dir: Path, root: Path, resume: bool) -> dict:

@@ -75,24 +75,28 @@ def stage_config(stage: Stage, base_model: str | None, stage_dir: Path, resume: 
 
 
 GC_FREEZE = "cosmosage.tools.run.gc_freeze.FreezeBeforeTraining"
+SAVE_IN_PROCESS = "cosmosage.tools.run.save_in_process.SaveInProcess"
+# what every stage's written config names first: less time outside the training steps
+STAGE_PLUGINS = (GC_FREEZE, SAVE_IN_PROCESS)
 
 
-def with_gc_freeze(cfg: dict) -> dict:
-    """The config with the gc.freeze plugin first in `plugins:`, once (tools/run/
-    gc_freeze.py: collections that skip the imports' objects)."""
-    plugins = [p for p in (cfg.get("plugins") or []) if p != GC_FREEZE]
-    return {**cfg, "plugins": [GC_FREEZE, *plugins]}
+def with_stage_plugins(cfg: dict) -> dict:
+    """The config with the stage plugins first in `plugins:`, once each (tools/run/
+    gc_freeze.py: collections that skip the imports' objects; tools/run/
+    save_in_process.py: prepared splits saved without a spawned pool)."""
+    plugins = [p for p in (cfg.get("plugins") or []) if p not in STAGE_PLUGINS]
+    return {**cfg, "plugins": [*STAGE_PLUGINS, *plugins]}
 
 
 def write_stage_config(stage: Stage, cfg: dict, stage_dir: Path, verb: str = "rendered") -> Path:
     """The stage's complete Axolotl config as stage_dir/axolotl.yaml, with a header naming
-    the recipe files it came from; every stage's gets the gc.freeze plugin (`recipe run`
-    and `recipe prepare` alike; not before, so checks never register it here)."""
+    the recipe files it came from; every stage's gets the stage plugins (`recipe run`
+    and `recipe prepare` alike; not before, so checks never register them here)."""
     cfg_path = StageFolder(stage_dir).config
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
     files = ", ".join(stage.rendered.files)
     header = f"{verb} from recipe {stage.name}; files: {files}"
-    cfg_path.write_text(to_yaml(with_gc_freeze(cfg), header=header))
+    cfg_path.write_text(to_yaml(with_stage_plugins(cfg), header=header))
     return cfg_path
 
 

@@ -123,6 +123,22 @@ def test_system_prompt_chosen_by_answer_length():
     assert replaced[0]["content"] == "Explain in detail." and len(replaced) == 3
 
 
+def test_a_malformed_system_rule_or_pattern_is_a_usage_error_not_a_traceback(tmp_path):
+    path = write_lines(tmp_path / "rows.jsonl", [{"q": "A?", "a": "B."}])
+    out = str(tmp_path / "out.jsonl")
+    res = CliRunner().invoke(
+        main, ["data", "convert", str(path), "--out", out, "--system-rule", "x"]
+    )
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "--system-rule" in res.output and "expected CONDITION=TEXT" in res.output
+    for bad in ("user={q", "user=q}", "user={}"):
+        args = ["data", "convert", str(path), "--format", "columns", "--out", out]
+        res = CliRunner().invoke(main, args + ["--map", bad, "--map", "assistant=a"])
+        assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+        assert f"column mapping {bad!r}: a pattern names columns in braces" in res.output
+    assert chatmod.parse_mapping(["user={q}: {a}", "assistant=a"])["user"] == "{q}: {a}"
+
+
 def test_system_rule_on_a_record_field():
     rule = chatmod.SystemRule.parse("field:topic;=Cosmology=You are a cosmologist.")
     assert chatmod.to_messages(CAMEL, system_rules=[rule])[0]["content"] == "You are a cosmologist."

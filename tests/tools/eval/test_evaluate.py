@@ -68,6 +68,31 @@ def test_presets_and_grids():
         preset("greedy", temprature=1)
 
 
+@pytest.mark.parametrize(
+    "key,value,why",
+    [
+        ("temperature", "abc", "expected a number"),
+        ("max_new_tokens", "abc", "expected an integer"),
+        ("max_new_tokens", 2.5, "expected an integer"),
+        ("max_new_tokens", 0, "must be at least 1"),
+        ("top_k", -1, "must be at least 0"),
+        ("do_sample", "yes", "expected true or false"),
+    ],
+)
+def test_a_setting_of_the_wrong_type_names_itself_before_any_model_loads(key, value, why):
+    with pytest.raises(DataError, match=f"{key}={value!r}: {why}"):
+        preset("greedy", **{key: value})
+    with pytest.raises(DataError, match=key):
+        grid(preset("greedy"), [f"{key}=x"])
+    # numbers written as text (a YAML file, a shell) become numbers
+    assert preset("greedy", temperature="0.7", max_new_tokens="32") == {
+        "name": "greedy",
+        "do_sample": True,
+        "temperature": 0.7,
+        "max_new_tokens": 32,
+    }
+
+
 def test_rates_by_kind_wording_and_suite():
     rows = [
         {"kind": "domain", "suite": "recall", "wording": "trained", "m_pass": True},

@@ -23,7 +23,7 @@ from cosmosage.tools.cli.main import main
 from cosmosage.tools.paths import ROOT
 from cosmosage.tools.recipe.check import MASTER_WEIGHTS_PLUGIN, check_rendered
 from cosmosage.tools.recipe.render import Rendered, list_recipes, render
-from cosmosage.tools.run.stage import GC_FREEZE
+from cosmosage.tools.run.stage import STAGE_PLUGINS
 
 # GPU recipe -> its CPU twin (tests/e2e/test_gpu_recipes_cpu.py trains the twins)
 TWINS = {
@@ -249,7 +249,7 @@ def test_prepare_writes_complete_configs_for_each_stage(tmp_path, built):
     assert ins["base_model"] == pre["output_dir"]  # the earlier stage's full weights
     assert ins["output_dir"] == str(tmp_path / "instruct" / "output")
     # the plugins as `recipe run` gives Axolotl: gc.freeze first, the recipe's after it
-    assert pre["plugins"] == [GC_FREEZE, MASTER_WEIGHTS_PLUGIN] == ins["plugins"]
+    assert pre["plugins"] == [*STAGE_PLUGINS, MASTER_WEIGHTS_PLUGIN] == ins["plugins"]
     commands = record["stages"][0]["commands"]
     assert [c[1] for c in commands] == ["preprocess", "train"]
 

@@ -13,16 +13,17 @@ import sys
 import yaml
 
 from cosmosage.tools.paths import ROOT
-from cosmosage.tools.run.stage import GC_FREEZE, with_gc_freeze
+from cosmosage.tools.run.stage import GC_FREEZE, STAGE_PLUGINS, with_stage_plugins
 
 
-def test_the_plugin_comes_first_once_and_keeps_the_others():
+def test_the_stage_plugins_come_first_once_and_keep_the_others():
+    assert STAGE_PLUGINS[0] == GC_FREEZE  # registered first: it freezes after the imports
     cfg = {"base_model": "m", "plugins": ["a.B", GC_FREEZE, "c.D"]}
-    out = with_gc_freeze(cfg)
-    assert out["plugins"] == [GC_FREEZE, "a.B", "c.D"]
+    out = with_stage_plugins(cfg)
+    assert out["plugins"] == [*STAGE_PLUGINS, "a.B", "c.D"]
     assert cfg["plugins"] == ["a.B", GC_FREEZE, "c.D"]  # the stage's own config untouched
-    assert with_gc_freeze({"base_model": "m"})["plugins"] == [GC_FREEZE]
-    assert with_gc_freeze(with_gc_freeze(cfg)) == out
+    assert with_stage_plugins({"base_model": "m"})["plugins"] == list(STAGE_PLUGINS)
+    assert with_stage_plugins(with_stage_plugins(cfg)) == out
 
 
 # a fresh interpreter: Axolotl's plugin manager is a process-wide singleton
@@ -60,7 +61,7 @@ def test_axolotls_config_loading_freezes_the_imports_and_later_garbage_is_freed(
         "output_dir": str(tmp_path / "out"),
     }
     path = tmp_path / "axolotl.yaml"
-    path.write_text(yaml.safe_dump(with_gc_freeze(cfg)))
+    path.write_text(yaml.safe_dump(with_stage_plugins(cfg)))
     done = subprocess.run(
         [sys.executable, "-c", PROBE, str(path)],
         capture_output=True,
@@ -70,7 +71,7 @@ def test_axolotls_config_loading_freezes_the_imports_and_later_garbage_is_freed(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert seen["plugins"] == [GC_FREEZE]
+    assert seen["plugins"] == list(STAGE_PLUGINS)
     assert seen["before"] == 0
     # Axolotl, transformers and torch: hundreds of thousands of objects, frozen
     assert seen["frozen"] > 100_000, seen

@@ -66,6 +66,30 @@ def test_dry_run_plans_without_building_or_training(tmp_path, monkeypatch):
     assert not run_dir.exists()
 
 
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_config_error_stops_the_run_before_any_build_or_training(tmp_path, monkeypatch, dry_run):
+    def boom(*a, **k):
+        raise AssertionError("nothing may be built or trained")
+
+    monkeypatch.setattr(process, "run_command", boom)
+    monkeypatch.setattr(process, "ensure_builds", boom)
+
+    def failure(sets: list[str]) -> str:
+        with pytest.raises(LaunchError) as err:
+            run_recipe("quickstart-tiny", sets=sets, dry_run=dry_run, runs_dir=tmp_path, echo=print)
+        msg = str(err.value)
+        assert msg.startswith("the recipe failed its checks (nothing was built or run)")
+        return msg
+
+    wrong_type = failure(["learning_rate=abc"])
+    misspelt = failure(["lerning_rate=1e-4"])
+    for stage in ("quickstart-tiny/pretrain", "quickstart-tiny/instruct"):
+        assert f"{stage}: [error] axolotl" in wrong_type and "learning_rate" in wrong_type
+        assert f"{stage}: [error] unknown-key: `lerning_rate`" in misspelt
+    assert "did you mean `learning_rate`?" in misspelt
+    assert not any(tmp_path.iterdir())  # no run folder either
+
+
 def test_parent_outside_the_pipeline_needs_a_finished_run(tmp_path):
     with pytest.raises(
         LaunchError,
