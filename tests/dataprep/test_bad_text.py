@@ -126,6 +126,35 @@ def test_options_that_cannot_work_are_refused_in_one_line(tmp_path, tiny_model):
     res = CliRunner().invoke(main, ["data", "corpus", str(doc), "--tokenizer", str(empty),
                                     "--sequence-len", "64", "--out", out])  # fmt: skip
     assert res.exit_code == 1 and f"--tokenizer {empty}: no tokenizer could be loaded" in res.output
+    # a path that is not there is named as such, for the corpus and for `model init`
+    gone = tmp_path / "models" / "gone"
+    for args in (
+        [
+            "data",
+            "corpus",
+            str(doc),
+            "--tokenizer",
+            str(gone),
+            "--sequence-len",
+            "64",
+            "--out",
+            out,
+        ],
+        [
+            "model",
+            "init",
+            "--preset",
+            "tiny",
+            "--tokenizer",
+            str(gone),
+            "--out",
+            str(tmp_path / "m"),
+        ],
+    ):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 1 and f"--tokenizer {gone}: no such folder" in res.output, (
+            res.output
+        )
     spec = tmp_path / "mix.yaml"
     spec.write_text(
         f"out: {tmp_path / 'm.jsonl'}\nsources:\n  - {{name: s, path: {tmp_path / 'gone.jsonl'}, weight: 1}}\n"

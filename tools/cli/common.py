@@ -4,12 +4,13 @@ options and JSON output. Command modules import this, never the group module."""
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 from pathlib import Path
 
 import click
 
-from cosmosage.dataprep.io import WRITE_ERRNOS, all_or_nothing
+from cosmosage.dataprep.io import WRITE_ERRNOS, all_or_nothing, rejects_path
 from cosmosage.dataprep.records import DataError
 from cosmosage.tools.models.publish import PublishError
 from cosmosage.tools.recipe.render import RecipeError
@@ -43,7 +44,15 @@ class Group(click.Group):
 
 
 def echo_json(obj: dict) -> None:
-    click.echo(json.dumps(obj))
+    """A command's summary as one JSON line on stdout; where records were rejected, a line
+    on stderr says how many and where their reasons are."""
+    rejected, output = obj.get("rejected"), obj.get("output")
+    if isinstance(rejected, int) and rejected > 0 and isinstance(output, str):
+        where = rejects_path(output)
+        if where.is_file():
+            n = f"{rejected} record{'s' if rejected != 1 else ''}"
+            click.echo(f"{n} rejected: {where} gives the file, line and reason of each", err=True)
+    click.echo(json.dumps(obj))  # last, so the summary is the output's last line
 
 
 set_option = click.option(
@@ -102,6 +111,12 @@ class DefaultCommandGroup(click.Group):
 
     def resolve_command(self, ctx: click.Context, args: list[str]):
         if args and args[0] not in self.commands and not args[0].startswith("-"):
+            close = difflib.get_close_matches(args[0], list(self.commands), n=1, cutoff=0.75)
+            if close and not Path(args[0]).exists():  # a misspelt command, not a model/recipe
+                raise click.UsageError(
+                    f"no command {args[0]!r}; did you mean {close[0]!r}? ({ctx.command_path} "
+                    f"X ... without a command is `{ctx.command_path} {self.default} X ...`)"
+                )
             args = [self.default, *args]
         return super().resolve_command(ctx, args)
 

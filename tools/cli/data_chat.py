@@ -23,7 +23,7 @@ def system_rules(specs) -> list:
         raise click.BadParameter(str(exc), param_hint="--system-rule") from None
 
 
-@click.command("convert")
+@click.command("convert", short_help="Q&A files of any common format -> chat JSONL.")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @out_file_option("Output JSONL ({'messages': [...]} per line).")
 @click.option(
@@ -93,7 +93,7 @@ def data_convert(
     echo_json(build_convert(list(inputs), out, opts, tokenizer, sequence_len, shard_spec))
 
 
-@click.command("mix")
+@click.command("mix", short_help="Mix chat sources by token share or count.")
 @click.argument("spec", type=click.Path(exists=True, dir_okay=False))
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @click.option(
@@ -149,7 +149,7 @@ def data_mix(spec, files, out, val_out, tokenizer, seed, stages) -> None:
     echo_json(res)
 
 
-@click.command("facts")
+@click.command("facts", short_help="A fact table -> chat Q&A and recall suites.")
 @click.argument("table", type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--out-dir",
@@ -214,7 +214,7 @@ def data_facts(table, out_dir, seed, held_out, speakers, kind, limit) -> None:
     echo_json(build_facts(table, out_dir, seed, (names[0], names[1]), kind, held_out, limit))
 
 
-@click.command("structured")
+@click.command("structured", short_help="(text, JSON target) pairs -> extraction chats.")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--schema",
@@ -222,13 +222,20 @@ def data_facts(table, out_dir, seed, held_out, speakers, kind, limit) -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="JSON Schema (.json or .yaml) every target must match.",
 )
-@out_file_option()
+@out_file_option("Chat JSONL of the extraction pairs (manifest and rejects beside it).")
 @click.option(
     "--instruction", default=None, help="System message telling the model what to extract."
 )
 @click.option("--include-schema", is_flag=True, help="Append the schema to the system message.")
-@click.option("--text-field", default="text", show_default=True)
-@click.option("--target-field", default="target", show_default=True)
+@click.option(
+    "--text-field", default="text", show_default=True, help="The field holding the source text."
+)
+@click.option(
+    "--target-field",
+    default="target",
+    show_default=True,
+    help="The field holding the target, checked against the schema.",
+)
 @click.option(
     "--indent", type=int, default=None, help="Indent the JSON answers (default: one line)."
 )
@@ -251,7 +258,7 @@ def data_structured(
     )
 
 
-@click.command("inspect")
+@click.command("inspect", short_help="Show which tokens of chat files train, as Axolotl sees them.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--model",
@@ -293,14 +300,25 @@ def data_structured(
 @click.option(
     "--roles-to-train", default=None, help="Comma-separated roles (dataset key roles_to_train)."
 )
-@click.option("--train-on-eos", type=click.Choice(["turn", "all", "last", "none"]), default=None)
+@click.option(
+    "--train-on-eos",
+    type=click.Choice(["turn", "all", "last", "none"]),
+    default=None,
+    help="Override train_on_eos: which eos tokens train (default: the recipe's, else turn).",
+)
 @click.option(
     "--eot-token",
     "eot_tokens",
     multiple=True,
     help="End-of-turn token(s) (cfg eot_tokens); default eos.",
 )
-@click.option("--sequence-len", type=int, default=None)
+@click.option(
+    "--sequence-len",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Report conversations longer than this, which Axolotl drops (default: the "
+    "recipe's, else 2048).",
+)
 @click.option(
     "--chat-template",
     default=None,

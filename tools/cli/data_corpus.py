@@ -59,11 +59,17 @@ OUTPUT_OPTIONS = [
         show_default=True,
         help="Share of documents held out for --val-out (0 <= f < 1).",
     ),
-    click.option("--seed", type=int, default=0, show_default=True),
+    click.option(
+        "--seed",
+        type=int,
+        default=0,
+        show_default=True,
+        help="Seed of the validation split: which whole documents --val-fraction holds out.",
+    ),
     shard_option("each file's path inside the folder given (arXiv: the id)"),
     click.option(
         "--workers",
-        type=int,
+        type=click.IntRange(min=1),
         default=1,
         show_default=True,
         help="Processes for cleaning, filtering and hashing.",
@@ -97,7 +103,7 @@ CLEANING_OPTIONS = [
     click.option("--no-dedup", is_flag=True, help="Skip exact and near-duplicate removal."),
     click.option(
         "--near-threshold",
-        type=float,
+        type=click.FloatRange(0.0, 1.0, min_open=True),
         default=NEAR_THRESHOLD,
         show_default=True,
         help=f"Estimated Jaccard similarity (word {SHINGLE}-grams) at or above which a "
@@ -230,7 +236,7 @@ def run_or_submit(
         echo_json(_run(kw, items_for_shard, extra_meta))
 
 
-@click.command("corpus")
+@click.command("corpus", short_help="Documents -> cleaned, deduplicated, token-exact chunks.")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
 @corpus_options
 @executor_options
@@ -263,12 +269,12 @@ def data_corpus(inputs, **kw) -> None:
 # --------------------------------------------------------------------------- arxiv
 
 
-@click.group("arxiv")
+@click.group("arxiv", short_help="Fetch arXiv papers, then process them offline.")
 def arxiv() -> None:
     """arXiv papers: fetch into a resumable cache, then process it offline."""
 
 
-@arxiv.command("fetch")
+@arxiv.command("fetch", short_help="Fetch arXiv papers into a resumable cache.")
 @click.option(
     "--cache",
     required=True,
@@ -300,7 +306,13 @@ def arxiv() -> None:
     show_default=True,
     help="Seconds between requests (arXiv asks for 3).",
 )
-@click.option("--page-size", type=int, default=100, show_default=True)
+@click.option(
+    "--page-size",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Records asked of the arXiv API per request.",
+)
 @click.option("--api-url", default=None, help="API endpoint (defaults to export.arxiv.org).")
 @click.option("--eprint-url", default=None, help="Source URL template with {id} (a mirror).")
 @click.option("--pdf-url", default=None, help="PDF URL template with {id} (a mirror).")
@@ -341,8 +353,13 @@ def arxiv_fetch(
     echo_json({"cache": str(cache), "entries": len(entries), **fetcher.stats})
 
 
-@arxiv.command("process")
-@click.option("--cache", required=True, type=click.Path(exists=True, file_okay=False))
+@arxiv.command("process", short_help="Cached papers -> a corpus, offline.")
+@click.option(
+    "--cache",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="The cache folder `data arxiv fetch` filled.",
+)
 @click.option(
     "--metadata",
     "snapshot",
@@ -373,7 +390,7 @@ def arxiv_process(cache, snapshot, abstract_fallback, **kw) -> None:
     run_or_submit(kw, lambda shard: items(shard=shard), {"cache": str(cache), "metadata": snapshot})
 
 
-@arxiv.command("abstracts")
+@arxiv.command("abstracts", short_help="Cached abstracts -> a corpus.")
 @click.argument("snapshot", type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--category", "categories", multiple=True, help="Keep records in any of these categories."
@@ -403,7 +420,7 @@ def arxiv_abstracts(snapshot, categories, since, until, **kw) -> None:
 # --------------------------------------------------------------------------- shards
 
 
-@click.command("merge-shards")
+@click.command("merge-shards", short_help="Join the shard outputs of any data command.")
 @out_file_option("The --out the shard jobs were given.")
 @click.option(
     "--val-out", type=click.Path(dir_okay=False), help="The --val-out the shard jobs were given."
@@ -411,7 +428,7 @@ def arxiv_abstracts(snapshot, categories, since, until, **kw) -> None:
 @click.option("--no-dedup", is_flag=True, help="Do not deduplicate documents across shards.")
 @click.option(
     "--near-threshold",
-    type=float,
+    type=click.FloatRange(0.0, 1.0, min_open=True),
     default=NEAR_THRESHOLD,
     show_default=True,
     help="Estimated Jaccard similarity at or above which a document is a near duplicate.",

@@ -23,7 +23,7 @@ name_option = click.option(
 )
 
 
-@click.command("augment")
+@click.command("augment", short_help="Papers -> several renderings of each (no generator).")
 @papers_argument
 @out_file_option("Completion JSONL to write.")
 @click.option(
@@ -54,7 +54,7 @@ def data_augment(papers, out, renderings, copies, seed, name_subjects) -> None:
     echo_json(build_augment(list(papers), out, tuple(renderings), copies, seed, name_subjects))
 
 
-@click.command("cloze")
+@click.command("cloze", short_help="Papers -> cloze Q&A from their own sentences.")
 @papers_argument
 @out_file_option("Chat JSONL to write.")
 @click.option(
@@ -105,7 +105,13 @@ def data_augment(papers, out, renderings, copies, seed, name_subjects) -> None:
     show_default=True,
     help="Question wordings per training item (1-4): the same blank asked several ways.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the held-out share: which sentences --hold-out keeps out of training.",
+)
 @name_option
 def data_cloze(
     papers,
@@ -161,7 +167,7 @@ def data_cloze(
     )
 
 
-@click.command("closed-book")
+@click.command("closed-book", short_help="A question file -> a closed-book suite and its Q&A.")
 @click.argument("questions", type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--papers",
@@ -171,7 +177,12 @@ def data_cloze(
     type=click.Path(exists=True),
     help="The papers the questions are about (files or folders).",
 )
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False))
+@click.option(
+    "--out-dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for closed_book.yaml (the suite) and qa.jsonl (the trainable Q&A).",
+)
 @click.option(
     "--against",
     multiple=True,
@@ -196,7 +207,7 @@ def data_closed_book(questions, papers, out_dir, against) -> None:
     echo_json(build_closed_book(questions, found, out_dir, list(against)))
 
 
-@click.command("questions")
+@click.command("questions", short_help="A model writes questions for cloze blanks.")
 @input_option("Blanks: chat JSONL from `data cloze` (each record's document, sentence and span).")
 @out_file_option("Chat JSONL to write.")
 @click.option(
@@ -288,7 +299,7 @@ def data_questions(
     run_journaled(job, run_questions, config)
 
 
-@click.command("entigraph")
+@click.command("entigraph", short_help="A model rewrites chunks about their entities.")
 @input_option("Chunk JSONL from `data corpus`.")
 @out_file_option("Completion JSONL of passages.")
 @click.option(

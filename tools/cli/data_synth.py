@@ -13,9 +13,10 @@ from cosmosage.tools.cli.jobs import (
     run_journaled,
     sampling_options,
 )
+from cosmosage.tools.eval.generation import PRESETS
 
 
-@click.command("synth")
+@click.command("synth", short_help="A model writes Q&A grounded in each chunk.")
 @input_option("Chunk JSONL from `data corpus`.")
 @out_file_option("Chat JSONL of question/answer records.")
 @click.option(
@@ -85,7 +86,7 @@ def data_synth(
     run_journaled(job, run_synth, config)
 
 
-@click.command("grade")
+@click.command("grade", short_help="A judge scores each Q&A against its chunk.")
 @input_option("Chat records from `data synth` (or any with source.chunk_sha).")
 @out_file_option("Kept records, each with its grade.")
 @click.option(
@@ -192,7 +193,7 @@ def data_grade(
     run_journaled(job, run_grade, config)
 
 
-@click.command("metaqa")
+@click.command("metaqa", short_help="Q&A about arXiv ids, titles and authors.")
 @click.argument("inputs", nargs=-1, required=True)
 @out_file_option("Chat JSONL of metadata question/answer records.")
 @click.option(
@@ -219,7 +220,7 @@ def data_metaqa(inputs, out, templates, seed) -> None:
     click.echo(json.dumps(build_metaqa(list(inputs), out, templates, seed)))
 
 
-@click.command("replay")
+@click.command("replay", short_help="The model's own answers to everyday prompts.")
 @click.option(
     "--model",
     "model_path",
@@ -252,9 +253,11 @@ def data_metaqa(inputs, out, templates, seed) -> None:
 @out_file_option("Chat JSONL of the answers.")
 @click.option(
     "--preset",
+    type=click.Choice(list(PRESETS)),
     default="greedy",
     show_default=True,
-    help="Generation preset (tools/eval/generation.py): greedy keeps the model's single best answer.",
+    help="Generation preset, as `cosmosage eval --preset`: greedy keeps the model's single "
+    "best answer.",
 )
 @click.option(
     "--max-new-tokens",
@@ -374,7 +377,7 @@ def model_answers(model_path, device: str, settings: dict, seed: int, batch_size
     return answer
 
 
-@click.command("distill")
+@click.command("distill", short_help="The teacher's next-token distributions for KD.")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--model",

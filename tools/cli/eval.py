@@ -11,9 +11,10 @@ import click
 from cosmosage.dataprep.records import DataError
 from cosmosage.tools import paths
 from cosmosage.tools.cli.common import runs_dir_option
+from cosmosage.tools.eval.generation import PRESETS
 
 
-@click.command("run")
+@click.command("run", short_help="Evaluate models side by side.")
 @click.argument("models", nargs=-1, required=True)
 @click.option(
     "--suite",
@@ -22,7 +23,13 @@ from cosmosage.tools.cli.common import runs_dir_option
     type=click.Path(exists=True, dir_okay=False),
     help="Prompt suite YAML (repeat for several).",
 )
-@click.option("--preset", default="greedy", show_default=True, help="Generation preset.")
+@click.option(
+    "--preset",
+    type=click.Choice(list(PRESETS)),
+    default="greedy",
+    show_default=True,
+    help="Generation preset (docs/evaluation.md); --set changes one of its settings.",
+)
 @click.option(
     "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a generation setting."
 )
@@ -31,7 +38,7 @@ from cosmosage.tools.cli.common import runs_dir_option
 )
 @click.option(
     "--samples",
-    type=int,
+    type=click.IntRange(min=0),
     default=0,
     show_default=True,
     help="Self-consistency: sample each answer N more times and flag those that change.",
@@ -43,7 +50,14 @@ from cosmosage.tools.cli.common import runs_dir_option
     type=click.Path(exists=True, dir_okay=False),
     help="Multiple-choice benchmark JSONL, scored by log-likelihood.",
 )
-@click.option("--mc-style", type=click.Choice(["options", "letters"]), default="options")
+@click.option(
+    "--mc-style",
+    type=click.Choice(["options", "letters"]),
+    default="options",
+    show_default=True,
+    help="How --mc asks: the option texts scored as answers (ARC style), or the options "
+    "listed A., B., ... and their letters scored (MMLU / AstroMLab-1 style).",
+)
 @click.option(
     "--perplexity", "text", type=click.Path(exists=True, dir_okay=False), help="Held-out text."
 )
@@ -88,6 +102,10 @@ def eval_run(
         write_outputs,
     )
 
+    if not (suites or benchmarks or text):
+        raise click.UsageError("nothing to evaluate: give --suite, --mc or --perplexity")
+    if bool(judge_url) != bool(judge_model):
+        raise click.UsageError("a judge needs both --judge-url and --judge-model")
     runs_dir = paths.runs_dir(runs_dir)
     named = dict(resolve_model(m, runs_dir) for m in models)
     overrides = {}
@@ -119,7 +137,7 @@ def eval_run(
         click.echo(f"wrote {out}/scores.json, report.md and plots")
 
 
-@click.command("compare")
+@click.command("compare", short_help="Compare two evaluations question by question.")
 @click.argument("a")
 @click.argument("b")
 @click.option("--label-a", default=None, help="Which model of A (default: its last).")

@@ -89,14 +89,22 @@ def sampling_options(f):
                 "--temperature",
                 type=float,
                 default=None,
-                help="Sampling temperature (default: the prompt's, else 0.7 synth / 0 grade).",
+                help="Sampling temperature (default: the prompt's `sampling`, else the command's own: "
+                "synth 0.7, grade and the others 0).",
             ),
-            click.option("--top-p", type=float, default=None),
+            click.option(
+                "--top-p",
+                type=click.FloatRange(0.0, 1.0),
+                default=None,
+                help="Nucleus sampling: keep the smallest set of tokens whose probability "
+                "reaches P (default: the prompt's, else the server's).",
+            ),
             click.option(
                 "--max-tokens",
                 type=int,
                 default=None,
-                help="Most tokens per answer (default: the prompt's, else 1024 synth / 512 grade).",
+                help="Most tokens per answer (default: the prompt's `sampling`, else the command's "
+                "own, e.g. synth 1024, grade 512).",
             ),
             click.option(
                 "--sampling-seed",

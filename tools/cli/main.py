@@ -44,20 +44,21 @@ def recipe_group() -> None:
     """List, render, check and run Axolotl recipes."""
 
 
-@main.group("data", cls=Group)
+@main.group("data", cls=Group, short_help="Prepare training data, with manifests.")
 def data_group() -> None:
     """Prepare training data: completion corpora, chat records, synthetic Q&A; with manifests."""
 
 
 @main.group("model")
 def model_group() -> None:
-    """Build, evaluate and publish models."""
+    """Build, import, merge, quantize and publish models."""
 
 
-@main.group("eval", cls=DefaultCommandGroup)
+@main.group("eval", cls=DefaultCommandGroup, short_help="Evaluate models and compare evaluations.")
 def eval_group() -> None:
     """Evaluate models (scorers, multiple choice, perplexity, self-consistency, judge) and
-    compare evaluations question by question."""
+    compare evaluations question by question. `cosmosage eval MODEL ...` is `cosmosage eval
+    run MODEL ...`."""
 
 
 @main.group("runs")
@@ -65,9 +66,10 @@ def runs_group() -> None:
     """Look at finished runs and the model family tree."""
 
 
-@main.group("sweep", cls=DefaultCommandGroup)
+@main.group("sweep", cls=DefaultCommandGroup, short_help="Train a recipe over a grid of settings.")
 def sweep_group() -> None:
-    """Train a recipe over a grid of settings (one run per combination) and compare the runs."""
+    """Train a recipe over a grid of settings (one run per combination) and compare the runs.
+    `cosmosage sweep RECIPE ...` is `cosmosage sweep run RECIPE ...`."""
 
 
 for _group, _modules in [

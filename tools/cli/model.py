@@ -12,11 +12,17 @@ from cosmosage.tools import paths
 from cosmosage.tools.cli.common import out_folder_option, runs_dir_option
 
 
-@click.command("tiny")
+@click.command("tiny", short_help="Build a tiny Llama-style model offline.")
 @click.argument("inputs", nargs=-1, required=True)
-@out_folder_option()
-@click.option("--vocab-size", type=int, default=1024, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@out_folder_option("Model folder to write (weights, config, tokenizer).")
+@click.option(
+    "--vocab-size",
+    type=click.IntRange(min=64),
+    default=1024,
+    show_default=True,
+    help="Size of the BPE vocabulary trained on INPUTS.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
 @click.option("--force", is_flag=True, help="Rebuild even if an identical model exists.")
 def model_tiny(inputs, out, vocab_size, seed, force) -> None:
     """Build a tiny Llama-style model (tokenizer trained on INPUTS) offline, for CPU runs and tests."""
@@ -28,9 +34,9 @@ def model_tiny(inputs, out, vocab_size, seed, force) -> None:
     )
 
 
-@click.command("import")
+@click.command("import", short_help="Import a GGUF model into a Hugging Face folder.")
 @click.argument("source")
-@out_folder_option()
+@out_folder_option("Model folder to write (float32 safetensors, repaired tokenizer).")
 @click.option("--force", is_flag=True, help="Import again even if --out holds this import.")
 @click.option(
     "--hub-id",
@@ -77,7 +83,7 @@ def model_import(source, out, force, hub_id) -> None:
         )
 
 
-@click.command("init")
+@click.command("init", short_help="A randomly initialised model of a preset size.")
 @click.option(
     "--preset",
     required=True,
@@ -85,8 +91,8 @@ def model_import(source, out, force, hub_id) -> None:
     help="Size: 150m, 410m, 1b (pretraining from scratch) or tiny (tests, CPU).",
 )
 @click.option("--tokenizer", required=True, help="Tokenizer to copy: a model folder or a Hub id.")
-@out_folder_option()
-@click.option("--seed", type=int, default=0, show_default=True)
+@out_folder_option("Model folder to write (random weights, the tokenizer copied).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
 @click.option(
     "--dtype",
     type=click.Choice(["float32", "bfloat16", "float16"]),
@@ -116,7 +122,7 @@ def model_init(preset, tokenizer, out, seed, dtype, force) -> None:
     )
 
 
-@click.command("soup")
+@click.command("soup", short_help="Mix models with mergekit (a model soup).")
 @click.option(
     "--model",
     "models",
@@ -130,8 +136,10 @@ def model_init(preset, tokenizer, out, seed, dtype, force) -> None:
     type=click.Choice(["linear", "ties", "dare_ties"]),
     default="linear",
     show_default=True,
+    help="mergekit's method: linear averages the weights; ties and dare_ties merge task "
+    "vectors against --base.",
 )
-@out_folder_option()
+@out_folder_option("Folder for the merged model.")
 @click.option("--base", default=None, help="The base model of ties / dare_ties task vectors.")
 @click.option(
     "--density",
@@ -178,7 +186,7 @@ def model_soup(models, method, out, base, density, dtype, runs_dir) -> None:
     click.echo(f"recorded {run_id} in {registry.registry_path(Path(runs_dir))}")
 
 
-@click.command("quantize")
+@click.command("quantize", short_help="GGUF files of a run's model for llama.cpp.")
 @click.argument("source")
 @click.option(
     "--gguf",
@@ -220,7 +228,7 @@ def model_quantize(source, kinds, out, suites, no_eval, runs_dir) -> None:
     )
 
 
-@click.command("publish")
+@click.command("publish", short_help="Publish a run's model and card to the Hub.")
 @click.argument("run")
 @click.option(
     "--repo", "--repo-id", "repo", required=True, help="Hub repository, e.g. you/cosmosage-tiny."

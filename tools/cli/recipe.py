@@ -14,7 +14,7 @@ from cosmosage.tools.cli.common import (
 )
 
 
-@click.command("list")
+@click.command("list", short_help="A table of every recipe.")
 def recipe_list() -> None:
     """A table of every recipe: name, method, model, hardware, description."""
     from cosmosage.tools.recipe.render import describe, list_recipes
@@ -53,7 +53,7 @@ def recipe_render(name: str, sets: tuple[str, ...], unsets: tuple[str, ...], met
         click.echo(to_yaml({"recipe": r.meta}), nl=False)
 
 
-@click.command("check")
+@click.command("check", short_help="Validate recipes without training.")
 @click.argument("names", nargs=-1, required=True)
 @set_option
 @unset_option
@@ -92,7 +92,7 @@ def recipe_check(names: tuple[str, ...], sets: tuple[str, ...], unsets: tuple[st
         raise click.ClickException(f"{failed} recipe(s) failed their checks")
 
 
-@click.command("run")
+@click.command("run", short_help="Run a recipe end to end.")
 @click.argument("name")
 @set_option
 @unset_option
@@ -150,7 +150,7 @@ def recipe_run(
     click.echo(RunFolder(Path(result["run_dir"])).summary.read_text())
 
 
-@click.command("prepare")
+@click.command("prepare", short_help="Builds + complete configs, for training elsewhere.")
 @click.argument("name")
 @click.option(
     "--out",

@@ -16,7 +16,11 @@ def runs_list(runs_dir: Path | None) -> None:
     """Every finished stage in the registry."""
     from cosmosage.tools.run import registry
 
-    for r in registry.records(paths.runs_dir(runs_dir)):
+    where = paths.runs_dir(runs_dir)
+    records = list(registry.records(where))
+    if not records:
+        click.echo(f"no finished stage in {registry.registry_path(where)} yet", err=True)
+    for r in records:
         loss = r.get("metrics", {}).get("eval_loss_best")
         scores = registry.score_text(r)
         click.echo(
@@ -31,7 +35,11 @@ def runs_tree(runs_dir: Path | None) -> None:
     """The lineage of every model: each under the model it started from."""
     from cosmosage.tools.run import registry
 
-    for line in registry.tree(paths.runs_dir(runs_dir)):
+    where = paths.runs_dir(runs_dir)
+    lines = list(registry.tree(where))
+    if not lines:
+        click.echo(f"no finished stage in {registry.registry_path(where)} yet", err=True)
+    for line in lines:
         click.echo(line)
 
 

@@ -25,7 +25,7 @@ def echo_results(result: dict) -> None:
     click.echo("wrote " + ", ".join(str(f) for f in result["files"]))
 
 
-@click.command("run")
+@click.command("run", short_help="Train a recipe once per grid combination.")
 @click.argument("recipe")
 @click.option(
     "--grid",
@@ -94,7 +94,7 @@ def sweep_run(
         )
 
 
-@click.command("report")
+@click.command("report", short_help="Rebuild a sweep's table and plot.")
 @click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @sort_option
 def sweep_report(sweep_dir: Path, sort: str | None) -> None:
@@ -110,7 +110,7 @@ def sweep_report(sweep_dir: Path, sort: str | None) -> None:
     echo_results(report(sweep_dir, sort))
 
 
-@click.command("tradeoff")
+@click.command("tradeoff", short_help="Plot configurations on two metrics.")
 @click.argument(
     "sweep_dirs", nargs=-1, required=True,
     type=click.Path(exists=True, file_okay=False, path_type=Path),

@@ -22,7 +22,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cosmosage.dataprep.io import atomic_path
+from cosmosage.dataprep.io import atomic_path, load_tokenizer
 from cosmosage.dataprep.records import DataError
 
 FORMAT = 1  # bump when the folder layout changes, so cached inits are rebuilt
@@ -104,16 +104,13 @@ def init_model(
     tokenizer, cosmosage-init.json) at `out`; an `out` made with the same settings and
     tokenizer is reused unless `force`."""
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     preset = get_preset(preset_name)
     if dtype not in ("float32", "bfloat16", "float16"):
         raise DataError(f"--dtype must be float32, bfloat16 or float16, not {dtype!r}")
     out = Path(out)
-    try:
-        tok = AutoTokenizer.from_pretrained(tokenizer)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot load the tokenizer {tokenizer!r}: {exc}") from exc
+    tok = load_tokenizer(str(tokenizer))
     settings = {
         "preset": preset_name,
         **asdict(preset),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -59,6 +60,21 @@ def model_ref(model: str | Path) -> str:
     """A local folder as an absolute path (so registry records match); a Hub id as it is."""
     path = Path(model)
     return str(path.resolve()) if path.exists() else str(model)
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def check_model(model: str) -> None:
+    """A soup's model is a model folder (config.json in it) or a Hub id ORG/NAME; anything
+    else fails here, before mergekit starts."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise SoupError(f"{model}: not a model folder (no config.json)")
+        return
+    if not HUB_ID.match(model) or path.exists():
+        raise SoupError(f"{model}: no such model folder, and not a Hub id ORG/NAME")
 
 
 def mergekit_config(
@@ -140,6 +156,8 @@ def make_soup(
     leaves no half folder) and return what was made: model, parents, weights, config."""
     out = Path(out)
     cfg = mergekit_config(ingredients, method, base, density, dtype)
+    for model in [i.model for i in ingredients] + ([base] if base else []):
+        check_model(str(model))
     config_path = Path(config_path or out.with_name(out.name + ".mergekit.yaml"))
     log_path = config_path.with_suffix(".log")
     config_path.parent.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,8 @@ class Chunker:
     ) -> None:
         if max_tokens < 8:
             raise DataError(
-                f"max_tokens {max_tokens} is too small (sequence_len must leave room for BOS/EOS)"
+                f"the sequence length leaves {max_tokens} token(s) a chunk after BOS/EOS; "
+                "at least 8 are needed: raise --sequence-len"
             )
         if not 0 <= overlap < max_tokens // 2:
             raise DataError(f"overlap {overlap} must be in [0, {max_tokens // 2})")

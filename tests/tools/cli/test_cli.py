@@ -143,3 +143,73 @@ def test_recipe_run_refuses_a_recipe_whose_build_would_fail(tmp_path, monkeypatc
     monkeypatch.setattr("cosmosage.tools.paths.ROOT", tmp_path)
     res = CliRunner().invoke(main, ["recipe", "run", str(recipes / "r.yaml"), "--dry-run"])
     assert res.exit_code == 1 and "`cosmosage data chat` is not a command" in res.output
+
+
+def test_a_misspelt_command_is_named_not_taken_for_a_model_or_recipe(tmp_path):
+    res = CliRunner().invoke(main, ["sweep", "reprot", str(tmp_path)])
+    assert res.exit_code == 2 and "no command 'reprot'; did you mean 'report'?" in res.output
+    res = CliRunner().invoke(main, ["eval", "comapre", "a.json", "b.json"])
+    assert res.exit_code == 2 and "did you mean 'compare'?" in res.output
+    # a folder that happens to look like a command is still a model
+    (tmp_path / "compar").mkdir()
+    res = CliRunner().invoke(main, ["eval", str(tmp_path / "compar"), "--suite", "x.yaml"])
+    assert "did you mean" not in res.output
+
+
+def test_ranges_are_checked_where_the_option_is_read(tmp_path):
+    (tmp_path / "a.md").write_text("# A\n\nSome text.\n")
+    base = ["data", "corpus", str(tmp_path), "--tokenizer", "x", "--out", str(tmp_path / "o")]
+    for extra, hint in (
+        (["--near-threshold", "5"], "--near-threshold"),
+        (["--workers", "0"], "--workers"),
+    ):
+        res = CliRunner().invoke(main, base + extra)
+        assert res.exit_code == 2 and hint in res.output and "range" in res.output, res.output
+
+
+def test_a_summary_with_rejects_says_where_they_are(tmp_path):
+    src = tmp_path / "qa.jsonl"
+    src.write_text('{"instruction": "Q?", "output": "A."}\nnot json\n')
+    res = CliRunner().invoke(
+        main, ["data", "convert", str(src), "--out", str(tmp_path / "o.jsonl")]
+    )
+    assert res.exit_code == 0
+    lines = res.output.strip().splitlines()
+    assert (
+        lines[0]
+        == f"1 record rejected: {tmp_path / 'o.rejects.jsonl'} gives the file, line and reason of each"
+    )
+    assert '"rejected": 1' in lines[-1]  # the JSON summary stays the last line
+
+
+def test_every_command_says_what_it_does_and_every_option_has_help():
+    import click
+
+    missing, cut = [], []
+
+    def walk(cmd: click.Command, path: list[str]) -> None:
+        if isinstance(cmd, click.Group):
+            listing = CliRunner().invoke(main, [*path[1:], "--help"], terminal_width=80).output
+            commands = listing.split("Commands:", 1)[1].splitlines()
+            cut.extend(
+                f"{' '.join(path)}: {line.strip()}" for line in commands if line.endswith("...")
+            )
+            for name, sub in cmd.commands.items():
+                walk(sub, [*path, name])
+            return
+        missing.extend(
+            f"{' '.join(path)} {p.opts[0]}"
+            for p in cmd.params
+            if isinstance(p, click.Option) and not p.hidden and not p.help
+        )
+
+    walk(main, ["cosmosage"])
+    assert not cut, f"summaries cut short in `--help` listings: {cut}"
+    assert not missing, f"options without help: {missing}"
+
+
+def test_runs_of_an_empty_folder_say_so(tmp_path):
+    for verb in ("list", "tree"):
+        res = CliRunner().invoke(main, ["runs", verb, "--runs-dir", str(tmp_path)])
+        assert res.exit_code == 0
+        assert f"no finished stage in {tmp_path / 'registry.jsonl'} yet" in res.output

@@ -259,6 +259,22 @@ def test_eval_cli_runs_by_default_and_compares(tmp_path, tiny_model):
     assert bad.exit_code == 1 and "nowhere-model: not a model folder" in bad.output
 
 
+@pytest.mark.parametrize(
+    "args,why",
+    [
+        ([], "nothing to evaluate: give --suite, --mc or --perplexity"),
+        (["--judge-url", "http://127.0.0.1:9/v1"], "needs both --judge-url and --judge-model"),
+        (["--samples", "-3"], "-3 is not in the range x>=0"),
+    ],
+)
+def test_an_eval_that_could_not_mean_anything_is_a_usage_error(tmp_path, args, why):
+    suite = tmp_path / "s.yaml"
+    suite.write_text("prompts: [{id: a, prompt: 'Say hi.', score: contains, expect: [hi]}]\n")
+    with_suite = ["--suite", str(suite)] if args else []
+    res = CliRunner().invoke(main, ["eval", "no-model-needed", *with_suite, *args])
+    assert res.exit_code == 2 and why in res.output, res.output
+
+
 def test_history_turns_are_asked_before_the_prompt_and_checked(tmp_path, tiny_model):
     tok = AutoTokenizer.from_pretrained(tiny_model)
     history = [

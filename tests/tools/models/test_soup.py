@@ -4,6 +4,7 @@ record with both parents, and a recipe stage that runs mergekit instead of Axolo
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -120,6 +121,15 @@ def test_bad_soups_fail_before_mergekit_runs(tmp_path, monkeypatch):
         soup.make_soup([a, soup.Ingredient("b", -1)], "linear", tmp_path / "o")
     with pytest.raises(soup.SoupError, match="unknown soup method 'slerp'"):
         soup.make_soup([a, b], "slerp", tmp_path / "o")
+    # a model that is neither a model folder nor a Hub id: named, no mergekit files left
+    (tmp_path / "empty").mkdir()
+    for model, why in (
+        (str(tmp_path / "nowhere"), "no such model folder, and not a Hub id ORG/NAME"),
+        (str(tmp_path / "empty"), "not a model folder (no config.json)"),
+    ):
+        with pytest.raises(soup.SoupError, match=re.escape(f"{model}: {why}")):
+            soup.make_soup([soup.Ingredient(model, 0.5), b], "linear", tmp_path / "o")
+    assert not list(tmp_path.glob("o.*"))
     res = CliRunner().invoke(
         main, ["model", "soup", "--model", "a:x", "--out", str(tmp_path / "o")]
     )
