@@ -483,25 +483,3 @@ class JsonlWriter:
             self.commit()
         else:
             self.abort()
-
-
-def looks_like_path(name: str) -> bool:
-    """Whether a model or tokenizer argument names a local path rather than a Hub id
-    (ORG/NAME, or a bare NAME): it starts like a path or has more than one slash."""
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
-
-
-def load_tokenizer(name_or_path: str):
-    """A Hugging Face tokenizer from a model folder or Hub id."""
-    from transformers import AutoTokenizer
-
-    if looks_like_path(name_or_path) and not Path(name_or_path).expanduser().is_dir():
-        raise DataError(f"--tokenizer {name_or_path}: no such folder")
-    try:
-        return AutoTokenizer.from_pretrained(name_or_path)
-    except (OSError, ValueError, TypeError) as exc:
-        raise DataError(
-            f"--tokenizer {name_or_path}: no tokenizer could be loaded "
-            f"({' '.join(str(exc).split())[:400]}); give a model folder with its tokenizer "
-            "files (tokenizer.json, tokenizer_config.json), or a Hub id ORG/NAME"
-        ) from exc

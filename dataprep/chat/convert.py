@@ -162,7 +162,7 @@ def build_convert(
     With a `shard`, only the rows of that shard (by content, see dataprep/shard.py) are
     converted, so n jobs (a Slurm array, say) split the work."""
     check_outputs(inputs, {"--out": out})
-    from cosmosage.dataprep.io import load_tokenizer
+    from cosmosage.dataprep.tokenizer import load_tokenizer
 
     if sequence_len and not tokenizer:
         raise DataError("--sequence-len needs --tokenizer to measure conversations")

@@ -385,7 +385,7 @@ def _write_val_part(stage: Stage, members: list[Pool], inputs: list, seed: int) 
 
 def build_mix(spec: MixSpec, stage_names: list[str] | None = None) -> dict:
     """Write every stage's train (and validation) JSONL with manifest and rejects."""
-    from cosmosage.dataprep.io import load_tokenizer
+    from cosmosage.dataprep.tokenizer import load_tokenizer
 
     if spec.sequence_len and not spec.tokenizer:
         raise DataError(f"{spec.path}: sequence_len needs a tokenizer to measure conversations")

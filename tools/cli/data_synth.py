@@ -431,8 +431,8 @@ def data_distill(
     """
     from transformers import AutoModelForCausalLM
 
-    from cosmosage.dataprep.io import load_tokenizer
     from cosmosage.dataprep.synth.distill import DistillConfig, run_distill
+    from cosmosage.dataprep.tokenizer import load_tokenizer
 
     cfg = DistillConfig(
         inputs=list(inputs), out=out, model=str(model_path), top_k=top_k, gold=tuple(gold),

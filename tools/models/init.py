@@ -22,8 +22,9 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cosmosage.dataprep.io import atomic_path, load_tokenizer
+from cosmosage.dataprep.io import atomic_path
 from cosmosage.dataprep.records import DataError
+from cosmosage.dataprep.tokenizer import load_tokenizer
 
 FORMAT = 1  # bump when the folder layout changes, so cached inits are rebuilt
 

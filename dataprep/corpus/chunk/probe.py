@@ -49,7 +49,7 @@ def backend_tokenizer(tokenizer: Any) -> Any:
         elif p.is_file():
             tok = Tokenizer.from_file(str(p))
         else:
-            from cosmosage.dataprep.io import load_tokenizer
+            from cosmosage.dataprep.tokenizer import load_tokenizer
 
             hf = load_tokenizer(str(tokenizer))
             if not hasattr(hf, "backend_tokenizer"):

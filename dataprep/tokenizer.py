@@ -1,0 +1,26 @@
+"""The Hugging Face tokenizer a data command names with --tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cosmosage.dataprep.records import DataError
+
+
+def load_tokenizer(name_or_path: str):
+    """A Hugging Face tokenizer from a model folder or Hub id (ORG/NAME or NAME); a name
+    that starts like a path or has two slashes must be a folder."""
+    from transformers import AutoTokenizer
+
+    if (name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1) and not (
+        Path(name_or_path).expanduser().is_dir()
+    ):
+        raise DataError(f"--tokenizer {name_or_path}: no such folder")
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError, TypeError) as exc:
+        raise DataError(
+            f"--tokenizer {name_or_path}: no tokenizer could be loaded "
+            f"({' '.join(str(exc).split())[:400]}); give a model folder with its tokenizer "
+            "files (tokenizer.json, tokenizer_config.json), or a Hub id ORG/NAME"
+        ) from exc
