@@ -153,6 +153,8 @@ def data_mix(spec, files, out, val_out, tokenizer, seed, stages) -> None:
 @click.argument("table", type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--out-dir",
+    "--out",
+    "out_dir",
     required=True,
     type=click.Path(file_okay=False),
     help="Folder for the renderings, recall.yaml and facts.rejects.jsonl.",

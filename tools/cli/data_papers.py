@@ -179,6 +179,8 @@ def data_cloze(
 )
 @click.option(
     "--out-dir",
+    "--out",
+    "out_dir",
     required=True,
     type=click.Path(file_okay=False),
     help="Folder for closed_book.yaml (the suite) and qa.jsonl (the trainable Q&A).",

@@ -39,8 +39,9 @@ def recipe_render(name: str, sets: tuple[str, ...], unsets: tuple[str, ...], met
     Example:
       cosmosage recipe render quickstart/instruct --set learning_rate=1e-4
     """
-    from cosmosage.tools.recipe.render import render, to_yaml
+    from cosmosage.tools.recipe.render import check_unsets, render, to_yaml
 
+    check_unsets(name, list(sets), list(unsets))
     r = render(name, list(sets), list(unsets))
     if r.is_pipeline:
         click.echo(f"# {name} is a pipeline of stages: {', '.join(r.stages)}")

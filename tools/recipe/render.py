@@ -236,6 +236,29 @@ def apply_overrides(
     return out
 
 
+def has_key(cfg: dict, dotted: str) -> bool:
+    """Whether a dotted key (list items by index) is in a config."""
+    try:
+        node, last = _walk(cfg, dotted.strip(), create=False)
+    except (ValueError, IndexError, TypeError, KeyError):
+        return False
+    if isinstance(node, list):
+        return last.isdigit() and int(last) < len(node)
+    return isinstance(node, dict) and last in node
+
+
+def check_unsets(name: str, sets: list[str] | None, unsets: list[str] | None, root=None) -> None:
+    """An `--unset` that no stage of recipe NAME has is a typo, not a no-op."""
+    if not unsets:
+        return
+    top = render(name, sets, None, root)
+    configs = [top.config] + [render(s, sets, None, root).config for s in top.stages]
+    for key in unsets:
+        if not any(has_key(cfg, key) for cfg in configs):
+            where = f"{name} or any of its stages" if top.stages else name
+            raise RecipeError(f"--unset {key}: no such key in {where}")
+
+
 def render(
     name: str,
     sets: list[str] | None = None,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cosmosage.dataprep.io import sha256_file
 from cosmosage.tools.paths import ROOT, StageFolder
-from cosmosage.tools.recipe.render import RecipeError, Rendered, render, to_yaml
+from cosmosage.tools.recipe.render import RecipeError, Rendered, check_unsets, render, to_yaml
 from cosmosage.tools.run import metrics, registry
 
 Echo = Callable[[str], None]
@@ -31,6 +31,7 @@ def plan(
     name: str, sets: list[str] | None = None, unsets: list[str] | None = None, root: Path = ROOT
 ) -> tuple[Rendered, list[Stage]]:
     """The top recipe and its stages (itself, for a single-stage recipe)."""
+    check_unsets(name, sets, unsets, root)
     top = render(name, sets, unsets, root)
     names = top.stages or [name]
     stages = []

@@ -213,3 +213,26 @@ def test_runs_of_an_empty_folder_say_so(tmp_path):
         res = CliRunner().invoke(main, ["runs", verb, "--runs-dir", str(tmp_path)])
         assert res.exit_code == 0
         assert f"no finished stage in {tmp_path / 'registry.jsonl'} yet" in res.output
+
+
+def test_commands_that_write_a_folder_take_out_as_well_as_out_dir():
+    data = main.commands["data"]
+    for name in ("facts", "closed-book"):
+        cmd = data.commands[name]
+        for flag in ("--out-dir", "--out"):
+            ctx = cmd.make_context(name, [flag, "somewhere"], resilient_parsing=True)
+            assert ctx.params["out_dir"] == "somewhere", (name, flag)
+
+
+def test_an_unset_key_no_stage_has_is_a_typo_not_a_no_op(tmp_path):
+    res = CliRunner().invoke(main, ["recipe", "render", "tiny/qlora", "--unset", "eval_stps"])
+    assert res.exit_code == 1 and "--unset eval_stps: no such key in tiny/qlora" in res.output
+    base = ["recipe", "run", "quickstart-tiny", "--dry-run", "--runs-dir", str(tmp_path)]
+    res = CliRunner().invoke(main, [*base, "--unset", "datasets.0.nope"])
+    assert res.exit_code == 1
+    assert (
+        "--unset datasets.0.nope: no such key in quickstart-tiny or any of its stages" in res.output
+    )
+    # a key one stage has is fine for the whole pipeline; list items by index too
+    res = CliRunner().invoke(main, [*base, "--unset", "eval_steps", "--unset", "datasets.0.type"])
+    assert res.exit_code == 0, res.output
