@@ -92,6 +92,13 @@ def out_folder_option(help: str | None = None):
     return click.option("--out", required=True, type=click.Path(file_okay=False), help=help)
 
 
+def out_dir_option(help: str):
+    """The required --out-dir FOLDER (also --out) of a data command that writes several files."""
+    return click.option(
+        "--out-dir", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help=help
+    )
+
+
 def shard_option(key: str):
     """The one --shard option; `key` says what decides an item's shard for this command."""
     return click.option(

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from cosmosage.tools.cli.common import echo_json, out_file_option, shard_option
+from cosmosage.tools.cli.common import echo_json, out_dir_option, out_file_option, shard_option
 
 
 def system_rules(specs) -> list:
@@ -151,14 +151,7 @@ def data_mix(spec, files, out, val_out, tokenizer, seed, stages) -> None:
 
 @click.command("facts", short_help="A fact table -> chat Q&A and recall suites.")
 @click.argument("table", type=click.Path(exists=True, dir_okay=False))
-@click.option(
-    "--out-dir",
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Folder for the renderings, recall.yaml and facts.rejects.jsonl.",
-)
+@out_dir_option("Folder for the renderings, recall.yaml and facts.rejects.jsonl.")
 @click.option(
     "--seed",
     type=int,

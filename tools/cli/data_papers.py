@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from cosmosage.tools.cli.common import echo_json, input_option, out_file_option
+from cosmosage.tools.cli.common import echo_json, input_option, out_dir_option, out_file_option
 from cosmosage.tools.cli.jobs import (
     endpoint_options,
     run_journaled,
@@ -177,14 +177,7 @@ def data_cloze(
     type=click.Path(exists=True),
     help="The papers the questions are about (files or folders).",
 )
-@click.option(
-    "--out-dir",
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Folder for closed_book.yaml (the suite) and qa.jsonl (the trainable Q&A).",
-)
+@out_dir_option("Folder for closed_book.yaml (the suite) and qa.jsonl (the trainable Q&A).")
 @click.option(
     "--against",
     multiple=True,
