@@ -46,13 +46,22 @@ class Group(click.Group):
 def echo_json(obj: dict) -> None:
     """A command's summary as one JSON line on stdout; where records were rejected, a line
     on stderr says how many and where their reasons are."""
-    rejected, output = obj.get("rejected"), obj.get("output")
-    if isinstance(rejected, int) and rejected > 0 and isinstance(output, str):
-        where = rejects_path(output)
-        if where.is_file():
-            n = f"{rejected} record{'s' if rejected != 1 else ''}"
-            click.echo(f"{n} rejected: {where} gives the file, line and reason of each", err=True)
+    rejected = obj.get("rejected")
+    where = rejects_file(obj)
+    if isinstance(rejected, int) and rejected > 0 and where is not None and where.is_file():
+        n = f"{rejected} record{'s' if rejected != 1 else ''}"
+        click.echo(f"{n} rejected: {where} gives the file, line and reason of each", err=True)
     click.echo(json.dumps(obj))  # last, so the summary is the output's last line
+
+
+def rejects_file(obj: dict) -> Path | None:
+    """The rejects file a summary names (`outputs.rejects`), else the one beside its
+    single output (`output` or `out`)."""
+    outputs = obj.get("outputs")
+    if isinstance(outputs, dict) and isinstance(outputs.get("rejects"), str):
+        return Path(outputs["rejects"])
+    output = obj.get("output") or obj.get("out")
+    return rejects_path(output) if isinstance(output, str) else None
 
 
 set_option = click.option(

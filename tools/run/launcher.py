@@ -38,6 +38,7 @@ from cosmosage.tools.run.stage import (
     Stage,
     data_hashes,
     plan,
+    precheck,
     resolve_parent,
     stage_config,
     write_stage_config,
@@ -150,27 +151,6 @@ def save(run: RunFolder, record: dict) -> None:
 
 
 # --------------------------------------------------------------------------- the plan
-
-
-def precheck(stages: list[Stage], root: Path) -> None:
-    """Every stage's errors that no build or earlier stage can mend (Axolotl's schema, a
-    key of the wrong type, the method against the hardware, ...), before any data is
-    built or any stage trains, and in a dry run too. Files are left out here: the builds
-    and the earlier stages make them, and each stage's whole check runs again, files
-    included, just before it trains."""
-    found = []
-    for stage in stages:
-        if stage.rendered.meta.get("soup"):
-            continue  # checked when it runs: its models are the earlier stages' outputs
-        found += [
-            f"  {stage.name}: {p}"
-            for p in check.check_rendered(stage.rendered, root)
-            if p.severity == "error" and p.check != "files"
-        ]
-    if found:
-        raise LaunchError(
-            "the recipe failed its checks (nothing was built or run):\n" + "\n".join(found)
-        )
 
 
 def plan_run(stages: list[Stage], run: RunFolder, runs_dir: Path, root: Path, resume: bool) -> dict:

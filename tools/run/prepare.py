@@ -26,7 +26,14 @@ from cosmosage.tools.recipe import check
 from cosmosage.tools.recipe.render import Rendered
 from cosmosage.tools.run import registry
 from cosmosage.tools.run.process import axolotl_bin, build_argv, ensure_builds
-from cosmosage.tools.run.stage import LaunchError, Stage, plan, stage_config, write_stage_config
+from cosmosage.tools.run.stage import (
+    LaunchError,
+    Stage,
+    plan,
+    precheck,
+    stage_config,
+    write_stage_config,
+)
 
 Echo = Callable[[str], None]
 
@@ -91,6 +98,7 @@ def prepare_recipe(
     out = Path(out).resolve()
     runs_dir = paths.runs_dir(runs_dir, root)
     _, stages = plan(name, sets, unsets, root)
+    precheck(stages, root)
     previous: dict[str, str] = {}
     written = []
     for stage in stages:

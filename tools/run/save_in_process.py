@@ -4,8 +4,9 @@ write_stage_config).
 
 Axolotl saves each prepared split with `save_to_disk(num_proc=n)`, n at least 1, and
 `datasets` starts a spawned pool whenever num_proc is given, even for one process: a
-fresh interpreter that imports `datasets` before it writes a byte, about 1.2 s a split
-on this project's 2-core machine, for files a few kilobytes long. With num_proc 1 (the
+fresh interpreter that runs the parent's main module again (Axolotl's training command)
+before it writes a byte, seconds a split on this project's 2-core machine for files a
+few kilobytes long (bench/stage_overhead.py). With num_proc 1 (the
 cpu hardware profile's `dataset_num_proc: 1`, or a split too small to divide) the
 plugin makes the call the one `datasets` makes without num_proc: the same single shard,
 written in the process itself. Calls that ask for more processes are left as they are.

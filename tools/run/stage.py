@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cosmosage.dataprep.io import sha256_file
 from cosmosage.tools.paths import ROOT, StageFolder
+from cosmosage.tools.recipe import check
 from cosmosage.tools.recipe.render import RecipeError, Rendered, check_unsets, render, to_yaml
 from cosmosage.tools.run import metrics, registry
 
@@ -47,6 +48,27 @@ def plan(
     if len(set(keys)) != len(keys):
         raise RecipeError(f"{name}: two stages would share a folder name: {keys}")
     return top, stages
+
+
+def precheck(stages: list[Stage], root: Path) -> None:
+    """Every stage's errors that no build or earlier stage can mend (Axolotl's schema, a
+    key of the wrong type, the method against the hardware, ...), before any data is
+    built or any stage trains (`recipe run`, its dry run, `recipe prepare`). Files are
+    left out here: the builds and the earlier stages make them, and each stage's whole
+    check runs again, files included, before it trains or its config is written."""
+    found = []
+    for stage in stages:
+        if stage.rendered.meta.get("soup"):
+            continue  # checked when it runs: its models are the earlier stages' outputs
+        found += [
+            f"  {stage.name}: {p}"
+            for p in check.check_rendered(stage.rendered, root)
+            if p.severity == "error" and p.check != "files"
+        ]
+    if found:
+        raise LaunchError(
+            "the recipe failed its checks (nothing was built or run):\n" + "\n".join(found)
+        )
 
 
 def resolve_parent(stage: Stage, previous: dict[str, str], runs_dir: Path) -> str | None:

@@ -180,6 +180,15 @@ def test_a_summary_with_rejects_says_where_they_are(tmp_path):
         == f"1 record rejected: {tmp_path / 'o.rejects.jsonl'} gives the file, line and reason of each"
     )
     assert '"rejected": 1' in lines[-1]  # the JSON summary stays the last line
+    # a summary that names its rejects file among several outputs (data facts)
+    table = tmp_path / "facts.yaml"
+    table.write_text(
+        "facts:\n"
+        "  - {subject: the Vela Array, relation: first_light, object: '2031'}\n"
+        "  - {subject: the Vela Array, relation: first_light, object: '2032'}\n"
+    )
+    res = CliRunner().invoke(main, ["data", "facts", str(table), "--out", str(tmp_path / "f")])
+    assert f"rejected: {tmp_path / 'f' / 'facts.rejects.jsonl'} gives" in res.output, res.output
 
 
 def test_every_command_says_what_it_does_and_every_option_has_help():

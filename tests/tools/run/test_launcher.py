@@ -66,17 +66,29 @@ def test_dry_run_plans_without_building_or_training(tmp_path, monkeypatch):
     assert not run_dir.exists()
 
 
-@pytest.mark.parametrize("dry_run", [True, False])
-def test_a_config_error_stops_the_run_before_any_build_or_training(tmp_path, monkeypatch, dry_run):
+@pytest.mark.parametrize("how", ["dry run", "run", "prepare"])
+def test_a_config_error_stops_the_run_before_any_build_or_training(tmp_path, monkeypatch, how):
+    from cosmosage.tools.run import prepare
+
     def boom(*a, **k):
         raise AssertionError("nothing may be built or trained")
 
     monkeypatch.setattr(process, "run_command", boom)
     monkeypatch.setattr(process, "ensure_builds", boom)
+    monkeypatch.setattr(prepare, "ensure_builds", boom)
 
     def failure(sets: list[str]) -> str:
         with pytest.raises(LaunchError) as err:
-            run_recipe("quickstart-tiny", sets=sets, dry_run=dry_run, runs_dir=tmp_path, echo=print)
+            if how == "prepare":
+                prepare.prepare_recipe("quickstart-tiny", tmp_path / "prepared", sets=sets)
+            else:
+                run_recipe(
+                    "quickstart-tiny",
+                    sets=sets,
+                    dry_run=how == "dry run",
+                    runs_dir=tmp_path,
+                    echo=print,
+                )
         msg = str(err.value)
         assert msg.startswith("the recipe failed its checks (nothing was built or run)")
         return msg
