@@ -111,10 +111,12 @@ CLEANING_OPTIONS = [
     ),
     click.option(
         "--decontaminate",
+        "--against",
         "prompt_files",
         multiple=True,
         type=click.Path(exists=True, dir_okay=False),
-        help="Eval prompt file (.yaml/.jsonl/.txt); chunks sharing an n-gram are dropped.",
+        help="Eval prompt file (.yaml/.jsonl/.txt); chunks sharing an n-gram are dropped. "
+        "Repeatable; --against is the same option, as in the other data commands.",
     ),
     click.option(
         "--decontam-n",

@@ -87,10 +87,12 @@ def data_augment(papers, out, renderings, copies, seed, name_subjects) -> None:
 )
 @click.option(
     "--exclude-from",
+    "--against",
     "exclude_from",
     multiple=True,
     type=click.Path(exists=True, dir_okay=False),
-    help="A suite (YAML) whose prompts' `sentence` fields must never become training items.",
+    help="A suite (YAML) whose prompts' `sentence` fields must never become training items "
+    "(--against is the same option, as in the other data commands).",
 )
 @click.option(
     "--suite-out",

@@ -74,8 +74,9 @@ def recipe_check(names: tuple[str, ...], sets: tuple[str, ...], unsets: tuple[st
     """
     from cosmosage.tools.paths import ROOT
     from cosmosage.tools.recipe.check import Problem, check_stage
-    from cosmosage.tools.recipe.render import is_config_path, render
+    from cosmosage.tools.recipe.render import check_unsets, is_config_path, render
 
+    check_unsets(list(names), list(sets), list(unsets))
     failed = 0
     for name in names:
         top = render(name, list(sets), list(unsets))

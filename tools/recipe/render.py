@@ -247,15 +247,21 @@ def has_key(cfg: dict, dotted: str) -> bool:
     return isinstance(node, dict) and last in node
 
 
-def check_unsets(name: str, sets: list[str] | None, unsets: list[str] | None, root=None) -> None:
-    """An `--unset` that no stage of recipe NAME has is a typo, not a no-op."""
+def check_unsets(
+    names: str | list[str], sets: list[str] | None, unsets: list[str] | None, root=None
+) -> None:
+    """An `--unset` that no stage of any recipe in NAMES has is a typo, not a no-op."""
     if not unsets:
         return
-    top = render(name, sets, None, root)
-    configs = [top.config] + [render(s, sets, None, root).config for s in top.stages]
+    names = [names] if isinstance(names, str) else list(names)
+    configs, staged = [], False
+    for name in names:
+        top = render(name, sets, None, root)
+        staged = staged or bool(top.stages)
+        configs += [top.config] + [render(s, sets, None, root).config for s in top.stages]
     for key in unsets:
         if not any(has_key(cfg, key) for cfg in configs):
-            where = f"{name} or any of its stages" if top.stages else name
+            where = " or ".join(names) + (" or any of its stages" if staged else "")
             raise RecipeError(f"--unset {key}: no such key in {where}")
 
 

@@ -245,3 +245,30 @@ def test_an_unset_key_no_stage_has_is_a_typo_not_a_no_op(tmp_path):
     # a key one stage has is fine for the whole pipeline; list items by index too
     res = CliRunner().invoke(main, [*base, "--unset", "eval_steps", "--unset", "datasets.0.type"])
     assert res.exit_code == 0, res.output
+
+
+def test_recipe_check_fails_an_unset_key_none_of_its_recipes_has():
+    res = CliRunner().invoke(
+        main, ["recipe", "check", "tiny/qlora", "tiny/smoke", "--unset", "eval_stps"]
+    )
+    assert res.exit_code == 1
+    assert "--unset eval_stps: no such key in tiny/qlora or tiny/smoke" in res.output
+    assert "ok  " not in res.output  # failed before any recipe was checked
+
+
+def test_every_data_command_that_holds_suites_out_of_training_takes_against(tmp_path):
+    """One name for "keep these out of training": --against, beside each older spelling."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("prompts: []\n")
+    data = main.commands["data"]
+    for name, old, param in [
+        ("corpus", "--decontaminate", "prompt_files"),
+        ("cloze", "--exclude-from", "exclude_from"),
+        ("questions", None, "against"),
+        ("replay", None, "against"),
+        ("closed-book", None, "against"),
+    ]:
+        cmd = data.commands[name]
+        for flag in filter(None, ("--against", old)):
+            ctx = cmd.make_context(name, [flag, str(suite)], resilient_parsing=True)
+            assert ctx.params[param] == (str(suite),), (name, flag)
