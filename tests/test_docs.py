@@ -78,3 +78,82 @@ def test_files_named_in_docs_exist(doc):
         }
     )
     assert missing == [], f"{doc.name} names files that do not exist: {missing}"
+
+
+def _command_of(words: list[str]):
+    """The click command that `cosmosage WORDS...` runs (a group's default command for
+    `cosmosage eval MODEL`), or None when the words name none."""
+    import click
+
+    from cosmosage.tools.cli.main import main
+
+    cmd, i = main, 0
+    while isinstance(cmd, click.Group):
+        if i == len(words):
+            return None
+        sub = cmd.commands.get(words[i])
+        if sub is None:
+            default = getattr(cmd, "default", None)
+            if not default or words[i].startswith("-"):
+                return None
+            sub, i = cmd.commands[default], i - 1
+        cmd, i = sub, i + 1
+    return cmd
+
+
+COMMAND_LINE_RE = re.compile(r"\bcosmosage ((?:[a-z][\w-]*(?: |$)){1,3})(.*)")
+
+
+def doc_options(text: str) -> list[tuple[str, str, set[str]]]:
+    """(command words, --option, the command's own options) for every option written on
+    a `cosmosage ...` line of a doc's code (continuation lines joined; stops at a pipe,
+    `&&`, `;` or a comment)."""
+    found = []
+    for line in code(text).replace("\\\n", " ").splitlines():
+        for m in COMMAND_LINE_RE.finditer(line):
+            words = m.group(1).split()
+            cmd = _command_of([*words, "X"])
+            if cmd is None:
+                continue
+            known = {"--help"}
+            for p in cmd.params:
+                known |= {*p.opts, *getattr(p, "secondary_opts", [])}
+            rest = re.split(r"\s(?:\||&&|;|#)\s?", m.group(2))[0]
+            for tok in f"{m.group(1)} {rest}".split():
+                opt = tok.strip("[](),`'\"").split("=")[0]
+                if opt.startswith("--") and len(opt) > 2:
+                    found.append((" ".join(words), opt, known))
+    return found
+
+
+def test_doc_options_finds_a_misspelt_option():
+    opts = doc_options(
+        "```bash\ncosmosage data corpus in --out o \\\n    --sequnce-len 8 | head\n```"
+    )
+    assert [(w, o, o in k) for w, o, k in opts] == [
+        ("data corpus in", "--out", True),
+        ("data corpus in", "--sequnce-len", False),
+    ]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_options_in_docs_exist(doc):
+    wrong = [
+        f"{words}: {opt}" for words, opt, known in doc_options(doc.read_text()) if opt not in known
+    ]
+    assert wrong == [], f"{doc.name} names options the command does not have: {wrong}"
+
+
+RECIPE_NAME_RE = re.compile(r"\bmake (?:recipe|docker-run) NAME=([a-z0-9][\w./-]+)")
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_make_targets_and_recipes_in_docs_exist(doc):
+    from cosmosage.tools.recipe.render import list_recipes
+
+    targets = set(re.findall(r"^([\w.-]+):", (ROOT / "Makefile").read_text(), re.M))
+    text = code(doc.read_text())
+    wrong = [f"make {t}" for t in re.findall(r"\bmake ([\w-]+)", text) if t not in targets]
+    recipes = set(list_recipes())
+    wrong += [f"NAME={n}" for n in RECIPE_NAME_RE.findall(text) if n not in recipes and n != "x"]
+    assert wrong == [], f"{doc.name} names make targets or recipes that do not exist: {wrong}"
