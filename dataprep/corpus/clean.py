@@ -361,11 +361,6 @@ def unwrap_lines(text: str) -> str:
     return _WRAP_RE.sub(" ", text)
 
 
-def normalize_whitespace(text: str) -> str:
-    lines = _line_pass(text.replace("\f", "\n\n").split("\n"), **{**_OFF, "whitespace": True})
-    return "\n".join(_one_blank(lines)).strip()
-
-
 # ------------------------------------------------------------------ all together
 
 

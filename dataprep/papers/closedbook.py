@@ -46,7 +46,6 @@ from cosmosage.dataprep.records import DataError, Reject, record_strings
 
 SPLITS = {"qa": "qa_fact", "paper_only": "paper_only"}
 FACT_KEYS = {"id", "document", "sentence", "answer", "expect", "split", "train", "reply", "ask"}
-HELD_OUT_GROUPS = {"paper_only", "held_out_sentence"}
 
 
 def _texts(value, where: str, required: bool = True) -> list[str]:

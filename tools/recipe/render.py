@@ -41,7 +41,6 @@ import yaml
 from cosmosage.dataprep.records import DataError, load_yaml_text
 from cosmosage.tools.paths import ROOT
 
-RECIPES_DIR = ROOT / "recipes"
 BASE_DIR_NAME = "_base"
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
