@@ -204,6 +204,11 @@ def validate_messages(messages: list[dict]) -> list[dict]:
 
 _COND = re.compile(r"^(answer_chars|answer_words|question_chars|turns)\s*(<=|>=|<|>|==)\s*(\d+)$")
 _FIELD_COND = re.compile(r"^field:([^=]+)=(.*)$")
+# a numeric condition and its text: the operator may itself hold '=' (>=, <=, ==)
+_COND_RULE = re.compile(
+    r"^\s*((?:answer_chars|answer_words|question_chars|turns)\s*(?:<=|>=|<|>|==)\s*\d+)\s*=(.*)$",
+    re.S,
+)
 
 
 @dataclass(frozen=True)
@@ -220,7 +225,11 @@ class SystemRule:
 
     @classmethod
     def parse(cls, spec: str) -> SystemRule:
-        cond, sep, text = spec.partition("=")
+        numeric = _COND_RULE.match(spec)
+        if numeric:
+            cond, sep, text = numeric.group(1), "=", numeric.group(2)
+        else:
+            cond, sep, text = spec.partition("=")
         if cond.startswith("field:"):
             # field:NAME=VALUE=text: the text follows the second '='
             value, sep2, text = text.partition("=")

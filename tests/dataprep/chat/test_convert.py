@@ -139,6 +139,24 @@ def test_a_malformed_system_rule_or_pattern_is_a_usage_error_not_a_traceback(tmp
     assert chatmod.parse_mapping(["user={q}: {a}", "assistant=a"])["user"] == "{q}: {a}"
 
 
+def test_system_rules_whose_operator_holds_an_equals_sign():
+    """>=, <= and == are part of the condition, not where its text starts."""
+    rules = [
+        chatmod.SystemRule.parse("turns==2=One exchange."),
+        chatmod.SystemRule.parse("answer_words>=5=Long answer."),
+        chatmod.SystemRule.parse("answer_chars <= 10 = Short = terse."),
+    ]
+    assert [(r.condition, r.text) for r in rules] == [
+        ("turns==2", "One exchange."),
+        ("answer_words>=5", "Long answer."),
+        ("answer_chars <= 10", "Short = terse."),
+    ]
+    qa = {"instruction": "Q?", "output": "one two three four five six"}
+    assert chatmod.to_messages(qa, system_rules=rules[1:])[0]["content"] == "Long answer."
+    short = {"instruction": "Q?", "output": "Yes."}
+    assert chatmod.to_messages(short, system_rules=rules[1:])[0]["content"] == "Short = terse."
+
+
 def test_system_rule_on_a_record_field():
     rule = chatmod.SystemRule.parse("field:topic;=Cosmology=You are a cosmologist.")
     assert chatmod.to_messages(CAMEL, system_rules=[rule])[0]["content"] == "You are a cosmologist."
