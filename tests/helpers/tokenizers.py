@@ -14,8 +14,10 @@ LLAMA3_SPLIT = (
 def train_byte_level_tokenizer(texts: list[str], vocab_size: int = 800, style: str = "llama3"):
     """A small byte-level BPE for checks of code that must also handle Llama-3 / GPT-2
     style tokenizers: Llama-3's split regex and ignore_merges ("llama3"), or GPT-2's
-    built-in regex ("gpt2")."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    built-in regex ("gpt2"), or GPT-2's with SmolLM2's empty normalizer sequence
+    ("smollm2")."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import trainers
 
     if style == "llama3":
         tok = Tokenizer(models.BPE(ignore_merges=True))
@@ -25,11 +27,13 @@ def train_byte_level_tokenizer(texts: list[str], vocab_size: int = 800, style: s
                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
             ]
         )
-    elif style == "gpt2":
+    elif style in ("gpt2", "smollm2"):
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        if style == "smollm2":
+            tok.normalizer = normalizers.Sequence([])
     else:
-        raise ValueError(f"style must be llama3 or gpt2, not {style!r}")
+        raise ValueError(f"style must be llama3, gpt2 or smollm2, not {style!r}")
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -140,7 +140,7 @@ def word_local_table(tok: Any, chars: CharTable | None) -> WordLocalTable | None
     if pre is None and spec.get("normalizer") == _METASPACE:
         lead_space = True  # the Llama-2 / Mistral-7B-v0.1 form: "▁" is always prepended
     elif (
-        spec.get("normalizer") is None
+        _no_normalizer(spec)
         and isinstance(pre, dict)
         and pre.get("type") == "Metaspace"
         and pre.get("replacement") == "\u2581"
@@ -174,6 +174,12 @@ def _byte_chars() -> dict[str, int]:
     keep = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
     extra = iter(range(256, 512))
     return {chr(b if b in keep else next(extra)): b for b in range(256)}
+
+
+def _no_normalizer(spec: dict) -> bool:
+    """No normalizer, or one that does nothing: a Sequence of none (SmolLM2's)."""
+    norm = spec.get("normalizer")
+    return norm is None or (norm.get("type") == "Sequence" and not norm.get("normalizers"))
 
 
 def _regex_pre_tokenizer(pre: Any) -> bool:
@@ -219,7 +225,7 @@ def word_start_table(tok: Any) -> WordStartTable | None:
     spec = plain_bpe(tok)
     if (
         spec is None
-        or spec.get("normalizer") is not None
+        or not _no_normalizer(spec)
         or not _regex_pre_tokenizer(spec.get("pre_tokenizer"))
     ):
         return None

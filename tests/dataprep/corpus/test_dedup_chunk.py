@@ -376,7 +376,7 @@ def test_packing_efficiency():
 # ------------------------------------------------------------------ byte-level tokenizers
 
 
-@pytest.fixture(scope="module", params=["llama3", "gpt2"])
+@pytest.fixture(scope="module", params=["llama3", "gpt2", "smollm2"])
 def byte_level(request, sample_texts):
     from tests.helpers.tokenizers import train_byte_level_tokenizer
 
