@@ -86,7 +86,8 @@ def eval_run(
     runs_dir,
 ) -> None:
     """Evaluate models side by side (MODEL: a model folder, a run folder or a recipe name
-    from the registry; LABEL=MODEL names it).
+    from the registry; LABEL=MODEL names it). Answers are kept in build/cache/answers/,
+    per model files and request, so asking the same again generates nothing.
 
     \b
     Examples:
