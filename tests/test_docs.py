@@ -157,3 +157,17 @@ def test_make_targets_and_recipes_in_docs_exist(doc):
     recipes = set(list_recipes())
     wrong += [f"NAME={n}" for n in RECIPE_NAME_RE.findall(text) if n not in recipes and n != "x"]
     assert wrong == [], f"{doc.name} names make targets or recipes that do not exist: {wrong}"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_yaml_examples_in_docs_parse(doc):
+    """A YAML block a reader copies into a suite, spec or recipe must load as written."""
+    import yaml
+
+    wrong = []
+    for m in re.finditer(r"```ya?ml\n(.*?)```", doc.read_text(), re.S):
+        try:
+            yaml.safe_load(m.group(1))
+        except yaml.YAMLError as exc:
+            wrong.append(f"{m.group(1)[:60]!r}: {str(exc).splitlines()[0]}")
+    assert wrong == [], f"{doc.name} has YAML examples that do not load: {wrong}"

@@ -16,8 +16,7 @@ def train_byte_level_tokenizer(texts: list[str], vocab_size: int = 800, style: s
     style tokenizers: Llama-3's split regex and ignore_merges ("llama3"), or GPT-2's
     built-in regex ("gpt2"), or GPT-2's with SmolLM2's empty normalizer sequence
     ("smollm2")."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from tokenizers import trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     if style == "llama3":
         tok = Tokenizer(models.BPE(ignore_merges=True))

@@ -87,7 +87,8 @@ def eval_run(
 ) -> None:
     """Evaluate models side by side (MODEL: a model folder, a run folder or a recipe name
     from the registry; LABEL=MODEL names it). Answers are kept in build/cache/answers/,
-    per model files and request, so asking the same again generates nothing.
+    per model files and request, so asking the same again generates nothing; a judge's
+    verdicts beside the report (--out), else in build/cache/judge/.
 
     \b
     Examples:
@@ -120,7 +121,9 @@ def eval_run(
     if judge_url and judge_model:
         from cosmosage.tools.eval.judge import make_judge
 
-        judge = make_judge(judge_url, judge_model, (out or Path("build/eval")) / "judge.jsonl")
+        # beside the report, else with the answer cache: never the current folder
+        judge_cache = (out or paths.ROOT / "build" / "cache" / "judge") / "judge.jsonl"
+        judge = make_judge(judge_url, judge_model, judge_cache)
     results = evaluate_side_by_side(
         named,
         list(suites),

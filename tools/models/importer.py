@@ -412,6 +412,9 @@ def import_model(
             _write_record(tmp, record)
         echo(f"linked {out} from the import cache {cached}")
         return {**record, "reused": True, "seconds": time.perf_counter() - start}
+    if hub_id is None:  # --force: the Hub id an earlier import of this content recorded
+        earlier = [cached_record(f, key) for f in (out, cached) if f is not None]
+        hub_id = next((r["hub_id"] for r in earlier if r and r.get("hub_id")), None)
     meta = read_gguf_metadata(src.path)
     with _new_folder(out) as tmp:
         info = _convert(src.path, tmp, echo)

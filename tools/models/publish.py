@@ -361,10 +361,10 @@ def publish(
     """Check, build and show the folder; upload it unless `dry_run`. Returns the plan's
     summary plus, after an upload, the repo URL, commit id and tag."""
     plan = prepare(source, repo_id, with_gguf, revision, force, runs_dir)
+    for line in describe(plan):  # what would go up, before anything that can refuse it
+        (echo or (lambda s: None))(line)
     if not dry_run:
         refuse_token_in_files(plan.folder, check_online(), plan.files)
-    for line in describe(plan):
-        (echo or (lambda s: None))(line)
     result = {"folder": str(plan.folder), "tag": plan.tag, "files": len(plan.files)}
     if dry_run:
         return {**result, "dry_run": True}

@@ -125,6 +125,18 @@ def _key(model: str) -> str:
     return model
 
 
+def _shown(model: str) -> str:
+    """A model as the tree prints it: a folder inside the project relative to it (however
+    the record spelt it), anything else as recorded."""
+    key = _key(model)
+    if key and Path(key).is_absolute():
+        try:
+            return str(Path(key).relative_to(ROOT.resolve()))
+        except ValueError:
+            pass
+    return model
+
+
 def tree(runs_dir: Path) -> list[str]:
     """Lines of an indented family tree: each model under the model it started from. A soup
     appears under each of its parents with its weight there; its own descendants are shown
@@ -138,7 +150,7 @@ def tree(runs_dir: Path) -> list[str]:
     roots: dict[str, str] = {}
     for p in sorted({p for r in recs for p in parents(r)}):
         if _key(p) not in by_model:
-            roots.setdefault(_key(p), p)
+            roots.setdefault(_key(p), _shown(p))
     lines: list[str] = []
 
     def walk(model: str, depth: int) -> None:
@@ -153,10 +165,12 @@ def tree(runs_dir: Path) -> list[str]:
                 share = f" x{weights[i]:g}" if i < len(weights) else " (base)"
                 mix = f" soup:{soup.get('method', '?')}{share}"
             if i > 0:
-                lines.append(f"{'  ' * depth}└─ {r['recipe']} [{r['run_id']}]{mix}  {r['model']}")
+                shown = _shown(r["model"])
+                lines.append(f"{'  ' * depth}└─ {r['recipe']} [{r['run_id']}]{mix}  {shown}")
                 continue
             lines.append(
-                f"{'  ' * depth}└─ {r['recipe']} [{r['run_id']}]{mix}{loss_s}{scores}  {r['model']}"
+                f"{'  ' * depth}└─ {r['recipe']} [{r['run_id']}]{mix}{loss_s}{scores}  "
+                f"{_shown(r['model'])}"
             )
             walk(r["model"], depth + 1)
 

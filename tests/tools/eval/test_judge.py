@@ -276,6 +276,34 @@ def test_evaluate_with_a_judge_on_the_tiny_model(tiny_model, tmp_path):
         assert len(s.requests) == 1 and again["answers"] == res["answers"]
 
 
+def test_eval_with_a_judge_and_no_out_keeps_verdicts_in_the_build_cache(
+    tiny_model, tmp_path, monkeypatch
+):
+    """`cosmosage eval --judge-url ...` without --out writes nothing where it is run."""
+    from click.testing import CliRunner
+
+    from cosmosage.tools import paths
+    from cosmosage.tools.cli.main import main
+
+    suite = tmp_path / "judged.yaml"
+    suite.write_text(
+        "prompts:\n  - id: cmb\n    prompt: How cold is the CMB?\n"
+        "    score: judge\n    reference: About 2.7 K.\n"
+    )
+    root, here = tmp_path / "root", tmp_path / "here"
+    here.mkdir()
+    monkeypatch.setattr(paths, "ROOT", root)
+    monkeypatch.chdir(here)
+    with ScriptedServer(judge_reply) as s:
+        args = ["eval", str(tiny_model), "--suite", str(suite), "--set", "max_new_tokens=4"]
+        args += ["--judge-url", s.base_url, "--judge-model", "judge"]
+        res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert len(s.requests) == 1
+    assert list(here.iterdir()) == []
+    assert (root / "build" / "cache" / "judge" / "judge.journal.jsonl").is_file()
+
+
 # --------------------------------------------------------------------------- real server
 
 

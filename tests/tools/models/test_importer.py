@@ -138,6 +138,33 @@ def test_cache_is_keyed_by_content_and_a_changed_file_imports_again(tmp_path):
     assert cached_record(out, key) is None
 
 
+def test_a_forced_import_keeps_the_hub_id_an_earlier_import_of_the_content_recorded(
+    tmp_path, monkeypatch
+):
+    """--force converts again; without --hub-id it must not drop the Hub id the cache
+    holds for the same GGUF (linked imports and cards read it from there)."""
+    gguf, cache = tmp_path / "m.gguf", tmp_path / "cache"
+    gguf.write_bytes(b"GGUF" + b"\x00" * 64)
+    key = cache_key(file_sha256(gguf))
+    fake_import(cache / key, gguf)
+    record = json.loads((cache / key / RECORD).read_text())
+    (cache / key / RECORD).write_text(json.dumps({**record, "hub_id": "org/model"}))
+
+    def convert(path, folder, echo):  # the conversion itself is tested on SmolLM2
+        for name in (*REQUIRED_FILES, "model.safetensors"):
+            (folder / name).write_text("{}")
+        return {}
+
+    monkeypatch.setattr(importer, "_convert", convert)
+    monkeypatch.setattr(importer, "read_gguf_metadata", lambda path: {})
+    monkeypatch.setattr(importer, "specials_problems", lambda folder: [])
+    info = import_model(str(gguf), tmp_path / "out", force=True, cache_dir=cache)
+    assert info["reused"] is False and info["hub_id"] == "org/model"
+    assert json.loads((cache / key / RECORD).read_text())["hub_id"] == "org/model"
+    given = import_model(str(gguf), tmp_path / "out", force=True, cache_dir=cache, hub_id="o/x")
+    assert given["hub_id"] == "o/x"
+
+
 def test_out_with_other_files_is_never_replaced(tmp_path):
     gguf, out = tmp_path / "m.gguf", tmp_path / "mine"
     gguf.write_bytes(b"GGUF" + b"\x00" * 64)

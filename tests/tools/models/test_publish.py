@@ -267,7 +267,10 @@ def test_no_token_fails_before_any_request(hub, run_dir, monkeypatch):
     res = cli(str(run_dir), "--repo", REPO, "--endpoint", hub.url)
 
     assert res.exit_code == 1
-    assert res.output.strip() == (
+    # the folder is listed first, so a user sees what would have gone up
+    listing, error = res.output.strip().rsplit("\n", 1)
+    assert f"-> {REPO} (tag " in listing.splitlines()[0] and "README.md" in listing
+    assert error == (
         "Error: no Hugging Face token: set HF_TOKEN or run `hf auth login`, then publish again"
     )
     assert hub.requests == []

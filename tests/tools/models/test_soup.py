@@ -97,7 +97,10 @@ def test_linear_soup_is_the_weighted_average_and_hangs_under_both_parents(
     assert rec["soup"]["method"] == "linear" and rec["soup"]["weights"] == [0.75, 0.25]
 
     tree = CliRunner().invoke(main, ["runs", "tree", "--runs-dir", str(runs)]).output.splitlines()
-    assert tree[0] == str(tiny_model)
+    root = registry.ROOT.resolve()
+    shown = tiny_model.resolve()
+    shown = shown.relative_to(root) if shown.is_relative_to(root) else shown
+    assert tree[0] == str(shown)  # a project folder prints relative to the project
     assert tree[1].startswith("  └─ fam/tuned [fam/1] eval_loss=1.5000")
     assert tree[2].startswith("    └─ soup [soup/") and "soup:linear x0.75" in tree[2]
     assert tree[3].startswith("  └─ soup [soup/") and "soup:linear x0.25" in tree[3]

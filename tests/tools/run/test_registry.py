@@ -35,6 +35,26 @@ def test_tree_hangs_each_model_under_its_parent(tmp_path):
     assert out.count("fam/instruct") == 2 and "eval_loss=1.25" in out
 
 
+def test_a_project_folder_spelt_two_ways_is_one_root_printed_relative(tmp_path, monkeypatch):
+    """A soup records its parents resolved, a stage as given: the tree joins them and
+    prints project folders relative to the project, outside folders as recorded."""
+    project = tmp_path / "project"
+    base = project / "build" / "models" / "base"
+    base.mkdir(parents=True)
+    outside = tmp_path / "elsewhere" / "tuned"
+    outside.mkdir(parents=True)
+    monkeypatch.setattr(registry, "ROOT", project)
+    runs = tmp_path / "runs"
+    registry.append(runs, rec("fam/tuned", "fam/1", "build/models/base", str(outside), 1.5))
+    soup = {**rec("soup", "soup/1", str(base.resolve()), str(project / "soup"), None)}
+    soup |= {"parents": [str(base.resolve())], "soup": {"method": "linear", "weights": [1.0]}}
+    registry.append(runs, soup)
+    lines = registry.tree(runs)
+    assert lines[0] == "build/models/base" and len([x for x in lines if "└" not in x]) == 1
+    assert lines[1].endswith(f"  {outside}")
+    assert lines[2].endswith("  soup")
+
+
 def test_rerecording_a_model_replaces_its_record(tmp_path):
     (tmp_path / "m").mkdir()
     registry.append(tmp_path, rec("r", "r/1", "base", str(tmp_path / "m"), 3.0))
