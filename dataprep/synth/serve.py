@@ -8,6 +8,7 @@ such command.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -92,6 +93,27 @@ class LocalServer:
         self.stop()
 
 
+KV_BLOCK_TOKENS = 256  # transformers' default block size for continuous batching
+KV_CACHE_GIB = 2.0  # the KV cache a CPU server keeps (COSMOSAGE_SERVE_KV_GIB to change)
+BATCH_TOKENS = 2048  # tokens one forward pass of a CPU server takes at most
+
+
+def kv_cache_blocks(model_dir: str | Path, gib: float, block_tokens: int = KV_BLOCK_TOKENS) -> int:
+    """How many KV-cache blocks of `block_tokens` fit in `gib` for the model's config,
+    counted at 4 bytes a value (float32, the CPU's dtype; fewer bytes only shrink it).
+
+    On the CPU, `transformers serve --continuous-batching` sizes its cache from the
+    machine's whole memory (80-90% of it, less its own size, whatever else runs), so a
+    135M model's server held 10 GB; a fixed number of blocks keeps it to `gib`."""
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    cfg = cfg.get("text_config", cfg)
+    heads = cfg["num_attention_heads"]
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
+    kv_heads = cfg.get("num_key_value_heads") or heads
+    per_block = 2 * cfg["num_hidden_layers"] * block_tokens * head_dim * kv_heads * 4
+    return max(1, int(gib * 2**30 // per_block))
+
+
 def transformers_serve(
     model_dir: str | Path,
     cache_dir: str | Path,
@@ -114,8 +136,14 @@ def transformers_serve(
         "--port",
         str(port),
     ]
-    argv += ["--device", os.environ.get("COSMOSAGE_SERVE_DEVICE", "cpu")]
-    argv += ["--continuous-batching"] if continuous_batching else []
+    device = os.environ.get("COSMOSAGE_SERVE_DEVICE", "cpu")
+    argv += ["--device", device]
+    if continuous_batching:
+        argv += ["--continuous-batching"]
+        if device == "cpu":
+            gib = float(os.environ.get("COSMOSAGE_SERVE_KV_GIB", KV_CACHE_GIB))
+            argv += ["--cb-num-blocks", str(kv_cache_blocks(model_dir, gib))]
+            argv += ["--cb-max-batch-tokens", str(BATCH_TOKENS)]
     argv.append(str(model_dir))
     env = child_env(local=True, HF_HUB_CACHE=str(cache_dir))
     return LocalServer(argv, port, "/health", str(model_dir), cache_dir / "serve.log", env)
