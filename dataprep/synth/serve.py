@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -82,15 +84,29 @@ class LocalServer:
             self.proc.wait()
 
     def __enter__(self) -> LocalServer:
+        # SIGTERM (`timeout`, a batch scheduler) ends the block like Ctrl-C does, so the
+        # server is stopped instead of left running on its own
+        self._term = None
+        if threading.current_thread() is threading.main_thread():
+            self._term = signal.signal(signal.SIGTERM, _exit_on_term)
         self.start()
         try:
             return self.wait()
         except BaseException:
-            self.stop()
+            self.__exit__()
             raise
 
     def __exit__(self, *exc) -> None:
-        self.stop()
+        try:
+            self.stop()
+        finally:
+            if self._term is not None:
+                signal.signal(signal.SIGTERM, self._term)
+                self._term = None
+
+
+def _exit_on_term(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 KV_BLOCK_TOKENS = 256  # transformers' default block size for continuous batching

@@ -54,7 +54,7 @@ def endpoint_options(f):
                 type=int,
                 default=5,
                 show_default=True,
-                help="Retries on 429/5xx/timeouts/malformed answers before rejecting.",
+                help="Retries on 408/409/429/5xx/timeouts/malformed answers before rejecting.",
             ),
             click.option(
                 "--backoff",

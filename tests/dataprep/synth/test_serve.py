@@ -44,3 +44,33 @@ def test_cpu_continuous_batching_asks_for_the_fixed_cache(tmp_path, monkeypatch)
     monkeypatch.setenv("COSMOSAGE_SERVE_DEVICE", "cuda")  # a GPU sizes its own cache
     gpu = transformers_serve(tmp_path, tmp_path / "cache", continuous_batching=True).argv
     assert "--continuous-batching" in gpu and "--cb-num-blocks" not in gpu
+
+
+def test_sigterm_stops_the_server_a_with_block_started(tmp_path):
+    """`timeout` or a scheduler sends SIGTERM to the command only: the server it started
+    must not be left running."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pidfile = tmp_path / "server.pid"
+    code = (
+        "import sys, time\n"
+        "from cosmosage.dataprep.synth.serve import LocalServer, free_port\n"
+        "port = free_port()\n"
+        "argv = [sys.executable, '-m', 'tests.helpers.scripted_server', '--port', str(port)]\n"
+        f"with LocalServer(argv, port, '/v1/models', 'm', {str(tmp_path / 'log')!r}) as s:\n"
+        f"    open({str(pidfile)!r}, 'w').write(str(s.proc.pid))\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 60
+    while not pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    server = int(pidfile.read_text())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    time.sleep(0.5)
+    gone = subprocess.run(["ps", "-o", "stat=", "-p", str(server)], capture_output=True, text=True)
+    assert gone.stdout.strip() in ("", "Z"), f"server {server} still running"
