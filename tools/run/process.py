@@ -1,6 +1,7 @@
 """The processes a run starts, and the only place that starts them (`run_command`):
 Axolotl's training with its environment and command line, and the `cosmosage data ...`
-builds a recipe names, each rerun only when its command or inputs changed."""
+builds a recipe names, each rerun only when its command, its inputs or the code that runs
+it changed."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tqdm import tqdm
 from cosmosage.dataprep.env import child_env
 from cosmosage.dataprep.io import write_json
 from cosmosage.dataprep.records import record_strings
+from cosmosage.tools.run.codehash import build_code
 from cosmosage.tools.run.stage import Echo, LaunchError
 
 
@@ -151,21 +153,32 @@ def build_state(build: dict, root: Path) -> dict:
         for a in args
         if a not in outputs | written and not a.startswith("-") and (root / a).exists()
     ]
-    return {"command": args, "inputs": _fingerprint(inputs)}
+    state = {"command": args, "inputs": _fingerprint(inputs)}
+    code = build_code(args)  # None outside the CLI: the stamp then has no "code"
+    return state | ({"code": code} if code else {})
+
+
+def stale_reason(build: dict, root: Path) -> str | None:
+    """Why `build` must run (None: it is up to date): an output missing, never built
+    here, or its command, inputs or code changed since its stamp was written."""
+    stamp = build_stamp(str(build["output"]), root)
+    outputs = [build["output"], *(build.get("extra_outputs") or [])]
+    if not all((root / o).exists() for o in outputs):
+        return "output missing"
+    if not stamp.is_file():
+        return "not built by a run here"
+    old, new = json.loads(stamp.read_text()), build_state(build, root)
+    changed = [what for what in ("command", "inputs", "code") if old.get(what) != new.get(what)]
+    if "code" in changed and "code" not in new:
+        changed.remove("code")  # checked outside the CLI: the code is not known
+    if changed == ["code"] and "code" not in old:
+        return "stamped before builds recorded their code"
+    names = {"command": "its command", "inputs": "its inputs", "code": "the code that runs it"}
+    return " and ".join(names[c] for c in changed) + " changed" if changed else None
 
 
 def stale_builds(meta: dict, root: Path) -> list[dict]:
-    out = []
-    for b in meta.get("builds") or []:
-        stamp = build_stamp(str(b["output"]), root)
-        outputs = [b["output"], *(b.get("extra_outputs") or [])]
-        if (
-            not all((root / o).exists() for o in outputs)
-            or not stamp.is_file()
-            or json.loads(stamp.read_text()) != build_state(b, root)
-        ):
-            out.append(b)
-    return out
+    return [b for b in meta.get("builds") or [] if stale_reason(b, root)]
 
 
 def cosmosage_argv(args: list[str]) -> list[str]:
@@ -210,11 +223,12 @@ def ensure_builds(meta: dict, root: Path, echo: Echo, config: dict | None = None
                 echo(f"skip   build {b['output']}: only choices this run did not pick use it")
     done = []
     for b in builds:
-        if b not in stale_builds({"builds": [b]}, root):
+        why = stale_reason(b, root)
+        if not why:
             continue
         args = [str(a) for a in b.get("command", [])]
         log = root / "build" / "logs" / (build_stamp(str(b["output"]), root).stem + ".log")
-        echo(f"build  {b['output']}  <- cosmosage {' '.join(args)}  (log: {log})")
+        echo(f"build  {b['output']} ({why})  <- cosmosage {' '.join(args)}  (log: {log})")
         rc = run_command(cosmosage_argv(args), log, cwd=root, desc="build")
         if rc != 0:
             raise LaunchError(
