@@ -31,7 +31,7 @@ from cosmosage.dataprep.corpus.pdf import pdf_to_text
 from cosmosage.dataprep.corpus.sources import Document, archive_text, decode_text
 from cosmosage.dataprep.io import JsonlAppender, read_bytes, read_jsonl, write_bytes
 from cosmosage.dataprep.records import DataError, Reject
-from cosmosage.dataprep.shard import in_shard
+from cosmosage.dataprep.shard import in_shard, reject_key
 
 log = logging.getLogger(__name__)
 
@@ -298,13 +298,15 @@ def read_snapshot(
     malformed lines and records without id/abstract come back as Rejects naming the line."""
     categories = list(categories)
     for lineno, rec in read_jsonl(path):
-        if isinstance(rec, Reject):
-            yield rec
-            continue
-        if not isinstance(rec.get("id"), str) or not isinstance(rec.get("abstract", ""), str):
-            yield Reject(
+        if not isinstance(rec, Reject) and not (
+            isinstance(rec.get("id"), str) and isinstance(rec.get("abstract", ""), str)
+        ):
+            rec = Reject(
                 str(path), lineno, "malformed metadata: missing or non-string id/abstract", rec
             )
+        if isinstance(rec, Reject):  # one shard reports it (each reads every line)
+            if in_shard(reject_key(rec), shard):
+                yield rec
             continue
         if not in_shard(rec["id"], shard) or not select(rec, categories, since, until):
             continue
@@ -332,7 +334,7 @@ def abstract_documents(
             "kind": "text",
             "sha256": hashlib.sha256(text.encode()).hexdigest(),
         }
-        yield Document(rec["id"], text, f"{source}:{rec.get('_line', '')}".rstrip(":"), meta)
+        yield Document(rec["id"], text, source, meta, rec.get("_line"))
 
 
 def license_index(snapshot: str | Path, ids: set[str]) -> dict[str, str]:

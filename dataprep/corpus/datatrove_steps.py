@@ -103,7 +103,7 @@ class RejectsWriter(DiskWriter):
         if (rej := md.get("reject")) is None:
             p: Prepared = md["prepared"]
             why = p.reason or md.get("filter_reason") or self.reason
-            rej = Reject(p.doc.source, None, why, {"doc_id": p.doc.id})
+            rej = Reject(p.doc.source, p.doc.line, why, {"doc_id": p.doc.id})
         if self.later:
             self.sink.late.append(rej)
         else:

@@ -123,7 +123,7 @@ class HeldLines(JsonlWriter):
 def near_dropped_line(doc: Document, sig: np.ndarray) -> dict:
     """A shard's sidecar line for a near duplicate it dropped: a member of its cluster for
     the dedup across shards (never kept, never written to the corpus)."""
-    return {"doc_id": doc.id, "path": doc.source, "dropped": True, "minhash": encode_signature(sig)}
+    return {"doc_id": doc.id, "path": doc.place, "dropped": True, "minhash": encode_signature(sig)}
 
 
 @dataclass
@@ -152,7 +152,7 @@ def prepare(item: Document | Reject) -> Prepared | Reject:
         return item
     cfg, doc = _CFG, item
     text = clean_text(doc.text, doc.meta.get("kind", "markdown")) if cfg.clean else doc.text
-    doc = Document(doc.id, text, doc.source, doc.meta)
+    doc = Document(doc.id, text, doc.source, doc.meta, doc.line)
     if not text.strip():
         return Prepared(doc, "empty after cleaning")
     if cfg.filter and (reason := quality_reason(text, cfg.quality)):
@@ -211,7 +211,7 @@ class Outputs:
             self.lengths[side][rec["tokens"]] += 1
         self.documents[side] += 1
         entry = {
-            "path": doc.source,
+            "path": doc.place,
             "doc_id": doc.id,
             "license": doc.meta.get("license", "unknown"),
         }
@@ -331,16 +331,18 @@ def write_chunks(
     for c in chunks:
         if c.tokens > chunker.max_tokens:
             why = f"chunk over budget: chunk {c.index} has {c.tokens} tokens > {chunker.max_tokens}"
-            outs.reject(Reject(doc.source, None, why, {"doc_id": doc.id}))
+            outs.reject(Reject(doc.source, doc.line, why, {"doc_id": doc.id}))
             continue
         if decon and (why := decon.reason(c.text)):
             outs.reject(
-                Reject(doc.source, None, why, {"doc_id": doc.id, "chunk": c.index, "text": c.text})
+                Reject(
+                    doc.source, doc.line, why, {"doc_id": doc.id, "chunk": c.index, "text": c.text}
+                )
             )
             continue
         records.append({"text": c.text, "doc_id": doc.id, "chunk": c.index, "tokens": c.tokens})
     if not records:
-        outs.reject(Reject(doc.source, None, "no chunks left", {"doc_id": doc.id}))
+        outs.reject(Reject(doc.source, doc.line, "no chunks left", {"doc_id": doc.id}))
         return held
     if outs.val is not None and is_validation(doc.id, cfg.val_fraction, cfg.seed):
         outs.write_doc("val", doc, records, p.exact, p.sig)

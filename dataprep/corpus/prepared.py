@@ -128,11 +128,11 @@ class PreparedOutputs:
 
     def write(self, p: Prepared) -> None:
         d = p.doc
-        rec = {"doc_id": d.id, "path": d.source, "exact": p.exact}
+        rec = {"doc_id": d.id, "path": d.place, "exact": p.exact}
         if p.sig is not None:
             rec["minhash"] = encode_signature(p.sig)
         self.docs.write(rec)
-        self.text.write((d.id, d.text, d.source, d.meta))
+        self.text.write((d.id, d.text, d.source, d.meta, d.line))
         self.kept += 1
 
     def commit(self) -> dict:
@@ -200,11 +200,10 @@ class PreparedReader(PipelineStep):
             if (record := next(texts, None)) is None:
                 break
             kept += 1
-            doc_id, text, source, meta = record
+            doc_id, text, source, meta, *line = record  # no line: written before lines were kept
             sig = decode_signature(fp["minhash"]) if fp.get("minhash") else None
-            doc = carried(
-                Prepared(Document(doc_id, text, source, meta), None, fp.get("exact"), sig)
-            )
+            doc = Document(doc_id, text, source, meta, line[0] if line else None)
+            doc = carried(Prepared(doc, None, fp.get("exact"), sig))
             doc.metadata["index"] = index
             self.stat_update(StatHints.total)
             yield doc

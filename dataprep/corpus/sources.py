@@ -18,7 +18,7 @@ from pathlib import Path
 from cosmosage.dataprep.corpus.latex import latex_to_text, main_file
 from cosmosage.dataprep.corpus.pdf import pdf_to_text
 from cosmosage.dataprep.io import read_archive, read_bytes
-from cosmosage.dataprep.records import DataError, Reject
+from cosmosage.dataprep.records import DataError, Reject, where
 from cosmosage.dataprep.shard import Shard, in_shard, shard_of
 
 TEXT_KINDS = {".md": "markdown", ".mmd": "markdown", ".markdown": "markdown", ".txt": "text"}
@@ -33,12 +33,19 @@ _HEADER_META_RE = re.compile(r"^(arXiv|Authors|License):.*$\n?", re.MULTILINE)
 @dataclass
 class Document:
     """What the corpus steps pass along: an id (the arXiv id, else the path relative to
-    the folder given), the text, where it came from, and metadata (license, kind, sha256)."""
+    the folder given), the text, where it came from (a file, and the line of a document
+    made from one line of a metadata file), and metadata (license, kind, sha256)."""
 
     id: str
     text: str
     source: str
     meta: dict = field(default_factory=dict)
+    line: int | None = None
+
+    @property
+    def place(self) -> str:
+        """`source`, or `source:line` for a document made from a line."""
+        return where(self.source, self.line)
 
 
 def is_validation(doc_id: str, fraction: float, seed: int = 0) -> bool:

@@ -526,3 +526,23 @@ def test_abstracts_on_the_local_executor_equal_shards_merged_by_hand(
     for name in ("abs.jsonl", "abs.rejects.jsonl", "abs.docs.jsonl"):
         assert (tmp_path / "exec" / name).read_bytes() == (tmp_path / "hand" / name).read_bytes()
     assert (tmp_path / "exec" / "abs.jsonl").read_text().strip()
+
+
+@pytest.mark.parametrize("executor", [[], ["--executor", "local", "--tasks", "2"]])
+def test_a_document_of_a_metadata_line_is_rejected_with_that_file_and_line(
+    snapshot, tmp_path, tiny_model, executor
+):
+    """Whether its line could not be read or its document was dropped later (here: too
+    short), a reject names the snapshot as `source` and the line as `line`, in one
+    process and on the executor."""
+    from cosmosage.tools.cli.main import main
+
+    out = tmp_path / "abs.jsonl"
+    args = ["data", "arxiv", "abstracts", str(snapshot), "--category", "astro-ph.CO"]
+    args += ["--since", "2020-01-01", "--min-words", "5000", "--tokenizer", str(tiny_model)]
+    res = CliRunner().invoke(main, [*args, "--sequence-len", "64", "--out", str(out), *executor])
+    assert res.exit_code == 0, res.output
+    rejects = [json.loads(x) for x in (tmp_path / "abs.rejects.jsonl").read_text().splitlines()]
+    assert sorted((r["source"], r["line"]) for r in rejects) == [
+        (str(snapshot), line) for line in (1, 4, 5, 6)
+    ]
