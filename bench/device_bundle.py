@@ -368,7 +368,7 @@ def simulate(wheels: Path, work: Path) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--out", type=Path, default=ROOT / "wheels", help="the folder (default wheels/)")
     p.add_argument("--python-version", default="3.12", help="the GPU machine's (default 3.12)")
     p.add_argument("--with", dest="with_", nargs="*", default=list(WITH), metavar="NAME",

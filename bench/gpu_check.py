@@ -437,7 +437,7 @@ def measure(method: str, cfg: dict, info: dict, args: argparse.Namespace, work: 
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     p.add_argument("--preset", default="1b", help="`model init` preset (1b, 410m, 150m, tiny)")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")

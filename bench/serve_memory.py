@@ -84,7 +84,7 @@ def one_form(name: str, server: LocalServer, args) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--model-dir", default=str(ROOT / "build/models/smollm2-135m-instruct"))
     ap.add_argument("--requests", type=int, default=16)
     ap.add_argument("--concurrency", type=int, default=8)

@@ -70,7 +70,7 @@ def displacement(base: Path, other: Path) -> tuple[float, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--model", type=Path, required=True, help="the unperturbed (base) model")
     ap.add_argument("--suite", action="append", required=True, help="prompt suite YAML")
     ap.add_argument("--levels", default="0.001,0.004,0.01", help="noise / tensor RMS")

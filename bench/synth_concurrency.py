@@ -140,7 +140,7 @@ def table(name: str, rows: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--base-url", help="Measure this server only (no local servers are started).")
     ap.add_argument("--model", help="Model name for --base-url.")
     ap.add_argument("--api-key-env", default="OPENAI_API_KEY")
