@@ -41,6 +41,7 @@ from cosmosage.tools.run.stage import (
     precheck,
     resolve_parent,
     stage_config,
+    with_stage_plugins,
     write_stage_config,
 )
 
@@ -170,7 +171,10 @@ def plan_run(stages: list[Stage], run: RunFolder, runs_dir: Path, root: Path, re
             step = {
                 "stage": stage.name,
                 "argv": process.build_argv(folder.config, stage.rendered.meta),
-                "config": stage_config(stage, base, folder.path, resume),
+                # as `train` writes it: with the stage plugins (and early stopping)
+                "config": with_stage_plugins(
+                    with_early_stop(stage, stage_config(stage, base, folder.path, resume))
+                ),
             }
         plans.append({"stage": stage.name, "builds": builds, **step})
         previous[stage.name] = str(folder.model)
@@ -220,6 +224,17 @@ def train_stage(
     }
 
 
+def with_early_stop(stage: Stage, cfg: dict) -> dict:
+    """`cfg` with the early-stopping plugin when the stage's select rule has patience (it
+    asks each checkpoint as it is saved)."""
+    rule = stage.rendered.meta.get("select") or {}
+    if not (isinstance(rule, dict) and rule.get("patience")):
+        return cfg
+    from cosmosage.tools.run import early_stop
+
+    return {**cfg, "plugins": [*(cfg.get("plugins") or []), early_stop.PLUGIN]}
+
+
 def train(stage: Stage, cfg: dict, stage_dir: Path, root: Path, echo: Echo) -> dict:
     """`axolotl train` on the stage's config (written with the gc.freeze plugin, and the
     early-stopping plugin when the select rule has patience); the metrics of its output
@@ -227,11 +242,10 @@ def train(stage: Stage, cfg: dict, stage_dir: Path, root: Path, echo: Echo) -> d
     folder = StageFolder(stage_dir)
     env = process.build_env(cfg, root, stage.rendered.meta)
     rule = stage.rendered.meta.get("select") or {}
+    cfg = with_early_stop(stage, cfg)
     if isinstance(rule, dict) and rule.get("patience"):
-        # early stopping on the rule: the plugin asks each checkpoint as it is saved
         from cosmosage.tools.run import early_stop
 
-        cfg = {**cfg, "plugins": [*(cfg.get("plugins") or []), early_stop.PLUGIN]}
         stage_dir.mkdir(parents=True, exist_ok=True)
         env[early_stop.ENV] = str(early_stop.write_spec(stage_dir, rule, cfg, root))
         echo(

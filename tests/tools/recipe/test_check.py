@@ -85,10 +85,34 @@ def test_missing_pad_on_a_hub_model_fails():
 def test_chat_data_without_template_fails(built):
     r = stage("mistral-7b/instruct-qlora")
     r.config.pop("chat_template")
-    assert any("no `chat_template` is set" in e for e in errors(r))
+    assert any("no `chat_template` set" in e and "has none" in e for e in errors(r))
     r = stage("mistral-7b/instruct-qlora")
     r.config["chat_template"] = "tokenizer_default"  # Mistral base ships no template
-    assert any("tokenizer has no chat template" in e for e in errors(r))
+    assert any("tokenizer_default`, but the tokenizer has none" in e for e in errors(r))
+
+
+def chat_template_errors(r: Rendered) -> list[str]:
+    return [e for e in errors(r) if "chat-template" in e]
+
+
+def test_a_template_is_found_where_axolotl_looks_for_it(built):
+    """Axolotl renders a dataset with its own `chat_template`, else the config's, else the
+    tokenizer's: a dataset-level template, or none with a tokenizer that has one, is no
+    fault; `jinja` without its text is."""
+    r = stage("mistral-7b/instruct-qlora")
+    r.config.pop("chat_template")
+    for ds in r.config["datasets"]:
+        ds["chat_template"] = "chatml"
+    assert chat_template_errors(r) == []
+    r = stage("tiny/qlora")  # the tiny model's tokenizer carries a template
+    r.config.pop("chat_template")
+    assert chat_template_errors(r) == []
+    r.config["datasets"][0]["chat_template"] = "jinja"
+    assert chat_template_errors(r) == [
+        "[error] chat-template: datasets[0]: `chat_template: jinja` without `chat_template_jinja`"
+    ]
+    r.config["datasets"][0]["chat_template_jinja"] = "{{ messages }}"
+    assert chat_template_errors(r) == []
 
 
 def test_missing_data_file_is_reported_unless_a_build_makes_it(built):

@@ -63,6 +63,12 @@ def test_dry_run_plans_without_building_or_training(tmp_path, monkeypatch):
     assert inst["config"]["base_model"] == str(run_dir / "pretrain" / "model")
     assert pre["config"]["output_dir"] == str(run_dir / "pretrain" / "output")
     assert pre["argv"][1:3] == ["train", str(run_dir / "pretrain" / "axolotl.yaml")]
+    # the plan shows the config a run writes: the stage plugins first, then the recipe's
+    from cosmosage.tools.run.stage import STAGE_PLUGINS
+
+    for planned in (pre, inst):
+        assert planned["config"]["plugins"][: len(STAGE_PLUGINS)] == list(STAGE_PLUGINS)
+    assert "cosmosage.tools.run.master_weights.FP32MasterWeights" in pre["config"]["plugins"]
     assert not run_dir.exists()
 
 

@@ -156,28 +156,42 @@ def _chat_datasets(cfg: dict) -> list[tuple[int, dict]]:
     ]
 
 
+def template_choice(cfg: dict, ds: dict) -> tuple[str, str | None, bool]:
+    """(template, its jinja, whether one was set) that Axolotl renders dataset `ds` with:
+    the dataset's own `chat_template` (with its `chat_template_jinja`), else the config's,
+    else the tokenizer's own (`tokenizer_default`)."""
+    src = ds if ds.get("chat_template") else cfg
+    choice = src.get("chat_template")
+    return choice or "tokenizer_default", src.get("chat_template_jinja"), bool(choice)
+
+
 def check_chat_template(cfg: dict, meta: dict, root: Path) -> list[Problem]:
-    if not _chat_datasets(cfg):
-        return []
-    template = cfg.get("chat_template")
-    if template and template != "tokenizer_default":
-        return []
-    if template == "jinja" and cfg.get("chat_template_jinja"):
-        return []
-    info = tokenizer_specials(cfg, meta, root) or {}
-    if template == "tokenizer_default" and info.get("chat_template"):
-        return []
-    why = (
-        "`chat_template: tokenizer_default` but the tokenizer has no chat template"
-        if template
-        else "chat data (`type: chat_template`) but no `chat_template` is set"
+    """Each chat dataset's template must load: `jinja` needs its `chat_template_jinja`, and
+    the tokenizer's own (`tokenizer_default`, or nothing set) needs a tokenizer that has
+    one."""
+    problems, info = [], None
+    fix = (
+        "set `chat_template:` to a named template (e.g. chatml, mistral_v1) or `jinja` with "
+        "`chat_template_jinja`, on the config or the dataset"
     )
-    return [
-        Problem(
-            "chat-template",
-            f"{why}; set `chat_template:` to a named template (e.g. chatml, mistral_v1) or `jinja` with `chat_template_jinja`",
-        )
-    ]
+    for i, ds in _chat_datasets(cfg):
+        choice, jinja, chosen = template_choice(cfg, ds)
+        if choice == "jinja" and not jinja:
+            problems.append(Problem(
+                "chat-template", f"datasets[{i}]: `chat_template: jinja` without `chat_template_jinja`"
+            ))  # fmt: skip
+        if choice != "tokenizer_default":
+            continue
+        info = info if info is not None else (tokenizer_specials(cfg, meta, root) or {})
+        if info.get("chat_template"):
+            continue
+        why = (
+            "`chat_template: tokenizer_default`" if chosen
+            else "chat data (`type: chat_template`) and no `chat_template` set, so the tokenizer's own"
+        )  # fmt: skip
+        has = "the tokenizer has none" if info else "no tokenizer on disk says it has one"
+        problems.append(Problem("chat-template", f"datasets[{i}]: {why}, but {has}; {fix}"))
+    return problems
 
 
 # --------------------------------------------------------------------------- end of turn
