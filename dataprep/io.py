@@ -116,13 +116,23 @@ def atomic_writer(path: str | Path, mode: str = "w"):
         yield fh
 
 
-def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
-    """Write records atomically; return how many were written."""
+class _NothingWritten(Exception):
+    pass
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict], *, empty_ok: bool = True) -> int:
+    """Write records atomically; return how many were written. With `empty_ok=False` a
+    run of no records leaves `path` as it was (an earlier good output stays)."""
     n = 0
-    with atomic_writer(path) as fh:
-        for rec in records:
-            fh.write(json.dumps(rec, ensure_ascii=False, allow_nan=False) + "\n")
-            n += 1
+    try:
+        with atomic_writer(path) as fh:
+            for rec in records:
+                fh.write(json.dumps(rec, ensure_ascii=False, allow_nan=False) + "\n")
+                n += 1
+            if not n and not empty_ok:
+                raise _NothingWritten
+    except _NothingWritten:
+        return 0
     return n
 
 
@@ -214,14 +224,26 @@ def all_or_nothing():
         _WRITTEN.remove(written)
 
 
-def refuse_nothing_kept(out: str | Path, kept: int, rejected: int) -> None:
-    """A command that rejected every record it read has failed, whatever it wrote: say so
-    (the rejects file, written already, holds the reasons)."""
-    if kept == 0 and rejected > 0:
-        raise DataError(
-            f"{out}: nothing kept: all {rejected} records were rejected; the reasons are in "
-            f"{rejects_path(out)}"
-        )
+def failed_rejects_path(output: str | Path) -> Path:
+    """Where a run that kept nothing writes its rejects: its output, manifest and rejects
+    file are those of the last run that kept something, left as they were."""
+    return sibling(output, ".failed.rejects.jsonl")
+
+
+def refuse_nothing_kept(out: str | Path, kept: int, rejects: list[Reject]) -> None:
+    """A command that kept nothing has failed. Call it after writing the output with
+    `write_jsonl(..., empty_ok=False)` and before the manifest and rejects: it leaves the
+    earlier output set as it was and puts this run's rejects in `failed_rejects_path`."""
+    if kept:
+        return
+    if not rejects:
+        raise DataError(f"{out}: nothing kept: the inputs hold no records (left as it was)")
+    failed = failed_rejects_path(out)
+    write_jsonl(failed, (r.to_json() for r in rejects))
+    raise DataError(
+        f"{out}: nothing kept: all {len(rejects)} records were rejected; the reasons are in "
+        f"{failed} ({out}, its manifest and rejects file were left as they were)"
+    )
 
 
 def sibling(output: str | Path, suffix: str) -> Path:

@@ -191,13 +191,13 @@ def build_convert(
                 tokens += rec["_tokens"]
                 yield public(rec)
 
-    manifest.kept = write_jsonl(out, records())
+    manifest.kept = write_jsonl(out, records(), empty_ok=False)
+    refuse_nothing_kept(out, manifest.kept, drops.rejects)
     manifest.tokens = tokens
     manifest.dropped.update(drops.counts)
     manifest.extra["kept_per_input"] = dict(per_input)
     drops.write(out)
     manifest.write()
-    refuse_nothing_kept(out, manifest.kept, len(drops))
     return {
         "output": str(out),
         "records": manifest.kept,

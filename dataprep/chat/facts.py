@@ -60,6 +60,7 @@ from cosmosage.dataprep.chat.fact_relations import derived_questions, relation_p
 from cosmosage.dataprep.io import (
     Manifest,
     check_outputs,
+    failed_rejects_path,
     read_csv,
     read_yaml,
     rejects_path,
@@ -427,14 +428,16 @@ def build_facts(
         raise DataError(f"--out-dir {out_dir}: would overwrite the input {table}")
     facts, rejects, over_limit = _read_table(table, seed, held_out, limit)
     _make_out_dir(out_dir)
-    write_rejects(out_dir / "facts.jsonl", rejects)
-    if not facts:
+    if not facts:  # an earlier run's outputs, manifests and rejects stay as they were
         if rejects:
+            failed = failed_rejects_path(out_dir / "facts.jsonl")
+            write_jsonl(failed, (r.to_json() for r in rejects))
             raise DataError(
                 f"{table}: no usable facts: all {len(rejects)} rejected; the reasons are in "
-                f"{rejects_path(out_dir / 'facts.jsonl')}"
+                f"{failed}"
             )
         raise DataError(f"{table}: the table lists no facts")
+    write_rejects(out_dir / "facts.jsonl", rejects)
     rng = random.Random(seed)
     by_subject: dict[str, list[Fact]] = {}
     for f in facts:

@@ -158,9 +158,9 @@ def build_structured(
                 to_structured(rows, str(path), validator, instruction, *fields, indent)
             )
 
-    manifest.kept = write_jsonl(out, records())
+    manifest.kept = write_jsonl(out, records(), empty_ok=False)
+    refuse_nothing_kept(out, manifest.kept, drops.rejects)
     manifest.dropped.update(drops.counts)
     drops.write(out)
     manifest.write()
-    refuse_nothing_kept(out, manifest.kept, len(drops))
     return {"output": str(out), "records": manifest.kept, "rejected": len(drops)}

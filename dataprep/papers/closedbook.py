@@ -33,6 +33,7 @@ from pathlib import Path
 from cosmosage.dataprep.io import (
     Manifest,
     check_outputs,
+    failed_rejects_path,
     read_jsonl,
     read_yaml,
     rejects_path,
@@ -234,10 +235,11 @@ def build_closed_book(
         (rejects if isinstance(item, Reject) else facts).append(item)
     qa_path = out_dir / "qa.jsonl"
     suite_path = out_dir / "closed_book.yaml"
-    if not facts:
-        write_rejects(suite_path, rejects)
+    if not facts:  # an earlier run's suite, Q&A, manifests and rejects stay as they were
+        failed = failed_rejects_path(suite_path)
+        write_jsonl(failed, (r.to_json() for r in rejects))
         raise DataError(
-            f"{questions}: no usable facts ({len(rejects)} rejected; reasons in {rejects_path(suite_path)})"
+            f"{questions}: no usable facts ({len(rejects)} rejected; reasons in {failed})"
         )
     qa = qa_records(facts)
     m = Manifest(str(qa_path), extra={"facts": sum(f["split"] == "qa" for f in facts)})

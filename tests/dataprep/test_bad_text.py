@@ -91,10 +91,28 @@ def test_a_run_that_keeps_nothing_fails_and_keeps_the_reasons(tmp_path, command)
             "--instruction",
             "x",
         ]
+    good = ROOT / ("samples/qa/cosmology_qa.jsonl" if command == "convert" else
+                   "samples/structured/canto_refs.jsonl")  # fmt: skip
+    assert CliRunner().invoke(main, [*args[:2], str(good), *args[3:]]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("out*")}
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert f"{out}: nothing kept: all 5 records were rejected; the reasons are in" in res.output
-    assert len(rejects_of(out)) == 5
+    # the earlier run's output, manifest and rejects stay as they were, whole
+    assert {
+        p.name: p.read_bytes() for p in tmp_path.glob("out*") if "failed" not in p.name
+    } == before
+    failed = [
+        json.loads(x) for x in (tmp_path / "out.failed.rejects.jsonl").read_text().splitlines()
+    ]
+    assert [r["line"] for r in failed] == [1, 2, 3, 4, 5]
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    res = CliRunner().invoke(main, [*args[:2], str(empty), *args[3:]])
+    assert res.exit_code == 1 and "the inputs hold no records" in res.output
+    assert {
+        p.name: p.read_bytes() for p in tmp_path.glob("out*") if "failed" not in p.name
+    } == before
 
 
 def test_options_that_cannot_work_are_refused_in_one_line(tmp_path, tiny_model):

@@ -341,8 +341,9 @@ def test_errors_never_name_a_missing_file(tmp_path, monkeypatch, name, content, 
     for p in paths:
         assert os.path.exists(p), (p, message)
     if name.startswith("all_rejected"):
-        rejects = tmp_path / "out/facts.rejects.jsonl"
+        rejects = tmp_path / "out/facts.failed.rejects.jsonl"  # a good run's set is not touched
         assert str(rejects) in message and len(lines(rejects)) == 2
+        assert not (tmp_path / "out/facts.rejects.jsonl").exists()
 
 
 def test_cli_facts_on_bundled_sample(tmp_path):

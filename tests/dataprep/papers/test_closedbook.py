@@ -141,10 +141,15 @@ def test_bad_entries_are_rejected_with_file_line_and_field(tmp_path, papers, cha
     )  # the line its entry starts on
 
 
-def test_no_usable_fact_is_an_error(tmp_path, papers):
+def test_no_usable_fact_is_an_error_that_leaves_the_last_good_outputs(tmp_path, papers):
+    (tmp_path / "good.yaml").write_text(QUESTIONS)
+    build_closed_book(tmp_path / "good.yaml", papers, tmp_path / "out")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
     (tmp_path / "q.yaml").write_text("facts:\n  - {id: x}\n")
-    with pytest.raises(DataError, match="no usable facts"):
+    with pytest.raises(DataError, match="no usable facts .*closed_book.yaml.failed.rejects"):
         build_closed_book(tmp_path / "q.yaml", papers, tmp_path / "out")
+    after = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    assert after.pop("closed_book.yaml.failed.rejects.jsonl") and after == before
 
 
 def test_cli_builds_all_three_routes_and_the_suite(tmp_path):
