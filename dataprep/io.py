@@ -33,10 +33,14 @@ from cosmosage.dataprep.records import (
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict | Reject]]:
-    """Yield (line number, record) for each non-blank line; bad lines yield a Reject."""
+    """Yield (line number, record) for each non-blank line; bad lines yield a Reject. A
+    UTF-8 byte-order mark at the start of the file (Windows editors write one) is not
+    part of the first record."""
     path = Path(path)
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
+            if lineno == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
             if raw.strip():
                 yield lineno, parse_json_line(raw, str(path), lineno)
 

@@ -122,7 +122,14 @@ def load_yaml_text(text: str, source: str | Path, lines: bool = False) -> Any:
             mapping["__line__"] = node.start_mark.line + 1
             return mapping
 
-    loader = (LineLoader if lines else yaml.SafeLoader)(text)
+    try:  # the loader checks the characters as it is made: a binary file fails here
+        loader = (LineLoader if lines else yaml.SafeLoader)(text)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise DataError(
+            f"{where(source, line)}: not a YAML text file: character U+{exc.character:04X} "
+            f"(YAML allows printable characters only)"
+        ) from exc
     try:
         node = loader.get_single_node()
         if node is None:

@@ -97,3 +97,23 @@ def test_a_killed_runs_temporary_files_are_removed_by_the_next_write(tmp_path):
     write_jsonl(out, [{"a": 1}])
     assert not dead.exists() and live.exists() and other.exists()
     assert out.read_text() == '{"a": 1}\n'
+
+
+def test_a_bom_starts_a_jsonl_file_without_costing_its_first_record(tmp_path):
+    from cosmosage.dataprep.io import read_jsonl
+
+    path = tmp_path / "qa.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"a": 1}\n{"b": 2}\n')
+    assert list(read_jsonl(path)) == [(1, {"a": 1}), (2, {"b": 2})]
+
+
+def test_a_binary_file_read_as_yaml_is_one_error_naming_file_and_line(tmp_path):
+    import pytest
+
+    from cosmosage.dataprep.io import read_yaml
+    from cosmosage.dataprep.records import DataError
+
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(b"sources:\n  - \x01\x02binary\n")
+    with pytest.raises(DataError, match=rf"^{path}:2: not a YAML text file: character U\+0001"):
+        read_yaml(path)
