@@ -95,6 +95,27 @@ def _check_keys(obj: dict, allowed: set[str], where: str) -> None:
         raise DataError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
 
 
+def _typed(raw: dict, key: str, kind: str, at: str, default: Any = None) -> Any:
+    """`raw[key]` when it has the type `kind` names (flag, whole, number, text), else
+    `default` when absent or null; any other value is a DataError naming the field (a
+    quoted "false" is not false, and "zero" is not a seed)."""
+    value = raw.get(key)
+    if value is None:
+        return default
+    ok = {
+        "flag": isinstance(value, bool),
+        "whole": isinstance(value, int) and not isinstance(value, bool),
+        "number": isinstance(value, int | float) and not isinstance(value, bool),
+        "text": isinstance(value, str),
+    }[kind]
+    if not ok:
+        wanted = {"flag": "true or false", "whole": "a whole number", "number": "a number",
+                  "text": "text"}[kind]  # fmt: skip
+        field = f"{at}.{key}" if ": " in at else f"{at}: {key}"
+        raise DataError(f"{field}: expected {wanted}, got {value!r}")
+    return value
+
+
 def _parse_source(raw: Any, i: int, path: str, names: set[str], default_val: float) -> Source:
     """sources[i] of the spec -> Source; its name joins `names` (a repeat is an error)."""
     at = f"{path}: sources[{i}]"
@@ -107,6 +128,8 @@ def _parse_source(raw: Any, i: int, path: str, names: set[str], default_val: flo
         raise DataError(
             f"{at}: give exactly one of `weight` (share of tokens) or `count` (conversations)"
         )
+    for key in ("name", "path", "dataset", "config", "split", "revision", "system_prompt"):
+        _typed(raw, key, "text", at)
     name = str(raw.get("name") or raw.get("path") or raw.get("dataset"))
     if name in names:
         raise DataError(f"{at}: duplicate source name {name!r}")
@@ -129,7 +152,9 @@ def _parse_source(raw: Any, i: int, path: str, names: set[str], default_val: flo
         raise DataError(
             f"{at}.validation: completion sources keep no validation slice (set it to 0)"
         )
-    val = 0.0 if kind == "completion" else float(raw.get("validation", default_val) or 0.0)
+    val = (
+        0.0 if kind == "completion" else float(_typed(raw, "validation", "number", at, default_val))
+    )
     if not 0.0 <= val < 1.0:
         raise DataError(f"{at}.validation: a fraction in [0, 1), got {val}")
     mapping = raw.get("map")
@@ -144,7 +169,7 @@ def _parse_source(raw: Any, i: int, path: str, names: set[str], default_val: flo
             mapping=mapping,
             system_prompt=raw.get("system_prompt"),
             system_rules=rules,
-            replace_system=bool(raw.get("replace_system", False)),
+            replace_system=_typed(raw, "replace_system", "flag", at, False),
         )
     except ValueError as exc:
         raise DataError(f"{at}: {exc}") from exc
@@ -156,15 +181,15 @@ def _parse_source(raw: Any, i: int, path: str, names: set[str], default_val: flo
         split=raw.get("split", "train"),
         data_files=raw.get("data_files"),
         revision=raw.get("revision"),
-        streaming=bool(raw.get("streaming", True)),
-        max_records=raw.get("max_records"),
+        streaming=_typed(raw, "streaming", "flag", at, True),
+        max_records=_typed(raw, "max_records", "whole", at),
         opts=opts,
         weight=float(weight) if weight is not None else None,
         count=count,
         tier=tier,
         validation=val,
-        repeat=bool(raw.get("repeat", False)),
-        cache=bool(raw.get("cache", True)),
+        repeat=_typed(raw, "repeat", "flag", at, False),
+        cache=_typed(raw, "cache", "flag", at, True),
         type=kind,
     )
 
@@ -191,7 +216,7 @@ def _parse_stages(data: dict, path: str) -> list[Stage]:
                     list(tiers),
                     raw["out"],
                     raw.get("val_out"),
-                    raw.get("total_tokens"),
+                    _positive_tokens(raw, at),
                     raw.get("text_out", data.get("text_out")),
                 )
             )
@@ -204,11 +229,18 @@ def _parse_stages(data: dict, path: str) -> list[Stage]:
                 list(TIERS),
                 data["out"],
                 data.get("val_out"),
-                data.get("total_tokens"),
+                _positive_tokens(data, path),
                 data.get("text_out"),
             )
         )
     return stages
+
+
+def _positive_tokens(raw: dict, at: str) -> int | None:
+    total = _typed(raw, "total_tokens", "whole", at)
+    if total is not None and total <= 0:
+        raise DataError(f"{at}.total_tokens: must be a positive number of tokens, got {total}")
+    return total
 
 
 def _check_stages(stages: list[Stage], sources: list[Source], path: str) -> None:
@@ -246,19 +278,19 @@ def parse_spec(data: Any, path: str = "<spec>", overrides: dict | None = None) -
     raw_sources = data.get("sources")
     if not isinstance(raw_sources, list) or not raw_sources:
         raise DataError(f"{path}: `sources:` must be a non-empty list")
-    default_val = float(data.get("validation") or 0.0)
+    default_val = float(_typed(data, "validation", "number", path, 0.0))
     sources, names = [], set()
     for i, raw in enumerate(raw_sources):
         sources.append(_parse_source(raw, i, path, names, default_val))
     stages = _parse_stages(data, path)
     _check_stages(stages, sources, path)
-    seq = data.get("sequence_len")
+    seq = _typed(data, "sequence_len", "whole", path)
     return MixSpec(
         sources,
         stages,
-        int(data.get("seed") or 0),
-        data.get("tokenizer"),
-        int(seq) if seq else None,
+        _typed(data, "seed", "whole", path, 0),
+        _typed(data, "tokenizer", "text", path),
+        seq or None,
         path,
         data.get("cache_dir", DEFAULT_CACHE),
     )

@@ -255,6 +255,36 @@ def test_datasets_source_loads_through_datasets_and_is_cached(tmp_path):
             },
             "must sum below 1",
         ),
+        # values of the wrong type are named, never read as something else
+        (
+            {"sources": [{"path": "x.jsonl", "weight": 1, "repeat": "false"}]},
+            r"^spec.yaml: sources\[0\].repeat: expected true or false, got 'false'$",
+        ),
+        ({"sources": [{"path": 42, "weight": 1}]}, r"sources\[0\].path: expected text"),
+        (
+            {"sources": [{"path": "x.jsonl", "weight": 1, "max_records": "x"}]},
+            r"sources\[0\].max_records: expected a whole number",
+        ),
+        (
+            {"seed": "zero", "sources": [{"path": "x.jsonl", "weight": 1}]},
+            r"^spec.yaml: seed: expected a whole number, got 'zero'$",
+        ),
+        (
+            {"validation": [0.1], "sources": [{"path": "x.jsonl", "weight": 1}]},
+            r"^spec.yaml: validation: expected a number",
+        ),
+        (
+            {"sequence_len": "long", "sources": [{"path": "x.jsonl", "weight": 1}]},
+            "sequence_len: expected a whole number",
+        ),
+        (
+            {"total_tokens": "lots", "sources": [{"path": "x.jsonl", "weight": 1}]},
+            "total_tokens: expected a whole number",
+        ),
+        (
+            {"total_tokens": -5, "sources": [{"path": "x.jsonl", "weight": 1}]},
+            "total_tokens: must be a positive number of tokens, got -5",
+        ),
     ],
 )
 def test_spec_mistakes_are_named(change, message):
