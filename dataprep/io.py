@@ -228,28 +228,6 @@ def all_or_nothing():
         _WRITTEN.remove(written)
 
 
-def failed_rejects_path(output: str | Path) -> Path:
-    """Where a run that kept nothing writes its rejects: its output, manifest and rejects
-    file are those of the last run that kept something, left as they were."""
-    return sibling(output, ".failed.rejects.jsonl")
-
-
-def refuse_nothing_kept(out: str | Path, kept: int, rejects: list[Reject]) -> None:
-    """A command that kept nothing has failed. Call it after writing the output with
-    `write_jsonl(..., empty_ok=False)` and before the manifest and rejects: it leaves the
-    earlier output set as it was and puts this run's rejects in `failed_rejects_path`."""
-    if kept:
-        return
-    if not rejects:
-        raise DataError(f"{out}: nothing kept: the inputs hold no records (left as it was)")
-    failed = failed_rejects_path(out)
-    write_jsonl(failed, (r.to_json() for r in rejects))
-    raise DataError(
-        f"{out}: nothing kept: all {len(rejects)} records were rejected; the reasons are in "
-        f"{failed} ({out}, its manifest and rejects file were left as they were)"
-    )
-
-
 def sibling(output: str | Path, suffix: str) -> Path:
     """A file beside a JSONL output: sibling("a/x.jsonl", ".rejects.jsonl") -> a/x.rejects.jsonl."""
     output = Path(output)

@@ -179,3 +179,35 @@ def parse_json_line(raw: bytes, source: str, lineno: int) -> dict | Reject:
             text[:500],
         )
     return obj
+
+
+class NotText(DataError):
+    """A file that is binary or mostly not UTF-8: where (`source`, `line`) and why."""
+
+    def __init__(self, source: str, line: int, reason: str) -> None:
+        super().__init__(f"{source}:{line}: {reason}")
+        self.source, self.line, self.reason = source, line, reason
+
+
+def decode_text(data: bytes, source: str) -> str:
+    """UTF-8 text; a few bad bytes are replaced, a file that is mostly not UTF-8 (or
+    binary, with NUL bytes) raises DataError naming the first bad line. A byte-order
+    mark at the start is not text."""
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    if b"\x00" in data:
+        nul = data.count(b"\x00")
+        if nul > max(8, len(data) // 100):
+            line = data[: data.index(b"\x00")].count(b"\n") + 1
+            raise NotText(source, line, f"binary or UTF-16 file ({nul} NUL bytes)")
+        data = data.replace(b"\x00", b"")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        text = data.decode("utf-8", errors="replace")
+        bad = text.count("\ufffd")
+        if bad > max(8, len(text) // 100):
+            line = data[: exc.start].count(b"\n") + 1
+            raise NotText(
+                source, line, f"not UTF-8 ({bad} undecodable bytes, first at byte {exc.start})"
+            ) from exc
+        return text

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cosmosage.dataprep.io import write_rejects
-from cosmosage.dataprep.records import Reject, reason_group
+from cosmosage.dataprep.io import sibling, write_jsonl, write_rejects
+from cosmosage.dataprep.records import DataError, Reject, reason_group
 
 T = TypeVar("T")
 
@@ -66,3 +66,25 @@ class Drops:
     def write(self, output: str | Path) -> int:
         """Write the rejects file beside `output` (always, empty when nothing was dropped)."""
         return write_rejects(output, self.rejects)
+
+
+def failed_rejects_path(output: str | Path) -> Path:
+    """Where a run that kept nothing writes its rejects: its output, manifest and rejects
+    file are those of the last run that kept something, left as they were."""
+    return sibling(output, ".failed.rejects.jsonl")
+
+
+def refuse_nothing_kept(out: str | Path, kept: int, rejects: list[Reject]) -> None:
+    """A command that kept nothing has failed. Call it after writing the output with
+    `write_jsonl(..., empty_ok=False)` and before the manifest and rejects: it leaves the
+    earlier output set as it was and puts this run's rejects in `failed_rejects_path`."""
+    if kept:
+        return
+    if not rejects:
+        raise DataError(f"{out}: nothing kept: the inputs hold no records (left as it was)")
+    failed = failed_rejects_path(out)
+    write_jsonl(failed, (r.to_json() for r in rejects))
+    raise DataError(
+        f"{out}: nothing kept: all {len(rejects)} records were rejected; the reasons are in "
+        f"{failed} ({out}, its manifest and rejects file were left as they were)"
+    )

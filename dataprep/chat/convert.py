@@ -18,12 +18,11 @@ from cosmosage.dataprep.io import (
     Manifest,
     check_outputs,
     read_records,
-    refuse_nothing_kept,
     write_jsonl,
 )
 from cosmosage.dataprep.records import DataError, Reject
 from cosmosage.dataprep.shard import Shard, in_shard, record_key, reject_key
-from cosmosage.dataprep.steps import Drops, numbered, step
+from cosmosage.dataprep.steps import Drops, numbered, refuse_nothing_kept, step
 
 
 @dataclass

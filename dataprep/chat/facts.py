@@ -60,7 +60,6 @@ from cosmosage.dataprep.chat.fact_relations import derived_questions, relation_p
 from cosmosage.dataprep.io import (
     Manifest,
     check_outputs,
-    failed_rejects_path,
     read_csv,
     read_yaml,
     rejects_path,
@@ -69,6 +68,7 @@ from cosmosage.dataprep.io import (
     write_yaml,
 )
 from cosmosage.dataprep.records import DataError, Reject, reason_group, record_strings
+from cosmosage.dataprep.steps import failed_rejects_path
 
 _REQUIRED = ("subject", "relation", "object")
 _STATEMENT_FIELDS = {"subject", "relation", "object"}
@@ -432,10 +432,7 @@ def build_facts(
         if rejects:
             failed = failed_rejects_path(out_dir / "facts.jsonl")
             write_jsonl(failed, (r.to_json() for r in rejects))
-            raise DataError(
-                f"{table}: no usable facts: all {len(rejects)} rejected; the reasons are in "
-                f"{failed}"
-            )
+            raise DataError(f"{table}: no usable facts: all {len(rejects)} rejected; see {failed}")
         raise DataError(f"{table}: the table lists no facts")
     write_rejects(out_dir / "facts.jsonl", rejects)
     rng = random.Random(seed)

@@ -26,11 +26,10 @@ from cosmosage.dataprep.io import (
     check_outputs,
     read_records,
     read_yaml,
-    refuse_nothing_kept,
     write_jsonl,
 )
 from cosmosage.dataprep.records import DataError, Reject
-from cosmosage.dataprep.steps import Drops, numbered, step
+from cosmosage.dataprep.steps import Drops, numbered, refuse_nothing_kept, step
 
 
 def load_schema(path: str | Path) -> Any:

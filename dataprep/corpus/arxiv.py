@@ -28,9 +28,9 @@ from datetime import date, datetime
 from pathlib import Path
 
 from cosmosage.dataprep.corpus.pdf import pdf_to_text
-from cosmosage.dataprep.corpus.sources import Document, archive_text, decode_text
+from cosmosage.dataprep.corpus.sources import Document, archive_text
 from cosmosage.dataprep.io import JsonlAppender, read_bytes, read_jsonl, write_bytes
-from cosmosage.dataprep.records import DataError, Reject
+from cosmosage.dataprep.records import DataError, Reject, decode_text
 from cosmosage.dataprep.shard import in_shard, reject_key
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from pathlib import Path
 from cosmosage.dataprep.corpus.latex import latex_to_text, main_file
 from cosmosage.dataprep.corpus.pdf import pdf_to_text
 from cosmosage.dataprep.io import read_archive, read_bytes
-from cosmosage.dataprep.records import DataError, Reject, where
+from cosmosage.dataprep.records import DataError, NotText, Reject, decode_text, where
 from cosmosage.dataprep.shard import Shard, in_shard, shard_of
 
 TEXT_KINDS = {".md": "markdown", ".mmd": "markdown", ".markdown": "markdown", ".txt": "text"}
@@ -177,28 +177,6 @@ def planned_files(plan: Path, skipped: list[tuple[Path, str]]) -> list[tuple[Pat
     return [(f, key) for _, f, key, read in entries if read]
 
 
-def decode_text(data: bytes, source: str) -> str:
-    """UTF-8 text; a few bad bytes are replaced, a file that is mostly not UTF-8 (or
-    binary, with NUL bytes) raises DataError naming the first bad line."""
-    if b"\x00" in data:
-        nul = data.count(b"\x00")
-        if nul > max(8, len(data) // 100):
-            line = data[: data.index(b"\x00")].count(b"\n") + 1
-            raise DataError(f"{source}:{line}: binary or UTF-16 file ({nul} NUL bytes)")
-        data = data.replace(b"\x00", b"")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        text = data.decode("utf-8", errors="replace")
-        bad = text.count("\ufffd")
-        if bad > max(8, len(text) // 100):
-            line = data[: exc.start].count(b"\n") + 1
-            raise DataError(
-                f"{source}:{line}: not UTF-8 ({bad} undecodable bytes, first at byte {exc.start})"
-            ) from exc
-        return text
-
-
 def header_meta(text: str) -> dict:
     """License, arXiv id and authors from a sample-style header ("License: CC-BY-4.0")."""
     meta = {}
@@ -263,6 +241,10 @@ def read_file_documents(
             continue
         try:
             text, kind = file_text(path, data)
+        except NotText as exc:  # the file itself: its line and why
+            where = (str(path), exc.line) if exc.source == str(path) else (str(path), None)
+            yield Reject(*where, f"unreadable input: {exc}")
+            continue
         except DataError as exc:
             yield Reject(str(path), None, f"unreadable input: {exc}")
             continue

@@ -33,7 +33,6 @@ from pathlib import Path
 from cosmosage.dataprep.io import (
     Manifest,
     check_outputs,
-    failed_rejects_path,
     read_jsonl,
     read_yaml,
     rejects_path,
@@ -44,6 +43,7 @@ from cosmosage.dataprep.io import (
 from cosmosage.dataprep.papers.cloze import normalise
 from cosmosage.dataprep.papers.documents import Paper
 from cosmosage.dataprep.records import DataError, Reject, record_strings
+from cosmosage.dataprep.steps import failed_rejects_path
 
 SPLITS = {"qa": "qa_fact", "paper_only": "paper_only"}
 FACT_KEYS = {"id", "document", "sentence", "answer", "expect", "split", "train", "reply", "ask"}

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cosmosage.dataprep.io import read_text
-from cosmosage.dataprep.records import DataError, Reject
+from cosmosage.dataprep.io import read_bytes
+from cosmosage.dataprep.records import DataError, NotText, Reject, decode_text
 
 SUFFIXES = (".md", ".markdown", ".txt")
 _ABBREVIATIONS = ("e.g.", "i.e.", "et al.", "Dr.", "Fig.", "Eq.", "approx.", "cf.", "vs.")
@@ -175,12 +175,16 @@ def paper_files(inputs: Iterable[str | Path]) -> list[Path]:
 
 
 def read_papers(inputs: Iterable[str | Path]) -> Iterator[Paper | Reject]:
-    """Papers of the inputs; an empty or sentence-less file is a Reject with the reason."""
+    """Papers of the inputs; an empty, sentence-less, binary or mostly-not-UTF-8 file is a
+    Reject with the reason (the corpus's rule: `decode_text`)."""
     for path in paper_files(inputs):
         try:
-            text = read_text(path)
+            text = decode_text(read_bytes(path), str(path))
         except OSError as exc:
             yield Reject(str(path), None, f"unreadable file: {exc.strerror or exc}")
+            continue
+        except NotText as exc:
+            yield Reject(str(path), exc.line, exc.reason)
             continue
         paper = parse_paper(text, path.name, str(path))
         if not paper.paragraphs:

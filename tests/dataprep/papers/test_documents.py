@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from cosmosage.dataprep.papers.documents import load_papers, parse_paper, split_sentences
 
 PAPER = """# The Orvane Survey
@@ -42,6 +44,26 @@ def test_empty_file_is_a_reject_with_reason(tmp_path):
     papers, rejects = load_papers([tmp_path])
     assert [p.name for p in papers] == ["a.md"]
     assert rejects[0].source.endswith("b.md") and "no sentences" in rejects[0].reason
+
+
+def test_a_binary_or_mostly_undecodable_file_is_a_reject_and_a_bom_is_not_text(tmp_path):
+    """As the corpus reads files: binary (NUL bytes) or mostly-not-UTF-8 files are rejects
+    with the line of the first bad byte, never sentences of training data."""
+    import random
+
+    rng = random.Random(0)
+    (tmp_path / "a.md").write_bytes(b"\xef\xbb\xbf" + PAPER.encode())
+    (tmp_path / "binary.md").write_bytes(bytes(rng.randrange(256) for _ in range(5000)))
+    (tmp_path / "utf16.md").write_text(PAPER, encoding="utf-16")
+    (tmp_path / "latin1.md").write_bytes(("# T\n\n" + "Caf\xe9 na\xefve. " * 200).encode("latin-1"))
+    papers, rejects = load_papers([tmp_path])
+    assert [p.name for p in papers] == ["a.md"]
+    assert "\ufeff" not in papers[0].title and papers[0].title == parse_paper(PAPER, "a.md").title
+    reasons = {Path(r.source).name: (r.line, r.reason) for r in rejects}
+    assert reasons["binary.md"][1].startswith("not UTF-8 (")
+    assert reasons["utf16.md"][1].startswith("binary or UTF-16 file")
+    assert reasons["latin1.md"] == (3, reasons["latin1.md"][1])
+    assert reasons["latin1.md"][1].startswith("not UTF-8 (400 undecodable bytes")
 
 
 NAMED = """# First Light of the Brannock Radio Array
