@@ -207,6 +207,14 @@ def test_a_plain_axolotl_config_is_checked_by_its_path(tmp_path, monkeypatch, ti
     assert typo.exit_code == 1 and "did you mean `learning_rate`?" in typo.output
     nodata = CliRunner().invoke(main, ["recipe", "check", "nodata.yaml"])
     assert nodata.exit_code == 1 and "data/b.jsonl does not exist" in nodata.output
+    # values of the wrong type are the schema's errors, never a crash of a later check
+    (tmp_path / "wtype.yaml").write_text(yaml.safe_dump({**cfg, "micro_batch_size": "four"}))
+    wtype = CliRunner().invoke(main, ["recipe", "check", "wtype.yaml"])
+    assert wtype.exit_code == 1 and isinstance(wtype.exception, SystemExit), wtype.output
+    assert "micro_batch_size" in wtype.output and "Traceback" not in wtype.output
+    (tmp_path / "dsdict.yaml").write_text(yaml.safe_dump({**cfg, "datasets": cfg["datasets"][0]}))
+    dsdict = CliRunner().invoke(main, ["recipe", "check", "dsdict.yaml"])
+    assert dsdict.exit_code == 1 and "`datasets` must be a list" in dsdict.output
     missing = CliRunner().invoke(main, ["recipe", "check", "absent.yaml"])
     assert missing.exit_code == 1 and missing.output.strip() == "Error: absent.yaml: no such file"
 

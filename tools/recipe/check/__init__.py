@@ -172,19 +172,30 @@ def check_rendered(r: Rendered, root: Path = ROOT, schema: bool = True) -> list[
     if schema:
         problems += check_axolotl_schema(cfg)
         problems += check_deprecated(cfg)
-    problems += check_tokens(cfg, meta, root)
-    problems += check_completion_eos(cfg, meta)
-    problems += check_chat_template(cfg, meta, root)
-    problems += check_end_of_turn(cfg, meta, root)
-    problems += check_untrained_tokens(cfg, meta, root)
-    problems += check_files(cfg, meta, root)
-    problems += check_checkpoints(cfg)
-    problems += check_master_weights(cfg, meta)
-    problems += check_relora(cfg, meta, root)
-    problems += check_warmup(cfg, meta, root)
-    problems += check_hardware(cfg, meta, root)
-    problems += check_disk(cfg, meta, root)
-    problems += check_distillation(cfg, meta, root)
+    # the checks below read values as Axolotl's schema types them; when the schema has
+    # refused the config, one that trips over a value of the wrong type (`micro_batch_size:
+    # four`) is left out: the schema's error already names that field
+    refused = any(p.check == "axolotl" and p.severity == "error" for p in problems)
+    for check, args in (
+        (check_tokens, (cfg, meta, root)),
+        (check_completion_eos, (cfg, meta)),
+        (check_chat_template, (cfg, meta, root)),
+        (check_end_of_turn, (cfg, meta, root)),
+        (check_untrained_tokens, (cfg, meta, root)),
+        (check_files, (cfg, meta, root)),
+        (check_checkpoints, (cfg,)),
+        (check_master_weights, (cfg, meta)),
+        (check_relora, (cfg, meta, root)),
+        (check_warmup, (cfg, meta, root)),
+        (check_hardware, (cfg, meta, root)),
+        (check_disk, (cfg, meta, root)),
+        (check_distillation, (cfg, meta, root)),
+    ):
+        try:
+            problems += check(*args)
+        except (TypeError, ValueError, AttributeError, KeyError):
+            if not refused:
+                raise
     return problems
 
 

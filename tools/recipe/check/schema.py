@@ -62,6 +62,12 @@ def suggest(key: str, candidates: set[str]) -> str:
 def check_axolotl_schema(cfg: dict) -> list[Problem]:
     """Validate with Axolotl's pydantic schema; report keys it silently drops."""
     problems = []
+    for group in ("datasets", "test_datasets"):
+        value = cfg.get(group)
+        if value is not None and not isinstance(value, list):
+            # Axolotl's validation fails on this before its schema can name the field
+            return [Problem("axolotl", f"`{group}` must be a list (one mapping per dataset), "
+                                       f"got {type(value).__name__} {value!r}")]  # fmt: skip
     try:
         with _quiet():
             from axolotl.utils.config import prepare_plugins, validate_config
