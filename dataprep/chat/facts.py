@@ -284,6 +284,12 @@ def read_facts(path: str | Path, seed: int = 0, held_out: int = 1) -> Iterator[F
             raise DataError(
                 f"{path}: expected a mapping with a `facts:` list (and optional `relations:`)"
             )
+        unknown = sorted(set(data) - {"facts", "relations", "__line__"})
+        if unknown:  # a misspelt `relations:` would drop every pattern without a word
+            raise DataError(
+                f"{path}: unknown top-level key(s) {unknown}; a table has `facts:` and "
+                "optional `relations:`"
+            )
         relations, declared = _read_relations(path, data)
         rows = ((r.get("__line__") if isinstance(r, dict) else None, r) for r in data["facts"])
     seen: set[tuple[str, str, str]] = set()

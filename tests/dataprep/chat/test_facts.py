@@ -322,6 +322,11 @@ def path_like(message: str) -> list[str]:
             "out",
         ),
         ("typo.yaml", "relations:\n  r: {statment: x}\nfacts: []\n", "out"),
+        (
+            "top_typo.yaml",
+            "relatoins:\n  r: {statement: x}\nfacts: [{subject: a, relation: r, object: b}]\n",
+            "out",
+        ),
         ("ok.csv", "subject,relation,object\nA,orbits,B\n", "a_file/out"),
     ],
 )
