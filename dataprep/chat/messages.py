@@ -64,8 +64,11 @@ def from_sharegpt(record: dict) -> list[dict]:
 
 
 def from_alpaca(record: dict) -> list[dict]:
-    prompt = str(record.get("instruction") or "").strip()
-    extra = str(record.get("input") or "").strip()
+    for key in ("instruction", "input"):
+        if record.get(key) is not None and not isinstance(record[key], str):
+            raise ValueError(f"{key}: expected text, got {type(record[key]).__name__}")
+    prompt = (record.get("instruction") or "").strip()
+    extra = (record.get("input") or "").strip()
     if extra:
         prompt = f"{prompt}\n\n{extra}"
     return [

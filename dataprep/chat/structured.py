@@ -108,11 +108,14 @@ def _to_chat(
         for field_name in fields:
             if field_name not in rec:
                 raise ValueError(f"field {field_name!r}: missing (fields are {sorted(rec)[:8]})")
+        if not isinstance(rec[text_field], str):
+            got = type(rec[text_field]).__name__
+            raise ValueError(f"field {text_field!r}: expected text, got {got}")
         target = parse_target(rec[target_field])
         check_target(target, validator)
         answer = json.dumps(target, ensure_ascii=False, indent=indent)
         msgs = [
-            {"role": "user", "content": str(rec[text_field] or "")},
+            {"role": "user", "content": rec[text_field]},
             {"role": "assistant", "content": answer},
         ]
         if instruction:

@@ -103,6 +103,16 @@ def chat_tokenizer(cfg: DistillConfig, tokenizer) -> Callable[[dict], dict]:
     return strategy.tokenize_prompt
 
 
+def _malformed_turn(turns: list, field: str) -> str | None:
+    """Why a turn is not a mapping with a text `content`, else None."""
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            return f"{field}[{i}]: not an object"
+        if not isinstance(turn.get("content"), str):
+            return f"{field}[{i}].content: expected text, got {type(turn.get('content')).__name__}"
+    return None
+
+
 def read_items(cfg: DistillConfig, tokenize: Callable[[dict], dict]) -> Iterator[Item | Reject]:
     """Every input record tokenised, or a reject naming file, line and reason."""
     for path in cfg.inputs:
@@ -113,6 +123,9 @@ def read_items(cfg: DistillConfig, tokenize: Callable[[dict], dict]) -> Iterator
             turns = rec.get(cfg.field_messages)
             if not isinstance(turns, list) or not turns:
                 yield Reject(path, line, f"no chat turns in `{cfg.field_messages}`")
+                continue
+            if why := _malformed_turn(turns, cfg.field_messages):
+                yield Reject(path, line, why)  # never str() of a number or a mapping
                 continue
             try:
                 tok = tokenize(

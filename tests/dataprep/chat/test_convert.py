@@ -78,6 +78,17 @@ def test_sharegpt_alpaca_camel_and_messages_detected(tmp_path):
     ]
 
 
+def test_an_alpaca_instruction_that_is_not_text_is_rejected_not_stringified(tmp_path):
+    path = write_lines(
+        tmp_path / "a.jsonl", [{**ALPACA, "instruction": 42}, {**ALPACA, "input": [1]}]
+    )
+    kept, rejects = run(path)
+    assert kept == [] and [r.reason for r in rejects] == [
+        "instruction: expected text, got int",
+        "input: expected text, got list",
+    ]
+
+
 def test_csv_with_column_mapping_and_pattern(tmp_path):
     path = tmp_path / "qa.csv"
     path.write_text(

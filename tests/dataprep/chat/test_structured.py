@@ -50,13 +50,15 @@ def test_pairs_become_json_conversations_and_bad_targets_are_rejected(tmp_path):
                 '{"text": "broken line", "target": ',
                 json.dumps({"text": "", "target": {"references": []}}),
                 json.dumps({"target": {"references": []}}),
+                json.dumps({"text": ["a"], "target": {"references": []}}),
+                json.dumps({"text": 17, "target": {"references": []}}),
             ]
         )
         + "\n"
     )
     out = tmp_path / "refs.jsonl"
     res = build_structured([str(src)], out, SCHEMA, instruction="List the references as JSON.")
-    assert res == {"output": str(out), "records": 2, "rejected": 6}
+    assert res == {"output": str(out), "records": 2, "rejected": 8}
     recs = lines(out)
     assert recs[0]["messages"] == [
         {"role": "system", "content": "List the references as JSON."},
@@ -73,6 +75,8 @@ def test_pairs_become_json_conversations_and_bad_targets_are_rejected(tmp_path):
     assert "invalid JSON" in rejects[6]
     assert "empty user turn" in rejects[7]
     assert "field 'text': missing" in rejects[8]
+    assert rejects[9] == "field 'text': expected text, got list"  # never the text "['a']"
+    assert rejects[10] == "field 'text': expected text, got int"
 
 
 def test_schema_itself_is_checked(tmp_path):

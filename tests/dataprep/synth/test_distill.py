@@ -185,6 +185,10 @@ def test_bad_records_go_to_the_rejects_file_with_file_line_and_reason(teacher, t
         + json.dumps({"text": "no turns"}) + "\n"
         + json.dumps({"messages": [{"role": "user", "content": "only a question"}]}) + "\n"
         + json.dumps(chat("Long?", "word " * 400)) + "\n"
+        + json.dumps({"messages": [{"role": "user", "content": 5},
+                                   {"role": "assistant", "content": "x"}]}) + "\n"
+        + json.dumps({"messages": [{"role": "user", "content": "q"},
+                                   {"role": "assistant", "content": {"a": 1}}]}) + "\n"
     )  # fmt: skip
     out = tmp_path / "out.jsonl"
     manifest = run_distill(
@@ -194,14 +198,18 @@ def test_bad_records_go_to_the_rejects_file_with_file_line_and_reason(teacher, t
         **QUIET,
     )
     rejects = lines(tmp_path / "out.rejects.jsonl")
-    assert manifest["kept"] == 1 and manifest["dropped_total"] == 4
-    assert [r["line"] for r in rejects] == [2, 3, 4, 5]
+    assert manifest["kept"] == 1 and manifest["dropped_total"] == 6
+    assert [r["line"] for r in rejects] == [2, 3, 4, 5, 6, 7]
     assert all(r["source"] == str(src) for r in rejects)
     reasons = [r["reason"] for r in rejects]
     assert "JSON" in reasons[0] or "json" in reasons[0]
     assert reasons[1] == "no chat turns in `messages`"
     assert reasons[2] == "no trained token (no assistant turn)"
     assert "past sequence_len 128" in reasons[3]
+    assert reasons[4:] == [  # a number or a mapping is not turned into text
+        "messages[0].content: expected text, got int",
+        "messages[1].content: expected text, got dict",
+    ]
 
 
 def test_nothing_to_distil_is_an_error_naming_the_inputs(teacher, tmp_path):
