@@ -177,8 +177,11 @@ class TrainingText:
 
     def add_file(self, path: str | Path) -> None:
         for line, rec in read_jsonl(path):
-            if isinstance(rec, Reject):
-                continue
+            if isinstance(rec, Reject):  # it may hold a question: unchecked is not clean
+                raise DataError(
+                    f"--against {path}:{line}: {rec.reason}; a training line that cannot be "
+                    "read cannot be checked for the suite's questions"
+                )
             where = f"{path}:{line}"
             self.chunks.append((where, normalise(" ".join(record_strings(rec)))))
             for key in ("sentence", "paper_sentence"):

@@ -218,3 +218,12 @@ def test_an_output_over_an_input_is_refused_before_anything_is_written(tmp_path,
     with pytest.raises(DataError, match="would overwrite the input"):
         build_closed_book(tmp_path / "q.yaml", papers, tmp_path / "out", [train])
     assert paper.read_text() == before and train.read_text() == ""
+
+
+def test_a_training_file_with_an_unreadable_line_stops_the_decontamination(tmp_path, papers):
+    """A line the check cannot read might hold a question: refused, never skipped."""
+    (tmp_path / "q.yaml").write_text(QUESTIONS)
+    train = tmp_path / "train.jsonl"
+    train.write_bytes(b'{"text": "fine"}\n{not json\n')
+    with pytest.raises(DataError, match=rf"^--against {train}:2: invalid JSON"):
+        build_closed_book(tmp_path / "q.yaml", papers, tmp_path / "out", against=[train])
