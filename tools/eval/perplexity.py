@@ -15,8 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cosmosage.dataprep.io import read_text
-from cosmosage.dataprep.records import DataError
+from cosmosage.dataprep.records import DataError, decode_text
 
 
 def perplexity(
@@ -38,7 +37,7 @@ def perplexity(
         raise DataError(f"{model_path}: not a model folder (no config.json)")
     if not text_path.is_file():
         raise DataError(f"{text_path}: no such text file")
-    text = read_text(text_path)
+    text = decode_text(text_path.read_bytes(), str(text_path))  # a binary file is an error
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

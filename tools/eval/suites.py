@@ -57,6 +57,7 @@ def load_suite(path: str | Path) -> list[dict]:
             if not schema_path.is_file():
                 raise DataError(f"{where}.schema: {schema_path} does not exist")
             p["schema"] = read_yaml(schema_path)
+        check_kind(p["kind"], f"{where}.kind")
         check_history(p.get("history"), f"{where}.history")
         check_prompt(p, where)
         p["suite"] = path.stem
@@ -68,6 +69,23 @@ def load_suite(path: str | Path) -> list[dict]:
         ids[p["id"]] = i
         out.append(p)
     return out
+
+
+# kinds the reports read: `general` prompts measure forgetting (drift, the flag), `domain`
+# is the default, `metaqa` what `data metaqa` writes; any other label is a group of its own
+KNOWN_KINDS = ("domain", "general", "metaqa")
+
+
+def check_kind(kind, where: str) -> None:
+    """A label; one a letter or two from a known kind is taken for a misspelling (a
+    `generl` prompt would drop out of the forgetting measures without a word)."""
+    import difflib
+
+    if not isinstance(kind, str) or not kind.strip():
+        raise DataError(f"{where}: expected a label such as {' or '.join(KNOWN_KINDS[:2])}")
+    close = difflib.get_close_matches(kind, KNOWN_KINDS, n=1, cutoff=0.7)
+    if kind not in KNOWN_KINDS and close:
+        raise DataError(f"{where}: {kind!r} is not a kind; did you mean {close[0]!r}?")
 
 
 def check_history(history, where: str) -> None:

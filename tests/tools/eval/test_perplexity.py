@@ -81,3 +81,7 @@ def test_bad_arguments_are_refused(tmp_path, tiny_model):
     empty.write_text("")
     with pytest.raises(DataError, match="too little text"):
         perplexity(tiny_model, empty)
+    binary = tmp_path / "binary.md"
+    binary.write_text(GENERAL_TEXT.read_text(), encoding="utf-16")  # a perplexity of garbage
+    with pytest.raises(DataError, match=rf"^{binary}:1: binary or UTF-16 file"):
+        perplexity(tiny_model, binary)

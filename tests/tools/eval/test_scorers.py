@@ -111,6 +111,16 @@ def test_suite_errors_name_the_file_and_line(tmp_path):
         load_suite(write(tmp_path, "o.yaml", "other: 1\n"))
 
 
+def test_a_misspelt_kind_is_an_error_and_a_label_of_ones_own_is_kept(tmp_path):
+    typo = write(tmp_path, "t.yaml", "prompts:\n  - {prompt: Q, kind: generl}\n")
+    with pytest.raises(
+        DataError, match=r"prompts\[0\].kind: 'generl' is not a kind; did you mean 'general'"
+    ):
+        load_suite(typo)
+    own = write(tmp_path, "o.yaml", "prompts:\n  - {prompt: Q, expect: [a], kind: recall}\n")
+    assert load_suite(own)[0]["kind"] == "recall"
+
+
 def test_schema_file_is_read_relative_to_the_suite(tmp_path):
     write(tmp_path, "s.schema.yaml", "type: object\nrequired: [a]\n")
     suite = write(
