@@ -388,6 +388,11 @@ def data_inspect(
         f"end-of-turn {summary.eot_names} trained after {summary.eot_trained} of {summary.eot_total} assistant turns"
     )
     failures = summary.failures()
+    if not summary.records:  # nothing checked is not a pass
+        skipped = f"; {len(summary.rejects)} line(s) could not be read" if summary.rejects else ""
+        raise click.ClickException(
+            f"no conversation to check in {', '.join(map(str, files))}{skipped}"
+        )
     if failures:
         for f in failures[:20]:
             click.echo(f"FAIL  {f}")

@@ -139,3 +139,11 @@ def test_cli_inspect_takes_settings_from_recipe(tmp_path, tiny_model, monkeypatc
     )
     assert result.exit_code == 0, result.output
     assert "ok    assistant turns and end-of-turn tokens train; inputs are masked" in result.output
+
+
+def test_cli_inspect_with_nothing_to_check_fails(tmp_path, tiny_model):
+    junk = tmp_path / "junk.jsonl"
+    junk.write_bytes(b"\x00\x01\x02 not json\n{broken\n")
+    res = CliRunner().invoke(main, ["data", "inspect", str(junk), "--model", str(tiny_model)])
+    assert res.exit_code == 1 and "ok " not in res.output
+    assert f"no conversation to check in {junk}; 2 line(s) could not be read" in res.output
