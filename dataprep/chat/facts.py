@@ -239,6 +239,24 @@ def make_fact(
 # ----------------------------------------------------------------------------- tables
 
 
+def _yaml_table(path: Path) -> tuple[dict, bool, Iterator]:
+    """A YAML table's relations, whether it lists them, and its (line, row) facts."""
+    data = read_yaml(path, lines=True)
+    if not isinstance(data, dict) or not isinstance(data.get("facts"), list):
+        raise DataError(
+            f"{path}: expected a mapping with a `facts:` list (and optional `relations:`)"
+        )
+    unknown = sorted(set(data) - {"facts", "relations", "__line__"})
+    if unknown:  # a misspelt `relations:` would drop every pattern without a word
+        raise DataError(
+            f"{path}: unknown top-level key(s) {unknown}; a table has `facts:` and "
+            "optional `relations:`"
+        )
+    relations, declared = _read_relations(path, data)
+    rows = ((r.get("__line__") if isinstance(r, dict) else None, r) for r in data["facts"])
+    return relations, declared, rows
+
+
 def _read_relations(path: Path, data: dict) -> tuple[dict, bool]:
     relations = data.get("relations")
     if relations is None:
@@ -279,19 +297,7 @@ def read_facts(path: str | Path, seed: int = 0, held_out: int = 1) -> Iterator[F
         declared = False
         rows = read_csv(path)
     else:
-        data = read_yaml(path, lines=True)
-        if not isinstance(data, dict) or not isinstance(data.get("facts"), list):
-            raise DataError(
-                f"{path}: expected a mapping with a `facts:` list (and optional `relations:`)"
-            )
-        unknown = sorted(set(data) - {"facts", "relations", "__line__"})
-        if unknown:  # a misspelt `relations:` would drop every pattern without a word
-            raise DataError(
-                f"{path}: unknown top-level key(s) {unknown}; a table has `facts:` and "
-                "optional `relations:`"
-            )
-        relations, declared = _read_relations(path, data)
-        rows = ((r.get("__line__") if isinstance(r, dict) else None, r) for r in data["facts"])
+        relations, declared, rows = _yaml_table(path)
     seen: set[tuple[str, str, str]] = set()
     stated: dict[tuple[str, str], tuple[int | None, str, str]] = {}
     ids: set[str] = set()

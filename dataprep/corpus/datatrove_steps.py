@@ -43,7 +43,8 @@ from cosmosage.dataprep.corpus.pipeline import (
     write_chunks,
 )
 from cosmosage.dataprep.corpus.sources import Document
-from cosmosage.dataprep.records import Reject
+from cosmosage.dataprep.records import DataError, Reject
+from cosmosage.dataprep.steps import failed_rejects_path
 
 
 def carried(item: Document | Prepared | Reject) -> Doc:
@@ -65,10 +66,21 @@ class Sink:
         self.outs: Outputs | None = None
         self.result: dict | None = None
         self.late: list[Reject] = []  # rejects listed after every document's own
+        # the whole corpus, not one shard of it (a shard may hold nothing): keeping nothing
+        # is then an error, and no output is replaced
+        self.whole = not meta.get("shard")
 
     def open(self) -> Outputs:
         self.outs = Outputs(self.out, self.val_out, self.meta)
         return self.outs
+
+
+def nothing_kept(out: str | Path, dropped) -> str:
+    reasons = ", ".join(f"{n} {why}" for why, n in sorted(dropped.items(), key=lambda x: -x[1]))
+    return (
+        f"{out}: nothing kept ({reasons or 'no documents read'}); the reasons are in "
+        f"{failed_rejects_path(out)}; no output was written and an earlier one is left as it was"
+    )
 
 
 class RejectsWriter(DiskWriter):
@@ -227,6 +239,11 @@ class CorpusWriter(PipelineStep):
             outs.manifest.extra["chunker"] = dict(chunker.stats)
             for rej in self.sink.late:
                 outs.reject(rej)
+            if self.sink.whole and not outs.train.count and not (outs.val and outs.val.count):
+                outs.rejects.path = failed_rejects_path(self.sink.out)  # the rest is not kept
+                outs.rejects.commit()
+                outs.rejects = None
+                raise DataError(nothing_kept(self.sink.out, outs.manifest.dropped))
             self.sink.result = outs.commit(cfg.sequence_len)
         except BaseException:
             outs.abort()

@@ -301,6 +301,7 @@ def run_corpus(
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     info = {"sequence_len": cfg.sequence_len, "config": cfg.describe(), **(meta or {})}
     sink = Sink(out, val_out, info)
+    sink.whole = sink.whole and two_pass is None  # an executor's task is one shard
     if two_pass is None:
         steps = corpus_steps(items, sink, tokenizer, cfg, prompts, filters)
     elif two_pass.phase == "prepare":

@@ -255,7 +255,18 @@ def build_closed_book(
     write_yaml(suite_path, {"prompts": prompts})
     sm = Manifest(
         str(suite_path),
-        extra={"groups": _count(prompts, "group"), "documents": _count(prompts, "document")},
+        extra={
+            "groups": _count(prompts, "group"),
+            "documents": _count(prompts, "document"),
+            # `kept` counts prompts (a fact asks several), `dropped` facts and prompts:
+            # these add up to the question file
+            "facts": {
+                "read": len(facts) + len(rejects),
+                "kept": len(facts),
+                "rejected": len(rejects),
+            },
+            "prompts_leaked": len(leaks),
+        },
     )
     sm.add_input(questions)
     for p in papers:

@@ -115,6 +115,22 @@ def test_a_run_that_keeps_nothing_fails_and_keeps_the_reasons(tmp_path, command)
     } == before
 
 
+def test_a_corpus_that_keeps_nothing_fails_and_replaces_no_output(tmp_path, tiny_model):
+    good = ROOT / "samples" / "papers"
+    empty = tmp_path / "empty.md"
+    empty.write_text("")
+    out = tmp_path / "c.jsonl"
+    args = ["--tokenizer", str(tiny_model), "--sequence-len", "64", "--out", str(out)]
+    assert CliRunner().invoke(main, ["data", "corpus", str(good), *args]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("c.*")}
+    res = CliRunner().invoke(main, ["data", "corpus", str(empty), *args])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert f"{out}: nothing kept (1 empty file); the reasons are in" in res.output
+    failed = tmp_path / "c.failed.rejects.jsonl"
+    assert [json.loads(x)["reason"] for x in failed.read_text().splitlines()] == ["empty file"]
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("c.*") if p != failed} == before
+
+
 def test_options_that_cannot_work_are_refused_in_one_line(tmp_path, tiny_model):
     doc = tmp_path / "d.md"
     doc.write_text("# A\n\nSome words about the sky and the stars tonight.\n")

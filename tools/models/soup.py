@@ -75,6 +75,11 @@ def check_model(model: str) -> None:
         return
     if not HUB_ID.match(model) or path.exists():
         raise SoupError(f"{model}: no such model folder, and not a Hub id ORG/NAME")
+    if path.parent.is_dir():  # `build/nope`: a mistyped folder, not the Hub's org `build`
+        raise SoupError(
+            f"{model}: no such model folder ({path.parent}/ is a folder here, so it is not "
+            "taken for a Hub id ORG/NAME)"
+        )
 
 
 def mergekit_config(

@@ -81,6 +81,13 @@ def test_a_question_that_leaks_into_training_is_left_out(tmp_path, papers):
         for x in (tmp_path / "out/closed_book.yaml.rejects.jsonl").read_text().splitlines()
     ]
     assert "train.jsonl:1" in rejects[0]["reason"] and rejects[0]["record"]["id"] == "lead/ask-1"
+    # the manifest's counts add up: facts read = kept + rejected; prompts kept + leaked
+    m = json.loads((tmp_path / "out/closed_book.yaml.manifest.json").read_text())
+    facts = m["facts"]
+    assert (
+        facts["read"] == facts["kept"] + facts["rejected"] == result["facts"] + result["rejected"]
+    )
+    assert m["prompts_leaked"] == 1 and m["kept"] == result["prompts"]
 
 
 def test_a_held_out_sentence_trained_as_qa_is_a_leak():

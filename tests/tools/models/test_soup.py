@@ -133,6 +133,12 @@ def test_bad_soups_fail_before_mergekit_runs(tmp_path, monkeypatch):
         with pytest.raises(soup.SoupError, match=re.escape(f"{model}: {why}")):
             soup.make_soup([soup.Ingredient(model, 0.5), b], "linear", tmp_path / "o")
     assert not list(tmp_path.glob("o.*"))
+    # ORG/NAME whose ORG is a folder here is a mistyped folder, not a Hub id
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        soup.SoupError, match=re.escape("empty/nope: no such model folder (empty/ is")
+    ):
+        soup.make_soup([soup.Ingredient("empty/nope", 0.5), b], "linear", tmp_path / "o")
     res = CliRunner().invoke(
         main, ["model", "soup", "--model", "a:x", "--out", str(tmp_path / "o")]
     )
