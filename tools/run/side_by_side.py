@@ -72,6 +72,10 @@ def evaluate_side_by_side(
         extra_scores(res, named, benchmarks, mc_style, text)
         results.append(res)
         echo(report_markdown(res, f"Evaluation ({point['name']})").split("## Answers")[0])
+        from cosmosage.tools.run.evaluation import extra_tables
+
+        if tables := extra_tables(res):  # multiple choice, drift, perplexity
+            echo("\n".join(tables))
     return results
 
 

@@ -217,6 +217,16 @@ def test_compare_sorts_questions_into_gained_lost_and_still_wrong():
     assert "| 1 | 1 | 1 | 1 |" in compare_markdown(diff)
 
 
+def test_eval_prints_the_perplexity_it_measured(tmp_path, tiny_model):
+    """`--perplexity` without `--out`: the figure is in what the command prints (it went
+    only to report.md)."""
+    text = Path(__file__).resolve().parents[3] / "samples" / "eval" / "general_text.md"
+    res = CliRunner().invoke(main, ["eval", str(tiny_model), "--perplexity", str(text)])
+    assert res.exit_code == 0, res.output
+    head, _, row = res.output.partition("## Perplexity on the held-out general text")
+    assert row and float(row.split("|")[-2]) > 1
+
+
 def test_eval_cli_runs_by_default_and_compares(tmp_path, tiny_model):
     suite = tmp_path / "s.yaml"
     suite.write_text("prompts:\n  - {id: a, prompt: Hello, expect: ['zzzz']}\n")
