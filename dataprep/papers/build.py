@@ -11,6 +11,7 @@ from cosmosage.dataprep.papers import augment as aug
 from cosmosage.dataprep.papers import cloze as cz
 from cosmosage.dataprep.papers.documents import Paper, load_papers, with_named_subjects
 from cosmosage.dataprep.records import DataError
+from cosmosage.dataprep.steps import failed_rejects_path
 
 
 def _papers(
@@ -20,12 +21,13 @@ def _papers(
     check_outputs([p.path for p in papers], {"--out": out})
     if name_subjects:
         papers = [with_named_subjects(p) for p in papers]
-    if not papers:
-        write_rejects(out, rejects)
+    if not papers:  # an earlier run's output set stays whole; the reasons go aside
+        failed = failed_rejects_path(out)
+        write_jsonl(failed, (r.to_json() for r in rejects))
         raise DataError(
             "no papers with text among "
             + ", ".join(str(i) for i in inputs)
-            + (f" ({len(rejects)} rejected: {rejects[0].reason})" if rejects else "")
+            + (f" ({len(rejects)} rejected: {rejects[0].reason}; see {failed})" if rejects else "")
         )
     return papers, rejects
 

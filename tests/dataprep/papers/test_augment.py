@@ -68,3 +68,18 @@ def test_build_writes_manifest_and_counts(tmp_path):
     with pytest.raises(DataError, match="--rendering bogus"):
         build_augment([tmp_path / "p"], out, renderings=("bogus",))
     assert list(augment([], copies=1)) == []
+
+
+def test_papers_with_no_text_fail_and_leave_the_last_good_outputs(tmp_path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "orvane.md").write_text(PAPER)
+    out = tmp_path / "aug.jsonl"
+    build_augment([tmp_path / "p"], out)
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("aug*")}
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "e.md").write_text("")
+    with pytest.raises(DataError, match="no papers with text .*aug.failed.rejects.jsonl"):
+        build_augment([tmp_path / "empty"], out)
+    after = {p.name: p.read_bytes() for p in tmp_path.glob("aug*")}
+    assert json.loads(after.pop("aug.failed.rejects.jsonl"))["reason"].startswith("empty paper")
+    assert after == before
