@@ -49,12 +49,11 @@ from cosmosage.dataprep.io import (
     check_outputs,
     read_jsonl,
     read_records,
-    rejects_path,
     write_jsonl,
     write_rejects,
 )
 from cosmosage.dataprep.records import DataError, Reject
-from cosmosage.dataprep.steps import Drops
+from cosmosage.dataprep.steps import Drops, failed_rejects_path
 
 # --------------------------------------------------------------------------- reading
 
@@ -402,15 +401,15 @@ def build_mix(spec: MixSpec, stage_names: list[str] | None = None) -> dict:
     pools = load_pools(spec, counter)
     empty = [p for p in pools if not p.train and (p.source.weight is not None or p.source.count)]
     if empty:
-        # keep the reasons where the user will look for them, then stop
-        write_rejects(spec.stages[0].out, [r for p in pools for r in p.rejects])
+        # keep the reasons aside (an earlier mix's outputs stay whole), then stop
+        failed = failed_rejects_path(spec.stages[0].out)
+        write_jsonl(failed, (r.to_json() for p in pools for r in p.rejects))
         why = "; ".join(
             f"{p.source.name}: {', '.join(f'{k} x{n}' for k, n in p.dropped.most_common(3)) or 'no records'}"
             for p in empty
         )
         raise DataError(
-            f"{spec.path}: no usable conversations in source(s) {why} "
-            f"(rejects in {rejects_path(spec.stages[0].out)})"
+            f"{spec.path}: no usable conversations in source(s) {why} (rejects in {failed})"
         )
     results = []
     for stage in spec.stages:

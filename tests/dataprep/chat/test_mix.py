@@ -331,8 +331,8 @@ def test_source_with_nothing_usable_stops_with_reasons(tmp_path):
         match=r"no usable conversations in source\(s\) bad: conversations\[\]\.from x1, invalid JSON x1",
     ):
         build_mix(parse_spec(data))
-    assert len(lines(tmp_path / "m.rejects.jsonl")) == 2
-    assert not (tmp_path / "m.jsonl").exists()
+    assert len(lines(tmp_path / "m.failed.rejects.jsonl")) == 2
+    assert not (tmp_path / "m.jsonl").exists() and not (tmp_path / "m.rejects.jsonl").exists()
 
 
 def test_cli_mix_broken_spec_names_file_and_line(tmp_path):
