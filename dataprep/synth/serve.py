@@ -111,12 +111,16 @@ def _exit_on_term(signum, frame) -> None:
 
 KV_BLOCK_TOKENS = 256  # transformers' default block size for continuous batching
 KV_CACHE_GIB = 2.0  # the KV cache a CPU server keeps (COSMOSAGE_SERVE_KV_GIB to change)
+# and at most this many tokens (8 requests of 8,192): a tiny model's 2 GiB would be
+# millions of tokens, and transformers' bookkeeping per block then took 18 GB
+KV_MAX_TOKENS = 65_536
 BATCH_TOKENS = 2048  # tokens one forward pass of a CPU server takes at most
 
 
 def kv_cache_blocks(model_dir: str | Path, gib: float, block_tokens: int = KV_BLOCK_TOKENS) -> int:
     """How many KV-cache blocks of `block_tokens` fit in `gib` for the model's config,
-    counted at 4 bytes a value (float32, the CPU's dtype; fewer bytes only shrink it).
+    counted at 4 bytes a value (float32, the CPU's dtype; fewer bytes only shrink it),
+    and at most KV_MAX_TOKENS tokens' worth.
 
     On the CPU, `transformers serve --continuous-batching` sizes its cache from the
     machine's whole memory (80-90% of it, less its own size, whatever else runs), so a
@@ -127,7 +131,7 @@ def kv_cache_blocks(model_dir: str | Path, gib: float, block_tokens: int = KV_BL
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
     kv_heads = cfg.get("num_key_value_heads") or heads
     per_block = 2 * cfg["num_hidden_layers"] * block_tokens * head_dim * kv_heads * 4
-    return max(1, int(gib * 2**30 // per_block))
+    return max(1, min(int(gib * 2**30 // per_block), KV_MAX_TOKENS // block_tokens))
 
 
 def transformers_serve(

@@ -39,10 +39,12 @@ def _fixed_arg(argv: list[str], i: int) -> bool:
 @pytest.mark.server
 def test_bench_runs_both_forms_and_prints_the_ratios(tiny_model):
     args = ["--model-dir", str(tiny_model), "--requests", "2", "--concurrency", "2"]
-    out = subprocess.run(
+    run = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "serve_memory.py"), *args, "--max-tokens", "4"],
-        capture_output=True, text=True, timeout=600, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    out = run.stdout
     assert "transformers' sizing (baseline)" in out and "fixed cache (--serve)" in out
     assert out.count("failed 0") == 2
     assert "x the baseline; throughput" in out.splitlines()[-1]

@@ -9,6 +9,7 @@ import json
 from cosmosage.dataprep.synth.serve import (
     BATCH_TOKENS,
     KV_BLOCK_TOKENS,
+    KV_MAX_TOKENS,
     kv_cache_blocks,
     transformers_serve,
 )
@@ -30,6 +31,10 @@ def test_kv_cache_blocks_fit_the_budget_for_the_models_shape(tmp_path):
     nested = {"text_config": {**SMOLLM2_CONFIG, "head_dim": 128}}  # a multimodal config
     (tmp_path / "config.json").write_text(json.dumps(nested))
     assert kv_cache_blocks(tmp_path, 2.0) == 91
+    # a tiny model's 2 GiB would be millions of tokens: capped at KV_MAX_TOKENS
+    tiny = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4}
+    (tmp_path / "config.json").write_text(json.dumps(tiny))
+    assert kv_cache_blocks(tmp_path, 2.0) == KV_MAX_TOKENS // KV_BLOCK_TOKENS == 256
 
 
 def test_cpu_continuous_batching_asks_for_the_fixed_cache(tmp_path, monkeypatch):
