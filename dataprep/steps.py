@@ -74,6 +74,14 @@ def failed_rejects_path(output: str | Path) -> Path:
     return sibling(output, ".failed.rejects.jsonl")
 
 
+def write_failed_rejects(output: str | Path, rejects: Iterable[Reject]) -> Path:
+    """The rejects of a run that kept nothing, written aside (`failed_rejects_path`) so
+    the last good run's output set stays whole; returns where."""
+    failed = failed_rejects_path(output)
+    write_jsonl(failed, (r.to_json() for r in rejects))
+    return failed
+
+
 def refuse_nothing_kept(out: str | Path, kept: int, rejects: list[Reject]) -> None:
     """A command that kept nothing has failed. Call it after writing the output with
     `write_jsonl(..., empty_ok=False)` and before the manifest and rejects: it leaves the
@@ -82,8 +90,7 @@ def refuse_nothing_kept(out: str | Path, kept: int, rejects: list[Reject]) -> No
         return
     if not rejects:
         raise DataError(f"{out}: nothing kept: the inputs hold no records (left as it was)")
-    failed = failed_rejects_path(out)
-    write_jsonl(failed, (r.to_json() for r in rejects))
+    failed = write_failed_rejects(out, rejects)
     raise DataError(
         f"{out}: nothing kept: all {len(rejects)} records were rejected; the reasons are in "
         f"{failed} ({out}, its manifest and rejects file were left as they were)"

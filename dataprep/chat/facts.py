@@ -68,7 +68,7 @@ from cosmosage.dataprep.io import (
     write_yaml,
 )
 from cosmosage.dataprep.records import DataError, Reject, reason_group, record_strings
-from cosmosage.dataprep.steps import failed_rejects_path
+from cosmosage.dataprep.steps import write_failed_rejects
 
 _REQUIRED = ("subject", "relation", "object")
 _STATEMENT_FIELDS = {"subject", "relation", "object"}
@@ -442,8 +442,7 @@ def build_facts(
     _make_out_dir(out_dir)
     if not facts:  # an earlier run's outputs, manifests and rejects stay as they were
         if rejects:
-            failed = failed_rejects_path(out_dir / "facts.jsonl")
-            write_jsonl(failed, (r.to_json() for r in rejects))
+            failed = write_failed_rejects(out_dir / "facts.jsonl", rejects)
             raise DataError(f"{table}: no usable facts: all {len(rejects)} rejected; see {failed}")
         raise DataError(f"{table}: the table lists no facts")
     write_rejects(out_dir / "facts.jsonl", rejects)

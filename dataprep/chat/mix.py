@@ -53,7 +53,7 @@ from cosmosage.dataprep.io import (
     write_rejects,
 )
 from cosmosage.dataprep.records import DataError, Reject
-from cosmosage.dataprep.steps import Drops, failed_rejects_path
+from cosmosage.dataprep.steps import Drops, write_failed_rejects
 
 # --------------------------------------------------------------------------- reading
 
@@ -402,8 +402,7 @@ def build_mix(spec: MixSpec, stage_names: list[str] | None = None) -> dict:
     empty = [p for p in pools if not p.train and (p.source.weight is not None or p.source.count)]
     if empty:
         # keep the reasons aside (an earlier mix's outputs stay whole), then stop
-        failed = failed_rejects_path(spec.stages[0].out)
-        write_jsonl(failed, (r.to_json() for p in pools for r in p.rejects))
+        failed = write_failed_rejects(spec.stages[0].out, [r for p in pools for r in p.rejects])
         why = "; ".join(
             f"{p.source.name}: {', '.join(f'{k} x{n}' for k, n in p.dropped.most_common(3)) or 'no records'}"
             for p in empty

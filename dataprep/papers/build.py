@@ -11,7 +11,7 @@ from cosmosage.dataprep.papers import augment as aug
 from cosmosage.dataprep.papers import cloze as cz
 from cosmosage.dataprep.papers.documents import Paper, load_papers, with_named_subjects
 from cosmosage.dataprep.records import DataError
-from cosmosage.dataprep.steps import failed_rejects_path
+from cosmosage.dataprep.steps import write_failed_rejects
 
 
 def _papers(
@@ -22,8 +22,7 @@ def _papers(
     if name_subjects:
         papers = [with_named_subjects(p) for p in papers]
     if not papers:  # an earlier run's output set stays whole; the reasons go aside
-        failed = failed_rejects_path(out)
-        write_jsonl(failed, (r.to_json() for r in rejects))
+        failed = write_failed_rejects(out, rejects)
         raise DataError(
             "no papers with text among "
             + ", ".join(str(i) for i in inputs)

@@ -43,7 +43,7 @@ from cosmosage.dataprep.io import (
 from cosmosage.dataprep.papers.cloze import normalise
 from cosmosage.dataprep.papers.documents import Paper
 from cosmosage.dataprep.records import DataError, Reject, record_strings
-from cosmosage.dataprep.steps import failed_rejects_path
+from cosmosage.dataprep.steps import write_failed_rejects
 
 SPLITS = {"qa": "qa_fact", "paper_only": "paper_only"}
 FACT_KEYS = {"id", "document", "sentence", "answer", "expect", "split", "train", "reply", "ask"}
@@ -239,8 +239,7 @@ def build_closed_book(
     qa_path = out_dir / "qa.jsonl"
     suite_path = out_dir / "closed_book.yaml"
     if not facts:  # an earlier run's suite, Q&A, manifests and rejects stay as they were
-        failed = failed_rejects_path(suite_path)
-        write_jsonl(failed, (r.to_json() for r in rejects))
+        failed = write_failed_rejects(suite_path, rejects)
         raise DataError(
             f"{questions}: no usable facts ({len(rejects)} rejected; reasons in {failed})"
         )

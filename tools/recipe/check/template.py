@@ -251,7 +251,7 @@ def analyse_turn_end(tokenizer: Any, cfg: dict, ds: dict) -> TurnEnd:
         text, offsets = labels.rendered(tokenizer, strategy, messages, ids)
     # what Axolotl looks for after a turn: its eot_tokens that are one token, and eos
     names, eot_ids = labels.end_of_turn(tokenizer, strategy, with_eos=True)
-    name = ds.get("chat_template") or cfg.get("chat_template") or "tokenizer_default"
+    name = template_choice(cfg, ds)[0]
     offsets = offsets or []
 
     # where each assistant answer ends, in characters, then in tokens
