@@ -242,6 +242,13 @@ def manifest_path(output: str | Path) -> Path:
     return sibling(output, ".manifest.json")
 
 
+def failed_rejects_path(output: str | Path) -> Path:
+    """Where a run that kept nothing writes its rejects: its output, manifest and rejects
+    file are those of the last run that kept something, left as they were. A run that
+    keeps something removes it (`write_rejects`, `Manifest.write`): it is outdated."""
+    return sibling(output, ".failed.rejects.jsonl")
+
+
 @dataclass
 class Manifest:
     """What an output was made from and what was kept and dropped, written beside it."""
@@ -280,11 +287,14 @@ class Manifest:
     def write(self) -> Path:
         path = manifest_path(self.output)
         write_json(path, self.to_json())
+        failed_rejects_path(self.output).unlink(missing_ok=True)
         return path
 
 
 def write_rejects(output: str | Path, rejects: Iterable[Reject]) -> int:
-    return write_jsonl(rejects_path(output), (r.to_json() for r in rejects))
+    n = write_jsonl(rejects_path(output), (r.to_json() for r in rejects))
+    failed_rejects_path(output).unlink(missing_ok=True)
+    return n
 
 
 def read_csv(path: str | Path, delimiter: str | None = None) -> Iterator[tuple[int, dict | Reject]]:

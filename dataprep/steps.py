@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cosmosage.dataprep.io import sibling, write_jsonl, write_rejects
+from cosmosage.dataprep.io import failed_rejects_path, write_jsonl, write_rejects
 from cosmosage.dataprep.records import DataError, Reject, reason_group
 
 T = TypeVar("T")
@@ -66,12 +66,6 @@ class Drops:
     def write(self, output: str | Path) -> int:
         """Write the rejects file beside `output` (always, empty when nothing was dropped)."""
         return write_rejects(output, self.rejects)
-
-
-def failed_rejects_path(output: str | Path) -> Path:
-    """Where a run that kept nothing writes its rejects: its output, manifest and rejects
-    file are those of the last run that kept something, left as they were."""
-    return sibling(output, ".failed.rejects.jsonl")
 
 
 def write_failed_rejects(output: str | Path, rejects: Iterable[Reject]) -> Path:

@@ -44,7 +44,7 @@ from cosmosage.dataprep.corpus.pipeline import (
 )
 from cosmosage.dataprep.corpus.sources import Document
 from cosmosage.dataprep.records import DataError, Reject
-from cosmosage.dataprep.steps import failed_rejects_path
+from cosmosage.dataprep.io import failed_rejects_path
 
 
 def carried(item: Document | Prepared | Reject) -> Doc:

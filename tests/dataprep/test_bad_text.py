@@ -113,6 +113,9 @@ def test_a_run_that_keeps_nothing_fails_and_keeps_the_reasons(tmp_path, command)
     assert {
         p.name: p.read_bytes() for p in tmp_path.glob("out*") if "failed" not in p.name
     } == before
+    # a later run that keeps something outdates the failed run's reasons
+    assert CliRunner().invoke(main, [*args[:2], str(good), *args[3:]]).exit_code == 0
+    assert not (tmp_path / "out.failed.rejects.jsonl").exists()
 
 
 def test_a_corpus_that_keeps_nothing_fails_and_replaces_no_output(tmp_path, tiny_model):
@@ -129,6 +132,8 @@ def test_a_corpus_that_keeps_nothing_fails_and_replaces_no_output(tmp_path, tiny
     failed = tmp_path / "c.failed.rejects.jsonl"
     assert [json.loads(x)["reason"] for x in failed.read_text().splitlines()] == ["empty file"]
     assert {p.name: p.read_bytes() for p in tmp_path.glob("c.*") if p != failed} == before
+    assert CliRunner().invoke(main, ["data", "corpus", str(good), *args]).exit_code == 0
+    assert not failed.exists()  # the good run's set is all that is left
 
 
 def test_options_that_cannot_work_are_refused_in_one_line(tmp_path, tiny_model):

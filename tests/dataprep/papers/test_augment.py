@@ -83,3 +83,5 @@ def test_papers_with_no_text_fail_and_leave_the_last_good_outputs(tmp_path):
     after = {p.name: p.read_bytes() for p in tmp_path.glob("aug*")}
     assert json.loads(after.pop("aug.failed.rejects.jsonl"))["reason"].startswith("empty paper")
     assert after == before
+    build_augment([tmp_path / "p"], out)
+    assert not (tmp_path / "aug.failed.rejects.jsonl").exists()

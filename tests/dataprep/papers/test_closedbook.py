@@ -157,6 +157,8 @@ def test_no_usable_fact_is_an_error_that_leaves_the_last_good_outputs(tmp_path, 
         build_closed_book(tmp_path / "q.yaml", papers, tmp_path / "out")
     after = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
     assert after.pop("closed_book.yaml.failed.rejects.jsonl") and after == before
+    build_closed_book(tmp_path / "good.yaml", papers, tmp_path / "out")
+    assert not (tmp_path / "out/closed_book.yaml.failed.rejects.jsonl").exists()
 
 
 def test_cli_builds_all_three_routes_and_the_suite(tmp_path):
