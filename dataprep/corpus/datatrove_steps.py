@@ -43,8 +43,8 @@ from cosmosage.dataprep.corpus.pipeline import (
     write_chunks,
 )
 from cosmosage.dataprep.corpus.sources import Document
-from cosmosage.dataprep.records import DataError, Reject
 from cosmosage.dataprep.io import failed_rejects_path
+from cosmosage.dataprep.records import DataError, Reject
 
 
 def carried(item: Document | Prepared | Reject) -> Doc:
