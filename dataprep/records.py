@@ -211,3 +211,14 @@ def decode_text(data: bytes, source: str) -> str:
                 source, line, f"not UTF-8 ({bad} undecodable bytes, first at byte {exc.start})"
             ) from exc
         return text
+
+
+def undecodable_bytes(data: bytes) -> int:
+    """How many bytes of `data` `decode_text` replaced with U+FFFD (0 for UTF-8 text)."""
+    data = data.removeprefix(b"\xef\xbb\xbf").replace(b"\x00", b"")
+    try:
+        data.decode("utf-8")
+        return 0
+    except UnicodeDecodeError:
+        replaced = data.decode("utf-8", errors="replace").count("\ufffd")
+        return replaced - data.count("\ufffd".encode())  # less the ones written as text

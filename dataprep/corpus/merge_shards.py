@@ -24,7 +24,12 @@ from cosmosage.dataprep.corpus.dedup import (
     Deduplicator,
     estimated_jaccard,
 )
-from cosmosage.dataprep.corpus.pipeline import MAX_LISTED_INPUTS, decode_signature, docs_path
+from cosmosage.dataprep.corpus.pipeline import (
+    MAX_LISTED_INPUTS,
+    Repaired,
+    decode_signature,
+    docs_path,
+)
 from cosmosage.dataprep.io import JsonlWriter, Manifest, check_outputs, read_jsonl, rejects_path
 from cosmosage.dataprep.records import DataError, Reject, reason_group
 from cosmosage.dataprep.shard import find_shards, read_manifest
@@ -216,14 +221,15 @@ class KeptDocs:
     count: int = 0
     licenses: Counter = field(default_factory=Counter)
     inputs: list[dict] = field(default_factory=list)
+    repaired: Repaired = field(default_factory=Repaired)
 
     def add(self, rec: dict) -> None:
         self.count += 1
         self.licenses[rec.get("license", "unknown")] += 1
+        self.repaired.add(rec)
         if len(self.inputs) < MAX_LISTED_INPUTS:
-            self.inputs.append(
-                {k: rec[k] for k in ("path", "doc_id", "license", "sha256") if k in rec}
-            )
+            keys = ("path", "doc_id", "license", "sha256", "undecodable_bytes")
+            self.inputs.append({k: rec[k] for k in keys if k in rec})
 
 
 def _shard_docs(shard: int, part: Path, duplicate, rejects: JsonlWriter, docs_out: JsonlWriter,
@@ -305,6 +311,7 @@ def merge_shards(
                 licenses=dict(kept[side].licenses),
                 docs=str(docs_path(out)),
                 shards=[str(p) for p in (parts if side == "train" else val_parts)],
+                **kept[side].repaired.fields(),
             )
             result[f"{side}_records"] = writer.m.kept
             result[f"{side}_tokens"] = writer.m.tokens

@@ -175,6 +175,23 @@ def prepared(items: Iterable[Document | Reject], cfg: CorpusConfig) -> Iterator[
         yield from pool.imap(prepare, items, chunksize=4)
 
 
+@dataclass
+class Repaired:
+    """The kept documents whose undecodable bytes were replaced (`decode_text` allows a
+    few; cleaning then drops the replacement characters), counted for the manifest."""
+
+    documents: int = 0
+    bytes: int = 0
+
+    def add(self, entry: dict) -> None:
+        if n := entry.get("undecodable_bytes"):
+            self.documents, self.bytes = self.documents + 1, self.bytes + n
+
+    def fields(self) -> dict:
+        """The manifest's `undecodable_bytes` entry, only when a document had some."""
+        return {"undecodable_bytes": asdict(self)} if self.documents else {}
+
+
 class Outputs:
     """Train/val writers, rejects, document sidecar and manifests, all atomic."""
 
@@ -190,6 +207,7 @@ class Outputs:
         self.lengths = {"train": Counter(), "val": Counter()}
         self.documents = Counter()
         self.licenses = {"train": Counter(), "val": Counter()}
+        self.repaired = {"train": Repaired(), "val": Repaired()}
         self.near_dropped = HeldLines(docs_path(self.out))  # after the kept documents
 
     def reject(self, rej: Reject) -> None:
@@ -215,8 +233,10 @@ class Outputs:
             "doc_id": doc.id,
             "license": doc.meta.get("license", "unknown"),
         }
-        if "sha256" in doc.meta:
-            entry["sha256"] = doc.meta["sha256"]
+        for key in ("sha256", "undecodable_bytes"):
+            if key in doc.meta:
+                entry[key] = doc.meta[key]
+        self.repaired[side].add(entry)
         if len(manifest.inputs) < MAX_LISTED_INPUTS:
             manifest.inputs.append(entry)
         self.licenses[side][entry["license"]] += 1
@@ -240,6 +260,7 @@ class Outputs:
             rejects=str(rejects_path(self.out)),
             docs=str(docs_path(self.out)),
             inputs_listed=f"{len(m.inputs)} of {self.documents['train']} (all in docs)",
+            **self.repaired["train"].fields(),
         )
         m.write()
         result = {
@@ -249,6 +270,7 @@ class Outputs:
             "documents": self.documents["train"],
             "dropped": dict(m.dropped),
         }
+        result.update(self.repaired["train"].fields())
         if m.extra.get("skipped_files"):
             result["skipped_files"] = [s["path"] for s in m.extra["skipped_files"]]
         if self.val is not None:
@@ -260,6 +282,7 @@ class Outputs:
                 licenses=dict(self.licenses["val"]),
                 dropped_see=str(manifest_path(self.out)),
                 docs=str(docs_path(self.out)),
+                **self.repaired["val"].fields(),
             )
             vm.write()
             result.update(val_output=str(self.val_out), val_records=vm.kept, val_tokens=vm.tokens)

@@ -18,7 +18,14 @@ from pathlib import Path
 from cosmosage.dataprep.corpus.latex import latex_to_text, main_file
 from cosmosage.dataprep.corpus.pdf import pdf_to_text
 from cosmosage.dataprep.io import read_archive, read_bytes
-from cosmosage.dataprep.records import DataError, NotText, Reject, decode_text, where
+from cosmosage.dataprep.records import (
+    DataError,
+    NotText,
+    Reject,
+    decode_text,
+    undecodable_bytes,
+    where,
+)
 from cosmosage.dataprep.shard import Shard, in_shard, shard_of
 
 TEXT_KINDS = {".md": "markdown", ".mmd": "markdown", ".markdown": "markdown", ".txt": "text"}
@@ -252,6 +259,8 @@ def read_file_documents(
         if meta:
             text = _HEADER_META_RE.sub("", text, count=3)
         meta.update(kind=kind, sha256=hashlib.sha256(data).hexdigest())
+        if "\ufffd" in text and (bad := undecodable_bytes(data)):  # a few, or it was a reject
+            meta["undecodable_bytes"] = bad
         doc_id = meta.get("arxiv_id") or key
         yield Document(id=doc_id, text=text, source=str(path), meta=meta)
     kinds = ", ".join(sorted(ALL_SUFFIXES))

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from cosmosage.dataprep.io import read_jsonl, write_jsonl
 from cosmosage.tools.cli.main import main
+from tests.dataprep.corpus.fixtures import prose
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = {"conversations": [{"from": "human", "value": "Hi?"}, {"from": "gpt", "value": "Hello."}]}
@@ -136,6 +137,25 @@ def test_a_corpus_that_keeps_nothing_fails_and_replaces_no_output(tmp_path, tiny
     assert not failed.exists()  # the good run's set is all that is left
 
 
+def test_a_few_bytes_that_are_not_utf8_are_counted_and_said(tmp_path, tiny_model):
+    """Under decode_text's bound a file is kept with its bad bytes replaced: the manifest,
+    the docs listing and the terminal say which document lost how many bytes."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in/mostly.md").write_bytes(("# Caf\xe9\n\n" + prose(1, 300)).encode("latin-1"))
+    (tmp_path / "in/clean.md").write_text("# Clean\n\n" + prose(2, 300))
+    out = tmp_path / "c.jsonl"
+    args = ["data", "corpus", str(tmp_path / "in"), "--tokenizer", str(tiny_model)]
+    res = CliRunner().invoke(main, [*args, "--sequence-len", "64", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "warning: 1 kept document(s) held 1 byte(s) that are not UTF-8" in res.output
+    manifest = json.loads((tmp_path / "c.manifest.json").read_text())
+    assert manifest["undecodable_bytes"] == {"documents": 1, "bytes": 1}
+    docs = [json.loads(x) for x in (tmp_path / "c.docs.jsonl").read_text().splitlines()]
+    listed = {Path(d["path"]).name: d.get("undecodable_bytes") for d in docs}
+    assert listed == {"mostly.md": 1, "clean.md": None}
+    assert "\ufffd" not in out.read_text()  # cleaning dropped the replacement character
+
+
 def test_options_that_cannot_work_are_refused_in_one_line(tmp_path, tiny_model):
     doc = tmp_path / "d.md"
     doc.write_text("# A\n\nSome words about the sky and the stars tonight.\n")
@@ -165,6 +185,12 @@ def test_options_that_cannot_work_are_refused_in_one_line(tmp_path, tiny_model):
     res = CliRunner().invoke(main, ["data", "corpus", str(doc), "--tokenizer", str(empty),
                                     "--sequence-len", "64", "--out", out])  # fmt: skip
     assert res.exit_code == 1 and f"--tokenizer {empty}: no tokenizer could be loaded" in res.output
+    binary = tmp_path / "vocab.gguf"  # a file that is not a tokenizer.json
+    binary.write_bytes(b"GGUF\x03\x00\xff\xfe" * 64)
+    res = CliRunner().invoke(main, ["data", "corpus", str(doc), "--tokenizer", str(binary),
+                                    "--sequence-len", "64", "--out", out])  # fmt: skip
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert f"--tokenizer {binary}: not a tokenizer.json file" in res.output
     # a path that is not there is named as such, for the corpus and for `model init`
     gone = tmp_path / "models" / "gone"
     for args in (

@@ -170,7 +170,7 @@ def _run(
     (`phase`: which pass of an executor's shard task, dataprep/corpus/prepared.py)."""
     from cosmosage.dataprep.corpus.dedup import read_eval_prompts
     from cosmosage.dataprep.corpus.pipeline import run_corpus
-    from cosmosage.dataprep.io import check_outputs, manifest_path
+    from cosmosage.dataprep.io import check_outputs
     from cosmosage.dataprep.shard import Shard, shard_output
 
     shard = Shard.parse(kw["shard"])
@@ -197,6 +197,16 @@ def _run(
     if phase != "write":  # the second pass reads what the first kept
         items = items_for_shard(shard)
     result = run_corpus(items, out, kw["tokenizer"], cfg, val_out, prompts, meta, two_pass=two_pass)
+    _warn_of_losses(result, out)
+    return result
+
+
+def _warn_of_losses(result: dict, out) -> None:
+    """Say on the terminal what a run read only in part: files of kinds it does not read,
+    and documents whose bytes that are not UTF-8 were replaced."""
+    from cosmosage.dataprep.corpus.pipeline import docs_path
+    from cosmosage.dataprep.io import manifest_path
+
     if skipped := result.get("skipped_files"):
         shown = ", ".join(skipped[:3]) + (
             f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
@@ -206,7 +216,14 @@ def _run(
             f"(listed under skipped_files in {manifest_path(out)})",
             err=True,
         )
-    return result
+    if repaired := result.get("undecodable_bytes"):
+        click.echo(
+            f"warning: {repaired['documents']} kept document(s) held {repaired['bytes']} "
+            "byte(s) that are not UTF-8, replaced by U+FFFD, which cleaning drops (each is "
+            f"listed with undecodable_bytes in {docs_path(out)}; a Latin-1 file loses its "
+            "accented letters: convert it to UTF-8 first)",
+            err=True,
+        )
 
 
 def _run_shard(

@@ -45,9 +45,9 @@ def backend_tokenizer(tokenizer: Any) -> Any:
     else:
         p = Path(str(tokenizer))
         if p.is_dir() and (p / "tokenizer.json").exists():
-            tok = Tokenizer.from_file(str(p / "tokenizer.json"))
+            tok = _from_file(p / "tokenizer.json")
         elif p.is_file():
-            tok = Tokenizer.from_file(str(p))
+            tok = _from_file(p)
         else:
             from cosmosage.dataprep.tokenizer import load_tokenizer
 
@@ -60,6 +60,19 @@ def backend_tokenizer(tokenizer: Any) -> Any:
     tok.no_truncation()
     tok.no_padding()
     return tok
+
+
+def _from_file(path: Path) -> Any:
+    """A `tokenizers.Tokenizer` from its JSON file; any other file is a one-line error."""
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception
+        raise DataError(
+            f"--tokenizer {path}: not a tokenizer.json file ({str(exc)[:200]}); give a model "
+            "folder with its tokenizer files, its tokenizer.json, or a Hub id ORG/NAME"
+        ) from exc
 
 
 def plain_bpe(tok: Any) -> dict | None:
