@@ -152,6 +152,42 @@ def load_yaml_text(text: str, source: str | Path, lines: bool = False) -> Any:
         loader.dispose()
 
 
+def yaml_item_lines(source: str | Path) -> dict[tuple, int]:
+    """The line of every list item of YAML file `source`, by its path of keys and indexes:
+    `("facts", 3)`, `("kinds", "recall", 0)`, `(2,)` in a top-level list. A plain value
+    carries no `__line__` once loaded; this finds its line, for a reject to name."""
+    import yaml
+
+    try:
+        root = yaml.compose(Path(source).read_text("utf-8", errors="replace"), yaml.SafeLoader)
+    except (OSError, yaml.YAMLError):
+        return {}
+    lines: dict[tuple, int] = {}
+    stack, seen = [((), root)], set()
+    while stack:
+        at, node = stack.pop()
+        if id(node) in seen:  # an alias: its items were given the anchor's path
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            stack += [((*at, k.value), v) for k, v in node.value if isinstance(k, yaml.ScalarNode)]
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines[(*at, i)] = item.start_mark.line + 1
+                stack.append(((*at, i), item))
+    return lines
+
+
+def entry_lines(items: list, source: str | Path, key: str) -> list[int | None]:
+    """The line each entry of the top-level `key:` list of YAML file `source` starts on:
+    a mapping's `__line__` (`load_yaml_text(lines=True)`), else `yaml_item_lines`'."""
+    lines = [row.get("__line__") if isinstance(row, dict) else None for row in items]
+    if None in lines:
+        found = yaml_item_lines(source)
+        lines = [n or found.get((key, i)) for i, n in enumerate(lines)]
+    return lines
+
+
 def parse_json_line(raw: bytes, source: str, lineno: int) -> dict | Reject:
     """One JSONL line: the JSON object it holds, or a Reject saying why it is none (not
     UTF-8, a NUL byte, not JSON, NaN or Infinity, not an object, a lone surrogate)."""

@@ -67,7 +67,7 @@ from cosmosage.dataprep.io import (
     write_rejects,
     write_yaml,
 )
-from cosmosage.dataprep.records import DataError, Reject, reason_group, record_strings
+from cosmosage.dataprep.records import DataError, Reject, entry_lines, reason_group, record_strings
 from cosmosage.dataprep.steps import write_failed_rejects
 
 _REQUIRED = ("subject", "relation", "object")
@@ -253,7 +253,7 @@ def _yaml_table(path: Path) -> tuple[dict, bool, Iterator]:
             "optional `relations:`"
         )
     relations, declared = _read_relations(path, data)
-    rows = ((r.get("__line__") if isinstance(r, dict) else None, r) for r in data["facts"])
+    rows = zip(entry_lines(data["facts"], path, "facts"), data["facts"], strict=True)
     return relations, declared, rows
 
 

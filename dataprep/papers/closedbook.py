@@ -42,7 +42,7 @@ from cosmosage.dataprep.io import (
 )
 from cosmosage.dataprep.papers.cloze import normalise
 from cosmosage.dataprep.papers.documents import Paper
-from cosmosage.dataprep.records import DataError, Reject, record_strings
+from cosmosage.dataprep.records import DataError, Reject, entry_lines, record_strings
 from cosmosage.dataprep.steps import write_failed_rejects
 
 SPLITS = {"qa": "qa_fact", "paper_only": "paper_only"}
@@ -111,8 +111,8 @@ def read_questions(path: str | Path, papers: list[Paper]) -> Iterator[dict | Rej
         raise DataError(f"{path}: expected a mapping with a `facts:` list")
     by_name = {p.name: p for p in papers}
     ids: set[str] = set()
-    for i, row in enumerate(data["facts"]):
-        line = row.get("__line__") if isinstance(row, dict) else None
+    lines = entry_lines(data["facts"], path, "facts")
+    for i, (line, row) in enumerate(zip(lines, data["facts"], strict=True)):
         if not isinstance(row, dict):
             yield Reject(str(path), line, f"facts[{i}]: expected a mapping", row)
             continue

@@ -33,7 +33,7 @@ from cosmosage.dataprep.io import (
     write_jsonl,
     write_rejects,
 )
-from cosmosage.dataprep.records import DataError, Reject
+from cosmosage.dataprep.records import DataError, Reject, yaml_item_lines
 from cosmosage.dataprep.synth.generate import content_words
 from cosmosage.dataprep.synth.journal import Journal, journal_path
 
@@ -75,31 +75,6 @@ def _first_user_turn(rec: dict) -> str | None:
     return None
 
 
-def _item_lines(path: Path) -> dict[tuple[str, int], int]:
-    """(list name, index) -> line of every list item under `kinds:` or `prompts:`, so a
-    rejected prompt names its line (plain YAML strings carry none once loaded)."""
-    import yaml
-
-    lines: dict[tuple[str, int], int] = {}
-    root = yaml.compose(read_text(path), Loader=yaml.SafeLoader)
-    if isinstance(root, yaml.MappingNode):
-        for key, value in root.value:
-            if key.value == "kinds" and isinstance(value, yaml.MappingNode):
-                pairs = [(k.value, v) for k, v in value.value]
-            elif key.value == "prompts":
-                pairs = [(path.stem, value)]
-            else:
-                continue
-            for name, seq in pairs:
-                if isinstance(seq, yaml.SequenceNode):
-                    for i, node in enumerate(seq.value):
-                        lines[(str(name), i)] = node.start_mark.line + 1
-    elif isinstance(root, yaml.SequenceNode):
-        for i, node in enumerate(root.value):
-            lines[(path.stem, i)] = node.start_mark.line + 1
-    return lines
-
-
 def answer_check(item: dict) -> dict | None:
     """The `expect:` (with `score:`, `tolerance:`) of a prompt, None when it has none; the
     scorer `run_replay` is given checks them before anything is asked."""
@@ -116,20 +91,22 @@ def read_prompts(path: str | Path) -> Iterator[Prompt | Reject]:
     src = str(path)
     if path.suffix in (".yaml", ".yml"):
         doc = read_yaml(path, lines=True)
+        # (kind, its prompts, the path yaml_item_lines gives them)
         if isinstance(doc, dict) and isinstance(doc.get("kinds"), dict):
-            groups = [(k, v) for k, v in doc["kinds"].items() if k != "__line__"]
+            kinds = [(k, v) for k, v in doc["kinds"].items() if k != "__line__"]
+            groups = [(k, v, ("kinds", str(k))) for k, v in kinds]
         elif isinstance(doc, dict) and isinstance(doc.get("prompts"), list):
-            groups = [(path.stem, doc["prompts"])]
+            groups = [(path.stem, doc["prompts"], ("prompts",))]
         elif isinstance(doc, list):
-            groups = [(path.stem, doc)]
+            groups = [(path.stem, doc, ())]
         else:
             raise DataError(f"{src}: expected `kinds:` (kind -> list of prompts) or `prompts:`")
-        lines = _item_lines(path)
-        for kind, items in groups:
+        lines = yaml_item_lines(path)
+        for kind, items, at in groups:
             if not isinstance(items, list):
                 raise DataError(f"{src}: kinds.{kind} must be a list of prompts")
             for i, item in enumerate(items):
-                line = lines.get((str(kind), i))
+                line = lines.get((*at, i))
                 check = None
                 if isinstance(item, dict):
                     item = {k: v for k, v in item.items() if k != "__line__"}

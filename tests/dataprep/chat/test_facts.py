@@ -112,6 +112,13 @@ def test_bad_rows_rejected_with_line(tmp_path):
     assert rejects[18] == "duplicate fact"
 
 
+def test_an_entry_that_is_not_a_mapping_is_rejected_with_its_line(tmp_path):
+    table = tmp_path / "facts.yaml"
+    table.write_text(TABLE + "  - the Moon orbits the Earth\n  - [Io, orbits, Jupiter]\n")
+    rejects = {r.line: r.reason for r in read_facts(table) if isinstance(r, Reject)}
+    assert "expected a mapping" in rejects[19] and "expected a mapping" in rejects[20]
+
+
 def test_renderings_dialogue_and_recall_suite(tmp_path):
     table = tmp_path / "facts.yaml"
     table.write_text(TABLE)

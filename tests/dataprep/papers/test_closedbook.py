@@ -148,6 +148,16 @@ def test_bad_entries_are_rejected_with_file_line_and_field(tmp_path, papers, cha
     )  # the line its entry starts on
 
 
+def test_an_entry_that_is_not_a_mapping_is_rejected_with_its_line(tmp_path, papers):
+    (tmp_path / "q.yaml").write_text(QUESTIONS.replace("facts:\n", "facts:\n  - just a line\n", 1))
+    build_closed_book(tmp_path / "q.yaml", papers, tmp_path / "out")
+    rejects = [
+        json.loads(x)
+        for x in (tmp_path / "out/closed_book.yaml.rejects.jsonl").read_text().splitlines()
+    ]
+    assert [(r["line"], r["reason"]) for r in rejects] == [(2, "facts[0]: expected a mapping")]
+
+
 def test_no_usable_fact_is_an_error_that_leaves_the_last_good_outputs(tmp_path, papers):
     (tmp_path / "good.yaml").write_text(QUESTIONS)
     build_closed_book(tmp_path / "good.yaml", papers, tmp_path / "out")
