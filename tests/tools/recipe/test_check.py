@@ -258,6 +258,34 @@ def test_plugin_keys_validate_once_their_plugin_is_named_and_a_misspelt_one_stil
     assert [p.check for p in alone] == ["unknown-key"]
 
 
+def test_schema_errors_are_one_line_each_naming_field_and_value_beside_unknown_keys():
+    from cosmosage.tools.recipe.check import check_axolotl_schema
+
+    cfg = {
+        "base_model": "build/models/tiny-llama",
+        "datasets": [{"path": "x.jsonl", "type": "completion", "split": 3.5}],
+        "micro_batch_size": [1],
+        "num_epochs": 1,
+        "learning_rate": "fast",
+        "output_dir": "/tmp/o",
+        "sequence_len": 64,
+        "lora_rr": 8,
+    }
+    problems = check_axolotl_schema(cfg)
+    assert [p.message for p in problems if p.check == "axolotl"] == [
+        "`datasets[0].split`: Input should be a valid string (got 3.5)"
+    ]  # a dataset is validated first: the config's own fields come after it is fixed
+    cfg["datasets"][0].pop("split")
+    messages = {p.check + ": " + p.message for p in check_axolotl_schema(cfg)}
+    assert "axolotl: `micro_batch_size`: Input should be a valid integer (got [1])" in messages
+    assert any(m.startswith("axolotl: `learning_rate`: could not convert") for m in messages)
+    assert (
+        "unknown-key: `lora_rr` is not an Axolotl option and would be silently dropped; "
+        "did you mean `lora_r`?" in messages
+    )  # said even when the schema refused the config
+    assert not any("\n" in m or "errors.pydantic.dev" in m for m in messages)
+
+
 def test_a_pretraining_stage_that_ends_chunks_with_the_end_of_turn_token_is_flagged():
     from cosmosage.tools.recipe.check import check_completion_eos
     from cosmosage.tools.recipe.render import render

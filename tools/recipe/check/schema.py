@@ -10,10 +10,15 @@ from cosmosage.tools.recipe.check.base import Problem, _quiet
 # --------------------------------------------------------------------------- schema
 
 
-def known_keys() -> set[str]:
+def known_keys(plugins: bool = False) -> set[str]:
+    """Axolotl's option names (with `plugins`, those of the registered plugins too)."""
     with _quiet():
         from axolotl.utils.schemas.config import AxolotlInputConfig
 
+        if plugins:
+            from axolotl.integrations.config import merge_input_args
+
+            AxolotlInputConfig = merge_input_args()[1]  # noqa: N806
     keys = set()
     for name, f in AxolotlInputConfig.model_fields.items():
         keys.add(name)
@@ -78,10 +83,10 @@ def check_axolotl_schema(cfg: dict) -> list[Problem]:
             prepare_plugins(plain)
             validated = validate_config(plain)
     except Exception as exc:  # pydantic ValidationError or Axolotl's ValueError
-        msg = str(exc).strip().replace("\n", "\n    ")
-        return [Problem("axolotl", msg)]
-    kept = set(validated.keys())
-    known = known_keys()
+        problems, kept = schema_errors(exc, cfg), set()
+    else:
+        kept = set(validated.keys())
+    known = known_keys(plugins=bool(cfg.get("plugins")))
     for key in cfg:
         if key not in kept and key not in known:
             problems.append(
@@ -104,6 +109,40 @@ def check_axolotl_schema(cfg: dict) -> list[Problem]:
                         )
                     )
     return problems
+
+
+def schema_errors(exc: Exception, cfg: dict) -> list[Problem]:
+    """One line per field Axolotl's schema refused, naming the field, why and the value
+    (pydantic's own text is two lines an error, with a link); another error as one line."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return [Problem("axolotl", " ".join(str(exc).split()))]
+    at = ""
+    if exc.title != "AxolotlInputConfig" and "Dataset" in exc.title:
+        # a dataset is validated on its own before the config: find which one it is
+        at = next((f"{g}[{i}]." for g in ("datasets", "test_datasets")
+                   for i, ds in enumerate(cfg.get(g) or []) if _refused(exc.title, ds)), "")  # fmt: skip
+    problems = []
+    for err in exc.errors():
+        field = at + ".".join(f"[{x}]" if isinstance(x, int) else str(x) for x in err["loc"])
+        field = field.replace(".[", "[")
+        why = err["msg"].removeprefix("Value error, ")
+        got = f" (got {err['input']!r})" if field and not isinstance(err["input"], dict) else ""
+        problems.append(Problem("axolotl", f"`{field}`: {why}{got}" if field else why))
+    return problems
+
+
+def _refused(model: str, ds) -> bool:
+    """Whether Axolotl's dataset schema `model` refuses dataset entry `ds`."""
+    from axolotl.utils.schemas import datasets
+    from pydantic import ValidationError
+
+    try:
+        getattr(datasets, model)(**dict(ds))
+    except (ValidationError, TypeError, AttributeError):
+        return True
+    return False
 
 
 def check_deprecated(cfg: dict) -> list[Problem]:
