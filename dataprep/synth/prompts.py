@@ -27,6 +27,8 @@ from cosmosage.dataprep.records import DataError
 from cosmosage.dataprep.synth.parse import OUTPUT_KINDS
 
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
+# the templates are part of the code of a build that uses them (tools/run/codehash.py)
+BUNDLED_DATA = ("prompts",)
 
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 

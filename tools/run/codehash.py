@@ -20,9 +20,14 @@ from pathlib import Path
 
 import click
 
-# path -> (size, mtime_ns, tree dump, modules it imports): a launcher asks for the same
-# modules once per build
-_PARSED: dict[str, tuple[int, int, str, tuple[str, ...]]] = {}
+# path -> (size, mtime_ns, tree dump, modules it imports, data folders it reads): a
+# launcher asks for the same modules once per build
+_PARSED: dict[str, tuple[int, int, str, tuple[str, ...], tuple[str, ...]]] = {}
+
+# A module that reads files bundled beside the package (prompt templates) names their
+# folders, relative to the package's root, in a top-level `BUNDLED_DATA = ("prompts",)`;
+# those files' bytes are then part of the digest, as its code is.
+DATA_MARKER = "BUNDLED_DATA"
 
 
 def command_module(argv: list[str], main: click.Group | None = None) -> str | None:
@@ -91,15 +96,42 @@ def _inside(module: str, top: str) -> bool:
     return module == top or module.startswith(top + ".")
 
 
-def _parsed(module: str, path: Path, top: str) -> tuple[str, tuple[str, ...]]:
+def _bundled(tree: ast.Module) -> tuple[str, ...]:
+    """The folders a module's top-level `BUNDLED_DATA = (...)` names (strings only)."""
+    for node in tree.body:
+        if (
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == DATA_MARKER for t in node.targets)
+            and isinstance(node.value, ast.Tuple | ast.List)
+        ):
+            return tuple(
+                e.value
+                for e in node.value.elts
+                if isinstance(e, ast.Constant) and isinstance(e.value, str)
+            )
+    return ()
+
+
+def _parsed(module: str, path: Path, top: str) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """`module`'s tree dump, the package modules it imports and the data folders it reads."""
     st = path.stat()
     hit = _PARSED.get(str(path))
     if hit and hit[:2] == (st.st_size, st.st_mtime_ns):
-        return hit[2], hit[3]
+        return hit[2:]
     tree = ast.parse(path.read_bytes(), filename=str(path))
     deps = tuple(sorted(_imports(tree, module, path.name == "__init__.py", top)))
-    _PARSED[str(path)] = (st.st_size, st.st_mtime_ns, ast.dump(tree), deps)
+    _PARSED[str(path)] = (st.st_size, st.st_mtime_ns, ast.dump(tree), deps, _bundled(tree))
     return _PARSED[str(path)][2:]
+
+
+def _package_root(module: str, path: Path) -> Path:
+    """The folder the top-level package of `module` maps to (its file is `path`)."""
+    depth = module.count(".") + (path.name == "__init__.py")
+    return path.parents[depth - 1]
+
+
+def _data_files(root: Path, folders: tuple[str, ...]) -> list[Path]:
+    return sorted(f for d in folders for f in (root / d).rglob("*") if f.is_file())
 
 
 def module_closure(module: str) -> dict[str, Path]:
@@ -124,10 +156,15 @@ def module_closure(module: str) -> dict[str, Path]:
 
 
 def code_digest(module: str) -> str:
-    """sha256 over the syntax trees of `module_closure(module)`, in name order."""
+    """sha256 over the syntax trees of `module_closure(module)`, in name order, and the
+    bytes of the bundled files any of them reads (`BUNDLED_DATA`)."""
     h = hashlib.sha256()
-    for name, path in sorted(module_closure(module).items()):
-        h.update(f"{name}\n{_parsed(name, path, name.split('.')[0])[0]}\n".encode())
+    closure = module_closure(module)
+    for name, path in sorted(closure.items()):
+        tree, _, folders = _parsed(name, path, name.split(".")[0])
+        h.update(f"{name}\n{tree}\n".encode())
+        for f in _data_files(root := _package_root(name, path), folders):
+            h.update(f"{f.relative_to(root)}\n".encode() + hashlib.sha256(f.read_bytes()).digest())
     return h.hexdigest()
 
 

@@ -42,7 +42,7 @@ PACKAGE = {
             from fakepkg.work import run  # imported where it is used
             run(util.SIZE)
     """,
-    "util.py": "SIZE = 3\n",
+    "util.py": "SIZE = 3\nBUNDLED_DATA = ('templates',)  # read beside the package\n",
     "work.py": "def run(n):\n    return n * 2\n",
     "other.py": "UNUSED = 1\n",
 }
@@ -89,6 +89,24 @@ def test_the_digest_follows_code_not_comments_nor_unrelated_modules(fakepkg):
     assert changed != first
     rewrite(fakepkg / "util.py", "SIZE = 4\n")  # reached by a relative import
     assert codehash.code_digest("fakepkg.cmds") != changed
+
+
+def test_the_digest_follows_the_bundled_files_a_module_names(fakepkg):
+    (fakepkg / "templates").mkdir()
+    (fakepkg / "templates" / "ask.yaml").write_text("template: Ask {{q}}\n")
+    first = codehash.code_digest("fakepkg.cmds")
+    (fakepkg / "templates" / "ask.yaml").write_text("template: Please ask {{q}}\n")
+    assert codehash.code_digest("fakepkg.cmds") != first
+    # the real templates: a build that uses them is redone when one changes
+    from cosmosage.tools.cli.main import main
+
+    module = codehash.command_module(["data", "synth"], main)
+    closure = codehash.module_closure(module)
+    assert "cosmosage.dataprep.synth.prompts" in closure
+    path = closure["cosmosage.dataprep.synth.prompts"]
+    root = codehash._package_root("cosmosage.dataprep.synth.prompts", path)
+    files = codehash._data_files(root, codehash._parsed("x", path, "cosmosage")[2])
+    assert root / "prompts" / "synth_qa.yaml" in files
 
 
 def test_a_build_is_stale_when_the_code_that_runs_it_changes(tmp_path):
