@@ -12,9 +12,7 @@ import click
 
 from cosmosage.dataprep.io import WRITE_ERRNOS, all_or_nothing, rejects_path
 from cosmosage.dataprep.records import DataError
-from cosmosage.tools.models.publish import PublishError
-from cosmosage.tools.recipe.render import RecipeError
-from cosmosage.tools.run.stage import LaunchError
+from cosmosage.tools.errors import LaunchError, PublishError, RecipeError
 
 # The project's own error types: a user can act on their message. Anything else is a
 # bug and keeps its traceback.

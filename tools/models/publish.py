@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cosmosage.dataprep.records import DataError
+from cosmosage.tools.errors import PublishError
 from cosmosage.tools.paths import RunFolder
 
 GGUF_DIR = "gguf"  # the GGUF files' folder in the published repository
@@ -69,10 +70,6 @@ TRAINING_STATE = (
 )
 
 Echo = Callable[[str], None]
-
-
-class PublishError(Exception):
-    """The Hub could not be used or refused a step; the message says which (never with the token)."""
 
 
 @dataclass

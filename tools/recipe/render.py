@@ -39,14 +39,11 @@ from typing import Any
 import yaml
 
 from cosmosage.dataprep.records import DataError, load_yaml_text
+from cosmosage.tools.errors import RecipeError
 from cosmosage.tools.paths import ROOT
 
 BASE_DIR_NAME = "_base"
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
-class RecipeError(Exception):
-    """A problem with a recipe file or name; the message says which file and line."""
 
 
 @dataclass

@@ -9,16 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cosmosage.dataprep.io import sha256_file
+from cosmosage.tools.errors import LaunchError
 from cosmosage.tools.paths import ROOT, StageFolder
 from cosmosage.tools.recipe import check
 from cosmosage.tools.recipe.render import RecipeError, Rendered, check_unsets, render, to_yaml
 from cosmosage.tools.run import metrics, registry
 
 Echo = Callable[[str], None]
-
-
-class LaunchError(Exception):
-    """A step of a run failed; the message says which and where its log is."""
 
 
 @dataclass

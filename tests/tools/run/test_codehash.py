@@ -139,4 +139,16 @@ def test_the_corpus_commands_code_includes_the_chunker_and_not_evaluation():
 
     closure = codehash.module_closure(codehash.command_module(["data", "corpus"], main))
     assert "cosmosage.dataprep.corpus.chunk.word_start" in closure
-    assert not [m for m in closure if m.startswith("cosmosage.tools.eval")]
+    # nor the recipe, run and publish code (a recipe check's edit does not rebuild data)
+    assert not [
+        m
+        for m in closure
+        if m.startswith(
+            (
+                "cosmosage.tools.eval",
+                "cosmosage.tools.recipe",
+                "cosmosage.tools.run",
+                "cosmosage.tools.models",
+            )
+        )
+    ]
