@@ -156,6 +156,7 @@ def check_prompt(prompt: dict, where: str) -> None:
                     float(e)
                 except (TypeError, ValueError):
                     raise DataError(f"{where}.expect[{j}]: {e!r} is not a number") from None
+            check_tolerance(prompt.get("tolerance", 0), f"{where}.tolerance")
         if kind == "regex":
             for j, e in enumerate(expect):
                 try:
@@ -166,6 +167,20 @@ def check_prompt(prompt: dict, where: str) -> None:
         raise DataError(f"{where}.schema: a JSON Schema (mapping or file) is needed for score json")
     if kind == "judge" and not str(prompt.get("reference", "")).strip():
         raise DataError(f"{where}.reference: the judge needs a reference answer")
+
+
+def check_tolerance(tol, where: str) -> None:
+    """A number or a percentage ("5%"), not negative: `within` reads it."""
+    text = tol.strip().removesuffix("%") if isinstance(tol, str) else tol
+    try:
+        ok = not isinstance(tol, bool) and float(text) >= 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise DataError(
+            f"{where}: {tol!r} is not a number or a percentage "
+            '(`tolerance: 0.05` or `tolerance: "5%"`)'
+        )
 
 
 def checked_score(answer: str, prompt: dict) -> tuple[bool, str]:

@@ -57,6 +57,7 @@ def load_suite(path: str | Path) -> list[dict]:
             if not schema_path.is_file():
                 raise DataError(f"{where}.schema: {schema_path} does not exist")
             p["schema"] = read_yaml(schema_path)
+        check_fields(p, where)
         check_kind(p["kind"], f"{where}.kind")
         check_history(p.get("history"), f"{where}.history")
         check_prompt(p, where)
@@ -69,6 +70,25 @@ def load_suite(path: str | Path) -> list[dict]:
         ids[p["id"]] = i
         out.append(p)
     return out
+
+
+# the fields eval reads from a prompt, and the labels the project's suite writers add
+# (`data facts`, `closed-book`, `cloze`), which reports group by
+FIELDS = ("id", "prompt", "score", "expect", "tolerance", "schema", "reference", "system",
+          "history", "kind")  # fmt: skip
+LABELS = ("fact", "wording", "group", "document", "sentence")
+
+
+def check_fields(prompt: dict, where: str) -> None:
+    """A key one or two letters from a field eval reads (`scorer:`, `tolerence:`) is a
+    misspelling that would be dropped without a word; any other key is a label of one's
+    own and kept."""
+    import difflib
+
+    for key in prompt:
+        close = difflib.get_close_matches(str(key), FIELDS, n=1, cutoff=0.75)
+        if key not in FIELDS and key not in LABELS and close:
+            raise DataError(f"{where}.{key}: not a field of a prompt; did you mean {close[0]!r}?")
 
 
 # kinds the reports read: `general` prompts measure forgetting (drift, the flag), `domain`

@@ -121,6 +121,25 @@ def test_a_misspelt_kind_is_an_error_and_a_label_of_ones_own_is_kept(tmp_path):
     assert load_suite(own)[0]["kind"] == "recall"
 
 
+def test_a_misspelt_field_and_a_tolerance_that_is_no_number_are_refused_on_load(tmp_path):
+    typo = write(tmp_path, "t.yaml", "prompts:\n  - {prompt: Q, scorer: exact, expect: [a]}\n")
+    with pytest.raises(DataError, match=r"prompts\[0\].scorer: not a field .*did you mean 'score'"):
+        load_suite(typo)
+    for tol in ('"5 percent"', "[1]", "-2", "true"):
+        bad = write(
+            tmp_path,
+            "n.yaml",
+            f"prompts:\n  - {{prompt: Q, score: numeric, expect: [4], tolerance: {tol}}}\n",
+        )
+        with pytest.raises(
+            DataError, match=r"prompts\[0\].tolerance: .* not a number or a percentage"
+        ):
+            load_suite(bad)
+    ok = write(tmp_path, "k.yaml", 'prompts:\n  - {prompt: Q, score: numeric, expect: [4], tolerance: "5%",'
+               " fact: f1, document: d.md, source: mine}\n")  # fmt: skip
+    assert load_suite(ok)[0]["source"] == "mine"  # labels of one's own are kept
+
+
 def test_schema_file_is_read_relative_to_the_suite(tmp_path):
     write(tmp_path, "s.schema.yaml", "type: object\nrequired: [a]\n")
     suite = write(
