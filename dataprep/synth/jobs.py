@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from cosmosage.dataprep.io import Manifest, check_outputs, write_jsonl, write_rejects
-from cosmosage.dataprep.records import Reject
+from cosmosage.dataprep.records import DataError, Reject
+from cosmosage.dataprep.steps import write_failed_rejects
 from cosmosage.dataprep.synth.journal import Journal, journal_path, plan_resume, unversioned_edit
 from cosmosage.dataprep.synth.llm import (
     Endpoint,
@@ -159,6 +160,7 @@ class JournaledJob(ABC, Generic[C]):
         """Do what the journal lacks, then write the output, rejects and manifest."""
         cfg, usage = self.cfg, Usage()
         latest, resume = self.journaled(usage, echo)
+        self.refuse_no_answer(latest)
         outcome = self.finish(latest)
         rejects = self.input_rejects + outcome.rejects
         manifest = Manifest(
@@ -184,6 +186,27 @@ class JournaledJob(ABC, Generic[C]):
         manifest.write()
         return JobRun(
             outcome, usage, resume["items_from_earlier_runs"], manifest.kept, len(rejects)
+        )
+
+    def refuse_no_answer(self, latest: dict[str, dict]) -> None:
+        """Every item's request failed: no server answered (not there, a wrong --base-url
+        or key). That is an error, not an empty output: the earlier output stays, and
+        the reasons go to `failed_rejects_path`."""
+        if not latest or any(e.get("failed") != "request" for e in latest.values()):
+            return
+        rejects = [
+            Reject(r["source"], r["line"], r["reason"])
+            for e in latest.values()
+            for r in e.get("rejects") or [{"source": str(self.cfg.input), "line": None, **e}]
+        ]
+        failed = write_failed_rejects(self.cfg.out, rejects)
+        why = rejects[0].reason if rejects else "request failed"
+        urls = ", ".join(sorted({e.public()["base_url"] for e in self.endpoints}))
+        raise DataError(
+            f"{self.cfg.out}: no answer from {urls}: "
+            f"{f'all {len(latest)} requests' if len(latest) > 1 else 'the one request'} failed "
+            f"({why}; reasons in {failed}). Start the server or fix --base-url, then run the "
+            "same command again with --retry-failed"
         )
 
     async def ask_once(

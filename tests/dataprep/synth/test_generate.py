@@ -696,6 +696,45 @@ def test_tries_ask_again_for_chunks_without_a_kept_pair(tmp_path):
     assert s.requests == [] and again["records"] == 5
 
 
+def test_no_server_is_an_error_that_keeps_the_last_output_and_a_retry_fills_it(tmp_path):
+    """Nothing listens at --base-url: every request fails. That is an error naming the
+    URL, not an empty output; with the server up, --retry-failed asks again."""
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    chunks = write_chunks(tmp_path / "chunks.jsonl", 3)
+    out = tmp_path / "qa.jsonl"
+    out.write_text('{"messages": []}\n')  # an earlier run's output
+    cfg = SynthConfig(
+        input=str(chunks), out=str(out), endpoint=Endpoint(f"http://127.0.0.1:{port}/v1", "w"),
+        prompt="synth_qa_small", pairs=1, retry=RetryPolicy(retries=1, base=0.01, cap=0.02),
+    )  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=rf"no answer from http://127.0.0.1:{port}/v1: all 3 requests failed \(request failed: connection",
+    ):
+        run_synth(cfg, **QUIET)
+    assert out.read_text() == '{"messages": []}\n'
+    assert len(lines(tmp_path / "qa.failed.rejects.jsonl")) == 3
+
+    def reply(request: dict, n: int) -> Reply:
+        i = int(re.search(r"Passage (\d+):", last_user(request)).group(1))
+        text = f"Question: What is the optical depth in passage {i}?\nAnswer: The optical depth is {0.05 + i / 1000:.3f}."
+        return Reply(body=completion(text, request.get("model", "scripted")))
+
+    with ScriptedServer(reply) as s:
+        res = run_synth(
+            SynthConfig(
+                **{**cfg.__dict__, "endpoint": Endpoint(s.base_url, "w"), "retry_failed": True}
+            ),
+            **QUIET,
+        )
+    assert res["records"] == 3 and len(s.requests) == 3
+    assert not (tmp_path / "qa.failed.rejects.jsonl").exists()
+
+
 def test_a_retry_shows_a_later_part_of_the_chunk(tmp_path):
     text = "Tau is 0.054. The midpoint is at z = 7.7. $H_0$ is 67.4 here. Galaxies ionize."
     chunks = tmp_path / "c.jsonl"
