@@ -17,8 +17,14 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cosmosage.dataprep.io import failed_rejects_path, write_jsonl, write_rejects
-from cosmosage.dataprep.records import DataError, Reject, reason_group
+from cosmosage.dataprep.io import (
+    failed_rejects_path,
+    manifest_path,
+    rejects_path,
+    write_jsonl,
+    write_rejects,
+)
+from cosmosage.dataprep.records import DataError, Reject, reason_group, where
 
 T = TypeVar("T")
 
@@ -82,10 +88,18 @@ def refuse_nothing_kept(out: str | Path, kept: int, rejects: list[Reject]) -> No
     earlier output set as it was and puts this run's rejects in `failed_rejects_path`."""
     if kept:
         return
+    earlier = [str(p) for p in (out, manifest_path(out), rejects_path(out)) if Path(p).exists()]
+    left = (
+        f"{', '.join(earlier)} left as {'it was' if len(earlier) == 1 else 'they were'}"
+        if earlier
+        else "no output written"
+    )
     if not rejects:
-        raise DataError(f"{out}: nothing kept: the inputs hold no records (left as it was)")
+        raise DataError(f"{out}: nothing kept: the inputs hold no records ({left})")
     failed = write_failed_rejects(out, rejects)
+    first = rejects[0]
     raise DataError(
-        f"{out}: nothing kept: all {len(rejects)} records were rejected; the reasons are in "
-        f"{failed} ({out}, its manifest and rejects file were left as they were)"
+        f"{out}: nothing kept: all {len(rejects)} records were rejected (first: "
+        f"{where(first.source, first.line)}: {first.reason[:200]}); every reason is in "
+        f"{failed} ({left})"
     )

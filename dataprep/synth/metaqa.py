@@ -21,6 +21,7 @@ from pathlib import Path
 from cosmosage.dataprep.corpus.sources import read_file_documents
 from cosmosage.dataprep.io import Manifest, check_outputs, read_jsonl, write_jsonl, write_rejects
 from cosmosage.dataprep.records import DataError, Reject
+from cosmosage.dataprep.steps import refuse_nothing_kept
 from cosmosage.dataprep.synth.prompts import fill, load_yaml, placeholders
 
 _ID_RE = re.compile(r"^(?:\d{4}\.\d{4,5}|[a-z\-]+(?:\.[A-Z]{2})?/\d{7})$")
@@ -89,11 +90,12 @@ def paper_fields(rec: dict) -> dict:
 
 
 def read_papers(inputs: Iterable[str | Path]) -> Iterator[tuple[str, int | None, dict] | Reject]:
-    """(source, line, metadata) for each paper in JSONL files and markdown papers."""
+    """(source, line, metadata) for each paper in metadata files (JSON lines: `.jsonl`,
+    or `.json` as the arXiv snapshot is named) and markdown papers."""
     docs = []
     for item in inputs:
         p = Path(item)
-        if p.is_file() and p.suffix == ".jsonl":
+        if p.is_file() and p.suffix.lower() in (".jsonl", ".json"):
             for lineno, rec in read_jsonl(p):
                 yield rec if isinstance(rec, Reject) else (str(p), lineno, rec)
         else:
@@ -212,7 +214,8 @@ def build_metaqa(
     for p in inputs:
         if Path(p).is_file():
             manifest.add_input(p)
-    manifest.kept = write_jsonl(out, records)
+    manifest.kept = write_jsonl(out, records, empty_ok=False)
+    refuse_nothing_kept(out, manifest.kept, rejects)
     manifest.dropped.update(r.reason.split(":", 1)[0] for r in rejects)
     manifest.extra.update({"papers": len(seen), "by_kind": dict(kinds)})
     write_rejects(out, rejects)

@@ -98,7 +98,8 @@ def test_a_run_that_keeps_nothing_fails_and_keeps_the_reasons(tmp_path, command)
     before = {p.name: p.read_bytes() for p in tmp_path.glob("out*")}
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 1 and "Traceback" not in res.output
-    assert f"{out}: nothing kept: all 5 records were rejected; the reasons are in" in res.output
+    assert f"{out}: nothing kept: all 5 records were rejected (first: {src}:1: " in res.output
+    assert "every reason is in" in res.output and "left as they were" in res.output
     # the earlier run's output, manifest and rejects stay as they were, whole
     assert {
         p.name: p.read_bytes() for p in tmp_path.glob("out*") if "failed" not in p.name
@@ -114,6 +115,11 @@ def test_a_run_that_keeps_nothing_fails_and_keeps_the_reasons(tmp_path, command)
     assert {
         p.name: p.read_bytes() for p in tmp_path.glob("out*") if "failed" not in p.name
     } == before
+    # with no earlier output, the error names no file that is not there
+    alone = CliRunner().invoke(
+        main, [str(tmp_path / "new.jsonl") if a == str(out) else a for a in args]
+    )
+    assert alone.exit_code == 1 and "(no output written)" in alone.output
     # a later run that keeps something outdates the failed run's reasons
     assert CliRunner().invoke(main, [*args[:2], str(good), *args[3:]]).exit_code == 0
     assert not (tmp_path / "out.failed.rejects.jsonl").exists()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
+from cosmosage.dataprep.records import DataError
 from cosmosage.dataprep.synth.metaqa import build_metaqa, clean_id, find_topic, format_authors
 from cosmosage.tools.cli.main import main
 
@@ -75,6 +77,23 @@ def test_snapshot_and_papers(tmp_path):
     ]
     manifest = json.loads((tmp_path / "metaqa.manifest.json").read_text())
     assert manifest["kept"] == len(recs) and manifest["dropped_total"] == 4
+
+
+def test_the_snapshot_under_its_own_name_is_metadata_and_nothing_kept_is_an_error(tmp_path):
+    """The arXiv bulk snapshot is JSON lines named `.json`: its lines are papers, not a
+    markdown paper with no id. A run that keeps no record fails and writes no output."""
+    snap = tmp_path / "arxiv-metadata-oai-snapshot.json"
+    snap.write_text(json.dumps({"id": "1807.06209", "title": "Planck 2018", "authors": "P"}) + "\n")
+    res = build_metaqa([str(snap)], tmp_path / "m.jsonl")
+    assert res["papers"] == 1 and res["records"] > 0 and res["rejects"] == 0
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text(json.dumps({"id": "not an id", "title": "x"}) + "\n")
+    with pytest.raises(
+        DataError,
+        match=r"nothing kept: all 1 records were rejected \(first: .*empty.jsonl:1: no arXiv id",
+    ):
+        build_metaqa([str(empty)], tmp_path / "n.jsonl")
+    assert not (tmp_path / "n.jsonl").exists()
 
 
 def test_cli_is_reproducible(tmp_path):
