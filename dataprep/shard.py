@@ -90,21 +90,26 @@ def shard_output(path: str | Path | None, shard: Shard | tuple[int, int] | None)
     return sibling(path, f".shard-{shard[0]:05d}-of-{shard[1]:05d}.jsonl")
 
 
-def find_shards(path: str | Path) -> list[Path]:
-    """All shard parts of output `path`, in order; DataError when some are missing."""
+def find_shards(path: str | Path, count: int | None = None) -> list[Path]:
+    """All shard parts of output `path`, in order; DataError when some are missing. With
+    `count` (a run that knows how many it wrote), only the parts `-of-{count}`: parts an
+    earlier run of another shard count left are not this run's."""
     path = Path(path)
     stem = sibling(path, "").name
     pat = re.compile(rf"{re.escape(stem)}\.shard-(\d{{5}})-of-(\d{{5}})\.jsonl")
     found: dict[int, Path] = {}
     totals = set()
     for f in path.parent.glob(f"{stem}.shard-*-of-*.jsonl"):
-        if m := pat.fullmatch(f.name):
+        if (m := pat.fullmatch(f.name)) and count in (None, int(m.group(2))):
             found[int(m.group(1))] = f
             totals.add(int(m.group(2)))
     if not found:
         raise DataError(f"{path}: no shard outputs like {stem}.shard-00000-of-0000N.jsonl")
     if len(totals) != 1:
-        raise DataError(f"{path}: shard parts from different shard counts {sorted(totals)}")
+        raise DataError(
+            f"{path}: shard parts from different shard counts {sorted(totals)}; remove the "
+            f"parts of the earlier run ({stem}.shard-*-of-NNNNN.*) before merging"
+        )
     n = totals.pop()
     if missing := [i for i in range(n) if i not in found]:
         raise DataError(f"{path}: shards {missing} of {n} are missing (did their jobs finish?)")

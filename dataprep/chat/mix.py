@@ -86,6 +86,10 @@ def read_hub(src: Source, cache_dir: str | Path | None = None) -> Iterator[tuple
     write_jsonl(cached, kept)
 
 
+class HubError(DataError):
+    """A Hub source could not be read; `load_pools` names the spec."""
+
+
 def _stream_hub(src: Source) -> Iterator[tuple[int, dict]]:
     from datasets import load_dataset
 
@@ -96,11 +100,19 @@ def _stream_hub(src: Source) -> Iterator[tuple[int, dict]]:
         kwargs["data_files"] = src.data_files
     if src.revision:
         kwargs["revision"] = src.revision
-    ds = load_dataset(src.dataset, **kwargs)
-    for i, row in enumerate(ds, start=1):
-        if src.max_records and i > src.max_records:
-            break
-        yield i, dict(row)
+    try:  # offline, a wrong name or split, the connection lost while streaming
+        ds = load_dataset(src.dataset, **kwargs)
+        for i, row in enumerate(ds, start=1):
+            if src.max_records and i > src.max_records:
+                break
+            yield i, dict(row)
+    except (OSError, ValueError, RuntimeError, ImportError) as exc:
+        why = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise HubError(
+            f"source {src.name}: could not read the Hub dataset {src.dataset} "
+            f"({type(exc).__name__}: {why}); check the name and the network, or give a "
+            "local `path:` (rows read once are kept under `cache_dir` for offline runs)"
+        ) from exc
 
 
 def read_source(
@@ -133,6 +145,13 @@ class Pool:
     dropped: Counter
 
 
+def _naming_spec(spec: MixSpec, items: Iterator) -> Iterator:
+    try:
+        yield from items
+    except HubError as exc:
+        raise DataError(f"{spec.path}: {exc}") from exc
+
+
 def load_pools(spec: MixSpec, counter: TokenCounter) -> list[Pool]:
     """Each source converted, measured, deduplicated against earlier ones, split train/val."""
     seen: dict[str, str] = {}
@@ -148,7 +167,7 @@ def load_pools(spec: MixSpec, counter: TokenCounter) -> list[Pool]:
                 counter,
                 spec.sequence_len,
             )
-        for rec in drops.keep(items):
+        for rec in _naming_spec(spec, drops.keep(items)):
             key = dedup_key(rec["messages"]) if "messages" in rec else text_key(rec["text"])
             if key in seen:
                 line = rec["source"].rpartition(":")[2]
@@ -446,6 +465,10 @@ def build_mix(spec: MixSpec, stage_names: list[str] | None = None) -> dict:
                 for k, v in report.items()
             },
         }
+        short = {k: f"{v['records']} of {v['requested_count']}" for k, v in report.items()
+                 if v["requested_count"] and v["records"] < v["requested_count"]}  # fmt: skip
+        if short:  # a count the source could not fill: the mix is smaller than asked
+            result["short_counts"] = short
         if stage.text_out:
             result |= _write_text_part(stage, texts, manifest.inputs, report)
         if stage.val_out:

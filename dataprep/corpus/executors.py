@@ -135,8 +135,25 @@ class TaskPerProcessExecutor(LocalPipelineExecutor):
             done = subprocess.run([sys.executable, "-c", code, str(task), str(stats)], check=False)
             if done.returncode != 0:
                 log = Path(str(self.logging_dir.path)) / "logs" / f"task_{rank:05d}.log"
-                raise DataError(f"{log}: task {rank} stopped with exit status {done.returncode}")
+                raise DataError(
+                    f"{log}: task {rank} stopped with exit status {done.returncode}"
+                    + (f": {why}" if (why := last_error(log)) else "")
+                )
             return dill.loads(stats.read_bytes())
+
+
+def last_error(log: Path) -> str | None:
+    """The error a task's log ends with (the last `DataError: ...` line, else the last
+    line), so the command's own error says why and not only where to look."""
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, 2) - 65536))
+            lines = [x.strip() for x in fh.read().decode("utf-8", "replace").splitlines()]
+    except OSError:
+        return None
+    lines = [x for x in lines if x]
+    errors = [x.split("DataError: ", 1)[1] for x in lines if "DataError: " in x]
+    return (errors or lines or [None])[-1]
 
 
 def run_task_file(argv: list[str] | None = None) -> None:
@@ -219,10 +236,10 @@ class CrossShardVerdicts(PipelineStep):
         return writer.count
 
 
-def merge_written(out, val_out) -> dict:
+def merge_written(out, val_out, shards: int) -> dict:
     """The merge after the shards' second pass: they hold only what is kept, so it joins
     them; then the first passes' cleaned texts are removed."""
-    result = merge_shards(out, val_out, dedup=False)
+    result = merge_shards(out, val_out, dedup=False, shards=shards)
     remove_texts(out)
     return result
 
@@ -304,10 +321,10 @@ def corpus_executor(
         first = _stage(kind, [plan], 1, "inputs", logs, None, 1, res)
     if not dedup:
         last = _stage(kind, [CorpusShard(run_shard)], tasks, "shards", logs, first, workers, res)
-        merge = functools.partial(merge_shards, out, val_out, dedup=False)
+        merge = functools.partial(merge_shards, out, val_out, dedup=False, shards=tasks)
     else:
         last = _minhash_stages(kind, run_shard, out, tasks, workers, res, near_threshold, first)
-        merge = functools.partial(merge_written, out, val_out)
+        merge = functools.partial(merge_written, out, val_out, tasks)
     return _stage(kind, [CorpusMerge(merge)], 1, "merge", logs, last, 1, res,
                   res.merge_mem_gb if res else None)  # fmt: skip
 

@@ -261,14 +261,16 @@ def merge_shards(
     val_out: str | Path | None = None,
     dedup: bool = True,
     near_threshold: float = NEAR_THRESHOLD,
+    shards: int | None = None,
 ) -> dict:
     """Join the shards of OUT (and VAL_OUT), dropping (with `dedup`) documents that
     duplicate one in an earlier shard, found here in memory: the first copy in shard
     order is kept. (Under `--executor` the shards' second pass has already left out
-    what datatrove's stages found, and the join runs without `dedup`.)"""
+    what datatrove's stages found, and the join runs without `dedup`, of the `shards`
+    parts its tasks wrote.)"""
     check_outputs([], {"--out": out, "--val-out": val_out})
-    parts = find_shards(out)
-    val_parts = find_shards(val_out) if val_out else []
+    parts = find_shards(out, shards)
+    val_parts = find_shards(val_out, shards) if val_out else []
     # what the merge uses of each shard's manifest: not its list of inputs (up to 10,000
     # entries a shard, which held for every shard made the merge grow with the corpus)
     manifests = [{k: v for k, v in read_manifest(p).items() if k in MANIFEST_FIELDS} for p in parts]

@@ -183,6 +183,7 @@ def test_options_that_cannot_work_are_refused_in_one_line(tmp_path, tiny_model):
             "1.5 is not in the range",
         ),
         (["--val-fraction", "0.2"], "--val-fraction needs --val-out"),
+        (["--val-out", str(tmp_path / "v.jsonl")], "--val-out needs --val-fraction"),
     ]:
         res = CliRunner().invoke(main, base + extra)
         assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
@@ -254,7 +255,8 @@ def test_no_data_command_writes_over_its_own_input(tmp_path, tiny_model):
                        str(ROOT / "samples/structured/canto_refs.schema.yaml"), "--out", str(chat)],
         "facts": ["data", "facts", str(table), "--out-dir", str(table.parent)],
         "corpus": ["data", "corpus", str(doc), "--tokenizer", str(tiny_model), "--sequence-len", "64",
-                   "--out", str(tmp_path / "c.jsonl"), "--val-out", str(tmp_path / "c.jsonl")],
+                   "--out", str(tmp_path / "c.jsonl"), "--val-out", str(tmp_path / "c.jsonl"),
+                   "--val-fraction", "0.2"],
     }  # fmt: skip
     before = {p: p.read_bytes() for p in (chat, table)}
     for name, args in cases.items():

@@ -86,7 +86,7 @@ def commands(tmp: Path, tiny_model: Path) -> dict[str, list[str]]:
         "facts": ["data", "facts", str(ROOT / "samples/facts/cosmology_facts.yaml"), "--out-dir", str(out)],
         "corpus": ["data", "corpus", str(ROOT / "samples/textbook"), "--tokenizer", str(tiny_model),
                    "--sequence-len", "128", "--out", str(out / "corpus.jsonl"),
-                   "--val-out", str(out / "corpus.val.jsonl")],
+                   "--val-out", str(out / "corpus.val.jsonl"), "--val-fraction", "0.2"],
     }  # fmt: skip
 
 

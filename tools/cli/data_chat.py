@@ -146,6 +146,18 @@ def data_mix(spec, files, out, val_out, tokenizer, seed, stages) -> None:
             f"{st['stage']}: {st['records']} conversations, {st['tokens']} tokens -> {st['output']}  [{shares}]",
             err=True,
         )
+        for name, got in st.get("short_counts", {}).items():
+            click.echo(
+                f"warning: {st['stage']}: source {name} gave {got} conversations asked by its "
+                "`count` (it has no more usable ones; `repeat: true` repeats them)",
+                err=True,
+            )
+        if st.get("val_output") and not st.get("val_records"):
+            click.echo(
+                f"warning: {st['stage']}: {st['val_output']} is empty: the spec holds out "
+                "nothing (set `validation:` to a fraction)",
+                err=True,
+            )
     echo_json(res)
 
 

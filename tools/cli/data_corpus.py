@@ -244,6 +244,10 @@ def run_or_submit(
     with `inputs`, the files and folders a first task plans the shards of)."""
     if kw["val_fraction"] and not kw["val_out"]:
         raise click.UsageError("--val-fraction needs --val-out: where the held-out documents go")
+    if kw["val_out"] and not kw["val_fraction"]:
+        raise click.UsageError(
+            "--val-out needs --val-fraction: the share of documents held out (it would be empty)"
+        )
     if kw["dry_run"] and kw["executor"] != "slurm":
         raise click.UsageError("--dry-run: only with --executor slurm")
     if kw["tasks"] > 1 and not kw["executor"]:

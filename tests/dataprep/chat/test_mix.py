@@ -235,6 +235,33 @@ def test_datasets_source_loads_through_datasets_and_is_cached(tmp_path):
     assert lines(tmp_path / "m.jsonl") == got
 
 
+def test_a_hub_source_that_cannot_be_read_is_a_one_line_error(tmp_path, monkeypatch):
+    import datasets
+
+    data = {
+        "out": str(tmp_path / "m.jsonl"),
+        "cache_dir": str(tmp_path / "cache"),
+        "sources": [{"name": "general", "dataset": "json", "data_files": str(tmp_path / "gone.jsonl"),
+                     "split": "train", "weight": 1.0}],
+    }  # fmt: skip
+    with pytest.raises(
+        DataError, match=r"source general: could not read the Hub dataset json \(FileNotFoundError"
+    ):
+        build_mix(parse_spec(data))
+
+    def offline(*a, **k):
+        raise ConnectionError(
+            "Couldn't reach 'Open-Orca/SlimOrca-Dedup' on the Hub (OfflineModeIsEnabled)"
+        )
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    data["sources"][0] = {"name": "general", "dataset": "Open-Orca/SlimOrca-Dedup", "weight": 1.0}
+    with pytest.raises(
+        DataError, match=r"Open-Orca/SlimOrca-Dedup \(ConnectionError: Couldn't reach"
+    ):
+        build_mix(parse_spec(data))
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -313,6 +340,25 @@ def test_cli_mix_reports_shares(tmp_path):
     res = json.loads(result.output.strip().splitlines()[-1])
     assert abs(res["stages"][0]["shares"]["a"]["realized"] - 0.6) <= 0.01
     assert (tmp_path / "o.manifest.json").exists()
+
+
+def test_cli_mix_warns_of_a_count_it_could_not_fill_and_an_empty_validation_file(tmp_path):
+    a = write(tmp_path / "a.jsonl", [qa(i) for i in range(20)])
+    exam = write(tmp_path / "exam.jsonl", [chat(i) for i in range(3)])
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"sources": [
+        {"name": "a", "path": a, "weight": 0.5}, {"name": "exam", "path": exam, "count": 200},
+    ]}))  # fmt: skip
+    args = ["data", "mix", str(spec), "--out", str(tmp_path / "o.jsonl")]
+    result = CliRunner().invoke(main, [*args, "--val-out", str(tmp_path / "v.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert (
+        "warning: all: source exam gave 3 of 200 conversations asked by its `count`"
+        in result.output
+    )
+    assert "v.jsonl is empty: the spec holds out nothing" in result.output
+    res = json.loads(result.output.strip().splitlines()[-1])
+    assert res["stages"][0]["short_counts"] == {"exam": "3 of 200"}
 
 
 def test_source_with_nothing_usable_stops_with_reasons(tmp_path):

@@ -62,8 +62,13 @@ def by_hand(tmp_path: Path, tiny_model: Path, source: Path, n: int, *extra: str)
 
 def test_the_local_executor_writes_what_shards_and_merge_write(tmp_path, tiny_model, corpus_dir):
     folder = tmp_path / "executor"
+    # parts an earlier run of another shard count left under the same name are not joined
+    folder.mkdir()
+    for name in ("c.shard-00000-of-00016.jsonl", "c.val.shard-00000-of-00016.jsonl"):
+        (folder / name).write_text('{"text": "an old part", "doc_id": "old", "chunk": 0}\n')
     res = cli(*corpus(folder, tiny_model, corpus_dir, "--executor", "local", "--tasks", "3",
                       "--workers", "2"))  # fmt: skip
+    assert "an old part" not in (folder / "c.jsonl").read_text()
     assert (folder / "c.datatrove" / "shards" / "completions" / "00002").exists()
     assert (folder / "c.datatrove" / "merge" / "completions" / "00000").exists()
     assert written(folder) == by_hand(tmp_path, tiny_model, corpus_dir, 3)
@@ -131,6 +136,8 @@ def test_a_rerun_runs_only_the_tasks_that_did_not_finish(tmp_path, tiny_model, c
 
     res = CliRunner().invoke(main, ["data", *args])
     assert res.exit_code != 0 and "task 1 stopped" in res.output, res.output
+    # the task's own error is in the command's, not only in its log
+    assert "Is a directory" in res.output.split("task 1 stopped", 1)[1], res.output
     logs = folder / "c.datatrove"
     assert (logs / "chunks" / "completions" / "00000").exists()
     assert not (logs / "chunks" / "completions" / "00001").exists()
