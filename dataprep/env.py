@@ -16,11 +16,25 @@ from pathlib import Path
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
+# Axolotl reports usage to its telemetry service unless told not to; nothing the project
+# runs, in this process or a child, does
+NO_TELEMETRY = {"AXOLOTL_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1"}
+
+
+def no_telemetry() -> None:
+    """Turn Axolotl's telemetry off in this process (before it is imported), unless the
+    user's environment says otherwise."""
+    for key, value in NO_TELEMETRY.items():
+        os.environ.setdefault(key, value)
+
+
 def child_env(*, local: bool, **extra: str) -> dict[str, str]:
     """A copy of this process's environment for a child: tokenizers single-threaded (the
     child forks or runs beside others), offline when `local`, then `extra` as given."""
     env = dict(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for key, value in NO_TELEMETRY.items():
+        env.setdefault(key, value)
     if local:
         for key, value in OFFLINE.items():
             env.setdefault(key, value)

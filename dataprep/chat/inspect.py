@@ -27,6 +27,7 @@ from cosmosage.dataprep.chat.labels import IGNORE, LABEL_KEYS, SHAPE_KEYS, TOKEN
 from cosmosage.dataprep.io import read_records
 from cosmosage.dataprep.records import DataError, Reject
 from cosmosage.dataprep.steps import Drops
+from cosmosage.dataprep.tokenizer import check_folder
 
 # dataset-entry keys that change how Axolotl's chat_template strategy reads and labels a
 # record, and config keys that change the tokenizer or template (dataprep/chat/labels.py)
@@ -127,7 +128,12 @@ class Loaded:
 
 def load(model: str | Path, settings: TemplateSettings) -> Loaded:
     """Axolotl's tokenizer loader and chat_template strategy for `model`."""
-    tokenizer = labels.load_tokenizer(settings.cfg, model)
+    check_folder(model, "--model")
+    try:
+        tokenizer = labels.load_tokenizer(settings.cfg, model)
+    except (OSError, ValueError) as exc:  # a Hub id not cached, a folder without one
+        why = " ".join(str(exc).split())[:300]
+        raise DataError(f"--model {model}: no tokenizer could be loaded ({why})") from exc
     try:
         strategy = labels.load_strategy(tokenizer, settings.cfg, dict(settings.ds))
     except ValueError as exc:

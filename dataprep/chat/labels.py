@@ -19,6 +19,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from cosmosage.dataprep.env import no_telemetry
+
+no_telemetry()  # it runs Axolotl's loaders in this process
+
 TOKENIZER_KEYS = (
     "special_tokens", "tokens", "added_tokens_overrides", "chat_template",
     "chat_template_jinja", "chat_template_kwargs", "default_system_message", "eot_tokens",

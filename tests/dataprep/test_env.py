@@ -17,6 +17,27 @@ def test_the_users_own_setting_wins(monkeypatch):
     assert child_env(local=True)["HF_HUB_OFFLINE"] == "0"
 
 
+def test_nothing_the_project_runs_reports_to_axolotls_telemetry(monkeypatch):
+    """The command line, the in-process Axolotl loaders and every child turn it off,
+    whether or not the Makefile set it; a user's own value wins."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("AXOLOTL_DO_NOT_TRACK", "DO_NOT_TRACK")}
+    for module in ("cosmosage.tools.cli.main", "cosmosage.dataprep.chat.labels"):
+        code = f"import os, {module}; print(os.environ.get('AXOLOTL_DO_NOT_TRACK'), os.environ.get('DO_NOT_TRACK'))"
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert out.stdout.split() == ["1", "1"], (module, out.stderr[-500:])
+    mine = subprocess.run([sys.executable, "-c", code], env={**env, "AXOLOTL_DO_NOT_TRACK": "0"},
+                          capture_output=True, text=True)  # fmt: skip
+    assert mine.stdout.split()[0] == "0"
+    monkeypatch.delenv("AXOLOTL_DO_NOT_TRACK", raising=False)
+    monkeypatch.delenv("DO_NOT_TRACK", raising=False)
+    child = child_env(local=True)
+    assert child["AXOLOTL_DO_NOT_TRACK"] == child["DO_NOT_TRACK"] == "1"
+
+
 def test_a_task_after_a_bigger_one_reports_its_own_peak():
     """A worker that ran a task holding 200 MB, then one holding little: after the
     release and the reset, the second task's peak is near what it holds, not 200 MB up."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import click
 
+from cosmosage.dataprep.env import no_telemetry
 from cosmosage.tools.cli import (
     data_chat,
     data_corpus,
@@ -21,6 +22,8 @@ from cosmosage.tools.cli import (
 )
 from cosmosage.tools.cli import eval as eval_commands
 from cosmosage.tools.cli.common import DefaultCommandGroup, Group
+
+no_telemetry()  # before any command imports Axolotl (they import it when they run)
 
 
 @click.group(cls=Group)

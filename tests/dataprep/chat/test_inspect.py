@@ -127,6 +127,15 @@ def test_cli_inspect_passes_and_fails(tmp_path, tiny_model):
         main, ["data", "inspect", str(data), "--model", str(tiny_model), "--color", "--show", "1"]
     )
     assert "\x1b[" in colored.output
+    # a mistyped folder, and a folder without a tokenizer: one line, no traceback
+    gone = tmp_path / "models" / "tiny-lama"
+    (tmp_path / "empty").mkdir()
+    for model, message in (
+        (gone, "no such folder"),
+        (tmp_path / "empty", "no tokenizer could be loaded"),
+    ):
+        res = runner.invoke(main, ["data", "inspect", str(data), "--model", str(model)])
+        assert res.exit_code == 1 and f"--model {model}: {message}" in res.output, res.output
 
 
 def test_cli_inspect_takes_settings_from_recipe(tmp_path, tiny_model, monkeypatch):
