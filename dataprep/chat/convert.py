@@ -177,6 +177,7 @@ def build_convert(
     drops = Drops()
     per_input: Counter = Counter()
     tokens = 0
+    rule_fields = {r.field for r in opts.system_rules if r.field}  # seen in no row yet
 
     def records() -> Iterator[dict]:
         nonlocal tokens
@@ -185,6 +186,8 @@ def build_convert(
             rows = read_records(path)
             if shard:
                 rows = (r for r in rows if in_shard(row_key(r[1]), shard))
+            if rule_fields:
+                rows = _noting_fields(rows, rule_fields)
             for rec in drops.keep(measure(convert(rows, str(path), opts), counter, sequence_len)):
                 per_input[str(path)] += 1
                 tokens += rec["_tokens"]
@@ -197,9 +200,20 @@ def build_convert(
     manifest.extra["kept_per_input"] = dict(per_input)
     drops.write(out)
     manifest.write()
-    return {
+    result = {
         "output": str(out),
         "records": manifest.kept,
         "rejected": len(drops),
         "tokens": tokens,
     }
+    if rule_fields:  # a `field:` rule on a field no row has gives no record its text
+        result["rule_fields_in_no_row"] = sorted(rule_fields)
+    return result
+
+
+def _noting_fields(rows: Iterable, fields: set[str]) -> Iterator:
+    """`rows` as they are; each field of `fields` a row has is taken out of `fields`."""
+    for row in rows:
+        if fields and isinstance(row[1], dict):
+            fields.difference_update(row[1])
+        yield row

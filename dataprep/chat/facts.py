@@ -242,15 +242,19 @@ def make_fact(
 def _yaml_table(path: Path) -> tuple[dict, bool, Iterator]:
     """A YAML table's relations, whether it lists them, and its (line, row) facts."""
     data = read_yaml(path, lines=True)
-    if not isinstance(data, dict) or not isinstance(data.get("facts"), list):
-        raise DataError(
-            f"{path}: expected a mapping with a `facts:` list (and optional `relations:`)"
-        )
-    unknown = sorted(set(data) - {"facts", "relations", "__line__"})
+    if data is None:
+        raise DataError(f"{path}: empty file; a table has `facts:` and optional `relations:`")
+    unknown = (
+        sorted(set(data) - {"facts", "relations", "__line__"}) if isinstance(data, dict) else []
+    )
     if unknown:  # a misspelt `relations:` would drop every pattern without a word
         raise DataError(
             f"{path}: unknown top-level key(s) {unknown}; a table has `facts:` and "
             "optional `relations:`"
+        )
+    if not isinstance(data, dict) or not isinstance(data.get("facts"), list):
+        raise DataError(
+            f"{path}: expected a mapping with a `facts:` list (and optional `relations:`)"
         )
     relations, declared = _read_relations(path, data)
     rows = zip(entry_lines(data["facts"], path, "facts"), data["facts"], strict=True)

@@ -249,6 +249,12 @@ class SystemRule:
             )
         return cls(cond, text.strip())
 
+    @property
+    def field(self) -> str | None:
+        """The source field a `field:NAME=VALUE` rule reads (None for other rules)."""
+        m = _FIELD_COND.match(self.condition)
+        return m.group(1) if m else None
+
     def matches(self, messages: list[dict], record: Mapping | None = None) -> bool:
         if self.condition in ("default", "*"):
             return True

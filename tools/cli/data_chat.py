@@ -90,7 +90,14 @@ def data_convert(
     )
     shard_spec = Shard.parse(shard)
     out = shard_output(out, shard_spec)
-    echo_json(build_convert(list(inputs), out, opts, tokenizer, sequence_len, shard_spec))
+    result = build_convert(list(inputs), out, opts, tokenizer, sequence_len, shard_spec)
+    for name in result.get("rule_fields_in_no_row", []):
+        click.echo(
+            f"warning: --system-rule field:{name}=...: no input row has a field {name!r}, so "
+            "the rule matched nothing (the field names are the input's, e.g. camel's `topic;`)",
+            err=True,
+        )
+    echo_json(result)
 
 
 @click.command("mix", short_help="Mix chat sources by token share or count.")

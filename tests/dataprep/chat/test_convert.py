@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -148,6 +149,20 @@ def test_a_malformed_system_rule_or_pattern_is_a_usage_error_not_a_traceback(tmp
         assert res.exit_code == 1 and "Traceback" not in res.output, res.output
         assert f"column mapping {bad!r}: a pattern names columns in braces" in res.output
     assert chatmod.parse_mapping(["user={q}: {a}", "assistant=a"])["user"] == "{q}: {a}"
+
+
+def test_a_field_rule_on_a_field_no_row_has_is_warned(tmp_path):
+    path = write_lines(
+        tmp_path / "rows.jsonl", [{"instruction": "A?", "output": "B.", "topic;": "Cosmology"}]
+    )
+    out = str(tmp_path / "out.jsonl")
+    args = ["data", "convert", str(path), "--out", out, "--system-rule"]
+    res = CliRunner().invoke(main, [*args, "field:topic=Cosmology=You are a cosmologist."])
+    assert res.exit_code == 0, res.output
+    assert "warning: --system-rule field:topic=...: no input row has a field 'topic'" in res.output
+    res = CliRunner().invoke(main, [*args, "field:topic;=Cosmology=You are a cosmologist."])
+    assert res.exit_code == 0 and "warning" not in res.output, res.output
+    assert json.loads(Path(out).read_text())["messages"][0]["content"] == "You are a cosmologist."
 
 
 def test_system_rules_whose_operator_holds_an_equals_sign():

@@ -13,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 from cosmosage.dataprep.chat.facts import build_facts, read_facts, relation_patterns
-from cosmosage.dataprep.records import Reject
+from cosmosage.dataprep.records import DataError, Reject
 from cosmosage.tools.cli.main import main
 from cosmosage.tools.eval.suites import load_suite
 
@@ -301,6 +301,17 @@ def test_deterministic_with_seed(tmp_path):
         return [p["prompt"] for p in suite if p["wording"] == "held_out"]
 
     assert any(held(run(seed, f"s{seed}")) != held(first) for seed in range(6, 12))
+
+
+def test_a_misspelt_facts_key_and_an_empty_table_say_so(tmp_path):
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("fact:\n  - {subject: a, relation: r, object: b}\n")
+    with pytest.raises(DataError, match=r"unknown top-level key\(s\) \['fact'\]"):
+        list(read_facts(typo))
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    with pytest.raises(DataError, match="empty.yaml: empty file"):
+        list(read_facts(empty))
 
 
 def path_like(message: str) -> list[str]:
