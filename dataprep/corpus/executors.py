@@ -27,6 +27,7 @@ import functools
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,7 +118,29 @@ class CorpusMerge(PipelineStep):
         return None
 
 
-class TaskPerProcessExecutor(LocalPipelineExecutor):
+class QuietLocalExecutor(LocalPipelineExecutor):
+    """datatrove's local executor whose pool workers (fresh `forkserver` processes) log
+    as `quiet_logs` says, like the process that started them."""
+
+    def _launch_run_for_rank(self, *args, **kwargs):
+        quiet_logs()
+        return super()._launch_run_for_rank(*args, **kwargs)
+
+    def run(self):
+        """The stages before this one (`depends`), then its tasks; a line when it is done
+        (the time is since the first stage of the run began)."""
+        t0 = time.monotonic()
+        result = super().run()
+        name, took = Path(str(self.logging_dir.path)).name, time.monotonic() - t0
+        print(
+            f"stage {name}: {self.world_size} task(s) done at {took:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        return result
+
+
+class TaskPerProcessExecutor(QuietLocalExecutor):
     """datatrove's local executor with every task in a Python process of its own.
 
     datatrove's pool hands task after task to the same few workers, and a worker keeps
@@ -156,8 +179,46 @@ def last_error(log: Path) -> str | None:
     return (errors or lines or [None])[-1]
 
 
+def quiet_logs() -> None:
+    """datatrove's logs of a local run go to the task log files under OUT.datatrove/
+    only; the terminal gets their warnings and errors (and the project's own lines), not
+    hundreds of lines of pipeline listings and statistics for every task."""
+    import datatrove.executor.base as base
+    import datatrove.utils.logging as dlog
+    from loguru import logger
+
+    if getattr(base.add_task_logger, "quiet", False):
+        return
+    original = dlog.add_task_logger
+
+    def add_task_logger(logging_dir, rank, local_rank=0, node_rank=-1):
+        # datatrove sends a task's INFO lines to the terminal for local rank 0 only
+        return original(logging_dir, rank, max(1, local_rank), node_rank=node_rank)
+
+    def shown(record) -> bool:  # warnings, and a pool worker's "3/22 tasks completed."
+        message = record["message"]
+        if message.startswith("Remember to also set the number of tasks of the finder"):
+            return False  # a reminder the stages here follow (finder tasks = bands)
+        return record["level"].no >= 30 or message.endswith("tasks completed.")
+
+    def setup_default_logger():
+        logger.remove()
+        logger.add(sys.stderr, level="INFO", filter=shown, colorize=dlog.DATATROVE_COLORIZE_LOGS,
+                   format="{time:HH:mm:ss} | {level: <7} | {message}")  # fmt: skip
+
+    add_task_logger.quiet = True
+    base.add_task_logger, dlog.setup_default_logger = add_task_logger, setup_default_logger
+    setup_default_logger()
+    import datatrove.pipeline.dedup.exact_dedup as exact
+    import datatrove.pipeline.dedup.minhash as minhash
+
+    for module in (exact, minhash):  # their per-file bars, one for every band task
+        module.tqdm = functools.partial(module.tqdm, disable=True)
+
+
 def run_task_file(argv: list[str] | None = None) -> None:
     """The fresh process's side of TaskPerProcessExecutor: TASK_PICKLE STATS_PICKLE."""
+    quiet_logs()
     task, stats = argv or sys.argv[1:]
     executor, rank, local_rank, node_rank = dill.loads(Path(task).read_bytes())
     result = LocalPipelineExecutor._run_for_rank(executor, rank, local_rank, node_rank)
@@ -265,7 +326,7 @@ def _stage(kind: str, pipeline: list, tasks: int, name: str, logs: Path, depends
         # the clusters and the merge would otherwise run in this process, beside what it
         # holds: each gets a fresh interpreter. The band tasks are small and many (22),
         # where one would cost more than it saves
-        executor = LocalPipelineExecutor if name == "buckets" else TaskPerProcessExecutor
+        executor = QuietLocalExecutor if name == "buckets" else TaskPerProcessExecutor
         return executor(
             pipeline,
             tasks=tasks,
@@ -315,6 +376,8 @@ def corpus_executor(
     if kind == "slurm" and (res is None or not res.partition):
         raise DataError("--executor slurm needs --partition")
     logs = logging_dir(out)
+    if kind == "local":
+        quiet_logs()
     first = None
     if inputs is not None:
         plan = PlanInputs(list(map(str, inputs)), tasks, str(plan_folder(out)))

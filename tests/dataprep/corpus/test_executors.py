@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -82,6 +83,24 @@ def test_the_local_executor_writes_what_shards_and_merge_write(tmp_path, tiny_mo
     assert list((folder / "c.datatrove" / "minhash" / "clusters").glob("*.clusters"))
     assert res["records"] == len((folder / "c.jsonl").read_text().splitlines()) > 0
     assert res["dropped"]  # the duplicates, the German and the short document
+
+
+def test_a_local_run_shows_its_stages_not_datatroves_task_logs(tmp_path, tiny_model, corpus_dir):
+    """The terminal gets a line per stage (and the tasks' count); datatrove's pipeline
+    listings and statistics stay in the task logs under OUT.datatrove/."""
+    folder = tmp_path / "executor"
+    args = ["data", *corpus(folder, tiny_model, corpus_dir, "--executor", "local", "--tasks", "2")]
+    run = subprocess.run([sys.executable, "-m", "cosmosage.tools.cli.main", *args],
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    for stage in ("shards", "buckets", "clusters", "chunks", "merge"):
+        assert re.search(rf"^stage {stage}: \d+ task\(s\) done at [\d.]+ s$", run.stderr, re.M), (
+            run.stderr
+        )
+    assert "PIPELINE" not in run.stderr and "Stats:" not in run.stderr
+    assert "Initializing pq" not in run.stderr and "Remember to also set" not in run.stderr
+    assert len(run.stderr.splitlines()) < 60, run.stderr
+    assert "PIPELINE" in (folder / "c.datatrove/shards/logs/task_00000.log").read_text()
 
 
 def test_a_copy_dropped_across_shards_is_never_tokenized(tmp_path, tiny_model, corpus_dir):
@@ -189,16 +208,14 @@ def test_each_local_task_runs_in_a_process_of_its_own(tmp_path, monkeypatch):
     # the local executor gives every task its own interpreter (the single tasks of the
     # input plan, the clusters and the merge would otherwise share this process's
     # memory) but the small, many band tasks
-    from datatrove.executor import LocalPipelineExecutor
-
-    from cosmosage.dataprep.corpus.executors import corpus_executor
+    from cosmosage.dataprep.corpus.executors import QuietLocalExecutor, corpus_executor
 
     stage = corpus_executor("local", tmp_path / "c.jsonl", None, print, 3, 2, inputs=[tmp_path])
     kinds = {}
     while stage is not None:
         kinds[Path(str(stage.logging_dir.path)).name] = type(stage)
         stage = stage.depends
-    assert kinds.pop("buckets") is LocalPipelineExecutor
+    assert kinds.pop("buckets") is QuietLocalExecutor  # datatrove's, with its pool's logs quiet
     stages = ["merge", "chunks", "clusters", "shards", "inputs"]
     assert kinds == dict.fromkeys(stages, TaskPerProcessExecutor)
 
