@@ -75,11 +75,20 @@ class Sink:
         return self.outs
 
 
+def plural(reason: str) -> str:
+    """ "empty file" -> "empty files": a count's reason, when it names a file."""
+    return reason[:-4] + "files" if reason.endswith(" file") else reason
+
+
 def nothing_kept(out: str | Path, dropped) -> str:
-    reasons = ", ".join(f"{n} {why}" for why, n in sorted(dropped.items(), key=lambda x: -x[1]))
+    reasons = ", ".join(
+        f"{n} {plural(why) if n > 1 else why}"
+        for why, n in sorted(dropped.items(), key=lambda x: -x[1])
+    )
     return (
         f"{out}: nothing kept ({reasons or 'no documents read'}); the reasons are in "
-        f"{failed_rejects_path(out)}; no output was written and an earlier one is left as it was"
+        f"{failed_rejects_path(out)}; no output was written"
+        + (" and the earlier one is left as it was" if Path(out).exists() else "")
     )
 
 

@@ -159,12 +159,18 @@ def endpoint_for(base_url, model, serve_dir, api_key_env, timeout):
 
     folder = Path(serve_dir).resolve()
     cache = Path(tempfile.mkdtemp(prefix="cosmosage-serve-"))
-    click.echo(f"serving {folder} with transformers serve (log: {cache / 'serve.log'})", err=True)
+    log = cache / "serve.log"
+    click.echo(f"serving {folder} with transformers serve (log: {log}, kept if it fails)", err=True)
+    done = False
     try:
         with transformers_serve(folder, cache, continuous_batching=True) as server:
             yield Endpoint(server.base_url, server.model, api_key_env, timeout)
+        done = True
     finally:
-        shutil.rmtree(cache, ignore_errors=True)
+        if done:
+            shutil.rmtree(cache, ignore_errors=True)
+        elif log.exists():
+            click.echo(f"the server's log is kept: {log}", err=True)
 
 
 @contextlib.contextmanager
