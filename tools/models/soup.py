@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from cosmosage.dataprep.env import child_env
+from cosmosage.dataprep.env import child_env, hub_offline
 from cosmosage.dataprep.records import DataError
 
 METHODS = ("linear", "ties", "dare_ties")
@@ -65,21 +65,51 @@ def model_ref(model: str | Path) -> str:
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def check_model(model: str) -> None:
-    """A soup's model is a model folder (config.json in it) or a Hub id ORG/NAME; anything
-    else fails here, before mergekit starts."""
+def check_model(model: str, option: str = "") -> None:
+    """A soup's model is a model folder (config.json in it) or a Hub id ORG/NAME that is in
+    the Hugging Face cache or, when online, on the Hub; anything else fails here, before
+    mergekit starts. `option` (`--model`) names where the model was given."""
+    name = f"{option} {model}" if option else model
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise SoupError(f"{model}: not a model folder (no config.json)")
+            raise SoupError(f"{name}: not a model folder (no config.json)")
         return
     if not HUB_ID.match(model) or path.exists():
-        raise SoupError(f"{model}: no such model folder, and not a Hub id ORG/NAME")
+        raise SoupError(f"{name}: no such model folder, and not a Hub id ORG/NAME")
     if path.parent.is_dir():  # `build/nope`: a mistyped folder, not the Hub's org `build`
         raise SoupError(
-            f"{model}: no such model folder ({path.parent}/ is a folder here, so it is not "
+            f"{name}: no such model folder ({path.parent}/ is a folder here, so it is not "
             "taken for a Hub id ORG/NAME)"
         )
+    why = hub_missing(model)
+    if why:
+        raise SoupError(f"{name}: not a local folder, and {why}")
+
+
+def hub_missing(repo: str) -> str | None:
+    """Why the Hub id `repo` cannot be read (None when it can): its config.json is in the
+    Hugging Face cache, or else (unless HF_HUB_OFFLINE) the Hub answers for it."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        RepositoryNotFoundError,
+    )
+
+    if isinstance(try_to_load_from_cache(repo, "config.json"), str):
+        return None
+    if hub_offline():
+        return "the Hub id is not in the Hugging Face cache (HF_HUB_OFFLINE is set)"
+    try:
+        get_hf_file_metadata(hf_hub_url(repo, "config.json"), timeout=10)
+    except GatedRepoError:
+        return "the Hub id is gated: accept its terms on the Hub and log in (hf auth login)"
+    except (RepositoryNotFoundError, EntryNotFoundError):
+        return "the Hub has no model of that id (or it is private)"
+    except Exception:  # noqa: BLE001 - no network, a proxy, a timeout: all one answer
+        return "the Hub id is not in the cache and could not be reached (offline?)"
+    return None
 
 
 def mergekit_config(
@@ -156,13 +186,18 @@ def make_soup(
     density: float | None = None,
     dtype: str | None = None,
     config_path: str | Path | None = None,
+    options: tuple[str, str] = ("--model", "--base"),
 ) -> dict:
     """Write the mergekit YAML, run mergekit into OUT (through OUT.tmp, so a failed soup
-    leaves no half folder) and return what was made: model, parents, weights, config."""
+    leaves no half folder) and return what was made: model, parents, weights, config.
+    Every model is checked first (nothing is written for a refused soup); `options` name
+    where the models and the base were given, for the errors."""
     out = Path(out)
     cfg = mergekit_config(ingredients, method, base, density, dtype)
-    for model in [i.model for i in ingredients] + ([base] if base else []):
-        check_model(str(model))
+    for model in [i.model for i in ingredients]:
+        check_model(str(model), options[0])
+    if base:
+        check_model(str(base), options[1])
     config_path = Path(config_path or out.with_name(out.name + ".mergekit.yaml"))
     log_path = config_path.with_suffix(".log")
     config_path.parent.mkdir(parents=True, exist_ok=True)

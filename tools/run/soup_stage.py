@@ -33,6 +33,10 @@ def resolve_soup_model(ref: str, previous: dict[str, str], runs_dir: Path, root:
     return str(path) if path.exists() else ref
 
 
+# where a soup stage's models are given, for make_soup's errors
+OPTIONS = ("recipe.soup.models", "recipe.soup.base")
+
+
 def soup_spec(
     stage: Stage, previous: dict[str, str], runs_dir: Path, root: Path
 ) -> tuple[list[soup.Ingredient], dict]:
@@ -85,6 +89,7 @@ def run_soup_stage(
         ingredients,
         out=StageFolder(stage_dir).model,
         config_path=StageFolder(stage_dir).mergekit_config,
+        options=OPTIONS,
         **kwargs,
     )
     write_json(StageFolder(stage_dir).metrics, {"model": made["model"], "wall_s": made["wall_s"]})
@@ -130,7 +135,7 @@ def run_soup_selection(
         ]
         echo(f"soup   {stage.name}: weight {w:g} of {ingredients[0].model}")
         made[w] = soup.make_soup(
-            mixed, out=out, config_path=out.with_suffix(".mergekit.yaml"), **kwargs
+            mixed, out=out, config_path=out.with_suffix(".mergekit.yaml"), options=OPTIONS, **kwargs
         )
         return made[w]["model"]
 

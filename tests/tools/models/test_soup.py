@@ -146,6 +146,51 @@ def test_bad_soups_fail_before_mergekit_runs(tmp_path, monkeypatch):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_hub_id_neither_cached_nor_reachable_is_refused_before_mergekit(
+    tiny_model, tmp_path, monkeypatch
+):
+    import httpx
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    def boom(*a, **k):
+        raise AssertionError("mergekit must not run")
+
+    monkeypatch.setattr(soup.subprocess, "run", boom)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "soups" / "x6"
+    args = ["model", "soup", "--model", "models/smollm2:0.5", "--model", f"{tiny_model}:0.5"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    res = CliRunner().invoke(main, [*args, "--out", str(out)])
+    assert res.exit_code == 1
+    assert res.output.splitlines() == [
+        "Error: --model models/smollm2: not a local folder, and the Hub id is not in the "
+        "Hugging Face cache (HF_HUB_OFFLINE is set)"
+    ]
+    assert not (tmp_path / "soups").exists()  # no mergekit yaml or log left behind
+
+    # online allowed but no network: one line, still nothing written
+    def unreachable(*a, **k):
+        raise httpx.ConnectError("no route to host")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", unreachable)
+    with pytest.raises(soup.SoupError, match=re.escape("--base org/base: not a local folder")):
+        soup.make_soup([soup.Ingredient(str(tiny_model), 1)], "ties", out, base="org/base")
+    with pytest.raises(soup.SoupError, match=re.escape("could not be reached (offline?)")):
+        soup.check_model("models/smollm2")
+    assert not (tmp_path / "soups").exists()
+
+    # a Hub id whose config.json is in the cache is taken without asking the Hub
+    snapshot = tmp_path / "hf" / "models--org--cached" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("abc")
+    soup.check_model("org/cached")
+
+
 def test_ties_and_dare_configs_carry_the_base_and_densities():
     cfg = soup.mergekit_config(
         [soup.Ingredient("org/tuned", 1.0)], "dare_ties", base="org/base", density=0.3
