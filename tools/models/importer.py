@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from cosmosage.dataprep.records import DataError
+from cosmosage.tools.models.hub import hub_id_problem
 from cosmosage.tools.models.specials import (
     one_line,
     repair_settings,
@@ -348,17 +349,31 @@ def _convert(path: Path, tmp: Path, echo: Echo) -> dict[str, Any]:
     }
 
 
-def _with_hub_id(folder: Path, record: dict, hub_id: str | None) -> dict:
+def _with_hub_id(folder: Path, record: dict, hub_id: str | None, echo: Echo) -> dict:
     """The record with `hub_id` set (rewritten as a new file: the folder's files may be
-    hard links shared with the import cache)."""
+    hard links shared with the import cache); a different id than recorded is said."""
     if hub_id is None or record.get("hub_id") == hub_id:
         return record
+    _said_hub_id(folder, record.get("hub_id"), hub_id, echo)
     record = {**record, "hub_id": hub_id}
     path = folder / RECORD
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n")
     os.replace(tmp, path)
     return record
+
+
+def _said_hub_id(out: Path, old: str | None, new: str | None, echo: Echo) -> None:
+    """Say that --hub-id replaces the Hub id an earlier import recorded (model cards give
+    it as base_model)."""
+    if old and new and old != new:
+        echo(f"recorded hub id of {out} changed: {old} -> {new} (--hub-id)")
+
+
+def _check_hub_id(hub_id: str | None) -> None:
+    why = hub_id and hub_id_problem("--hub-id", hub_id, "HuggingFaceTB/SmolLM2-135M-Instruct")
+    if why:
+        raise DataError(why)
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -393,17 +408,19 @@ def import_model(
     start = time.perf_counter()
     echo = echo or _quiet
     out = Path(out)
+    _check_hub_id(hub_id)
     src = resolve_source(source, echo)
     sha = file_sha256(src.path)
     key = cache_key(sha)
     cached = Path(cache_dir) / key if cache_dir else None
     if not force and (record := cached_record(out, key)) is not None:
-        record = _with_hub_id(out, record, hub_id)
+        record = _with_hub_id(out, record, hub_id, echo)
         if cached is not None and cached_record(cached, key) is None:
             _fill_cache(out, cached)
         return {**record, "reused": True, "seconds": time.perf_counter() - start}
     _check_out(out)
     if not force and cached is not None and (record := cached_record(cached, key)) is not None:
+        _said_hub_id(out, record.get("hub_id"), hub_id, echo)
         record = {**record, "source": src.spec, "hub_id": hub_id or record.get("hub_id")}
         if record["hub_id"] is None:
             del record["hub_id"]
@@ -412,9 +429,11 @@ def import_model(
             _write_record(tmp, record)
         echo(f"linked {out} from the import cache {cached}")
         return {**record, "reused": True, "seconds": time.perf_counter() - start}
-    if hub_id is None:  # --force: the Hub id an earlier import of this content recorded
-        earlier = [cached_record(f, key) for f in (out, cached) if f is not None]
-        hub_id = next((r["hub_id"] for r in earlier if r and r.get("hub_id")), None)
+    # --force: the Hub id an earlier import of this content recorded, unless given
+    earlier = [cached_record(f, key) for f in (out, cached) if f is not None]
+    recorded = next((r["hub_id"] for r in earlier if r and r.get("hub_id")), None)
+    _said_hub_id(out, recorded, hub_id, echo)
+    hub_id = hub_id or recorded
     meta = read_gguf_metadata(src.path)
     with _new_folder(out) as tmp:
         info = _convert(src.path, tmp, echo)

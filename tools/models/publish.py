@@ -27,10 +27,10 @@ from pathlib import Path
 
 from cosmosage.dataprep.records import DataError
 from cosmosage.tools.errors import PublishError
+from cosmosage.tools.models.hub import hub_id_problem
 from cosmosage.tools.paths import RunFolder
 
 GGUF_DIR = "gguf"  # the GGUF files' folder in the published repository
-REPO_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 WEIGHTS = ("*.safetensors", "*.bin")
 # what a model repository holds (matched on the file name); anything else in the folder
@@ -94,15 +94,9 @@ def human_size(n: int) -> str:
 
 
 def check_repo_id(repo_id: str) -> None:
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as exc:
-        raise PublishError(f"--repo {repo_id!r} is not a valid Hub repo id: {exc}") from exc
-    if not REPO_ID_RE.fullmatch(repo_id):
-        raise PublishError(f"--repo {repo_id!r}: expected NAMESPACE/NAME, e.g. you/cosmosage-tiny")
+    why = hub_id_problem("--repo", repo_id, "you/cosmosage-tiny")
+    if why:
+        raise PublishError(why)
 
 
 def check_tag(tag: str) -> None:

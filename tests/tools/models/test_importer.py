@@ -165,6 +165,41 @@ def test_a_forced_import_keeps_the_hub_id_an_earlier_import_of_the_content_recor
     assert given["hub_id"] == "o/x"
 
 
+def test_a_hub_id_must_be_org_name_and_a_changed_one_is_said(tmp_path):
+    gguf, out, cache = tmp_path / "m.gguf", tmp_path / "models" / "m", tmp_path / "cache"
+    gguf.write_bytes(b"GGUF" + b"\x00" * 64)
+    fake_import(out, gguf)
+    for bad, why in (
+        ("notanid", "--hub-id 'notanid': expected NAMESPACE/NAME, e.g. HuggingFaceTB/"),
+        ("not a/repo", "--hub-id 'not a/repo' is not a valid Hub repo id: "),
+    ):
+        assert one_line_error(cli(str(gguf), "--hub-id", bad, "--out", str(out))).startswith(
+            f"Error: {why}"
+        )
+    assert "hub_id" not in json.loads((out / RECORD).read_text())  # nothing recorded
+
+    res = cli(str(gguf), "--hub-id", "org/a", "--out", str(out))
+    assert res.exit_code == 0 and "changed" not in res.output  # nothing recorded before
+    res = cli(str(gguf), "--hub-id", "org/a", "--out", str(out))
+    assert res.exit_code == 0 and "changed" not in res.output  # the same id again
+    res = cli(str(gguf), "--hub-id", "org/b", "--out", str(out))
+    assert res.exit_code == 0
+    assert (
+        res.output.splitlines()[0] == f"recorded hub id of {out} changed: org/a -> org/b (--hub-id)"
+    )
+    assert json.loads((out / RECORD).read_text())["hub_id"] == "org/b"
+
+    # an import linked from the cache, which recorded another id
+    key = cache_key(file_sha256(gguf))
+    shutil.copytree(out, cache / key)
+    said: list[str] = []
+    info = import_model(
+        str(gguf), tmp_path / "other", cache_dir=cache, hub_id="org/c", echo=said.append
+    )
+    assert info["reused"] and info["hub_id"] == "org/c"
+    assert f"recorded hub id of {tmp_path / 'other'} changed: org/b -> org/c (--hub-id)" in said
+
+
 def test_out_with_other_files_is_never_replaced(tmp_path):
     gguf, out = tmp_path / "m.gguf", tmp_path / "mine"
     gguf.write_bytes(b"GGUF" + b"\x00" * 64)
