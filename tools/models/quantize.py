@@ -339,6 +339,7 @@ def quantize_model(
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if not (model_dir / "config.json").is_file():
         raise QuantizeError(f"{model_dir}: no model (config.json) to quantize")
+    llama_cpp()  # the `gguf` extra, before anything is printed or written
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     f16 = out_dir / f"{name}-f16.gguf"

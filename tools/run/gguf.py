@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from cosmosage.dataprep.records import DataError
 from cosmosage.tools.paths import RunFolder
 
 
@@ -24,7 +25,7 @@ def quantize_source(
     FOLDER-gguf), evaluated on `suites` or the run's own; quantize.json beside them."""
     from cosmosage.tools.eval.generation import preset
     from cosmosage.tools.eval.report import pct
-    from cosmosage.tools.models.quantize import parse_types, quantize_model
+    from cosmosage.tools.models.quantize import llama_cpp, parse_types, quantize_model
 
     types = parse_types(kinds)
     run_scores = None
@@ -34,8 +35,11 @@ def quantize_source(
         run_scores = run.read_scores()
     else:
         path = Path(source)
+        if not path.is_dir():
+            raise DataError(f"{source}: no such run or folder")
         model_dir, name = path, path.name
         out = out or path.with_name(path.name + "-gguf")
+    llama_cpp()  # the `gguf` extra, before anything is printed or written
     info = quantize_model(model_dir, out, types, name, echo=echo)
     for f in info["files"].values():
         echo(f"  {f['file']:40} {f['bytes'] / 1e6:8.1f} MB  generates: {f['smoke'].strip()!r}")

@@ -46,6 +46,36 @@ def test_types_are_checked_before_anything_runs():
         quantize.parse_types("f16,q3")
 
 
+def test_without_the_extra_or_the_folder_nothing_is_printed_or_written(
+    tiny_model, tmp_path, monkeypatch
+):
+    import sys
+
+    from cosmosage.tools.cli.main import main
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # the `gguf` extra not installed
+    out = tmp_path / "gguf"
+    res = CliRunner().invoke(
+        main, ["model", "quantize", str(tiny_model), "--gguf", "f16,q8_0", "--out", str(out)]
+    )
+    assert res.exit_code == 1
+    assert res.output.splitlines() == [
+        "Error: llama-cpp-python is not installed: pip install -e '.[gguf]' (it compiles llama.cpp)"
+    ]
+    assert not out.exists()
+    with pytest.raises(quantize.QuantizeError, match="llama-cpp-python is not installed"):
+        quantize.quantize_model(tiny_model, out, ["f16"], "tiny", echo=print)
+    assert not out.exists()
+
+    nope = tmp_path / "runs" / "nope"
+    res = CliRunner().invoke(
+        main, ["model", "quantize", str(nope), "--runs-dir", str(tmp_path / "runs")]
+    )
+    assert res.exit_code == 1
+    assert res.output.splitlines() == [f"Error: {nope}: no such run or folder"]
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.fixture
 def llama_cpp():
     return pytest.importorskip(
