@@ -22,11 +22,9 @@ def runs_list(runs_dir: Path | None) -> None:
         click.echo(f"no finished stage in {registry.registry_path(where)} yet", err=True)
     for r in records:
         loss = r.get("metrics", {}).get("eval_loss_best")
-        scores = registry.score_text(r)
-        click.echo(
-            f"{r['run_id']:40}  {r['recipe']:28}  eval_loss={loss}  {scores + '  ' if scores else ''}"
-            f"{r['model']}"
-        )
+        fields = [f"eval_loss={registry.loss_text(loss)}"] if loss is not None else []
+        fields += [scores] if (scores := registry.score_text(r)) else []
+        click.echo(f"{r['run_id']:40}  {r['recipe']:28}  {'  '.join([*fields, r['model']])}")
 
 
 @click.command("tree")

@@ -285,7 +285,8 @@ def choose_checkpoint(
             raise LaunchError(f"{stage.name}: {exc}") from exc
     echo(
         f"select {stage.key}: checkpoint step {best['step'] if best else '-'} "
-        f"(eval loss {m['eval_loss_before']} -> {m['eval_loss_best']})"
+        f"(eval loss {registry.loss_text(m['eval_loss_before'])} -> "
+        f"{registry.loss_text(m['eval_loss_best'])})"
     )
     return best
 
@@ -298,7 +299,8 @@ def relora_final(m: dict, stage_dir: Path, key: str, echo: Echo) -> dict:
     m["eval_loss_best"] = loss
     echo(
         f"select {key}: the final weights, step {m['steps']} (ReLoRA merges its adapter at every "
-        f"restart; eval loss {m['eval_loss_before']} -> {final['eval_loss']})"
+        f"restart; eval loss {registry.loss_text(m['eval_loss_before'])} -> "
+        f"{registry.loss_text(final['eval_loss'])})"
     )
     return final
 

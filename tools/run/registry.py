@@ -88,6 +88,15 @@ def annotate(runs_dir: Path, model: str, **fields) -> None:
     _rewrite(runs_dir, lambda r: {**r, **fields} if r.get("model") == model else r)
 
 
+def _number(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def loss_text(loss) -> str:
+    """A loss as every listing prints it: 4 decimals (2.0160), `-` when there is none."""
+    return f"{loss:.4f}" if _number(loss) else "-"
+
+
 def score_text(record: dict) -> str:
     """The headline scores of a record for `runs list` / `runs tree`."""
     s = record.get("scores") or {}
@@ -156,7 +165,7 @@ def tree(runs_dir: Path) -> list[str]:
     def walk(model: str, depth: int) -> None:
         for r, i in children.get(_key(model), []):
             loss = r.get("metrics", {}).get("eval_loss_best")
-            loss_s = f" eval_loss={loss:.4f}" if isinstance(loss, float) else ""
+            loss_s = f" eval_loss={loss_text(loss)}" if _number(loss) else ""
             scores = f" {score_text(r)}" if r.get("scores") else ""
             soup = r.get("soup") or {}
             weights = soup.get("weights") or []

@@ -95,3 +95,36 @@ def test_a_bad_line_is_skipped_with_its_line_kept_and_named(tmp_path, capsys):
         and "fam/2" in res.output
         and "registry.jsonl:2: not a registry" in res.output
     )
+
+
+def test_losses_print_rounded_and_a_soup_prints_no_loss(tmp_path):
+    """`runs list` and the checkpoint choice print a loss as `runs tree` does (4 decimals),
+    and a record without one (a soup) shows no `eval_loss=None`."""
+    from cosmosage.tools.recipe.render import Rendered
+    from cosmosage.tools.run.launcher import choose_checkpoint, relora_final
+    from cosmosage.tools.run.stage import Stage
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "s").mkdir()
+    registry.append(
+        tmp_path, rec("fam/tuned", "fam/1", "base", str(tmp_path / "a"), 1.7869982719421387)
+    )
+    registry.append(tmp_path, rec("soup", "soup/1", str(tmp_path / "a"), str(tmp_path / "s"), None))
+    out = CliRunner().invoke(main, ["runs", "list", "--runs-dir", str(tmp_path)]).output
+    tuned, soup = out.splitlines()
+    assert "  eval_loss=1.7870  " in tuned and "1.78699" not in tuned
+    assert "eval_loss" not in soup and "None" not in soup and soup.endswith(f"  {tmp_path / 's'}")
+
+    said: list[str] = []
+    stage = Stage("fam/tuned", "lora-facts", Rendered("fam/tuned", {}, {}))
+    m = {
+        "best_checkpoint": {"step": 2, "path": "x"},
+        "eval_loss_before": 2.015995740890503,
+        "eval_loss_best": 1.7869982719421387,
+        "eval_loss": [{"step": 2, "eval_loss": 1.7869982719421387}],
+        "steps": 2,
+    }
+    choose_checkpoint(stage, {}, tmp_path, m, tmp_path, said.append)
+    assert said == ["select lora-facts: checkpoint step 2 (eval loss 2.0160 -> 1.7870)"]
+    relora_final({**m, "eval_loss_before": None}, tmp_path, "lora-facts", said.append)
+    assert said[-1].endswith("restart; eval loss - -> 1.7870)")
