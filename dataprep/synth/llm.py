@@ -313,23 +313,35 @@ async def run_pool(
 
 
 class Progress:
-    """A tqdm bar (rate and ETA built in) that also shows requests, retries and tokens.
+    """A tqdm bar (rate and ETA built in) over `total` items (`unit`), which also shows a
+    job's requests, retries and tokens when given its `usage`.
 
     Where stderr is not a terminal (a batch job's log), the bar is off and a status
-    line with the same figures is written every `every` seconds instead.
+    line with the same figures is written at the start, every `every` seconds and at
+    the end instead.
     """
 
-    def __init__(self, total: int, desc: str, usage: Usage, initial: int = 0, every: float = 60.0):
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        usage: Usage | None = None,
+        initial: int = 0,
+        every: float = 60.0,
+        unit: str = "item",
+    ):
         self.usage = usage
         self.total, self.done, self.initial = total, initial, initial
-        self.desc, self.every = desc, every
+        self.desc, self.every, self.unit = desc, every, unit
         self.bar = tqdm(
-            total=total, initial=initial, desc=desc, unit="item", disable=None, dynamic_ncols=True
+            total=total, initial=initial, desc=desc, unit=unit, disable=None, dynamic_ncols=True
         )
         self._t0 = self._last = self._last_line = time.monotonic()
+        self._shown = -1
+        if self.bar.disable:
+            self._say()
 
     def status(self) -> str:
-        u = self.usage
         elapsed = max(time.monotonic() - self._t0, 1e-9)
         rate = (self.done - self.initial) / elapsed
         left = (self.total - self.done) / rate if rate > 0 else float("inf")
@@ -338,11 +350,16 @@ class Progress:
             if left == float("inf")
             else f"{int(left // 3600)}h{int(left % 3600 // 60):02d}m{int(left % 60):02d}s"
         )
-        return (
-            f"{self.desc}: {self.done}/{self.total} items, {rate:.2f} item/s, ETA {eta}, "
-            f"{u.requests} requests ({u.retries} retries, {u.failed} failed), "
-            f"tokens {u.prompt_tokens} in / {u.completion_tokens} out"
+        line = (
+            f"{self.desc}: {self.done}/{self.total} {self.unit}s, {rate:.2f} {self.unit}/s, "
+            f"ETA {eta}"
         )
+        if (u := self.usage) is not None:
+            line += (
+                f", {u.requests} requests ({u.retries} retries, {u.failed} failed), "
+                f"tokens {u.prompt_tokens} in / {u.completion_tokens} out"
+            )
+        return line
 
     def update(self, n: int = 1) -> None:
         self.done += n
@@ -351,9 +368,9 @@ class Progress:
         if self.bar.disable:
             if now - self._last_line >= self.every:
                 self._last_line = now
-                print(self.status(), file=sys.stderr, flush=True)
+                self._say()
             return
-        if now - self._last > 0.5:
+        if self.usage is not None and now - self._last > 0.5:
             self._last = now
             u = self.usage
             self.bar.set_postfix(
@@ -366,4 +383,10 @@ class Progress:
             )
 
     def close(self) -> None:
+        if self.bar.disable and self._shown != self.done:
+            self._say()
         self.bar.close()
+
+    def _say(self) -> None:
+        self._shown = self.done
+        print(self.status(), file=sys.stderr, flush=True)

@@ -61,6 +61,13 @@ from cosmosage.tools.eval.generation import PRESETS
 @click.option(
     "--perplexity", "text", type=click.Path(exists=True, dir_okay=False), help="Held-out text."
 )
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Ask only the first N prompts of each --suite (a quick try; the report says so).",
+)
 @click.option("--judge-url", default=None, help="OpenAI-compatible server of a judge model.")
 @click.option("--judge-model", default=None, help="The judge's model name on that server.")
 @click.option(
@@ -80,6 +87,7 @@ def eval_run(
     benchmarks,
     mc_style,
     text,
+    limit,
     judge_url,
     judge_model,
     out,
@@ -88,7 +96,8 @@ def eval_run(
     """Evaluate models side by side (MODEL: a model folder, a run folder or a recipe name
     from the registry; LABEL=MODEL names it). Answers are kept in build/cache/answers/,
     per model files and request, so asking the same again generates nothing; a judge's
-    verdicts beside the report (--out), else in build/cache/judge/.
+    verdicts beside the report (--out), else in build/cache/judge/. While a model answers,
+    its progress (prompts done, rate, ETA) goes to stderr.
 
     \b
     Examples:
@@ -134,6 +143,7 @@ def eval_run(
         mc_style=mc_style,
         text=text,
         judge=judge,
+        limit=limit,
         echo=click.echo,
     )
     if out:

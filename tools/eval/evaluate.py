@@ -90,6 +90,7 @@ def score_models(
     judge=None,
     sample_suites: list[str] | None = None,
     cache_dir: str | Path | None = None,
+    limit: int | None = None,
 ) -> dict:
     """{label: model folder} x suites -> answers, pass rates and (with `samples` > 1) the
     self-consistency agreement and flag of every answer.
@@ -97,10 +98,11 @@ def score_models(
     `judge` is a callable(prompts, answers) -> list[(passed, detail)] for `score: judge`
     prompts (tools/eval/judge.py makes one); without it those prompts are not scored.
     `sample_suites` limits the self-consistency samples to the prompts of those suites.
-    With `cache_dir`, answers are read from and written to an AnswerCache there."""
+    With `cache_dir`, answers are read from and written to an AnswerCache there. With
+    `limit`, only the first `limit` prompts of each suite are asked (the result says so)."""
     settings = preset(settings) if not isinstance(settings, dict) else preset(settings)
     sampling = preset(sample_settings) if samples > 1 else None
-    prompts = load_suites(list(suites))
+    prompts = load_suites(list(suites), limit)
     rows = [{k: p[k] for k in ROW_KEYS if k in p} for p in prompts]
     scores: dict[str, dict] = {}
     tallies: dict[str, dict] = {}
@@ -134,6 +136,8 @@ def score_models(
         "counts": tallies,
         "answers": rows,
     }
+    if limit:
+        result["limit"] = limit
     if sampling is not None:
         result["consistency"] = consistency_summary(rows, list(models), sampling, samples)
     result["cached_requests"] = cache.hits  # 0 too: every scores.json has the same keys

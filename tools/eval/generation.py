@@ -21,6 +21,7 @@ import itertools
 from pathlib import Path
 
 from cosmosage.dataprep.records import DataError
+from cosmosage.dataprep.synth.llm import Progress
 
 PRESETS: dict[str, dict] = {
     "greedy": {"do_sample": False},
@@ -165,7 +166,6 @@ class Generator:
         a list, it gets one flag per prompt (its first answer): whether the model ended
         the answer itself rather than the token limit cutting it off."""
         import torch
-        from tqdm import tqdm
 
         kwargs = {k: v for k, v in settings.items() if k in GENERATION_KEYS}
         kwargs.setdefault("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
@@ -180,9 +180,8 @@ class Generator:
         stops = self.stop_ids()
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         label = desc or f"ask {self.path.name}"
-        for b, batch in enumerate(
-            tqdm(batches, desc=label, unit="batch", disable=None if progress else True)
-        ):
+        bar = Progress(len(prompts), label, unit="prompt") if progress else None
+        for b, batch in enumerate(batches):
             ids = [chat_ids(self.tok, prompts[i]) for i in batch]
             width = max(map(len, ids))
             input_ids = torch.tensor([[self.pad_id] * (width - len(x)) + x for x in ids])
@@ -201,6 +200,10 @@ class Generator:
                 got = [t.strip() for t in texts[j * n_gen : (j + 1) * n_gen]]
                 results[i] = got if n_gen == n else got * n
                 ended[i] = bool(stops & set(gen[j * n_gen, width:].tolist()))
+            if bar is not None:
+                bar.update(len(batch))
+        if bar is not None:
+            bar.close()
         if finished is not None:
             finished[:] = [ended[i] for i in range(len(prompts))]
         return [results[i] for i in range(len(prompts))]

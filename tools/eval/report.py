@@ -113,6 +113,11 @@ def report_markdown(result: dict, title: str = "Evaluation") -> str:
     labels = list(result["models"])
     p = result["preset"]
     lines = [f"# {title}", "", f"Suites: {', '.join(f'`{s}`' for s in result['suites'])}  "]
+    if limit := result.get("limit"):
+        lines.append(
+            f"Limited (--limit {limit}): only the first {limit} prompts of each suite were "
+            f"asked, {len(result['answers'])} in all  "
+        )
     lines.append(
         f"Generation: preset `{p.get('name')}`"
         + "".join(f", {k} {v}" for k, v in p.items() if k not in ("name",))

@@ -127,12 +127,13 @@ def check_history(history, where: str) -> None:
         )
 
 
-def load_suites(paths: list[str | Path]) -> list[dict]:
-    """Prompts of several suites; ids are prefixed with the suite's name where they clash."""
+def load_suites(paths: list[str | Path], limit: int | None = None) -> list[dict]:
+    """Prompts of several suites (with `limit`, the first `limit` of each); ids are
+    prefixed with the suite's name where they clash."""
     prompts: list[dict] = []
     seen: set[str] = set()
     for path in paths:
-        for p in load_suite(path):
+        for p in load_suite(path)[:limit]:
             if p["id"] in seen:
                 p["id"] = f"{Path(path).stem}/{p['id']}"
             seen.add(p["id"])

@@ -42,9 +42,11 @@ def evaluate_side_by_side(
     mc_style: str = "options",
     text: str | None = None,
     judge=None,
+    limit: int | None = None,
     echo: Callable[[str], None] = print,
 ) -> list[dict]:
-    """One result per point of the settings grid (`axes`), each echoed as its report."""
+    """One result per point of the settings grid (`axes`), each echoed as its report;
+    `limit` asks only the first prompts of each suite."""
     from cosmosage.tools.eval import generation
     from cosmosage.tools.eval.evaluate import score_models
     from cosmosage.tools.eval.report import report_markdown
@@ -59,6 +61,7 @@ def evaluate_side_by_side(
                 samples=samples,
                 judge=judge,
                 cache_dir=ROOT / "build" / "cache" / "answers",
+                limit=limit,
             )
             if suites
             else {

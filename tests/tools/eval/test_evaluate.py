@@ -393,3 +393,37 @@ def test_a_model_folder_without_a_tokenizer_is_one_clear_error(tmp_path, tiny_mo
     )
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert f"{bare}: no tokenizer could be loaded from it" in res.output
+
+
+def test_eval_shows_its_progress_and_limit_asks_the_first_prompts_of_each_suite(
+    tmp_path, tiny_model
+):
+    import shutil
+
+    model = shutil.copytree(tiny_model, tmp_path / "m")  # not in the answer cache
+    suites = []
+    for name, n in (("five", 5), ("three", 3)):
+        suites.append(tmp_path / f"{name}.yaml")
+        prompts = [
+            {"id": f"{name}{i}", "prompt": f"Question {i}?", "expect": ["zz"]} for i in range(n)
+        ]
+        suites[-1].write_text(yaml.safe_dump({"prompts": prompts}))
+    out = tmp_path / "ev"
+    res = CliRunner().invoke(
+        main,
+        ["eval", str(model), "--suite", str(suites[0]), "--suite", str(suites[1])]
+        + ["--limit", "2", "--set", "max_new_tokens=2", "--out", str(out)],
+    )
+    assert res.exit_code == 0, res.output
+    # stderr is not a terminal here: a status line at the start and at the end
+    err = [line for line in res.stderr.splitlines() if line.startswith("ask m:")]
+    assert err[0].startswith("ask m: 0/4 prompts, 0.00 prompt/s, ETA ?")
+    assert err[-1].startswith("ask m: 4/4 prompts, ") and "prompt/s, ETA " in err[-1]
+    scores = json.loads((out / "scores.json").read_text())
+    assert [a["id"] for a in scores["answers"]] == ["five0", "five1", "three0", "three1"]
+    assert scores["limit"] == 2
+    said = "Limited (--limit 2): only the first 2 prompts of each suite were asked, 4 in all"
+    assert said in res.stdout and said in (out / "report.md").read_text()
+    full = score_models({"m": model}, suites[:1], preset("greedy", max_new_tokens=2))
+    assert len(full["answers"]) == 5 and "limit" not in full
+    assert "Limited" not in report_markdown(full)
