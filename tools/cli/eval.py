@@ -160,14 +160,22 @@ def eval_compare(a, b, label_a, label_b) -> None:
     """What changed question by question between two evaluations (scores.json files or run
     folders): gained, lost, still wrong.
 
-    \b
-    Example:
-      cosmosage eval compare runs/quickstart/<id-1> runs/quickstart/<id-2>
-      cosmosage eval compare build/eval/x/scores.json build/eval/x/scores.json --label-a base --label-b final
-    """
-    from cosmosage.tools.eval.compare import compare, compare_markdown, load_result
+    A model's label is the one its evaluation gave it: in a run folder, `base` and each
+    stage's folder (e.g. `lora-facts`); from `cosmosage eval`, LABEL of LABEL=MODEL, else
+    the last two parts of a run folder (`lora-facts/<id>` for
+    runs/smollm2/lora-facts/<id>), a model folder's name or the recipe name given. A
+    scores.json lists them under "models".
 
-    click.echo(compare_markdown(compare(load_result(a), load_result(b), label_a, label_b)))
+    \b
+    Examples:
+      cosmosage eval compare runs/quickstart/<id-1> runs/quickstart/<id-2>
+      cosmosage eval compare build/eval/x/scores.json build/eval/x/scores.json --label-a base --label-b quickstart/<id>
+    """
+    from cosmosage.tools.eval.compare import compare, compare_markdown, load_result, scores_file
+
+    where = (scores_file(a), scores_file(b))
+    diff = compare(load_result(a), load_result(b), label_a, label_b, where)
+    click.echo(compare_markdown(diff))
 
 
 COMMANDS = [eval_run, eval_compare]

@@ -10,28 +10,44 @@ from cosmosage.dataprep.records import DataError
 from cosmosage.tools.paths import RunFolder
 
 
+def scores_file(path: str | Path) -> Path:
+    """The scores.json a path names: itself, or a run folder's eval/scores.json."""
+    p = Path(path)
+    return RunFolder(p).scores if p.is_dir() else p
+
+
 def load_result(path: str | Path) -> dict:
     """scores.json, or a run folder (its eval/scores.json)."""
-    p = Path(path)
-    if p.is_dir():
-        p = RunFolder(p).scores
+    p = scores_file(path)
     if not p.is_file():
         raise DataError(f"{path}: no evaluation here (expected scores.json or a run folder)")
     return json.loads(p.read_text())
 
 
-def pick(result: dict, label: str | None, where: str) -> str:
+def pick(result: dict, label: str | None, option: str, where: str | Path) -> str:
+    """The model `label` of an evaluation (its last one when None); `option` and `where`
+    (the file) name it in the error."""
     labels = list(result["models"])
     if label is None:
         return labels[-1]
     if label not in labels:
-        raise DataError(f"{where}: no model {label!r} (models: {', '.join(labels)})")
+        raise DataError(
+            f"{option} {label!r}: {where} has no model of that label (its models: "
+            f"{', '.join(labels)})"
+        )
     return label
 
 
-def compare(a: dict, b: dict, label_a: str | None = None, label_b: str | None = None) -> dict:
-    """Questions both evaluations asked, sorted into gained / lost / still_wrong / still_right."""
-    la, lb = pick(a, label_a, "first"), pick(b, label_b, "second")
+def compare(
+    a: dict,
+    b: dict,
+    label_a: str | None = None,
+    label_b: str | None = None,
+    where: tuple[str | Path, str | Path] = ("A", "B"),
+) -> dict:
+    """Questions both evaluations asked, sorted into gained / lost / still_wrong /
+    still_right; `where` names the two evaluations (their files) in errors."""
+    la, lb = pick(a, label_a, "--label-a", where[0]), pick(b, label_b, "--label-b", where[1])
     rows_b = {r["id"]: r for r in b["answers"]}
     out: dict[str, list] = {"gained": [], "lost": [], "still_wrong": [], "still_right": []}
     for ra in a["answers"]:

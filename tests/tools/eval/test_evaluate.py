@@ -427,3 +427,25 @@ def test_eval_shows_its_progress_and_limit_asks_the_first_prompts_of_each_suite(
     full = score_models({"m": model}, suites[:1], preset("greedy", max_new_tokens=2))
     assert len(full["answers"]) == 5 and "limit" not in full
     assert "Limited" not in report_markdown(full)
+
+
+def test_compare_names_the_option_and_file_of_a_label_it_does_not_have(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "run"
+    a.write_text(json.dumps(result("base", [False, True])))
+    (b / "eval").mkdir(parents=True)
+    (b / "run.json").write_text("{}")
+    (b / "eval" / "scores.json").write_text(
+        json.dumps(result("lora-facts/20261207-1", [True, True]))
+    )
+    res = CliRunner().invoke(main, ["eval", "compare", str(a), str(b), "--label-b", "final"])
+    assert res.exit_code == 1
+    assert res.output.splitlines() == [
+        f"Error: --label-b 'final': {b / 'eval' / 'scores.json'} has no model of that label "
+        "(its models: lora-facts/20261207-1)"
+    ]
+    res = CliRunner().invoke(main, ["eval", "compare", str(a), str(b), "--label-a", "x"])
+    assert res.output.startswith(f"Error: --label-a 'x': {a} has no model of that label")
+    ok = CliRunner().invoke(
+        main, ["eval", "compare", str(a), str(b), "--label-b", "lora-facts/20261207-1"]
+    )
+    assert ok.exit_code == 0 and ok.output.startswith("# base -> lora-facts/20261207-1")
