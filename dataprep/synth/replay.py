@@ -294,7 +294,7 @@ def answer_problem(text: str, finished: bool, min_chars: int = 1) -> str | None:
     if len(text) < min_chars:
         return "empty answer" if not text else f"answer shorter than {min_chars} characters"
     if not finished:
-        return "answer cut off by the token limit (raise max_new_tokens to keep it)"
+        return "answer cut off by the token limit (raise --max-new-tokens to keep it)"
     if looping(text):
         return "answer loops (a run of words repeats more than 4 times)"
     return None

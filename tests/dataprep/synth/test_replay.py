@@ -115,7 +115,7 @@ def test_answers_empty_cut_off_looping_or_repeated_are_rejected(files, tmp_path)
     reasons = {r["line"]: r["reason"] for r in lines(tmp_path / "replay.rejects.jsonl")}
     assert reasons[9] == f"the same answer as the prompt at {prompts}:3"
     assert reasons[10].startswith("answer loops")
-    assert reasons[11].startswith("answer cut off by the token limit")
+    assert reasons[11] == "answer cut off by the token limit (raise --max-new-tokens to keep it)"
     assert reasons[12] == "empty answer"
     manifest = json.loads((tmp_path / "replay.manifest.json").read_text())
     assert manifest["kept"] == got["kept"] == 2 and manifest["dropped_total"] == 7
@@ -463,7 +463,7 @@ def test_rewrites_keep_names_and_numbers_or_the_original_stays(tmp_path):
     assert got["rewritten"] == 1 and got["rejected"] == 1
     assert got["kept_original"] == {
         "the rewrite lost a name or number of the original": 1,
-        "answer cut off by the token limit (raise max_new_tokens to keep it)": 1,
+        "answer cut off by the token limit (raise --max-new-tokens to keep it)": 1,
     }
     assert key_terms("The Halvard Radio Array observes at 412 MHz. It was built in 2031.") == {
         "Halvard", "Radio", "Array", "412", "MHz", "2031"
