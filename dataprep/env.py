@@ -42,12 +42,6 @@ def child_env(*, local: bool, **extra: str) -> dict[str, str]:
     return env
 
 
-def hub_offline() -> bool:
-    """True when this process's environment sets HF_HUB_OFFLINE (1, on, yes, true)."""
-    value = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
-    return value in {"1", "ON", "YES", "TRUE"}
-
-
 def _status_mb(field: str) -> float | None:
     """A memory line of Linux's /proc/self/status (VmHWM, VmRSS), MB; None elsewhere."""
     try:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -26,8 +25,9 @@ from pathlib import Path
 
 import yaml
 
-from cosmosage.dataprep.env import child_env, hub_offline
+from cosmosage.dataprep.env import child_env
 from cosmosage.dataprep.records import DataError
+from cosmosage.tools.models.hub import REPO_ID_RE
 
 METHODS = ("linear", "ties", "dare_ties")
 NEEDS_BASE = ("ties", "dare_ties")
@@ -62,9 +62,6 @@ def model_ref(model: str | Path) -> str:
     return str(path.resolve()) if path.exists() else str(model)
 
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
 def check_model(model: str, option: str = "") -> None:
     """A soup's model is a model folder (config.json in it) or a Hub id ORG/NAME that is in
     the Hugging Face cache or, when online, on the Hub; anything else fails here, before
@@ -75,7 +72,7 @@ def check_model(model: str, option: str = "") -> None:
         if not (path / "config.json").is_file():
             raise SoupError(f"{name}: not a model folder (no config.json)")
         return
-    if not HUB_ID.match(model) or path.exists():
+    if not REPO_ID_RE.fullmatch(model) or path.exists():
         raise SoupError(f"{name}: no such model folder, and not a Hub id ORG/NAME")
     if path.parent.is_dir():  # `build/nope`: a mistyped folder, not the Hub's org `build`
         raise SoupError(
@@ -90,7 +87,12 @@ def check_model(model: str, option: str = "") -> None:
 def hub_missing(repo: str) -> str | None:
     """Why the Hub id `repo` cannot be read (None when it can): its config.json is in the
     Hugging Face cache, or else (unless HF_HUB_OFFLINE) the Hub answers for it."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub import (
+        get_hf_file_metadata,
+        hf_hub_url,
+        is_offline_mode,
+        try_to_load_from_cache,
+    )
     from huggingface_hub.errors import (
         EntryNotFoundError,
         GatedRepoError,
@@ -99,7 +101,7 @@ def hub_missing(repo: str) -> str | None:
 
     if isinstance(try_to_load_from_cache(repo, "config.json"), str):
         return None
-    if hub_offline():
+    if is_offline_mode():
         return "the Hub id is not in the Hugging Face cache (HF_HUB_OFFLINE is set)"
     try:
         get_hf_file_metadata(hf_hub_url(repo, "config.json"), timeout=10)

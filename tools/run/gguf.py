@@ -25,7 +25,7 @@ def quantize_source(
     FOLDER-gguf), evaluated on `suites` or the run's own; quantize.json beside them."""
     from cosmosage.tools.eval.generation import preset
     from cosmosage.tools.eval.report import pct
-    from cosmosage.tools.models.quantize import llama_cpp, parse_types, quantize_model
+    from cosmosage.tools.models.quantize import parse_types, quantize_model
 
     types = parse_types(kinds)
     run_scores = None
@@ -39,7 +39,6 @@ def quantize_source(
             raise DataError(f"{source}: no such run or folder")
         model_dir, name = path, path.name
         out = out or path.with_name(path.name + "-gguf")
-    llama_cpp()  # the `gguf` extra, before anything is printed or written
     info = quantize_model(model_dir, out, types, name, echo=echo)
     for f in info["files"].values():
         echo(f"  {f['file']:40} {f['bytes'] / 1e6:8.1f} MB  generates: {f['smoke'].strip()!r}")

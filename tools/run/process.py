@@ -39,8 +39,6 @@ def build_env(cfg: dict, root: Path, meta: dict | None = None) -> dict[str, str]
     process, and Axolotl then loads the model with `device_map: auto`, which would spread
     it over every GPU of the machine. `recipe.env` adds variables of the recipe's own."""
     env = child_env(local=is_offline(cfg, root))
-    env.setdefault("DO_NOT_TRACK", "1")
-    env.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
     if not cfg.get("wandb_project"):
         env.setdefault("WANDB_MODE", "disabled")
     for key, value in ((meta or {}).get("env") or {}).items():  # the recipe's `recipe.env`

@@ -161,7 +161,7 @@ def test_a_hub_id_neither_cached_nor_reachable_is_refused_before_mergekit(
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "soups" / "x6"
     args = ["model", "soup", "--model", "models/smollm2:0.5", "--model", f"{tiny_model}:0.5"]
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets
     res = CliRunner().invoke(main, [*args, "--out", str(out)])
     assert res.exit_code == 1
     assert res.output.splitlines() == [
@@ -174,7 +174,7 @@ def test_a_hub_id_neither_cached_nor_reachable_is_refused_before_mergekit(
     def unreachable(*a, **k):
         raise httpx.ConnectError("no route to host")
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", unreachable)
     with pytest.raises(soup.SoupError, match=re.escape("--base org/base: not a local folder")):
         soup.make_soup([soup.Ingredient(str(tiny_model), 1)], "ties", out, base="org/base")

@@ -6,12 +6,13 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
+from cosmosage.dataprep.env import no_telemetry
+
 # The checks run Axolotl's loaders in this process; they must not report to its telemetry.
-os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
+no_telemetry()
 
 # Keys that need CUDA (or a GPU-only library) and must not appear in a cpu profile.
 CUDA_ONLY = {

@@ -4,16 +4,14 @@ tools/run/soup_stage.py makes the soup."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from cosmosage.dataprep.records import DataError
 from cosmosage.tools.models import soup
+from cosmosage.tools.models.hub import REPO_ID_RE
 from cosmosage.tools.recipe.check.base import Problem
 from cosmosage.tools.recipe.check.select import check_rule
 from cosmosage.tools.recipe.render import Rendered, recipes_dir
-
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def soup_block(name: str, spec: dict) -> tuple[list[tuple[str, float]], str | None, dict]:
@@ -47,7 +45,7 @@ def check_soup(r: Rendered, root: Path) -> list[Problem]:
         local = Path(ref) if Path(ref).is_absolute() else root / ref
         if (recipes_dir(root) / f"{ref}.yaml").is_file() or local.exists():
             continue
-        if _HUB_ID.fullmatch(ref) and not ref.startswith(("build/", "runs/")):
+        if REPO_ID_RE.fullmatch(ref) and not ref.startswith(("build/", "runs/")):
             problems.append(Problem("soup", f"{ref}: a Hub id, fetched by mergekit", "info"))
         else:
             problems.append(Problem("soup", f"{ref}: no such recipe, model folder or Hub id"))
